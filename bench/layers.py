@@ -1,0 +1,97 @@
+"""Speed of rnnkit's recurrent layers against torch.nn, measured in one process.
+
+Prints, for LSTM, GRU and RNN at several sizes, the median time of torch.nn and the
+ratio rnnkit / torch.nn for each engine, for a training step (forward + backward)
+and for inference (forward under no_grad). Runs are interleaved (torch, then each
+engine, repeated) so that a noisy machine hurts every column alike.
+
+    python bench/layers.py [--repeats N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import rnnkit
+
+SIZES = [(50, 64, 512), (100, 16, 128), (50, 32, 256)]  # (T, B, I = H)
+ENGINES = ["auto", "explicit", "reference"]
+TARGETS = {  # issue 2: median ratio against torch.nn
+    ((50, 64, 512), "explicit"): 1.5,
+    ((100, 16, 128), "explicit"): 2.5,
+    ((50, 64, 512), "auto"): 1.15,
+    ((100, 16, 128), "auto"): 1.15,
+}
+
+
+def _step(module: torch.nn.Module, x: torch.Tensor, train: bool) -> None:
+    if train:
+        out, _ = module(x)
+        out.sum().backward()
+    else:
+        with torch.no_grad():
+            module(x)
+
+
+def measure(kind: str, size: tuple[int, int, int], repeats: int) -> dict[str, tuple[float, float]]:
+    """Median seconds per call for torch.nn and each engine: {name: (train, infer)}."""
+    T, B, H = size
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, kind)(H, H)
+    mods = {"torch.nn": ref}
+    for engine in ENGINES:
+        m = getattr(rnnkit, kind)(H, H, engine=engine)
+        m.load_state_dict(ref.state_dict())
+        mods[engine] = m
+    x = torch.randn(T, B, H, requires_grad=True)
+    times: dict[str, dict[bool, list[float]]] = {n: {True: [], False: []} for n in mods}
+    for train in (True, False):
+        for m in mods.values():  # warm up
+            _step(m, x, train)
+        for _ in range(repeats):
+            for name, m in mods.items():
+                t0 = time.perf_counter()
+                _step(m, x, train)
+                times[name][train].append(time.perf_counter() - t0)
+    return {n: (statistics.median(t[True]), statistics.median(t[False])) for n, t in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=15, help="timed calls per engine (default 15)")
+    ap.add_argument("--quick", action="store_true", help="one size, 3 repeats (a smoke run)")
+    args = ap.parse_args()
+    sizes = SIZES[1:2] if args.quick else SIZES
+    repeats = 3 if args.quick else args.repeats
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats}")
+    header = f"{'layer':5} {'T,B,H':>12} {'mode':6} {'torch.nn ms':>11} " + " ".join(
+        f"{e + ' ×':>12}" for e in ENGINES
+    )
+    print(header)
+    misses = []
+    for kind in ("LSTM", "GRU", "RNN"):
+        for size in sizes:
+            res = measure(kind, size, repeats)
+            for mode, k in (("train", 0), ("infer", 1)):
+                base = res["torch.nn"][k]
+                ratios = {e: res[e][k] / base for e in ENGINES}
+                cells = " ".join(f"{ratios[e]:12.2f}" for e in ENGINES)
+                print(
+                    f"{kind:5} {','.join(map(str, size)):>12} {mode:6} {base * 1e3:11.2f} {cells}"
+                )
+                for e in ENGINES:
+                    target = TARGETS.get((size, e))
+                    if target and kind in ("LSTM", "GRU") and ratios[e] > target:
+                        misses.append(f"{kind} {size} {mode} {e}: {ratios[e]:.2f} > {target}")
+    print(
+        "targets (LSTM, GRU): explicit ≤ 1.5× at 50,64,512 and ≤ 2.5× at 100,16,128; auto ≤ 1.15×"
+    )
+    print("missed: " + ("; ".join(misses) if misses else "none"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""rnnkit: recurrent sequence models with attention, every gate inspectable.
+
+Public API: recurrent cells and layers (drop-in for ``torch.nn``), attention, the
+encoder-decoder model and search. Nothing runs at import.
+"""
+
+from rnnkit.cells import GRUCell, GRUGates, LSTMCell, LSTMGates, RNNCell
+from rnnkit.layers import GRU, LSTM, RNN, RNNGates
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RNN",
+    "LSTM",
+    "GRU",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
+    "RNNGates",
+    "LSTMGates",
+    "GRUGates",
+]

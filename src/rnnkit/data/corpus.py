@@ -1,0 +1,197 @@
+"""Reading corpora: strict UTF-8 lines, parallel files, TSV pairs, length filtering.
+
+Parallel data follows the Joey NMT / fairseq convention: a prefix and two language
+suffixes, ``read_parallel("data/train", "de", "en")`` reads ``data/train.de`` and
+``data/train.en``, line *i* of one translating line *i* of the other.
+
+Lines are split on ``\\n`` only (a ``\\r\\n`` ending is accepted); ``str.splitlines``
+would also split on U+2028, U+0085 and friends inside a sentence and silently
+misalign the two sides.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import DataError
+
+Pair = tuple[str, str]
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """All lines of a UTF-8 text file, without their line endings.
+
+    Args:
+        path: the file.
+
+    Returns:
+        one string per line; a final newline does not add an empty line, a leading
+        byte-order mark is dropped.
+
+    Raises:
+        DataError: missing file, a directory, an empty file, or invalid UTF-8
+            (the message names the line: ``train.de:17: invalid UTF-8``).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    if not data:
+        raise DataError(f"{path}: file is empty")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: invalid UTF-8 (byte 0x{data[e.start]:02x})") from None
+    text = text.removeprefix("\ufeff")
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [s[:-1] if s.endswith("\r") else s for s in lines]
+
+
+def read_parallel(prefix: str | Path, src: str, tgt: str) -> list[Pair]:
+    """Sentence pairs from ``<prefix>.<src>`` and ``<prefix>.<tgt>``.
+
+    Args:
+        prefix: path without the language suffix, e.g. ``data/multi30k/train``.
+        src: source suffix, e.g. ``"de"``.
+        tgt: target suffix, e.g. ``"en"``.
+
+    Returns:
+        ``(source line, target line)`` pairs in file order.
+
+    Raises:
+        DataError: a file is missing, empty or not UTF-8, or the line counts differ
+            (``train.de and train.en have different line counts (29000 vs 28999)``).
+    """
+    src_path = Path(f"{prefix}.{src}")
+    tgt_path = Path(f"{prefix}.{tgt}")
+    src_lines = read_lines(src_path)
+    tgt_lines = read_lines(tgt_path)
+    if len(src_lines) != len(tgt_lines):
+        raise DataError(
+            f"{src_path} and {tgt_path} have different line counts "
+            f"({len(src_lines)} vs {len(tgt_lines)})"
+        )
+    return list(zip(src_lines, tgt_lines, strict=True))
+
+
+def read_tsv(path: str | Path, src_col: int = 0, tgt_col: int = 1) -> list[Pair]:
+    """Sentence pairs from a tab-separated file (e.g. Tatoeba ``eng<TAB>fra``).
+
+    Args:
+        path: the file.
+        src_col: 0-based column of the source sentence.
+        tgt_col: 0-based column of the target sentence.
+
+    Raises:
+        DataError: file problems as in :func:`read_lines`, or a line with too few
+            columns (``eng-fra.txt:12: expected at least 2 tab-separated columns, found 1``).
+    """
+    path = Path(path)
+    need = max(src_col, tgt_col) + 1
+    pairs: list[Pair] = []
+    for n, line in enumerate(read_lines(path), start=1):
+        cols = line.split("\t")
+        if len(cols) < need:
+            raise DataError(
+                f"{path}:{n}: expected at least {need} tab-separated columns, found {len(cols)}"
+            )
+        pairs.append((cols[src_col], cols[tgt_col]))
+    return pairs
+
+
+def filter_pairs(
+    pairs: Sequence[Pair],
+    max_len: int,
+    tokenize_src: Callable[[str], list[str]],
+    tokenize_tgt: Callable[[str], list[str]],
+) -> tuple[list[Pair], int]:
+    """Drop pairs with an empty side or a side longer than ``max_len`` tokens.
+
+    Args:
+        pairs: sentence pairs.
+        max_len: maximum number of tokens on either side (special symbols not counted).
+        tokenize_src: e.g. ``src_tokenizer.encode``.
+        tokenize_tgt: e.g. ``tgt_tokenizer.encode``.
+
+    Returns:
+        ``(kept pairs in their original order, number dropped)``.
+    """
+    kept: list[Pair] = []
+    for s, t in pairs:
+        ns, nt = len(tokenize_src(s)), len(tokenize_tgt(t))
+        if 0 < ns <= max_len and 0 < nt <= max_len:
+            kept.append((s, t))
+    return kept, len(pairs) - len(kept)
+
+
+def split_by_source(
+    pairs: Sequence[Pair], n_dev: int, n_test: int, seed: int
+) -> dict[str, list[Pair]]:
+    """Random train / dev / test split in which a source sentence lives in one split only.
+
+    Corpora such as Tatoeba list several translations of one sentence on adjacent
+    lines; splitting by line would leak a dev source into training.
+
+    Args:
+        pairs: all sentence pairs.
+        n_dev: number of distinct source sentences for dev.
+        n_test: number of distinct source sentences for test.
+        seed: seed of the shuffle.
+
+    Returns:
+        ``{"train": [...], "dev": [...], "test": [...]}``, each in corpus order.
+
+    Raises:
+        DataError: fewer distinct sources than ``n_dev + n_test + 1``.
+    """
+    sources = list(dict.fromkeys(s for s, _ in pairs))
+    if len(sources) <= n_dev + n_test:
+        raise DataError(
+            f"split: {len(sources)} distinct sources, need more than n_dev + n_test = "
+            f"{n_dev + n_test}"
+        )
+    random.Random(seed).shuffle(sources)
+    split_of = {s: "test" for s in sources[:n_test]}
+    split_of.update({s: "dev" for s in sources[n_test : n_test + n_dev]})
+    out: dict[str, list[Pair]] = {"train": [], "dev": [], "test": []}
+    for pair in pairs:
+        out[split_of.get(pair[0], "train")].append(pair)
+    return out
+
+
+def write_lines(path: str | Path, lines: Sequence[str]) -> None:
+    """Write lines (each followed by ``\\n``) as UTF-8, atomically."""
+    write_atomic(Path(path), "".join(s + "\n" for s in lines).encode("utf-8"))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
+
+    A reader never sees a half-written file, and an interrupted write leaves the old
+    file in place.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a data file is meant to be shared
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

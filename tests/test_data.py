@@ -1,0 +1,265 @@
+"""Data layer: tokenizers, vocabulary, corpus readers and their error messages, download."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from rnnkit.data import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SPECIALS,
+    UNK_ID,
+    CharTokenizer,
+    DataError,
+    SentencePieceTokenizer,
+    Vocab,
+    WordTokenizer,
+    fetch_multi30k,
+    filter_pairs,
+    make_task,
+    make_tokenizer,
+    read_lines,
+    read_parallel,
+    read_tsv,
+    split_by_source,
+    tokenizer_from_state,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MULTI30K = DATA / "multi30k"
+
+
+def multi30k() -> Path:
+    if not (MULTI30K / "train.de").is_file():
+        pytest.skip(f"../shared/data/multi30k not found: {MULTI30K}")
+    return MULTI30K
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+# ---------------------------------------------------------------- vocabulary
+
+
+def test_vocab_specials_and_order() -> None:
+    v = Vocab.build([["b", "a", "c"], ["a", "c"], ["a", "<s>"]])
+    assert v.tokens[:4] == list(SPECIALS) == ["<pad>", "<unk>", "<s>", "</s>"]
+    assert (v.pad_id, v.unk_id, v.bos_id, v.eos_id) == (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+    assert (PAD_ID, UNK_ID, BOS_ID, EOS_ID) == (0, 1, 2, 3)
+    assert v.tokens[4:] == ["a", "c", "b"]  # by frequency, ties alphabetically
+    assert Vocab.build([["z", "y", "x"]], max_size=2).tokens[4:] == ["x", "y"]
+    assert Vocab.build([["a", "a", "b"]], min_freq=2).tokens[4:] == ["a"]
+
+
+def test_vocab_encode_decode_round_trip() -> None:
+    sents = [["the", "cat", "sat"], ["a", "dog", "ran", "home"]]
+    v = Vocab.build(sents)
+    for s in sents:
+        ids = v.encode(s)
+        assert ids[-1] == EOS_ID and len(ids) == len(s) + 1
+        assert v.decode(ids) == s
+        with_bos = v.encode(s, add_bos=True, add_eos=False)
+        assert with_bos[0] == BOS_ID and v.decode(with_bos) == s
+    assert v.encode(["zebra"], add_eos=False) == [UNK_ID]
+    assert v.decode([BOS_ID, v["cat"], PAD_ID, EOS_ID, v["dog"]]) == ["cat"]
+    # Text that spells a control symbol cannot end or start a sequence.
+    assert v.encode(["</s>", "<s>", "<pad>"], add_eos=False) == [UNK_ID] * 3
+
+
+def test_vocab_save_load_state(tmp_path: Path) -> None:
+    v = Vocab.build([["ünïcode", "x", "y"], ["x"]])
+    path = tmp_path / "sub" / "vocab.txt"
+    v.save(path)
+    assert Vocab.load(path) == v
+    assert read_lines(path)[:4] == list(SPECIALS)
+    assert [p.name for p in path.parent.iterdir()] == ["vocab.txt"]  # no temp file left
+    assert Vocab.from_state(pickle.loads(pickle.dumps(v.to_state()))) == v
+    assert Vocab.from_tokens(["x", "y"]).tokens == [*SPECIALS, "x", "y"]
+    bad = write(tmp_path / "bad.txt", b"<pad>\n<unk>\n<s>\n</s>\na\n\nb\n")
+    with pytest.raises(DataError, match=r"bad.txt:6: empty token"):
+        Vocab.load(bad)
+
+
+# ---------------------------------------------------------------- tokenizers
+
+
+def _nmt_normal(s: str) -> str:
+    """What sentencepiece's nmt_nfkc normalisation keeps of a sentence."""
+    return " ".join(unicodedata.normalize("NFKC", s).split())
+
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_sentencepiece_multi30k(model_type: str, capfd: pytest.CaptureFixture[str]) -> None:
+    root = multi30k()
+    train = read_lines(root / "train.de")[:400]
+    held_out = read_lines(root / "val.de")[:200]
+    tok = SentencePieceTokenizer.train(train, vocab_size=800, model_type=model_type, seed=1)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # training is quiet
+    for s in held_out:
+        pieces = tok.encode(s)
+        assert len(pieces) < len(s)  # subwords, not characters
+        assert tok.decode(pieces) == _nmt_normal(s)
+    again = tokenizer_from_state(pickle.loads(pickle.dumps(tok.to_state())))
+    assert isinstance(again, SentencePieceTokenizer)
+    assert [again.encode(s) for s in held_out] == [tok.encode(s) for s in held_out]
+    # Deterministic: the same data and seed give the same model.
+    same = SentencePieceTokenizer.train(train, vocab_size=800, model_type=model_type, seed=1)
+    assert same.model_proto == tok.model_proto
+
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_sentencepiece_generated_text(model_type: str) -> None:
+    train = [s for s, _ in make_task("dates", 300, seed=0, long=True)]
+    held_out = [s for s, _ in make_task("dates", 50, seed=1, long=True)]
+    tok = make_tokenizer(model_type, train, vocab_size=300)
+    for s in held_out:
+        assert tok.decode(tok.encode(s)) == s
+    again = tokenizer_from_state(tok.to_state())
+    assert [again.encode(s) for s in held_out] == [tok.encode(s) for s in held_out]
+    # byte fallback spells unseen characters so that they still round-trip
+    fb = SentencePieceTokenizer.train(train, vocab_size=400, byte_fallback=True)
+    assert fb.decode(fb.encode("日本 9 may 2018")) == "日本 9 may 2018"
+
+
+def test_sentencepiece_errors() -> None:
+    with pytest.raises(DataError, match="no training sentences"):
+        SentencePieceTokenizer.train([], vocab_size=100)
+    with pytest.raises(DataError, match="model_type"):
+        SentencePieceTokenizer.train(["a b"], vocab_size=100, model_type="wordpiece")
+
+
+def test_char_tokenizer_round_trip() -> None:
+    tok = CharTokenizer()
+    s = "Saturday  9 May, 2018 — Zürich"
+    pieces = tok.encode(s)
+    assert len(pieces) == len(s) and " " not in pieces and "▁" in pieces
+    assert tok.decode(pieces) == s
+    assert tokenizer_from_state(tok.to_state()).encode(s) == pieces
+    assert CharTokenizer(lowercase=True).encode("Ab") == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello, world!",
+        'A man (in a red shirt) says "hi" to a dog.',
+        "Don't stop... it's 3.5 km/h at 10:30; well-known [sic] 100%?",
+        "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt.",
+    ],
+)
+def test_word_tokenizer_round_trip(text: str) -> None:
+    tok = WordTokenizer()
+    pieces = tok.encode(text)
+    assert not any(len(p) > 1 and p[-1] in ",.!?;)" for p in pieces)  # punctuation split off
+    assert tok.decode(pieces) == text
+    plain = WordTokenizer(split_punct=False)
+    assert plain.decode(plain.encode(text)) == text
+    again = tokenizer_from_state(pickle.loads(pickle.dumps(tok.to_state())))
+    assert again.encode(text) == pieces
+
+
+def test_word_tokenizer_splits_punctuation() -> None:
+    assert WordTokenizer().encode("Hi, you!") == ["Hi", ",", "you", "!"]
+    assert WordTokenizer(lowercase=True).encode("Go\u202fNow") == ["go", "now"]
+    with pytest.raises(DataError, match="unknown kind"):
+        tokenizer_from_state({"kind": "nope"})
+
+
+# ---------------------------------------------------------------- corpus and errors
+
+
+def test_read_lines_strips_only_the_newline(tmp_path: Path) -> None:
+    f = write(tmp_path / "a.txt", " two  spaces \nx\u2028y\r\n\n".encode())
+    assert read_lines(f) == [" two  spaces ", "x\u2028y", ""]
+
+
+def test_error_line_count_mismatch(tmp_path: Path) -> None:
+    write(tmp_path / "train.de", b"a\nb\nc\n")
+    write(tmp_path / "train.en", b"A\nB\n")
+    with pytest.raises(DataError) as e:
+        read_parallel(tmp_path / "train", "de", "en")
+    msg = str(e.value)
+    assert "train.de" in msg and "train.en" in msg and "(3 vs 2)" in msg and "\n" not in msg
+
+
+def test_error_empty_file(tmp_path: Path) -> None:
+    write(tmp_path / "train.de", b"a\n")
+    write(tmp_path / "train.en", b"")
+    with pytest.raises(DataError, match=r"train\.en: file is empty$"):
+        read_parallel(tmp_path / "train", "de", "en")
+
+
+def test_error_invalid_utf8_names_line(tmp_path: Path) -> None:
+    f = write(tmp_path / "train.de", "ok\nnoch ok ä\n".encode() + b"bad \xff here\nfine\n")
+    with pytest.raises(DataError, match=r"train\.de:3: invalid UTF-8"):
+        read_lines(f)
+    f = write(tmp_path / "first.de", b"\xc3\nx\n")  # truncated sequence on line 1
+    with pytest.raises(DataError, match=r"first\.de:1: invalid UTF-8"):
+        read_lines(f)
+
+
+def test_error_missing_file(tmp_path: Path) -> None:
+    write(tmp_path / "train.de", b"a\n")
+    with pytest.raises(DataError, match=r"train\.en: file not found"):
+        read_parallel(tmp_path / "train", "de", "en")
+
+
+def test_error_tsv_missing_column(tmp_path: Path) -> None:
+    f = write(tmp_path / "eng-fra.txt", b"Go.\tVa !\nRun!\tCours !\nOops\n")
+    with pytest.raises(DataError, match=r"eng-fra\.txt:3: expected at least 2 .*found 1"):
+        read_tsv(f)
+    f = write(tmp_path / "ok.txt", b"Go.\tVa !\tCC-BY\n")
+    assert read_tsv(f) == [("Go.", "Va !")]
+    assert read_tsv(f, src_col=1, tgt_col=0) == [("Va !", "Go.")]
+
+
+def test_read_real_corpora() -> None:
+    root = multi30k()
+    pairs = read_parallel(root / "val", "de", "en")
+    assert len(pairs) == 1014 and all(s and t for s, t in pairs)
+    tsv = DATA / "tatoeba-eng-fra" / "eng-fra.txt"
+    if tsv.is_file():
+        assert read_tsv(tsv)[0] == ("Go.", "Va !")
+
+
+def test_filter_pairs_and_split() -> None:
+    pairs = [("a b", "x"), ("", "x"), ("a b c d", "x"), ("a", "x y z w"), ("a", "x")]
+    kept, dropped = filter_pairs(pairs, 3, str.split, str.split)
+    assert kept == [("a b", "x"), ("a", "x")] and dropped == 3
+    pairs = [(f"s{i // 2}", f"t{i}") for i in range(200)]  # two translations per source
+    splits = split_by_source(pairs, n_dev=10, n_test=10, seed=0)
+    assert sum(len(v) for v in splits.values()) == 200
+    train_src = {s for s, _ in splits["train"]}
+    assert len(splits["dev"]) == 20 and not train_src & {s for s, _ in splits["dev"]}
+    assert not train_src & {s for s, _ in splits["test"]}
+
+
+# ---------------------------------------------------------------- download (no network)
+
+
+def test_fetch_multi30k_from_dir(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("train", "val"):
+        for lang in ("de", "en"):
+            write(src / f"{name}.{lang}", f"{name} {lang} 1\n{name} {lang} 2\n".encode())
+    write(src / "test_2016_flickr.de.gz", gzip.compress(b"t de\n"))  # official name, gzipped
+    write(src / "test2016.en", b"t en\n")
+    paths = fetch_multi30k(tmp_path / "out", from_dir=src)
+    assert sorted(p.name for p in paths) == sorted(
+        f"{s}.{lang}" for s in ("train", "val", "test2016") for lang in ("de", "en")
+    )
+    assert read_parallel(tmp_path / "out" / "test2016", "de", "en") == [("t de", "t en")]
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+    (src / "val.en").unlink()
+    with pytest.raises(DataError, match=r"val\.en: file not found"):
+        fetch_multi30k(tmp_path / "out2", from_dir=src)
