@@ -12,7 +12,7 @@ GRU ``r z n``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ __all__ = [
     "RNNCell",
     "LSTMCell",
     "GRUCell",
+    "StackedCell",
 ]
 
 
@@ -278,3 +279,84 @@ class GRUCell(_CellBase):
         if unbatched:
             gates = GRUGates(*(g.squeeze(0) for g in gates))
         return gates if return_gates else gates.hidden
+
+
+_FUSED = {"RNN": torch.rnn_tanh_cell, "LSTM": torch.lstm_cell, "GRU": torch.gru_cell}
+
+
+class StackedCell(nn.Module):
+    """One time step through ``num_layers`` cells, dropout between layers.
+
+    A decoder advances one token at a time, so its recurrent part is a stack of cells
+    rather than a layer. State is ``h (B, L, H)`` (and ``c (B, L, H)`` for the LSTM),
+    batch first so that beam search can reorder it with one ``index_select``.
+
+    ``step(..., fused=True)`` runs torch's fused cell kernels (``torch.lstm_cell`` ...)
+    on the same parameters; ``fused=False`` the readable steps above, which also
+    return every gate.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        nonlinearity: str = "tanh",
+    ) -> None:
+        super().__init__()
+        if kind not in _FUSED:
+            raise ValueError(f"cell kind must be RNN, LSTM or GRU; got {kind!r}")
+        self.kind, self.hidden_size, self.dropout = kind, hidden_size, dropout
+        cls = {"RNN": RNNCell, "LSTM": LSTMCell, "GRU": GRUCell}[kind]
+        extra = {"nonlinearity": nonlinearity} if kind == "RNN" else {}
+        self.cells = nn.ModuleList(
+            cls(input_size if k == 0 else hidden_size, hidden_size, **extra)
+            for k in range(num_layers)
+        )
+
+    def step(
+        self, x: Tensor, h: Tensor, c: Tensor | None, fused: bool = True, record: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None, list[Any]]:
+        """x ``(B, I)``, h / c ``(B, L, H)`` → top output ``(B, H)``, new h, new c, gates.
+
+        ``gates`` holds one ``LSTMGates`` / ``GRUGates`` per layer when ``record``.
+        """
+        hs, cs, gates = [], [], []
+        relu = getattr(self.cells[0], "nonlinearity", "tanh") == "relu"
+        for k, cell in enumerate(self.cells):
+            if k > 0 and self.dropout and self.training:
+                x = F.dropout(x, self.dropout, training=True)
+            w = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+            if fused and not record:
+                if self.kind == "LSTM":
+                    assert c is not None
+                    h_k, c_k = torch.lstm_cell(x, (h[:, k], c[:, k]), *w)
+                    cs.append(c_k)
+                else:
+                    fn = torch.rnn_relu_cell if relu else _FUSED[self.kind]
+                    h_k = fn(x, h[:, k], *w)
+            else:
+                gi = F.linear(x, cell.weight_ih, cell.bias_ih)
+                if self.kind == "LSTM":
+                    assert c is not None
+                    g = lstm_step(gi, h[:, k], c[:, k], cell.weight_hh, cell.bias_hh)
+                    h_k = g.hidden
+                    cs.append(g.cell)
+                    gates.append(g)
+                elif self.kind == "GRU":
+                    g2 = gru_step(
+                        gi,
+                        h[:, k],
+                        cell.weight_hh,
+                        cell.bias_hh,
+                        getattr(cell, "reset_after", True),
+                    )
+                    h_k = g2.hidden
+                    gates.append(g2)
+                else:
+                    h_k = rnn_step(gi, h[:, k], cell.weight_hh, cell.bias_hh, relu)
+            hs.append(h_k)
+            x = h_k
+        return x, torch.stack(hs, 1), (torch.stack(cs, 1) if cs else None), gates

@@ -1,0 +1,355 @@
+"""The attention encoder-decoder: Encoder, Decoder and Seq2Seq.
+
+The encoder reads the source into states h_1..h_S. At each step t the decoder scores
+every h_j against its state, turns the scores into weights α_tj (a softmax), takes the
+context c_t = Σ_j α_tj h_j, and predicts y_t from its state, c_t and y_{t-1}.
+Three decoder styles share one interface:
+
+``bahdanau`` (Bahdanau et al. 2015, arXiv 1409.0473)::
+
+    c_t, α_t = attention(s_{t-1}, h)                 query: the previous state
+    s_t      = RNN(s_{t-1}, [E y_{t-1}; c_t])
+    o_t      = tanh(W_o [s_t; c_t; E y_{t-1}])
+    p(y_t)   = softmax(W_out o_t)
+
+``luong`` (Luong et al. 2015, arXiv 1508.04025, with input feeding)::
+
+    s_t      = RNN(s_{t-1}, [E y_{t-1}; h̃_{t-1}])
+    c_t, α_t = attention(s_t, h)                     query: the new state
+    h̃_t      = tanh(W_c [c_t; s_t])                  attentional state
+    p(y_t)   = softmax(W_out h̃_t)
+
+``none`` (Cho et al. 2014, arXiv 1406.1078): a fixed summary C of the source, fed at
+every step::
+
+    s_t      = RNN(s_{t-1}, [E y_{t-1}; C])
+    o_t      = tanh(W_o [s_t; C; E y_{t-1}])
+    p(y_t)   = softmax(W_out o_t)
+
+One API (STYLE rule 7): ``encode()``, ``decode_step()``, ``forward()`` (teacher forced).
+Greedy search, beam search and training all go through ``decode_step()``.
+Shapes: B batch, S source, T target, E embedding, H hidden, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.attention import BahdanauAttention, LuongAttention
+from rnnkit.cells import StackedCell
+from rnnkit.layers import GRU, LSTM, RNN
+
+__all__ = ["EncoderOutput", "DecoderStep", "Encoder", "Decoder", "Seq2Seq", "sequence_loss"]
+
+CELLS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+ATTENTIONS = ("bahdanau", "luong", "none")
+State = dict[str, Tensor]  # every tensor batch first, so beam search reorders with index_select
+
+
+class EncoderOutput(NamedTuple):
+    """What the decoder reads. All tensors batch first."""
+
+    states: Tensor  # (B, S, D·H) h_1..h_S
+    mask: Tensor  # (B, S) bool, True on real tokens
+    final: Tensor  # (B, D·H) last layer's final states, directions concatenated
+    keys: Tensor | None  # (B, S, ·) the attention's key projection, computed once
+    gates: Any = None  # the encoder's gate trace, when asked for
+
+    def index_select(self, index: Tensor) -> EncoderOutput:
+        """Rows ``index`` of the batch (beam search repeats each sentence K times)."""
+        pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
+        return EncoderOutput(
+            pick(self.states), pick(self.mask), pick(self.final), pick(self.keys), None
+        )
+
+
+class DecoderStep(NamedTuple):
+    logits: Tensor  # (B, V), or the pre-output (B, O) when not projected
+    state: State
+    attention: Tensor | None  # (B, S) α_t, None without attention
+    gates: list[Any]  # per decoder layer, when recorded
+
+
+class Encoder(nn.Module):
+    """Embeddings and a (bidirectional, stacked) rnnkit recurrent layer."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_size: int,
+        hidden_size: int,
+        cell: str = "gru",
+        num_layers: int = 1,
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+        emb_dropout: float = 0.0,
+        engine: str = "auto",
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
+        layer = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}[CELLS[cell]]
+        self.rnn = layer(
+            emb_size,
+            hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+            engine=engine,
+        )
+        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.out_dropout = nn.Dropout(dropout)
+        self.num_directions = 2 if bidirectional else 1
+        self.output_size = self.num_directions * hidden_size
+
+    def forward(
+        self, src: Tensor, lengths: Tensor, return_gates: bool = False
+    ) -> tuple[Tensor, Tensor, Any]:
+        """src ``(B, S)`` ids, lengths ``(B,)`` → states ``(B, S, D·H)``, final ``(B, D·H)``,
+        gate trace or None."""
+        x = self.emb_dropout(self.embed(src))  # (B, S, E)
+        out = self.rnn(x, lengths=lengths.cpu(), return_gates=return_gates)
+        states, h_n = out[0], out[1]
+        if isinstance(h_n, tuple):  # LSTM: (h_n, c_n)
+            h_n = h_n[0]
+        final = h_n[-self.num_directions :].transpose(0, 1).reshape(src.shape[0], -1)
+        return self.out_dropout(states), final, (out[2] if return_gates else None)
+
+
+class Decoder(nn.Module):
+    """Attentional (or not) decoder; one token per :meth:`step`. See module docstring."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_size: int,
+        hidden_size: int,
+        enc_size: int,
+        cell: str = "gru",
+        num_layers: int = 1,
+        attention: str = "bahdanau",
+        luong_score: str = "general",
+        bridge: str = "learned",
+        dropout: float = 0.0,
+        emb_dropout: float = 0.0,
+        out_size: int | None = None,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}; got {attention!r}")
+        if bridge not in ("learned", "zeros"):
+            raise ValueError(f"bridge must be 'learned' or 'zeros'; got {bridge!r}")
+        self.style, self.kind, self.hidden_size = attention, CELLS[cell], hidden_size
+        self.num_layers, self.out_size = num_layers, out_size or hidden_size
+        self.embed = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
+        self.emb_dropout = nn.Dropout(emb_dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.attention: nn.Module | None = None
+        if attention == "luong":
+            self.attention = LuongAttention(hidden_size, enc_size, score=luong_score)
+            rnn_in = emb_size + self.out_size  # input feeding: [E y; h̃_{t-1}]
+            self.W_c = nn.Linear(enc_size + hidden_size, self.out_size, bias=False)
+        else:
+            if attention == "bahdanau":
+                self.attention = BahdanauAttention(hidden_size, enc_size, hidden_size)
+            rnn_in = emb_size + enc_size  # [E y; c_t] or [E y; C]
+            self.W_o = nn.Linear(hidden_size + enc_size + emb_size, self.out_size)
+        self.rnn = StackedCell(self.kind, rnn_in, hidden_size, num_layers, dropout)
+        self.bridge = nn.Linear(enc_size, hidden_size) if bridge == "learned" else None
+
+    def init_state(self, enc: EncoderOutput) -> State:
+        """s_0 = tanh(W_b [h→_S; h←_1]) in every layer (``bridge="learned"``), or zeros."""
+        B = enc.final.shape[0]
+        if self.bridge is None:
+            h = enc.final.new_zeros(B, self.num_layers, self.hidden_size)
+        else:
+            h = torch.tanh(self.bridge(enc.final)).unsqueeze(1).expand(-1, self.num_layers, -1)
+            h = h.contiguous()
+        state = {"h": h}
+        if self.kind == "LSTM":
+            state["c"] = h
+        if self.style == "luong":
+            state["feed"] = enc.final.new_zeros(B, self.out_size)
+        return state
+
+    def step(
+        self,
+        y_prev: Tensor,
+        state: State,
+        enc: EncoderOutput,
+        fused: bool = True,
+        record: bool = False,
+    ) -> DecoderStep:
+        """y_prev ``(B,)`` → pre-output o_t ``(B, O)`` (before W_out), new state, α_t."""
+        e = self.emb_dropout(self.embed(y_prev))  # (B, E)
+        h, c = state["h"], state.get("c")
+        alpha = None
+        if self.style == "luong":
+            s, h, c, gates = self.rnn.step(torch.cat([e, state["feed"]], 1), h, c, fused, record)
+            assert self.attention is not None
+            context, alpha = self.attention(s, enc.states, enc.mask, projected_keys=enc.keys)
+            o = torch.tanh(self.W_c(torch.cat([context, s], 1)))  # h̃_t
+            new = {"h": h, "feed": o}
+        else:
+            if self.attention is not None:
+                context, alpha = self.attention(
+                    h[:, -1], enc.states, enc.mask, projected_keys=enc.keys
+                )
+            else:
+                context = enc.final  # C: the summary of the whole source
+            s, h, c, gates = self.rnn.step(torch.cat([e, context], 1), h, c, fused, record)
+            o = torch.tanh(self.W_o(torch.cat([s, context, e], 1)))
+            new = {"h": h}
+        if c is not None:
+            new["c"] = c
+        return DecoderStep(self.dropout(o), new, alpha, gates)
+
+
+class Seq2Seq(nn.Module):
+    """Encoder-decoder with attention. ``engine`` applies to every recurrent part:
+    ``"auto"`` / ``"native"`` use fused kernels, ``"explicit"`` / ``"reference"`` our cells."""
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        emb_size: int = 256,
+        hidden_size: int = 256,
+        cell: str = "gru",
+        enc_layers: int = 1,
+        dec_layers: int = 1,
+        bidirectional: bool = True,
+        attention: str = "bahdanau",
+        luong_score: str = "general",
+        bridge: str = "learned",
+        dropout: float = 0.3,
+        emb_dropout: float = 0.1,
+        tie_embeddings: bool = False,
+        engine: str = "auto",
+        pad_id: int = 0,
+        bos_id: int = 2,
+        eos_id: int = 3,
+    ) -> None:
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {cell!r}")
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.engine = engine
+        self.encoder = Encoder(
+            src_vocab_size,
+            emb_size,
+            hidden_size,
+            cell,
+            enc_layers,
+            bidirectional,
+            dropout,
+            emb_dropout,
+            engine,
+            pad_id,
+        )
+        self.decoder = Decoder(
+            tgt_vocab_size,
+            emb_size,
+            hidden_size,
+            self.encoder.output_size,
+            cell,
+            dec_layers,
+            attention,
+            luong_score,
+            bridge,
+            dropout,
+            emb_dropout,
+            emb_size if tie_embeddings else hidden_size,
+            pad_id,
+        )
+        self.W_out = nn.Linear(self.decoder.out_size, tgt_vocab_size)
+        if tie_embeddings:  # Press & Wolf 2017: output projection = target embeddings
+            self.W_out.weight = self.decoder.embed.weight
+
+    @property
+    def fused(self) -> bool:
+        return self.engine in ("auto", "native")
+
+    def encode(self, src: Tensor, src_lengths: Tensor, return_gates: bool = False) -> EncoderOutput:
+        """src ``(B, S)``, src_lengths ``(B,)`` → :class:`EncoderOutput`."""
+        states, final, gates = self.encoder(src, src_lengths, return_gates)
+        mask = torch.arange(src.shape[1], device=src.device) < src_lengths.to(src.device)[:, None]
+        att = self.decoder.attention
+        keys = att.project_keys(states) if att is not None else None
+        return EncoderOutput(states, mask, final, keys, gates)
+
+    def init_state(self, enc: EncoderOutput) -> State:
+        return self.decoder.init_state(enc)
+
+    def decode_step(
+        self,
+        y_prev: Tensor,
+        state: State,
+        enc: EncoderOutput,
+        project: bool = True,
+        record: bool = False,
+    ) -> DecoderStep:
+        """One decoder step: y_{t-1} ``(B,)`` → logits ``(B, V)`` of y_t (``project=False``:
+        the pre-output ``(B, O)``), the new state, α_t ``(B, S)`` and recorded gates."""
+        step = self.decoder.step(y_prev, state, enc, fused=self.fused and not record, record=record)
+        return step._replace(logits=self.W_out(step.logits)) if project else step
+
+    def forward(
+        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, teacher_forcing: float = 1.0
+    ) -> tuple[Tensor, Tensor | None]:
+        """Teacher-forced pass. tgt_in ``(B, T)`` = BOS y_1 .. y_{T-1}.
+
+        With ``teacher_forcing < 1`` each step feeds, with probability 1 - ratio, the
+        model's own prediction instead of the reference token (Williams & Zipser 1989).
+        Returns logits ``(B, T, V)`` and attention ``(B, T, S)`` (None without attention).
+        """
+        enc = self.encode(src, src_lengths)
+        state = self.init_state(enc)
+        outs, alphas = [], []
+        y = tgt_in[:, 0]
+        for t in range(tgt_in.shape[1]):
+            if teacher_forcing < 1.0:
+                step = self.decode_step(y, state, enc)
+                outs.append(step.logits)
+                if t + 1 < tgt_in.shape[1]:
+                    own = torch.rand(()) >= teacher_forcing
+                    y = step.logits.argmax(-1) if bool(own) else tgt_in[:, t + 1]
+            else:
+                step = self.decode_step(y, state, enc, project=False)
+                outs.append(step.logits)
+                if t + 1 < tgt_in.shape[1]:
+                    y = tgt_in[:, t + 1]
+            state = step.state
+            if step.attention is not None:
+                alphas.append(step.attention)
+        out = torch.stack(outs, 1)  # (B, T, O or V)
+        logits = out if teacher_forcing < 1.0 else self.W_out(out)  # one product for all T
+        return logits, (torch.stack(alphas, 1) if alphas else None)
+
+
+def sequence_loss(
+    logits: Tensor, target: Tensor, pad_id: int, label_smoothing: float = 0.0
+) -> tuple[Tensor, int]:
+    """Summed cross-entropy over real target tokens (padding ignored).
+
+    Args:
+        logits: ``(B, T, V)``; target: ``(B, T)`` ids y_1 .. y_T (EOS included).
+        label_smoothing: ε of Szegedy et al. 2016: the target distribution is
+            (1 - ε) one-hot + ε uniform.
+    Returns:
+        (loss summed over tokens, number of real tokens); divide for the per-token loss.
+    """
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        target.reshape(-1),
+        ignore_index=pad_id,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+    )
+    return loss, int((target != pad_id).sum())
