@@ -4,8 +4,10 @@ Public API: recurrent cells and layers (drop-in for ``torch.nn``), attention, th
 encoder-decoder model and search. Nothing runs at import.
 """
 
+from rnnkit.attention import BahdanauAttention, LuongAttention
 from rnnkit.cells import GRUCell, GRUGates, LSTMCell, LSTMGates, RNNCell
 from rnnkit.layers import GRU, LSTM, RNN, RNNGates
+from rnnkit.model import Decoder, Encoder, Seq2Seq
 
 __version__ = "0.1.0"
 
@@ -19,4 +21,9 @@ __all__ = [
     "RNNGates",
     "LSTMGates",
     "GRUGates",
+    "BahdanauAttention",
+    "LuongAttention",
+    "Encoder",
+    "Decoder",
+    "Seq2Seq",
 ]

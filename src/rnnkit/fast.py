@@ -144,7 +144,7 @@ class _LSTM(torch.autograd.Function):
             for bi, t in enumerate(last):
                 ends.setdefault(t, []).append(bi)
             ctx.ends = ends
-        return hs[1:], c_n.clone()
+        return hs[1:].clone(), c_n.clone()  # not views: callers may modify them in place
 
     @staticmethod
     def backward(ctx: Any, dH: Tensor, dc_n: Tensor) -> tuple[Any, ...]:
@@ -225,7 +225,7 @@ class _GRU(torch.autograd.Function):
             Hs[t + 1].mul_(Z[t]).add_(N[t])
         ctx.save_for_backward(x, w_ih, w_hh, acts, gh, hs)
         ctx.has_bias = b_ih is not None
-        return hs[1:]
+        return hs[1:].clone()  # not a view: callers may modify it in place
 
     @staticmethod
     def backward(ctx: Any, dH: Tensor) -> tuple[Any, ...]:
@@ -293,7 +293,7 @@ class _RNN(torch.autograd.Function):
             h.relu_() if relu else h.tanh_()
         ctx.save_for_backward(x, w_ih, w_hh, hs)
         ctx.relu, ctx.has_bias = relu, b_ih is not None
-        return hs[1:]
+        return hs[1:].clone()  # not a view: callers may modify it in place
 
     @staticmethod
     def backward(ctx: Any, dH: Tensor) -> tuple[Any, ...]:

@@ -1,0 +1,142 @@
+"""Checkpoints: one file holds what translating needs (config, tokenizers, vocabularies,
+weights) and what resuming needs (optimizer, scheduler, RNG states, data position).
+
+Files are written atomically (a temp file in the same folder, then ``os.replace``), so
+a run killed mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnkit.config import Config, config_from_dict
+from rnnkit.data import Tokenizer, Vocab, tokenizer_from_state
+from rnnkit.model import Seq2Seq
+
+__all__ = [
+    "CheckpointError",
+    "Bundle",
+    "save_checkpoint",
+    "load_checkpoint",
+    "build_model",
+    "load_bundle",
+]
+
+FORMAT = "rnnkit-checkpoint-1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, truncated or not rnnkit's (one-line message)."""
+
+
+@dataclass
+class Bundle:
+    """A trained model with everything needed to turn text into text."""
+
+    config: Config
+    model: Seq2Seq
+    src_tokenizer: Tokenizer
+    tgt_tokenizer: Tokenizer
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    step: int
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (plus a format tag) to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint; a missing, truncated or foreign file is a :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except (
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+    ) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable rnnkit checkpoint (truncated or corrupt: {first})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an rnnkit checkpoint")
+    return ckpt
+
+
+def build_model(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+    """The Seq2Seq that ``cfg.model`` describes."""
+    m = cfg.model
+    return Seq2Seq(
+        src_vocab_size,
+        tgt_vocab_size,
+        emb_size=m.emb_size,
+        hidden_size=m.hidden_size,
+        cell=m.cell,
+        enc_layers=m.enc_layers,
+        dec_layers=m.dec_layers,
+        bidirectional=m.bidirectional,
+        attention=m.attention,
+        luong_score=m.luong_score,
+        bridge=m.bridge,
+        dropout=m.dropout,
+        emb_dropout=m.emb_dropout,
+        tie_embeddings=m.tie_embeddings,
+        engine=m.engine,
+    )
+
+
+def load_bundle(
+    path: str | Path, device: str | torch.device = "cpu", engine: str | None = None
+) -> Bundle:
+    """Load a checkpoint for translation, in eval mode on ``device``.
+
+    ``engine`` overrides the configured one (``"explicit"`` to record gates).
+    """
+    ckpt = load_checkpoint(path)
+    try:
+        cfg = config_from_dict(ckpt["config"], source=str(path))
+        if engine is not None:
+            cfg.model.engine = engine
+        src_vocab = Vocab.from_state(ckpt["src_vocab"])
+        tgt_vocab = Vocab.from_state(ckpt["tgt_vocab"])
+        model = build_model(cfg, len(src_vocab), len(tgt_vocab))
+        model.load_state_dict(ckpt["model"])
+        bundle = Bundle(
+            cfg,
+            model.to(device).eval(),
+            tokenizer_from_state(ckpt["src_tokenizer"]),
+            tokenizer_from_state(ckpt["tgt_tokenizer"]),
+            src_vocab,
+            tgt_vocab,
+            int(ckpt.get("step", 0)),
+        )
+    except KeyError as e:
+        raise CheckpointError(f"{path}: checkpoint lacks {e}") from None
+    return bundle

@@ -1,0 +1,259 @@
+"""The ``rnnkit`` command line: thin; it parses arguments and calls the library.
+
+Errors in what the user gave (config, data, checkpoint, input text) end with a one-line
+``rnnkit: error: ...`` on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A problem with the user's input, reported in one line."""
+
+
+def read_text(path: str | None) -> list[str]:
+    """Lines of a UTF-8 file (stdin when ``path`` is None or ``-``), newlines stripped."""
+    name = "<stdin>" if path in (None, "-") else path
+    try:
+        data = sys.stdin.buffer.read() if name == "<stdin>" else Path(name).read_bytes()
+    except OSError as e:
+        raise UsageError(f"{name}: {e.strerror}") from None
+    raw = data.split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()
+    lines = []
+    for n, b in enumerate(raw, 1):
+        try:
+            lines.append(b.decode("utf-8").removesuffix("\r"))
+        except UnicodeDecodeError as e:
+            raise UsageError(f"{name}:{n}: invalid UTF-8 (byte 0x{b[e.start]:02x})") from None
+    return lines
+
+
+def write_text(path: str | None, lines: Sequence[str]) -> None:
+    """Write lines to ``path`` atomically, or to stdout when ``path`` is None or ``-``."""
+    text = "".join(line + "\n" for line in lines)
+    if path in (None, "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, out)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------- commands
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rnnkit.demo import run_demo
+
+    result = run_demo(args.out, max_minutes=args.minutes, log=_log, progress=True)
+    print()
+    for src, hyp in result.examples:
+        print(f"  {src:30} → {hyp}")
+    print(f"accuracy: {result.accuracy:.3f}")
+    print(f"attention heatmap: {result.heatmap}")
+    print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rnnkit.config import load_config
+    from rnnkit.train import train
+
+    cfg = load_config(args.config, args.set)
+    out = args.out or str(Path("runs") / Path(args.config).stem)
+    result = train(
+        cfg,
+        out,
+        resume=args.resume,
+        config_dir=Path(args.config).resolve().parent,
+        log=_log,
+        progress=True,
+    )
+    return 130 if result.stopped == "interrupted" else 0
+
+
+def _bundle(path: str) -> object:
+    from rnnkit.checkpoint import load_bundle
+    from rnnkit.train import pick_device
+
+    return load_bundle(path, device=pick_device("auto"))
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from rnnkit.translate import translate_lines
+
+    lines = read_text(args.input)
+    bundle = _bundle(args.checkpoint)
+    beam = args.beam if args.beam is not None else bundle.config.decode.beam_size  # type: ignore[attr-defined]
+    if args.n_best > max(beam, 1):
+        raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
+    results = translate_lines(
+        bundle,
+        lines,
+        args.beam,
+        args.batch_size,  # type: ignore[arg-type]
+        args.n_best,
+    )
+    if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
+        out = [f"{i} ||| {t.text} ||| {t.score:.4f}" for i, r in enumerate(results) for t in r]
+    else:
+        out = [r[0].text for r in results]
+    write_text(args.output, out)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rnnkit.evaluate import score
+    from rnnkit.translate import translate_lines
+
+    src, ref = read_text(args.src), read_text(args.ref)
+    if len(src) != len(ref):
+        raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
+    bundle = _bundle(args.checkpoint)
+    hyps = [r[0].text for r in translate_lines(bundle, src, args.beam, args.batch_size)]  # type: ignore[arg-type]
+    if args.output:
+        write_text(args.output, hyps)
+    result = score(hyps, ref, lowercase=args.lowercase)
+    result["beam"] = args.beam if args.beam is not None else bundle.config.decode.beam_size  # type: ignore[attr-defined]
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from rnnkit.data import fetch_multi30k
+
+    files = fetch_multi30k(args.out, from_dir=args.from_dir)
+    for f in files:
+        _log(f"wrote {f}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "layers.py"
+    if not script.is_file():
+        raise UsageError(f"{script}: benchmark script not found (run from a source checkout)")
+    sys.argv = [str(script)] + (["--quick"] if args.quick else [])
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rnnkit",
+        description="Recurrent sequence models with attention: train, translate, evaluate.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser(
+        "demo",
+        help="train an attention model on the built-in dates task and "
+        "show what it learnt (a few minutes on a CPU)",
+    )
+    d.add_argument(
+        "--out",
+        default="runs/demo",
+        help="folder for the checkpoint and the attention heatmap (default: runs/demo)",
+    )
+    d.add_argument(
+        "--minutes", type=float, default=2.5, help="training time budget in minutes (default: 2.5)"
+    )
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("config", help="YAML config (see configs/)")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set train.max_steps=100 (repeatable)",
+    )
+    t.add_argument(
+        "--out", help="output folder for checkpoints and logs (default: runs/<config name>)"
+    )
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.set_defaults(func=cmd_train)
+
+    tr = sub.add_parser("translate", help="translate lines of text with a checkpoint")
+    tr.add_argument("checkpoint", help="a .pt file written by rnnkit train")
+    tr.add_argument("--input", help="UTF-8 text, one sentence per line (default: stdin)")
+    tr.add_argument("--output", help="where to write translations (default: stdout)")
+    tr.add_argument("--beam", type=int, help="beam size; 1 = greedy (default: from checkpoint)")
+    tr.add_argument("--batch-size", type=int, help="sentences per batch (default: from checkpoint)")
+    tr.add_argument(
+        "--n-best",
+        type=int,
+        default=1,
+        help="write the N best as 'line ||| text ||| score' (default: 1)",
+    )
+    tr.set_defaults(func=cmd_translate)
+
+    ev = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a checkpoint, as JSON")
+    ev.add_argument("checkpoint")
+    ev.add_argument("--src", required=True, help="source sentences, one per line")
+    ev.add_argument("--ref", required=True, help="reference translations, line-aligned")
+    ev.add_argument("--beam", type=int, help="beam size; 1 = greedy (default: from checkpoint)")
+    ev.add_argument("--batch-size", type=int)
+    ev.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
+    ev.add_argument("--output", help="also write the translations here")
+    ev.set_defaults(func=cmd_evaluate)
+
+    da = sub.add_parser("data", help="fetch a corpus")
+    da.add_argument("corpus", choices=["multi30k"])
+    da.add_argument("--out", required=True, help="folder to write train/val/test2016.{de,en}")
+    da.add_argument(
+        "--from", dest="from_dir", help="copy from a local folder instead of downloading"
+    )
+    da.set_defaults(func=cmd_data)
+
+    b = sub.add_parser("bench", help="layer speed against torch.nn (bench/layers.py)")
+    b.add_argument("--quick", action="store_true")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from rnnkit.checkpoint import CheckpointError
+    from rnnkit.config import ConfigError
+    from rnnkit.data import DataError
+
+    try:
+        return int(args.func(args))
+    except (UsageError, ConfigError, DataError, CheckpointError) as e:
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

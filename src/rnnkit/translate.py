@@ -1,0 +1,101 @@
+"""Text in, text out: raw UTF-8 lines → tokenizer → ids → search → detokenised lines.
+
+One output per input line, in input order; an empty (or blank) input line gives an
+empty output line. Lines are sorted by length internally so that batches waste little
+padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rnnkit.checkpoint import Bundle
+from rnnkit.data import make_src_batches
+from rnnkit.search import beam_search, greedy_search
+
+__all__ = ["Translation", "translate_lines"]
+
+
+@dataclass
+class Translation:
+    """One hypothesis of one input line."""
+
+    text: str
+    score: float
+    src_tokens: list[str]  # what the encoder read (EOS included)
+    out_tokens: list[str]  # what the decoder wrote (EOS included when it ended with EOS)
+    attention: Tensor | None  # (len(out_tokens), len(src_tokens))
+
+
+def translate_lines(
+    bundle: Bundle,
+    lines: Sequence[str],
+    beam_size: int | None = None,
+    batch_size: int | None = None,
+    n_best: int = 1,
+    length_penalty: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[list[Translation]]:
+    """Translate ``lines``; for each line its ``n_best`` translations, best first.
+
+    Args:
+        beam_size: 1 = greedy; default from the checkpoint's ``decode`` section.
+        batch_size: sentences per batch; default from ``decode.batch_size``.
+        progress: called with the number of sentences finished after each batch.
+    """
+    dec = bundle.config.decode
+    K = dec.beam_size if beam_size is None else beam_size
+    alpha = dec.length_penalty if length_penalty is None else length_penalty
+    if n_best > max(K, 1):
+        raise ValueError(f"--n-best {n_best} exceeds the beam size {K}")
+    device = next(bundle.model.parameters()).device
+    lower = bundle.config.data.lowercase
+    src_tokens = [
+        bundle.src_tokenizer.encode(line.lower() if lower else line) if line.strip() else []
+        for line in lines
+    ]
+    ids = [bundle.src_vocab.encode(t, add_eos=True) for t in src_tokens]
+    todo = [i for i, t in enumerate(src_tokens) if t]
+    results: list[list[Translation]] = [[Translation("", 0.0, [], [], None)] for _ in lines]
+    batches = make_src_batches(
+        [ids[i] for i in todo], batch_size or dec.batch_size, bundle.src_vocab.pad_id
+    )
+    eos = bundle.tgt_vocab.eos_id
+    for batch in batches:
+        src, lengths = batch.src.to(device), batch.src_lengths
+        with torch.no_grad():
+            if K <= 1:
+                hyps = [
+                    [h]
+                    for h in greedy_search(bundle.model, src, lengths, dec.max_len_a, dec.max_len_b)
+                ]
+            else:
+                hyps = beam_search(
+                    bundle.model, src, lengths, K, alpha, dec.max_len_a, dec.max_len_b, n_best
+                )
+        for row, nbest in zip(batch.indices.tolist(), hyps):
+            i = todo[row]
+            src_toks = src_tokens[i] + ["</s>"]
+            out = []
+            for h in nbest:
+                pieces = bundle.tgt_vocab.decode(h.tokens)
+                toks = [bundle.tgt_vocab.token(t) for t in h.tokens]
+                if h.attention is not None and h.attention.shape[0] > len(toks):
+                    toks.append(bundle.tgt_vocab.token(eos))
+                out.append(
+                    Translation(
+                        bundle.tgt_tokenizer.decode(pieces),
+                        h.score,
+                        src_toks,
+                        toks,
+                        None if h.attention is None else h.attention.cpu(),
+                    )
+                )
+            results[i] = out
+        if progress is not None:
+            progress(len(batch.indices))
+    return results

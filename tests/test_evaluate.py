@@ -1,0 +1,100 @@
+"""sacrebleu BLEU / chrF, length buckets, exact match."""
+
+from __future__ import annotations
+
+import pytest
+import sacrebleu
+
+from rnnkit.evaluate import bucket_scores, exact_match, score, word_count
+
+HYPS = [
+    "the cat sat on the mat",
+    "a dog is running in the park today",
+    "he read the book",
+    "it was cold outside last night",
+]
+REFS = [
+    "the cat sat on the mat",
+    "a dog runs in the park today",
+    "he has read that book",
+    "last night it was cold outside",
+]
+
+
+def test_identical_is_100():
+    result = score(REFS, REFS)
+    assert result["bleu"] == pytest.approx(100.0)
+    assert result["chrf"] == pytest.approx(100.0)
+    assert result["n"] == len(REFS)
+
+
+def test_signatures():
+    result = score(HYPS, REFS)
+    assert "tok:13a" in result["bleu_signature"] and "case:mixed" in result["bleu_signature"]
+    assert "nrefs:1" in result["chrf_signature"]
+    assert "case:lc" in score(HYPS, REFS, lowercase=True)["bleu_signature"]
+
+
+def test_lowercase_flag():
+    hyps, refs = ["The Cat Sat On The Mat"], ["the cat sat on the mat"]
+    cased, lowered = score(hyps, refs), score(hyps, refs, lowercase=True)
+    assert cased["bleu"] < 100.0 and cased["chrf"] < 100.0
+    assert lowered["bleu"] == pytest.approx(100.0) and lowered["chrf"] == pytest.approx(100.0)
+
+
+def test_equals_sacrebleu_corpus_functions():
+    result = score(HYPS, REFS)
+    assert result["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score)
+    assert result["chrf"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS]).score)
+    assert 0.0 < result["bleu"] < 100.0
+
+
+def test_length_mismatch_raises():
+    with pytest.raises(ValueError, match=r"3 hypotheses but 4 references"):
+        score(HYPS[:3], REFS)
+    with pytest.raises(ValueError, match="hypotheses"):
+        exact_match(HYPS, REFS[:1])
+    with pytest.raises(ValueError, match="sources"):
+        bucket_scores(HYPS[:2], HYPS, REFS)
+    with pytest.raises(ValueError):
+        score([], [])
+
+
+def test_bucket_counts_add_up():
+    sources = [" ".join(["w"] * n) for n in (3, 12, 15, 25, 61, 80, 9, 11)]
+    hyps = [f"out {i}" for i in range(len(sources))]
+    refs = [f"out {i}" if i % 2 else f"ref {i}" for i in range(len(sources))]
+    buckets = bucket_scores(sources, hyps, refs)
+    assert sum(b["count"] for b in buckets) == len(sources)
+    assert [b["bucket"] for b in buckets] == ["0-9", "10-19", "20-29", "60+"]  # empty skipped
+    assert [b["count"] for b in buckets] == [2, 3, 1, 2]
+    assert buckets[-1]["hi"] is None and buckets[1]["lo"] == 10 and buckets[1]["hi"] == 19
+
+
+def test_bucket_bleu_is_bleu_of_its_members():
+    sources = ["a b", "a b c d e f g h i j k l", "a", "x " * 30]
+    buckets = bucket_scores(sources, HYPS, REFS, edges=(5, 20))
+    by_label = {b["bucket"]: b for b in buckets}
+    assert set(by_label) == {"0-4", "5-19", "20+"}
+    short = score([HYPS[0], HYPS[2]], [REFS[0], REFS[2]])
+    assert by_label["0-4"]["bleu"] == pytest.approx(short["bleu"])
+    assert by_label["5-19"]["count"] == 1
+
+
+def test_bucket_key_and_edges():
+    sources = ["abcdef", "ab", "abcdefghijkl"]
+    buckets = bucket_scores(sources, REFS[:3], REFS[:3], edges=(5, 10), key=len)
+    assert [(b["bucket"], b["count"]) for b in buckets] == [("0-4", 1), ("5-9", 1), ("10+", 1)]
+    assert all(b["bleu"] == pytest.approx(100.0) for b in buckets)
+    with pytest.raises(ValueError, match="edges"):
+        bucket_scores(sources, REFS[:3], REFS[:3], edges=(10, 5))
+    assert bucket_scores([], [], []) == []
+    assert word_count("  two   words ") == 2
+
+
+def test_exact_match():
+    assert exact_match(REFS, REFS) == 1.0
+    assert exact_match(HYPS, REFS) == pytest.approx(0.25)
+    assert exact_match(["2018-05-09 "], ["2018-05-09"]) == 1.0
+    assert exact_match(["ABC"], ["abc"]) == 0.0
+    assert exact_match(["ABC"], ["abc"], lowercase=True) == 1.0
