@@ -96,6 +96,11 @@ class DataConfig:
     src: str = _field("src", nonempty=True)  # source-side file suffix (language code)
     tgt: str = _field("tgt", nonempty=True)  # target-side file suffix (language code)
     format: str = _field("parallel", choices=("parallel", "tsv"))  # two aligned files or a TSV
+    src_col: int = _field(0, ge=0)  # TSV column of the source side
+    tgt_col: int = _field(1, ge=0)  # TSV column of the target side
+    # without dev (/ test) files: pairs held out of train, split by source sentence
+    dev_size: int = _field(0, ge=0)
+    test_size: int = _field(0, ge=0)
     tokenizer: str = _field("bpe", choices=("bpe", "unigram", "word", "char"))  # token unit
     vocab_size: int = _field(8000, gt=0)  # subword vocabulary size (bpe, unigram)
     joint_vocab: bool = True  # one tokenizer and vocabulary shared by source and target
@@ -445,6 +450,9 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     except OSError as e:
         raise ConfigError(f"{source}: cannot read ({e.strerror})") from None
     cfg = config_from_dict(_parse_yaml(text, source), source)
+    env = os.environ.get("RNNKIT_DATA")
+    if env:  # the environment replaces the file's data_dir; --set still wins
+        cfg.data.data_dir = env
     return apply_overrides(cfg, overrides, source=source)
 
 
@@ -511,7 +519,8 @@ def resolve_data_path(cfg: DataConfig, path: str | Path, config_dir: Path | None
     depend on which files happen to exist):
 
     1. ``cfg.data_dir`` (itself, when relative, taken from the current directory, as a
-       ``--data-dir`` flag would be);
+       ``--data-dir`` flag would be); :func:`load_config` sets it from ``RNNKIT_DATA``
+       when that is set, and ``--set data.data_dir=DIR`` overrides both;
     2. the environment variable ``RNNKIT_DATA`` (when set and not empty);
     3. ``config_dir``, the directory of the config file;
     4. the current directory.

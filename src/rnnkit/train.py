@@ -36,8 +36,10 @@ from rnnkit.data import (
     make_tokenizer,
     read_parallel,
     read_tsv,
+    split_by_source,
     task_splits,
     tokenizer_from_state,
+    write_atomic,
 )
 from rnnkit.evaluate import score
 from rnnkit.model import Seq2Seq, sequence_loss
@@ -71,15 +73,28 @@ def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pa
         return task_splits(
             d.task, d.task_size, d.task_dev, d.task_test, cfg.train.seed, **d.task_options
         )
-    if not d.train or not d.dev:
-        raise DataError("config: data.train and data.dev are required unless data.task is set")
+    if not d.train:
+        raise DataError("config: data.train is required unless data.task is set")
+    if not d.dev and not d.dev_size:
+        raise DataError("config: give data.dev, or data.dev_size to hold out dev pairs from train")
     out = {}
     for split in ("train", "dev", "test"):
         name = getattr(d, split)
         if not name:
             continue
         path = resolve_data_path(d, name, config_dir)
-        out[split] = read_tsv(path) if d.format == "tsv" else read_parallel(path, d.src, d.tgt)
+        out[split] = (
+            read_tsv(path, d.src_col, d.tgt_col)
+            if d.format == "tsv"
+            else read_parallel(path, d.src, d.tgt)
+        )
+    if not d.dev:  # hold out by source sentence, so no source is in two splits
+        held = split_by_source(
+            out["train"], d.dev_size, 0 if d.test else d.test_size, cfg.train.seed
+        )
+        out["train"], out["dev"] = held["train"], held["dev"]
+        if not d.test and d.test_size:
+            out["test"] = held["test"]
     return out
 
 
@@ -172,8 +187,15 @@ class _CsvLog:
         "elapsed_s",
     ]
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, resume_step: int | None = None) -> None:
         self.path = out / "log.csv"
+        if resume_step is not None and self.path.exists():  # drop rows a killed run wrote late
+            with open(self.path, newline="", encoding="utf-8") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            with open(self.path, "w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=self.FIELDS)
+                w.writeheader()
+                w.writerows(rows)
         new = not self.path.exists()
         self.f = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
         self.w = csv.DictWriter(self.f, fieldnames=self.FIELDS)
@@ -291,6 +313,7 @@ def train(
         src_tok, tgt_tok = _build_tokenizers(cfg, train_pairs)
         src_vocab = Vocab.build(src_tok.encode(s) for s, _ in train_pairs)
         tgt_vocab = Vocab.build(tgt_tok.encode(x) for _, x in train_pairs)
+    _save_vocabularies(out, src_tok, tgt_tok, src_vocab, tgt_vocab)
     train_pairs, dropped = filter_pairs(
         train_pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode
     )
@@ -339,13 +362,19 @@ def train(
             },
         }
 
-    csv_log = _CsvLog(out)
+    csv_log = _CsvLog(out, step if ckpt is not None else None)
     history: list[dict[str, Any]] = []
     t0 = time.time()
-    bar = _bar(progress, t.max_steps or None, step)
+    per_epoch = len(make_batches(examples, t.batch_tokens, t.batch_size, False, 0, 0))
+    total = per_epoch * t.max_epochs
+    bar = _bar(progress, min(total, t.max_steps) if t.max_steps else total, step)
     stopped, tokens, tick, loss_sum = "max_epochs", 0, time.time(), 0.0
     model.train()
+    done_rng = _rng_state()  # RNG after the last completed step: what Ctrl-C saves
     try:
+        if t.max_steps and step >= t.max_steps:  # resuming a run that already finished
+            stopped = "max_steps"
+            raise _Stop
         while epoch < t.max_epochs:
             batches = make_batches(
                 examples, t.batch_tokens, t.batch_size, True, t.seed + epoch, src_vocab.pad_id
@@ -361,6 +390,7 @@ def train(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip)
                 opt.step()
                 pos, step = pos + 1, step + 1  # counted once the update is done
+                done_rng = _rng_state()
                 tokens, loss_sum = tokens + n, loss_sum + loss.item()
                 if step % t.log_every == 0:
                     now = time.time()
@@ -413,6 +443,7 @@ def train(
         pass
     except KeyboardInterrupt:
         stopped = "interrupted"
+        _set_rng_state(done_rng)  # the cut-short step drew dropout masks; resume redraws them
         say(f"interrupted at step {step}: saving {out / 'last.pt'}")
     finally:
         if bar is not None:
@@ -430,6 +461,21 @@ def train(
     csv_log.close()
     say(f"stopped ({stopped}) after {step} steps; best dev BLEU {best:.2f}; checkpoints in {out}")
     return TrainResult(step, best, stopped, history)
+
+
+def _save_vocabularies(
+    out: Path, src_tok: Tokenizer, tgt_tok: Tokenizer, src_vocab: Vocab, tgt_vocab: Vocab
+) -> None:
+    """Vocabularies (one token per line) and sentencepiece models beside the checkpoints.
+
+    The checkpoints hold them too; these files are for people and other tools.
+    """
+    src_vocab.save(out / "src_vocab.txt")
+    tgt_vocab.save(out / "tgt_vocab.txt")
+    for side, tok in (("src", src_tok), ("tgt", tgt_tok)):
+        proto = getattr(tok, "model_proto", None)
+        if proto is not None:
+            write_atomic(out / f"{side}_spm.model", proto)
 
 
 class _Stop(Exception):

@@ -1,0 +1,406 @@
+"""The command line: translate keeps every line in order, n-best lists, evaluate as JSON,
+one-line errors with exit status 2 and no traceback, --help everywhere."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from rnnkit.checkpoint import load_bundle
+from rnnkit.cli import main
+from rnnkit.translate import translate_lines
+
+SUBCOMMANDS = ["demo", "train", "translate", "evaluate", "data", "bench"]
+
+# Lines of very different lengths, blank ones among them (also first and last).
+LINES = [
+    "",
+    "a b c",
+    "q w e r t y u i o p a s d f g h j k l z x c",
+    "z",
+    "   ",
+    "m n o p",
+    "",
+    "b a b a b a b a",
+    "x y z w v u t s r q p o n m l k j i h g f e d c b a",
+    "k",
+    "h e l l o",
+    "",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models: one thread is ten times faster than two on a busy two-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_yaml(path: Path, d: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(d), encoding="utf-8")
+    return path
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def read_output(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    return text.split("\n")[:-1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy-task model with a sentencepiece (BPE) vocabulary, trained by ``rnnkit train``."""
+    root = tmp_path_factory.mktemp("model")
+    cfg = {
+        "data": {
+            "task": "copy",
+            "task_size": 300,
+            "task_dev": 20,
+            "task_test": 20,
+            "tokenizer": "bpe",
+            "vocab_size": 60,
+        },
+        "model": {"emb_size": 32, "hidden_size": 32, "dropout": 0.0, "emb_dropout": 0.0},
+        "train": {
+            "batch_size": 16,
+            "lr": 0.01,
+            "scheduler": "none",
+            "max_steps": 60,
+            "validate_every": 60,
+            "checkpoint_every": 60,
+            "device": "cpu",
+        },
+        "decode": {"beam_size": 1, "batch_size": 64, "max_len_a": 1.0, "max_len_b": 4},
+    }
+    path = write_yaml(root / "copy.yaml", cfg)
+    assert main(["train", str(path), "--out", str(root / "run")]) == 0
+    return root / "run" / "last.pt"
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: Any) -> tuple[int, str, str]:
+    capsys.readouterr()
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def one_line_error(err: str) -> str:
+    """The single stderr line of a user error."""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rnnkit: error: "), err
+    return lines[0]
+
+
+def console_script() -> list[str]:
+    script = Path(sys.executable).with_name("rnnkit")
+    if not script.is_file():
+        pytest.skip("the rnnkit console script is not installed beside this python")
+    return [str(script)]
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+# ---------------------------------------------------------------- translate
+
+
+def _translate_file(capsys: Any, checkpoint: Path, src: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "expected.txt"
+    assert run_cli(capsys, "translate", checkpoint, "--input", src, "--output", out)[0] == 0
+    return out
+
+
+def test_translate_keeps_line_count_order_and_empty_lines(checkpoint, tmp_path, capsys):
+    src = write_lines(tmp_path / "in.txt", LINES)
+    outputs = {}
+    for batch in (None, 1, 3):
+        out = tmp_path / f"out.{batch}.txt"
+        size = [] if batch is None else ["--batch-size", batch]
+        status, stdout, _ = run_cli(
+            capsys, "translate", checkpoint, "--input", src, "--output", out, *size
+        )
+        assert status == 0 and stdout == ""
+        outputs[batch] = read_output(out)
+    assert outputs[1] == outputs[None] == outputs[3]  # batching and sorting do not show
+
+    got = outputs[None]
+    assert len(got) == len(LINES)
+    assert all(got[i] == "" for i, s in enumerate(LINES) if not s.strip())
+    # each line equals its translation alone: the order is the input order
+    bundle = load_bundle(checkpoint)
+    alone = [translate_lines(bundle, [line])[0][0].text for line in LINES]
+    assert got == alone
+    assert len(set(got)) > 3  # the lines do get different translations
+
+
+def test_translate_stdin_to_stdout(checkpoint, tmp_path, capsys, monkeypatch):
+    expected = read_output(
+        _translate_file(capsys, checkpoint, write_lines(tmp_path / "in.txt", LINES), tmp_path)
+    )
+    data = "".join(line + "\n" for line in LINES).encode("utf-8")
+    for extra in ([], ["--input", "-"]):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+        status, out, _ = run_cli(capsys, "translate", checkpoint, *extra)
+        assert status == 0
+        assert out.split("\n")[:-1] == expected
+
+
+def test_console_script_translates_stdin_to_stdout(checkpoint, tmp_path, capsys):
+    expected = read_output(
+        _translate_file(capsys, checkpoint, write_lines(tmp_path / "in.txt", LINES), tmp_path)
+    )
+    data = "".join(line + "\n" for line in LINES).encode("utf-8")
+    proc = subprocess.run(
+        [*console_script(), "translate", str(checkpoint)],
+        input=data,
+        capture_output=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stdout.decode("utf-8").split("\n")[:-1] == expected
+    assert b"Traceback" not in proc.stderr
+
+
+def test_n_best_lists(checkpoint, tmp_path, capsys):
+    lines = [s for s in LINES if s.strip()]
+    src = write_lines(tmp_path / "in.txt", lines)
+    status, out, _ = run_cli(
+        capsys, "translate", checkpoint, "--input", src, "--n-best", 3, "--beam", 3
+    )
+    assert status == 0
+    rows = [line.split(" ||| ") for line in out.splitlines()]
+    assert all(len(r) == 3 for r in rows), out
+    assert [int(i) for i, _, _ in rows] == [i for i in range(len(lines)) for _ in range(3)]
+    best = run_cli(capsys, "translate", checkpoint, "--input", src, "--beam", 3)[1].splitlines()
+    for i in range(len(lines)):
+        group = rows[3 * i : 3 * i + 3]
+        scores = [float(s) for _, _, s in group]
+        assert scores == sorted(scores, reverse=True)
+        assert group[0][1] == best[i]  # the first of the n best is the 1-best
+
+    # a blank line is still one entry of the list, never a dropped index
+    src = write_lines(tmp_path / "blank.txt", ["a b", "", "c"])
+    status, out, _ = run_cli(
+        capsys, "translate", checkpoint, "--input", src, "--n-best", 2, "--beam", 2
+    )
+    assert status == 0
+    assert sorted({int(line.split(" ||| ")[0]) for line in out.splitlines()}) == [0, 1, 2]
+
+
+def test_n_best_larger_than_beam_is_an_error(checkpoint, tmp_path, capsys):
+    src = write_lines(tmp_path / "in.txt", ["a b"])
+    status, _, err = run_cli(capsys, "translate", checkpoint, "--input", src, "--n-best", 3)
+    assert status == 2
+    assert "--n-best 3" in one_line_error(err)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def test_evaluate_prints_bleu_chrf_and_signatures_as_json(checkpoint, tmp_path, capsys):
+    lines = [s for s in LINES if s.strip()]
+    src = write_lines(tmp_path / "src.txt", lines)
+    hyps = tmp_path / "hyps.txt"
+    assert run_cli(capsys, "translate", checkpoint, "--input", src, "--output", hyps)[0] == 0
+    ref = write_lines(tmp_path / "ref.txt", lines)
+
+    status, out, _ = run_cli(capsys, "evaluate", checkpoint, "--src", src, "--ref", ref)
+    assert status == 0
+    result = json.loads(out)
+    assert {"bleu", "chrf", "bleu_signature", "chrf_signature"} <= result.keys()
+    assert 0 <= result["bleu"] <= 100 and 0 <= result["chrf"] <= 100
+    assert result["n"] == len(lines) and result["beam"] == 1
+    assert "tok:13a" in result["bleu_signature"] and "nrefs:1" in result["chrf_signature"]
+
+    # scored against its own translations, the model is perfect: evaluate scores
+    # exactly what translate writes
+    again = tmp_path / "again.txt"
+    status, out, _ = run_cli(
+        capsys, "evaluate", checkpoint, "--src", src, "--ref", hyps, "--output", again
+    )
+    assert status == 0 and read_output(again) == read_output(hyps)
+    result = json.loads(out)
+    assert result["bleu"] == pytest.approx(100) and result["chrf"] == pytest.approx(100)
+
+
+def test_evaluate_src_and_ref_of_different_lengths(checkpoint, tmp_path, capsys):
+    src = write_lines(tmp_path / "src.txt", ["a b", "c d", "e"])
+    ref = write_lines(tmp_path / "ref.txt", ["a b", "c d"])
+    status, out, err = run_cli(capsys, "evaluate", checkpoint, "--src", src, "--ref", ref)
+    assert status == 2 and out == ""
+    message = one_line_error(err)
+    assert str(src) in message and str(ref) in message
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _truncated(checkpoint: Path, tmp_path: Path) -> Path:
+    data = checkpoint.read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _text_file(checkpoint: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "notes.pt"
+    path.write_text("these are not weights\n", encoding="utf-8")
+    return path
+
+
+def _foreign(checkpoint: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "foreign.pt"
+    torch.save({"weight": torch.zeros(3)}, path)
+    return path
+
+
+def _missing(checkpoint: Path, tmp_path: Path) -> Path:
+    return tmp_path / "missing.pt"
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (_missing, ["not found"]),
+        (_truncated, ["truncated or corrupt"]),
+        (_text_file, ["not a readable rnnkit checkpoint"]),
+        (_foreign, ["not an rnnkit checkpoint"]),
+    ],
+    ids=["missing", "truncated", "text", "foreign"],
+)
+def test_bad_checkpoint(checkpoint, tmp_path, capsys, make, words):
+    bad = make(checkpoint, tmp_path)
+    src = write_lines(tmp_path / "in.txt", ["a b"])
+    for argv in (
+        ["translate", bad, "--input", src],
+        ["evaluate", bad, "--src", src, "--ref", src],
+    ):
+        status, out, err = run_cli(capsys, *argv)
+        assert status == 2 and out == ""
+        message = one_line_error(err)
+        assert str(bad) in message and all(w in message for w in words), message
+
+
+def test_truncated_checkpoint_in_a_real_process(checkpoint, tmp_path):
+    bad = _truncated(checkpoint, tmp_path)
+    proc = subprocess.run(
+        [*console_script(), "translate", str(bad)],
+        input=b"a b\n",
+        capture_output=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stdout == b""
+    message = one_line_error(proc.stderr.decode("utf-8"))
+    assert str(bad) in message
+
+
+def test_invalid_utf8_input_names_file_and_line(checkpoint, tmp_path, capsys):
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("a b\nc d\ncaf\xe9\n".encode("latin-1"))
+    good = write_lines(tmp_path / "good.txt", ["a b", "c d", "e"])
+    for argv in (
+        ["translate", checkpoint, "--input", bad],
+        ["evaluate", checkpoint, "--src", good, "--ref", bad],
+    ):
+        status, out, err = run_cli(capsys, *argv)
+        assert status == 2 and out == ""
+        message = one_line_error(err)
+        assert f"{bad}:3:" in message and "invalid UTF-8" in message
+
+
+def test_missing_input_file(checkpoint, tmp_path, capsys):
+    status, _, err = run_cli(capsys, "translate", checkpoint, "--input", tmp_path / "nope.txt")
+    assert status == 2
+    assert str(tmp_path / "nope.txt") in one_line_error(err)
+
+
+def _corpus(tmp_path: Path, src_lines: list[str] | None, tgt_lines: list[str] | None) -> Path:
+    """A config on the corpus ``tmp_path/train.{src,tgt}`` (None: that file is absent)."""
+    for side, lines in (("src", src_lines), ("tgt", tgt_lines)):
+        if lines is not None:
+            (tmp_path / f"train.{side}").write_text(
+                "".join(s + "\n" for s in lines), encoding="utf-8"
+            )
+    prefix = str(tmp_path / "train")
+    return write_yaml(
+        tmp_path / "corpus.yaml",
+        {"data": {"train": prefix, "dev": prefix, "tokenizer": "word"}, "train": {"max_steps": 1}},
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown_key", "wrong_type", "line_counts", "empty_file", "missing_file", "missing_config"],
+)
+def test_train_errors_are_one_line(tmp_path, capsys, case):
+    words: Callable[[Path], list[str]]
+    extra: list[str] = []
+    if case == "unknown_key":
+        cfg = write_yaml(tmp_path / "c.yaml", {"model": {"hiden_size": 8}})
+        words = lambda p: [str(cfg), "model.hiden_size", "hidden_size"]
+    elif case == "wrong_type":
+        cfg = write_yaml(tmp_path / "c.yaml", {"data": {"task": "copy"}})
+        extra = ["--set", "train.max_steps=abc"]
+        words = lambda p: ["train.max_steps", "an int", "'abc'"]
+    elif case == "line_counts":
+        cfg = _corpus(tmp_path, ["a", "b", "c"], ["a", "b"])
+        words = lambda p: [f"{p}.src", f"{p}.tgt", "(3 vs 2)"]
+    elif case == "empty_file":
+        cfg = _corpus(tmp_path, ["a", "b"], [])
+        words = lambda p: [f"{p}.tgt", "empty"]
+    elif case == "missing_file":
+        cfg = _corpus(tmp_path, ["a", "b"], None)
+        words = lambda p: [f"{p}.tgt", "not found"]
+    else:
+        cfg = tmp_path / "absent.yaml"
+        words = lambda p: [str(cfg), "not found"]
+    status, out, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "out", *extra)
+    assert status == 2 and out == ""
+    message = one_line_error(err)
+    assert all(w in message for w in words(tmp_path / "train")), message
+    assert not (tmp_path / "out" / "last.pt").exists()
+
+
+# ---------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("command", [[], *([c] for c in SUBCOMMANDS)], ids=["rnnkit", *SUBCOMMANDS])
+def test_help_exits_zero(capsys, command):
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: rnnkit {' '.join(command)}".rstrip())
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "usage: rnnkit" in capsys.readouterr().err
+
+
+def test_console_script_help():
+    proc = subprocess.run([*console_script(), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: rnnkit")
+    assert all(c in proc.stdout for c in SUBCOMMANDS)
