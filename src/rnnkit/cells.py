@@ -12,7 +12,8 @@ GRU ``r z n``.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -147,6 +148,11 @@ class _CellBase(nn.Module):
     """Parameters laid out as in ``torch.nn.RNNCellBase``: ``weight_ih (G·H, I)``,
     ``weight_hh (G·H, H)``, ``bias_ih``, ``bias_hh`` with G gate blocks."""
 
+    weight_ih: nn.Parameter
+    weight_hh: nn.Parameter
+    bias_ih: nn.Parameter | None
+    bias_hh: nn.Parameter | None
+
     def __init__(
         self,
         input_size: int,
@@ -157,15 +163,15 @@ class _CellBase(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
+        GH = num_chunks * hidden_size  # G·H: one block of H rows per gate
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
-        self.weight_ih = nn.Parameter(torch.empty(num_chunks * hidden_size, input_size, **kw))
-        self.weight_hh = nn.Parameter(torch.empty(num_chunks * hidden_size, hidden_size, **kw))
+        self.weight_ih = nn.Parameter(torch.empty(GH, input_size, device=device, dtype=dtype))
+        self.weight_hh = nn.Parameter(torch.empty(GH, hidden_size, device=device, dtype=dtype))
         if bias:
-            self.bias_ih = nn.Parameter(torch.empty(num_chunks * hidden_size, **kw))
-            self.bias_hh = nn.Parameter(torch.empty(num_chunks * hidden_size, **kw))
+            self.bias_ih = nn.Parameter(torch.empty(GH, device=device, dtype=dtype))
+            self.bias_hh = nn.Parameter(torch.empty(GH, device=device, dtype=dtype))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -281,7 +287,11 @@ class GRUCell(_CellBase):
         return gates if return_gates else gates.hidden
 
 
-_FUSED = {"RNN": torch.rnn_tanh_cell, "LSTM": torch.lstm_cell, "GRU": torch.gru_cell}
+_FUSED: dict[str, Callable[..., Any]] = {
+    "RNN": torch.rnn_tanh_cell,
+    "LSTM": torch.lstm_cell,
+    "GRU": torch.gru_cell,
+}
 
 
 class StackedCell(nn.Module):
@@ -323,9 +333,12 @@ class StackedCell(nn.Module):
 
         ``gates`` holds one ``LSTMGates`` / ``GRUGates`` per layer when ``record``.
         """
+        hs: list[Tensor]
+        cs: list[Tensor]
+        gates: list[LSTMGates | GRUGates]
         hs, cs, gates = [], [], []
         relu = getattr(self.cells[0], "nonlinearity", "tanh") == "relu"
-        for k, cell in enumerate(self.cells):
+        for k, cell in enumerate(cast("Iterable[_CellBase]", self.cells)):
             if k > 0 and self.dropout and self.training:
                 x = F.dropout(x, self.dropout, training=True)
             w = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)

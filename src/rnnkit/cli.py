@@ -13,6 +13,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rnnkit.checkpoint import Bundle
 
 __all__ = ["main"]
 
@@ -92,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.stopped == "interrupted" else 0
 
 
-def _bundle(path: str) -> object:
+def _bundle(path: str) -> Bundle:
     from rnnkit.checkpoint import load_bundle
     from rnnkit.train import pick_device
 
@@ -104,14 +108,14 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     lines = read_text(args.input)
     bundle = _bundle(args.checkpoint)
-    beam = args.beam if args.beam is not None else bundle.config.decode.beam_size  # type: ignore[attr-defined]
+    beam = args.beam if args.beam is not None else bundle.config.decode.beam_size
     if args.n_best > max(beam, 1):
         raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
     results = translate_lines(
         bundle,
         lines,
         args.beam,
-        args.batch_size,  # type: ignore[arg-type]
+        args.batch_size,
         args.n_best,
     )
     if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
@@ -130,11 +134,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(src) != len(ref):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
     bundle = _bundle(args.checkpoint)
-    hyps = [r[0].text for r in translate_lines(bundle, src, args.beam, args.batch_size)]  # type: ignore[arg-type]
+    hyps = [r[0].text for r in translate_lines(bundle, src, args.beam, args.batch_size)]
     if args.output:
         write_text(args.output, hyps)
     result = score(hyps, ref, lowercase=args.lowercase)
-    result["beam"] = args.beam if args.beam is not None else bundle.config.decode.beam_size  # type: ignore[attr-defined]
+    result["beam"] = args.beam if args.beam is not None else bundle.config.decode.beam_size
     print(json.dumps(result, indent=2))
     return 0
 

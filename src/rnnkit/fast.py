@@ -21,7 +21,7 @@ The equality with the reference cells is tested in ``tests/test_fast.py``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast, overload
 
 import torch
 from torch import Tensor
@@ -82,6 +82,10 @@ def _bias_grad(dG: Tensor, has_bias: bool, need: bool) -> Tensor | None:
 
 
 # torch stacks LSTM gates as i f g o; inside the loop we use i f o g.
+@overload
+def _ifgo_to_ifog(w: Tensor) -> Tensor: ...
+@overload
+def _ifgo_to_ifog(w: None) -> None: ...
 def _ifgo_to_ifog(w: Tensor | None) -> Tensor | None:
     if w is None:
         return None
@@ -89,6 +93,12 @@ def _ifgo_to_ifog(w: Tensor | None) -> Tensor | None:
     return torch.cat([i, f, o, g], 0)
 
 
+@overload
+def _ifog_to_ifgo(w: Tensor) -> Tensor: ...
+@overload
+def _ifog_to_ifgo(w: None) -> None: ...
+@overload
+def _ifog_to_ifgo(w: Tensor | None) -> Tensor | None: ...
 def _ifog_to_ifgo(w: Tensor | None) -> Tensor | None:
     if w is None:
         return None
@@ -112,7 +122,7 @@ class _LSTM(torch.autograd.Function):
         T, B, _ = x.shape
         H = w_hh.shape[1]
         w_ih_p, w_hh_p = _ifgo_to_ifog(w_ih), _ifgo_to_ifog(w_hh)
-        b = None if b_ih is None else _ifgo_to_ifog(b_ih + b_hh)
+        b = None if b_ih is None else _ifgo_to_ifog(b_ih + cast(Tensor, b_hh))
         acts = _input_projection(x, w_ih_p, b)  # (T, B, 4H): pre-activations, then i f o g
         hs = x.new_empty(T + 1, B, H)
         cs = x.new_empty(T + 1, B, H)
@@ -284,7 +294,7 @@ class _RNN(torch.autograd.Function):
         relu: bool,
     ) -> Tensor:
         T = x.shape[0]
-        b = None if b_ih is None else b_ih + b_hh
+        b = None if b_ih is None else b_ih + cast(Tensor, b_hh)
         hs = torch.cat([h0.unsqueeze(0), _input_projection(x, w_ih, b)])  # (T+1, B, H)
         w_hh_t = w_hh.t()
         for t in range(T):

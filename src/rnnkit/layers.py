@@ -15,7 +15,7 @@ state dict loads into them and back. They add
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -84,8 +84,9 @@ def _unroll_reference(
     hs: list[Tensor] = []
     cs: list[Tensor] = []
     trace: list[Any] = []
+    g: LSTMGates | GRUGates | RNNGates
     h = state[0]
-    c = state[1] if kind == "LSTM" else None
+    c = cast(Tensor, state[1] if kind == "LSTM" else None)  # read by the LSTM only
     for t in range(gi.shape[0]):
         if kind == "LSTM":
             g = lstm_step(gi[t], h, c, weights["w_hh"], weights["b_hh"], weights["w_hr"])
@@ -123,7 +124,8 @@ def _run_direction(
     use_fast = engine == "explicit" and not record and fast.supports(kind, weights)
     if use_fast:
         out, c_n = fast.run(kind, x, state, weights, lengths)
-        final: tuple[Tensor, ...] = (_last(out, lengths),) + ((c_n,) if kind == "LSTM" else ())
+        tail = (cast(Tensor, c_n),) if kind == "LSTM" else ()  # c_n is None but for the LSTM
+        final: tuple[Tensor, ...] = (_last(out, lengths),) + tail
         trace = None
     else:
         gi = F.linear(x, weights["w_ih"], weights["b_ih"])  # (T, B, G·H), hoisted out of the loop
@@ -261,10 +263,13 @@ class _Recurrent:
             return super().forward(input, hx)  # type: ignore[misc]
 
         unbatched = False
+        lens: Tensor | None
+        out: Tensor | PackedSequence
         if packed:
-            x, lens = pad_packed_sequence(input)  # (T, B, I), original batch order
+            seq_in = cast(PackedSequence, input)
+            x, lens = pad_packed_sequence(seq_in)  # (T, B, I), original batch order
         else:
-            x = input
+            x = cast(Tensor, input)
             unbatched = x.dim() == 2
             if unbatched:
                 x = x.unsqueeze(1)
@@ -297,7 +302,7 @@ class _Recurrent:
                     trace = type(trace)(*(f * mask.unsqueeze(-1).to(f.dtype) for f in trace))
 
         if packed:
-            out = _repack(out, input)
+            out = _repack(out, cast(PackedSequence, input))
         elif unbatched:
             out, final = out.squeeze(1), tuple(f.squeeze(1) for f in final)
             trace = None if trace is None else type(trace)(*(f.squeeze(2) for f in trace))

@@ -108,7 +108,7 @@ def _build_tokenizers(cfg: Config, pairs: list[Pair]) -> tuple[Tokenizer, Tokeni
     if d.sp_model:
         from rnnkit.data import SentencePieceTokenizer
 
-        tok = SentencePieceTokenizer(resolve_data_path(d, d.sp_model).read_bytes())
+        tok: Tokenizer = SentencePieceTokenizer(resolve_data_path(d, d.sp_model).read_bytes())
         return tok, tok
     if d.tokenizer in ("bpe", "unigram") and d.joint_vocab:
         lines = [s for s, _ in pairs] + [t for _, t in pairs]
