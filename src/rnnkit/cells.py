@@ -22,6 +22,7 @@ from torch import Tensor, nn
 __all__ = [
     "LSTMGates",
     "GRUGates",
+    "RNNGates",
     "rnn_step",
     "lstm_step",
     "gru_step",
@@ -40,6 +41,12 @@ class LSTMGates(NamedTuple):
     candidate: Tensor
     output: Tensor
     cell: Tensor
+    hidden: Tensor
+
+
+class RNNGates(NamedTuple):
+    """Trace of a vanilla RNN: the hidden state only."""
+
     hidden: Tensor
 
 
@@ -335,7 +342,7 @@ class StackedCell(nn.Module):
         """
         hs: list[Tensor]
         cs: list[Tensor]
-        gates: list[LSTMGates | GRUGates]
+        gates: list[LSTMGates | GRUGates | RNNGates]
         hs, cs, gates = [], [], []
         relu = getattr(self.cells[0], "nonlinearity", "tanh") == "relu"
         for k, cell in enumerate(cast("Iterable[_CellBase]", self.cells)):
@@ -370,6 +377,7 @@ class StackedCell(nn.Module):
                     gates.append(g2)
                 else:
                     h_k = rnn_step(gi, h[:, k], cell.weight_hh, cell.bias_hh, relu)
+                    gates.append(RNNGates(h_k))
             hs.append(h_k)
             x = h_k
         return x, torch.stack(hs, 1), (torch.stack(cs, 1) if cs else None), gates

@@ -15,7 +15,7 @@ state dict loads into them and back. They add
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -23,17 +23,11 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import fast
-from rnnkit.cells import GRUGates, LSTMGates, gru_step, lstm_step, rnn_step
+from rnnkit.cells import GRUGates, LSTMGates, RNNGates, gru_step, lstm_step, rnn_step
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNGates", "LSTMGates", "GRUGates", "ENGINES"]
 
 ENGINES = ("auto", "explicit", "native", "reference")
-
-
-class RNNGates(NamedTuple):
-    """Trace of a vanilla RNN: the hidden state only."""
-
-    hidden: Tensor
 
 
 # --------------------------------------------------------------------------- helpers

@@ -61,9 +61,13 @@ class EncoderOutput(NamedTuple):
 
     def index_select(self, index: Tensor) -> EncoderOutput:
         """Rows ``index`` of the batch (beam search repeats each sentence K times)."""
-        pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
+        keys = None if self.keys is None else self.keys.index_select(0, index)
         return EncoderOutput(
-            pick(self.states), pick(self.mask), pick(self.final), pick(self.keys), None
+            self.states.index_select(0, index),
+            self.mask.index_select(0, index),
+            self.final.index_select(0, index),
+            keys,
+            None,
         )
 
 
@@ -150,7 +154,7 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
         self.emb_dropout = nn.Dropout(emb_dropout)
         self.dropout = nn.Dropout(dropout)
-        self.attention: nn.Module | None = None
+        self.attention: BahdanauAttention | LuongAttention | None = None
         if attention == "luong":
             self.attention = LuongAttention(hidden_size, enc_size, score=luong_score)
             rnn_in = emb_size + self.out_size  # input feeding: [E y; h̃_{t-1}]
