@@ -184,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the checkpoint and the attention heatmap (default: runs/demo)",
     )
     d.add_argument(
-        "--minutes", type=float, default=2.5, help="training time budget in minutes (default: 2.5)"
+        "--minutes",
+        type=float,
+        default=None,
+        help="training time budget in minutes (default: 1.5, as in configs/dates.yaml)",
     )
     d.set_defaults(func=cmd_demo)
 
