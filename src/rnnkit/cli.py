@@ -59,6 +59,17 @@ def write_text(path: str | None, lines: Sequence[str]) -> None:
     os.replace(tmp, out)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+    return value
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -143,6 +154,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from rnnkit.inspect import run_inspect
+
+    corpus = read_text(args.corpus) if args.corpus else None
+    result = run_inspect(
+        args.checkpoint, args.sentence, args.out, corpus=corpus, top_units=args.units, log=_log
+    )
+    print(f"translation: {result.translation}")
+    for f in result.files:
+        print(f"wrote {f}")
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from rnnkit.experiments import EXPERIMENTS, run_experiment, update_results
+
+    if args.name not in EXPERIMENTS:
+        raise UsageError(f"unknown experiment {args.name!r} (known: {', '.join(EXPERIMENTS)})")
+    out = Path(args.out or Path("runs") / "experiments" / args.name)
+    report = run_experiment(args.name, out, quick=args.quick, log=_log, data_dir=args.data_dir)
+    results = args.results or (out / "RESULTS.md" if args.quick else Path("docs") / "RESULTS.md")
+    update_results(results, args.name, report.markdown)
+    print(report.markdown)
+    print(f"\nsection '{args.name}' of {results} regenerated; figures in {out}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from rnnkit.data import fetch_multi30k
 
@@ -210,11 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("checkpoint", help="a .pt file written by rnnkit train")
     tr.add_argument("--input", help="UTF-8 text, one sentence per line (default: stdin)")
     tr.add_argument("--output", help="where to write translations (default: stdout)")
-    tr.add_argument("--beam", type=int, help="beam size; 1 = greedy (default: from checkpoint)")
-    tr.add_argument("--batch-size", type=int, help="sentences per batch (default: from checkpoint)")
+    tr.add_argument(
+        "--beam", type=positive_int, help="beam size; 1 = greedy (default: from checkpoint)"
+    )
+    tr.add_argument(
+        "--batch-size", type=positive_int, help="sentences per batch (default: from checkpoint)"
+    )
     tr.add_argument(
         "--n-best",
-        type=int,
+        type=positive_int,
         default=1,
         help="write the N best as 'line ||| text ||| score' (default: 1)",
     )
@@ -224,11 +266,53 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("checkpoint")
     ev.add_argument("--src", required=True, help="source sentences, one per line")
     ev.add_argument("--ref", required=True, help="reference translations, line-aligned")
-    ev.add_argument("--beam", type=int, help="beam size; 1 = greedy (default: from checkpoint)")
-    ev.add_argument("--batch-size", type=int)
+    ev.add_argument(
+        "--beam", type=positive_int, help="beam size; 1 = greedy (default: from checkpoint)"
+    )
+    ev.add_argument("--batch-size", type=positive_int)
     ev.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
     ev.add_argument("--output", help="also write the translations here")
     ev.set_defaults(func=cmd_evaluate)
+
+    ins = sub.add_parser(
+        "inspect",
+        help="gates, cell states and attention of a trained model "
+        "on one sentence: heatmaps and an HTML page",
+    )
+    ins.add_argument("checkpoint", help="a .pt file written by rnnkit train")
+    ins.add_argument("sentence", help="a source sentence (raw text)")
+    ins.add_argument(
+        "--out", default="inspect", help="folder for the figures and page (default: ./inspect)"
+    )
+    ins.add_argument(
+        "--corpus", help="a file of source sentences: gate saturation statistics over all of them"
+    )
+    ins.add_argument(
+        "--units",
+        type=positive_int,
+        default=16,
+        help="units shown per gate heatmap, those that change most (default: 16)",
+    )
+    ins.set_defaults(func=cmd_inspect)
+
+    ex = sub.add_parser(
+        "experiment",
+        help="run an experiment that reproduces a claim of the "
+        "literature and regenerate its section of docs/RESULTS.md",
+    )
+    ex.add_argument("name", help="long-memory | attention-length | lstm-vs-gru | attention-cost")
+    ex.add_argument(
+        "--quick",
+        action="store_true",
+        help="a reduced version (seconds to a "
+        "minute); writes OUT/RESULTS.md instead of docs/RESULTS.md",
+    )
+    ex.add_argument("--out", help="folder for figures (default: runs/experiments/NAME)")
+    ex.add_argument("--results", help="the Markdown file whose section is regenerated")
+    ex.add_argument(
+        "--data-dir", help="folder holding multi30k/ (default: RNNKIT_DATA, then ../shared/data)"
+    )
+    ex.set_defaults(func=cmd_experiment)
 
     da = sub.add_parser("data", help="fetch a corpus")
     da.add_argument("corpus", choices=["multi30k"])

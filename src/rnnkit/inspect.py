@@ -1,4 +1,14 @@
-"""Figures that show what a model does: attention heatmaps (Bahdanau et al. 2015, Fig. 3).
+"""Figures that show what a model does, and ``rnnkit inspect``.
+
+- the attention heatmap: source × output tokens (Bahdanau et al. 2015, Fig. 3);
+- gate heatmaps: for each encoder layer and direction and each decoder layer, the gates
+  over time of the units that change most (LSTM forget / input / output gates and cell
+  state, GRU update / reset gates and candidate), tokens on the time axis;
+- gate saturation: per layer, each unit of each sigmoid gate placed by the fraction of
+  steps it spends left-saturated (< 0.1) and right-saturated (> 0.9) over a corpus
+  (Karpathy, Johnson & Fei-Fei 2015, arXiv 1506.02078, Fig. 3);
+- :func:`run_inspect` writes all of them and a self-contained HTML page
+  (:mod:`rnnkit.inspect_html`).
 
 Figures are written with matplotlib's Agg backend (no display needed), atomically.
 """
@@ -7,16 +17,54 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-__all__ = ["plot_attention", "save_figure"]
+from rnnkit.record import Part, Recording, SatKey  # noqa: E402
+
+__all__ = [
+    "GATE_PANELS",
+    "InspectResult",
+    "plot_attention",
+    "plot_gates",
+    "plot_saturation",
+    "run_inspect",
+    "save_figure",
+    "top_units",
+]
+
+# What a gate heatmap shows, per cell kind, in this order.
+GATE_PANELS: dict[str, tuple[str, ...]] = {
+    "LSTM": ("forget", "input", "output", "cell"),
+    "GRU": ("update", "reset", "candidate"),
+    "RNN": ("hidden",),
+}
+# name, symbol and range of each traced quantity; None: symmetric around 0, data-scaled
+_GATE_INFO: dict[str, tuple[str, tuple[float, float] | None]] = {
+    "input": ("input gate i", (0.0, 1.0)),
+    "forget": ("forget gate f", (0.0, 1.0)),
+    "output": ("output gate o", (0.0, 1.0)),
+    "reset": ("reset gate r", (0.0, 1.0)),
+    "update": ("update gate z", (0.0, 1.0)),
+    "candidate": ("candidate", (-1.0, 1.0)),
+    "cell": ("cell state c", None),
+    "hidden": ("hidden state h", None),
+}
+_GATE_COLOURS = {
+    "input": "tab:green",
+    "forget": "tab:blue",
+    "output": "tab:red",
+    "reset": "tab:purple",
+    "update": "tab:orange",
+}
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
@@ -27,6 +75,7 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a figure is meant to be shared
         os.replace(tmp, path)
     finally:
         plt.close(fig)
@@ -73,3 +122,203 @@ def plot_attention(
         ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="attention weight α")
     return save_figure(fig, path)
+
+
+def part_title(part: Part) -> str:
+    """``("encoder", 0, "backward")`` → ``"encoder layer 0, backward"``."""
+    name, layer, direction = part
+    return f"{name} layer {layer}" + (f", {direction}" if name == "encoder" else "")
+
+
+def part_slug(part: Part) -> str:
+    """A file-name piece: ``encoder_l0_backward``, ``decoder_l1``."""
+    name, layer, direction = part
+    return f"{name}_l{layer}" + (f"_{direction}" if name == "encoder" else "")
+
+
+def top_units(values: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` units whose value changes most over time (largest standard
+    deviation over the T steps of ``values (T, H)``), most changing first."""
+    spread = values.float().std(0, unbiased=False) if values.shape[0] > 1 else values[0].abs()
+    return torch.argsort(spread, descending=True, stable=True)[: min(k, values.shape[1])]
+
+
+def plot_gates(rec: Recording, part: Part, path: str | Path, units: int = 16) -> Path:
+    """Heatmaps of one layer's gates over the sentence: one panel per gate
+    (:data:`GATE_PANELS`), rows the ``units`` units that change most in that gate,
+    columns the time steps labelled with their tokens, one colour bar per panel.
+
+    Gates in (0, 1) share the scale 0 (shut) … 1 (open); the candidate spans [-1, 1];
+    cell and hidden states are scaled to their largest magnitude, blue < 0 < red.
+    """
+    traces = rec.gates[part]
+    names = [n for n in GATE_PANELS[rec.cell] if n in traces]
+    tokens = rec.tokens(part)
+    T = len(tokens)
+    k = min(units, traces[names[0]].shape[1])
+    row_h = max(1.9, 0.19 * k + 1.3)
+    fig, axes = plt.subplots(
+        len(names),
+        1,
+        figsize=(max(6.0, 0.3 * T + 3.0), row_h * len(names) + 0.6),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax, name in zip(axes[:, 0], names):
+        values = traces[name]  # (T, H)
+        idx = top_units(values, k)
+        shown = values[:, idx].T.numpy()  # (k, T)
+        label, span = _GATE_INFO[name]
+        if span is None:
+            m = float(abs(shown).max()) or 1.0
+            span = (-m, m)
+        cmap = "viridis" if span == (0.0, 1.0) else "RdBu_r"
+        im = ax.imshow(shown, cmap=cmap, vmin=span[0], vmax=span[1], aspect="auto")
+        ax.set_yticks(range(len(idx)))
+        ax.set_yticklabels([str(int(u)) for u in idx], fontsize=7)
+        ax.set_ylabel("unit", fontsize=9)
+        H = values.shape[1]
+        which = f"all {H} units" if len(idx) == H else f"the {len(idx)} of {H} units that vary most"
+        ax.set_title(f"{label}: {which}, most varying on top", fontsize=9)
+        ax.set_xticks(range(T))
+        ax.set_xticklabels([_label(t) for t in tokens], rotation=90, fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label=label)
+    axes[-1, 0].set_xlabel(
+        "source token read at each step"
+        if part[0] == "encoder"
+        else "output token written at each step"
+    )
+    what = "hidden state" if rec.cell == "RNN" else "gates and cell state"
+    if rec.cell == "GRU":
+        what = "gates and candidate"
+    fig.suptitle(f"{rec.cell} {what}, {part_title(part)}", fontsize=11)
+    return save_figure(fig, path)
+
+
+def plot_saturation(
+    fractions: dict[SatKey, tuple[Tensor, Tensor]],
+    path: str | Path,
+    title: str | None = None,
+) -> Path:
+    """Saturation scatter (Karpathy et al. 2015, Fig. 3): one panel per layer (and
+    encoder direction), one dot per unit and gate at (fraction of steps < 0.1,
+    fraction of steps > 0.9). Dots on the diagonal x + y = 1 are always saturated;
+    dots near the origin are never.
+    """
+    parts = sorted({k[:3] for k in fractions}, key=lambda p: (p[0] != "encoder", p[1], p[2]))
+    rows = sorted(
+        {(p[0], p[2]) for p in parts}, key=lambda r: (r[0] != "encoder", r[1] != "forward")
+    )
+    cols = max(p[1] for p in parts) + 1
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(3.6 * cols + 0.6, 3.6 * len(rows)), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for part in parts:
+        ax = axes[rows.index((part[0], part[2])), part[1]]
+        ax.set_visible(True)
+        ax.plot([0, 1], [1, 0], color="0.6", linestyle="--", linewidth=0.8, zorder=0)
+        for (p, layer, d, gate), (lf, rf) in fractions.items():
+            if (p, layer, d) == part:
+                ax.scatter(
+                    lf.numpy(),
+                    rf.numpy(),
+                    s=12,
+                    alpha=0.6,
+                    color=_GATE_COLOURS.get(gate),
+                    label=f"{gate} gate",
+                    edgecolors="none",
+                )
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.set_xlabel("fraction left-saturated (< 0.1)", fontsize=9)
+        ax.set_ylabel("fraction right-saturated (> 0.9)", fontsize=9)
+        ax.set_title(part_title(part), fontsize=10)
+        ax.legend(fontsize=8, loc="upper right", markerscale=1.5)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+@dataclass
+class InspectResult:
+    """What :func:`run_inspect` produced."""
+
+    translation: str
+    files: list[Path]
+    recording: Recording
+    saturation: dict[SatKey, tuple[Tensor, Tensor]] | None = None
+
+
+def run_inspect(
+    checkpoint: str | Path,
+    sentence: str,
+    out_dir: str | Path,
+    corpus: Sequence[str] | None = None,
+    top_units: int = 16,
+    log: Callable[[str], None] | None = None,
+    device: str = "cpu",
+) -> InspectResult:
+    """``rnnkit inspect``: record one sentence and write its figures and HTML page.
+
+    Writes to ``out_dir``: ``attention.png`` (models with attention),
+    ``gates_<part>.png`` per encoder layer and direction and per decoder layer,
+    ``saturation.png`` when a ``corpus`` is given (models with sigmoid gates), and
+    ``inspect.html``, which embeds all of them and the recorded numbers.
+
+    Args:
+        checkpoint: a checkpoint written by ``rnnkit train``.
+        sentence: raw source text.
+        corpus: source lines for the gate saturation statistics.
+        top_units: units shown per gate panel (those that change most).
+        log: receives progress lines.
+    Raises:
+        CheckpointError: the checkpoint is missing or unreadable.
+        DataError: an empty sentence or corpus, or ``top_units`` < 1.
+    """
+    from rnnkit.checkpoint import load_bundle
+    from rnnkit.data import DataError
+    from rnnkit.inspect_html import write_html
+    from rnnkit.record import record, saturation
+
+    say = log or (lambda _msg: None)
+    if top_units < 1:
+        raise DataError(f"inspect: the number of units shown must be at least 1, got {top_units}")
+    if not sentence.strip():
+        raise DataError("inspect: the sentence is empty")
+    if corpus is not None and not any(line.strip() for line in corpus):
+        raise DataError("inspect: the corpus has no non-empty line")
+    bundle = load_bundle(checkpoint, device=device, engine="explicit")
+    rec = record(bundle, sentence)
+    out = Path(out_dir)
+    files: list[Path] = []
+    figures: dict[str, Path] = {}
+    if rec.attention is not None:
+        figures["attention"] = plot_attention(
+            rec.src_tokens,
+            rec.out_tokens,
+            rec.attention,
+            out / "attention.png",
+            title=f"attention: {sentence.strip()[:60]} → {rec.translation[:60]}",
+        )
+    for part in rec.gates:
+        figures[part_slug(part)] = plot_gates(
+            rec, part, out / f"gates_{part_slug(part)}.png", top_units
+        )
+    sat = None
+    if corpus is not None:
+        n = sum(1 for line in corpus if line.strip())
+        say(f"gate saturation over {n} sentences")
+        sat = saturation(bundle, corpus)
+        if sat:
+            figures["saturation"] = plot_saturation(
+                sat, out / "saturation.png", f"{rec.cell} gate saturation over {n} sentences"
+            )
+        else:
+            say("note: a vanilla RNN has no sigmoid gates; no saturation plot")
+    files += figures.values()
+    files.append(write_html(rec, out / "inspect.html", figures, sat, sentence=sentence))
+    return InspectResult(rec.translation, files, rec, sat)

@@ -1,0 +1,39 @@
+"""Experiments that reproduce what the field says about RNN, LSTM, GRU and attention.
+
+Each experiment is a module with ``run(out_dir: Path, quick: bool, log, data_dir) ->
+Report``: it trains from scratch, prints a table (through ``log``), writes figures into
+``out_dir`` and returns its section of ``docs/RESULTS.md`` as Markdown. ``rnnkit
+experiment NAME`` runs one and regenerates that section (between its markers) in place.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+from rnnkit.experiments.common import Report, update_results
+
+__all__ = ["EXPERIMENTS", "Report", "run_experiment", "update_results"]
+
+# name → module under rnnkit.experiments
+EXPERIMENTS = {
+    "long-memory": "long_memory",
+    "attention-length": "attention_length",
+    "lstm-vs-gru": "lstm_vs_gru",
+    "attention-cost": "attention_cost",
+}
+
+
+def run_experiment(name: str, out_dir: str | Path, quick: bool = False,
+                   log: Callable[[str], None] | None = None,
+                   data_dir: str | Path | None = None) -> Report:
+    """Run experiment ``name``; figures go to ``out_dir``. Raises KeyError for a bad name."""
+    if name not in EXPERIMENTS:
+        raise KeyError(f"unknown experiment {name!r} (known: {', '.join(EXPERIMENTS)})")
+    module = importlib.import_module(f"rnnkit.experiments.{EXPERIMENTS[name]}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report: Report = module.run(out, quick=quick, log=log or (lambda _m: None),
+                                data_dir=None if data_dir is None else Path(data_dir))
+    return report

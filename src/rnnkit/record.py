@@ -1,0 +1,271 @@
+"""Record what a model does on a sentence: every gate, every step, and where it looks.
+
+:func:`record` greedily translates one sentence through ``decode_step(record=True)``
+and keeps the encoder's gate trace (``encode(return_gates=True)``), the decoder's gates
+at every output step and the attention weights α. :func:`saturation` runs a whole
+corpus and counts, for each unit of each sigmoid gate, how often it is nearly shut
+(< 0.1, "left-saturated") or nearly open (> 0.9, "right-saturated"), the statistic of
+Karpathy, Johnson & Fei-Fei 2015, "Visualizing and understanding recurrent networks"
+(arXiv 1506.02078, Fig. 3).
+
+Gate traces are keyed by a :data:`Part` ``(part, layer, direction)``: ``("encoder", 0,
+"forward")``, ``("encoder", 0, "backward")``, ``("decoder", 0, "forward")``; layers
+count from 0 as in torch's parameter names (``weight_ih_l0``).
+Shapes: S source tokens (EOS included), T output tokens, H hidden units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from rnnkit.checkpoint import Bundle
+from rnnkit.data import DataError, make_src_batches
+from rnnkit.model import EncoderOutput
+
+__all__ = [
+    "Part",
+    "SatKey",
+    "SIGMOID_GATES",
+    "Recording",
+    "record",
+    "saturation",
+    "saturation_fractions",
+    "source_ids",
+]
+
+Part = tuple[str, int, str]  # (part, layer, direction): ("encoder", 0, "backward")
+SatKey = tuple[str, int, str, str]  # (part, layer, direction, gate)
+
+# The gates squashed by σ into (0, 1), whose saturation means something (Karpathy et al.).
+SIGMOID_GATES: dict[str, tuple[str, ...]] = {
+    "LSTM": ("input", "forget", "output"),
+    "GRU": ("reset", "update"),
+    "RNN": (),
+}
+DIRECTIONS = ("forward", "backward")
+
+
+@dataclass
+class Recording:
+    """One sentence through the model, every gate kept.
+
+    Attributes:
+        src_tokens: the S tokens the encoder read, ``</s>`` included.
+        out_tokens: the T tokens the decoder wrote, ``</s>`` included when it ended.
+        translation: the detokenised output.
+        attention: α ``(T, S)``, rows summing to 1; None for a model without attention.
+        gates: ``Part`` → gate name → ``(S, H)`` (encoder) or ``(T, H)`` (decoder),
+            one entry per field of the cell's trace (LSTM: input, forget, candidate,
+            output, cell, hidden; GRU: reset, update, candidate, hidden; RNN: hidden).
+        cell: ``"LSTM"``, ``"GRU"`` or ``"RNN"``.
+    """
+
+    src_tokens: list[str]
+    out_tokens: list[str]
+    translation: str
+    attention: Tensor | None
+    gates: dict[Part, dict[str, Tensor]] = field(default_factory=dict)
+    cell: str = "GRU"
+
+    def tokens(self, part: Part) -> list[str]:
+        """The tokens on the time axis of ``part``: source for the encoder, output for the
+        decoder (decoder step t reads y_{t-1} and writes y_t; it is labelled y_t)."""
+        return self.src_tokens if part[0] == "encoder" else self.out_tokens
+
+
+def source_ids(bundle: Bundle, sentence: str) -> tuple[list[str], list[int]]:
+    """Tokens (``</s>`` appended) and ids the encoder reads for ``sentence``, as
+    ``translate_lines`` makes them. Raises :class:`DataError` for a sentence with no token."""
+    text = sentence.lower() if bundle.config.data.lowercase else sentence
+    tokens = bundle.src_tokenizer.encode(text) if text.strip() else []
+    if not tokens:
+        raise DataError("inspect: the sentence is empty (no token to read)")
+    return tokens + ["</s>"], bundle.src_vocab.encode(tokens, add_eos=True)
+
+
+def _max_len(bundle: Bundle, n_src: int) -> int:
+    """At most a·|x| + b output tokens, as greedy search allows."""
+    dec = bundle.config.decode
+    return max(1, int(dec.max_len_a * n_src + dec.max_len_b))
+
+
+@torch.no_grad()
+def record(bundle: Bundle, sentence: str, max_len: int | None = None) -> Recording:
+    """Greedy-translate ``sentence`` and keep every gate of every step.
+
+    Args:
+        bundle: a loaded model, engine ``auto`` or ``explicit`` (``native`` cannot
+            record gates); ``load_bundle(path, engine="explicit")``.
+        sentence: raw source text.
+        max_len: at most this many output tokens (``</s>`` included); default a·|x| + b
+            of the checkpoint's ``decode`` section, as ``translate`` uses.
+    Returns:
+        A :class:`Recording`; its output equals greedy search's.
+    Raises:
+        DataError: the sentence has no token.
+    """
+    model = bundle.model
+    src_tokens, ids = source_ids(bundle, sentence)
+    device = next(model.parameters()).device
+    src = torch.tensor([ids], device=device)  # (1, S)
+    lengths = torch.tensor([len(ids)])
+    enc = model.encode(src, lengths, return_gates=True)
+    gates: dict[Part, dict[str, Tensor]] = {}
+    D = model.encoder.num_directions
+    trace = enc.gates
+    for ld in range(trace[0].shape[0]):
+        layer, d = divmod(ld, D)
+        gates[("encoder", layer, DIRECTIONS[d])] = {
+            name: f[ld, 0].float().cpu() for name, f in zip(trace._fields, trace)
+        }  # (S, H)
+
+    limit = _max_len(bundle, len(ids)) if max_len is None else max(1, max_len)
+    state = model.init_state(enc)
+    y = torch.tensor([model.bos_id], device=device)
+    out_ids: list[int] = []
+    alphas: list[Tensor] = []
+    steps: list[list[tuple[Tensor, ...]]] = []  # per step, per decoder layer
+    for _ in range(limit):
+        step = model.decode_step(y, state, enc, record=True)
+        y = step.logits.argmax(-1)
+        out_ids.append(int(y))
+        steps.append(step.gates)
+        if step.attention is not None:
+            alphas.append(step.attention[0].float().cpu())
+        state = step.state
+        if out_ids[-1] == model.eos_id:
+            break
+    for layer in range(len(steps[0])):
+        fields = steps[0][layer]._fields  # type: ignore[attr-defined]
+        gates[("decoder", layer, "forward")] = {
+            name: torch.stack([s[layer][k][0] for s in steps]).float().cpu()  # (T, H)
+            for k, name in enumerate(fields)
+        }
+    vocab = bundle.tgt_vocab
+    return Recording(
+        src_tokens=src_tokens,
+        out_tokens=[vocab.token(i) for i in out_ids],
+        translation=bundle.tgt_tokenizer.decode(vocab.decode(out_ids)),
+        attention=torch.stack(alphas) if alphas else None,  # (T, S)
+        gates=gates,
+        cell=model.decoder.kind,
+    )
+
+
+def _counts(values: Tensor, left: float, right: float) -> tuple[Tensor, Tensor, int]:
+    """Per unit: steps below ``left``, steps above ``right``, and the number of steps."""
+    v = values.detach().float()
+    return (v < left).sum(0).double(), (v > right).sum(0).double(), int(v.shape[0])
+
+
+def saturation_fractions(
+    values: Tensor, left: float = 0.1, right: float = 0.9
+) -> tuple[Tensor, Tensor]:
+    """Fraction of steps each unit spends left- and right-saturated.
+
+    Args:
+        values: ``(N, H)`` gate activations, one row per time step (real tokens only).
+        left, right: thresholds; a value < ``left`` is left-saturated, > ``right``
+            right-saturated (Karpathy et al. 2015 use 0.1 and 0.9).
+    Returns:
+        ``(left_frac, right_frac)``, each ``(H,)`` in [0, 1].
+    """
+    if values.dim() != 2 or values.shape[0] == 0:
+        raise ValueError(f"values must be (N, H) with N ≥ 1, got {tuple(values.shape)}")
+    lo, hi, n = _counts(values, left, right)
+    return (lo / n).float(), (hi / n).float()
+
+
+class _Tally:
+    """Saturation counts summed over batches, so a corpus never has to sit in memory."""
+
+    def __init__(self, left: float, right: float) -> None:
+        self.left, self.right = left, right
+        self.sums: dict[SatKey, list] = {}
+
+    def add(self, key: SatKey, values: Tensor) -> None:
+        if values.shape[0] == 0:
+            return
+        lo, hi, n = _counts(values, self.left, self.right)
+        if key in self.sums:
+            acc = self.sums[key]
+            acc[0], acc[1], acc[2] = acc[0] + lo, acc[1] + hi, acc[2] + n
+        else:
+            self.sums[key] = [lo, hi, n]
+
+    def fractions(self) -> dict[SatKey, tuple[Tensor, Tensor]]:
+        return {k: ((lo / n).float(), (hi / n).float()) for k, (lo, hi, n) in self.sums.items()}
+
+
+@torch.no_grad()
+def saturation(
+    bundle: Bundle,
+    sentences: Sequence[str],
+    left: float = 0.1,
+    right: float = 0.9,
+    batch_size: int = 64,
+) -> dict[SatKey, tuple[Tensor, Tensor]]:
+    """Gate saturation over a corpus (Karpathy, Johnson & Fei-Fei 2015, Fig. 3).
+
+    Every sigmoid gate (LSTM input / forget / output, GRU reset / update) of every layer
+    and direction; the encoder over the real source steps (EOS included, padding
+    excluded), the decoder over the steps of its greedy output (EOS included).
+
+    Args:
+        sentences: raw source lines; blank lines are skipped.
+    Returns:
+        ``(part, layer, direction, gate)`` → ``(left_frac, right_frac)``, each ``(H,)``:
+        the fraction of steps the unit spends < ``left`` and > ``right``. Empty for a
+        vanilla RNN, which has no sigmoid gate.
+    Raises:
+        DataError: no sentence has a token.
+    """
+    ids = [source_ids(bundle, s)[1] for s in sentences if s.strip()]
+    if not ids:
+        raise DataError("inspect: the corpus has no non-empty sentence")
+    model = bundle.model
+    names = SIGMOID_GATES[model.decoder.kind]
+    if not names:
+        return {}
+    tally = _Tally(left, right)
+    device = next(model.parameters()).device
+    D = model.encoder.num_directions
+    for batch in make_src_batches(ids, batch_size, bundle.src_vocab.pad_id):
+        src, lengths = batch.src.to(device), batch.src_lengths
+        enc = model.encode(src, lengths, return_gates=True)
+        for ld in range(enc.gates[0].shape[0]):
+            layer, d = divmod(ld, D)
+            for name in names:
+                # (B, S, H)[mask] → (N, H): the zeros past each length are not steps
+                values = getattr(enc.gates, name)[ld][enc.mask]
+                tally.add(("encoder", layer, DIRECTIONS[d], name), values)
+        _decoder_saturation(bundle, enc, lengths, names, tally)
+    return tally.fractions()
+
+
+def _decoder_saturation(
+    bundle: Bundle, enc: EncoderOutput, lengths: Tensor, names: Sequence[str], tally: _Tally
+) -> None:
+    """Greedy-decode a batch with recording; rows count until (and with) their EOS."""
+    model = bundle.model
+    B = lengths.shape[0]
+    device = enc.states.device
+    limits = torch.tensor([_max_len(bundle, int(n)) for n in lengths.tolist()], device=device)
+    state = model.init_state(enc)
+    y = torch.full((B,), model.bos_id, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    for t in range(int(limits.max())):
+        step = model.decode_step(y, state, enc, record=True)
+        live = ~done  # rows still writing: this step is one of their output steps
+        for layer, g in enumerate(step.gates):
+            for name in names:
+                tally.add(("decoder", layer, "forward", name), getattr(g, name)[live])
+        y = step.logits.argmax(-1)
+        state = step.state
+        done = done | (y == model.eos_id) | (t + 1 >= limits)
+        if bool(done.all()):
+            break

@@ -1,0 +1,305 @@
+"""``rnnkit inspect``: the recorded gates are the model's (recomputed by hand from the
+state dict), shapes follow the sentence, attention rows sum to one, saturation fractions
+are right on a hand-made example and blind to padding, and the figures and the
+self-contained page are written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+from toy import one_thread
+
+from rnnkit.checkpoint import Bundle, build_model, save_checkpoint
+from rnnkit.cli import main
+from rnnkit.config import config_from_dict, config_to_dict
+from rnnkit.data import DataError, Vocab, WordTokenizer
+from rnnkit.inspect import run_inspect, top_units
+from rnnkit.record import SIGMOID_GATES, record, saturation, saturation_fractions
+from rnnkit.translate import translate_lines
+
+H = 8
+WORDS = list("abcdefghij")
+SENTENCE = "a b c d x"  # x is not in the vocabulary: read as <unk>
+CORPUS = ["a b c", "d e f g h i j a", "j", "", "b b b b c"]  # lengths differ: padding
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+def make_bundle(
+    cell: str = "lstm",
+    attention: str = "bahdanau",
+    enc_layers: int = 2,
+    dec_layers: int = 2,
+    seed: int = 0,
+) -> Bundle:
+    """An untrained model, weights scaled ×3 so that some gates saturate."""
+    cfg = config_from_dict(
+        {
+            "data": {"task": "reverse", "tokenizer": "word"},
+            "model": {
+                "cell": cell,
+                "emb_size": H,
+                "hidden_size": H,
+                "enc_layers": enc_layers,
+                "dec_layers": dec_layers,
+                "attention": attention,
+                "engine": "explicit",
+            },
+            "decode": {"beam_size": 1, "max_len_a": 1.0, "max_len_b": 3},
+        }
+    )
+    vocab = Vocab.build([WORDS])
+    torch.manual_seed(seed)
+    model = build_model(cfg, len(vocab), len(vocab))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    tok = WordTokenizer()
+    return Bundle(cfg, model.eval(), tok, tok, vocab, vocab, 0)
+
+
+def save_bundle(bundle: Bundle, path: Path) -> Path:
+    save_checkpoint(
+        path,
+        {
+            "config": config_to_dict(bundle.config),
+            "model": bundle.model.state_dict(),
+            "src_tokenizer": bundle.src_tokenizer.to_state(),
+            "tgt_tokenizer": bundle.tgt_tokenizer.to_state(),
+            "src_vocab": bundle.src_vocab.to_state(),
+            "tgt_vocab": bundle.tgt_vocab.to_state(),
+            "step": 0,
+        },
+    )
+    return path
+
+
+# ----------------------------------------------------------------- cells by hand
+
+
+def by_hand(kind: str, x: Tensor, h: Tensor, c: Tensor | None, w: list[Tensor]) -> dict:
+    """One step of the DESIGN.md equations, x ``(I,)``, h / c ``(H,)``."""
+    w_ih, w_hh, b_ih, b_hh = w
+    gi, gh = w_ih @ x + b_ih, w_hh @ h + b_hh
+    if kind == "LSTM":
+        i, f, g, o = (gi + gh).chunk(4)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        c = f * c + i * g
+        return {"input": i, "forget": f, "candidate": g, "output": o, "cell": c,
+                "hidden": o * c.tanh()}  # fmt: skip
+    if kind == "GRU":
+        (gi_r, gi_z, gi_n), (gh_r, gh_z, gh_n) = gi.chunk(3), gh.chunk(3)
+        r, z = (gi_r + gh_r).sigmoid(), (gi_z + gh_z).sigmoid()
+        n = (gi_n + r * gh_n).tanh()
+        return {"reset": r, "update": z, "candidate": n, "hidden": (1 - z) * n + z * h}
+    return {"hidden": (gi + gh).tanh()}
+
+
+def unroll_by_hand(kind: str, xs: Tensor, w: list[Tensor], reverse: bool) -> dict[str, Tensor]:
+    """A direction of a layer over xs ``(S, I)`` from zero state → name → ``(S, H)``."""
+    h, c = torch.zeros(H), torch.zeros(H)
+    steps: dict[int, dict] = {}
+    for t in reversed(range(len(xs))) if reverse else range(len(xs)):
+        steps[t] = by_hand(kind, xs[t], h, c, w)
+        h, c = steps[t]["hidden"], steps[t].get("cell")
+    return {k: torch.stack([steps[t][k] for t in range(len(xs))]) for k in steps[0]}
+
+
+def layer_weights(bundle: Bundle, layer: int, direction: str) -> list[Tensor]:
+    sd = bundle.model.encoder.rnn.state_dict()
+    sfx = f"_l{layer}" + ("_reverse" if direction == "backward" else "")
+    return [sd[f"{n}{sfx}"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+
+# ----------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize(
+    "cell,attention", [("lstm", "bahdanau"), ("gru", "luong"), ("rnn", "none")]
+)
+def test_recorded_shapes_follow_the_sentence(cell, attention):
+    bundle = make_bundle(cell, attention)
+    rec = record(bundle, SENTENCE)
+    S, T = len(SENTENCE.split()) + 1, len(rec.out_tokens)
+    assert rec.src_tokens == SENTENCE.split() + ["</s>"]
+    assert 1 <= T <= 1.0 * S + 3
+    assert ("</s>" in rec.out_tokens) == (rec.out_tokens[-1] == "</s>")
+    fields = {"LSTM": 6, "GRU": 4, "RNN": 1}[rec.cell]
+    parts = {("encoder", k, d) for k in range(2) for d in ("forward", "backward")}
+    assert set(rec.gates) == parts | {("decoder", k, "forward") for k in range(2)}
+    for part, traces in rec.gates.items():
+        assert len(traces) == fields
+        for values in traces.values():
+            assert values.shape == ((S if part[0] == "encoder" else T), H)
+    if attention == "none":
+        assert rec.attention is None
+    else:
+        assert rec.attention is not None and rec.attention.shape == (T, S)
+        torch.testing.assert_close(rec.attention.sum(1), torch.ones(T))
+    # the recorded output is greedy search's
+    [[greedy]] = translate_lines(bundle, [SENTENCE], beam_size=1)
+    assert (rec.translation, rec.out_tokens) == (greedy.text, greedy.out_tokens)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_encoder_gates_are_the_equations_on_the_state_dict(cell):
+    bundle = make_bundle(cell)
+    rec = record(bundle, SENTENCE)
+    kind, model = rec.cell, bundle.model
+    ids = torch.tensor([bundle.src_vocab.encode(SENTENCE.split())])
+    x = model.encoder.embed.weight.detach()[ids[0]]  # (S, E)
+    below = []
+    for d in ("forward", "backward"):
+        mine = unroll_by_hand(kind, x, layer_weights(bundle, 0, d), reverse=d == "backward")
+        for name, values in mine.items():
+            torch.testing.assert_close(rec.gates[("encoder", 0, d)][name], values)
+        below.append(mine["hidden"])
+    x1 = torch.cat(below, 1)  # layer 1 reads [h→; h←] of layer 0
+    for d in ("forward", "backward"):
+        mine = unroll_by_hand(kind, x1, layer_weights(bundle, 1, d), reverse=d == "backward")
+        for name, values in mine.items():
+            torch.testing.assert_close(rec.gates[("encoder", 1, d)][name], values)
+    # the top layer's trace is what the encoder hands the decoder
+    with torch.no_grad():
+        enc = model.encode(ids, torch.tensor([ids.shape[1]]))
+    fwd, bwd = rec.gates[("encoder", 1, "forward")], rec.gates[("encoder", 1, "backward")]
+    torch.testing.assert_close(fwd["hidden"][-1], enc.final[0, :H])
+    torch.testing.assert_close(bwd["hidden"][0], enc.final[0, H:])
+    torch.testing.assert_close(torch.cat([fwd["hidden"], bwd["hidden"]], 1), enc.states[0])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_first_decoder_step_is_the_equations_on_the_state_dict(cell):
+    bundle = make_bundle(cell)
+    rec = record(bundle, SENTENCE)
+    model, dec = bundle.model, bundle.model.decoder
+    ids = torch.tensor([bundle.src_vocab.encode(SENTENCE.split())])
+    with torch.no_grad():
+        enc = model.encode(ids, torch.tensor([ids.shape[1]]))
+        s0 = torch.tanh(dec.bridge(enc.final))[0]  # (H,): s_0 of every layer, c_0 = s_0
+        assert dec.attention is not None
+        _, alpha = dec.attention(s0[None], enc.states, enc.mask, projected_keys=enc.keys)
+        assert rec.attention is not None
+        torch.testing.assert_close(rec.attention[0], alpha[0])
+        context = rec.attention[0] @ enc.states[0]  # c_1 = Σ_j α_1j h_j
+        e = dec.embed.weight[model.bos_id]
+        x = torch.cat([e, context])
+        for layer, cell_k in enumerate(dec.rnn.cells):
+            w = [cell_k.weight_ih, cell_k.weight_hh, cell_k.bias_ih, cell_k.bias_hh]
+            mine = by_hand(rec.cell, x, s0, s0, w)
+            for name, value in mine.items():
+                torch.testing.assert_close(rec.gates[("decoder", layer, "forward")][name][0], value)
+            x = mine["hidden"]
+        o = torch.tanh(dec.W_o(torch.cat([x, context, e])))
+        y1 = int(model.W_out(o).argmax())
+    assert rec.out_tokens[0] == bundle.tgt_vocab.token(y1)
+
+
+def test_saturation_fractions_on_a_hand_made_example():
+    values = torch.tensor(
+        [
+            [0.05, 0.50, 0.95],
+            [0.00, 0.91, 0.10],  # 0.1 is not < 0.1
+            [0.20, 0.90, 1.00],  # 0.9 is not > 0.9
+            [0.09, 0.50, 0.99],
+        ]
+    )
+    left, right = saturation_fractions(values)
+    assert left.tolist() == [0.75, 0.0, 0.0]
+    assert right.tolist() == [0.0, 0.25, 0.75]
+    left, right = saturation_fractions(values, left=0.5, right=0.5)
+    assert left.tolist() == [1.0, 0.0, 0.25]
+    assert right.tolist() == [0.0, 0.5, 0.75]
+    with pytest.raises(ValueError):
+        saturation_fractions(torch.empty(0, 3))
+
+
+def test_top_units_are_those_that_vary_most():
+    values = torch.tensor([[0.5, 0.0, 0.3], [0.5, 1.0, 0.5], [0.5, 0.0, 0.4]])
+    assert top_units(values, 2).tolist() == [1, 2]
+    assert top_units(values, 9).tolist() == [1, 2, 0]
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_saturation_of_a_padded_batch_is_that_of_sentences_one_by_one(cell):
+    bundle = make_bundle(cell)
+    lo, hi = 0.45, 0.55  # loose thresholds: most units count, so padding would show
+    batched = saturation(bundle, CORPUS, left=lo, right=hi)
+    recs = [record(bundle, s) for s in CORPUS if s.strip()]
+    gates = SIGMOID_GATES[recs[0].cell]
+    assert set(batched) == {(*p, g) for p in recs[0].gates for g in gates}
+    for (part, layer, d, gate), (left, right) in batched.items():
+        values = torch.cat([r.gates[(part, layer, d)][gate] for r in recs])  # (N, H)
+        want_left, want_right = saturation_fractions(values, lo, hi)
+        torch.testing.assert_close(left, want_left)
+        torch.testing.assert_close(right, want_right)
+        assert ((left >= 0) & (right >= 0) & (left + right <= 1)).all()
+    assert any(float(lf.sum()) > 0 for lf, _ in batched.values())
+    assert any(float(rf.sum()) > 0 for _, rf in batched.values())
+
+
+def test_saturation_of_a_vanilla_rnn_is_empty_and_an_empty_corpus_is_an_error():
+    bundle = make_bundle("rnn", enc_layers=1, dec_layers=1)
+    assert saturation(bundle, CORPUS) == {}
+    with pytest.raises(DataError):
+        saturation(bundle, ["", "   "])
+    with pytest.raises(DataError):
+        record(bundle, "  ")
+
+
+def _png(path: Path) -> bool:
+    data = path.read_bytes()
+    return data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 2000
+
+
+def test_run_inspect_writes_figures_and_a_self_contained_page(tmp_path):
+    ckpt = save_bundle(make_bundle("lstm", enc_layers=1, dec_layers=1), tmp_path / "m.pt")
+    sentence = "a b </script><b> c"
+    result = run_inspect(ckpt, sentence, tmp_path / "out", corpus=CORPUS, top_units=4)
+    names = sorted(p.name for p in result.files)
+    assert names == sorted(
+        [
+            "attention.png",
+            "gates_encoder_l0_forward.png",
+            "gates_encoder_l0_backward.png",
+            "gates_decoder_l0.png",
+            "saturation.png",
+            "inspect.html",
+        ]
+    )
+    for f in result.files:
+        assert f.parent == tmp_path / "out" and f.is_file()
+        assert f.suffix == ".html" or _png(f)
+    assert result.translation == result.recording.translation
+    page = (tmp_path / "out" / "inspect.html").read_text(encoding="utf-8")
+    assert "http://" not in page and "https://" not in page
+    assert page.count("data:image/png;base64,") == 5
+    assert "&lt;/script&gt;&lt;b&gt;" in page and "</script><b>" not in page
+    data = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
+    assert data is not None
+    for tok in result.recording.src_tokens + result.recording.out_tokens:
+        assert tok.replace("<", "\\u003c") in data.group(1)
+
+
+def test_cli_inspect(tmp_path, capsys):
+    ckpt = save_bundle(make_bundle("gru", enc_layers=1, dec_layers=1), tmp_path / "m.pt")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["inspect", str(ckpt), SENTENCE, "--out", str(out), "--corpus", str(corpus)]
+    assert main([*argv, "--units", "4"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("translation: ")
+    assert f"wrote {out / 'inspect.html'}" in stdout and (out / "saturation.png").is_file()
+    for bad in (["inspect", str(ckpt), "  "], ["inspect", str(tmp_path / "nope.pt"), "a"]):
+        assert main([*bad, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("rnnkit: error: ") and err.count("\n") == 1
