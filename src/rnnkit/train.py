@@ -368,7 +368,8 @@ def train(
     per_epoch = len(make_batches(examples, t.batch_tokens, t.batch_size, False, 0, 0))
     total = per_epoch * t.max_epochs
     bar = _bar(progress, min(total, t.max_steps) if t.max_steps else total, step)
-    stopped, tokens, tick, loss_sum = "max_epochs", 0, time.time(), 0.0
+    stopped, tokens, tick = "max_epochs", 0, time.time()
+    loss_sum = torch.zeros((), device=device)
     model.train()
     done_rng = _rng_state()  # RNG after the last completed step: what Ctrl-C saves
     try:
@@ -391,15 +392,16 @@ def train(
                 opt.step()
                 pos, step = pos + 1, step + 1  # counted once the update is done
                 done_rng = _rng_state()
-                tokens, loss_sum = tokens + n, loss_sum + loss.item()
+                tokens, loss_sum = tokens + n, loss_sum + loss.detach()  # no sync per step
                 if step % t.log_every == 0:
                     now = time.time()
+                    mean = float(loss_sum) / tokens
                     row = {
                         "step": step,
                         "epoch": epoch + 1,
                         "split": "train",
-                        "loss": loss_sum / tokens,
-                        "ppl": math.exp(min(loss_sum / tokens, 50)),
+                        "loss": mean,
+                        "ppl": math.exp(min(mean, 50)),
                         "lr": lr,
                         "tokens_per_s": tokens / (now - tick),
                         "elapsed_s": elapsed0 + now - t0,
@@ -407,7 +409,7 @@ def train(
                     csv_log.write(row)
                     history.append(row)
                     _report(bar, say, row)
-                    tokens, tick, loss_sum = 0, now, 0.0
+                    tokens, tick, loss_sum = 0, now, torch.zeros((), device=device)
                 if bar is not None:
                     bar.update(1)
                 if step % t.validate_every == 0:
