@@ -368,6 +368,13 @@ def train(
     per_epoch = len(make_batches(examples, t.batch_tokens, t.batch_size, False, 0, 0))
     total = per_epoch * t.max_epochs
     bar = _bar(progress, min(total, t.max_steps) if t.max_steps else total, step)
+    if bar is not None and not bar.disable:  # log lines above the bar, not through it
+        plain_say = say
+
+        def say(msg: str) -> None:
+            with bar.external_write_mode():
+                plain_say(msg)
+
     stopped, tokens, tick = "max_epochs", 0, time.time()
     loss_sum = torch.zeros((), device=device)
     model.train()
