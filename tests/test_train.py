@@ -24,7 +24,8 @@ from rnnkit.cli import main
 from rnnkit.config import config_from_dict, config_to_dict, load_config
 from rnnkit.demo import demo_config
 from rnnkit.evaluate import score
-from rnnkit.train import _Schedule, load_pairs, train
+from rnnkit.optim import Schedule
+from rnnkit.train import load_pairs, train
 from rnnkit.translate import translate_lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,10 +313,10 @@ def test_schedulers_and_label_smoothing_set_the_optimizer_lr(tmp_path, scheduler
         assert r["lr"] == pytest.approx(expected, rel=1e-12)
 
 
-def schedule(**train_cfg: Any) -> tuple[_Schedule, torch.optim.Optimizer]:
+def schedule(**train_cfg: Any) -> tuple[Schedule, torch.optim.Optimizer]:
     cfg = config_from_dict({"train": train_cfg})
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    return _Schedule(cfg, opt), opt
+    return Schedule(cfg, opt), opt
 
 
 def test_inverse_sqrt_warms_up_linearly_then_decays():

@@ -1,0 +1,64 @@
+"""Optimizer and learning-rate schedule of a training run.
+
+The schedule is linear warm-up over ``train.warmup_steps``, then either a decay by
+``decay_factor`` after ``lr_patience`` + 1 validations without a better dev BLEU
+(``plateau``, as torch's ReduceLROnPlateau in "max" mode), or ``lr·√(warmup / step)``
+(``inverse_sqrt``, Vaswani et al. 2017), or constant (``none``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rnnkit.config import Config
+from rnnkit.model import Seq2Seq
+
+__all__ = ["Schedule", "make_optimizer"]
+
+
+class Schedule:
+    """Learning rate: linear warm-up, then plateau decay (on dev BLEU) or 1/√step."""
+
+    def __init__(self, cfg: Config, optimizer: torch.optim.Optimizer) -> None:
+        self.t, self.opt = cfg.train, optimizer
+        self.scale, self.bad, self.best = 1.0, 0, -math.inf
+
+    def lr(self, step: int) -> float:
+        t = self.t
+        warm = min(1.0, step / t.warmup_steps) if t.warmup_steps else 1.0
+        if t.scheduler == "inverse_sqrt" and step > t.warmup_steps:
+            return t.lr * math.sqrt(max(t.warmup_steps, 1) / step)
+        return max(t.lr * warm * self.scale, t.min_lr if step > t.warmup_steps else 0.0)
+
+    def set(self, step: int) -> float:
+        lr = self.lr(step)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def validated(self, bleu: float) -> None:
+        if self.t.scheduler != "plateau":
+            return
+        if bleu > self.best:
+            self.best, self.bad = bleu, 0
+        else:
+            self.bad += 1
+            if self.bad > self.t.lr_patience:
+                self.scale, self.bad = self.scale * self.t.decay_factor, 0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"scale": self.scale, "bad": self.bad, "best": self.best}
+
+    def load_state_dict(self, s: dict[str, float]) -> None:
+        self.scale, self.bad, self.best = s["scale"], int(s["bad"]), s["best"]
+
+
+def make_optimizer(cfg: Config, model: Seq2Seq) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.train`` names, over every parameter of ``model``."""
+    t = cfg.train
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)

@@ -1,0 +1,155 @@
+"""Data preparation for training: sentence pairs → tokenizers → vocabularies → examples.
+
+``load_pairs`` reads a built-in task or corpus files; ``prepare`` trains the tokenizers
+on the training side (or takes them from a checkpoint being resumed), builds the
+vocabularies, filters over-long pairs and numbers the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rnnkit.config import Config, resolve_data_path
+from rnnkit.data import (
+    DataError,
+    Example,
+    Tokenizer,
+    Vocab,
+    encode_pairs,
+    filter_pairs,
+    make_tokenizer,
+    read_parallel,
+    read_tsv,
+    split_by_source,
+    task_splits,
+    tokenizer_from_state,
+    write_atomic,
+)
+
+__all__ = ["Prepared", "load_pairs", "prepare"]
+
+Pair = tuple[str, str]
+
+
+@dataclass
+class Prepared:
+    """Everything the training loop reads."""
+
+    src_tokenizer: Tokenizer
+    tgt_tokenizer: Tokenizer
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    examples: list[Example]  # the training pairs, tokenised and numbered
+    dev: list[Pair]  # raw dev pairs, for BLEU
+
+
+def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pair]]:
+    """Train / dev (/ test) pairs from a built-in task or from corpus files."""
+    d = cfg.data
+    if d.task:
+        return task_splits(
+            d.task, d.task_size, d.task_dev, d.task_test, cfg.train.seed, **d.task_options
+        )
+    if not d.train:
+        raise DataError("config: data.train is required unless data.task is set")
+    if not d.dev and not d.dev_size:
+        raise DataError("config: give data.dev, or data.dev_size to hold out dev pairs from train")
+    out = {}
+    for split in ("train", "dev", "test"):
+        name = getattr(d, split)
+        if not name:
+            continue
+        path = resolve_data_path(d, name, config_dir)
+        out[split] = (
+            read_tsv(path, d.src_col, d.tgt_col)
+            if d.format == "tsv"
+            else read_parallel(path, d.src, d.tgt)
+        )
+    if not d.dev:  # hold out by source sentence, so no source is in two splits
+        held = split_by_source(
+            out["train"], d.dev_size, 0 if d.test else d.test_size, cfg.train.seed
+        )
+        out["train"], out["dev"] = held["train"], held["dev"]
+        if not d.test and d.test_size:
+            out["test"] = held["test"]
+    return out
+
+
+def build_tokenizers(cfg: Config, pairs: list[Pair]) -> tuple[Tokenizer, Tokenizer]:
+    """Source and target tokenizers trained on the training pairs (one, if joint)."""
+    d = cfg.data
+    kw: dict[str, Any] = {
+        "vocab_size": d.vocab_size,
+        "lowercase": d.lowercase,
+        "seed": cfg.train.seed,
+    }
+    if d.sp_model:
+        from rnnkit.data import SentencePieceTokenizer
+
+        tok: Tokenizer = SentencePieceTokenizer(resolve_data_path(d, d.sp_model).read_bytes())
+        return tok, tok
+    if d.tokenizer in ("bpe", "unigram") and d.joint_vocab:
+        lines = [s for s, _ in pairs] + [t for _, t in pairs]
+        lines = [x.lower() for x in lines] if d.lowercase else lines
+        tok = make_tokenizer(d.tokenizer, lines, **kw)
+        return tok, tok
+    src_lines = [s.lower() if d.lowercase else s for s, _ in pairs]
+    tgt_lines = [t.lower() if d.lowercase else t for _, t in pairs]
+    return make_tokenizer(d.tokenizer, src_lines, **kw), make_tokenizer(
+        d.tokenizer, tgt_lines, **kw
+    )
+
+
+def lowercase_pairs(pairs: list[Pair], yes: bool) -> list[Pair]:
+    return [(s.lower(), t.lower()) for s, t in pairs] if yes else pairs
+
+
+def save_vocabularies(
+    out: Path, src_tok: Tokenizer, tgt_tok: Tokenizer, src_vocab: Vocab, tgt_vocab: Vocab
+) -> None:
+    """Vocabularies (one token per line) and sentencepiece models beside the checkpoints.
+
+    The checkpoints hold them too; these files are for people and other tools.
+    """
+    src_vocab.save(out / "src_vocab.txt")
+    tgt_vocab.save(out / "tgt_vocab.txt")
+    for side, tok in (("src", src_tok), ("tgt", tgt_tok)):
+        proto = getattr(tok, "model_proto", None)
+        if proto is not None:
+            write_atomic(out / f"{side}_spm.model", proto)
+
+
+def prepare(
+    cfg: Config,
+    out: Path,
+    config_dir: Path | None = None,
+    resumed: dict[str, Any] | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> Prepared:
+    """Pairs → tokenizers and vocabularies (trained, or from ``resumed``) → examples.
+
+    Also writes the vocabularies and sentencepiece models into ``out``.
+    """
+    pairs = load_pairs(cfg, config_dir)
+    train_pairs = lowercase_pairs(pairs["train"], cfg.data.lowercase)
+    if resumed is not None:
+        src_tok = tokenizer_from_state(resumed["src_tokenizer"])
+        tgt_tok = tokenizer_from_state(resumed["tgt_tokenizer"])
+        src_vocab = Vocab.from_state(resumed["src_vocab"])
+        tgt_vocab = Vocab.from_state(resumed["tgt_vocab"])
+    else:
+        say(f"training tokenizers ({cfg.data.tokenizer}) on {len(train_pairs)} pairs")
+        src_tok, tgt_tok = build_tokenizers(cfg, train_pairs)
+        src_vocab = Vocab.build(src_tok.encode(s) for s, _ in train_pairs)
+        tgt_vocab = Vocab.build(tgt_tok.encode(t) for _, t in train_pairs)
+    save_vocabularies(out, src_tok, tgt_tok, src_vocab, tgt_vocab)
+    train_pairs, dropped = filter_pairs(
+        train_pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode
+    )
+    if dropped:
+        say(f"filtered {dropped} training pairs longer than {cfg.data.max_len} tokens or empty")
+    examples = encode_pairs(train_pairs, src_tok, tgt_tok, src_vocab, tgt_vocab)
+    return Prepared(src_tok, tgt_tok, src_vocab, tgt_vocab, examples, pairs["dev"])

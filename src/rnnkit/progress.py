@@ -1,0 +1,128 @@
+"""What a training run reports: a CSV of every metric (plus TensorBoard events when
+tensorboard is installed), a progress bar on a terminal, and the loss / throughput meter.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["CsvLog", "Meter", "progress_bar", "report"]
+
+Log = Callable[[str], None]
+
+
+class CsvLog:
+    """Append-only CSV of every metric (and TensorBoard events when installed)."""
+
+    FIELDS = [
+        "step",
+        "epoch",
+        "split",
+        "loss",
+        "ppl",
+        "lr",
+        "tokens_per_s",
+        "bleu",
+        "chrf",
+        "elapsed_s",
+    ]
+
+    def __init__(self, out: Path, resume_step: int | None = None) -> None:
+        self.path = out / "log.csv"
+        if resume_step is not None and self.path.exists():  # drop rows a killed run wrote late
+            with open(self.path, newline="", encoding="utf-8") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+            with open(self.path, "w", newline="", encoding="utf-8") as f:
+                w = csv.DictWriter(f, fieldnames=self.FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+        new = not self.path.exists()
+        self.f = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        self.w = csv.DictWriter(self.f, fieldnames=self.FIELDS)
+        if new:
+            self.w.writeheader()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb: Any = SummaryWriter(str(out / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.w.writerow({k: row.get(k, "") for k in self.FIELDS})
+        self.f.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k not in ("step", "epoch", "split") and isinstance(v, float):
+                    self.tb.add_scalar(f"{row['split']}/{k}", v, row["step"])
+
+    def close(self) -> None:
+        self.f.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Meter:
+    """Training loss and throughput between two log lines (summed on the device)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.tokens, self.tick = torch.zeros((), device=self.device), 0, time.time()
+
+    def add(self, loss: Tensor, n: int) -> None:
+        self.loss, self.tokens = self.loss + loss, self.tokens + n  # no sync per step
+
+    def row(self, step: int, epoch: int, lr: float, elapsed: float) -> dict[str, Any]:
+        now = time.time()
+        mean = float(self.loss) / max(self.tokens, 1)
+        row = {
+            "step": step,
+            "epoch": epoch + 1,
+            "split": "train",
+            "loss": mean,
+            "ppl": math.exp(min(mean, 50)),
+            "lr": lr,
+            "tokens_per_s": self.tokens / max(now - self.tick, 1e-9),
+            "elapsed_s": elapsed,
+        }
+        self.reset()
+        return row
+
+
+def progress_bar(on: bool, total: int | None, initial: int) -> Any:
+    """A tqdm bar on stderr when ``on`` and stderr is a terminal (else a disabled one)."""
+    if not on:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not os.isatty(2)
+    )
+
+
+def report(bar: Any, say: Log, row: dict[str, Any]) -> None:
+    """A training row: on the bar when it is shown, else as a log line."""
+    if bar is not None and not bar.disable:
+        bar.set_postfix(
+            loss=f"{row['loss']:.3f}",
+            ppl=f"{row['ppl']:.1f}",
+            tok_s=f"{row['tokens_per_s']:.0f}",
+            lr=f"{row['lr']:.2g}",
+        )
+    else:
+        say(
+            f"step {row['step']} epoch {row['epoch']}: loss {row['loss']:.3f} "
+            f"ppl {row['ppl']:.2f} lr {row['lr']:.2g} {row['tokens_per_s']:.0f} tok/s"
+        )
