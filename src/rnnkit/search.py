@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rnnkit.model import Seq2Seq
+from rnnkit.model import EncoderOutput, Seq2Seq, State
 
 __all__ = ["Hypothesis", "greedy_search", "beam_search", "length_penalty"]
 
@@ -88,6 +88,57 @@ def greedy_search(
     return out
 
 
+@dataclass
+class _Alive:
+    """The hypotheses still growing: K rows for each sentence still in the batch."""
+
+    sentences: list[int]  # input index of each group of K rows
+    scores: Tensor  # (n, K) summed log-probabilities
+    tokens: Tensor  # (n, K, t)
+    attention: Tensor | None  # (n, K, t, S)
+    state: State  # decoder state, n·K rows
+    enc: EncoderOutput  # encoder output, n·K rows
+
+    def hypothesis(
+        self, i: int, k: int, last: int | None, score: float, src_len: int
+    ) -> Hypothesis:
+        """Row (i, k) as a finished hypothesis, plus ``last`` when it did not end in EOS."""
+        tokens = self.tokens[i, k].tolist() + ([] if last is None else [last])
+        att = None if self.attention is None else self.attention[i, k, :, :src_len].clone()
+        return Hypothesis(tokens, score, att)
+
+    def advance(self, beam: Tensor, token: Tensor, scores: Tensor, state: State) -> _Alive:
+        """Continue row ``beam[i, k]`` of each sentence i with ``token[i, k]``."""
+        n, K = scores.shape
+        origin = (torch.arange(n, device=beam.device).unsqueeze(1) * K + beam).view(-1)  # (n·K,)
+        tokens = torch.cat([self.tokens.view(n * K, -1)[origin], token.view(-1, 1)], 1)
+        att = self.attention
+        if att is not None:
+            att = att.view(n * K, *att.shape[2:])[origin].view(n, K, *att.shape[2:])
+        return _Alive(
+            self.sentences,
+            scores,
+            tokens.view(n, K, -1),
+            att,
+            {k: v.index_select(0, origin) for k, v in state.items()},
+            self.enc,
+        )
+
+    def select(self, keep: list[int]) -> _Alive:
+        """Only the sentences at positions ``keep`` (the others are done)."""
+        K = self.scores.shape[1]
+        sel = torch.tensor(keep, device=self.scores.device)
+        rows = (sel.unsqueeze(1) * K + torch.arange(K, device=sel.device)).view(-1)
+        return _Alive(
+            [self.sentences[i] for i in keep],
+            self.scores[sel],
+            self.tokens[sel],
+            None if self.attention is None else self.attention[sel],
+            {k: v.index_select(0, rows) for k, v in self.state.items()},
+            self.enc.index_select(rows),
+        )
+
+
 @torch.no_grad()
 def beam_search(
     model: Seq2Seq,
@@ -114,106 +165,82 @@ def beam_search(
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must lie in [1, beam_size={beam_size}], got {n_best}")
-    K, B, dev = beam_size, src.shape[0], src.device
+    K, B, dev, alpha = beam_size, src.shape[0], src.device, length_penalty_alpha
     limits = _max_lengths(src_lengths, max_len_a, max_len_b)
-    lp_max = [float(length_penalty(n, length_penalty_alpha)) for n in limits]
     src_len = src_lengths.tolist()
-    enc = model.encode(src, src_lengths)
-    rows = torch.arange(B, device=dev).repeat_interleave(K)  # (B·K,) sentence of each row
-    enc = enc.index_select(rows)
-    state = model.init_state(enc)
+    enc = model.encode(src, src_lengths).index_select(
+        torch.arange(B, device=dev).repeat_interleave(K)
+    )  # each sentence K times
+    scores = torch.full((B, K), float("-inf"), device=dev)
+    scores[:, 0] = 0.0  # all K rows start identical: only the first may expand
+    alive = _Alive(
+        list(range(B)),
+        scores,
+        torch.empty(B, K, 0, dtype=torch.long, device=dev),
+        None,
+        model.init_state(enc),
+        enc,
+    )
     y = torch.full((B * K,), model.bos_id, dtype=torch.long, device=dev)
-    alive = torch.full((B, K), float("-inf"), device=dev)
-    alive[:, 0] = 0.0  # all K rows start identical: only the first may expand
-    seqs = torch.empty(B, K, 0, dtype=torch.long, device=dev)
-    atts: Tensor | None = None  # (B, K, t, S)
-    active = list(range(B))  # sentence ids still in the batch
     finished: list[list[Hypothesis]] = [[] for _ in range(B)]
-
     for t in range(max(limits)):
-        n = len(active)
-        step = model.decode_step(y, state, enc)
-        V = step.logits.shape[-1]
-        logp = torch.log_softmax(step.logits.float(), -1).view(n, K, V)
-        cand = (alive.unsqueeze(-1) + logp).view(n, K * V)
-        top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=1)  # (n, 2K)
-        beam, token = top_idx // V, top_idx % V
+        step = model.decode_step(y, alive.state, alive.enc)
+        n = len(alive.sentences)
         if step.attention is not None:
             a = step.attention.view(n, K, 1, -1)
-            atts = a if atts is None else torch.cat([atts, a], 2)
-        # finished: EOS among the K best candidates (or every candidate at the length limit)
-        is_eos = token == model.eos_id
-        at_limit = [t + 1 >= limits[s] for s in active]
-        fin = is_eos.clone()
-        fin[:, K:] = False
-        fin_list = fin.nonzero().tolist()
-        lp_now = float(length_penalty(t + 1, length_penalty_alpha))
-        for i, j in fin_list:
-            if top_scores[i, j] == float("-inf"):
-                continue
-            finished[active[i]].append(
-                _hyp(
-                    seqs,
-                    atts,
-                    i,
-                    int(beam[i, j]),
-                    None,
-                    float(top_scores[i, j]) / lp_now,
-                    src_len[active[i]],
-                )
+            alive.attention = a if alive.attention is None else torch.cat([alive.attention, a], 2)
+        logp = torch.log_softmax(step.logits.float(), -1).view(n, K, -1)
+        V = logp.shape[-1]
+        cand, idx = (alive.scores.unsqueeze(-1) + logp).view(n, K * V).topk(min(2 * K, K * V), 1)
+        beam, token = idx // V, idx % V  # (n, 2K)
+        lp_now = float(length_penalty(t + 1, alpha))
+        # EOS among the K best candidates: finished
+        for i, j in (
+            ((token[:, :K] == model.eos_id) & (cand[:, :K] > float("-inf"))).nonzero().tolist()
+        ):
+            s = alive.sentences[i]
+            finished[s].append(
+                alive.hypothesis(i, int(beam[i, j]), None, float(cand[i, j]) / lp_now, src_len[s])
             )
-        # alive: the K best non-EOS candidates of each sentence
-        masked = top_scores.masked_fill(is_eos, float("-inf"))
-        keep_scores, keep = masked.topk(K, dim=1)  # (n, K)
+        # the K best other candidates stay alive
+        keep_scores, keep = cand.masked_fill(token == model.eos_id, float("-inf")).topk(K, 1)
         keep_beam, keep_tok = beam.gather(1, keep), token.gather(1, keep)
-        for i, s in enumerate(active):
-            if at_limit[i]:  # out of length: the alive ones finish as they are
-                for k in range(K):
-                    if keep_scores[i, k] > float("-inf"):
-                        finished[s].append(
-                            _hyp(
-                                seqs,
-                                atts,
-                                i,
-                                int(keep_beam[i, k]),
-                                int(keep_tok[i, k]),
-                                float(keep_scores[i, k]) / lp_now,
-                                src_len[s],
-                            )
-                        )
-        # sentence done: n_best finished that no alive hypothesis can beat any more
         still = []
-        for i, s in enumerate(active):
-            # alive scores only fall; the largest penalty still reachable bounds them
-            lp_bound = max(lp_max[s], float(length_penalty(t + 2, length_penalty_alpha)))
-            best_alive = float(keep_scores[i, 0]) / lp_bound
-            fs = sorted(h.score for h in finished[s])[::-1]
-            done = at_limit[i] or (len(fs) >= n_best and best_alive <= fs[n_best - 1])
-            if not done:
+        for i, s in enumerate(alive.sentences):
+            if t + 1 >= limits[s]:  # out of length: the alive ones finish as they are
+                for k in (keep_scores[i] > float("-inf")).nonzero().view(-1).tolist():
+                    finished[s].append(
+                        alive.hypothesis(
+                            i,
+                            int(keep_beam[i, k]),
+                            int(keep_tok[i, k]),
+                            float(keep_scores[i, k]) / lp_now,
+                            src_len[s],
+                        )
+                    )
+            elif not _settled(
+                finished[s],
+                float(keep_scores[i, 0]),
+                n_best,
+                float(max(length_penalty(limits[s], alpha), length_penalty(t + 2, alpha))),
+            ):
                 still.append(i)
-        origin = (torch.arange(n, device=dev).unsqueeze(1) * K + keep_beam).view(-1)  # (n·K,)
-        seqs = torch.cat([seqs.view(n * K, -1)[origin], keep_tok.view(-1, 1)], 1).view(n, K, -1)
-        if atts is not None:
-            atts = atts.view(n * K, *atts.shape[2:])[origin].view(n, K, *atts.shape[2:])
-        alive, y = keep_scores, keep_tok.view(-1)
-        state = {k: v.index_select(0, origin) for k, v in step.state.items()}
-        if len(still) < n:  # drop finished sentences from the batch
-            if not still:
-                break
-            sel = torch.tensor(still, device=dev)
-            sel_rows = (sel.unsqueeze(1) * K + torch.arange(K, device=dev)).view(-1)
-            active = [active[i] for i in still]
-            alive, seqs, y = alive[sel], seqs[sel], y[sel_rows]
-            atts = None if atts is None else atts[sel]
-            state = {k: v.index_select(0, sel_rows) for k, v in state.items()}
-            enc = enc.index_select(sel_rows)
+        alive = alive.advance(keep_beam, keep_tok, keep_scores, step.state)
+        if not still:
+            break
+        if len(still) < n:  # finished sentences leave the batch
+            alive = alive.select(still)
+        y = alive.tokens[:, :, -1].reshape(-1)
     return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]
 
 
-def _hyp(
-    seqs: Tensor, atts: Tensor | None, i: int, k: int, last: int | None, score: float, src_len: int
-) -> Hypothesis:
-    """Hypothesis from alive row (i, k), plus ``last`` token when it did not end in EOS."""
-    tokens = seqs[i, k].tolist() + ([] if last is None else [last])
-    att = None if atts is None else atts[i, k, :, :src_len].clone()
-    return Hypothesis(tokens, score, att)
+def _settled(finished: list[Hypothesis], best_alive: float, n_best: int, lp_bound: float) -> bool:
+    """Whether no alive hypothesis can beat the n-th best finished one any more.
+
+    Alive scores (≤ 0) only fall as they grow; dividing the best of them by the largest
+    length penalty still reachable bounds every score it can end with.
+    """
+    if len(finished) < n_best:
+        return False
+    nth = sorted((h.score for h in finished), reverse=True)[n_best - 1]
+    return best_alive / lp_bound <= nth
