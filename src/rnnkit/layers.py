@@ -248,37 +248,13 @@ class _Recurrent:
         Returns:
             ``(output, h_n)`` / ``(output, (h_n, c_n))`` as torch.nn, plus the trace.
         """
-        m: Any = self
         engine = self._pick_engine(return_gates)
         packed = isinstance(input, PackedSequence)
         if packed and lengths is not None:
             raise ValueError("pass either a PackedSequence or lengths, not both")
         if engine == "native" and (packed or lengths is None):
             return super().forward(input, hx)  # type: ignore[misc]
-
-        unbatched = False
-        lens: Tensor | None
-        out: Tensor | PackedSequence
-        if packed:
-            seq_in = cast(PackedSequence, input)
-            x, lens = pad_packed_sequence(seq_in)  # (T, B, I), original batch order
-        else:
-            x = cast(Tensor, input)
-            unbatched = x.dim() == 2
-            if unbatched:
-                x = x.unsqueeze(1)
-                if hx is not None:
-                    hx = (
-                        tuple(h.unsqueeze(1) for h in hx)
-                        if self._kind == "LSTM"
-                        else hx.unsqueeze(1)
-                    )
-            elif x.dim() != 3:
-                raise ValueError(f"{self._kind}: expected a 2-D or 3-D input, got {x.dim()}-D")
-            elif m.batch_first:
-                x = x.transpose(0, 1)
-            lens = None if lengths is None else _check_lengths(lengths, x.shape[0], x.shape[1])
-
+        x, hx, lens, layout = self._time_major(input, hx, lengths)
         if engine == "native":  # padded batch with lengths: pack, run the fused kernel, pad
             assert lens is not None
             seq = pack_padded_sequence(x, lens, enforce_sorted=False)
@@ -294,17 +270,45 @@ class _Recurrent:
                 out = out * mask.unsqueeze(-1).to(out.dtype)
                 if trace is not None:
                     trace = type(trace)(*(f * mask.unsqueeze(-1).to(f.dtype) for f in trace))
-
-        if packed:
-            out = _repack(out, cast(PackedSequence, input))
-        elif unbatched:
-            out, final = out.squeeze(1), tuple(f.squeeze(1) for f in final)
-            trace = None if trace is None else type(trace)(*(f.squeeze(2) for f in trace))
-        elif m.batch_first:
-            out = out.transpose(0, 1)
-            trace = None if trace is None else type(trace)(*(f.transpose(1, 2) for f in trace))
-        result = (out, final if self._kind == "LSTM" else final[0])
+        result_out, final, trace = _restore_layout(out, final, trace, layout, input)
+        result = (result_out, final if self._kind == "LSTM" else final[0])
         return result + (trace,) if return_gates else result
+
+    def _time_major(
+        self, input: Tensor | PackedSequence, hx: Any, lengths: Tensor | list[int] | None
+    ) -> tuple[Tensor, Any, Tensor | None, str]:
+        """Input as a padded ``(T, B, I)`` batch, its lengths, and the layout it came in:
+        ``packed``, ``unbatched``, ``batch_first`` or ``time_major``."""
+        if isinstance(input, PackedSequence):
+            x, lens = pad_packed_sequence(input)  # (T, B, I), original batch order
+            return x, hx, lens, "packed"
+        x, layout = input, "time_major"
+        if x.dim() == 2:
+            x, layout = x.unsqueeze(1), "unbatched"
+            if hx is not None:
+                hx = tuple(h.unsqueeze(1) for h in hx) if self._kind == "LSTM" else hx.unsqueeze(1)
+        elif x.dim() != 3:
+            raise ValueError(f"{self._kind}: expected a 2-D or 3-D input, got {x.dim()}-D")
+        elif cast(Any, self).batch_first:
+            x, layout = x.transpose(0, 1), "batch_first"
+        if lengths is None:
+            return x, hx, None, layout
+        return x, hx, _check_lengths(lengths, x.shape[0], x.shape[1]), layout
+
+
+def _restore_layout(
+    out: Tensor, final: tuple[Tensor, ...], trace: Any, layout: str, like: Tensor | PackedSequence
+) -> tuple[Any, tuple[Tensor, ...], Any]:
+    """Output, final states and trace back in the layout the input came in."""
+    if layout == "packed":
+        return _repack(out, cast(PackedSequence, like)), final, trace
+    if layout == "unbatched":
+        trace = None if trace is None else type(trace)(*(f.squeeze(2) for f in trace))
+        return out.squeeze(1), tuple(f.squeeze(1) for f in final), trace
+    if layout == "batch_first":
+        trace = None if trace is None else type(trace)(*(f.transpose(1, 2) for f in trace))
+        return out.transpose(0, 1), final, trace
+    return out, final, trace
 
 
 def _repack(out: Tensor, like: PackedSequence) -> PackedSequence:
