@@ -1,0 +1,421 @@
+"""Experiment ``attention-cost``: what attention costs per decoder step and per sentence.
+
+At decoder step t Bahdanau attention scores the state against every encoder state
+(Bahdanau et al. 2015, arXiv 1409.0473)::
+
+    e_tj = v^T tanh(W s_{t-1} + U h_j)      j = 1..S
+    α_tj = softmax_j(e_tj),   c_t = Σ_j α_tj h_j
+
+so one step costs a + b·S (the recurrent cell and the output layer, a, do not depend
+on S), and a sentence of T steps costs T·(a + b·S): S·T, that is S² when T grows with S.
+The decoder without attention (Cho et al. 2014) reads a fixed summary C of the
+source, so its step cost is flat in S. It must also keep h_1..h_S and U h_1..U h_S for
+the whole sentence, where the plain decoder keeps C alone.
+
+Measured here on untrained models of the same sizes, on the CPU, single-threaded:
+(a) the median time of one ``decode_step``, (b) the time of a whole sentence (encode,
+then T = S greedy steps with no early stop), (c) the bytes attention holds (from the
+tensors' sizes) and the peak tensor bytes allocated during one step (torch profiler).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rnnkit.experiments.common import Report, machine, markdown_table
+from rnnkit.model import EncoderOutput, Seq2Seq
+
+NAME = "attention-cost"
+FULL_S = (10, 25, 50, 100, 200, 400)
+QUICK_S = (10, 50, 100)
+SIZES = {"vocab": 8000, "emb": 256, "hidden": 256, "batch": 32}  # vocab as configs/multi30k
+STYLES = ("bahdanau", "none")
+MiB = 2**20
+
+
+def build_model(attention: str, seed: int = 0) -> Seq2Seq:
+    """An untrained GRU encoder-decoder (bidirectional encoder) in eval mode."""
+    torch.manual_seed(seed)
+    V, E, H = SIZES["vocab"], SIZES["emb"], SIZES["hidden"]
+    model = Seq2Seq(V, V, E, H, cell="gru", attention=attention, dropout=0.0, emb_dropout=0.0)
+    return model.eval()
+
+
+def held_bytes(enc: EncoderOutput, attention: bool) -> int:
+    """Bytes the decoder must keep for the whole sentence to run its steps.
+
+    With attention: the states h ``(B, S, 2H)``, the projected keys U h ``(B, S, H)`` and
+    the mask ``(B, S)``; without: the summary C ``(B, 2H)``. From the tensors' sizes.
+    """
+    needed = [enc.states, enc.keys, enc.mask] if attention else [enc.final]
+    return sum(t.numel() * t.element_size() for t in needed if t is not None)
+
+
+def step_peak_bytes(model: Seq2Seq, y: Tensor, state: dict, enc: EncoderOutput) -> int:
+    """Peak bytes of tensors allocated during one ``decode_step`` (torch profiler).
+
+    Allocations and frees of each operator, in the order they ran, summed; the peak of
+    that running sum. Tensors that existed before the step are not counted.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model.decode_step(y, state, enc)
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return int(peak)
+
+
+def _source(S: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random source ids ``(B, S)`` (no padding) and lengths ``(B,)``."""
+    B = SIZES["batch"]
+    src = torch.randint(4, SIZES["vocab"], (B, S), generator=gen)
+    return src, torch.full((B,), S, dtype=torch.long)
+
+
+def _clock() -> tuple[float, float]:
+    """(CPU time of this thread, wall time). With one torch thread every operator runs
+    on the calling thread, so its CPU time is the work done, whatever else the machine
+    is running; the wall time also counts the time spent waiting for a core."""
+    return time.thread_time(), time.perf_counter()
+
+
+def _since(t0: tuple[float, float]) -> tuple[float, float]:
+    cpu, wall = _clock()
+    return cpu - t0[0], wall - t0[1]
+
+
+def _time_step(model: Seq2Seq, y: Tensor, state: dict, enc: EncoderOutput) -> tuple[float, float]:
+    t0 = _clock()
+    model.decode_step(y, state, enc)
+    return _since(t0)
+
+
+def _time_sentence(model: Seq2Seq, src: Tensor, lengths: Tensor, T: int) -> tuple[float, float]:
+    """Encode, then T greedy steps (the argmax is fed back; no early stop)."""
+    t0 = _clock()
+    enc = model.encode(src, lengths)
+    state = model.init_state(enc)
+    y = torch.full((src.shape[0],), model.bos_id, dtype=torch.long)
+    for _ in range(T):
+        step = model.decode_step(y, state, enc)
+        y, state = step.logits.argmax(-1), step.state
+    return _since(t0)
+
+
+def _median_ms(times: list[tuple[float, float]], which: int) -> float:
+    return 1e3 * statistics.median(t[which] for t in times)
+
+
+@torch.no_grad()
+def measure(S: int, models: dict[str, Seq2Seq], step_repeats: int, sent_repeats: int) -> list[dict]:
+    """One row per decoder style at source length S (T = S output steps per sentence).
+
+    The styles are timed alternately, repeat by repeat, so that a slow spell of the
+    machine hits both alike; each time is the median of its repeats.
+    """
+    src, lengths = _source(S, torch.Generator().manual_seed(S))
+    y = torch.full((src.shape[0],), 2, dtype=torch.long)
+    encs = {k: m.encode(src, lengths) for k, m in models.items()}
+    states = {k: m.init_state(encs[k]) for k, m in models.items()}
+    steps: dict[str, list[tuple[float, float]]] = {k: [] for k in models}
+    sents: dict[str, list[tuple[float, float]]] = {k: [] for k in models}
+    for k, m in models.items():  # warm-up
+        for _ in range(3):
+            _time_step(m, y, states[k], encs[k])
+    for _ in range(step_repeats):
+        for k, m in models.items():
+            steps[k].append(_time_step(m, y, states[k], encs[k]))
+    for _ in range(sent_repeats):
+        for k, m in models.items():
+            sents[k].append(_time_sentence(m, src, lengths, T=S))
+    return [
+        {
+            "S": S,
+            "attention": k,
+            "step ms": _median_ms(steps[k], 0),
+            "step wall ms": _median_ms(steps[k], 1),
+            "sentence ms": _median_ms(sents[k], 0),
+            "sentence wall ms": _median_ms(sents[k], 1),
+            "held MiB": held_bytes(encs[k], k != "none") / MiB,
+            "step peak MiB": step_peak_bytes(m, y, states[k], encs[k]) / MiB,
+        }
+        for k, m in models.items()
+    ]
+
+
+def fit(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least squares y ≈ X·coef; returns (coef, R²)."""
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ coef
+    total = float(((y - y.mean()) ** 2).sum())
+    return coef, (1.0 - float((resid**2).sum()) / total) if total > 0 else float("nan")
+
+
+def growth(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Fitted growth per decoder style.
+
+    Per step: t = a + b·S (b in µs per source token). Per sentence with T = S:
+    t = p·S + q·S² (q in µs per S·T). Also the log-log slope of the sentence time
+    (its exponent in S), overall and between the two largest S, that of the extra time
+    attention adds to a sentence, and the step time's ratio between the largest and
+    smallest S.
+    """
+    out = {}
+    for style in STYLES:
+        rs = sorted((r for r in rows if r["attention"] == style), key=lambda r: r["S"])
+        S = np.array([r["S"] for r in rs], dtype=float)
+        step = np.array([r["step ms"] for r in rs]) * 1e3  # µs
+        sent = np.array([r["sentence ms"] for r in rs]) * 1e3
+        (a, b), r2_step = fit(np.stack([np.ones_like(S), S], 1), step)
+        (p, q), r2_sent = fit(np.stack([S, S**2], 1), sent)
+        slope = float(np.polyfit(np.log(S), np.log(sent), 1)[0])
+        out[style] = {
+            "a_us": float(a),
+            "b_us": float(b),
+            "r2_step": r2_step,
+            "p_us": float(p),
+            "q_us": float(q),
+            "r2_sent": r2_sent,
+            "loglog": slope,
+            "step_ratio": float(step[-1] / step[0]),
+            "quad_share": float(q * S[-1] ** 2 / sent[-1]),
+            "loglog_last": float(np.log(sent[-1] / sent[-2]) / np.log(S[-1] / S[-2])),
+        }
+    (S1, e1), (S2, e2) = _extra_ms(rows)[-2:]
+    slope = float(np.log(e2 / e1) / np.log(S2 / S1)) if e1 > 0 and e2 > 0 else float("nan")
+    out["bahdanau"]["extra_loglog"] = slope  # between the two largest S
+    return out
+
+
+def _extra_ms(rows: list[dict]) -> list[tuple[float, float]]:
+    """(S, sentence time with attention minus without) for each S: attention's own cost."""
+    by = {(r["S"], r["attention"]): r["sentence ms"] for r in rows}
+    lengths = sorted({r["S"] for r in rows})
+    return [(float(S), by[S, "bahdanau"] - by[S, "none"]) for S in lengths]
+
+
+COLORS = {"bahdanau": "tab:red", "none": "tab:blue"}
+LABELS = {"bahdanau": "Bahdanau attention", "none": "no attention"}
+
+
+def _by_style(rows: list[dict]) -> dict[str, list[dict]]:
+    return {
+        s: sorted((r for r in rows if r["attention"] == s), key=lambda r: r["S"]) for s in STYLES
+    }
+
+
+def plot_time(rows: list[dict], fits: dict, path: Path) -> Path:
+    """Per-step time against S with the fitted lines; per-sentence time, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = _by_style(rows)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for s in STYLES:
+        S = np.array([r["S"] for r in by[s]], dtype=float)
+        f = fits[s]
+        ax1.plot(S, [r["step ms"] for r in by[s]], "o", color=COLORS[s], label=LABELS[s])
+        fitted = (f["a_us"] + f["b_us"] * S) / 1e3
+        text = f"fit a + b·S: b = {f['b_us']:.2f} µs/token, R² = {f['r2_step']:.3f}"
+        ax1.plot(S, fitted, "-", color=COLORS[s], alpha=0.6, label=text)
+        text = f"{LABELS[s]} (log-log slope {f['loglog']:.2f} overall)"
+        ax2.loglog(S, [r["sentence ms"] for r in by[s]], "o-", color=COLORS[s], label=text)
+    extra = [(S, e) for S, e in _extra_ms(rows) if e > 0]
+    if extra:
+        slope = fits["bahdanau"]["extra_loglog"]
+        text = f"extra time of attention (slope {slope:.2f} at the two largest S)"
+        ax2.loglog(*zip(*extra), "^-", color="tab:purple", label=text)
+    S = np.array([r["S"] for r in by["bahdanau"]], dtype=float)
+    t0 = by["bahdanau"][0]["sentence ms"]
+    for k, ls in ((1, ":"), (2, "--")):
+        ax2.loglog(S, t0 * (S / S[0]) ** k, ls, color="gray", label=f"slope {k} (∝ S{'¹²'[k - 1]})")
+    ax1.set(
+        xlabel="source length S (tokens)",
+        ylabel="CPU time of one decoder step (ms)",
+        title=f"Per decoder step (batch {SIZES['batch']})",
+        ylim=(0, None),
+    )
+    ax2.set(
+        xlabel="source length S = output length T (log scale)",
+        ylabel="CPU time per batch of sentences (ms, log scale)",
+        title="Per sentence: encode + T = S greedy steps",
+    )
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_memory(rows: list[dict], path: Path) -> Path:
+    """Bytes held for the sentence (analytic) and peak bytes of one step (profiler)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = _by_style(rows)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for s in STYLES:
+        S = [r["S"] for r in by[s]]
+        held = [r["held MiB"] for r in by[s]]
+        peak = [r["step peak MiB"] for r in by[s]]
+        ax.plot(S, held, "o-", color=COLORS[s], label=f"{LABELS[s]}: held for the sentence")
+        ax.plot(S, peak, "s--", color=COLORS[s], label=f"{LABELS[s]}: peak within one step")
+    ax.set(
+        xlabel="source length S (tokens)",
+        ylabel=f"MiB (batch of {SIZES['batch']})",
+        title="Memory that decoding needs",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def verdict(rows: list[dict], fits: dict) -> str:
+    """The conclusion, in words, from the measured numbers."""
+    att, none = fits["bahdanau"], fits["none"]
+    S = sorted({r["S"] for r in rows})
+    linear = att["b_us"] > 0 and att["r2_step"] >= 0.9
+    flat = abs(none["step_ratio"] - 1.0) < 0.25
+    step = (
+        f"Per step, attention's time {'grows linearly' if linear else 'does not grow clearly'} "
+        "in S: "
+        f"{att['b_us']:.2f} µs per source token on top of {att['a_us'] / 1e3:.2f} ms "
+        f"(R² = {att['r2_step']:.3f}); from S = {S[0]} to S = {S[-1]} a step becomes "
+        f"{att['step_ratio']:.1f}× slower. Without attention the step is "
+        + ("flat" if flat else "not flat")
+        + f" ({none['step_ratio']:.2f}× over the same range, b = {none['b_us']:.2f} µs/token)."
+    )
+    agrees = att["q_us"] > 0 and abs(att["q_us"] / att["b_us"] - 1) < 0.5 if linear else False
+    sent = (
+        f" Per sentence with T = S, attention's time fits p·S + q·S² with "
+        f"q = {att['q_us']:.2f} µs per S·T (R² = {att['r2_sent']:.3f}); the per-step slope "
+        f"predicts q = b = {att['b_us']:.2f}"
+        + (", which it matches" if agrees else ", which it does not match")
+        + f". Between S = {S[-2]} and {S[-1]}, the extra time attention adds to a sentence "
+        f"grows with log-log slope {att['extra_loglog']:.2f} (2 is S·T = S²), the whole "
+        f"sentence's time with slope {att['loglog_last']:.2f} against "
+        f"{none['loglog_last']:.2f} without attention; the S² term is "
+        f"{100 * att['quad_share']:.0f}% of the time at S = {S[-1]}"
+    )
+    if att["extra_loglog"] > 1.7 and att["quad_share"] >= 0.5:
+        sent += (
+            ": the cost per sentence is quadratic in S when T grows with S, while the "
+            "decoder without attention stays linear."
+        )
+    elif att["extra_loglog"] > 1.7:
+        sent += (
+            ": attention's own cost is quadratic, but at these lengths the per-step "
+            "constant (cell and output layer) still carries most of the time."
+        )
+    else:
+        sent += ": the quadratic growth does not show clearly at these lengths."
+    big = [r for r in rows if r["S"] == S[-1]]
+    held = {r["attention"]: r["held MiB"] for r in big}
+    mem = (
+        f" Memory: attention holds {held['bahdanau'] / S[-1] * 1024:.0f} KiB per source "
+        f"token for a batch of {SIZES['batch']} ({held['bahdanau']:.1f} MiB at S = {S[-1]}), "
+        f"exactly linear in S; the plain decoder holds {held['none'] * 1024:.0f} KiB whatever S."
+    )
+    return step + sent + mem
+
+
+def run(
+    out_dir: Path, quick: bool, log: Callable[[str], None], data_dir: Path | None = None
+) -> Report:
+    """Measure, fit, plot; return the RESULTS.md section."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(out_dir, quick, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(out_dir: Path, quick: bool, log: Callable[[str], None]) -> Report:
+    start, cpu0 = time.perf_counter(), time.process_time()
+    lengths = QUICK_S if quick else FULL_S
+    step_repeats, sent_repeats = (15, 1) if quick else (50, 3)
+    models = {s: build_model(s) for s in STYLES}
+    params = {s: sum(p.numel() for p in m.parameters()) for s, m in models.items()}
+    rows = []
+    for S in lengths:
+        rows += measure(S, models, step_repeats, sent_repeats)
+        att, none = rows[-2], rows[-1]
+        log(
+            f"S={S}: step {att['step ms']:.2f} / {none['step ms']:.2f} ms, sentence "
+            f"{att['sentence ms']:.0f} / {none['sentence ms']:.0f} ms (attention / none)"
+        )
+    fits = growth(rows)
+    figures = [
+        plot_time(rows, fits, out_dir / "attention_cost_time.png"),
+        plot_memory(rows, out_dir / "attention_cost_memory.png"),
+    ]
+    table = markdown_table(rows)
+    log(table)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    command = "rnnkit experiment attention-cost" + (" --quick" if quick else "")
+    # --quick writes RESULTS.md beside its figures; the full run's figures go to docs/figures/
+    fig_dir = Path(".") if quick else Path("figures")
+    fit_rows = [
+        {
+            "attention": s,
+            "step a (ms)": f["a_us"] / 1e3,
+            "step b (µs/token)": f["b_us"],
+            "R² step": f["r2_step"],
+            "sentence q (µs/(S·T))": f["q_us"],
+            "R² sentence": f["r2_sent"],
+            "log-log slope": f["loglog"],
+        }
+        for s, f in fits.items()
+    ]
+    V, E, H, B = (SIZES[k] for k in ("vocab", "emb", "hidden", "batch"))
+    md = f"""## Attention cost: time and memory against source length
+
+The cost that the seed's conclusion warns about, measured: Bahdanau attention against
+the same encoder-decoder without attention (GRU, bidirectional encoder, embeddings {E},
+hidden {H}, vocabulary {V}; {params["bahdanau"]:,} and {params["none"]:,} parameters;
+untrained, eval mode, batch {B}), for source lengths S = {", ".join(map(str, lengths))}.
+*step ms*: median of {step_repeats} `decode_step` calls (with the output projection);
+*sentence ms*: median of {sent_repeats} sentences (encode, then T = S greedy steps, no early
+stop). Times are the CPU time of the one thread that does all the work (one torch
+thread), which does not count the time spent waiting for a core on this shared
+machine; the *wall* columns are the wall-clock medians of the same calls. The fits use
+the CPU times. *held MiB*: what the decoder keeps for the sentence, from the tensors' sizes (with
+attention h (B, S, 2H) + U h (B, S, H) + mask; without, C (B, 2H)); *step peak MiB*:
+peak tensor bytes allocated during one step (torch profiler). Single-threaded.
+
+Regenerate: `{command}` ({seconds:.0f} s wall time, {cpu:.0f} s CPU time, single-threaded).
+Machine: {machine()}.
+
+{table}
+
+Fitted growth (step: t = a + b·S; sentence: t = p·S + q·S²):
+
+{markdown_table(fit_rows)}
+
+![time per step and per sentence]({(fig_dir / figures[0].name).as_posix()})
+![memory]({(fig_dir / figures[1].name).as_posix()})
+
+**Verdict.** {verdict(rows, fits)}
+"""
+    return Report(NAME, md, rows=rows, figures=figures, seconds=seconds)
