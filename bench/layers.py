@@ -5,7 +5,7 @@ ratio rnnkit / torch.nn for each engine, for a training step (forward + backward
 and for inference (forward under no_grad). Runs are interleaved (torch, then each
 engine, repeated) so that a noisy machine hurts every column alike.
 
-    python bench/layers.py [--repeats N] [--quick]
+    python bench/layers.py [--repeats N] [--quick] [--threads N]
 """
 
 from __future__ import annotations
@@ -64,7 +64,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--repeats", type=int, default=15, help="timed calls per engine (default 15)")
     ap.add_argument("--quick", action="store_true", help="one size, 3 repeats (a smoke run)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sizes = SIZES[1:2] if args.quick else SIZES
     repeats = 3 if args.quick else args.repeats
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats}")
