@@ -25,15 +25,23 @@ EXPERIMENTS = {
 }
 
 
-def run_experiment(name: str, out_dir: str | Path, quick: bool = False,
-                   log: Callable[[str], None] | None = None,
-                   data_dir: str | Path | None = None) -> Report:
+def run_experiment(
+    name: str,
+    out_dir: str | Path,
+    quick: bool = False,
+    log: Callable[[str], None] | None = None,
+    data_dir: str | Path | None = None,
+) -> Report:
     """Run experiment ``name``; figures go to ``out_dir``. Raises KeyError for a bad name."""
     if name not in EXPERIMENTS:
         raise KeyError(f"unknown experiment {name!r} (known: {', '.join(EXPERIMENTS)})")
     module = importlib.import_module(f"rnnkit.experiments.{EXPERIMENTS[name]}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report: Report = module.run(out, quick=quick, log=log or (lambda _m: None),
-                                data_dir=None if data_dir is None else Path(data_dir))
+    report: Report = module.run(
+        out,
+        quick=quick,
+        log=log or (lambda _m: None),
+        data_dir=None if data_dir is None else Path(data_dir),
+    )
     return report

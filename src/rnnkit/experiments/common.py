@@ -41,9 +41,11 @@ def machine() -> str:
     except OSError:
         pass
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {dev}; "
-            f"torch {torch.__version__}, Python {platform.python_version()}; "
-            f"{time.strftime('%Y-%m-%d')}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {dev}; "
+        f"torch {torch.__version__}, Python {platform.python_version()}; "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
