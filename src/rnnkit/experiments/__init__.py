@@ -12,6 +12,8 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from rnnkit.experiments.common import Report, update_results
 
 __all__ = ["EXPERIMENTS", "Report", "run_experiment", "update_results"]
@@ -38,10 +40,15 @@ def run_experiment(
     module = importlib.import_module(f"rnnkit.experiments.{EXPERIMENTS[name]}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report: Report = module.run(
-        out,
-        quick=quick,
-        log=log or (lambda _m: None),
-        data_dir=None if data_dir is None else Path(data_dir),
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # timings and budgets assume one thread (the reports say so)
+    try:
+        report: Report = module.run(
+            out,
+            quick=quick,
+            log=log or (lambda _m: None),
+            data_dir=None if data_dir is None else Path(data_dir),
+        )
+    finally:
+        torch.set_num_threads(threads)
     return report

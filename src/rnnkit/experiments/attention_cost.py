@@ -343,12 +343,7 @@ def run(
     out_dir: Path, quick: bool, log: Callable[[str], None], data_dir: Path | None = None
 ) -> Report:
     """Measure, fit, plot; return the RESULTS.md section."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(out_dir, quick, log)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(out_dir, quick, log)
 
 
 def _run(out_dir: Path, quick: bool, log: Callable[[str], None]) -> Report:

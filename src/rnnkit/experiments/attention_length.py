@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from rnnkit.checkpoint import load_bundle
 from rnnkit.config import Config, config_from_dict
 from rnnkit.data import read_lines, sample_date, write_lines
@@ -380,7 +378,6 @@ def _summary_table(summary: list[dict[str, Any]]) -> str:
 
 def run(out_dir: Path, quick: bool, log: Log, data_dir: Path | None) -> Report:
     """Train the four models (two without Multi30k), score them by length, plot, report."""
-    torch.set_num_threads(1)  # the timings and budgets assume one thread
     t0 = time.time()
     rows: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []

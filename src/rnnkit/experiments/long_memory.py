@@ -271,12 +271,7 @@ def run(
     out_dir: Path, quick: bool, log: Callable[[str], None], data_dir: Path | None = None
 ) -> Report:
     """Train every (cell, T, seed), plot, and return the RESULTS.md section."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _run(out_dir, QUICK if quick else FULL, quick, log)
-    finally:
-        torch.set_num_threads(threads)
+    return _run(out_dir, QUICK if quick else FULL, quick, log)
 
 
 def _run(out_dir: Path, s: Setting, quick: bool, log: Callable[[str], None]) -> Report:

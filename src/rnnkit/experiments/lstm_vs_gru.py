@@ -428,7 +428,6 @@ def _tables(rows: list[dict[str, Any]]) -> list[str]:
 
 def run(out_dir: Path, quick: bool, log: Log, data_dir: Path | None) -> Report:
     """Train an LSTM and a GRU model per task, time them, compare, plot, report."""
-    torch.set_num_threads(1)  # the timings assume one thread
     t0 = time.time()
     key = "quick" if quick else "full"
     folder = multi30k_dir(data_dir)
