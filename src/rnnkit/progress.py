@@ -34,6 +34,7 @@ class CsvLog:
         "bleu",
         "chrf",
         "elapsed_s",
+        "bleu_lc",
     ]
 
     def __init__(self, out: Path, resume_step: int | None = None) -> None:

@@ -93,13 +93,16 @@ def validate(bundle: Bundle, pairs: list[Pair], beam_size: int = 1) -> dict[str,
             loss, k = sequence_loss(logits, b.tgt[:, 1:], bundle.tgt_vocab.pad_id)
             nll, n = nll + float(loss), n + k
     hyps = [t[0].text for t in translate_lines(bundle, [s for s, _ in pairs], beam_size)]
-    scores = score(hyps, [t for _, t in pairs], lowercase=cfg.data.lowercase)
+    refs = [t for _, t in pairs]
+    scores = score(hyps, refs, lowercase=cfg.data.lowercase)
+    lowercased = score(hyps, refs, lowercase=True)["bleu"]
     model.train(was_training)
     return {
         "loss": nll / max(n, 1),
         "ppl": math.exp(min(nll / max(n, 1), 50)),
         "bleu": scores["bleu"],
         "chrf": scores["chrf"],
+        "bleu_lc": lowercased,
         "hyps": hyps,
     }
 
@@ -355,12 +358,13 @@ def _validate_and_log(
         "bleu": v["bleu"],
         "chrf": v["chrf"],
         "elapsed_s": elapsed,
+        "bleu_lc": v["bleu_lc"],
     }
     csv_log.write(row)
     history.append(row)
     say(
         f"dev step {step}: loss {v['loss']:.3f} ppl {v['ppl']:.2f} BLEU {v['bleu']:.2f} "
-        f"chrF {v['chrf']:.2f}"
+        f"(lowercased {v['bleu_lc']:.2f}) chrF {v['chrf']:.2f}"
     )
     for (src, ref), hyp in list(zip(dev, v["hyps"]))[:3]:
         say(f"  src: {src}\n  ref: {ref}\n  hyp: {hyp}")
