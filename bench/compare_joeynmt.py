@@ -1,0 +1,533 @@
+"""rnnkit against Joey NMT 2.3.0 on Multi30k de→en, same machine, same data, same model.
+
+Run through ``bench/compare_joeynmt.sh``, which installs Joey NMT into its own virtual
+environment first. Each round trains both toolkits (in alternating order) for the same
+number of updates and then translates test2016 with the trained model, greedy and beam 5,
+batches of 64 sentences; every number is the median over rounds. The last thing printed
+is the table of ratios, which also replaces the ``compare-joeynmt`` section of
+``docs/RESULTS.md`` (``--no-write`` leaves it alone).
+
+The architecture is the same in both: a 1-layer bidirectional GRU encoder of 256 per
+direction, a 1-layer GRU decoder of 256, embeddings of 256, additive (Bahdanau, "MLP")
+attention scored on the new decoder state, input feeding of the attentional vector
+tanh(W [s_t; c_t]), a learned bridge, one joint sentencepiece BPE vocabulary of 8,000 on
+lowercased text, Adam 3e-4, clipping 1.0, dropout 0.3, batches of 64 sentences. In
+rnnkit that is ``attention: luong`` with ``luong_score: concat`` (v^T tanh(W [s; h_j])
+is the additive score written on the concatenation).
+
+Measured:
+  train tok/s    target tokens per second of training, each toolkit's own log interval
+                 (validation excluded, the first interval left out as warm-up)
+  greedy/beam5   test2016 sentences per second of decoding (model loading excluded)
+  peak RSS       maximum resident memory of the training / beam-5 decoding process
+  --quality-minutes M: each toolkit's own best recipe trained M minutes of wall time, then
+                 dev BLEU (greedy, lowercased) of its best checkpoint.
+
+    bench/compare_joeynmt.sh [--rounds 3] [--steps 300] [--threads N] [--quality-minutes 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+
+
+def run(cmd: list[str], env: dict[str, str], log: Path, timeout: float | None = None) -> float:
+    """Run ``cmd`` with stdout+stderr to ``log``; return its peak RSS in GiB.
+
+    Raises SystemExit with the log's tail when the command fails."""
+    with open(log, "w", encoding="utf-8") as f:
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        t0 = time.time()
+        while True:
+            pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if timeout is not None and time.time() - t0 > timeout:
+                p.send_signal(signal.SIGINT)  # both toolkits save and stop on Ctrl-C
+                pid, status, usage = os.wait4(p.pid, 0)
+                return usage.ru_maxrss / 2**20
+            time.sleep(0.2)
+    if os.waitstatus_to_exitcode(status) != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        raise SystemExit(f"failed: {' '.join(cmd)}\n" + "\n".join(tail))
+    return usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+def prepare_spm(data: Path, work: Path) -> tuple[Path, Path]:
+    """One joint BPE model of 8,000 on the lowercased training text, and Joey's vocab file."""
+    import sentencepiece as spm
+
+    model, vocab = work / "joint8k.model", work / "joint8k.joey-vocab"
+    if model.exists() and vocab.exists():
+        return model, vocab
+    text = work / "train.lc.de-en"
+    lines = []
+    for side in ("de", "en"):
+        lines += (data / f"train.{side}").read_text(encoding="utf-8").lower().splitlines()
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(text),
+        model_prefix=str(work / "joint8k"),
+        vocab_size=8000,
+        model_type="bpe",
+        character_coverage=1.0,
+        minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    vocab.write_text("\n".join(p for p in pieces if p not in ("<unk>", "<s>", "</s>")) + "\n")
+    return model, vocab
+
+
+def joey_config(
+    data: Path, model: Path, vocab: Path, out: Path, steps: int | None, beam: int
+) -> dict[str, Any]:
+    side = {
+        "max_length": 100,
+        "min_length": 1,
+        "lowercase": True,
+        "normalize": False,
+        "level": "bpe",
+        "voc_limit": 8000,
+        "voc_min_freq": 1,
+        "voc_file": str(vocab),
+        "tokenizer_type": "sentencepiece",
+        "tokenizer_cfg": {"model_file": str(model), "model_type": "bpe", "pretokenizer": "none"},
+    }
+    rnn = {"rnn_type": "gru", "hidden_size": 256, "dropout": 0.3, "num_layers": 1}
+    emb = {"embedding_dim": 256, "scale": False}
+    train: dict[str, Any] = {
+        "optimizer": "adam",
+        "learning_rate": 3e-4,
+        "learning_rate_min": 1e-6,
+        "clip_grad_val": 1.0,
+        "batch_size": 64,
+        "batch_type": "sentence",
+        "normalization": "batch",
+        "scheduling": "plateau",
+        "patience": 5,
+        "decrease_factor": 0.5,
+        "early_stopping_metric": "bleu",
+        "epochs": 100,
+        "logging_freq": 25 if steps else 50,
+        "validation_freq": steps if steps else 250,  # a multiple of logging_freq
+        "overwrite": True,
+        "shuffle": True,
+        "print_valid_sents": [0],
+        "keep_best_ckpts": 1,
+    }
+    if steps:
+        train["updates"] = steps
+    return {
+        "name": "multi30k_deen_gru",
+        "joeynmt_version": "2.3.0",
+        "model_dir": str(out),
+        "use_cuda": False,
+        "random_seed": 42,
+        "data": {
+            "train": str(data / "train"),
+            "dev": str(data / "val"),
+            "test": str(data / "test2016"),
+            "dataset_type": "plain",
+            "src": {"lang": "de", **side},
+            "trg": {"lang": "en", **side},
+            "special_symbols": {
+                "unk_token": "<unk>",
+                "unk_id": 0,
+                "pad_token": "<pad>",
+                "pad_id": 1,
+                "bos_token": "<s>",
+                "bos_id": 2,
+                "eos_token": "</s>",
+                "eos_id": 3,
+            },
+        },
+        "testing": {
+            "n_best": 1,
+            "beam_size": beam,
+            "beam_alpha": 1.0,
+            "batch_size": 64,
+            "batch_type": "sentence",
+            "max_output_length": 100,
+            "eval_metrics": ["bleu"],
+            "sacrebleu_cfg": {"tokenize": "13a", "lowercase": True},
+        },
+        "training": train,
+        "model": {
+            "initializer": "xavier_uniform",
+            "bias_initializer": "zeros",
+            "embed_initializer": "normal",
+            "embed_init_weight": 0.1,
+            "tied_embeddings": False,
+            "encoder": {"type": "recurrent", "embeddings": emb, "bidirectional": True, **rnn},
+            "decoder": {
+                "type": "recurrent",
+                "embeddings": emb,
+                **rnn,
+                "hidden_dropout": 0.3,
+                "input_feeding": True,
+                "init_hidden": "bridge",
+                "attention": "bahdanau",
+            },
+        },
+    }
+
+
+def rnnkit_config(data: Path, model: Path, steps: int) -> dict[str, Any]:
+    return {
+        "data": {
+            "train": str(data / "train"),
+            "dev": str(data / "val"),
+            "test": str(data / "test2016"),
+            "src": "de",
+            "tgt": "en",
+            "tokenizer": "bpe",
+            "sp_model": str(model),
+            "joint_vocab": True,
+            "lowercase": True,
+            "max_len": 100,
+        },
+        "model": {
+            "cell": "gru",
+            "emb_size": 256,
+            "hidden_size": 256,
+            "bidirectional": True,
+            "attention": "luong",
+            "luong_score": "concat",
+            "bridge": "learned",
+            "dropout": 0.3,
+            "emb_dropout": 0.3,
+        },
+        "train": {
+            "batch_size": 64,
+            "batch_tokens": 1_000_000,  # sentences, not tokens, bound the batch (as in Joey)
+            "lr": 3e-4,
+            "clip": 1.0,
+            "label_smoothing": 0.0,
+            "max_steps": steps,
+            "max_epochs": 100,
+            "log_every": 25,
+            "validate_every": steps,
+            "checkpoint_every": steps,
+            "device": "cpu",
+        },
+        "decode": {"batch_size": 64, "length_penalty": 1.0, "max_len_a": 0, "max_len_b": 100},
+    }
+
+
+def joey_tokens_per_s(log: Path) -> list[float]:
+    text = log.read_text(encoding="utf-8", errors="replace")
+    return [float(x) for x in re.findall(r"Tokens per Sec:\s+([\d.]+)", text)]
+
+
+def joey_generation_s(log: Path, split: str) -> float:
+    """Seconds Joey last reported for generating ``split`` (its log, appended to by every
+    run, announces the set, then the time)."""
+    current, seconds = None, None
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = re.search(r" on (\w+) set", line)
+        if m:
+            current = m.group(1)
+        m = re.search(r"Generation took ([\d.]+)\[sec\]", line)
+        if m and current == split:
+            seconds = float(m.group(1))
+    if seconds is None:
+        raise SystemExit(f"{log}: no generation time for the {split} set")
+    return seconds
+
+
+def joey_bleu(log: Path, split: str) -> float:
+    current = None
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = re.search(r" on (\w+) set", line)
+        if m:
+            current = m.group(1)
+        m = re.search(r"Evaluation result \((?:greedy|beam search)\)\s+bleu:\s+([\d.]+)", line)
+        if m and current == split:
+            return float(m.group(1))
+    raise SystemExit(f"{log}: no BLEU for the {split} set")
+
+
+_DECODE = """
+import json, sys, time, torch
+from rnnkit.checkpoint import load_bundle
+from rnnkit.translate import translate_lines
+ckpt, src, beam, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+bundle = load_bundle(ckpt, device="cpu")
+lines = open(src, encoding="utf-8").read().splitlines()
+t0 = time.perf_counter()
+res = translate_lines(bundle, lines, beam, 64)
+dt = time.perf_counter() - t0
+open(out, "w", encoding="utf-8").write("\\n".join(r[0].text for r in res) + "\\n")
+print(json.dumps({"seconds": dt}))
+"""
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.data = Path(args.data).resolve()
+        self.work = Path(args.work).resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.env = dict(os.environ)
+        self.env["OMP_NUM_THREADS"] = self.env["MKL_NUM_THREADS"] = str(args.threads)
+        self.env["PYTHONPATH"] = str(ROOT / "src")
+        self.joey_py = str(Path(args.joey_python))
+        self.sp_model, self.joey_vocab = prepare_spm(self.data, self.work)
+
+    def write_yaml(self, path: Path, cfg: dict[str, Any]) -> Path:
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+        return path
+
+    def steps(self, r: int) -> int:
+        """Round 0 trains the model every round decodes with; later rounds only time training."""
+        return self.args.decode_steps if r == 0 else self.args.steps
+
+    def joey_round(self, r: int) -> dict[str, float]:
+        steps, out = self.steps(r), self.work / f"joey-{r}"
+        cfg = joey_config(self.data, self.sp_model, self.joey_vocab, out, steps, 1)
+        train_cfg = self.write_yaml(self.work / f"joey-{r}-train.yaml", cfg)
+        rss_train = run(
+            [self.joey_py, str(HERE / "joey_launcher.py"), "train", str(train_cfg), "--skip-test"],
+            self.env,
+            self.work / f"joey-{r}-train.log",
+        )
+        tps = joey_tokens_per_s(out / "train.log")[1:]
+        res = {"train_tok_s": statistics.median(tps), "rss_train": rss_train}
+        n = len((self.data / "test2016.de").read_text(encoding="utf-8").splitlines())
+        for beam, name in ((1, "greedy"), (5, "beam5")):
+            cfg = joey_config(
+                self.data, self.sp_model, self.joey_vocab, self.work / "joey-0", steps, beam
+            )
+            del cfg["data"]["dev"]  # Joey's test mode would translate dev too
+            test_cfg = self.write_yaml(self.work / f"joey-{r}-test{beam}.yaml", cfg)
+            log = self.work / f"joey-{r}-test{beam}.log"
+            rss = run(
+                [self.joey_py, str(HERE / "joey_launcher.py"), "test", str(test_cfg)],
+                self.env,
+                log,
+            )
+            res[f"{name}_sent_s"] = n / joey_generation_s(self.work / "joey-0" / "test.log", "test")
+            res[f"rss_{name}"] = rss
+        return res
+
+    def rnnkit_round(self, r: int) -> dict[str, float]:
+        steps, out = self.steps(r), self.work / f"rnnkit-{r}"
+        cfg = self.write_yaml(
+            self.work / f"rnnkit-{r}.yaml", rnnkit_config(self.data, self.sp_model, steps)
+        )
+        rss_train = run(
+            [sys.executable, "-m", "rnnkit", "train", str(cfg), "--out", str(out)],
+            self.env,
+            self.work / f"rnnkit-{r}-train.log",
+        )
+        tps = [
+            float(row["tokens_per_s"])
+            for row in _csv_rows(out / "log.csv")
+            if row["split"] == "train"
+        ][1:]
+        res = {"train_tok_s": statistics.median(tps), "rss_train": rss_train}
+        for beam, name in ((1, "greedy"), (5, "beam5")):
+            log = self.work / f"rnnkit-{r}-test{beam}.log"
+            hyp = self.work / f"rnnkit-{r}-test{beam}.hyp"
+            rss = run(
+                [
+                    sys.executable,
+                    "-c",
+                    _DECODE,
+                    str(self.work / "rnnkit-0" / "last.pt"),
+                    str(self.data / "test2016.de"),
+                    str(beam),
+                    str(hyp),
+                ],
+                self.env,
+                log,
+            )
+            seconds = json.loads(log.read_text().strip().splitlines()[-1])["seconds"]
+            n = len((self.data / "test2016.de").read_text(encoding="utf-8").splitlines())
+            res[f"{name}_sent_s"] = n / seconds
+            res[f"rss_{name}"] = rss
+        return res
+
+    def quality(self, minutes: float) -> dict[str, float]:
+        """Each toolkit's best recipe for ``minutes`` of wall time; dev BLEU greedy lowercased."""
+        res: dict[str, float] = {}
+        out = self.work / "quality-rnnkit"
+        run(
+            [
+                sys.executable,
+                "-m",
+                "rnnkit",
+                "train",
+                str(ROOT / "configs" / "multi30k_de_en.yaml"),
+                "--out",
+                str(out),
+                "--set",
+                f"data.data_dir={self.data.parent}",
+                "--set",
+                f"train.max_minutes={minutes}",
+            ],
+            self.env,
+            self.work / "quality-rnnkit.log",
+        )
+        log = self.work / "quality-rnnkit-eval.json"
+        run(
+            [
+                sys.executable,
+                "-m",
+                "rnnkit",
+                "evaluate",
+                str(out / "best.pt"),
+                "--src",
+                str(self.data / "val.de"),
+                "--ref",
+                str(self.data / "val.en"),
+                "--beam",
+                "1",
+                "--lowercase",
+            ],
+            self.env,
+            log,
+        )
+        res["rnnkit"] = json.loads(log.read_text())["bleu"]
+        out = self.work / "quality-joey"
+        cfg = self.write_yaml(
+            self.work / "quality-joey.yaml",
+            joey_config(self.data, self.sp_model, self.joey_vocab, out, None, 1),
+        )
+        launcher = [self.joey_py, str(HERE / "joey_launcher.py")]
+        run(
+            [*launcher, "train", str(cfg), "--skip-test"],
+            self.env,
+            self.work / "quality-joey-train.log",
+            timeout=60 * minutes,
+        )
+        run([*launcher, "test", str(cfg)], self.env, self.work / "quality-joey-test.log")
+        res["joey"] = joey_bleu(out / "test.log", "dev")
+        return res
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+ROWS = [
+    # key, label, higher is better, goal for rnnkit/Joey
+    ("train_tok_s", "training, target tokens/s", True, 2.0),
+    ("greedy_sent_s", "translation greedy, sentences/s", True, 2.0),
+    ("beam5_sent_s", "translation beam 5, sentences/s", True, 3.0),
+    ("rss_train", "peak RSS training, GiB", False, None),
+    ("rss_greedy", "peak RSS greedy translation, GiB", False, None),
+    ("rss_beam5", "peak RSS beam-5 translation, GiB", False, None),
+]
+
+
+def table(med: dict[str, dict[str, float]], quality: dict[str, float] | None, head: str) -> str:
+    lines = [
+        head,
+        "",
+        "| measure | rnnkit | Joey NMT | rnnkit / Joey | goal |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for key, label, _higher, goal in ROWS:
+        a, b = med["rnnkit"][key], med["joey"][key]
+        g = f"≥ {goal:.1f}" + (" ✓" if a / b >= goal else " ✗") if goal else ""
+        lines.append(f"| {label} | {a:,.2f} | {b:,.2f} | {a / b:.2f} | {g} |")
+    if quality:
+        a, b = quality["rnnkit"], quality["joey"]
+        lines.append(
+            f"| dev BLEU after {quality['minutes']:g} min (greedy, lowercased) | {a:.2f} | "
+            f"{b:.2f} | {a / b:.2f} | rnnkit ≥ 30 {'✓' if a >= 30 else '✗'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--joey-python", required=True, help="python of the Joey NMT venv")
+    ap.add_argument(
+        "--data",
+        default=os.environ.get("RNNKIT_DATA", str(ROOT.parent / "shared" / "data")) + "/multi30k",
+        help="folder with train/val/test2016 .de/.en (default ../shared/data/multi30k)",
+    )
+    ap.add_argument("--work", default=str(ROOT / "runs" / "compare_joeynmt"), help="scratch dir")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved runs per toolkit")
+    ap.add_argument("--steps", type=int, default=200, help="training updates per timing run")
+    ap.add_argument(
+        "--decode-steps",
+        type=int,
+        default=1000,
+        help="updates of the first run, whose model every round translates with",
+    )
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    ap.add_argument(
+        "--quality-minutes", type=float, default=0, help="also train each best recipe M minutes"
+    )
+    ap.add_argument("--no-write", action="store_true", help="leave docs/RESULTS.md alone")
+    args = ap.parse_args()
+    if min(args.steps, args.decode_steps) < 75 or args.steps % 25 or args.decode_steps % 25:
+        ap.error("--steps and --decode-steps: multiples of 25, at least 75 (3 log intervals)")
+    if not (Path(args.data) / "train.de").exists():
+        ap.error(f"no Multi30k in {args.data} (train.de missing); pass --data DIR")
+    bench = Bench(args)
+    runs: dict[str, list[dict[str, float]]] = {"rnnkit": [], "joey": []}
+    for r in range(args.rounds):
+        order = ["joey", "rnnkit"] if r % 2 == 0 else ["rnnkit", "joey"]
+        for name in order:
+            t0 = time.time()
+            res = bench.joey_round(r) if name == "joey" else bench.rnnkit_round(r)
+            runs[name].append(res)
+            print(
+                f"round {r + 1}/{args.rounds} {name:6s} ({time.time() - t0:.0f} s): "
+                + ", ".join(f"{k} {v:,.2f}" for k, v in res.items()),
+                flush=True,
+            )
+    med = {
+        name: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for name, rs in runs.items()
+    }
+    quality = None
+    if args.quality_minutes:
+        quality = {**bench.quality(args.quality_minutes), "minutes": args.quality_minutes}
+    import torch
+
+    head = (
+        f"Medians of {args.rounds} interleaved runs per toolkit ({args.decode_steps} updates in "
+        f"the first, {args.steps} in the others; every run translates test2016 with the "
+        f"model of the first), "
+        f"{args.threads} torch thread(s), torch {torch.__version__}, {os.cpu_count()} CPUs "
+        f"({time.strftime('%Y-%m-%d')})."
+    )
+    text = table(med, quality, head)
+    (bench.work / "results.json").write_text(
+        json.dumps({"runs": runs, "median": med, "quality": quality}, indent=1)
+    )
+    if not args.no_write:
+        sys.path.insert(0, str(ROOT / "src"))
+        from rnnkit.experiments.common import update_results
+
+        update_results(ROOT / "docs" / "RESULTS.md", "compare-joeynmt", text)
+    print()
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
