@@ -257,7 +257,7 @@ def joey_bleu(log: Path, split: str) -> float:
         m = re.search(r" on (\w+) set", line)
         if m:
             current = m.group(1)
-        m = re.search(r"Evaluation result \((?:greedy|beam search)\)\s+bleu:\s+([\d.]+)", line)
+        m = re.search(r"Evaluation result \((?:greedy|beam search)\):?\s+bleu:\s+([\d.]+)", line)
         if m and current == split:
             return float(m.group(1))
     raise SystemExit(f"{log}: no BLEU for the {split} set")

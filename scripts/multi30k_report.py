@@ -1,0 +1,188 @@
+"""The Multi30k section of docs/RESULTS.md from a finished training run.
+
+    python scripts/multi30k_report.py RUN_DIR [--data DIR] [--sweep] [--limit N]
+
+Reads ``RUN_DIR/best.pt`` and ``RUN_DIR/log.csv`` (written by ``rnnkit train
+configs/multi30k_de_en.yaml --out RUN_DIR``) and writes:
+
+- test2016 and dev scores, greedy and beam, cased and lowercased, with sacrebleu signatures;
+- with ``--sweep``: dev BLEU for beam sizes × length penalties (the decoding settings are
+  chosen on dev; the config's are what ``rnnkit translate`` uses);
+- ``docs/figures/multi30k_learning_curve.png``: dev BLEU against wall-clock minutes;
+- three test sentences, their translations and attention heatmaps
+  (``docs/figures/multi30k_attention_N.png``);
+
+into the ``multi30k`` section of ``docs/RESULTS.md`` (``--results PATH`` elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from rnnkit.checkpoint import load_bundle  # noqa: E402
+from rnnkit.evaluate import score  # noqa: E402
+from rnnkit.experiments.common import machine, update_results  # noqa: E402
+from rnnkit.inspect import plot_attention, save_figure  # noqa: E402
+from rnnkit.record import record  # noqa: E402
+from rnnkit.translate import translate_lines  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = (0, 7, 42)  # test2016 lines shown with their heatmaps
+
+
+def read_lines(path: Path, limit: int | None) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return lines[:limit] if limit else lines
+
+
+def learning_curve(log_csv: Path, png: Path) -> tuple[list[dict[str, float]], Path]:
+    with open(log_csv, newline="", encoding="utf-8") as f:
+        dev = [r for r in csv.DictReader(f) if r["split"] == "dev"]
+    rows = [
+        {
+            "step": int(r["step"]),
+            "minutes": float(r["elapsed_s"]) / 60,
+            "bleu": float(r["bleu"]),
+            "bleu_lc": float(r["bleu_lc"]) if r.get("bleu_lc") else float("nan"),
+        }
+        for r in dev
+    ]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot([r["minutes"] for r in rows], [r["bleu"] for r in rows], "o-", label="cased")
+    if any(r["bleu_lc"] == r["bleu_lc"] for r in rows):
+        ax.plot(
+            [r["minutes"] for r in rows], [r["bleu_lc"] for r in rows], "s--", label="lowercased"
+        )
+    ax.set_xlabel("wall-clock minutes of training (validation included)")
+    ax.set_ylabel("dev BLEU (greedy)")
+    ax.set_title("Multi30k de→en, configs/multi30k_de_en.yaml")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return rows, save_figure(fig, png)
+
+
+def decode(bundle, src, refs, beam, lp):  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    hyps = [r[0].text for r in translate_lines(bundle, src, beam, 64, length_penalty=lp)]
+    dt = time.perf_counter() - t0
+    cased, lower = score(hyps, refs), score(hyps, refs, lowercase=True)
+    return hyps, cased, lower, len(src) / dt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("run", type=Path, help="training output folder (best.pt, log.csv)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("RNNKIT_DATA", ROOT.parent / "shared" / "data")) / "multi30k",
+        help="folder with val.* and test2016.* (default ../shared/data/multi30k)",
+    )
+    ap.add_argument("--sweep", action="store_true", help="dev BLEU over beam × length penalty")
+    ap.add_argument("--limit", type=int, default=None, help="first N sentences only (a check)")
+    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
+    ap.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
+    args = ap.parse_args()
+    for f in (args.run / "best.pt", args.run / "log.csv", args.data / "test2016.de"):
+        if not f.exists():
+            ap.error(f"{f} not found")
+    bundle = load_bundle(args.run / "best.pt")
+    dec = bundle.config.decode
+    md = [
+        f"Run: `rnnkit train configs/multi30k_de_en.yaml --out {args.run.name}`, "
+        f"best checkpoint at step {bundle.step}; {machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s) for decoding.",
+        "",
+    ]
+    sets = {}
+    for split, name in (("dev", "val"), ("test2016", "test2016")):
+        sets[split] = (
+            read_lines(args.data / f"{name}.de", args.limit),
+            read_lines(args.data / f"{name}.en", args.limit),
+        )
+
+    if args.sweep:
+        md += ["Decoding settings on dev (BLEU cased / lowercased):", ""]
+        md += ["| beam | length penalty | dev BLEU | dev BLEU lc |", "|---:|---:|---:|---:|"]
+        for beam, lp in ((1, 1.0), (5, 0.6), (5, 1.0), (5, 1.4), (10, 1.0), (10, 1.4)):
+            _, c, lo, _ = decode(bundle, *sets["dev"], beam, lp)
+            md.append(f"| {beam} | {lp} | {c['bleu']:.2f} | {lo['bleu']:.2f} |")
+            print(f"dev beam {beam} lp {lp}: {c['bleu']:.2f} / {lo['bleu']:.2f}", flush=True)
+        md.append("")
+
+    md += [
+        "| set | decoding | BLEU | BLEU lowercased | chrF2 | sentences/s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    signatures = {}
+    test_hyps: list[str] = []
+    for split in ("dev", "test2016"):
+        for beam, lp in ((1, 1.0), (dec.beam_size, dec.length_penalty)):
+            hyps, c, lo, speed = decode(bundle, *sets[split], beam, lp)
+            label = "greedy" if beam == 1 else f"beam {beam}, length penalty {lp}"
+            md.append(
+                f"| {split} | {label} | **{c['bleu']:.2f}** | {lo['bleu']:.2f} | "
+                f"{c['chrf']:.2f} | {speed:.0f} |"
+            )
+            print(f"{split} {label}: {c['bleu']:.2f} / {lo['bleu']:.2f}", flush=True)
+            signatures = {
+                "BLEU": c["bleu_signature"],
+                "BLEU lowercased": lo["bleu_signature"],
+                "chrF2": c["chrf_signature"],
+            }
+            if split == "test2016" and beam > 1:
+                test_hyps = hyps
+    md += [""] + [f"- {k}: `{v}`" for k, v in signatures.items()] + [""]
+
+    rows, png = learning_curve(args.run / "log.csv", args.figures / "multi30k_learning_curve.png")
+    at40 = [r for r in rows if r["minutes"] <= 40]
+    md += [
+        f"![dev BLEU against wall-clock minutes]({png.relative_to(args.results.parent)})",
+        "",
+        "| step | minutes | dev BLEU (greedy) | lowercased |",
+        "|---:|---:|---:|---:|",
+    ]
+    md += [
+        f"| {r['step']} | {r['minutes']:.1f} | {r['bleu']:.2f} | {r['bleu_lc']:.2f} |" for r in rows
+    ]
+    if at40:
+        r = at40[-1]
+        md += [
+            "",
+            f"At 40 minutes (last validation before, step {r['step']}): dev BLEU "
+            f"{r['bleu']:.2f} cased, {r['bleu_lc']:.2f} lowercased (greedy).",
+        ]
+    md += ["", "Examples from test2016 (beam search; heatmaps of the greedy translation):", ""]
+    src, refs = sets["test2016"]
+    for i in EXAMPLES:
+        if i >= len(src):
+            continue
+        rec = record(bundle, src[i])
+        path = args.figures / f"multi30k_attention_{i}.png"
+        if rec.attention is not None:
+            plot_attention(rec.src_tokens, rec.out_tokens, rec.attention, path, rec.translation)
+        md += [
+            f"- source: {src[i]}",
+            f"  - reference: {refs[i]}",
+            f"  - rnnkit (beam): {test_hyps[i] if test_hyps else ''}",
+            f"  - rnnkit (greedy): {rec.translation}",
+            f"  - ![attention, test sentence {i}]({path.relative_to(args.results.parent)})",
+        ]
+    update_results(args.results, "multi30k", "\n".join(md))
+    print(f"wrote the multi30k section of {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

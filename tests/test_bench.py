@@ -1,0 +1,124 @@
+"""bench/compare_joeynmt.py and scripts/multi30k_report.py: the parts that need no Joey NMT
+and no corpus (log parsing, the ratio table, the rnnkit side of the shared architecture,
+the learning curve)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+from rnnkit.checkpoint import build_model
+from rnnkit.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+cj = _load(ROOT / "bench" / "compare_joeynmt.py")
+report = _load(ROOT / "scripts" / "multi30k_report.py")
+
+JOEY_LOG = """\
+2026-11-27 18:24:28,415 - INFO - joeynmt.training - Epoch   1, Step:       25, Batch Loss: \
+101.5, Batch Acc: 0.105345, Tokens per Sec:      627, Lr: 0.000300
+2026-11-27 18:25:04,239 - INFO - joeynmt.training - Epoch   1, Step:       50, Batch Loss: \
+93.8, Batch Acc: 0.113321, Tokens per Sec:      678, Lr: 0.000300
+2026-11-27 18:26:45,149 - INFO - joeynmt.prediction - Decoding on dev set... (device: cpu)
+2026-11-27 18:27:30,523 - INFO - joeynmt.prediction - Generation took 45.3738[sec].
+2026-11-27 18:27:30,524 - INFO - joeynmt.prediction - Evaluation result (greedy): bleu:  \
+ 21.50, 0.4401[sec]
+2026-11-27 18:27:30,767 - INFO - joeynmt.prediction - Decoding on test set... (device: cpu)
+2026-11-27 18:28:17,918 - INFO - joeynmt.prediction - Generation took 47.1505[sec].
+2026-11-27 18:28:17,919 - INFO - joeynmt.prediction - Evaluation result (beam search): bleu: \
+  23.10, 0.4401[sec]
+2026-11-27 18:30:00,000 - INFO - joeynmt.prediction - Decoding on test set... (device: cpu)
+2026-11-27 18:30:07,000 - INFO - joeynmt.prediction - Generation took 7.2500[sec].
+"""
+
+
+def test_joey_log_parsing(tmp_path: Path) -> None:
+    log = tmp_path / "train.log"
+    log.write_text(JOEY_LOG)
+    assert cj.joey_tokens_per_s(log) == [627.0, 678.0]
+    # Joey appends every run to test.log: the last time reported for the set counts
+    assert cj.joey_generation_s(log, "test") == 7.25
+    assert cj.joey_generation_s(log, "dev") == pytest.approx(45.3738)
+    assert cj.joey_bleu(log, "dev") == 21.5
+    assert cj.joey_bleu(log, "test") == 23.1
+    log.write_text(JOEY_LOG.split("Decoding on test")[0])
+    with pytest.raises(SystemExit, match="no generation time for the test set"):
+        cj.joey_generation_s(log, "test")
+
+
+def test_ratio_table_marks_goals() -> None:
+    med = {
+        "rnnkit": {
+            "train_tok_s": 3000.0,
+            "greedy_sent_s": 300.0,
+            "beam5_sent_s": 100.0,
+            "rss_train": 1.0,
+            "rss_greedy": 0.3,
+            "rss_beam5": 0.5,
+        },
+        "joey": {
+            "train_tok_s": 1000.0,
+            "greedy_sent_s": 200.0,
+            "beam5_sent_s": 40.0,
+            "rss_train": 2.0,
+            "rss_greedy": 0.6,
+            "rss_beam5": 1.0,
+        },
+    }
+    text = cj.table(med, {"rnnkit": 31.0, "joey": 22.2, "minutes": 40}, "head")
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
+    assert "| 3.00 | ≥ 2.0 ✓ |" in rows["training, target tokens/s"]
+    assert "| 1.50 | ≥ 2.0 ✗ |" in rows["translation greedy, sentences/s"]
+    assert "| 2.50 | ≥ 3.0 ✗ |" in rows["translation beam 5, sentences/s"]
+    assert rows["peak RSS training, GiB"].endswith("| 0.50 |  |")
+    assert "rnnkit ≥ 30 ✓" in rows["dev BLEU after 40 min (greedy, lowercased)"]
+
+
+def test_rnnkit_side_is_joeys_architecture(tmp_path: Path) -> None:
+    """Same sizes as Joey's config: its model has 8,050,688 parameters (vocabulary 8,001)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cj.rnnkit_config(tmp_path, tmp_path / "joint.model", 200)))
+    cfg = load_config(path)
+    assert cfg.train.batch_size == 64 and cfg.model.attention == "luong"
+    assert cfg.model.luong_score == "concat" and cfg.data.lowercase
+    model = build_model(cfg, 8001, 8001)
+    n = sum(p.numel() for p in model.parameters())
+    assert abs(n - 8_050_688) / 8_050_688 < 0.002
+    joey = cj.joey_config(tmp_path, tmp_path / "m", tmp_path / "v", tmp_path / "out", 200, 5)
+    assert joey["training"]["validation_freq"] % joey["training"]["logging_freq"] == 0
+    assert joey["testing"]["beam_size"] == 5 and joey["training"]["updates"] == 200
+    enc, dec = joey["model"]["encoder"], joey["model"]["decoder"]
+    assert (enc["hidden_size"], dec["hidden_size"], enc["bidirectional"]) == (256, 256, True)
+    assert dec["input_feeding"] and dec["attention"] == "bahdanau"
+
+
+def test_learning_curve(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text(
+        "step,epoch,split,loss,ppl,lr,tokens_per_s,bleu,chrf,elapsed_s,bleu_lc\n"
+        "100,1,train,1,1,1,100,,,60.0,\n"
+        "200,1,dev,1,1,,,10.5,30,120.0,11.0\n"
+        "400,2,dev,1,1,,,20.25,40,2700.0,21.0\n"
+    )
+    rows, png = report.learning_curve(log, tmp_path / "curve.png")
+    assert [(r["step"], r["minutes"], r["bleu"], r["bleu_lc"]) for r in rows] == [
+        (200, 2.0, 10.5, 11.0),
+        (400, 45.0, 20.25, 21.0),
+    ]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
