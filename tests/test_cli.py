@@ -404,3 +404,26 @@ def test_console_script_help():
     proc = subprocess.run([*console_script(), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: rnnkit")
     assert all(c in proc.stdout for c in SUBCOMMANDS)
+
+
+def test_translate_lines_passes_the_stopping_rule_to_beam_search(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rnnkit.translate as tr
+    from rnnkit.checkpoint import load_bundle
+
+    seen: list[bool] = []
+    real = tr.beam_search
+
+    def spy(*args: Any) -> Any:
+        seen.append(args[8])
+        return real(*args)
+
+    monkeypatch.setattr(tr, "beam_search", spy)
+    bundle = load_bundle(checkpoint)
+    assert bundle.config.decode.exact is False
+    tr.translate_lines(bundle, ["a b"], beam_size=3)
+    tr.translate_lines(bundle, ["a b"], beam_size=3, exact=True)
+    bundle.config.decode.exact = True
+    tr.translate_lines(bundle, ["a b"], beam_size=3)
+    assert seen == [False, True, True]

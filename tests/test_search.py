@@ -160,7 +160,7 @@ def test_a_wide_beam_finds_the_n_best_outputs_that_brute_force_finds(alpha: floa
         src = torch.randint(4, BF_V, (3, 3), generator=torch.Generator().manual_seed(seed))
         lengths = torch.tensor([1, 2, 3])
         src[torch.arange(3) >= lengths[:, None]] = PAD
-        beams = beam_search(model, src, lengths, K, alpha, 1.0, 1, n_best=n_best)
+        beams = beam_search(model, src, lengths, K, alpha, 1.0, 1, n_best=n_best, exact=True)
         greedy = greedy_search(model, src, lengths, 1.0, 1)
         for b, limit in enumerate(limits):
             outputs = enumerate_outputs(model, src[b], b + 1, limit)
@@ -218,10 +218,13 @@ def test_search_goes_on_while_length_normalisation_can_still_lift_an_alive_hypot
     for alpha, want in [(0.0, []), (1.0, [4, 4, 4, 4])]:
         best = max(outputs, key=lambda o: o[2] / length_penalty(o[1], alpha))
         assert best[0] == want
-        (h,) = beam_search(model, src, lengths, 8, alpha, 1.0, 1)[0]
+        (h,) = beam_search(model, src, lengths, 8, alpha, 1.0, 1, exact=True)[0]
         assert h.tokens == want
         assert h.score == pytest.approx(best[2] / length_penalty(best[1], alpha), abs=1e-5)
     assert greedy_search(model, src, lengths, 1.0, 1)[0].tokens == []
+    # the default rule (OpenNMT's, Joey's) stops at step 1: at the current length EOS wins
+    (h,) = beam_search(model, src, lengths, 8, 1.0, 1.0, 1)[0]
+    assert h.tokens == [] and h.score == pytest.approx(-1.0 / length_penalty(1, 1.0), abs=1e-5)
 
 
 # --------------------------------------------------------------------- batching, n-best

@@ -184,6 +184,9 @@ class DecodeConfig:
     max_len_a: float = _field(1.5, ge=0)  # output limit: max_len_a * source tokens + max_len_b
     max_len_b: int = _field(10, ge=0)  # output limit: additive part
     batch_size: int = _field(64, gt=0)  # sentences translated at once
+    # beam: stop a sentence only when no alive hypothesis can still win (slower); false:
+    # when none wins at the current length (OpenNMT's and Joey NMT's rule)
+    exact: bool = False
 
     def __post_init__(self) -> None:
         _validate_fields(self, "<DecodeConfig>")

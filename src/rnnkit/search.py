@@ -4,8 +4,15 @@ Beam search keeps, for every sentence of the batch, the K best partial hypothese
 one tensor of B·K rows. At each step every alive hypothesis is extended by every
 token; of the B × K·V candidates, the 2K best of each sentence are looked at: those
 ending in EOS become finished hypotheses, the best K others stay alive. A sentence is
-done when its n best finished hypotheses cannot be beaten by any alive one, or when it
+done when it has n finished hypotheses and no alive one scores better than the n-th of
+them at the current length (the stopping rule of OpenNMT and Joey NMT), or when it
 reaches its maximum length a·|x| + b. Finished sentences leave the batch.
+
+With α > 0 an alive hypothesis can still overtake later, because the length penalty
+grows faster than its log-probability falls. ``exact=True`` keeps a sentence going
+until no alive hypothesis can beat the n-th finished one even under the largest length
+penalty it can still reach; with a wide enough beam that finds the model's best output,
+at the price of running most sentences to (near) their maximum length.
 
 Scores are summed log-probabilities divided by the GNMT length penalty
 (Wu et al. 2016, arXiv 1609.08144)::
@@ -149,6 +156,7 @@ def beam_search(
     max_len_a: float = 1.5,
     max_len_b: int = 10,
     n_best: int = 1,
+    exact: bool = False,
 ) -> list[list[Hypothesis]]:
     """Batched beam search (see module docstring).
 
@@ -158,6 +166,8 @@ def beam_search(
         length_penalty_alpha: α of the GNMT length penalty.
         max_len_a, max_len_b: at most a·|x| + b output tokens per sentence.
         n_best: how many finished hypotheses to return per sentence (≤ K).
+        exact: stop a sentence only when no alive hypothesis can still win (slower);
+            default: when none wins at the current length.
     Returns:
         For each sentence, its n best hypotheses, best first; ``score`` is the
         length-normalised log-probability, ``attention`` is ``(len + 1, S)``
@@ -222,7 +232,11 @@ def beam_search(
                 finished[s],
                 float(keep_scores[i, 0]),
                 n_best,
-                float(max(length_penalty(limits[s], alpha), length_penalty(t + 2, alpha))),
+                float(
+                    max(length_penalty(limits[s], alpha), length_penalty(t + 2, alpha))
+                    if exact
+                    else lp_now
+                ),
             ):
                 still.append(i)
         alive = alive.advance(keep_beam, keep_tok, keep_scores, step.state)

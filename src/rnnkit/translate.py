@@ -39,6 +39,7 @@ def translate_lines(
     n_best: int = 1,
     length_penalty: float | None = None,
     progress: Callable[[int], None] | None = None,
+    exact: bool | None = None,
 ) -> list[list[Translation]]:
     """Translate ``lines``; for each line its ``n_best`` translations, best first.
 
@@ -46,6 +47,8 @@ def translate_lines(
         beam_size: 1 = greedy; default from the checkpoint's ``decode`` section.
         batch_size: sentences per batch; default from ``decode.batch_size``.
         progress: called with the number of sentences finished after each batch.
+        exact: beam search's stopping rule (see :func:`rnnkit.search.beam_search`);
+            default from ``decode.exact``.
     """
     dec = bundle.config.decode
     K = dec.beam_size if beam_size is None else beam_size
@@ -75,7 +78,15 @@ def translate_lines(
                 ]
             else:
                 hyps = beam_search(
-                    bundle.model, src, lengths, K, alpha, dec.max_len_a, dec.max_len_b, n_best
+                    bundle.model,
+                    src,
+                    lengths,
+                    K,
+                    alpha,
+                    dec.max_len_a,
+                    dec.max_len_b,
+                    n_best,
+                    dec.exact if exact is None else exact,
                 )
         for row, nbest in zip(batch.indices.tolist(), hyps):
             i = todo[row]
