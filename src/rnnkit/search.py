@@ -63,32 +63,39 @@ def greedy_search(
         max_len_a, max_len_b: at most a·|x| + b output tokens (EOS included).
     Returns:
         One :class:`Hypothesis` per sentence; its score is the summed log-probability.
+        Sentences that have written EOS leave the batch.
     """
     enc = model.encode(src, src_lengths)
     state = model.init_state(enc)
-    B = src.shape[0]
-    limits = torch.tensor(_max_lengths(src_lengths, max_len_a, max_len_b), device=src.device)
-    y = torch.full((B,), model.bos_id, dtype=torch.long, device=src.device)
-    done = torch.zeros(B, dtype=torch.bool, device=src.device)
-    scores = torch.zeros(B, device=src.device)
-    tokens, alphas = [], []
-    for t in range(int(limits.max())):
+    B, dev = src.shape[0], src.device
+    limits = torch.tensor(_max_lengths(src_lengths, max_len_a, max_len_b), device=dev)
+    T = int(limits.max())
+    ids = torch.full((B, T), model.eos_id, dtype=torch.long, device=dev)
+    att = None
+    scores = torch.zeros(B, device=dev)
+    rows = torch.arange(B, device=dev)  # the sentences still decoding; finished ones leave
+    y = torch.full((B,), model.bos_id, dtype=torch.long, device=dev)
+    for t in range(T):
         step = model.decode_step(y, state, enc)
-        logp = torch.log_softmax(step.logits.float(), -1)
-        best, y = logp.max(-1)
-        scores += torch.where(done, 0.0, best)
-        tokens.append(y)
+        best, y = torch.log_softmax(step.logits.float(), -1).max(-1)
+        scores[rows] += best
+        ids[rows, t] = y
         if step.attention is not None:
-            alphas.append(step.attention)
-        state = step.state
-        done |= (y == model.eos_id) | (t + 1 >= limits)
+            if att is None:
+                att = step.attention.new_zeros(B, T, step.attention.shape[-1])
+            att[rows, t] = step.attention
+        done = (y == model.eos_id) | (t + 1 >= limits[rows])
         if bool(done.all()):
             break
-    ids = torch.stack(tokens, 1).tolist()  # (B, T)
-    att = torch.stack(alphas, 1) if alphas else None  # (B, T, S)
+        state = step.state
+        if bool(done.any()):
+            keep = (~done).nonzero().view(-1)
+            rows, y = rows[keep], y[keep]
+            state = {k: v.index_select(0, keep) for k, v in state.items()}
+            enc = enc.index_select(keep)
     out = []
-    for b in range(B):
-        seq = ids[b][: int(limits[b])]
+    for b, seq in enumerate(ids.tolist()):
+        seq = seq[: int(limits[b])]
         n = seq.index(model.eos_id) if model.eos_id in seq else len(seq)
         a = None if att is None else att[b, : min(n + 1, len(seq)), : int(src_lengths[b])]
         out.append(Hypothesis(seq[:n], float(scores[b]), a))
