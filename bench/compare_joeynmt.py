@@ -95,7 +95,7 @@ def prepare_spm(data: Path, work: Path) -> tuple[Path, Path]:
 
 
 def joey_config(
-    data: Path, model: Path, vocab: Path, out: Path, steps: int | None, beam: int
+    data: Path, model: Path, vocab: Path, out: Path, steps: int | None, beam: int, lr: float = 3e-4
 ) -> dict[str, Any]:
     side = {
         "max_length": 100,
@@ -113,7 +113,7 @@ def joey_config(
     emb = {"embedding_dim": 256, "scale": False}
     train: dict[str, Any] = {
         "optimizer": "adam",
-        "learning_rate": 3e-4,
+        "learning_rate": lr,
         "learning_rate_min": 1e-6,
         "clip_grad_val": 1.0,
         "batch_size": 64,
@@ -188,7 +188,7 @@ def joey_config(
     }
 
 
-def rnnkit_config(data: Path, model: Path, steps: int) -> dict[str, Any]:
+def rnnkit_config(data: Path, model: Path, steps: int, lr: float = 3e-4) -> dict[str, Any]:
     return {
         "data": {
             "train": str(data / "train"),
@@ -216,7 +216,7 @@ def rnnkit_config(data: Path, model: Path, steps: int) -> dict[str, Any]:
         "train": {
             "batch_size": 64,
             "batch_tokens": 1_000_000,  # sentences, not tokens, bound the batch (as in Joey)
-            "lr": 3e-4,
+            "lr": lr,
             "clip": 1.0,
             "label_smoothing": 0.0,
             "max_steps": steps,
@@ -252,15 +252,27 @@ def joey_generation_s(log: Path, split: str) -> float:
 
 
 def joey_bleu(log: Path, split: str) -> float:
-    current = None
+    """The last BLEU Joey reported for ``split`` in ``log``."""
+    current, bleu = None, None
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         m = re.search(r" on (\w+) set", line)
         if m:
             current = m.group(1)
         m = re.search(r"Evaluation result \((?:greedy|beam search)\):?\s+bleu:\s+([\d.]+)", line)
         if m and current == split:
-            return float(m.group(1))
-    raise SystemExit(f"{log}: no BLEU for the {split} set")
+            bleu = float(m.group(1))
+    if bleu is None:
+        raise SystemExit(f"{log}: no BLEU for the {split} set")
+    return bleu
+
+
+def output_quality(hyp_file: Path, ref_file: Path) -> tuple[float, float]:
+    """Lowercased sacreBLEU of a translation file and its mean length in words."""
+    from rnnkit.evaluate import score
+
+    hyps = hyp_file.read_text(encoding="utf-8").splitlines()
+    refs = ref_file.read_text(encoding="utf-8").splitlines()
+    return score(hyps, refs, lowercase=True)["bleu"], statistics.mean(len(h.split()) for h in hyps)
 
 
 _DECODE = """
@@ -300,7 +312,7 @@ class Bench:
 
     def joey_round(self, r: int) -> dict[str, float]:
         steps, out = self.steps(r), self.work / f"joey-{r}"
-        cfg = joey_config(self.data, self.sp_model, self.joey_vocab, out, steps, 1)
+        cfg = joey_config(self.data, self.sp_model, self.joey_vocab, out, steps, 1, self.args.lr)
         train_cfg = self.write_yaml(self.work / f"joey-{r}-train.yaml", cfg)
         rss_train = run(
             [self.joey_py, str(HERE / "joey_launcher.py"), "train", str(train_cfg), "--skip-test"],
@@ -314,22 +326,28 @@ class Bench:
             cfg = joey_config(
                 self.data, self.sp_model, self.joey_vocab, self.work / "joey-0", steps, beam
             )
+            hyp = self.work / f"joey-{r}-test{beam}.hyp"
             del cfg["data"]["dev"]  # Joey's test mode would translate dev too
             test_cfg = self.write_yaml(self.work / f"joey-{r}-test{beam}.yaml", cfg)
             log = self.work / f"joey-{r}-test{beam}.log"
             rss = run(
-                [self.joey_py, str(HERE / "joey_launcher.py"), "test", str(test_cfg)],
+                [self.joey_py, str(HERE / "joey_launcher.py"), "test", str(test_cfg)]
+                + ["-o", str(hyp)],
                 self.env,
                 log,
             )
             res[f"{name}_sent_s"] = n / joey_generation_s(self.work / "joey-0" / "test.log", "test")
             res[f"rss_{name}"] = rss
+            res[f"{name}_bleu"], res[f"{name}_words"] = output_quality(
+                Path(f"{hyp}.test"), self.data / "test2016.en"
+            )
         return res
 
     def rnnkit_round(self, r: int) -> dict[str, float]:
         steps, out = self.steps(r), self.work / f"rnnkit-{r}"
         cfg = self.write_yaml(
-            self.work / f"rnnkit-{r}.yaml", rnnkit_config(self.data, self.sp_model, steps)
+            self.work / f"rnnkit-{r}.yaml",
+            rnnkit_config(self.data, self.sp_model, steps, self.args.lr),
         )
         rss_train = run(
             [sys.executable, "-m", "rnnkit", "train", str(cfg), "--out", str(out)],
@@ -362,6 +380,9 @@ class Bench:
             n = len((self.data / "test2016.de").read_text(encoding="utf-8").splitlines())
             res[f"{name}_sent_s"] = n / seconds
             res[f"rss_{name}"] = rss
+            res[f"{name}_bleu"], res[f"{name}_words"] = output_quality(
+                hyp, self.data / "test2016.en"
+            )
         return res
 
     def quality(self, minutes: float) -> dict[str, float]:
@@ -437,6 +458,10 @@ ROWS = [
     ("rss_train", "peak RSS training, GiB", False, None),
     ("rss_greedy", "peak RSS greedy translation, GiB", False, None),
     ("rss_beam5", "peak RSS beam-5 translation, GiB", False, None),
+    # what was translated: the first run's model, scored (lowercased BLEU, words per line)
+    ("greedy_bleu", "test2016 BLEU of that model, greedy (lowercased)", True, None),
+    ("beam5_bleu", "test2016 BLEU of that model, beam 5 (lowercased)", True, None),
+    ("beam5_words", "words per beam-5 translation", True, None),
 ]
 
 
@@ -448,6 +473,8 @@ def table(med: dict[str, dict[str, float]], quality: dict[str, float] | None, he
         "|---|---:|---:|---:|---|",
     ]
     for key, label, _higher, goal in ROWS:
+        if key not in med["rnnkit"] or key not in med["joey"]:
+            continue
         a, b = med["rnnkit"][key], med["joey"][key]
         g = f"≥ {goal:.1f}" + (" ✓" if a / b >= goal else " ✗") if goal else ""
         lines.append(f"| {label} | {a:,.2f} | {b:,.2f} | {a / b:.2f} | {g} |")
@@ -476,6 +503,13 @@ def main() -> int:
         type=int,
         default=1000,
         help="updates of the first run, whose model every round translates with",
+    )
+    ap.add_argument(
+        "--lr",
+        type=float,
+        default=1e-3,
+        help="Adam learning rate of the timing runs, both toolkits (1e-3: the model of the "
+        "first run translates sensibly, so decoding is timed on realistic output lengths)",
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     ap.add_argument(
