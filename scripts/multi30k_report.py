@@ -72,9 +72,10 @@ def learning_curve(log_csv: Path, png: Path) -> tuple[list[dict[str, float]], Pa
     return rows, save_figure(fig, png)
 
 
-def decode(bundle, src, refs, beam, lp):  # type: ignore[no-untyped-def]
+def decode(bundle, src, refs, beam, lp, exact=None):  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
-    hyps = [r[0].text for r in translate_lines(bundle, src, beam, 64, length_penalty=lp)]
+    out = translate_lines(bundle, src, beam, 64, length_penalty=lp, exact=exact)
+    hyps = [r[0].text for r in out]
     dt = time.perf_counter() - t0
     cased, lower = score(hyps, refs), score(hyps, refs, lowercase=True)
     return hyps, cased, lower, len(src) / dt
@@ -114,11 +115,25 @@ def main() -> int:
 
     if args.sweep:
         md += ["Decoding settings on dev (BLEU cased / lowercased):", ""]
-        md += ["| beam | length penalty | dev BLEU | dev BLEU lc |", "|---:|---:|---:|---:|"]
-        for beam, lp in ((1, 1.0), (5, 0.6), (5, 1.0), (5, 1.4), (10, 1.0), (10, 1.4)):
-            _, c, lo, _ = decode(bundle, *sets["dev"], beam, lp)
-            md.append(f"| {beam} | {lp} | {c['bleu']:.2f} | {lo['bleu']:.2f} |")
-            print(f"dev beam {beam} lp {lp}: {c['bleu']:.2f} / {lo['bleu']:.2f}", flush=True)
+        md += [
+            "| beam | length penalty | stopping rule | dev BLEU | dev BLEU lc | sentences/s |",
+            "|---:|---:|---|---:|---:|---:|",
+        ]
+        for beam, lp, exact in (
+            (1, 1.0, False),
+            (5, 0.6, False),
+            (5, 1.0, False),
+            (5, 1.4, False),
+            (5, 1.0, True),
+            (10, 1.0, False),
+            (10, 1.4, False),
+        ):
+            _, c, lo, speed = decode(bundle, *sets["dev"], beam, lp, exact)
+            rule = "—" if beam == 1 else ("exact" if exact else "current length")
+            md.append(
+                f"| {beam} | {lp} | {rule} | {c['bleu']:.2f} | {lo['bleu']:.2f} | {speed:.0f} |"
+            )
+            print(f"dev beam {beam} lp {lp} {rule}: {c['bleu']:.2f} / {lo['bleu']:.2f}", flush=True)
         md.append("")
 
     md += [
