@@ -21,7 +21,9 @@ Measured:
   greedy/beam5   test2016 sentences per second of decoding (model loading excluded)
   peak RSS       maximum resident memory of the training / beam-5 decoding process
   --quality-minutes M: each toolkit's own best recipe trained M minutes of wall time, then
-                 dev BLEU (greedy, lowercased) of its best checkpoint.
+                 dev BLEU (greedy, lowercased) of its best checkpoint. rnnkit's is
+                 --quality-config (configs/multi30k_de_en_small.yaml), Joey's the
+                 architecture above at its learning rate 3e-4.
 
     bench/compare_joeynmt.sh [--rounds 3] [--steps 300] [--threads N] [--quality-minutes 40]
 """
@@ -395,7 +397,7 @@ class Bench:
                 "-m",
                 "rnnkit",
                 "train",
-                str(ROOT / "configs" / "multi30k_de_en.yaml"),
+                str(self.args.quality_config),
                 "--out",
                 str(out),
                 "--set",
@@ -439,6 +441,8 @@ class Bench:
             timeout=60 * minutes,
         )
         run([*launcher, "test", str(cfg)], self.env, self.work / "quality-joey-test.log")
+        if not (out / "best.ckpt").exists():
+            raise SystemExit(f"Joey NMT saved no checkpoint in {minutes} minutes ({out})")
         res["joey"] = joey_bleu(out / "test.log", "dev")
         return res
 
@@ -514,6 +518,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     ap.add_argument(
         "--quality-minutes", type=float, default=0, help="also train each best recipe M minutes"
+    )
+    ap.add_argument(
+        "--quality-config",
+        default=str(ROOT / "configs" / "multi30k_de_en_small.yaml"),
+        help="rnnkit's recipe for --quality-minutes (default configs/multi30k_de_en_small.yaml)",
     )
     ap.add_argument("--no-write", action="store_true", help="leave docs/RESULTS.md alone")
     args = ap.parse_args()
