@@ -459,12 +459,16 @@ ROWS = [
     ("train_tok_s", "training, target tokens/s", True, 2.0),
     ("greedy_sent_s", "translation greedy, sentences/s", True, 2.0),
     ("beam5_sent_s", "translation beam 5, sentences/s", True, 3.0),
+    # decoding time grows with output length: words written per second allow for that
+    ("greedy_words_s", "translation greedy, output words/s", True, None),
+    ("beam5_words_s", "translation beam 5, output words/s", True, None),
     ("rss_train", "peak RSS training, GiB", False, None),
     ("rss_greedy", "peak RSS greedy translation, GiB", False, None),
     ("rss_beam5", "peak RSS beam-5 translation, GiB", False, None),
     # what was translated: the first run's model, scored (lowercased BLEU, words per line)
     ("greedy_bleu", "test2016 BLEU of that model, greedy (lowercased)", True, None),
     ("beam5_bleu", "test2016 BLEU of that model, beam 5 (lowercased)", True, None),
+    ("greedy_words", "words per greedy translation (references: 11.9)", True, None),
     ("beam5_words", "words per beam-5 translation", True, None),
 ]
 
@@ -543,6 +547,10 @@ def main() -> int:
                 + ", ".join(f"{k} {v:,.2f}" for k, v in res.items()),
                 flush=True,
             )
+    for rs in runs.values():
+        for x in rs:
+            for name in ("greedy", "beam5"):
+                x[f"{name}_words_s"] = x[f"{name}_sent_s"] * x[f"{name}_words"]
     med = {
         name: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for name, rs in runs.items()
     }
