@@ -91,6 +91,11 @@ def main() -> int:
         help="folder with val.* and test2016.* (default ../shared/data/multi30k)",
     )
     ap.add_argument("--sweep", action="store_true", help="dev BLEU over beam × length penalty")
+    ap.add_argument("--beam", type=int, help="beam size of the final numbers (default: config)")
+    ap.add_argument("--length-penalty", type=float, help="α of the final numbers (default: config)")
+    ap.add_argument(
+        "--exact", action="store_true", help="exact stopping rule for the final numbers"
+    )
     ap.add_argument("--limit", type=int, default=None, help="first N sentences only (a check)")
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
     ap.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
@@ -100,6 +105,12 @@ def main() -> int:
             ap.error(f"{f} not found")
     bundle = load_bundle(args.run / "best.pt")
     dec = bundle.config.decode
+    if args.beam is not None:
+        dec.beam_size = args.beam
+    if args.length_penalty is not None:
+        dec.length_penalty = args.length_penalty
+    if args.exact:
+        dec.exact = True
     md = [
         f"Run: `rnnkit train configs/multi30k_de_en.yaml --out {args.run.name}`, "
         f"best checkpoint at step {bundle.step}; {machine()}, torch {torch.__version__}, "
@@ -144,8 +155,9 @@ def main() -> int:
     test_hyps: list[str] = []
     for split in ("dev", "test2016"):
         for beam, lp in ((1, 1.0), (dec.beam_size, dec.length_penalty)):
-            hyps, c, lo, speed = decode(bundle, *sets[split], beam, lp)
+            hyps, c, lo, speed = decode(bundle, *sets[split], beam, lp, dec.exact)
             label = "greedy" if beam == 1 else f"beam {beam}, length penalty {lp}"
+            label += ", exact stopping" if beam > 1 and dec.exact else ""
             md.append(
                 f"| {split} | {label} | **{c['bleu']:.2f}** | {lo['bleu']:.2f} | "
                 f"{c['chrf']:.2f} | {speed:.0f} |"
