@@ -91,16 +91,22 @@ def test_ratio_table_marks_goals() -> None:
 
 
 def test_rnnkit_side_is_joeys_architecture(tmp_path: Path) -> None:
-    """Same sizes as Joey's config: its model has 8,050,688 parameters (vocabulary 8,001)."""
+    """Same sizes as Joey's model: Joey NMT 2.3.0 reports 8,050,688 parameters with
+    vocabularies of 8,001 on both sides, of which 768 per vocabulary entry (source and
+    target embeddings, output layer without bias); rnnkit's output layer has a bias and
+    its attentional-vector layer none (Joey's: 256)."""
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cj.rnnkit_config(tmp_path, tmp_path / "joint.model", 200)))
     cfg = load_config(path)
     assert cfg.train.batch_size == 64 and cfg.model.attention == "luong"
     assert cfg.model.luong_score == "concat" and cfg.data.lowercase
-    model = build_model(cfg, 8001, 8001)
-    n = sum(p.numel() for p in model.parameters())
-    assert abs(n - 8_050_688) / 8_050_688 < 0.002
-    joey = cj.joey_config(tmp_path, tmp_path / "m", tmp_path / "v", tmp_path / "out", 200, 5)
+    rest = 8_050_688 - 768 * 8001
+    for v_src, v_tgt in ((8001, 8001), (5832, 4309)):
+        joey = rest + 256 * v_src + 2 * 256 * v_tgt
+        model = build_model(cfg, v_src, v_tgt)
+        assert sum(p.numel() for p in model.parameters()) == joey + v_tgt - 256
+    vocabs = (tmp_path / "de", tmp_path / "en")
+    joey = cj.joey_config(tmp_path, tmp_path / "m", vocabs, tmp_path / "out", 200, 5)
     assert joey["training"]["validation_freq"] % joey["training"]["logging_freq"] == 0
     assert joey["testing"]["beam_size"] == 5 and joey["training"]["updates"] == 200
     enc, dec = joey["model"]["encoder"], joey["model"]["decoder"]
