@@ -103,7 +103,8 @@ class DataConfig:
     test_size: int = _field(0, ge=0)
     tokenizer: str = _field("bpe", choices=("bpe", "unigram", "word", "char"))  # token unit
     vocab_size: int = _field(8000, gt=0)  # subword vocabulary size (bpe, unigram)
-    joint_vocab: bool = True  # one tokenizer and vocabulary shared by source and target
+    # one subword model for both sides (each side's vocabulary: the pieces it uses)
+    joint_vocab: bool = True
     lowercase: bool = False  # lowercase all text before tokenising
     max_len: int = _field(100, gt=0)  # training pairs longer (in tokens) on either side are dropped
     sp_model: str | None = None  # an existing sentencepiece model to use instead of training one
