@@ -28,7 +28,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
 from rnnkit.checkpoint import load_bundle  # noqa: E402
 from rnnkit.evaluate import score  # noqa: E402
@@ -112,9 +111,8 @@ def main() -> int:
     if args.exact:
         dec.exact = True
     md = [
-        f"Run: `rnnkit train configs/multi30k_de_en.yaml --out {args.run.name}`, "
-        f"best checkpoint at step {bundle.step}; {machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s) for decoding.",
+        f"Run: `rnnkit train configs/multi30k_de_en.yaml --out {args.run}`, best "
+        f"checkpoint at step {bundle.step}. Decoding here: {machine()}.",
         "",
     ]
     sets = {}
@@ -136,8 +134,11 @@ def main() -> int:
             (5, 1.0, False),
             (5, 1.4, False),
             (5, 1.0, True),
+            (5, 1.4, True),
             (10, 1.0, False),
             (10, 1.4, False),
+            (10, 1.0, True),
+            (10, 1.4, True),
         ):
             _, c, lo, speed = decode(bundle, *sets["dev"], beam, lp, exact)
             rule = "—" if beam == 1 else ("exact" if exact else "current length")
