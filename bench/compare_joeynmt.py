@@ -25,7 +25,8 @@ Measured:
                  --quality-config (configs/multi30k_de_en_small.yaml), Joey's the
                  architecture above at its learning rate 3e-4.
 
-    bench/compare_joeynmt.sh [--rounds 3] [--steps 200] [--decode-steps 1000] [--threads N] [--quality-minutes 40]
+    bench/compare_joeynmt.sh [--rounds 3] [--steps 200] [--decode-steps 1000] [--threads N]
+                             [--quality-minutes 40]
 """
 
 from __future__ import annotations
