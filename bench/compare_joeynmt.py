@@ -250,35 +250,31 @@ def joey_tokens_per_s(log: Path) -> list[float]:
     return [float(x) for x in re.findall(r"Tokens per Sec:\s+([\d.]+)", text)]
 
 
-def joey_generation_s(log: Path, split: str) -> float:
-    """Seconds Joey last reported for generating ``split`` (its log, appended to by every
-    run, announces the set, then the time)."""
-    current, seconds = None, None
+def _last_for_split(log: Path, split: str, pattern: str, what: str) -> float:
+    """The last number ``pattern`` captured while Joey's log was on ``split`` (the log,
+    appended to by every run, announces "... on dev set", then reports)."""
+    current, value = None, None
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         m = re.search(r" on (\w+) set", line)
         if m:
             current = m.group(1)
-        m = re.search(r"Generation took ([\d.]+)\[sec\]", line)
+        m = re.search(pattern, line)
         if m and current == split:
-            seconds = float(m.group(1))
-    if seconds is None:
-        raise SystemExit(f"{log}: no generation time for the {split} set")
-    return seconds
+            value = float(m.group(1))
+    if value is None:
+        raise SystemExit(f"{log}: no {what} for the {split} set")
+    return value
+
+
+def joey_generation_s(log: Path, split: str) -> float:
+    """Seconds Joey last reported for generating ``split``."""
+    return _last_for_split(log, split, r"Generation took ([\d.]+)\[sec\]", "generation time")
 
 
 def joey_bleu(log: Path, split: str) -> float:
-    """The last BLEU Joey reported for ``split`` in ``log``."""
-    current, bleu = None, None
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        m = re.search(r" on (\w+) set", line)
-        if m:
-            current = m.group(1)
-        m = re.search(r"Evaluation result \((?:greedy|beam search)\):?\s+bleu:\s+([\d.]+)", line)
-        if m and current == split:
-            bleu = float(m.group(1))
-    if bleu is None:
-        raise SystemExit(f"{log}: no BLEU for the {split} set")
-    return bleu
+    """The last BLEU Joey reported for ``split``."""
+    pattern = r"Evaluation result \((?:greedy|beam search)\):?\s+bleu:\s+([\d.]+)"
+    return _last_for_split(log, split, pattern, "BLEU")
 
 
 def output_quality(hyp_file: Path, ref_file: Path) -> tuple[float, float]:
