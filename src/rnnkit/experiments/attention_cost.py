@@ -222,6 +222,8 @@ def plot_time(rows: list[dict], fits: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rnnkit.inspect import save_figure
+
     by = _by_style(rows)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     for s in STYLES:
@@ -257,9 +259,7 @@ def plot_time(rows: list[dict], fits: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_memory(rows: list[dict], path: Path) -> Path:
@@ -268,6 +268,8 @@ def plot_memory(rows: list[dict], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from rnnkit.inspect import save_figure
 
     by = _by_style(rows)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -285,9 +287,7 @@ def plot_memory(rows: list[dict], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def verdict(rows: list[dict], fits: dict) -> str:

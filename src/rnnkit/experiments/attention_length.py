@@ -322,6 +322,8 @@ def plot(parts: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rnnkit.inspect import save_figure
+
     fig, axes = plt.subplots(1, len(parts), figsize=(6.2 * len(parts), 4.4), squeeze=False)
     for ax, (task, rows) in zip(axes[0], parts.items()):
         metric = "exact" if task == "dates" else "bleu"
@@ -342,9 +344,7 @@ def plot(parts: dict[str, list[dict[str, Any]]], path: Path) -> Path:
         ax.legend()
     fig.suptitle("Score against source length, with and without attention")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _bucket_table(rows: list[dict[str, Any]], exact: bool) -> str:

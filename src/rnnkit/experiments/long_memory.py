@@ -192,9 +192,9 @@ def plot_curves(runs: list[dict], s: Setting, path: Path) -> Path:
         f"{len(s.seeds)} seed(s): one line per seed)"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from rnnkit.inspect import save_figure
+
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_final(runs: list[dict], s: Setting, path: Path) -> Path:
@@ -220,9 +220,9 @@ def plot_final(runs: list[dict], s: Setting, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from rnnkit.inspect import save_figure
+
+    return save_figure(fig, path, dpi=110)
 
 
 def verdict(rows: list[dict]) -> str:

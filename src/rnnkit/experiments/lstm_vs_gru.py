@@ -366,6 +366,8 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rnnkit.inspect import save_figure
+
     n = len(results)
     fig, axes = plt.subplots(n, 2, figsize=(11, 3.8 * n), squeeze=False)
     titles = {"dates": "dates", "multi30k": "Multi30k de→en"}
@@ -383,9 +385,7 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
             ax.legend()
     fig.suptitle("LSTM vs GRU encoder-decoders with attention, equal sizes")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _rows(task: str, res: dict[str, dict[str, Any]], cmp: dict[str, Any]) -> list[dict]:
