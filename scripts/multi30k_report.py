@@ -2,8 +2,9 @@
 
     python scripts/multi30k_report.py RUN_DIR [--data DIR] [--sweep] [--limit N]
 
-Reads ``RUN_DIR/best.pt`` and ``RUN_DIR/log.csv`` (written by ``rnnkit train
-configs/multi30k_de_en.yaml --out RUN_DIR``) and writes:
+Reads ``RUN_DIR/best.pt`` (``--checkpoint NAME``: another file of the run, such as the
+``averaged.pt`` that ``rnnkit average`` writes) and ``RUN_DIR/log.csv`` (written by
+``rnnkit train configs/multi30k_de_en.yaml --out RUN_DIR``) and writes:
 
 - test2016 and dev scores, greedy and beam, cased and lowercased, with sacrebleu signatures;
 - with ``--sweep``: dev BLEU for beam sizes × length penalties (the decoding settings are
@@ -29,7 +30,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from rnnkit.checkpoint import load_bundle  # noqa: E402
+from rnnkit.checkpoint import load_bundle, load_checkpoint  # noqa: E402
 from rnnkit.evaluate import score  # noqa: E402
 from rnnkit.experiments.common import machine, update_results  # noqa: E402
 from rnnkit.inspect import plot_attention, save_figure  # noqa: E402
@@ -84,6 +85,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("run", type=Path, help="training output folder (best.pt, log.csv)")
     ap.add_argument(
+        "--checkpoint", default="best.pt", help="checkpoint file in RUN (default: best.pt)"
+    )
+    ap.add_argument(
         "--data",
         type=Path,
         default=Path(os.environ.get("RNNKIT_DATA", ROOT.parent / "shared" / "data")) / "multi30k",
@@ -99,10 +103,12 @@ def main() -> int:
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
     ap.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
     args = ap.parse_args()
-    for f in (args.run / "best.pt", args.run / "log.csv", args.data / "test2016.de"):
+    ckpt = args.run / args.checkpoint
+    for f in (ckpt, args.run / "log.csv", args.data / "test2016.de"):
         if not f.exists():
             ap.error(f"{f} not found")
-    bundle = load_bundle(args.run / "best.pt")
+    bundle = load_bundle(ckpt)
+    averaged = load_checkpoint(ckpt).get("averaged")
     dec = bundle.config.decode
     if args.beam is not None:
         dec.beam_size = args.beam
@@ -110,9 +116,17 @@ def main() -> int:
         dec.length_penalty = args.length_penalty
     if args.exact:
         dec.exact = True
+    if averaged:
+        steps = ", ".join(str(s) for s in averaged)
+        which = (
+            f"then `rnnkit average {args.run}/step-*.pt --out {ckpt}`: the mean of the "
+            f"checkpoints at steps {steps}"
+        )
+    else:
+        which = f"checkpoint `{ckpt.name}` at step {bundle.step}"
     md = [
-        f"Run: `rnnkit train configs/multi30k_de_en.yaml --out {args.run}`, best "
-        f"checkpoint at step {bundle.step}. Decoding here: {machine()}.",
+        f"Run: `rnnkit train configs/multi30k_de_en.yaml --out {args.run}`, {which}. "
+        f"Decoding here: {machine()}.",
         "",
     ]
     sets = {}

@@ -19,13 +19,13 @@ import torch
 import yaml
 
 import rnnkit.train as train_module
-from rnnkit.checkpoint import load_bundle, load_checkpoint
+from rnnkit.checkpoint import CheckpointError, average_checkpoints, load_bundle, load_checkpoint
 from rnnkit.cli import main
 from rnnkit.config import config_from_dict, config_to_dict, load_config
 from rnnkit.demo import demo_config
 from rnnkit.evaluate import score
 from rnnkit.optim import Schedule
-from rnnkit.train import load_pairs, train
+from rnnkit.train import kept_checkpoints, load_pairs, train
 from rnnkit.translate import translate_lines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -256,6 +256,60 @@ def test_sigint_to_cli_exits_130_without_traceback(tmp_path):
     assert len(said) == 1, err
     step = int(said[0].split()[3].rstrip(":"))
     assert step >= 5 and progress_step(tmp_path / "last.pt") == step
+
+
+# ---------------------------------------------------------------- kept and averaged checkpoints
+
+
+def test_keep_checkpoints_keeps_the_last_n_and_average_is_their_mean(tmp_path, capsys):
+    cfg = config_from_dict(tiny(train={"keep_checkpoints": 2, "max_steps": 25}))
+    train(cfg, tmp_path, log=lambda _: None)
+    kept = kept_checkpoints(tmp_path)
+    # checkpoints at 10 and 20, and the final step 25: the two latest stay
+    assert [p.name for p in kept] == ["step-20.pt", "step-25.pt"]
+    assert not (tmp_path / "step-10.pt").exists()
+    step20, step25 = (load_checkpoint(p) for p in kept)
+    assert "optimizer" not in step25 and step25["step"] == 25
+    last = load_checkpoint(tmp_path / "last.pt")["model"]
+    assert all(torch.equal(step25["model"][k], last[k]) for k in last)
+    assert any(not torch.equal(step20["model"][k], last[k]) for k in last)
+
+    out = tmp_path / "avg.pt"
+    assert main(["average", *map(str, kept), "--out", str(out)]) == 0
+    assert "averaged 2 checkpoints (steps 20, 25)" in capsys.readouterr().err
+    avg = load_checkpoint(out)
+    assert avg["averaged"] == [20, 25] and avg["step"] == 25
+    for k, w in avg["model"].items():
+        torch.testing.assert_close(w, (step20["model"][k] + step25["model"][k]) / 2)
+    bundle = load_bundle(out)
+    sources = [s for s, _ in load_pairs(cfg)["test"]][:3]
+    assert len(translate_lines(bundle, sources)) == 3
+
+    # one checkpoint averages to itself, exactly
+    one = average_checkpoints([kept[-1]])
+    assert all(torch.equal(one["model"][k], last[k]) for k in last)
+
+
+def test_average_refuses_checkpoints_of_different_models(tmp_path, capsys):
+    cfg = config_from_dict(tiny(train={"keep_checkpoints": 1, "max_steps": 10}))
+    train(cfg, tmp_path, log=lambda _: None)
+    good = tmp_path / "step-10.pt"
+    ck = load_checkpoint(good)
+    ck["tgt_vocab"] = {**ck["tgt_vocab"], "tokens": list(reversed(ck["tgt_vocab"]["tokens"]))}
+    torch.save(ck, tmp_path / "other_vocab.pt")
+    ck = load_checkpoint(good)
+    ck["model"] = {k: v[..., :1] if v.dim() else v for k, v in ck["model"].items()}
+    torch.save(ck, tmp_path / "other_shape.pt")
+
+    with pytest.raises(CheckpointError, match=r"other_vocab\.pt: tgt_vocab differs"):
+        average_checkpoints([good, tmp_path / "other_vocab.pt"])
+    with pytest.raises(CheckpointError, match=r"other_shape\.pt: weights differ in shape"):
+        average_checkpoints([tmp_path / "other_shape.pt", good])
+    out = tmp_path / "avg.pt"
+    assert main(["average", str(good), str(tmp_path / "missing.pt"), "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "missing.pt: checkpoint not found" in err and "Traceback" not in err
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------- stopping, schedules

@@ -28,9 +28,13 @@ __all__ = [
     "load_checkpoint",
     "build_model",
     "load_bundle",
+    "average_checkpoints",
 ]
 
 FORMAT = "rnnkit-checkpoint-1"
+
+# What translating needs; a kept or averaged checkpoint holds only these (no optimizer).
+TRANSLATION_KEYS = ("config", "model", "src_tokenizer", "tgt_tokenizer", "src_vocab", "tgt_vocab")
 
 
 class CheckpointError(ValueError):
@@ -140,3 +144,45 @@ def load_bundle(
     except KeyError as e:
         raise CheckpointError(f"{path}: checkpoint lacks {e}") from None
     return bundle
+
+
+def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
+    """The element-wise mean of the weights of ``paths`` (Junczys-Dowmunt et al. 2016;
+    OpenNMT's and fairseq's checkpoint averaging), as a translation-only payload.
+
+    All checkpoints must come from the same model: the same model config and vocabularies
+    (a :class:`CheckpointError` names the first that differs). Tokenizers, vocabularies
+    and config are those of the last; ``step`` is the last one's and ``averaged`` lists
+    the steps averaged.
+    """
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    ckpts = [load_checkpoint(p) for p in paths]
+    first, last = Path(paths[0]), ckpts[-1]
+    for path, ck in zip(paths[1:], ckpts[1:]):
+        for key in ("src_vocab", "tgt_vocab"):
+            if ck.get(key) != ckpts[0].get(key):
+                raise CheckpointError(f"{path}: {key} differs from {first}'s")
+        if ck.get("config", {}).get("model") != ckpts[0].get("config", {}).get("model"):
+            raise CheckpointError(f"{path}: model config differs from {first}'s")
+    states = [ck["model"] for ck in ckpts]
+    for path, state in zip(paths, states):
+        if state.keys() != states[-1].keys():
+            raise CheckpointError(f"{path}: weights differ in names from {paths[-1]}'s")
+    mean: dict[str, torch.Tensor] = {}
+    for name, ref in states[-1].items():
+        if not torch.is_floating_point(ref):
+            mean[name] = ref  # integer buffers: the last checkpoint's
+            continue
+        total = torch.zeros(ref.shape, dtype=torch.float64, device=ref.device)
+        for path, state in zip(paths, states):
+            t = state[name]
+            if t.shape != ref.shape:
+                raise CheckpointError(f"{path}: weights differ in shape from {paths[-1]}'s")
+            total += t.to(torch.float64)
+        mean[name] = (total / len(states)).to(ref.dtype)
+    out = {k: last[k] for k in TRANSLATION_KEYS if k in last}
+    out["model"] = mean
+    steps = [int(ck.get("step", 0)) for ck in ckpts]
+    out.update(step=steps[-1], averaged=steps)
+    return out

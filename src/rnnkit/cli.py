@@ -107,6 +107,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.stopped == "interrupted" else 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from rnnkit.checkpoint import average_checkpoints, save_checkpoint
+
+    payload = average_checkpoints(args.checkpoints)
+    save_checkpoint(args.out, payload)
+    steps = ", ".join(str(s) for s in payload["averaged"])
+    _log(f"averaged {len(args.checkpoints)} checkpoints (steps {steps}) into {args.out}")
+    return 0
+
+
 def _bundle(path: str) -> Bundle:
     from rnnkit.checkpoint import load_bundle
     from rnnkit.train import pick_device
@@ -261,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the N best as 'line ||| text ||| score' (default: 1)",
     )
     tr.set_defaults(func=cmd_translate)
+
+    av = sub.add_parser(
+        "average",
+        help="average the weights of checkpoints of one run into one that translates "
+        "(e.g. the step-*.pt files that train.keep_checkpoints keeps)",
+    )
+    av.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help=".pt files of one model")
+    av.add_argument("--out", required=True, help="the averaged checkpoint to write")
+    av.set_defaults(func=cmd_average)
 
     ev = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a checkpoint, as JSON")
     ev.add_argument("checkpoint")

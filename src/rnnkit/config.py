@@ -162,6 +162,7 @@ class TrainConfig:
     max_minutes: float = _field(0.0, ge=0)  # stop after this much wall time (0 = no limit)
     validate_every: int = _field(500, gt=0)  # updates between dev evaluations
     checkpoint_every: int = _field(500, gt=0)  # updates between checkpoints
+    keep_checkpoints: int = _field(0, ge=0)  # also keep the last N as step-STEP.pt (0 = none)
     patience: int = _field(5, ge=0)  # early stop after this many validations w/o dev-BLEU gain
     log_every: int = _field(50, gt=0)  # updates between log lines
     seed: int = _field(1, ge=0)  # seed of torch, python and data-order randomness

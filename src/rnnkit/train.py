@@ -24,7 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnkit.checkpoint import Bundle, build_model, load_checkpoint, save_checkpoint
+from rnnkit.checkpoint import (
+    TRANSLATION_KEYS,
+    Bundle,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from rnnkit.config import Config, config_to_dict
 from rnnkit.data import Batch, encode_pairs, make_batches
 from rnnkit.evaluate import score
@@ -34,7 +40,15 @@ from rnnkit.prepare import load_pairs, prepare
 from rnnkit.progress import CsvLog, Meter, progress_bar, report
 from rnnkit.translate import translate_lines
 
-__all__ = ["TrainResult", "Trainer", "load_pairs", "pick_device", "train", "validate"]
+__all__ = [
+    "TrainResult",
+    "Trainer",
+    "kept_checkpoints",
+    "load_pairs",
+    "pick_device",
+    "train",
+    "validate",
+]
 
 Pair = tuple[str, str]
 Log = Callable[[str], None]
@@ -199,6 +213,20 @@ class Trainer:
     def save(self, name: str) -> None:
         save_checkpoint(self.out / name, self.payload())
 
+    def keep(self) -> None:
+        """With ``train.keep_checkpoints`` N: weights-only ``step-STEP.pt`` beside
+        ``last.pt``, the N latest kept (for ``rnnkit average``)."""
+        n = self.t.keep_checkpoints
+        if not n:
+            return
+        payload = self.payload()
+        save_checkpoint(
+            self.out / f"step-{self.at.step}.pt",
+            {k: payload[k] for k in (*TRANSLATION_KEYS, "step")},
+        )
+        for old in kept_checkpoints(self.out)[:-n]:
+            old.unlink(missing_ok=True)
+
     def train_step(self, batch: Batch) -> tuple[Tensor, int, float]:
         """One update on ``batch``: (summed loss, target tokens, learning rate used)."""
         t, b = self.t, batch.to(self.device)
@@ -297,6 +325,7 @@ class Trainer:
                 raise _Stop("early_stopping")
         if at.step % t.checkpoint_every == 0:
             self.save("last.pt")
+            self.keep()
         if t.max_steps and at.step >= t.max_steps:
             raise _Stop("max_steps")
         if t.max_minutes and self.elapsed() >= 60 * t.max_minutes:
@@ -307,6 +336,8 @@ class Trainer:
         if stopped != "interrupted" and at.step % self.t.validate_every != 0:
             self.validate()
         self.save("last.pt")
+        if stopped != "interrupted" and not (self.out / f"step-{at.step}.pt").exists():
+            self.keep()
         if not (self.out / "best.pt").exists():
             self.save("best.pt")
         self.csv.close()
@@ -315,6 +346,16 @@ class Trainer:
             f"checkpoints in {self.out}"
         )
         return TrainResult(at.step, at.best, stopped, self.history)
+
+
+def kept_checkpoints(out: str | Path) -> list[Path]:
+    """The ``step-STEP.pt`` files in ``out``, oldest step first."""
+    found = []
+    for path in Path(out).glob("step-*.pt"):
+        step = path.stem.removeprefix("step-")
+        if step.isdigit():
+            found.append((int(step), path))
+    return [path for _, path in sorted(found)]
 
 
 def train(
