@@ -3,7 +3,8 @@
 ``train(cfg, out_dir)`` runs the loop the config describes: Adam with gradient
 clipping, learning-rate warm-up and decay (plateau on dev BLEU, or inverse square
 root), label smoothing, validation with sacreBLEU every ``validate_every`` steps,
-early stopping, ``best.pt`` / ``last.pt`` written atomically, and a CSV log.
+early stopping, ``best.pt`` / ``last.pt`` written atomically (and the weights of the last
+``keep_checkpoints`` checkpoints as ``step-STEP.pt``, for averaging), and a CSV log.
 
 Resuming is exact: ``last.pt`` holds the optimizer, scheduler and RNG states and the
 position in the epoch's (seeded) batch order, so a run killed and resumed ends with
