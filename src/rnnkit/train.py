@@ -25,13 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnkit.checkpoint import (
-    TRANSLATION_KEYS,
-    Bundle,
-    build_model,
-    load_checkpoint,
-    save_checkpoint,
-)
+from rnnkit.checkpoint import Bundle, build_model, load_checkpoint, save_checkpoint
 from rnnkit.config import Config, config_to_dict
 from rnnkit.data import Batch, encode_pairs, make_batches
 from rnnkit.evaluate import score
@@ -193,10 +187,9 @@ class Trainer:
         """Training seconds, across resumed runs."""
         return self.at.elapsed + time.time() - self.t0
 
-    def payload(self) -> dict[str, Any]:
-        """What a checkpoint holds: enough to translate, and to resume exactly."""
+    def translation_payload(self) -> dict[str, Any]:
+        """What translating needs: config, tokenizers, vocabularies, weights, step."""
         d = self.data
-        at = dataclasses.replace(self.at, elapsed=self.elapsed())
         return {
             "config": config_to_dict(self.cfg),
             "model": self.model.state_dict(),
@@ -204,10 +197,17 @@ class Trainer:
             "tgt_tokenizer": d.tgt_tokenizer.to_state(),
             "src_vocab": d.src_vocab.to_state(),
             "tgt_vocab": d.tgt_vocab.to_state(),
+            "step": self.at.step,
+        }
+
+    def payload(self) -> dict[str, Any]:
+        """What a checkpoint holds: enough to translate, and to resume exactly."""
+        at = dataclasses.replace(self.at, elapsed=self.elapsed())
+        return {
+            **self.translation_payload(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "rng": _rng_state(),
-            "step": self.at.step,
             "progress": dataclasses.asdict(at),
         }
 
@@ -220,11 +220,7 @@ class Trainer:
         n = self.t.keep_checkpoints
         if not n:
             return
-        payload = self.payload()
-        save_checkpoint(
-            self.out / f"step-{self.at.step}.pt",
-            {k: payload[k] for k in (*TRANSLATION_KEYS, "step")},
-        )
+        save_checkpoint(self.out / f"step-{self.at.step}.pt", self.translation_payload())
         for old in kept_checkpoints(self.out)[:-n]:
             old.unlink(missing_ok=True)
 
