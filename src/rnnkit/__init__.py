@@ -5,9 +5,32 @@ encoder-decoder model and search. Nothing runs at import.
 """
 
 from rnnkit.attention import BahdanauAttention, LuongAttention
-from rnnkit.cells import GRUCell, GRUGates, LSTMCell, LSTMGates, RNNCell
+from rnnkit.cells import (
+    Cell,
+    CIFGLSTMCell,
+    GRUCell,
+    GRUGates,
+    IndRNNCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
+    LSTMCell,
+    LSTMGates,
+    MGUCell,
+    MGUGates,
+    PeepholeLSTMCell,
+    RNNCell,
+)
 from rnnkit.layers import GRU, LSTM, RNN, RNNGates
 from rnnkit.model import Decoder, Encoder, Seq2Seq
+from rnnkit.recurrent import (
+    CIFGLSTM,
+    MGU,
+    IndRNN,
+    LayerNormGRU,
+    LayerNormLSTM,
+    PeepholeLSTM,
+    Recurrent,
+)
 
 __version__ = "0.1.0"
 
@@ -21,6 +44,21 @@ __all__ = [
     "RNNGates",
     "LSTMGates",
     "GRUGates",
+    "MGUGates",
+    "Cell",
+    "Recurrent",
+    "LayerNormLSTM",
+    "LayerNormGRU",
+    "PeepholeLSTM",
+    "CIFGLSTM",
+    "MGU",
+    "IndRNN",
+    "LayerNormLSTMCell",
+    "LayerNormGRUCell",
+    "PeepholeLSTMCell",
+    "CIFGLSTMCell",
+    "MGUCell",
+    "IndRNNCell",
     "BahdanauAttention",
     "LuongAttention",
     "Encoder",

@@ -17,124 +17,86 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import fast
-from rnnkit.cells import GRUGates, LSTMGates, RNNGates, gru_step, lstm_step, rnn_step
+from rnnkit.cells.base import Cell, State, bind, strip, unbind
+from rnnkit.cells.regularisers import Regularisers
+from rnnkit.cells.stock import (
+    GRUCell,
+    GRUGates,
+    LSTMCell,
+    LSTMGates,
+    RNNCell,
+    RNNGates,
+    set_forget_bias,
+)
+from rnnkit.unroll import (
+    last,
+    mask_padding,
+    restore_layout,
+    reverse_index,
+    reverse_out,
+    run_cell,
+    stack,
+    time_major,
+    time_reverse,
+)
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNGates", "LSTMGates", "GRUGates", "ENGINES"]
 
 ENGINES = ("auto", "explicit", "native", "reference")
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _check_lengths(lengths: Tensor | list[int], T: int, B: int) -> Tensor:
-    """Lengths as a CPU long tensor ``(B,)`` with 1 ≤ length ≤ T."""
-    lengths = torch.as_tensor(lengths, dtype=torch.long, device="cpu")
-    if lengths.shape != (B,):
-        raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
-    if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
-        raise ValueError(
-            f"lengths must lie in [1, {T}], got min {int(lengths.min())}, max {int(lengths.max())}"
-        )
-    return lengths
-
-
-def _reverse_index(lengths: Tensor | None, T: int, B: int, device: torch.device) -> Tensor | None:
-    """Index ``(T, B)`` that reverses each sequence within its length (an involution)."""
-    if lengths is None:
-        return None
-    t = torch.arange(T, device=device).unsqueeze(1)  # (T, 1)
-    last = lengths.to(device).unsqueeze(0) - 1  # (1, B)
-    return torch.where(t <= last, last - t, t)
-
-
-def _time_gather(x: Tensor, index: Tensor) -> Tensor:
-    """``x[index[t, b], b]`` for x ``(T, B, ...)``."""
-    return x.gather(0, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
-
-
-def _last(seq: Tensor, lengths: Tensor | None) -> Tensor:
-    """State at each sequence's last real step: seq ``(T, B, H)`` → ``(B, H)``."""
-    if lengths is None:
-        return seq[-1]
-    idx = (lengths.to(seq.device) - 1).view(1, -1, 1).expand(1, seq.shape[1], seq.shape[2])
-    return seq.gather(0, idx).squeeze(0)
-
-
-# ------------------------------------------------------------------ one direction
-
-
-def _unroll_reference(
-    kind: str, gi: Tensor, state: tuple[Tensor, ...], weights: dict, record: bool
-) -> tuple[list[Tensor], list[Any]]:
-    """Run the readable cell over ``gi (T, B, G·H)``; return per-step hidden (and cell)
-    lists and, if ``record``, the per-step gate tuples."""
-    hs: list[Tensor] = []
-    cs: list[Tensor] = []
-    trace: list[Any] = []
-    g: LSTMGates | GRUGates | RNNGates
-    h = state[0]
-    c = cast(Tensor, state[1] if kind == "LSTM" else None)  # read by the LSTM only
-    for t in range(gi.shape[0]):
-        if kind == "LSTM":
-            g = lstm_step(gi[t], h, c, weights["w_hh"], weights["b_hh"], weights["w_hr"])
-            h, c = g.hidden, g.cell
-            cs.append(c)
-        elif kind == "GRU":
-            g = gru_step(gi[t], h, weights["w_hh"], weights["b_hh"], weights["reset_after"])
-            h = g.hidden
-        else:
-            h = rnn_step(gi[t], h, weights["w_hh"], weights["b_hh"], weights["relu"])
-            g = RNNGates(h)
-        hs.append(h)
-        if record:
-            trace.append(g)
-    return [torch.stack(hs)] + ([torch.stack(cs)] if cs else []), trace
+def _stock_cell(kind: str, layer: Any) -> tuple[Cell, list[str]]:
+    """A parameter-less stock cell that a layer binds its weights to (see
+    :func:`rnnkit.cells.base.bind`)."""
+    H, bias = layer.hidden_size, layer.bias  # on "meta": no memory, no draw from the RNG
+    if kind == "LSTM":
+        cell: Cell = LSTMCell(1, H, bias, device="meta")
+    elif kind == "GRU":
+        cell = GRUCell(1, H, bias, device="meta", reset_after=layer.reset_after)
+    else:
+        cell = RNNCell(1, H, bias, nonlinearity=layer.nonlinearity, device="meta")
+    return cell, strip(cell) + (["weight_hr"] if kind == "LSTM" else [])
 
 
 def _run_direction(
-    kind: str,
+    layer: Any,
     x: Tensor,
-    state: tuple[Tensor, ...],
+    state: State,
     weights: dict,
     lengths: Tensor | None,
     reverse: bool,
     engine: str,
     record: bool,
-) -> tuple[Tensor, tuple[Tensor, ...], Any]:
+) -> tuple[Tensor, State, Any]:
     """One layer, one direction. x ``(T, B, I)`` → output ``(T, B, H)``, final state,
     gate trace (a NamedTuple of ``(T, B, H)`` tensors) or None."""
-    T, B, _ = x.shape
-    rev = _reverse_index(lengths, T, B, x.device) if reverse else None
-    if reverse:
-        x = x.flip(0) if rev is None else _time_gather(x, rev)
-
-    use_fast = engine == "explicit" and not record and fast.supports(kind, weights)
-    if use_fast:
-        out, c_n = fast.run(kind, x, state, weights, lengths)
+    kind, reg, training = layer._kind, layer.regularisers, layer.training
+    weights = dict(weights, w_hh=reg.drop_weight(weights["w_hh"], training))
+    fast_ok = not (record or reg.changes_recurrence(training)) and fast.supports(kind, weights)
+    if engine == "explicit" and fast_ok:
+        rev = reverse_index(lengths, x.shape[0], x.shape[1], x.device) if reverse else None
+        out, c_n = fast.run(kind, time_reverse(x, rev) if reverse else x, state, weights, lengths)
         tail = (cast(Tensor, c_n),) if kind == "LSTM" else ()  # c_n is None but for the LSTM
-        final: tuple[Tensor, ...] = (_last(out, lengths),) + tail
-        trace = None
-    else:
-        gi = F.linear(x, weights["w_ih"], weights["b_ih"])  # (T, B, G·H), hoisted out of the loop
-        seqs, steps = _unroll_reference(kind, gi, state, weights, record)
-        out = seqs[0]
-        final = tuple(_last(s, lengths) for s in seqs)
-        trace = type(steps[0])(*(torch.stack(f) for f in zip(*steps))) if record else None
-
-    if reverse:
-        out = out.flip(0) if rev is None else _time_gather(out, rev)
-        if trace is not None:
-            trace = type(trace)(
-                *(f.flip(0) if rev is None else _time_gather(f, rev) for f in trace)
-            )
-    return out, final, trace
+        final = (last(out, lengths),) + tail
+        return reverse_out(out, None, reverse, rev)[0], final, None
+    cell, names = layer._cell
+    tensors = {
+        "weight_ih": weights["w_ih"],
+        "weight_hh": weights["w_hh"],
+        "bias_ih": weights["b_ih"],
+        "bias_hh": weights["b_hh"],
+        "weight_hr": weights["w_hr"],
+    }
+    bind(cell, tensors, reg.recurrent_mask(state[0], training))
+    try:
+        zone = reg.zone(cell.state, state, x.shape[0], training)
+        return run_cell(cell, x, state, lengths, reverse, zone, record)
+    finally:
+        unbind(cell, names)
 
 
 # ---------------------------------------------------------------------------- layers
@@ -153,7 +115,16 @@ class _Recurrent:
 
     def _needs_explicit(self) -> str | None:
         """A reason the native kernels cannot run this layer, or None."""
-        return None
+        reg = self.regularisers
+        names = ("zoneout", "recurrent_dropout", "weight_drop")
+        on = [
+            n
+            for n, v in zip(
+                names, (reg.zoneout_c or reg.zoneout_h, reg.recurrent_dropout, reg.weight_drop)
+            )
+            if v
+        ]
+        return on[0] if on else None
 
     def _pick_engine(self, return_gates: bool) -> str:
         reason = "return_gates=True" if return_gates else self._needs_explicit()
@@ -180,6 +151,33 @@ class _Recurrent:
             "relu": getattr(self, "nonlinearity", "tanh") == "relu",
         }
 
+    def _setup(
+        self,
+        engine: str,
+        zoneout: Any,
+        recurrent_dropout: float,
+        weight_drop: float,
+        forget_bias: float | None = None,
+    ) -> None:
+        """What rnnkit adds to the torch.nn layer: engine, regularisers, forget bias."""
+        m: Any = self
+        self._set_engine(engine)
+        self.regularisers = Regularisers.make(
+            zoneout, recurrent_dropout, weight_drop, type(self).__name__, self._kind == "LSTM"
+        )
+        self._cell = _stock_cell(self._kind, m)
+        self.forget_bias = forget_bias
+        if forget_bias is not None:
+            self._set_forget_bias()
+
+    def _set_forget_bias(self) -> None:
+        m: Any = self
+        for name, p in m.named_parameters():
+            if name.startswith("bias_ih"):
+                set_forget_bias(
+                    p, getattr(m, "bias_hh" + name[7:]), m.hidden_size, 1, self.forget_bias
+                )
+
     def _initial_state(self, x: Tensor, hx: Any) -> tuple[Tensor, ...]:
         """``(h0,)`` or ``(h0, c0)``, each ``(L·D, B, ·)``; zeros when hx is None."""
         m: Any = self
@@ -189,43 +187,6 @@ class _Recurrent:
             h0 = x.new_zeros(LD, B, real_h)
             return (h0, x.new_zeros(LD, B, m.hidden_size)) if self._kind == "LSTM" else (h0,)
         return tuple(hx) if self._kind == "LSTM" else (hx,)
-
-    def _explicit(
-        self,
-        x: Tensor,
-        state: tuple[Tensor, ...],
-        lengths: Tensor | None,
-        engine: str,
-        record: bool,
-    ) -> tuple[Tensor, tuple[Tensor, ...], Any]:
-        """x ``(T, B, I)`` → output ``(T, B, D·H)``, final states, trace."""
-        m: Any = self
-        D = 2 if m.bidirectional else 1
-        finals: list[tuple[Tensor, ...]] = []
-        traces: list[Any] = []
-        for layer in range(m.num_layers):
-            outs = []
-            for d in range(D):
-                s = tuple(st[layer * D + d] for st in state)
-                out, fin, trace = _run_direction(
-                    self._kind,
-                    x,
-                    s,
-                    self._layer_weights(layer, d),
-                    lengths,
-                    bool(d),
-                    engine,
-                    record,
-                )
-                outs.append(out)
-                finals.append(fin)
-                traces.append(trace)
-            x = outs[0] if D == 1 else torch.cat(outs, dim=2)
-            if m.dropout and m.training and layer < m.num_layers - 1:
-                x = F.dropout(x, m.dropout, training=True)
-        final = tuple(torch.stack(f) for f in zip(*finals))
-        trace = type(traces[0])(*(torch.stack(f) for f in zip(*traces))) if record else None
-        return x, final, trace
 
     def forward(
         self,
@@ -248,110 +209,109 @@ class _Recurrent:
         Returns:
             ``(output, h_n)`` / ``(output, (h_n, c_n))`` as torch.nn, plus the trace.
         """
+        m: Any = self
         engine = self._pick_engine(return_gates)
         packed = isinstance(input, PackedSequence)
         if packed and lengths is not None:
             raise ValueError("pass either a PackedSequence or lengths, not both")
         if engine == "native" and (packed or lengths is None):
             return super().forward(input, hx)  # type: ignore[misc]
-        x, hx, lens, layout = self._time_major(input, hx, lengths)
+        lstm = self._kind == "LSTM"
+        x, hx, lens, layout = time_major(input, hx, lengths, m.batch_first, lstm, self._kind)
         if engine == "native":  # padded batch with lengths: pack, run the fused kernel, pad
             assert lens is not None
             seq = pack_padded_sequence(x, lens, enforce_sorted=False)
             out_p, final_any = super().forward(seq, hx)  # type: ignore[misc]
             out = pad_packed_sequence(out_p, total_length=x.shape[0])[0]
-            final = tuple(final_any) if self._kind == "LSTM" else (final_any,)
+            final = tuple(final_any) if lstm else (final_any,)
             trace = None
         else:
+            D = 2 if m.bidirectional else 1
+
+            def run(layer: int, d: int, x: Tensor, s: State) -> tuple[Tensor, State, Any]:
+                w = self._layer_weights(layer, d)
+                return _run_direction(self, x, s, w, lens, bool(d), engine, return_gates)
+
             state = self._initial_state(x, hx)
-            out, final, trace = self._explicit(x, state, lens, engine, return_gates)
-            if lens is not None:
-                mask = (torch.arange(x.shape[0]).unsqueeze(1) < lens).to(out.device)  # (T, B)
-                out = out * mask.unsqueeze(-1).to(out.dtype)
-                if trace is not None:
-                    trace = type(trace)(*(f * mask.unsqueeze(-1).to(f.dtype) for f in trace))
-        result_out, final, trace = _restore_layout(out, final, trace, layout, input)
-        result = (result_out, final if self._kind == "LSTM" else final[0])
+            out, final, trace = stack(x, state, m.num_layers, D, m.dropout, m.training, run)
+            out, trace = mask_padding(out, trace, lens)
+        result_out, final, trace = restore_layout(out, final, trace, layout, input)
+        result = (result_out, final if lstm else final[0])
         return result + (trace,) if return_gates else result
 
-    def _time_major(
-        self, input: Tensor | PackedSequence, hx: Any, lengths: Tensor | list[int] | None
-    ) -> tuple[Tensor, Any, Tensor | None, str]:
-        """Input as a padded ``(T, B, I)`` batch, its lengths, and the layout it came in:
-        ``packed``, ``unbatched``, ``batch_first`` or ``time_major``."""
-        if isinstance(input, PackedSequence):
-            x, lens = pad_packed_sequence(input)  # (T, B, I), original batch order
-            return x, hx, lens, "packed"
-        x, layout = input, "time_major"
-        if x.dim() == 2:
-            x, layout = x.unsqueeze(1), "unbatched"
-            if hx is not None:
-                hx = tuple(h.unsqueeze(1) for h in hx) if self._kind == "LSTM" else hx.unsqueeze(1)
-        elif x.dim() != 3:
-            raise ValueError(f"{self._kind}: expected a 2-D or 3-D input, got {x.dim()}-D")
-        elif cast(Any, self).batch_first:
-            x, layout = x.transpose(0, 1), "batch_first"
-        if lengths is None:
-            return x, hx, None, layout
-        return x, hx, _check_lengths(lengths, x.shape[0], x.shape[1]), layout
 
-
-def _restore_layout(
-    out: Tensor, final: tuple[Tensor, ...], trace: Any, layout: str, like: Tensor | PackedSequence
-) -> tuple[Any, tuple[Tensor, ...], Any]:
-    """Output, final states and trace back in the layout the input came in."""
-    if layout == "packed":
-        return _repack(out, cast(PackedSequence, like)), final, trace
-    if layout == "unbatched":
-        trace = None if trace is None else type(trace)(*(f.squeeze(2) for f in trace))
-        return out.squeeze(1), tuple(f.squeeze(1) for f in final), trace
-    if layout == "batch_first":
-        trace = None if trace is None else type(trace)(*(f.transpose(1, 2) for f in trace))
-        return out.transpose(0, 1), final, trace
-    return out, final, trace
-
-
-def _repack(out: Tensor, like: PackedSequence) -> PackedSequence:
-    """Padded ``(T, B, H)`` in original batch order → a PackedSequence shaped as ``like``."""
-    if like.sorted_indices is not None:
-        out = out.index_select(1, like.sorted_indices)
-    bs = like.batch_sizes.to(out.device)
-    mask = torch.arange(out.shape[1], device=out.device).unsqueeze(0) < bs.unsqueeze(1)
-    return PackedSequence(out[mask], like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+_REGULARISER_DOC = """
+    Regularisers (explicit engine; ``auto`` picks it when one is set): ``zoneout=z`` (or
+    ``(z_c, z_h)`` for the LSTM), ``recurrent_dropout=p``, ``weight_drop=p``; see
+    :mod:`rnnkit.cells.regularisers`."""
 
 
 class RNN(_Recurrent, nn.RNN):
     """Drop-in for ``torch.nn.RNN`` (Elman network, tanh or relu); see module docstring."""
 
+    __doc__ = (__doc__ or "") + _REGULARISER_DOC
     _kind = "RNN"
 
-    def __init__(self, *args: Any, engine: str = "auto", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        engine: str = "auto",
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self._set_engine(engine)
+        self._setup(engine, zoneout, recurrent_dropout, weight_drop)
 
 
 class LSTM(_Recurrent, nn.LSTM):
-    """Drop-in for ``torch.nn.LSTM`` (``proj_size`` included); see module docstring."""
+    """Drop-in for ``torch.nn.LSTM`` (``proj_size`` included); see module docstring.
+    ``forget_bias=b``: the forget slices of the two biases sum to b at initialisation
+    (Jozefowicz et al. 2015); any engine."""
 
+    __doc__ = (__doc__ or "") + _REGULARISER_DOC
     _kind = "LSTM"
 
-    def __init__(self, *args: Any, engine: str = "auto", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        engine: str = "auto",
+        forget_bias: float | None = None,
+        zoneout: float | tuple[float, float] = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self._set_engine(engine)
+        self._setup(engine, zoneout, recurrent_dropout, weight_drop, forget_bias)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        if getattr(self, "forget_bias", None) is not None:
+            self._set_forget_bias()
 
 
 class GRU(_Recurrent, nn.GRU):
     """Drop-in for ``torch.nn.GRU``; ``reset_after=False`` gives Cho et al. 2014's form
     (explicit engine only: no fused kernel computes it)."""
 
+    __doc__ = (__doc__ or "") + _REGULARISER_DOC
     _kind = "GRU"
 
     def __init__(
-        self, *args: Any, engine: str = "auto", reset_after: bool = True, **kwargs: Any
+        self,
+        *args: Any,
+        engine: str = "auto",
+        reset_after: bool = True,
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.reset_after = reset_after
-        self._set_engine(engine)
+        self._setup(engine, zoneout, recurrent_dropout, weight_drop)
 
     def _needs_explicit(self) -> str | None:
-        return None if self.reset_after else "reset_after=False"
+        return super()._needs_explicit() or (None if self.reset_after else "reset_after=False")

@@ -1,0 +1,151 @@
+"""The custom-cell API: a cell is one step of a recurrence, its gates named.
+
+A cell declares three things and implements one method:
+
+- ``Gates``: a NamedTuple of everything one step computes that is worth looking at,
+  the state included (LSTM: ``input forget candidate output cell hidden``);
+- ``state``: the names of the ``Gates`` fields carried to the next step, the output
+  ``hidden`` first (LSTM: ``("hidden", "cell")``);
+- ``chunks``: G, the number of H-sized blocks of the input projection, so that
+  ``weight_ih`` is ``(G·H, I)`` and ``weight_hh`` ``(G·H, H)``, gates stacked in the
+  order of the equations;
+- ``step(gi, state) -> (new_state, gates)``: one step, given the input projection
+  ``gi = W_ih x_t + b_ih`` ``(B, G·H)`` that the layer computes for all T steps at
+  once (one matrix product) and the state, a tuple of ``(B, H)`` tensors.
+
+The recurrent product goes through :meth:`Cell.hh` (``W_hh h + b_hh``), so that a
+layer can apply recurrent dropout to the h entering it and DropConnect to ``W_hh``
+without the cell knowing. :class:`rnnkit.Recurrent` unrolls any cell over time with
+lengths, stacking, bidirectionality, regularisers and gate traces.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["Cell", "State"]
+
+State = tuple[Tensor, ...]  # one (B, H) tensor per name in Cell.state
+
+
+class Cell(nn.Module):
+    """Base class of every rnnkit cell: parameters as ``torch.nn`` lays them out.
+
+    Parameters are created from :meth:`parameter_shapes` (``weight_ih (G·H, I)``,
+    ``weight_hh (G·H, H)``, ``bias_ih``, ``bias_hh`` and whatever a subclass adds) and
+    initialised by :meth:`reset_parameters`, U(-1/√H, 1/√H) as torch.nn does.
+
+    Calling a cell runs one step from raw input: ``h, state = cell(x_t, state)``.
+    """
+
+    Gates: ClassVar[Any]  # a NamedTuple class; its fields name the step's activations
+    state: ClassVar[tuple[str, ...]] = ("hidden",)
+    chunks: ClassVar[int] = 1
+
+    recurrent_mask: Tensor | None = None  # (B, H) set by a layer for recurrent dropout
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        for name, shape in self.parameter_shapes().items():
+            self.register_parameter(
+                name, nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+            )
+        for name in ("bias_ih", "bias_hh"):
+            if not bias and name not in self._parameters:
+                self.register_parameter(name, None)
+        self.reset_parameters()
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Name → shape of every parameter, in ``state_dict`` order. Extend to add some."""
+        GH, I, H = self.chunks * self.hidden_size, self.input_size, self.hidden_size
+        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (GH, I), "weight_hh": (GH, H)}
+        if self.bias:
+            shapes.update(bias_ih=(GH,), bias_hh=(GH,))
+        return shapes
+
+    def reset_parameters(self) -> None:
+        """U(-1/√H, 1/√H) for every parameter, as torch.nn does. Override for others."""
+        bound = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0.0
+        for name in self.parameter_shapes():
+            nn.init.uniform_(getattr(self, name), -bound, bound)
+
+    # ------------------------------------------------------------------ the step
+
+    def project(self, x: Tensor) -> Tensor:
+        """The input projection ``W_ih x + b_ih``: ``(..., I)`` → ``(..., G·H)``.
+
+        A layer calls it once on all T steps ``(T, B, I)``.
+        """
+        return F.linear(x, self.weight_ih, self.bias_ih)
+
+    def hh(self, h: Tensor, blocks: slice | None = None, bias: bool = True) -> Tensor:
+        """The recurrent projection ``W_hh h + b_hh`` ``(B, G·H)``; ``blocks`` selects gate
+        blocks (``slice(2, 3)``: the third H rows), ``bias=False`` leaves out b_hh.
+        Recurrent dropout, when a layer sets it, multiplies the h entering here by its
+        per-sequence mask."""
+        if self.recurrent_mask is not None:
+            h = h * self.recurrent_mask
+        w, b = self.weight_hh, (self.bias_hh if bias else None)
+        if blocks is not None:
+            H = self.hidden_size
+            rows = slice(blocks.start * H, blocks.stop * H)
+            w, b = w[rows], (None if b is None else b[rows])
+        return F.linear(h, w, b)
+
+    def step(self, gi: Tensor, state: State) -> tuple[State, Any]:
+        """One step: gi ``(B, G·H)``, state ``(B, H)`` tensors → new state, ``Gates``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement step(gi, state)")
+
+    def zero_state(self, batch: int, like: Tensor) -> State:
+        """A state of zeros, ``(B, H)`` per state name, on ``like``'s device and dtype."""
+        return tuple(like.new_zeros(batch, self.state_size(n)) for n in self.state)
+
+    def state_size(self, name: str) -> int:
+        """Width of state ``name`` (H unless a cell says otherwise, e.g. a projection)."""
+        return self.hidden_size
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One step from raw input: x ``(B, I)`` → ``(h, state)``."""
+        if state is None:
+            state = self.zero_state(x.shape[0], x)
+        new, _ = self.step(self.project(x), tuple(state))
+        return new[0], new
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+
+
+def strip(cell: Cell) -> list[str]:
+    """Take the parameters off ``cell`` (a layer owns them under torch.nn names) and
+    return their names; :func:`bind` hands tensors back for one forward pass."""
+    names = list(cell._parameters)
+    for name in names:
+        del cell._parameters[name]
+        object.__setattr__(cell, name, None)
+    return names
+
+
+def bind(cell: Cell, tensors: dict[str, Tensor | None], mask: Tensor | None = None) -> Cell:
+    """Give a stripped cell its tensors (and recurrent-dropout mask) for one pass."""
+    for name, t in tensors.items():
+        object.__setattr__(cell, name, t)
+    object.__setattr__(cell, "recurrent_mask", mask)
+    return cell
+
+
+def unbind(cell: Cell, names: list[str]) -> None:
+    """Drop what :func:`bind` gave, so no tensor outlives the pass on a hidden cell."""
+    bind(cell, dict.fromkeys(names), None)

@@ -1,0 +1,255 @@
+"""``rnnkit.Recurrent``: the layer machinery for any :class:`~rnnkit.cells.Cell`, and the
+layers of the built-in variants (LayerNormLSTM, LayerNormGRU, PeepholeLSTM, CIFGLSTM,
+MGU, IndRNN).
+
+A layer owns its parameters under torch.nn's names (``weight_ih_l0``,
+``weight_hh_l1_reverse``, extra ones as ``ln_cell_gain_l0``); each layer and direction
+has a cell that holds none of its own and is handed them for the length of a forward
+pass (:func:`~rnnkit.cells.base.bind`), the recurrent weights through DropConnect when
+``weight_drop`` is set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from rnnkit.cells.base import Cell, State, bind, strip, unbind
+from rnnkit.cells.gated import CIFGLSTMCell, IndRNNCell, MGUCell, PeepholeLSTMCell
+from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
+from rnnkit.cells.regularisers import Regularisers
+from rnnkit.unroll import mask_padding, restore_layout, run_cell, stack, time_major
+
+__all__ = [
+    "Recurrent",
+    "LayerNormLSTM",
+    "LayerNormGRU",
+    "PeepholeLSTM",
+    "CIFGLSTM",
+    "MGU",
+    "IndRNN",
+]
+
+
+class Recurrent(nn.Module):
+    """Any cell unrolled over time: stacked, bidirectional, with lengths, regularisers
+    and gate traces; the calling conventions of ``rnnkit.LSTM``.
+
+    Args:
+        cell_class: a :class:`Cell` subclass, called as
+            ``cell_class(input_size, hidden_size, bias, **cell_kwargs)``.
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional:
+            as ``torch.nn.LSTM`` (dropout between layers).
+        zoneout: z or ``(z_c, z_h)``; recurrent_dropout: p; weight_drop: p (see
+            :mod:`rnnkit.cells.regularisers`).
+        engine: ``"explicit"`` (or ``"auto"``): the unrolled cell; ``"reference"``: the
+            same (no fast kernel exists for a custom cell). There is no native one.
+        cell_kwargs: passed to every cell (``forget_bias=1.0``, ``eps=...``).
+    """
+
+    def __init__(
+        self,
+        cell_class: type[Cell],
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        zoneout: float | tuple[float, float] = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        engine: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **cell_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        name = getattr(cell_class, "__name__", repr(cell_class))
+        if not (isinstance(cell_class, type) and issubclass(cell_class, Cell)):
+            raise TypeError(f"Recurrent: cell_class must be a subclass of rnnkit.Cell, got {name}")
+        for arg, value in (
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"Recurrent({name}): {arg} must be a positive integer, got {value!r}"
+                )
+        if not 0 <= dropout < 1:
+            raise ValueError(f"Recurrent({name}): dropout must be in [0, 1), got {dropout!r}")
+        if engine not in ("auto", "explicit", "reference"):
+            raise ValueError(
+                f"Recurrent({name}): engine must be auto, explicit or reference; got {engine!r}"
+                + (" (no fused kernel computes a custom cell)" if engine == "native" else "")
+            )
+        self.cell_class, self.engine = cell_class, engine
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional = bidirectional
+        self.regularisers = Regularisers.make(
+            zoneout, recurrent_dropout, weight_drop, f"Recurrent({name})", len(cell_class.state) > 1
+        )
+        self.cell_kwargs = cell_kwargs
+        D = 2 if bidirectional else 1
+        self._cells: list[tuple[Cell, str, list[str]]] = []  # (cell, suffix, parameter names)
+        for layer in range(num_layers):
+            for d in range(D):
+                size = input_size if layer == 0 else D * hidden_size
+                cell = cell_class(
+                    size, hidden_size, bias, device=device, dtype=dtype, **cell_kwargs
+                )
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                for pname, p in list(cell._parameters.items()):
+                    self.register_parameter(pname + sfx, p)
+                self._cells.append((cell, sfx, strip(cell)))
+
+    @property
+    def num_states(self) -> int:
+        return len(self.cell_class.state)
+
+    def reset_parameters(self) -> None:
+        """Each cell's own initialisation, on this layer's parameters."""
+        for cell, sfx, names in self._cells:
+            bind(cell, {n: getattr(self, n + sfx) for n in names})
+            try:
+                cell.reset_parameters()
+            finally:
+                unbind(cell, names)
+
+    def _initial_state(self, x: Tensor, hx: Any) -> tuple[Tensor, ...]:
+        """One ``(L·D, B, ·)`` tensor per state name; zeros when hx is None."""
+        if hx is not None:
+            hx = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+            if len(hx) != self.num_states:
+                raise ValueError(
+                    f"{type(self).__name__}: hx must hold {self.num_states} state tensor(s) "
+                    f"{self.cell_class.state}, got {len(hx)}"
+                )
+            return hx
+        LD = self.num_layers * (2 if self.bidirectional else 1)
+        cell = self._cells[0][0]
+        return tuple(x.new_zeros(LD, x.shape[1], cell.state_size(n)) for n in cell.state)
+
+    def _direction(self, record: bool, lengths: Tensor | None) -> Any:
+        """``run(layer, d, x, state)`` for :func:`rnnkit.unroll.stack`."""
+        D = 2 if self.bidirectional else 1
+        reg, training = self.regularisers, self.training
+
+        def run(layer: int, d: int, x: Tensor, state: State) -> tuple[Tensor, State, Any]:
+            cell, sfx, names = self._cells[layer * D + d]
+            tensors = {n: getattr(self, n + sfx) for n in names}
+            tensors["weight_hh"] = reg.drop_weight(tensors["weight_hh"], training)
+            bind(cell, tensors, reg.recurrent_mask(state[0], training))
+            try:
+                zone = reg.zone(cell.state, state, x.shape[0], training)
+                return run_cell(cell, x, state, lengths, bool(d), zone, record)
+            finally:
+                unbind(cell, names)
+
+        return run
+
+    def forward(
+        self,
+        input: Tensor | PackedSequence,
+        hx: Any = None,
+        lengths: Tensor | list[int] | None = None,
+        return_gates: bool = False,
+    ) -> Any:
+        """Run the layer, as ``rnnkit.LSTM.forward``.
+
+        Args:
+            input: ``(T, B, I)`` (``(B, T, I)`` with batch_first), ``(T, I)`` unbatched, or a
+                ``PackedSequence``.
+            hx: initial state ``(L·D, B, H)``; a tuple ``(h0, c0)`` for cells with two
+                states (the LSTM family); zeros if None.
+            lengths: ``(B,)`` true lengths of a right-padded batch: zeros past them, final
+                states at each last real step, the reverse direction from each last token.
+            return_gates: also return the trace, the cell's ``Gates`` with one
+                ``(L·D, T, B, H)`` tensor per field (``(L·D, B, T, H)`` with batch_first).
+        Returns:
+            ``(output, h_n)``, or ``(output, (h_n, c_n))`` for two states; plus the trace.
+        """
+        if isinstance(input, PackedSequence) and lengths is not None:
+            raise ValueError("pass either a PackedSequence or lengths, not both")
+        tuple_state = self.num_states > 1
+        x, hx, lens, layout = time_major(
+            input, hx, lengths, self.batch_first, tuple_state, type(self).__name__
+        )
+        state = self._initial_state(x, hx)
+        D = 2 if self.bidirectional else 1
+        run = self._direction(return_gates, lens)
+        out, final, trace = stack(x, state, self.num_layers, D, self.dropout, self.training, run)
+        out, trace = mask_padding(out, trace, lens)
+        result_out, final, trace = restore_layout(out, final, trace, layout, input)
+        result = (result_out, final if tuple_state else final[0])
+        return result + (trace,) if return_gates else result
+
+    def extra_repr(self) -> str:
+        s = f"{self.cell_class.__name__}, {self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for k in ("bias", "batch_first", "bidirectional"):
+            if getattr(self, k) != (k == "bias"):
+                s += f", {k}={getattr(self, k)}"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        reg = self.regularisers
+        if reg.any:
+            s += f", regularisers={reg}"
+        return s + "".join(f", {k}={v!r}" for k, v in self.cell_kwargs.items())
+
+
+class _Variant(Recurrent):
+    """A :class:`Recurrent` of one built-in cell: ``Variant(input_size, hidden_size, ...)``."""
+
+    cell: type[Cell]
+
+    def __init__(self, input_size: int, hidden_size: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(self.cell, input_size, hidden_size, *args, **kwargs)
+
+
+class LayerNormLSTM(_Variant):
+    """Layer-normalised LSTM layer (Ba et al. 2016); see :class:`LayerNormLSTMCell`.
+    Extra: ``forget_bias=``, ``eps=``."""
+
+    cell = LayerNormLSTMCell
+
+
+class LayerNormGRU(_Variant):
+    """Layer-normalised GRU layer; see :class:`LayerNormGRUCell`. Extra: ``eps=``."""
+
+    cell = LayerNormGRUCell
+
+
+class PeepholeLSTM(_Variant):
+    """LSTM layer with peepholes (Gers & Schmidhuber 2000); see :class:`PeepholeLSTMCell`.
+    Extra: ``forget_bias=``."""
+
+    cell = PeepholeLSTMCell
+
+
+class CIFGLSTM(_Variant):
+    """LSTM layer with a coupled input-forget gate (Greff et al. 2017); see
+    :class:`CIFGLSTMCell`. Extra: ``forget_bias=``."""
+
+    cell = CIFGLSTMCell
+
+
+class MGU(_Variant):
+    """Minimal gated unit layer (Zhou et al. 2016); see :class:`MGUCell`."""
+
+    cell = MGUCell
+
+
+class IndRNN(_Variant):
+    """Independently recurrent layer (Li et al. 2018); see :class:`IndRNNCell`.
+    Extra: ``nonlinearity=``."""
+
+    cell = IndRNNCell

@@ -1,0 +1,224 @@
+"""Unroll a cell over time: lengths, reversal, stacking, layouts. Shared by the stock
+layers (:mod:`rnnkit.layers`) and :class:`rnnkit.Recurrent`.
+
+Sequences are right-padded: steps past a length never influence the real ones, so the
+loop needs no mask; outputs are zeroed past each length and final states taken at each
+sequence's last real step. The reverse direction reads each sequence backwards from its
+own last real token (an index that reverses within each length).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from rnnkit.cells.base import Cell, State
+from rnnkit.cells.regularisers import ZoneMask
+
+__all__ = ["check_lengths", "run_cell", "unroll", "stack", "time_major", "restore_layout"]
+
+Direction = Callable[[int, int, Tensor, State], tuple[Tensor, State, Any]]
+
+
+def check_lengths(lengths: Tensor | list[int], T: int, B: int) -> Tensor:
+    """Lengths as a CPU long tensor ``(B,)`` with 1 ≤ length ≤ T."""
+    lengths = torch.as_tensor(lengths, dtype=torch.long, device="cpu")
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
+    if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+        raise ValueError(
+            f"lengths must lie in [1, {T}], got min {int(lengths.min())}, max {int(lengths.max())}"
+        )
+    return lengths
+
+
+def reverse_index(lengths: Tensor | None, T: int, B: int, device: torch.device) -> Tensor | None:
+    """Index ``(T, B)`` that reverses each sequence within its length (an involution)."""
+    if lengths is None:
+        return None
+    t = torch.arange(T, device=device).unsqueeze(1)  # (T, 1)
+    last = lengths.to(device).unsqueeze(0) - 1  # (1, B)
+    return torch.where(t <= last, last - t, t)
+
+
+def time_reverse(x: Tensor, index: Tensor | None) -> Tensor:
+    """``x (T, B, ...)`` reversed in time, within lengths when ``index`` is given."""
+    if index is None:
+        return x.flip(0)
+    return x.gather(0, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+def last(seq: Tensor, lengths: Tensor | None) -> Tensor:
+    """State at each sequence's last real step: seq ``(T, B, H)`` → ``(B, H)``."""
+    if lengths is None:
+        return seq[-1]
+    idx = (lengths.to(seq.device) - 1).view(1, -1, 1).expand(1, seq.shape[1], seq.shape[2])
+    return seq.gather(0, idx).squeeze(0)
+
+
+def unroll(
+    cell: Cell, gi: Tensor, state: State, zone: list[ZoneMask] | None = None, record: bool = False
+) -> tuple[list[Tensor], Any]:
+    """Step ``cell`` over ``gi (T, B, G·H)`` from ``state``.
+
+    Returns one ``(T, B, ·)`` sequence per state (the hidden state first) and, when
+    ``record``, the trace: the cell's ``Gates`` with one ``(T, B, ·)`` tensor per field.
+    ``zone`` (zoneout) mixes each new state with the previous one after the step.
+    Without autograd the states go into preallocated buffers.
+    """
+    T = gi.shape[0]
+    grad = torch.is_grad_enabled()
+    seqs: list[list[Tensor]] = [[] for _ in state]
+    bufs = [] if grad else [gi.new_empty(T, *s.shape) for s in state]
+    slots = [b.unbind(0) for b in bufs]
+    masks = [z.unbind(0) if isinstance(z, Tensor) else z for z in zone] if zone else None
+    steps = []
+    for t, gi_t in enumerate(gi.unbind(0)):  # unbind: one backward node, not T
+        new, gates = cell.step(gi_t, state)
+        if masks is not None:  # s_t = d ⊙ s_{t-1} + (1 - d) ⊙ s̃_t
+            new = tuple(
+                s if d is None else torch.lerp(s, old, d if isinstance(d, float) else d[t])
+                for s, old, d in zip(new, state, masks)
+            )
+            if record:
+                gates = gates._replace(**dict(zip(cell.state, new)))
+        state = new
+        for k, s in enumerate(state):
+            if grad:
+                seqs[k].append(s)
+            else:
+                slots[k][t].copy_(s)
+        if record:
+            steps.append(gates)
+    out = [torch.stack(s) for s in seqs] if grad else bufs
+    trace = type(steps[0])(*(torch.stack(f) for f in zip(*steps))) if record else None
+    return out, trace
+
+
+def run_cell(
+    cell: Cell,
+    x: Tensor,
+    state: State,
+    lengths: Tensor | None,
+    reverse: bool,
+    zone: list[ZoneMask] | None = None,
+    record: bool = False,
+) -> tuple[Tensor, State, Any]:
+    """One layer, one direction, any cell: x ``(T, B, I)`` → output ``(T, B, H)``,
+    final state (each ``(B, ·)``), trace or None."""
+    rev = reverse_index(lengths, x.shape[0], x.shape[1], x.device) if reverse else None
+    if reverse:
+        x = time_reverse(x, rev)
+    seqs, trace = unroll(cell, cell.project(x), state, zone, record)  # one GEMM for all T
+    final = tuple(last(s, lengths) for s in seqs)
+    out, trace = reverse_out(seqs[0], trace, reverse, rev)
+    return out, final, trace
+
+
+def reverse_out(out: Tensor, trace: Any, reverse: bool, rev: Tensor | None) -> tuple[Tensor, Any]:
+    """Put a reversed direction's output and trace back in reading order."""
+    if not reverse:
+        return out, trace
+    if trace is not None:
+        trace = type(trace)(*(time_reverse(f, rev) for f in trace))
+    return time_reverse(out, rev), trace
+
+
+def stack(
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    num_layers: int,
+    directions: int,
+    dropout: float,
+    training: bool,
+    run: Direction,
+) -> tuple[Tensor, tuple[Tensor, ...], Any]:
+    """Layers on top of each other, each one or two directions concatenated; dropout
+    between layers. ``run(layer, direction, x, state)`` → (out, final, trace).
+
+    x ``(T, B, I)``, state one ``(L·D, B, H)`` tensor per state name → output
+    ``(T, B, D·H)``, final states ``(L·D, B, H)``, trace fields ``(L·D, T, B, H)``.
+    """
+    finals: list[State] = []
+    traces: list[Any] = []
+    for layer in range(num_layers):
+        outs = []
+        for d in range(directions):
+            s = tuple(st[layer * directions + d] for st in state)
+            out, fin, trace = run(layer, d, x, s)
+            outs.append(out)
+            finals.append(fin)
+            traces.append(trace)
+        x = outs[0] if directions == 1 else torch.cat(outs, dim=2)
+        if dropout and training and layer < num_layers - 1:
+            x = F.dropout(x, dropout, training=True)
+    final = tuple(torch.stack(f) for f in zip(*finals))
+    trace = None if traces[0] is None else type(traces[0])(*(torch.stack(f) for f in zip(*traces)))
+    return x, final, trace
+
+
+def time_major(
+    input: Tensor | PackedSequence,
+    hx: Any,
+    lengths: Tensor | list[int] | None,
+    batch_first: bool,
+    tuple_state: bool,
+    name: str,
+) -> tuple[Tensor, Any, Tensor | None, str]:
+    """Input as a padded ``(T, B, I)`` batch, its lengths, and the layout it came in:
+    ``packed``, ``unbatched``, ``batch_first`` or ``time_major``."""
+    if isinstance(input, PackedSequence):
+        x, lens = pad_packed_sequence(input)  # (T, B, I), original batch order
+        return x, hx, lens, "packed"
+    x, layout = input, "time_major"
+    if x.dim() == 2:
+        x, layout = x.unsqueeze(1), "unbatched"
+        if hx is not None:
+            hx = tuple(h.unsqueeze(1) for h in hx) if tuple_state else hx.unsqueeze(1)
+    elif x.dim() != 3:
+        raise ValueError(f"{name}: expected a 2-D or 3-D input, got {x.dim()}-D")
+    elif batch_first:
+        x, layout = x.transpose(0, 1), "batch_first"
+    if lengths is None:
+        return x, hx, None, layout
+    return x, hx, check_lengths(lengths, x.shape[0], x.shape[1]), layout
+
+
+def mask_padding(out: Tensor, trace: Any, lengths: Tensor | None) -> tuple[Tensor, Any]:
+    """Zero the output ``(T, B, ·)`` and every trace field past each length."""
+    if lengths is None:
+        return out, trace
+    mask = (torch.arange(out.shape[0]).unsqueeze(1) < lengths).to(out.device)  # (T, B)
+    out = out * mask.unsqueeze(-1).to(out.dtype)
+    if trace is not None:
+        trace = type(trace)(*(f * mask.unsqueeze(-1).to(f.dtype) for f in trace))
+    return out, trace
+
+
+def restore_layout(
+    out: Tensor, final: tuple[Tensor, ...], trace: Any, layout: str, like: Tensor | PackedSequence
+) -> tuple[Any, tuple[Tensor, ...], Any]:
+    """Output, final states and trace back in the layout the input came in."""
+    if layout == "packed":
+        return _repack(out, cast(PackedSequence, like)), final, trace
+    if layout == "unbatched":
+        trace = None if trace is None else type(trace)(*(f.squeeze(2) for f in trace))
+        return out.squeeze(1), tuple(f.squeeze(1) for f in final), trace
+    if layout == "batch_first":
+        trace = None if trace is None else type(trace)(*(f.transpose(1, 2) for f in trace))
+        return out.transpose(0, 1), final, trace
+    return out, final, trace
+
+
+def _repack(out: Tensor, like: PackedSequence) -> PackedSequence:
+    """Padded ``(T, B, H)`` in original batch order → a PackedSequence shaped as ``like``."""
+    if like.sorted_indices is not None:
+        out = out.index_select(1, like.sorted_indices)
+    bs = like.batch_sizes.to(out.device)
+    mask = torch.arange(out.shape[1], device=out.device).unsqueeze(0) < bs.unsqueeze(1)
+    return PackedSequence(out[mask], like.batch_sizes, like.sorted_indices, like.unsorted_indices)
