@@ -213,7 +213,11 @@ def test_wrong_types(tmp_path, yaml_text, key):
 def test_bad_choice(tmp_path):
     path = write(tmp_path, "model:\n  cell: transformer\n")
     msg = error_of(load_config, path)
-    assert msg == f"{path}: model.cell must be one of rnn, lstm, gru; got 'transformer'"
+    assert msg == (
+        f"{path}: model.cell must be one of rnn, lstm, gru, layernorm_lstm, layernorm_gru, "
+        "peephole_lstm, cifg_lstm, mgu, indrnn, or module:Class (a custom rnnkit.Cell); "
+        "got 'transformer'"
+    )
     assert "train.device" in error_of(load_config, None, ["train.device=gpu"])
     assert "data.task" in error_of(load_config, None, ["data.task=parity"])
 

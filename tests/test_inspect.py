@@ -303,3 +303,52 @@ def test_cli_inspect(tmp_path, capsys):
         assert main([*bad, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("rnnkit: error: ") and err.count("\n") == 1
+
+
+CUSTOM_CELL = '''
+from typing import NamedTuple
+import torch
+from torch import Tensor
+import rnnkit
+
+
+class SqueezeGates(NamedTuple):
+    squeeze: Tensor
+    hidden: Tensor
+
+
+class SqueezeCell(rnnkit.Cell):
+    """s = σ(W_ih x + W_hh h + b); h = s ⊙ h_prev + (1 - s) ⊙ tanh(W_ih x)."""
+
+    Gates = SqueezeGates
+    chunks = 2
+
+    def step(self, gi, state):
+        a_s, a_h = gi.chunk(2, dim=1)
+        s = torch.sigmoid(a_s + self.hh(state[0], slice(0, 1)))
+        h = s * state[0] + (1 - s) * torch.tanh(a_h)
+        return (h,), SqueezeGates(s, h)
+'''
+
+
+@pytest.mark.parametrize("cell", ["mgu", "cifg_lstm", "layernorm_gru", "custom"])
+def test_inspect_draws_the_declared_gates_of_any_cell(cell, tmp_path, monkeypatch):
+    """Variants and a custom cell (model.cell = module:Class) are recorded and drawn by
+    the gate names their cell declares; saturation covers their σ gates by name."""
+    if cell == "custom":
+        (tmp_path / "my_cells.py").write_text(CUSTOM_CELL, encoding="utf-8")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        cell = "my_cells:SqueezeCell"
+    bundle = make_bundle(cell, enc_layers=1, dec_layers=1)
+    rec = record(bundle, "a b c")
+    declared = type(bundle.model.decoder.rnn.cells[0]).Gates._fields
+    for part, traces in rec.gates.items():
+        assert tuple(traces) == declared, part
+    ckpt = save_bundle(bundle, tmp_path / "m.pt")
+    result = run_inspect(ckpt, "a b c", tmp_path / "out", corpus=CORPUS, top_units=4)
+    names = {p.name for p in result.files}
+    assert {"gates_encoder_l0_forward.png", "gates_decoder_l0.png", "inspect.html"} <= names
+    sat = saturation(bundle, CORPUS)
+    sigmoid = {"mgu": {"forget"}, "cifg_lstm": {"input", "forget", "output"},
+               "layernorm_gru": {"reset", "update"}}.get(cell, set())
+    assert {key[3] for key in sat} == sigmoid

@@ -113,6 +113,10 @@ def build_model(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Se
         emb_dropout=m.emb_dropout,
         tie_embeddings=m.tie_embeddings,
         engine=m.engine,
+        forget_bias=m.forget_bias,
+        zoneout=m.zoneout,
+        recurrent_dropout=m.recurrent_dropout,
+        weight_drop=m.weight_drop,
     )
 
 

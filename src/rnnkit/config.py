@@ -58,6 +58,19 @@ __all__ = [
 
 # The built-in tasks of rnnkit.data.tasks.TASKS, repeated so that config stays light.
 TASK_NAMES = ("dates", "copy", "reverse", "sort")
+# The cells of rnnkit.model.CELLS, likewise; "module:Class" names a custom rnnkit.Cell.
+CELL_NAMES = (
+    "rnn",
+    "lstm",
+    "gru",
+    "layernorm_lstm",
+    "layernorm_gru",
+    "peephole_lstm",
+    "cifg_lstm",
+    "mgu",
+    "indrnn",
+)
+CUSTOM_CELL = r"[A-Za-z_][\w.]*:[A-Za-z_]\w*"
 
 
 class ConfigError(ValueError):
@@ -119,7 +132,10 @@ class ModelConfig:
 
     section: ClassVar[str] = "model"
 
-    cell: str = _field("gru", choices=("rnn", "lstm", "gru"))  # recurrent cell of both sides
+    # recurrent cell of both sides: a built-in name or module:Class (a custom rnnkit.Cell)
+    cell: str = _field(
+        "gru", choices=CELL_NAMES, or_pattern=(CUSTOM_CELL, "module:Class (a custom rnnkit.Cell)")
+    )
     emb_size: int = _field(256, gt=0)  # embedding size E
     hidden_size: int = _field(256, gt=0)  # hidden size H of every recurrent layer
     enc_layers: int = _field(1, gt=0)  # stacked encoder layers
@@ -131,6 +147,12 @@ class ModelConfig:
     dropout: float = _field(0.3, ge=0, lt=1)  # dropout between layers and before the output
     emb_dropout: float = _field(0.1, ge=0, lt=1)  # dropout on embeddings
     tie_embeddings: bool = False  # share the target embedding with the output projection
+    # LSTM family: the forget-gate biases sum to this at initialisation (null: torch's init)
+    forget_bias: float | None = None
+    # regularisers of the encoder's recurrent layers (they make it run the explicit engine)
+    zoneout: float = _field(0.0, ge=0, lt=1)  # each unit keeps its previous value w.p. z
+    recurrent_dropout: float = _field(0.0, ge=0, lt=1)  # one mask per sequence on h into W_hh
+    weight_drop: float = _field(0.0, ge=0, lt=1)  # DropConnect on W_hh, per forward
     # recurrent kernels: auto, explicit (readable cells), native (torch fused), reference
     engine: str = _field("auto", choices=("auto", "explicit", "native", "reference"))
 
@@ -279,8 +301,11 @@ def _check_meta(
     value: Any, meta: Mapping[str, Any], name: str, source: str, nullable: bool
 ) -> None:
     null = " (or null)" if nullable else ""
+    custom = meta.get("or_pattern")
     if "choices" in meta and value not in meta["choices"]:
-        allowed = ", ".join(meta["choices"])
+        if custom and isinstance(value, str) and re.fullmatch(custom[0], value):
+            return
+        allowed = ", ".join(meta["choices"]) + (f", or {custom[1]}" if custom else "")
         raise ConfigError(f"{source}: {name} must be one of {allowed}{null}; got {value!r}")
     if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
         raise ConfigError(f"{source}: {name} must be {meta['pattern_help']}{null}; got {value!r}")

@@ -32,6 +32,7 @@ from rnnkit.record import Part, Recording, SatKey  # noqa: E402
 
 __all__ = [
     "GATE_PANELS",
+    "gate_panels",
     "InspectResult",
     "plot_attention",
     "plot_gates",
@@ -47,6 +48,22 @@ GATE_PANELS: dict[str, tuple[str, ...]] = {
     "GRU": ("update", "reset", "candidate"),
     "RNN": ("hidden",),
 }
+
+
+def gate_panels(cell: str, fields: Sequence[str]) -> list[str]:
+    """The traced quantities a gate figure shows, in order: the stock table for the stock
+    cells and for any cell with the same gate names (the LSTM and GRU variants), else
+    every declared gate but the hidden state (all of them if that is the only one)."""
+    if cell in GATE_PANELS:
+        return [n for n in GATE_PANELS[cell] if n in fields]
+    for kind in ("LSTM", "GRU"):
+        if set(GATE_PANELS[kind]) <= set(fields) and len(fields) == _FIELD_COUNT[kind]:
+            return list(GATE_PANELS[kind])
+    rest = [n for n in fields if n != "hidden"]
+    return rest or list(fields)
+
+
+_FIELD_COUNT = {"LSTM": 6, "GRU": 4}  # fields of LSTMGates / GRUGates
 # name, symbol and range of each traced quantity; None: symmetric around 0, data-scaled
 _GATE_INFO: dict[str, tuple[str, tuple[float, float] | None]] = {
     "input": ("input gate i", (0.0, 1.0)),
@@ -152,7 +169,7 @@ def plot_gates(rec: Recording, part: Part, path: str | Path, units: int = 16) ->
     cell and hidden states are scaled to their largest magnitude, blue < 0 < red.
     """
     traces = rec.gates[part]
-    names = [n for n in GATE_PANELS[rec.cell] if n in traces]
+    names = gate_panels(rec.cell, list(traces))
     tokens = rec.tokens(part)
     T = len(tokens)
     k = min(units, traces[names[0]].shape[1])
@@ -168,7 +185,7 @@ def plot_gates(rec: Recording, part: Part, path: str | Path, units: int = 16) ->
         values = traces[name]  # (T, H)
         idx = top_units(values, k)
         shown = values[:, idx].T.numpy()  # (k, T)
-        label, span = _GATE_INFO[name]
+        label, span = _GATE_INFO.get(name, (name, None))
         if span is None:
             m = float(abs(shown).max()) or 1.0
             span = (-m, m)
@@ -191,6 +208,8 @@ def plot_gates(rec: Recording, part: Part, path: str | Path, units: int = 16) ->
     what = "hidden state" if rec.cell == "RNN" else "gates and cell state"
     if rec.cell == "GRU":
         what = "gates and candidate"
+    elif rec.cell not in GATE_PANELS:
+        what = ", ".join(names)
     fig.suptitle(f"{rec.cell} {what}, {part_title(part)}", fontsize=11)
     return save_figure(fig, path)
 

@@ -23,7 +23,7 @@ from typing import Any
 from torch import Tensor
 
 from rnnkit.data import write_atomic
-from rnnkit.inspect import GATE_PANELS
+from rnnkit.inspect import gate_panels
 from rnnkit.record import Recording, SatKey
 
 __all__ = ["page_data", "write_html"]
@@ -67,7 +67,7 @@ def page_data(
     parts = []
     for part, traces in rec.gates.items():
         gates, order, sat = {}, {}, {}
-        first = [n for n in GATE_PANELS[rec.cell] if n in traces]
+        first = gate_panels(rec.cell, list(traces))
         for name in first + [n for n in traces if n not in first]:
             values = traces[name]
             gates[name] = _rows(values.float())

@@ -33,6 +33,7 @@ Shapes: B batch, S source, T target, E embedding, H hidden, V vocabulary.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, NamedTuple
 
 import torch
@@ -40,14 +41,73 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.attention import BahdanauAttention, LuongAttention
-from rnnkit.cells import StackedCell
+from rnnkit.cells import (
+    CIFGLSTMCell,
+    IndRNNCell,
+    LayerNormGRUCell,
+    LayerNormLSTMCell,
+    MGUCell,
+    PeepholeLSTMCell,
+    StackedCell,
+)
+from rnnkit.cells.base import Cell
 from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.recurrent import Recurrent
 
-__all__ = ["EncoderOutput", "DecoderStep", "Encoder", "Decoder", "Seq2Seq", "sequence_loss"]
+__all__ = [
+    "EncoderOutput",
+    "DecoderStep",
+    "Encoder",
+    "Decoder",
+    "Seq2Seq",
+    "sequence_loss",
+    "resolve_cell",
+]
 
-CELLS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+# config name → a stock kind (torch.nn layout, fused kernels) or a Cell class
+CELLS: dict[str, str | type[Cell]] = {
+    "rnn": "RNN",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "layernorm_lstm": LayerNormLSTMCell,
+    "layernorm_gru": LayerNormGRUCell,
+    "peephole_lstm": PeepholeLSTMCell,
+    "cifg_lstm": CIFGLSTMCell,
+    "mgu": MGUCell,
+    "indrnn": IndRNNCell,
+}
 ATTENTIONS = ("bahdanau", "luong", "none")
 State = dict[str, Tensor]  # every tensor batch first, so beam search reorders with index_select
+
+
+def resolve_cell(name: str) -> str | type[Cell]:
+    """A cell name of :data:`CELLS`, or ``"module:Class"`` for a custom :class:`Cell`
+    (imported here). Raises ValueError naming what is wrong."""
+    if name in CELLS:
+        return CELLS[name]
+    if ":" not in name:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)} or module:Class; got {name!r}")
+    module, _, attr = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cell {name!r}: cannot import it ({e})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Cell)):
+        raise ValueError(f"cell {name!r} is not a subclass of rnnkit.Cell")
+    return cls
+
+
+def _cell_options(cell: str | type[Cell], forget_bias: float | None) -> dict[str, Any]:
+    """``forget_bias`` for the cells that take it (the LSTM family)."""
+    if forget_bias is None:
+        return {}
+    lstm_family = cell == "LSTM" or (
+        isinstance(cell, type) and "forget_bias" in cell.__init__.__code__.co_varnames
+    )
+    if not lstm_family:
+        name = cell if isinstance(cell, str) else cell.__name__
+        raise ValueError(f"forget_bias applies to the LSTM family, not to {name}")
+    return {"forget_bias": forget_bias}
 
 
 class EncoderOutput(NamedTuple):
@@ -93,19 +153,23 @@ class Encoder(nn.Module):
         emb_dropout: float = 0.0,
         engine: str = "auto",
         pad_id: int = 0,
+        regularisers: dict[str, Any] | None = None,
+        forget_bias: float | None = None,
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
-        layer = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}[CELLS[cell]]
-        self.rnn = layer(
-            emb_size,
-            hidden_size,
-            num_layers=num_layers,
-            batch_first=True,
-            bidirectional=bidirectional,
-            dropout=dropout if num_layers > 1 else 0.0,
-            engine=engine,
-        )
+        kind = resolve_cell(cell)
+        kw = dict(regularisers or {}, **_cell_options(kind, forget_bias))
+        args = (emb_size, hidden_size, num_layers)
+        opts = dict(batch_first=True, bidirectional=bidirectional)
+        opts["dropout"] = dropout if num_layers > 1 else 0.0
+        self.rnn: nn.Module
+        if isinstance(kind, str):
+            layer = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}[kind]
+            self.rnn = layer(*args, engine=engine, **opts, **kw)
+        else:  # no fused kernel computes a custom cell: its explicit loop, whatever the engine
+            eng = "reference" if engine == "reference" else "explicit"
+            self.rnn = Recurrent(kind, *args, engine=eng, **opts, **kw)
         self.emb_dropout = nn.Dropout(emb_dropout)
         self.out_dropout = nn.Dropout(dropout)
         self.num_directions = 2 if bidirectional else 1
@@ -143,13 +207,16 @@ class Decoder(nn.Module):
         emb_dropout: float = 0.0,
         out_size: int | None = None,
         pad_id: int = 0,
+        forget_bias: float | None = None,
     ) -> None:
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}; got {attention!r}")
         if bridge not in ("learned", "zeros"):
             raise ValueError(f"bridge must be 'learned' or 'zeros'; got {bridge!r}")
-        self.style, self.kind, self.hidden_size = attention, CELLS[cell], hidden_size
+        kind = resolve_cell(cell)
+        self.style, self.hidden_size = attention, hidden_size
+        self.kind = kind if isinstance(kind, str) else kind.__name__.removesuffix("Cell")
         self.num_layers, self.out_size = num_layers, out_size or hidden_size
         self.embed = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
         self.emb_dropout = nn.Dropout(emb_dropout)
@@ -164,7 +231,8 @@ class Decoder(nn.Module):
                 self.attention = BahdanauAttention(hidden_size, enc_size, hidden_size)
             rnn_in = emb_size + enc_size  # [E y; c_t] or [E y; C]
             self.W_o = nn.Linear(hidden_size + enc_size + emb_size, self.out_size)
-        self.rnn = StackedCell(self.kind, rnn_in, hidden_size, num_layers, dropout)
+        opts = _cell_options(kind, forget_bias)
+        self.rnn = StackedCell(kind, rnn_in, hidden_size, num_layers, dropout, **opts)
         self.bridge = nn.Linear(enc_size, hidden_size) if bridge == "learned" else None
 
     def init_state(self, enc: EncoderOutput) -> State:
@@ -176,7 +244,7 @@ class Decoder(nn.Module):
             h = torch.tanh(self.bridge(enc.final)).unsqueeze(1).expand(-1, self.num_layers, -1)
             h = h.contiguous()
         state = {"h": h}
-        if self.kind == "LSTM":
+        if self.rnn.has_cell_state:
             state["c"] = h
         if self.style == "luong":
             state["feed"] = enc.final.new_zeros(B, self.out_size)
@@ -217,7 +285,13 @@ class Decoder(nn.Module):
 
 class Seq2Seq(nn.Module):
     """Encoder-decoder with attention. ``engine`` applies to every recurrent part:
-    ``"auto"`` / ``"native"`` use fused kernels, ``"explicit"`` / ``"reference"`` our cells."""
+    ``"auto"`` / ``"native"`` use fused kernels, ``"explicit"`` / ``"reference"`` our cells
+    (the variants of :data:`CELLS` and custom cells always run our cells).
+
+    ``cell`` names a built-in cell (:data:`CELLS`) or a custom :class:`Cell` as
+    ``"module:Class"``; ``forget_bias`` initialises the LSTM family's forget biases (both
+    sides); ``zoneout``, ``recurrent_dropout``, ``weight_drop`` regularise the encoder's
+    recurrent layers."""
 
     def __init__(
         self,
@@ -239,10 +313,22 @@ class Seq2Seq(nn.Module):
         pad_id: int = 0,
         bos_id: int = 2,
         eos_id: int = 3,
+        forget_bias: float | None = None,
+        zoneout: float = 0.0,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
     ) -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {cell!r}")
+        resolve_cell(cell)  # a clear error before anything is built
+        regularisers = {
+            k: v
+            for k, v in (
+                ("zoneout", zoneout),
+                ("recurrent_dropout", recurrent_dropout),
+                ("weight_drop", weight_drop),
+            )
+            if v
+        }
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.engine = engine
         self.encoder = Encoder(
@@ -256,6 +342,8 @@ class Seq2Seq(nn.Module):
             emb_dropout,
             engine,
             pad_id,
+            regularisers,
+            forget_bias,
         )
         self.decoder = Decoder(
             tgt_vocab_size,
@@ -271,6 +359,7 @@ class Seq2Seq(nn.Module):
             emb_dropout,
             emb_size if tie_embeddings else hidden_size,
             pad_id,
+            forget_bias,
         )
         self.W_out = nn.Linear(self.decoder.out_size, tgt_vocab_size)
         if tie_embeddings:  # Press & Wolf 2017: output projection = target embeddings

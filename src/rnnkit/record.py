@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,6 +31,7 @@ __all__ = [
     "Part",
     "SatKey",
     "SIGMOID_GATES",
+    "sigmoid_gates",
     "Recording",
     "record",
     "saturation",
@@ -46,7 +48,18 @@ SIGMOID_GATES: dict[str, tuple[str, ...]] = {
     "GRU": ("reset", "update"),
     "RNN": (),
 }
+_SIGMOID_NAMES = ("input", "forget", "output", "reset", "update")
 DIRECTIONS = ("forward", "backward")
+
+
+def sigmoid_gates(model: Any) -> tuple[str, ...]:
+    """The σ gates of ``model``'s cell: the stock table, else the cell's declared gate
+    names that are σ gates by name (a custom cell's other gates are not assumed to be)."""
+    kind = model.decoder.kind
+    if kind in SIGMOID_GATES:
+        return SIGMOID_GATES[kind]
+    fields = type(model.decoder.rnn.cells[0]).Gates._fields
+    return tuple(n for n in fields if n in _SIGMOID_NAMES)
 
 
 @dataclass
@@ -61,7 +74,8 @@ class Recording:
         gates: ``Part`` → gate name → ``(S, H)`` (encoder) or ``(T, H)`` (decoder),
             one entry per field of the cell's trace (LSTM: input, forget, candidate,
             output, cell, hidden; GRU: reset, update, candidate, hidden; RNN: hidden).
-        cell: ``"LSTM"``, ``"GRU"`` or ``"RNN"``.
+        cell: ``"LSTM"``, ``"GRU"``, ``"RNN"``, or a variant's or custom cell's class name
+            without ``Cell`` (``"LayerNormLSTM"``); its traces hold the declared gates.
     """
 
     src_tokens: list[str]
@@ -228,7 +242,7 @@ def saturation(
     if not ids:
         raise DataError("inspect: the corpus has no non-empty sentence")
     model = bundle.model
-    names = SIGMOID_GATES[model.decoder.kind]
+    names = sigmoid_gates(model)
     if not names:
         return {}
     tally = _Tally(left, right)
