@@ -13,6 +13,11 @@ What makes it fast, measured against the readable per-step loop with autograd:
   covers three gates; the weights are permuted on entry and their gradients back
   on exit, so parameters keep torch's ``i f g o`` layout.
 
+Regularisers (:mod:`rnnkit.cells.regularisers`) run inside the loop too: recurrent
+dropout multiplies the h entering ``W_hh`` by its per-sequence mask (and the gradient
+leaving it), zoneout mixes each new state with the previous one after the step,
+``s_t = d ⊙ s_{t-1} + (1 - d) ⊙ s̃_t``, and splits the gradient the same way.
+
 Padding needs no masking inside the loop: sequences are right-padded, so steps past
 a length never influence the real ones; the caller zeroes those outputs and takes
 final states at each true last step, and the backward pass sees zero gradient there.
@@ -39,23 +44,53 @@ def supports(kind: str, weights: dict) -> bool:
 
 
 def run(
-    kind: str, x: Tensor, state: tuple[Tensor, ...], weights: dict, lengths: Tensor | None
+    kind: str,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    weights: dict,
+    lengths: Tensor | None,
+    zone: list[Any] | None = None,
+    rmask: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """One direction over x ``(T, B, I)`` from ``state`` (``(h0,)`` or ``(h0, c0)``).
 
+    ``zone``: zoneout per state (hidden, then cell): keep masks ``(T, B, H)``, a rate
+    (evaluation) or None; ``rmask``: the recurrent-dropout mask ``(B, H)`` or None (the
+    vanilla RNN takes neither: see :func:`supports`).
     Returns the hidden states of every step ``(T, B, H)`` and, for the LSTM, the cell
     state at each sequence's last step ``(B, H)``.
     """
     w = weights
+    z_h, z_c = (list(zone) + [None])[:2] if zone else (None, None)
     if kind == "LSTM":
         last = None if lengths is None else (lengths - 1).tolist()
+        reg = (_steps(z_h), _steps(z_c), rmask)
         h, c_n = _LSTM.apply(
-            x, state[0], state[1], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], last
+            x, state[0], state[1], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], last, reg
         )
         return h, c_n
     if kind == "GRU":
-        return _GRU.apply(x, state[0], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"]), None
+        reg = (_steps(z_h), None, rmask)
+        return _GRU.apply(x, state[0], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], reg), None
     return _RNN.apply(x, state[0], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], w["relu"]), None
+
+
+def _steps(z: Tensor | float | None) -> Any:
+    """Zoneout keep masks as per-step views ``(B, H)`` (a rate stays a number)."""
+    return z.unbind(0) if isinstance(z, Tensor) else z
+
+
+def _zone_grad(d: Tensor, keep: Any, t: int, carry: Tensor) -> None:
+    """Split the gradient ``d`` of a zoned-out state: ``carry`` gets the part that flows to
+    the previous state (d ⊙ keep), ``d`` keeps the part of the new candidate (d ⊙ (1 - keep))."""
+    k = keep if isinstance(keep, float) else keep[t]
+    torch.mul(d, k, out=carry)
+    d.sub_(carry)
+
+
+def _masked(hs: Tensor, rmask: Tensor | None) -> Tensor:
+    """The states that entered ``W_hh``: ``hs[:-1]``, times the recurrent-dropout mask."""
+    return hs[:-1] if rmask is None else hs[:-1] * rmask
 
 
 def _input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
@@ -118,6 +153,7 @@ class _LSTM(torch.autograd.Function):
         b_ih: Tensor | None,
         b_hh: Tensor | None,
         last: list[int] | None,
+        reg: tuple[Any, Any, Tensor | None] = (None, None, None),
     ) -> tuple[Tensor, Tensor]:
         T, B, _ = x.shape
         H = w_hh.shape[1]
@@ -134,16 +170,25 @@ class _LSTM(torch.autograd.Function):
         A, S, G = acts.unbind(0), acts[..., : 3 * H].unbind(0), acts[..., 3 * H :].unbind(0)
         I, F, O = (acts[..., k * H : (k + 1) * H].unbind(0) for k in range(3))
         Hs, Cs, TC = hs.unbind(0), cs.unbind(0), tanh_c.unbind(0)
+        z_h, z_c, rmask = reg
+        h_in = torch.empty_like(h0)
         for t in range(T):
-            A[t].addmm_(Hs[t], w_hh_t)
+            if rmask is None:
+                A[t].addmm_(Hs[t], w_hh_t)
+            else:  # recurrent dropout on the h entering W_hh
+                A[t].addmm_(torch.mul(Hs[t], rmask, out=h_in), w_hh_t)
             S[t].sigmoid_()  # i f o
             G[t].tanh_()  # g = C̃
             torch.mul(F[t], Cs[t], out=Cs[t + 1])  # c = f ⊙ c_prev + i ⊙ g
             Cs[t + 1].addcmul_(I[t], G[t])
             torch.tanh(Cs[t + 1], out=TC[t])  # h = o ⊙ tanh(c)
             torch.mul(O[t], TC[t], out=Hs[t + 1])
+            if z_c is not None:  # zoneout: s_t = lerp(s̃_t, s_{t-1}, d)
+                Cs[t + 1].lerp_(Cs[t], z_c if isinstance(z_c, float) else z_c[t])
+            if z_h is not None:
+                Hs[t + 1].lerp_(Hs[t], z_h if isinstance(z_h, float) else z_h[t])
         ctx.save_for_backward(x, w_ih_p, w_hh_p, acts, hs, cs, tanh_c)
-        ctx.has_bias = b_ih is not None
+        ctx.has_bias, ctx.reg = b_ih is not None, reg
         if last is None:
             c_n = cs[T]
             ctx.ends = {T - 1: None}
@@ -169,6 +214,8 @@ class _LSTM(torch.autograd.Function):
         dI, dF, dO, dG_ = (dG[..., k * H : (k + 1) * H].unbind(0) for k in range(4))
         S, dS, dGt = acts[..., : 3 * H].unbind(0), dG[..., : 3 * H].unbind(0), dG.unbind(0)
         Cs, TC, dHs = cs.unbind(0), tanh_c.unbind(0), dH.unbind(0)
+        z_h, z_c, rmask = ctx.reg
+        carry_h, carry_c = torch.empty_like(dh), torch.empty_like(dc)
         for t in range(T - 1, -1, -1):
             dh.add_(dHs[t])
             if t in ctx.ends:
@@ -177,6 +224,10 @@ class _LSTM(torch.autograd.Function):
                     dc.add_(dc_n)
                 else:
                     dc[rows] += dc_n[rows]
+            if z_h is not None:
+                _zone_grad(dh, z_h, t, carry_h)
+            if z_c is not None:
+                _zone_grad(dc, z_c, t, carry_c)
             # dc += dh ⊙ o ⊙ (1 - tanh²(c))
             torch.mul(TC[t], TC[t], out=tmp)
             tmp.neg_().add_(1).mul_(O[t]).mul_(dh)
@@ -192,12 +243,18 @@ class _LSTM(torch.autograd.Function):
             dG_[t].addcmul_(dG_[t], tmp, value=-1)
             dc.mul_(F[t])
             torch.mm(dGt[t], w_hh_p, out=dh)
+            if rmask is not None:
+                dh.mul_(rmask)
+            if z_h is not None:
+                dh.add_(carry_h)
+            if z_c is not None:
+                dc.add_(carry_c)
         need = ctx.needs_input_grad
         dx = torch.mm(dG.view(T * B, -1), w_ih_p).view(T, B, -1) if need[0] else None
         dw_ih = _ifog_to_ifgo(_weight_grads(dG, x, need[3]))
-        dw_hh = _ifog_to_ifgo(_weight_grads(dG, hs[:-1], need[4]))
+        dw_hh = _ifog_to_ifgo(_weight_grads(dG, _masked(hs, rmask), need[4]))
         db = _ifog_to_ifgo(dG.sum((0, 1))) if ctx.has_bias and (need[5] or need[6]) else None
-        return dx, dh, dc, dw_ih, dw_hh, db, db, None
+        return dx, dh, dc, dw_ih, dw_hh, db, db, None, None
 
 
 # ----------------------------------------------------------------------------- GRU
@@ -213,6 +270,7 @@ class _GRU(torch.autograd.Function):
         w_hh: Tensor,
         b_ih: Tensor | None,
         b_hh: Tensor | None,
+        reg: tuple[Any, Any, Tensor | None] = (None, None, None),
     ) -> Tensor:
         T, B, _ = x.shape
         H = w_hh.shape[1]
@@ -224,17 +282,22 @@ class _GRU(torch.autograd.Function):
         RZ, GHrz = acts[..., : 2 * H].unbind(0), gh[..., : 2 * H].unbind(0)
         R, Z, N = (acts[..., k * H : (k + 1) * H].unbind(0) for k in range(3))
         GH, GHn, Hs = gh.unbind(0), gh[..., 2 * H :].unbind(0), hs.unbind(0)
+        z_h, _, rmask = reg
+        h_in = torch.empty_like(h0)
         for t in range(T):
+            hin = Hs[t] if rmask is None else torch.mul(Hs[t], rmask, out=h_in)
             if b_hh is None:
-                torch.mm(Hs[t], w_hh_t, out=GH[t])
+                torch.mm(hin, w_hh_t, out=GH[t])
             else:
-                torch.addmm(b_hh, Hs[t], w_hh_t, out=GH[t])
+                torch.addmm(b_hh, hin, w_hh_t, out=GH[t])
             RZ[t].add_(GHrz[t]).sigmoid_()  # r, z
             N[t].addcmul_(R[t], GHn[t]).tanh_()  # n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
             torch.sub(Hs[t], N[t], out=Hs[t + 1])  # h = (1 - z) ⊙ n + z ⊙ h_prev
             Hs[t + 1].mul_(Z[t]).add_(N[t])
+            if z_h is not None:  # zoneout: h_t = lerp(h̃_t, h_{t-1}, d)
+                Hs[t + 1].lerp_(Hs[t], z_h if isinstance(z_h, float) else z_h[t])
         ctx.save_for_backward(x, w_ih, w_hh, acts, gh, hs)
-        ctx.has_bias = b_ih is not None
+        ctx.has_bias, ctx.reg = b_ih is not None, reg
         return hs[1:].clone()  # not a view: callers may modify it in place
 
     @staticmethod
@@ -251,8 +314,12 @@ class _GRU(torch.autograd.Function):
         RZ, dRZi, dRZh = (v[..., : 2 * H].unbind(0) for v in (acts, dGi, dGh))
         GHn, dGHn, dGH = gh[..., 2 * H :].unbind(0), dGh[..., 2 * H :].unbind(0), dGh.unbind(0)
         Hs, dHs = hs.unbind(0), dH.unbind(0)
+        z_h, _, rmask = ctx.reg
+        carry = torch.empty_like(dh)
         for t in range(T - 1, -1, -1):
             dh.add_(dHs[t])
+            if z_h is not None:
+                _zone_grad(dh, z_h, t, carry)
             torch.sub(Hs[t], N[t], out=dZ[t])  # ∂h/∂z = h_prev - n
             dZ[t].mul_(dh)
             torch.mul(dh, Z[t], out=dN[t])  # ∂h/∂n = 1 - z
@@ -265,16 +332,22 @@ class _GRU(torch.autograd.Function):
             dRZh[t].copy_(dRZi[t])
             torch.mul(dN[t], R[t], out=dGHn[t])
             dh.mul_(Z[t])
-            dh.addmm_(dGH[t], w_hh)
+            if rmask is None:
+                dh.addmm_(dGH[t], w_hh)
+            else:
+                dh.addcmul_(torch.mm(dGH[t], w_hh, out=tmp), rmask)
+            if z_h is not None:
+                dh.add_(carry)
         need = ctx.needs_input_grad
         dx = torch.mm(dGi.view(T * B, -1), w_ih).view(T, B, -1) if need[0] else None
         return (
             dx,
             dh,
             _weight_grads(dGi, x, need[2]),
-            _weight_grads(dGh, hs[:-1], need[3]),
+            _weight_grads(dGh, _masked(hs, ctx.reg[2]), need[3]),
             _bias_grad(dGi, ctx.has_bias, need[4]),
             _bias_grad(dGh, ctx.has_bias, need[5]),
+            None,
         )
 
 

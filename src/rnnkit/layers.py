@@ -76,10 +76,15 @@ def _run_direction(
     gate trace (a NamedTuple of ``(T, B, H)`` tensors) or None."""
     kind, reg, training = layer._kind, layer.regularisers, layer.training
     weights = dict(weights, w_hh=reg.drop_weight(weights["w_hh"], training))
-    fast_ok = not (record or reg.changes_recurrence(training)) and fast.supports(kind, weights)
+    fast_ok = not record and fast.supports(kind, weights)
+    if kind == "RNN" and reg.changes_recurrence(training):
+        fast_ok = False  # the fast RNN has no zoneout / recurrent dropout
     if engine == "explicit" and fast_ok:
         rev = reverse_index(lengths, x.shape[0], x.shape[1], x.device) if reverse else None
-        out, c_n = fast.run(kind, time_reverse(x, rev) if reverse else x, state, weights, lengths)
+        rmask = reg.recurrent_mask(state[0], training)  # drawn in the order the loop draws
+        zone = reg.zone(("hidden", "cell")[: len(state)], state, x.shape[0], training)
+        xd = time_reverse(x, rev) if reverse else x
+        out, c_n = fast.run(kind, xd, state, weights, lengths, zone, rmask)
         tail = (cast(Tensor, c_n),) if kind == "LSTM" else ()  # c_n is None but for the LSTM
         final = (last(out, lengths),) + tail
         return reverse_out(out, None, reverse, rev)[0], final, None
