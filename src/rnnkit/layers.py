@@ -179,9 +179,8 @@ class _Recurrent:
         m: Any = self
         for name, p in m.named_parameters():
             if name.startswith("bias_ih"):
-                set_forget_bias(
-                    p, getattr(m, "bias_hh" + name[7:]), m.hidden_size, 1, self.forget_bias
-                )
+                b = cast(float, self.forget_bias)
+                set_forget_bias(p, getattr(m, "bias_hh" + name[7:]), m.hidden_size, 1, b)
 
     def _initial_state(self, x: Tensor, hx: Any) -> tuple[Tensor, ...]:
         """``(h0,)`` or ``(h0, c0)``, each ``(L·D, B, ·)``; zeros when hx is None."""

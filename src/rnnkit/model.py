@@ -159,17 +159,16 @@ class Encoder(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
         kind = resolve_cell(cell)
-        kw = dict(regularisers or {}, **_cell_options(kind, forget_bias))
-        args = (emb_size, hidden_size, num_layers)
-        opts = dict(batch_first=True, bidirectional=bidirectional)
-        opts["dropout"] = dropout if num_layers > 1 else 0.0
+        kw: dict[str, Any] = dict(regularisers or {}, **_cell_options(kind, forget_bias))
+        kw.update(batch_first=True, bidirectional=bidirectional)
+        kw["dropout"] = dropout if num_layers > 1 else 0.0
         self.rnn: nn.Module
         if isinstance(kind, str):
             layer = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}[kind]
-            self.rnn = layer(*args, engine=engine, **opts, **kw)
+            self.rnn = layer(emb_size, hidden_size, num_layers, engine=engine, **kw)
         else:  # no fused kernel computes a custom cell: its explicit loop, whatever the engine
-            eng = "reference" if engine == "reference" else "explicit"
-            self.rnn = Recurrent(kind, *args, engine=eng, **opts, **kw)
+            kw["engine"] = "reference" if engine == "reference" else "explicit"
+            self.rnn = Recurrent(kind, emb_size, hidden_size, num_layers, **kw)
         self.emb_dropout = nn.Dropout(emb_dropout)
         self.out_dropout = nn.Dropout(dropout)
         self.num_directions = 2 if bidirectional else 1

@@ -48,6 +48,10 @@ class Cell(nn.Module):
     chunks: ClassVar[int] = 1
 
     recurrent_mask: Tensor | None = None  # (B, H) set by a layer for recurrent dropout
+    weight_ih: Tensor
+    weight_hh: Tensor
+    bias_ih: Tensor | None
+    bias_hh: Tensor | None
 
     def __init__(
         self,

@@ -28,6 +28,10 @@ class PeepholeLSTMCell(LSTMCell):
     the cell is the LSTM.
     """
 
+    peephole_i: Tensor
+    peephole_f: Tensor
+    peephole_o: Tensor
+
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         H = (self.hidden_size,)
         return {**super().parameter_shapes(), "peephole_i": H, "peephole_f": H, "peephole_o": H}

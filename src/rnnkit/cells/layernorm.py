@@ -24,6 +24,9 @@ __all__ = ["LayerNormLSTMCell", "LayerNormGRUCell"]
 class _LayerNormCell(Cell):
     """Shared: the gains ``ln_ih_gain``, ``ln_hh_gain`` (G·H,) of the two projections."""
 
+    ln_ih_gain: Tensor
+    ln_hh_gain: Tensor
+
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, eps: float = 1e-5, **kw: Any
     ) -> None:
@@ -69,6 +72,8 @@ class LayerNormLSTMCell(_LayerNormCell):
     Gates = LSTMGates
     state = ("hidden", "cell")
     chunks = 4
+    ln_cell_gain: Tensor
+    ln_cell_bias: Tensor
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -75,17 +75,18 @@ class StackedCell(nn.Module):
         hs: list[Tensor] = []
         cs: list[Tensor] = []
         gates: list[Any] = []
-        for k, cell in enumerate(self.cells):
+        for k, cell in enumerate(cast("list[Cell]", self.cells)):
             if k > 0 and self.dropout and self.training:
                 x = F.dropout(x, self.dropout, training=True)
             state = (h[:, k],) if c is None else (h[:, k], c[:, k])
+            new: tuple[Tensor, ...]
             if fused and self.fusable and not record:
-                w = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+                w: tuple[Any, ...] = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
                 if self.kind == "LSTM":
                     new = torch.lstm_cell(x, state, *w)
                 else:
                     relu = getattr(cell, "nonlinearity", "tanh") == "relu"
-                    fn = torch.rnn_relu_cell if relu else _FUSED[self.kind]
+                    fn: Any = torch.rnn_relu_cell if relu else _FUSED[self.kind]
                     new = (fn(x, state[0], *w),)
             else:
                 new, g = cell.step(cell.project(x), state)
