@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.cells.stock import LSTMCell, LSTMGates, RNNGates, set_forget_bias
+from rnnkit.cells.stock import LSTMCell, LSTMGates, RNNCell, set_forget_bias
 
 __all__ = ["PeepholeLSTMCell", "CIFGLSTMCell", "MGUCell", "MGUGates", "IndRNNCell"]
 
@@ -125,17 +125,16 @@ class MGUCell(Cell):
         return (h,), MGUGates(f, n, h)
 
 
-class IndRNNCell(Cell):
+class IndRNNCell(RNNCell):
     """Independently recurrent neural network (Li, Li, Cook, Zhu & Gao 2018, arXiv
-    1803.04831): each unit sees only its own past.
+    1803.04831): each unit sees only its own past. The Elman step of :class:`RNNCell`
+    with a diagonal recurrent matrix:
 
         h_t = relu(W x_t + b + u ⊙ h_{t-1})
 
     ``weight_hh`` is the vector u ``(H,)``, initialised U(0, 1); b = ``bias_ih + bias_hh``.
     ``nonlinearity="tanh"`` is allowed too.
     """
-
-    Gates = RNNGates
 
     def __init__(
         self,
@@ -145,10 +144,7 @@ class IndRNNCell(Cell):
         nonlinearity: str = "relu",
         **kw: Any,
     ) -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"IndRNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias, **kw)
+        super().__init__(input_size, hidden_size, bias, nonlinearity, **kw)
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         return {**super().parameter_shapes(), "weight_hh": (self.hidden_size,)}
@@ -163,8 +159,3 @@ class IndRNNCell(Cell):
             h = h * self.recurrent_mask
         out = self.weight_hh * h
         return out + self.bias_hh if bias and self.bias_hh is not None else out
-
-    def step(self, gi: Tensor, state: State) -> tuple[State, RNNGates]:
-        pre = gi + self.hh(state[0])
-        h = torch.relu(pre) if self.nonlinearity == "relu" else torch.tanh(pre)
-        return (h,), RNNGates(h)

@@ -212,11 +212,14 @@ class GRUCell(Cell):
     def step(self, gi: Tensor, state: State) -> tuple[State, GRUGates]:
         h_prev = state[0]
         gi_r, gi_z, gi_n = gi.chunk(3, dim=1)
-        gh_r, gh_z = self.hh(h_prev, slice(0, 2)).chunk(2, dim=1)
+        if self.reset_after:  # one product for the three blocks
+            gh_r, gh_z, gh_n = self.hh(h_prev).chunk(3, dim=1)
+        else:
+            gh_r, gh_z = self.hh(h_prev, slice(0, 2)).chunk(2, dim=1)
         r = torch.sigmoid(gi_r + gh_r)
         z = torch.sigmoid(gi_z + gh_z)
         if self.reset_after:
-            n = torch.tanh(gi_n + r * self.hh(h_prev, slice(2, 3)))
+            n = torch.tanh(gi_n + r * gh_n)
         else:
             n = torch.tanh(gi_n + self.hh(r * h_prev, slice(2, 3)))
         h = (1 - z) * n + z * h_prev
