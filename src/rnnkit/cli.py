@@ -319,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run an experiment that reproduces a claim of the "
         "literature and regenerate its section of docs/RESULTS.md",
     )
-    ex.add_argument("name", help="long-memory | attention-length | lstm-vs-gru | attention-cost")
+    ex.add_argument(
+        "name", help="long-memory | attention-length | lstm-vs-gru | attention-cost | variants"
+    )
     ex.add_argument(
         "--quick",
         action="store_true",

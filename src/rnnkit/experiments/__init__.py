@@ -24,6 +24,7 @@ EXPERIMENTS = {
     "attention-length": "attention_length",
     "lstm-vs-gru": "lstm_vs_gru",
     "attention-cost": "attention_cost",
+    "variants": "variants",
 }
 
 

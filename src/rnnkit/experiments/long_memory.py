@@ -21,9 +21,10 @@ c_t = f ⊙ c_{t-1} + i ⊙ g (and the GRU's h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,13 +62,24 @@ FULL = Setting((10, 20, 50, 100, 200, 400), (0, 1, 2), 64, 1000, 50, 1e-2, 1.0, 
 QUICK = Setting((10, 20), (0,), 32, 150, 32, 1e-2, 1.0, 200, 25)
 
 
-class AddingModel(nn.Module):
-    """A recurrent layer (engine "auto") and a linear read-out of its final state."""
+Layer = Callable[[int, int], nn.Module]  # (input_size, hidden) → a batch_first layer
 
-    def __init__(self, cell: str, hidden: int) -> None:
+
+def _layer(cls: type[nn.Module]) -> Layer:
+    return lambda i, h: cls(i, h, batch_first=True, engine="auto")  # type: ignore[call-arg]
+
+
+LAYERS: dict[str, Layer] = {"RNN": _layer(RNN), "LSTM": _layer(LSTM), "GRU": _layer(GRU)}
+
+
+class AddingModel(nn.Module):
+    """A recurrent layer (engine "auto") and a linear read-out of its final state.
+
+    ``layers`` maps a cell name to its layer factory (default :data:`LAYERS`)."""
+
+    def __init__(self, cell: str, hidden: int, layers: Mapping[str, Layer] = LAYERS) -> None:
         super().__init__()
-        layer = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}[cell]
-        self.rnn = layer(2, hidden, batch_first=True, engine="auto")
+        self.rnn = layers[cell](2, hidden)
         self.readout = nn.Linear(hidden, 1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -88,15 +100,22 @@ def held_out_mse(model: AddingModel, x: Tensor, y: Tensor, chunk: int = 500) -> 
     return total / len(y)
 
 
-def train_one(cell: str, T: int, seed: int, s: Setting, test: tuple[Tensor, Tensor]) -> dict:
+def train_one(
+    cell: str,
+    T: int,
+    seed: int,
+    s: Setting,
+    test: tuple[Tensor, Tensor],
+    layers: Mapping[str, Layer] = LAYERS,
+) -> dict:
     """Train one model from scratch; returns its test-MSE curve and final MSE.
 
     The seed fixes the initial weights and the stream of training batches, which is
     the same for every cell at that seed. Training stops early once the test MSE is
-    below :data:`DONE` (baseline / 100).
+    below :data:`DONE` (baseline / 100), or is no longer finite (diverged).
     """
     torch.manual_seed(seed)
-    model = AddingModel(cell, s.hidden)
+    model = AddingModel(cell, s.hidden, layers)
     opt = torch.optim.Adam(model.parameters(), lr=s.lr)
     gen = torch.Generator().manual_seed(10_000 + seed)
     curve = [(0, held_out_mse(model, *test))]
@@ -110,7 +129,7 @@ def train_one(cell: str, T: int, seed: int, s: Setting, test: tuple[Tensor, Tens
         opt.step()
         if step % s.eval_every == 0 or step == s.steps:
             curve.append((step, held_out_mse(model, *test)))
-            if curve[-1][1] < DONE:
+            if curve[-1][1] < DONE or not math.isfinite(curve[-1][1]):
                 break
     solved_at = next((k for k, m in curve if m < SOLVED), None)
     return {
@@ -167,7 +186,13 @@ def _reference_lines(ax) -> None:  # type: ignore[no-untyped-def]
     ax.axhline(SOLVED, color="green", ls=":", lw=1, label="baseline / 10")
 
 
-def plot_curves(runs: list[dict], s: Setting, path: Path) -> Path:
+def plot_curves(
+    runs: list[dict],
+    s: Setting,
+    path: Path,
+    cells: tuple[str, ...] = CELLS,
+    colors: Mapping[str, str] = COLORS,
+) -> Path:
     """Test MSE against training step, one panel per T, one line per (cell, seed)."""
     plt = _pyplot()
     n = len(s.lengths)
@@ -175,11 +200,11 @@ def plot_curves(runs: list[dict], s: Setting, path: Path) -> Path:
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.6 * rows), squeeze=False)
     for ax, T in zip(axes.flat, s.lengths):
-        for cell in CELLS:
+        for cell in cells:
             for i, r in enumerate(x for x in runs if x["cell"] == cell and x["T"] == T):
                 steps, mse = zip(*r["curve"])
                 label = cell if i == 0 else None
-                ax.semilogy(steps, mse, color=COLORS[cell], alpha=0.8, lw=1.2, label=label)
+                ax.semilogy(steps, mse, color=colors[cell], alpha=0.8, lw=1.2, label=label)
         _reference_lines(ax)
         ax.set(title=f"T = {T}", xlabel="training step", ylabel="test MSE (log scale)")
         ax.set_ylim(top=2.0)
@@ -197,16 +222,22 @@ def plot_curves(runs: list[dict], s: Setting, path: Path) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
-def plot_final(runs: list[dict], s: Setting, path: Path) -> Path:
+def plot_final(
+    runs: list[dict],
+    s: Setting,
+    path: Path,
+    cells: tuple[str, ...] = CELLS,
+    colors: Mapping[str, str] = COLORS,
+) -> Path:
     """Final test MSE against T: a dot per seed, a line through the means."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.2, 4.3))
-    for cell in CELLS:
+    for cell in cells:
         by_T = [[r["mse"] for r in runs if r["cell"] == cell and r["T"] == T] for T in s.lengths]
         for T, mses in zip(s.lengths, by_T):
-            ax.scatter([T] * len(mses), mses, color=COLORS[cell], s=18, alpha=0.6)
+            ax.scatter([T] * len(mses), mses, color=colors[cell], s=18, alpha=0.6)
         means = [statistics.fmean(m) for m in by_T]
-        ax.plot(s.lengths, means, "o-", color=COLORS[cell], label=f"{cell} (mean; dots: seeds)")
+        ax.plot(s.lengths, means, "o-", color=colors[cell], label=f"{cell} (mean; dots: seeds)")
     _reference_lines(ax)
     ax.set(
         xscale="log",
