@@ -427,3 +427,19 @@ def test_translate_lines_passes_the_stopping_rule_to_beam_search(
     bundle.config.decode.exact = True
     tr.translate_lines(bundle, ["a b"], beam_size=3)
     assert seen == [False, True, True]
+
+
+@pytest.mark.parametrize(
+    ("cell", "says"),
+    [("no_such_module_xyz:Cell", "cannot import it"), ("math:pi", "not a subclass of rnnkit.Cell")],
+)
+def test_a_custom_cell_that_cannot_be_had_is_a_one_line_error(cell, says, tmp_path, capsys):
+    config = write_yaml(
+        tmp_path / "c.yaml",
+        {"data": {"task": "dates", "task_size": 50}, "model": {"cell": cell}},
+    )
+    code, _, err = run_cli(capsys, "train", config, "--out", tmp_path / "run")
+    assert code == 2
+    line = one_line_error(err)
+    assert "model" in line and says in line and "Traceback" not in err
+    assert not (tmp_path / "run" / "best.pt").exists()

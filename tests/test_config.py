@@ -337,3 +337,16 @@ def test_relative_data_dir_is_taken_from_the_current_directory(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     cfg = DataConfig(data_dir="data")
     assert resolve_data_path(cfg, "train", tmp_path / "configs") == tmp_path / "data" / "train"
+
+
+def test_cell_names_and_their_options():
+    """The variant names and module:Class are cells; forget_bias only on the LSTM family."""
+    for cell in ("layernorm_lstm", "layernorm_gru", "peephole_lstm", "cifg_lstm", "mgu", "indrnn"):
+        assert load_config(None, [f"model.cell={cell}"]).model.cell == cell
+    assert load_config(None, ["model.cell=my_cells:MyCell"]).model.cell == "my_cells:MyCell"
+    cfg = load_config(None, ["model.cell=cifg_lstm", "model.forget_bias=1", "model.zoneout=0.1"])
+    assert cfg.model.forget_bias == 1.0 and cfg.model.zoneout == 0.1
+    msg = error_of(load_config, None, ["model.cell=gru", "model.forget_bias=1"])
+    assert "model.forget_bias applies to the LSTM family" in msg and "model.cell=gru" in msg
+    assert "model.zoneout" in error_of(load_config, None, ["model.zoneout=1.5"])
+    assert "model.cell" in error_of(load_config, None, ["model.cell=my cells:X"])

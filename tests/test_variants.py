@@ -407,16 +407,7 @@ def test_cell_alone_is_one_step_by_hand(name):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(B, I, generator=g, dtype=F64)
     state = tuple(torch.randn(B, H, generator=g, dtype=F64) for _ in range(n_states))
-    # a subclass of a torch-style cell keeps its call: LSTMCell (h, c) → (h', c'),
-    # RNNCell h → h'; the others are called as Cell: state → (h', state')
-    if isinstance(cell, rnnkit.LSTMCell):
-        new = cell(x, state)
-        h = new[0]
-    elif isinstance(cell, rnnkit.RNNCell):
-        h = cell(x, state[0])
-        new = (h,)
-    else:
-        h, new = cell(x, state)
+    h, new = cell(x, state)  # every variant is called as a Cell: state → (h', state')
     p = dict(cell.named_parameters())
     for b in range(B):
         _, expected = step(p, x[b], tuple(s[b] for s in state))

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from rnnkit.config import Config, config_from_dict
+from rnnkit.config import Config, ConfigError, config_from_dict
 from rnnkit.data import Tokenizer, Vocab, tokenizer_from_state
-from rnnkit.model import Seq2Seq
+from rnnkit.model import Seq2Seq, resolve_cell
 
 __all__ = [
     "CheckpointError",
@@ -97,6 +97,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 def build_model(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
     """The Seq2Seq that ``cfg.model`` describes."""
     m = cfg.model
+    try:
+        return _seq2seq(m, src_vocab_size, tgt_vocab_size)
+    except ValueError as e:  # a custom model.cell that cannot be had, or does not fit
+        raise ConfigError(f"model: {e}") from None
+
+
+def check_cell(cfg: Config) -> None:
+    """Raise :class:`ConfigError` when ``model.cell`` names a cell that cannot be had."""
+    try:
+        resolve_cell(cfg.model.cell)
+    except ValueError as e:
+        raise ConfigError(f"model: {e}") from None
+
+
+def _seq2seq(m: Any, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
     return Seq2Seq(
         src_vocab_size,
         tgt_vocab_size,

@@ -318,6 +318,13 @@ def _check_meta(
 
 def _check_cross(cfg: Config, source: str) -> None:
     """Checks that involve two fields."""
+    lstm_family = ("lstm", "layernorm_lstm", "peephole_lstm", "cifg_lstm")
+    cell = cfg.model.cell
+    if cfg.model.forget_bias is not None and cell in CELL_NAMES and cell not in lstm_family:
+        raise ConfigError(
+            f"{source}: model.forget_bias applies to the LSTM family "
+            f"({', '.join(lstm_family)}), not to model.cell={cell}"
+        )
     if cfg.decode.max_len_a == 0 and cfg.decode.max_len_b == 0:
         raise ConfigError(f"{source}: decode.max_len_a and decode.max_len_b are both 0")
     if cfg.train.scheduler == "plateau" and cfg.train.min_lr > cfg.train.lr:

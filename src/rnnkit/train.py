@@ -25,7 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnkit.checkpoint import Bundle, build_model, load_checkpoint, save_checkpoint
+from rnnkit.checkpoint import (
+    Bundle,
+    build_model,
+    check_cell,
+    load_checkpoint,
+    save_checkpoint,
+)
 from rnnkit.config import Config, config_to_dict
 from rnnkit.data import Batch, encode_pairs, make_batches
 from rnnkit.evaluate import score
@@ -373,6 +379,7 @@ def train(
     Returns:
         steps done, best dev BLEU, why training stopped, and the logged rows.
     """
+    check_cell(cfg)  # a custom cell that cannot be had fails before any data work
     return Trainer(cfg, out_dir, resume, config_dir, log, progress).run()
 
 

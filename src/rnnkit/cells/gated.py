@@ -31,6 +31,7 @@ class PeepholeLSTMCell(LSTMCell):
     peephole_i: Tensor
     peephole_f: Tensor
     peephole_o: Tensor
+    forward = Cell.forward  # type: ignore[assignment]  # h, state = cell(x, state)
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         H = (self.hidden_size,)
@@ -145,6 +146,8 @@ class IndRNNCell(RNNCell):
         **kw: Any,
     ) -> None:
         super().__init__(input_size, hidden_size, bias, nonlinearity, **kw)
+
+    forward = Cell.forward  # type: ignore[assignment]  # h, state = cell(x, state)
 
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         return {**super().parameter_shapes(), "weight_hh": (self.hidden_size,)}
