@@ -93,7 +93,8 @@ class RNNCell(Cell):
     ) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(
-                f"{type(self).__name__}: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}"
+                f"{type(self).__name__}: nonlinearity must be 'tanh' or 'relu', "
+                f"got {nonlinearity!r}"
             )
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, device, dtype)
