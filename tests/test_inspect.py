@@ -349,6 +349,9 @@ def test_inspect_draws_the_declared_gates_of_any_cell(cell, tmp_path, monkeypatc
     names = {p.name for p in result.files}
     assert {"gates_encoder_l0_forward.png", "gates_decoder_l0.png", "inspect.html"} <= names
     sat = saturation(bundle, CORPUS)
-    sigmoid = {"mgu": {"forget"}, "cifg_lstm": {"input", "forget", "output"},
-               "layernorm_gru": {"reset", "update"}}.get(cell, set())
+    sigmoid = {
+        "mgu": {"forget"},
+        "cifg_lstm": {"input", "forget", "output"},
+        "layernorm_gru": {"reset", "update"},
+    }.get(cell, set())
     assert {key[3] for key in sat} == sigmoid
