@@ -201,8 +201,12 @@ class Recurrent(nn.Module):
         if self.dropout:
             s += f", dropout={self.dropout}"
         reg = self.regularisers
-        if reg.any:
-            s += f", regularisers={reg}"
+        if reg.zoneout_c or reg.zoneout_h:
+            same = reg.zoneout_c == reg.zoneout_h or self.num_states == 1
+            s += f", zoneout={reg.zoneout_h if same else (reg.zoneout_c, reg.zoneout_h)}"
+        for k in ("recurrent_dropout", "weight_drop"):
+            if getattr(reg, k):
+                s += f", {k}={getattr(reg, k)}"
         return s + "".join(f", {k}={v!r}" for k, v in self.cell_kwargs.items())
 
 
