@@ -175,6 +175,14 @@ class _Recurrent:
         if forget_bias is not None:
             self._set_forget_bias()
 
+    def extra_repr(self) -> str:
+        s = super().extra_repr()  # type: ignore[misc]
+        if self.engine != "auto":
+            s += f", engine={self.engine!r}"
+        if getattr(self, "forget_bias", None) is not None:
+            s += f", forget_bias={self.forget_bias}"
+        return s + self.regularisers.keywords()
+
     def _set_forget_bias(self) -> None:
         m: Any = self
         for name, p in m.named_parameters():

@@ -200,13 +200,7 @@ class Recurrent(nn.Module):
                 s += f", {k}={getattr(self, k)}"
         if self.dropout:
             s += f", dropout={self.dropout}"
-        reg = self.regularisers
-        if reg.zoneout_c or reg.zoneout_h:
-            same = reg.zoneout_c == reg.zoneout_h or self.num_states == 1
-            s += f", zoneout={reg.zoneout_h if same else (reg.zoneout_c, reg.zoneout_h)}"
-        for k in ("recurrent_dropout", "weight_drop"):
-            if getattr(reg, k):
-                s += f", {k}={getattr(reg, k)}"
+        s += self.regularisers.keywords()
         return s + "".join(f", {k}={v!r}" for k, v in self.cell_kwargs.items())
 
 

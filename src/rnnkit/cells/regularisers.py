@@ -67,6 +67,17 @@ class Regularisers:
             _rate(weight_drop, "weight_drop", owner),
         )
 
+    def keywords(self) -> str:
+        """``", zoneout=0.1, weight_drop=0.5"``: the keywords that set these, for a repr."""
+        s = ""
+        if self.zoneout_c or self.zoneout_h:
+            same = self.zoneout_c == self.zoneout_h
+            s += f", zoneout={self.zoneout_h if same else (self.zoneout_c, self.zoneout_h)}"
+        for k in ("recurrent_dropout", "weight_drop"):
+            if getattr(self, k):
+                s += f", {k}={getattr(self, k)}"
+        return s
+
     @property
     def any(self) -> bool:
         return bool(self.zoneout_c or self.zoneout_h or self.recurrent_dropout or self.weight_drop)
