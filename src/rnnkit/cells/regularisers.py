@@ -78,10 +78,6 @@ class Regularisers:
                 s += f", {k}={getattr(self, k)}"
         return s
 
-    @property
-    def any(self) -> bool:
-        return bool(self.zoneout_c or self.zoneout_h or self.recurrent_dropout or self.weight_drop)
-
     def changes_recurrence(self, training: bool) -> bool:
         """Whether the step loop itself changes (zoneout always, recurrent dropout in
         training); weight drop only changes the weights it reads."""
