@@ -319,15 +319,9 @@ class Seq2Seq(nn.Module):
     ) -> None:
         super().__init__()
         resolve_cell(cell)  # a clear error before anything is built
-        regularisers = {
-            k: v
-            for k, v in (
-                ("zoneout", zoneout),
-                ("recurrent_dropout", recurrent_dropout),
-                ("weight_drop", weight_drop),
-            )
-            if v
-        }
+        regularisers = dict(
+            zoneout=zoneout, recurrent_dropout=recurrent_dropout, weight_drop=weight_drop
+        )
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.engine = engine
         self.encoder = Encoder(

@@ -34,6 +34,30 @@ __all__ = [
 ]
 
 
+def _check_arguments(
+    cell_class: Any, input_size: int, hidden_size: int, num_layers: int, dropout: float, engine: str
+) -> str:
+    """The cell class's name, after a ``TypeError`` / ``ValueError`` for a bad argument."""
+    name = getattr(cell_class, "__name__", repr(cell_class))
+    if not (isinstance(cell_class, type) and issubclass(cell_class, Cell)):
+        raise TypeError(f"Recurrent: cell_class must be a subclass of rnnkit.Cell, got {name}")
+    for arg, value in (
+        ("input_size", input_size),
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Recurrent({name}): {arg} must be a positive integer, got {value!r}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"Recurrent({name}): dropout must be in [0, 1), got {dropout!r}")
+    if engine not in ("auto", "explicit", "reference"):
+        raise ValueError(
+            f"Recurrent({name}): engine must be auto, explicit or reference; got {engine!r}"
+            + (" (no fused kernel computes a custom cell)" if engine == "native" else "")
+        )
+    return name
+
+
 class Recurrent(nn.Module):
     """Any cell unrolled over time: stacked, bidirectional, with lengths, regularisers
     and gate traces; the calling conventions of ``rnnkit.LSTM``.
@@ -70,25 +94,7 @@ class Recurrent(nn.Module):
         **cell_kwargs: Any,
     ) -> None:
         super().__init__()
-        name = getattr(cell_class, "__name__", repr(cell_class))
-        if not (isinstance(cell_class, type) and issubclass(cell_class, Cell)):
-            raise TypeError(f"Recurrent: cell_class must be a subclass of rnnkit.Cell, got {name}")
-        for arg, value in (
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("num_layers", num_layers),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"Recurrent({name}): {arg} must be a positive integer, got {value!r}"
-                )
-        if not 0 <= dropout < 1:
-            raise ValueError(f"Recurrent({name}): dropout must be in [0, 1), got {dropout!r}")
-        if engine not in ("auto", "explicit", "reference"):
-            raise ValueError(
-                f"Recurrent({name}): engine must be auto, explicit or reference; got {engine!r}"
-                + (" (no fused kernel computes a custom cell)" if engine == "native" else "")
-            )
+        name = _check_arguments(cell_class, input_size, hidden_size, num_layers, dropout, engine)
         self.cell_class, self.engine = cell_class, engine
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
