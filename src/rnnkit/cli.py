@@ -90,11 +90,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def torchrun_command(args: argparse.Namespace) -> list[str]:
+    """``rnnkit train ... --nproc N`` as the torchrun command that runs N processes."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc-per-node", str(args.nproc), "-m", "rnnkit", "train", args.config]
+    for item in args.set:
+        cmd += ["--set", item]
+    if args.out:
+        cmd += ["--out", args.out]
+    if args.resume:
+        cmd.append("--resume")
+    return cmd
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit.config import load_config
     from rnnkit.train import train
 
-    cfg = load_config(args.config, args.set)
+    cfg = load_config(args.config, args.set)  # a bad config fails here, not in N processes
+    if args.nproc > 1:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError("--nproc: already one of several processes (torchrun)")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        cmd = torchrun_command(args)
+        os.execv(cmd[0], cmd)  # torchrun takes this process's place (and its signals)
     out = args.out or str(Path("runs") / Path(args.config).stem)
     result = train(
         cfg,
@@ -239,7 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("train", help="train a model from a YAML config")
+    t = sub.add_parser(
+        "train",
+        help="train a model from a YAML config",
+        description="Train a model from a YAML config. In several processes: --nproc N on "
+        "one machine, or torchrun --nnodes ... --nproc-per-node N -m rnnkit train CONFIG "
+        "...; the config's batch is then the global batch, and rank 0 writes.",
+    )
     t.add_argument("config", help="YAML config (see configs/)")
     t.add_argument(
         "--set",
@@ -252,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="output folder for checkpoints and logs (default: runs/<config name>)"
     )
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="train in N processes on this machine (torchrun --standalone "
+        "--nproc-per-node N; one GPU each when there are GPUs); the config's batch is "
+        "the global batch (default: 1)",
+    )
     t.set_defaults(func=cmd_train)
 
     tr = sub.add_parser("translate", help="translate lines of text with a checkpoint")

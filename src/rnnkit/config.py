@@ -179,6 +179,8 @@ class TrainConfig:
     min_lr: float = _field(1e-5, ge=0)  # plateau: the lr never decays below this
     label_smoothing: float = _field(0.1, ge=0, lt=1)  # mass spread over the vocabulary
     teacher_forcing: float = _field(1.0, ge=0, le=1)  # probability of feeding the gold token
+    # batches whose gradients add up to one update (loss / their target tokens together)
+    accumulate: int = _field(1, gt=0)
     max_steps: int = _field(0, ge=0)  # stop after this many updates (0 = no limit)
     max_epochs: int = _field(20, ge=1)  # stop after this many passes over the data
     max_minutes: float = _field(0.0, ge=0)  # stop after this much wall time (0 = no limit)

@@ -29,7 +29,7 @@ from rnnkit.data import (
     write_atomic,
 )
 
-__all__ = ["Prepared", "load_pairs", "prepare"]
+__all__ = ["Prepared", "load_pairs", "prepare", "tokenizer_states"]
 
 Pair = tuple[str, str]
 
@@ -128,10 +128,12 @@ def prepare(
     config_dir: Path | None = None,
     resumed: dict[str, Any] | None = None,
     say: Callable[[str], None] = lambda _m: None,
+    write: bool = True,
 ) -> Prepared:
     """Pairs → tokenizers and vocabularies (trained, or from ``resumed``) → examples.
 
-    Also writes the vocabularies and sentencepiece models into ``out``.
+    Also writes the vocabularies and sentencepiece models into ``out`` (unless not
+    ``write``: the ranks of a distributed run other than rank 0).
     """
     pairs = load_pairs(cfg, config_dir)
     train_pairs = lowercase_pairs(pairs["train"], cfg.data.lowercase)
@@ -145,7 +147,8 @@ def prepare(
         src_tok, tgt_tok = build_tokenizers(cfg, train_pairs)
         src_vocab = Vocab.build(src_tok.encode(s) for s, _ in train_pairs)
         tgt_vocab = Vocab.build(tgt_tok.encode(t) for _, t in train_pairs)
-    save_vocabularies(out, src_tok, tgt_tok, src_vocab, tgt_vocab)
+    if write:
+        save_vocabularies(out, src_tok, tgt_tok, src_vocab, tgt_vocab)
     train_pairs, dropped = filter_pairs(
         train_pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode
     )
@@ -153,3 +156,14 @@ def prepare(
         say(f"filtered {dropped} training pairs longer than {cfg.data.max_len} tokens or empty")
     examples = encode_pairs(train_pairs, src_tok, tgt_tok, src_vocab, tgt_vocab)
     return Prepared(src_tok, tgt_tok, src_vocab, tgt_vocab, examples, pairs["dev"])
+
+
+def tokenizer_states(d: Prepared) -> dict[str, Any]:
+    """The tokenizers and vocabularies of ``d`` as a checkpoint holds them (what
+    ``prepare(..., resumed=...)`` takes back)."""
+    return {
+        "src_tokenizer": d.src_tokenizer.to_state(),
+        "tgt_tokenizer": d.tgt_tokenizer.to_state(),
+        "src_vocab": d.src_vocab.to_state(),
+        "tgt_vocab": d.tgt_vocab.to_state(),
+    }

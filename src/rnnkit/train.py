@@ -9,6 +9,10 @@ early stopping, ``best.pt`` / ``last.pt`` written atomically (and the weights of
 Resuming is exact: ``last.pt`` holds the optimizer, scheduler and RNG states and the
 position in the epoch's (seeded) batch order, so a run killed and resumed ends with
 the same parameters as one that never stopped.
+
+With ``train.accumulate`` K an update adds up the gradients of K batches (the loss
+divided by their target tokens together). Under torchrun the same loop runs on every
+rank, each on its share of every batch (:mod:`rnnkit.distributed`); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -33,13 +37,23 @@ from rnnkit.checkpoint import (
     save_checkpoint,
 )
 from rnnkit.config import Config, config_to_dict
-from rnnkit.data import Batch, encode_pairs, make_batches
-from rnnkit.evaluate import score
+from rnnkit.data import Batch, make_batches
+from rnnkit.distributed import (
+    no_sync,
+    pick_device,
+    restore_rng,
+    rng_state,
+    seed_rank,
+    set_rng_state,
+    setup,
+    shard,
+    wrap,
+)
 from rnnkit.model import sequence_loss
 from rnnkit.optim import Schedule, make_optimizer
-from rnnkit.prepare import load_pairs, prepare
+from rnnkit.prepare import Prepared, load_pairs, prepare, tokenizer_states
 from rnnkit.progress import CsvLog, Meter, progress_bar, report
-from rnnkit.translate import translate_lines
+from rnnkit.validation import validate, validate_and_log
 
 __all__ = [
     "TrainResult",
@@ -61,65 +75,6 @@ class TrainResult:
     best_bleu: float
     stopped: str  # why training ended: max_steps, max_epochs, max_minutes, early_stopping, ...
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto``: CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _rng_state() -> dict[str, Any]:
-    s: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        s["cuda"] = torch.cuda.get_rng_state_all()
-    return s
-
-
-def _set_rng_state(s: dict[str, Any]) -> None:
-    torch.set_rng_state(s["torch"])
-    random.setstate(s["python"])
-    if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def validate(bundle: Bundle, pairs: list[Pair], beam_size: int = 1) -> dict[str, Any]:
-    """Dev-set loss, perplexity and sacreBLEU / chrF of the model's translations."""
-    model, cfg = bundle.model, bundle.config
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    examples = encode_pairs(
-        pairs, bundle.src_tokenizer, bundle.tgt_tokenizer, bundle.src_vocab, bundle.tgt_vocab
-    )
-    nll, n = 0.0, 0
-    with torch.no_grad():
-        for b in make_batches(
-            examples,
-            cfg.train.batch_tokens,
-            cfg.train.batch_size,
-            False,
-            0,
-            bundle.src_vocab.pad_id,
-        ):
-            b = b.to(device)
-            logits, _ = model(b.src, b.src_lengths, b.tgt[:, :-1])
-            loss, k = sequence_loss(logits, b.tgt[:, 1:], bundle.tgt_vocab.pad_id)
-            nll, n = nll + float(loss), n + k
-    hyps = [t[0].text for t in translate_lines(bundle, [s for s, _ in pairs], beam_size)]
-    refs = [t for _, t in pairs]
-    scores = score(hyps, refs, lowercase=cfg.data.lowercase)
-    lowercased = score(hyps, refs, lowercase=True)["bleu"]
-    model.train(was_training)
-    return {
-        "loss": nll / max(n, 1),
-        "ppl": math.exp(min(nll / max(n, 1), 50)),
-        "bleu": scores["bleu"],
-        "chrf": scores["chrf"],
-        "bleu_lc": lowercased,
-        "hyps": hyps,
-    }
 
 
 class _Stop(Exception):
@@ -151,17 +106,18 @@ class Trainer:
         progress: bool = False,
     ) -> None:
         self.cfg, self.t = cfg, cfg.train
-        self.say: Log = log or (lambda _msg: None)
+        self.dist, self.device = setup(self.t.device)  # one process, or a rank of torchrun's
+        main = self.dist.main
+        self.say: Log = (log if main else None) or (lambda _msg: None)
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.device = pick_device(self.t.device)
-        self.progress = progress
+        self.progress = progress and main
         ckpt = load_checkpoint(self.out / "last.pt") if resume else None
         if ckpt is not None and ckpt["config"] != config_to_dict(cfg):
             self.say("note: the config differs from the one in last.pt; using the given config")
         torch.manual_seed(self.t.seed)
         random.seed(self.t.seed)
-        self.data = d = prepare(cfg, self.out, config_dir, ckpt, self.say)
+        self.data = d = self._prepare(config_dir, ckpt)
         self.model = build_model(cfg, len(d.src_vocab), len(d.tgt_vocab)).to(self.device)
         self.bundle = Bundle(
             cfg, self.model, d.src_tokenizer, d.tgt_tokenizer, d.src_vocab, d.tgt_vocab, 0
@@ -169,25 +125,38 @@ class Trainer:
         self.opt = make_optimizer(cfg, self.model)
         self.sched = Schedule(cfg, self.opt)
         self.at = _Position()
+        seed_rank(self.t.seed, self.dist)  # each rank its own dropout masks
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["optimizer"])
             self.sched.load_state_dict(ckpt["scheduler"])
             self.at = _Position(**ckpt["progress"])
-            _set_rng_state(ckpt["rng"])
+            if not restore_rng(ckpt.get("rng_ranks") or [ckpt["rng"]], self.dist):
+                self.say("note: last.pt was written by another number of processes")
             self.say(
                 f"resumed from {self.out / 'last.pt'} at step {self.at.step} "
                 f"(epoch {self.at.epoch + 1})"
             )
+        self.net = wrap(self.model, self.dist, self.device)  # what trains: DDP or the model
         n_params = sum(p.numel() for p in self.model.parameters())
+        ranks = f" x {self.dist.world} processes" if self.dist.on else ""
         self.say(
             f"model: {cfg.model.cell} encoder-decoder, attention {cfg.model.attention}, "
             f"{n_params / 1e6:.2f} M parameters; {len(d.examples)} training pairs; "
-            f"device {self.device}"
+            f"device {self.device}{ranks}"
         )
-        self.csv = CsvLog(self.out, self.at.step if ckpt is not None else None)
+        resumed_at = self.at.step if ckpt is not None else None
+        self.csv = CsvLog(self.out, resumed_at) if main else None
         self.history: list[dict[str, Any]] = []
         self.t0 = time.time()
+
+    def _prepare(self, config_dir: Path | None, ckpt: dict[str, Any] | None) -> Prepared:
+        """Data on every rank; tokenizers trained (or resumed) by rank 0 alone."""
+        if not self.dist.on:
+            return prepare(self.cfg, self.out, config_dir, ckpt, self.say)
+        d = prepare(self.cfg, self.out, config_dir, ckpt, self.say) if self.dist.main else None
+        states = self.dist.broadcast(tokenizer_states(d) if d is not None else None)
+        return d or prepare(self.cfg, self.out, config_dir, states, write=False)
 
     def elapsed(self) -> float:
         """Training seconds, across resumed runs."""
@@ -195,66 +164,92 @@ class Trainer:
 
     def translation_payload(self) -> dict[str, Any]:
         """What translating needs: config, tokenizers, vocabularies, weights, step."""
-        d = self.data
         return {
             "config": config_to_dict(self.cfg),
             "model": self.model.state_dict(),
-            "src_tokenizer": d.src_tokenizer.to_state(),
-            "tgt_tokenizer": d.tgt_tokenizer.to_state(),
-            "src_vocab": d.src_vocab.to_state(),
-            "tgt_vocab": d.tgt_vocab.to_state(),
+            **tokenizer_states(self.data),
             "step": self.at.step,
         }
 
-    def payload(self) -> dict[str, Any]:
-        """What a checkpoint holds: enough to translate, and to resume exactly."""
+    def payload(self, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """What a checkpoint holds: enough to translate, and to resume exactly
+        (``rngs``: every rank's RNG states, in rank order)."""
         at = dataclasses.replace(self.at, elapsed=self.elapsed())
+        rngs = rngs or [rng_state()]
         return {
             **self.translation_payload(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
-            "rng": _rng_state(),
+            "rng": rngs[0],
+            "rng_ranks": rngs,
             "progress": dataclasses.asdict(at),
         }
 
-    def save(self, name: str) -> None:
-        save_checkpoint(self.out / name, self.payload())
+    def save(self, name: str, rngs: list[dict[str, Any]] | None = None) -> None:
+        """Rank 0 writes ``name`` (``rngs``: see :meth:`payload`)."""
+        if self.dist.main:
+            save_checkpoint(self.out / name, self.payload(rngs))
+
+    def save_last(self) -> None:
+        """``last.pt`` with every rank's RNG states (a collective: all ranks call it)."""
+        self.save("last.pt", self.dist.gather(rng_state()))
 
     def keep(self) -> None:
         """With ``train.keep_checkpoints`` N: weights-only ``step-STEP.pt`` beside
         ``last.pt``, the N latest kept (for ``rnnkit average``)."""
         n = self.t.keep_checkpoints
-        if not n:
+        if not n or not self.dist.main:
             return
         save_checkpoint(self.out / f"step-{self.at.step}.pt", self.translation_payload())
         for old in kept_checkpoints(self.out)[:-n]:
             old.unlink(missing_ok=True)
 
-    def train_step(self, batch: Batch) -> tuple[Tensor, int, float]:
-        """One update on ``batch``: (summed loss, target tokens, learning rate used)."""
-        t, b = self.t, batch.to(self.device)
+    def train_step(self, group: list[Batch]) -> tuple[Tensor, int, float]:
+        """One update on ``train.accumulate`` batches (fewer at the end of an epoch).
+
+        Returns:
+            (loss summed over this rank's rows, target tokens of the whole group,
+            learning rate used).
+        """
+        t, d = self.t, self.dist
+        d.check_fault(self.at.step + 1)
         lr = self.sched.set(self.at.step + 1)
-        logits, _ = self.model(b.src, b.src_lengths, b.tgt[:, :-1], t.teacher_forcing)
-        loss, n = sequence_loss(logits, b.tgt[:, 1:], self.data.tgt_vocab.pad_id, t.label_smoothing)
+        n = sum(b.ntokens for b in group)  # global: every rank holds the whole batches
         self.opt.zero_grad(set_to_none=True)
-        (loss / n).backward()
+        total = torch.zeros((), device=self.device)
+        for i, batch in enumerate(group):
+            b, real = shard(batch, d.rank, d.world, self.data.src_vocab.pad_id)
+            b = b.to(self.device)
+            with no_sync(self.net, i < len(group) - 1):
+                logits, _ = self.net(b.src, b.src_lengths, b.tgt[:, :-1], t.teacher_forcing)
+                loss, _ = sequence_loss(
+                    logits, b.tgt[:, 1:], self.data.tgt_vocab.pad_id, t.label_smoothing
+                )
+                if not real:  # a stand-in row: join the all-reduce, add nothing
+                    loss = loss * 0.0
+                (loss / n).backward()
+            total = total + loss.detach()
         if t.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip)
         self.opt.step()
-        return loss.detach(), n, lr
+        return total, n, lr
 
     def validate(self) -> None:
-        """Dev BLEU; keep ``best.pt``; count validations without improvement."""
-        v = _validate_and_log(
-            self.bundle,
-            self.data.dev,
-            self.at.step,
-            self.at.epoch,
-            self.csv,
-            self.history,
-            self.say,
-            self.elapsed(),
-        )
+        """Dev BLEU (on rank 0; the others wait for it); keep ``best.pt``; count
+        validations without improvement."""
+        v = 0.0
+        if self.csv is not None:
+            v = validate_and_log(
+                self.bundle,
+                self.data.dev,
+                self.at.step,
+                self.at.epoch,
+                self.csv,
+                self.history,
+                self.say,
+                self.elapsed(),
+            )
+        v = float(self.dist.broadcast(v))
         self.sched.validated(v)
         if v > self.at.best:
             self.at.best, self.at.bad = v, 0
@@ -262,11 +257,20 @@ class Trainer:
         else:
             self.at.bad += 1
 
+    def log_row(self, meter: Meter, lr: float, bar: Any) -> None:
+        """A training row of ``log.csv`` (the loss summed over the ranks)."""
+        meter.loss = self.dist.sum(meter.loss)
+        row = meter.row(self.at.step, self.at.epoch, lr, self.elapsed())
+        if self.csv is not None:
+            self.csv.write(row)
+        self.history.append(row)
+        report(bar, self.say, row)
+
     def run(self) -> TrainResult:
         """The loop; returns when a stopping criterion is met or on Ctrl-C."""
-        t, at = self.t, self.at
+        t, at, k = self.t, self.at, self.t.accumulate
         n_batches = len(make_batches(self.data.examples, t.batch_tokens, t.batch_size, False, 0, 0))
-        total = n_batches * t.max_epochs
+        total = -(-n_batches // k) * t.max_epochs
         bar = progress_bar(
             self.progress, min(total, t.max_steps) if t.max_steps else total, at.step
         )
@@ -280,8 +284,8 @@ class Trainer:
             self.say = say_above
         stopped = "max_epochs"
         meter = Meter(self.device)
-        self.model.train()
-        done_rng = _rng_state()  # RNG after the last completed step: what Ctrl-C saves
+        self.net.train()
+        done_rng = rng_state()  # RNG after the last completed step: what Ctrl-C saves
         try:
             if t.max_steps and at.step >= t.max_steps:  # resuming a run that already finished
                 raise _Stop("max_steps")
@@ -295,15 +299,13 @@ class Trainer:
                     self.data.src_vocab.pad_id,
                 )
                 while at.pos < len(batches):
-                    loss, n, lr = self.train_step(batches[at.pos])
-                    at.pos, at.step = at.pos + 1, at.step + 1  # counted once the update is done
-                    done_rng = _rng_state()
+                    group = batches[at.pos : at.pos + k]
+                    loss, n, lr = self.train_step(group)
+                    at.pos, at.step = at.pos + len(group), at.step + 1  # once the update is done
+                    done_rng = rng_state()
                     meter.add(loss, n)
                     if at.step % t.log_every == 0:
-                        row = meter.row(at.step, at.epoch, lr, self.elapsed())
-                        self.csv.write(row)
-                        self.history.append(row)
-                        report(bar, self.say, row)
+                        self.log_row(meter, lr, bar)
                     if bar is not None:
                         bar.update(1)
                     self._after_step()
@@ -312,8 +314,7 @@ class Trainer:
             stopped = str(stop)
         except KeyboardInterrupt:
             stopped = "interrupted"
-            _set_rng_state(done_rng)  # the cut-short step drew dropout masks; resume redraws them
-            self.say(f"interrupted at step {at.step}: saving {self.out / 'last.pt'}")
+            set_rng_state(done_rng)  # the cut-short step drew dropout masks; resume redraws them
         finally:
             if bar is not None:
                 bar.close()
@@ -327,23 +328,31 @@ class Trainer:
             if t.patience and at.bad >= t.patience:
                 raise _Stop("early_stopping")
         if at.step % t.checkpoint_every == 0:
-            self.save("last.pt")
+            self.save_last()
             self.keep()
         if t.max_steps and at.step >= t.max_steps:
             raise _Stop("max_steps")
-        if t.max_minutes and self.elapsed() >= 60 * t.max_minutes:
-            raise _Stop("max_minutes")
+        if t.max_minutes and self.dist.any(self.elapsed() >= 60 * t.max_minutes):
+            raise _Stop("max_minutes")  # agreed by all ranks: their clocks differ
 
     def _finish(self, stopped: str) -> TrainResult:
         at = self.at
-        if stopped != "interrupted" and at.step % self.t.validate_every != 0:
-            self.validate()
-        self.save("last.pt")
-        if stopped != "interrupted" and not (self.out / f"step-{at.step}.pt").exists():
-            self.keep()
+        interrupted = stopped == "interrupted"
+        if interrupted and self.dist.on:  # the other ranks' RNG states cannot be gathered now
+            self.say(f"interrupted at step {at.step}: --resume continues from the last last.pt")
+        elif interrupted:
+            self.say(f"interrupted at step {at.step}: saving {self.out / 'last.pt'}")
+            self.save_last()
+        else:
+            if at.step % self.t.validate_every != 0:
+                self.validate()
+            self.save_last()
+            if not (self.out / f"step-{at.step}.pt").exists():
+                self.keep()
         if not (self.out / "best.pt").exists():
             self.save("best.pt")
-        self.csv.close()
+        if self.csv is not None:
+            self.csv.close()
         self.say(
             f"stopped ({stopped}) after {at.step} steps; best dev BLEU {at.best:.2f}; "
             f"checkpoints in {self.out}"
@@ -380,37 +389,9 @@ def train(
         steps done, best dev BLEU, why training stopped, and the logged rows.
     """
     check_cell(cfg)  # a custom cell that cannot be had fails before any data work
-    return Trainer(cfg, out_dir, resume, config_dir, log, progress).run()
-
-
-def _validate_and_log(
-    bundle: Bundle,
-    dev: list[Pair],
-    step: int,
-    epoch: int,
-    csv_log: CsvLog,
-    history: list[dict[str, Any]],
-    say: Log,
-    elapsed: float,
-) -> float:
-    v = validate(bundle, dev)
-    row = {
-        "step": step,
-        "epoch": epoch + 1,
-        "split": "dev",
-        "loss": v["loss"],
-        "ppl": v["ppl"],
-        "bleu": v["bleu"],
-        "chrf": v["chrf"],
-        "elapsed_s": elapsed,
-        "bleu_lc": v["bleu_lc"],
-    }
-    csv_log.write(row)
-    history.append(row)
-    say(
-        f"dev step {step}: loss {v['loss']:.3f} ppl {v['ppl']:.2f} BLEU {v['bleu']:.2f} "
-        f"(lowercased {v['bleu_lc']:.2f}) chrF {v['chrf']:.2f}"
-    )
-    for (src, ref), hyp in list(zip(dev, v["hyps"]))[:3]:
-        say(f"  src: {src}\n  ref: {ref}\n  hyp: {hyp}")
-    return float(v["bleu"])
+    trainer = Trainer(cfg, out_dir, resume, config_dir, log, progress)
+    result = trainer.run()
+    if result.stopped != "interrupted":  # else (or on an error) other ranks may be gone
+        trainer.net = trainer.model  # DDP and its threads go before the process group
+        trainer.dist.close()
+    return result

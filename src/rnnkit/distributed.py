@@ -1,0 +1,262 @@
+"""Several processes, one model: ``rnnkit train`` under torchrun (DistributedDataParallel).
+
+    torchrun --standalone --nproc_per_node N -m rnnkit train CONFIG --out DIR
+    rnnkit train CONFIG --out DIR --nproc N        # the same, launched for you
+
+What a run means does not change with the number of processes N (the ranks):
+
+- the config's batch is the *global* batch. Every rank builds the same list of
+  length-bucketed batches from the same seed and takes rows ``rank, rank + N, ...`` of
+  each (:func:`shard`);
+- every rank's summed loss is divided by the global batch's target-token count, and the
+  gradients are *summed* over the ranks (:func:`_sum_hook`, not DDP's mean), so the
+  update is the one that one process computes on the whole batch, and N ranks take
+  exactly the optimizer steps that one process takes;
+- a rank left without a row (a last batch of fewer sentences than ranks) computes the
+  loss of a borrowed row times zero: it joins the all-reduce and adds nothing.
+
+Backend gloo on CPU, NCCL on CUDA with one GPU per rank (``cuda:LOCAL_RANK``). Rank 0
+alone writes checkpoints, logs and validation output; the others wait for its
+validation result, which they need for the learning-rate schedule and early stopping.
+Collectives time out after ``RNNKIT_DIST_TIMEOUT`` seconds (default 1800: a validation
+on rank 0 must fit in it); torchrun ends the whole job as soon as one rank fails.
+
+Fault injection, for the tests only: ``RNNKIT_FAULT=RANK@STEP`` makes that rank raise
+a ``RuntimeError`` when it starts update STEP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gc
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+
+from rnnkit.config import ConfigError
+from rnnkit.data import Batch
+
+__all__ = [
+    "Dist",
+    "no_sync",
+    "pick_device",
+    "restore_rng",
+    "rng_state",
+    "seed_rank",
+    "set_rng_state",
+    "setup",
+    "shard",
+    "wrap",
+]
+
+FAULT_ENV = "RNNKIT_FAULT"
+TIMEOUT_ENV = "RNNKIT_DIST_TIMEOUT"
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch (and CUDA) and Python RNG states."""
+    s: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["python"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def seed_rank(seed: int, d: Dist) -> None:
+    """Ranks other than 0 draw their own dropout masks (DDP starts every rank from rank
+    0's weights, so the model was built from ``seed`` everywhere)."""
+    if d.rank > 0:
+        torch.manual_seed(seed + 1_000_003 * d.rank)
+        random.seed(seed + 1_000_003 * d.rank)
+
+
+def restore_rng(states: list[dict[str, Any]], d: Dist) -> bool:
+    """This rank's RNG states from a checkpoint's (one per rank that wrote it).
+
+    Returns:
+        False when another number of processes wrote them: rank 0 then takes the first,
+        the other ranks keep theirs, and dropout masks differ from an uninterrupted run.
+    """
+    if len(states) == d.world:
+        set_rng_state(states[d.rank])
+        return True
+    if d.main:
+        set_rng_state(states[0])
+    return False
+
+
+@dataclass
+class Dist:
+    """This process's place in the job; with ``world == 1`` every method is a no-op."""
+
+    rank: int = 0
+    world: int = 1
+    fault_step: int | None = None  # RNNKIT_FAULT: raise when this rank starts this update
+
+    @property
+    def on(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes."""
+        return self.rank == 0
+
+    def sum(self, x: Tensor) -> Tensor:
+        """``x`` summed over the ranks (a new tensor)."""
+        x = x.detach().clone()
+        if self.on:
+            dist.all_reduce(x)
+        return x
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on one."""
+        return bool(self.sum(torch.tensor(float(flag), device=_collective_device())) > 0)
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.on:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, device=_collective_device())
+        return box[0]
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj``, in rank order, on rank 0 (None on the others)."""
+        if not self.on:
+            return [obj]
+        out: list[Any] | None = [None] * self.world if self.main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def check_fault(self, step: int) -> None:
+        if self.fault_step == step:
+            raise RuntimeError(f"injected fault ({FAULT_ENV}) on rank {self.rank} at step {step}")
+
+    def close(self) -> None:
+        """Leave the job: wait for the others, then destroy the process group (after
+        the DDP wrapper: a gloo thread outliving its group aborts the process)."""
+        if self.on and dist.is_initialized():
+            gc.collect()
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _collective_device() -> torch.device:
+    """Where small tensors of a collective live: NCCL needs them on this rank's GPU."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _fault_step(rank: int) -> int | None:
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return None
+    where, _, step = spec.partition("@")
+    return int(step) if where.strip() == str(rank) else None
+
+
+def setup(device_name: str) -> tuple[Dist, torch.device]:
+    """Join the job torchrun started (``WORLD_SIZE`` > 1 in the environment), or not.
+
+    Args:
+        device_name: ``train.device``. ``auto`` and ``cuda`` give each rank the GPU
+            ``cuda:LOCAL_RANK`` (NCCL); ``cpu`` or no GPU give gloo.
+    Returns:
+        this process's :class:`Dist` and its device.
+    Raises:
+        ConfigError: ``cuda:N`` with several ranks (each rank takes its own GPU).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), pick_device(device_name)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        if device.index is not None:
+            raise ConfigError(
+                f"train.device={device_name} names one GPU, but {world} processes train: "
+                "use cuda or auto (each rank takes cuda:LOCAL_RANK)"
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=timeout)
+    return Dist(rank, world, _fault_step(rank)), device
+
+
+def _sum_hook(group, bucket):  # type: ignore[no-untyped-def]
+    """All-reduce a bucket of gradients as a sum (DDP's default divides by N).
+
+    No annotations: DDP checks them at run time, and postponed (string) annotations
+    fail that check."""
+    work = dist.all_reduce(bucket.buffer(), group=group, async_op=True)
+    return work.get_future().then(lambda fut: fut.value()[0])
+
+
+def wrap(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel (gradients summed) when several ranks
+    train; ``model`` itself otherwise. DDP starts every rank from rank 0's weights."""
+    if not d.on:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    ddp = DistributedDataParallel(model, device_ids=ids)
+    ddp.register_comm_hook(None, _sum_hook)
+    return ddp
+
+
+def no_sync(net: torch.nn.Module, skip: bool) -> contextlib.AbstractContextManager[Any]:
+    """DDP's ``no_sync()`` when ``skip`` (an accumulated batch that is not the last):
+    the gradients add up locally and are all-reduced once, with the last one."""
+    if skip and isinstance(net, DistributedDataParallel):
+        return net.no_sync()
+    return contextlib.nullcontext()
+
+
+def shard(batch: Batch, rank: int, world: int, pad_id: int) -> tuple[Batch, bool]:
+    """This rank's share of a global batch: rows ``rank, rank + world, ...``, padding
+    trimmed to the widest of them (``ntokens`` counts the share's target tokens).
+
+    Returns:
+        (the share, True) or, when the batch has no row for this rank, (its first row,
+        False): a stand-in whose loss the caller multiplies by zero.
+    """
+    if world == 1:
+        return batch, True
+    rows = torch.arange(rank, len(batch), world)
+    real = len(rows) > 0
+    if not real:
+        rows = torch.arange(1)
+    src_lengths = batch.src_lengths[rows]
+    tgt = batch.tgt[rows]
+    tgt = tgt[:, : int((tgt != pad_id).sum(1).max())]  # (B_r, T_r)
+    share = Batch(
+        src=batch.src[rows, : int(src_lengths.max())],  # (B_r, S_r)
+        src_lengths=src_lengths,
+        tgt=tgt,
+        indices=batch.indices[rows],
+        ntokens=int((tgt[:, 1:] != pad_id).sum()),
+    )
+    return share, real

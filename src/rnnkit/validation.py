@@ -1,0 +1,94 @@
+"""Validation during training: dev-set loss, perplexity, and sacreBLEU / chrF of the
+model's own translations, logged as a ``dev`` row of ``log.csv``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from rnnkit.checkpoint import Bundle
+from rnnkit.data import encode_pairs, make_batches
+from rnnkit.evaluate import score
+from rnnkit.model import sequence_loss
+from rnnkit.progress import CsvLog
+from rnnkit.translate import translate_lines
+
+__all__ = ["validate", "validate_and_log"]
+
+Pair = tuple[str, str]
+Log = Callable[[str], None]
+
+
+def validate(bundle: Bundle, pairs: list[Pair], beam_size: int = 1) -> dict[str, Any]:
+    """Dev-set loss, perplexity and sacreBLEU / chrF of the model's translations."""
+    model, cfg = bundle.model, bundle.config
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    examples = encode_pairs(
+        pairs, bundle.src_tokenizer, bundle.tgt_tokenizer, bundle.src_vocab, bundle.tgt_vocab
+    )
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for b in make_batches(
+            examples,
+            cfg.train.batch_tokens,
+            cfg.train.batch_size,
+            False,
+            0,
+            bundle.src_vocab.pad_id,
+        ):
+            b = b.to(device)
+            logits, _ = model(b.src, b.src_lengths, b.tgt[:, :-1])
+            loss, k = sequence_loss(logits, b.tgt[:, 1:], bundle.tgt_vocab.pad_id)
+            nll, n = nll + float(loss), n + k
+    hyps = [t[0].text for t in translate_lines(bundle, [s for s, _ in pairs], beam_size)]
+    refs = [t for _, t in pairs]
+    scores = score(hyps, refs, lowercase=cfg.data.lowercase)
+    lowercased = score(hyps, refs, lowercase=True)["bleu"]
+    model.train(was_training)
+    return {
+        "loss": nll / max(n, 1),
+        "ppl": math.exp(min(nll / max(n, 1), 50)),
+        "bleu": scores["bleu"],
+        "chrf": scores["chrf"],
+        "bleu_lc": lowercased,
+        "hyps": hyps,
+    }
+
+
+def validate_and_log(
+    bundle: Bundle,
+    dev: list[Pair],
+    step: int,
+    epoch: int,
+    csv_log: CsvLog,
+    history: list[dict[str, Any]],
+    say: Log,
+    elapsed: float,
+) -> float:
+    """:func:`validate`, written to ``csv_log`` and ``history`` and said; returns BLEU."""
+    v = validate(bundle, dev)
+    row = {
+        "step": step,
+        "epoch": epoch + 1,
+        "split": "dev",
+        "loss": v["loss"],
+        "ppl": v["ppl"],
+        "bleu": v["bleu"],
+        "chrf": v["chrf"],
+        "elapsed_s": elapsed,
+        "bleu_lc": v["bleu_lc"],
+    }
+    csv_log.write(row)
+    history.append(row)
+    say(
+        f"dev step {step}: loss {v['loss']:.3f} ppl {v['ppl']:.2f} BLEU {v['bleu']:.2f} "
+        f"(lowercased {v['bleu_lc']:.2f}) chrF {v['chrf']:.2f}"
+    )
+    for (src, ref), hyp in list(zip(dev, v["hyps"]))[:3]:
+        say(f"  src: {src}\n  ref: {ref}\n  hyp: {hyp}")
+    return float(v["bleu"])

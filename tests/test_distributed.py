@@ -1,0 +1,295 @@
+"""Training in several processes (torchrun, gloo, two ranks on the CPU): the same updates
+as one process, with and without gradient accumulation; an exact resume after SIGKILL;
+a rank that fails ends the job. Every job runs under a timeout and leaves no process."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import yaml
+
+from rnnkit.checkpoint import build_model, load_checkpoint
+from rnnkit.cli import build_parser, torchrun_command
+from rnnkit.config import config_from_dict
+from rnnkit.data import Vocab, encode_pairs, make_batches
+from rnnkit.distributed import shard
+from rnnkit.model import sequence_loss
+from rnnkit.prepare import build_tokenizers
+from rnnkit.train import load_pairs, train
+
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available() and Path("/proc/self").is_dir()),
+    reason="needs torch.distributed with gloo, and /proc to find a job's processes",
+)
+
+JOB_TIMEOUT = 60  # seconds a two-rank job may take on a busy two-core machine
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def dates(**train_cfg: Any) -> dict[str, Any]:
+    """The dates task, small: 161 pairs in batches of 16 make 11 batches an epoch, the
+    last one of a single sentence (rank 1 gets no row of it)."""
+    return {
+        "data": {
+            "task": "dates",
+            "task_size": 161,
+            "task_dev": 16,
+            "task_test": 16,
+            "tokenizer": "char",
+        },
+        "model": {"emb_size": 16, "hidden_size": 32, "dropout": 0.0, "emb_dropout": 0.0},
+        "train": {
+            "batch_size": 16,
+            "batch_tokens": 100_000,
+            "lr": 0.003,
+            "scheduler": "none",
+            "label_smoothing": 0.1,
+            "max_steps": 40,
+            "validate_every": 20,
+            "checkpoint_every": 10,
+            "log_every": 5,
+            "patience": 0,
+            "device": "cpu",
+            **train_cfg,
+        },
+        "decode": {"beam_size": 1, "batch_size": 32, "max_len_a": 0.0, "max_len_b": 12},
+    }
+
+
+def write_yaml(path: Path, d: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(d), encoding="utf-8")
+    return path
+
+
+def job_env(**extra: str) -> dict[str, str]:
+    # RNNKIT_DIST_TIMEOUT: a collective that waits for a lost rank gives up in 30 s
+    return {**os.environ, "OMP_NUM_THREADS": "1", "RNNKIT_DIST_TIMEOUT": "30", **extra}
+
+
+def job_pids(marker: str) -> list[int]:
+    """Processes whose command line contains ``marker`` (torchrun and its workers: they
+    run in sessions of their own, so a process group does not find them)."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and int(p.name) != os.getpid():
+            try:
+                if marker.encode() in (p / "cmdline").read_bytes():
+                    pids.append(int(p.name))
+            except OSError:
+                continue
+    return pids
+
+
+def kill_job(marker: str) -> None:
+    for pid in job_pids(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def torchrun(cfg: Path, out: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc-per-node", "2", "-m", "rnnkit", "train", str(cfg), "--out", str(out)]
+    return subprocess.Popen(
+        [*cmd, *args],
+        env=job_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], out: Path) -> tuple[int, str]:
+    """Wait for a job (at most JOB_TIMEOUT); its exit status and stderr. A job still
+    running then is killed, every process of it, and the test fails."""
+    try:
+        _, err = proc.communicate(timeout=JOB_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill_job(str(out))
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"the job did not end within {JOB_TIMEOUT} s:\n{err[-3000:]}")
+    return proc.returncode, err
+
+
+def read_log(out: Path) -> list[dict[str, str]]:
+    with open(out / "log.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def max_difference(a: Path, b: Path) -> float:
+    pa, pb = load_checkpoint(a)["model"], load_checkpoint(b)["model"]
+    assert pa.keys() == pb.keys()
+    return max(float((pa[k] - pb[k]).abs().max()) for k in pa)
+
+
+def progress_step(path: Path) -> int:
+    try:
+        return int(torch.load(path, weights_only=False)["progress"]["step"])
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return -1
+
+
+# ---------------------------------------------------------------- shares of a batch
+
+
+def test_shares_of_a_batch_add_up_to_its_loss():
+    """Two shares (rows 0, 2, 4, ... and 1, 3, 5, ..., each trimmed to its own widest
+    row) hold every row once; their summed losses and token counts are the batch's."""
+    cfg = config_from_dict(dates())
+    pairs = load_pairs(cfg)["train"]
+    src_tok, tgt_tok = build_tokenizers(cfg, pairs)
+    sv = Vocab.build(src_tok.encode(s) for s, _ in pairs)
+    tv = Vocab.build(tgt_tok.encode(t) for _, t in pairs)
+    examples = encode_pairs(pairs, src_tok, tgt_tok, sv, tv)
+    batches = make_batches(examples, None, 16, True, 1, sv.pad_id)
+    assert len(batches[-1]) == 1 or any(len(b) == 1 for b in batches)
+    torch.manual_seed(0)
+    model = build_model(cfg, len(sv), len(tv)).eval()
+    for batch in batches[:3] + [b for b in batches if len(b) == 1]:
+        logits, _ = model(batch.src, batch.src_lengths, batch.tgt[:, :-1])
+        whole, n = sequence_loss(logits, batch.tgt[:, 1:], tv.pad_id)
+        shares = [shard(batch, r, 2, sv.pad_id) for r in range(2)]
+        real = [s for s, is_real in shares if is_real]
+        assert sorted(i for s in real for i in s.indices.tolist()) == sorted(batch.indices.tolist())
+        assert sum(s.ntokens for s in real) == batch.ntokens == n
+        parts = []
+        for s in real:
+            assert s.src.shape[1] == int(s.src_lengths.max())
+            logits, _ = model(s.src, s.src_lengths, s.tgt[:, :-1])
+            parts.append(sequence_loss(logits, s.tgt[:, 1:], tv.pad_id)[0])
+        torch.testing.assert_close(sum(parts), whole, rtol=1e-5, atol=1e-5)
+        if len(batch) == 1:  # rank 1 gets a stand-in: the batch's first row
+            stand_in, is_real = shares[1]
+            assert not is_real and stand_in.indices.tolist() == batch.indices[:1].tolist()
+
+
+def test_nproc_runs_torchrun_with_the_same_arguments():
+    args = build_parser().parse_args(
+        ["train", "c.yaml", "--set", "train.lr=0.1", "--out", "o", "--resume", "--nproc", "3"]
+    )
+    cmd = torchrun_command(args)
+    assert cmd[:4] == [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    assert cmd[4:] == [
+        "--nproc-per-node",
+        "3",
+        "-m",
+        "rnnkit",
+        "train",
+        "c.yaml",
+        "--set",
+        "train.lr=0.1",
+        "--out",
+        "o",
+        "--resume",
+    ]
+
+
+# ---------------------------------------------------------------- two ranks, one process
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_two_ranks_take_the_updates_of_one_process(tmp_path, accumulate):
+    """Dropout 0, 40 updates spanning epochs, a last batch of one sentence: two ranks
+    end with the parameters and the loss curve of one process (float32 sums in another
+    order: equal to 1e-5). accumulate 1 goes through ``rnnkit train --nproc 2``."""
+    d = dates(accumulate=accumulate)
+    cfg_path = write_yaml(tmp_path / "cfg.yaml", d)
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(config_from_dict(d), one)
+    if accumulate == 1:
+        cmd = [sys.executable, "-m", "rnnkit", "train", str(cfg_path), "--out", str(two)]
+        proc = subprocess.Popen(
+            [*cmd, "--nproc", "2"],
+            env=job_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    else:
+        proc = torchrun(cfg_path, two)
+    code, err = finish(proc, two)
+    assert code == 0, err[-3000:]
+    assert err.count("model: gru encoder-decoder") == 1, err  # rank 0 alone speaks
+    assert "x 2 processes" in err
+    assert max_difference(one / "last.pt", two / "last.pt") <= 1e-5
+    log1, log2 = read_log(one), read_log(two)
+    assert [(r["step"], r["split"]) for r in log1] == [(r["step"], r["split"]) for r in log2]
+    for r1, r2 in zip(log1, log2):
+        assert float(r2["loss"]) == pytest.approx(float(r1["loss"]), rel=1e-5)
+    ck1, ck2 = load_checkpoint(one / "last.pt"), load_checkpoint(two / "last.pt")
+    assert ck1["progress"]["step"] == ck2["progress"]["step"] == 40
+    assert (ck1["progress"]["epoch"], ck1["progress"]["pos"]) == (
+        ck2["progress"]["epoch"],
+        ck2["progress"]["pos"],
+    )
+    assert len(ck2["rng_ranks"]) == 2
+
+
+# ---------------------------------------------------------------- resume, failure
+
+
+def test_two_rank_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
+    """Dropout on (each rank draws its own masks): a job SIGKILLed, torchrun and both
+    ranks, after its second checkpoint and resumed ends with the parameters of a job
+    that never stopped; last.pt holds the RNG states of both ranks."""
+    d = dates()
+    d["model"] |= {"dropout": 0.3, "emb_dropout": 0.1}
+    cfg_path = write_yaml(tmp_path / "cfg.yaml", d)
+    a, b = tmp_path / "a", tmp_path / "b"
+    code, err = finish(torchrun(cfg_path, a), a)
+    assert code == 0, err[-3000:]
+
+    proc = torchrun(cfg_path, b)
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        if progress_step(b / "last.pt") >= 20:
+            kill_job(str(b))  # no handler runs, no final checkpoint
+            break
+        time.sleep(0.01)
+    code, err = finish(proc, b)
+    assert not job_pids(str(b))
+    step = progress_step(b / "last.pt")
+    if code == 0:  # finished before the kill: the resume below must be a no-op
+        assert step == 40, err[-3000:]
+    else:
+        assert code == -signal.SIGKILL and step in (20, 30), (code, step)
+
+    code, err = finish(torchrun(cfg_path, b, "--resume"), b)
+    assert code == 0, err[-3000:]
+    assert f"resumed from {b / 'last.pt'} at step {step}" in err
+    assert progress_step(b / "last.pt") == 40
+    assert max_difference(a / "last.pt", b / "last.pt") <= 1e-6
+
+
+def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
+    """Rank 1 raises at update 3 (RNNKIT_FAULT, read by rnnkit.distributed) while rank 0
+    waits in the all-reduce: the job exits non-zero, says why, and leaves no process."""
+    cfg_path = write_yaml(tmp_path / "cfg.yaml", dates())
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    code, err = finish(torchrun(cfg_path, out, RNNKIT_FAULT="1@3"), out)
+    assert code != 0
+    assert "RuntimeError: injected fault (RNNKIT_FAULT) on rank 1 at step 3" in err
+    assert time.monotonic() - t0 < JOB_TIMEOUT
+    time.sleep(0.2)
+    assert not job_pids(str(out))
