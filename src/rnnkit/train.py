@@ -112,7 +112,9 @@ class Trainer:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.progress = progress and main
-        ckpt = load_checkpoint(self.out / "last.pt") if resume else None
+        ckpt = load_checkpoint(self.out / "last.pt") if resume and main else None
+        if resume and self.dist.on:  # rank 0's file: OUT need not be shared between machines
+            ckpt = self.dist.broadcast(ckpt)
         if ckpt is not None and ckpt["config"] != config_to_dict(cfg):
             self.say("note: the config differs from the one in last.pt; using the given config")
         torch.manual_seed(self.t.seed)
@@ -339,7 +341,7 @@ class Trainer:
         at = self.at
         interrupted = stopped == "interrupted"
         if interrupted and self.dist.on:  # the other ranks' RNG states cannot be gathered now
-            self.say(f"interrupted at step {at.step}: --resume continues from the last last.pt")
+            self.say(f"interrupted at step {at.step}: --resume continues from the last checkpoint")
         elif interrupted:
             self.say(f"interrupted at step {at.step}: saving {self.out / 'last.pt'}")
             self.save_last()
