@@ -162,7 +162,7 @@ def test_shares_of_a_batch_add_up_to_its_loss():
     tv = Vocab.build(tgt_tok.encode(t) for _, t in pairs)
     examples = encode_pairs(pairs, src_tok, tgt_tok, sv, tv)
     batches = make_batches(examples, None, 16, True, 1, sv.pad_id)
-    assert len(batches[-1]) == 1 or any(len(b) == 1 for b in batches)
+    assert any(len(b) == 1 for b in batches)  # the uneven case is here
     torch.manual_seed(0)
     model = build_model(cfg, len(sv), len(tv)).eval()
     for batch in batches[:3] + [b for b in batches if len(b) == 1]:
