@@ -308,3 +308,53 @@ def test_cell_without_step_raises():
     m = rnnkit.Recurrent(NoStep, I, H)
     with pytest.raises(NotImplementedError, match="NoStep must implement step"):
         m(torch.randn(T, B, I))
+
+
+class _OneGate(NamedTuple):
+    hidden: Tensor
+
+
+class _ForgetsItsCell(rnnkit.Cell):
+    """Declares two states, returns one."""
+
+    Gates = _OneGate
+    state = ("hidden", "cell")
+
+    def step(self, gi, state):
+        h = torch.tanh(gi + self.hh(state[0]))
+        return (h,), _OneGate(h)
+
+
+class _PlainTupleGates(rnnkit.Cell):
+    Gates = _OneGate
+
+    def step(self, gi, state):
+        h = torch.tanh(gi + self.hh(state[0]))
+        return (h,), (h,)
+
+
+class _WrongWidth(rnnkit.Cell):
+    """Two blocks, but returns both as the state."""
+
+    Gates = _OneGate
+    chunks = 2
+
+    def step(self, gi, state):
+        h = torch.tanh(gi + self.hh(state[0]))
+        return (h,), _OneGate(h)
+
+
+@pytest.mark.parametrize(
+    ("cls", "says"),
+    [
+        (_ForgetsItsCell, "a tuple of 2 tensor(s) ('hidden', 'cell'); got 1 tensor(s)"),
+        (_PlainTupleGates, "gates as a NamedTuple"),
+        (_WrongWidth, "state 'hidden' must keep its shape (2, 4), got (2, 8)"),
+    ],
+)
+def test_a_step_that_breaks_the_api_is_a_clear_error(cls, says):
+    """The layer checks a custom cell's first step and names the cell and what is wrong."""
+    layer = rnnkit.Recurrent(cls, 3, 4)
+    with pytest.raises(ValueError) as info:
+        layer(torch.randn(5, 2, 3))
+    assert cls.__name__ in str(info.value) and says in str(info.value)
