@@ -378,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     da.set_defaults(func=cmd_data)
 
+    from rnnkit.serve.command import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
+
     b = sub.add_parser("bench", help="layer speed against torch.nn (bench/layers.py)")
     b.add_argument("--quick", action="store_true")
     b.set_defaults(func=cmd_bench)

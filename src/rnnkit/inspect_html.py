@@ -26,7 +26,7 @@ from rnnkit.data import write_atomic
 from rnnkit.inspect import gate_panels
 from rnnkit.record import Recording, SatKey
 
-__all__ = ["page_data", "write_html"]
+__all__ = ["GATE_CONTROLS", "GATE_CSS", "GATE_JS", "page_data", "write_html"]
 
 _RANGES = {  # the value range of each traced quantity; None: scaled to the data
     "input": [0, 1],
@@ -99,12 +99,22 @@ def page_data(
     }
 
 
+GATE_CONTROLS = (
+    '<div class="controls"><label>part <select id="part"></select></label>'
+    '<label>gate <select id="gate"></select></label>'
+    '<label>unit <button id="prev">◀</button> <input id="unit" type="number" min="0" '
+    'style="width:5em"> <button id="next">▶</button></label>'
+    '<label>units that vary most <select id="top"></select></label></div>'
+    '<div id="follow" class="tokens"></div><p id="legend" class="legend"></p>'
+)
+
+
 def _img(path: Path, alt: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-_CSS = """
+GATE_CSS = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 1.5em auto; max-width: 70em;
        padding: 0 1em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
@@ -124,8 +134,9 @@ figcaption { color: #555; font-size: .9em; }
        border: 1px solid #aaa; }
 """
 
-_JS = r"""
-const D = JSON.parse(document.getElementById("data").textContent);
+# The gate view, shared with the page of `rnnkit serve` (rnnkit.serve.page): functions of a
+# global `D` (page_data's shape) and the controls of GATE_CONTROLS; wireGates() starts it.
+GATE_JS = r"""
 const $ = (id) => document.getElementById(id);
 const show = (t) => (t === "\u2581" ? "\u2423" : t);
 function colour(v, lo, hi) {  // (0,1) ranges: white to blue; symmetric: blue-white-red
@@ -196,7 +207,13 @@ function attention(t) {
   D.src.forEach((s, j) => box.append(tokenBox(s, t === null ? 0 : D.attention[t][j], 0, 1, 2)));
   document.querySelectorAll("#att-out .tok").forEach((e, i) => e.classList.toggle("sel", i === t));
 }
-D.parts.forEach((p) => $("part").add(new Option(p.title, p.key)));
+function wireGates() {
+  $("part").innerHTML = "";
+  D.parts.forEach((p) => $("part").add(new Option(p.title, p.key)));
+  $("unit").value = 0;
+  fillGates();
+  $("unit").value = part().order[$("gate").value][0]; draw();
+}
 $("part").onchange = () => {  // units of another layer are unrelated: start at its top one
   fillGates(); $("unit").value = part().order[$("gate").value][0]; draw();
 };
@@ -205,9 +222,13 @@ $("unit").oninput = draw;
 $("top").onchange = () => { $("unit").value = $("top").value; draw(); };
 $("prev").onclick = () => { $("unit").value = +$("unit").value - 1; draw(); };
 $("next").onclick = () => { $("unit").value = +$("unit").value + 1; draw(); };
-$("unit").value = 0;
-fillGates();
-$("unit").value = part().order[$("gate").value][0]; draw();
+"""
+
+_JS = (
+    'const D = JSON.parse(document.getElementById("data").textContent);\n'
+    + GATE_JS
+    + r"""
+wireGates();
 if (D.attention) {
   D.out.forEach((t, i) => {
     const b = tokenBox(t, null, 0, 1, 0);
@@ -219,6 +240,7 @@ if (D.attention) {
   attention(0);
 }
 """
+)
 
 
 def write_html(
@@ -248,12 +270,7 @@ def write_html(
         f'<p>source<br><span class="sent">{esc(src_text)}</span></p>',
         f'<p>translation (greedy)<br><span class="sent">{esc(rec.translation)}</span></p>',
         "<h2>Follow a unit</h2>",
-        '<div class="controls"><label>part <select id="part"></select></label>'
-        '<label>gate <select id="gate"></select></label>'
-        '<label>unit <button id="prev">◀</button> <input id="unit" type="number" min="0" '
-        'style="width:5em"> <button id="next">▶</button></label>'
-        '<label>units that vary most <select id="top"></select></label></div>',
-        '<div id="follow" class="tokens"></div><p id="legend" class="legend"></p>',
+        GATE_CONTROLS,
     ]
     if rec.attention is not None:
         body += [
@@ -276,7 +293,7 @@ def write_html(
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>rnnkit inspect: {esc(src_text[:60])}</title>"
-        f"<style>{_CSS}</style></head><body>\n"
+        f"<style>{GATE_CSS}</style></head><body>\n"
         + "\n".join(body)
         + f'\n<script type="application/json" id="data">{data}</script>'
         + f"\n<script>{_JS}</script>\n</body></html>\n"

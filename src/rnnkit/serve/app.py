@@ -1,0 +1,257 @@
+"""The HTTP API of ``rnnkit serve``: FastAPI over a :class:`~rnnkit.serve.batcher.Batcher`.
+
+Endpoints: ``GET /health``, ``GET /info``, ``POST /translate``, ``GET /metrics``
+(Prometheus text), ``GET /`` (the page), ``/docs`` (OpenAPI). Every error is JSON
+``{"detail": message}``: 400 undecodable body, 401 API key, 413 too big, 422 malformed
+request, 500 model failure (that batch only), 503 queue full (with ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rnnkit.checkpoint import Bundle
+from rnnkit.serve.batcher import Batcher, QueueFull
+from rnnkit.serve.page import page_html
+from rnnkit.serve.translator import Decode, info, translate_batch
+
+__all__ = ["Settings", "TranslateRequest", "create_app"]
+
+MAX_BEAM = 32
+
+
+@dataclass
+class Settings:
+    """The limits and defaults of one server (the ``rnnkit serve`` options)."""
+
+    beam: int | None = None  # default beam; None: the checkpoint's decode.beam_size
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    max_chars: int = 1000
+    max_texts: int = 64
+    api_key: str | None = None
+    timeout_s: float = 120.0  # a request never waits longer than this for its batch
+
+    @property
+    def max_body(self) -> int:
+        """Bytes a request body may have: every text at its longest, JSON-escaped."""
+        return 6 * self.max_chars * self.max_texts + 64 * 1024
+
+
+class TranslateRequest(BaseModel):
+    """``{"text": ...}`` or ``{"texts": [...]}``, and the decode options."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str | None = None
+    texts: list[str] | None = None
+    beam: int | None = Field(None, ge=1, le=MAX_BEAM, description="1 = greedy")
+    n_best: int = Field(1, ge=1, le=MAX_BEAM, description="alternatives, ≤ beam")
+    attention: bool = False
+    gates: bool = False
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+class Metrics:
+    """The Prometheus series of one server, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "rnnkit_requests", "HTTP requests by path and status", ["path", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "rnnkit_request_seconds", "request latency", ["path"], registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )  # fmt: skip
+        self.queue = Gauge("rnnkit_queue_depth", "requests waiting for the model", registry=r)
+        self.batch = Histogram(
+            "rnnkit_batch_size", "sentences per model call", registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )  # fmt: skip
+
+
+def _parse(body: bytes, s: Settings) -> TranslateRequest:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ApiError(400, f"the body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ApiError(
+            422, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
+    try:
+        req = TranslateRequest.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "body"
+        raise ApiError(422, f"{where}: {first['msg']}") from None
+    if (req.text is None) == (req.texts is None):
+        raise ApiError(422, 'give exactly one of "text" and "texts"')
+    texts = [req.text] if req.text is not None else req.texts or []
+    if len(texts) > s.max_texts:
+        raise ApiError(413, f"{len(texts)} texts; at most {s.max_texts} (--max-texts)")
+    for i, t in enumerate(texts):
+        if len(t) > s.max_chars:
+            raise ApiError(413, f"text {i} has {len(t)} characters; at most {s.max_chars}")
+    return req
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body has {declared} bytes; at most {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_key(request: Request, key: str | None) -> None:
+    if key is None:
+        return
+    auth = request.headers.get("authorization", "")
+    given = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+    given = given or request.headers.get("x-api-key")
+    if not given or not hmac.compare_digest(given.encode(), key.encode()):
+        raise ApiError(401, "a valid API key is needed: Authorization: Bearer KEY or X-API-Key")
+
+
+def create_app(bundle: Bundle, settings: Settings, checkpoint: str = "") -> FastAPI:
+    """The server for ``bundle``; the batcher's worker starts and stops with the app."""
+    s = settings
+    metrics = Metrics()
+    default_beam = s.beam if s.beam is not None else bundle.config.decode.beam_size
+    threads = torch.get_num_threads()
+    batcher = Batcher(
+        lambda texts, opts: translate_batch(bundle, texts, opts),  # type: ignore[arg-type]
+        s.max_batch,
+        s.max_wait_ms / 1000,
+        s.max_queue,
+        on_batch=metrics.batch.observe,
+        on_start=lambda: torch.set_num_threads(threads),
+    )
+    about = info(bundle, checkpoint)
+    about["decode"]["beam"] = default_beam
+    about["limits"] = {
+        "max_batch": s.max_batch, "max_wait_ms": s.max_wait_ms, "max_queue": s.max_queue,
+        "max_chars": s.max_chars, "max_texts": s.max_texts, "max_body_bytes": s.max_body,
+        "max_beam": MAX_BEAM, "auth": s.api_key is not None,
+    }  # fmt: skip
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await asyncio.to_thread(batcher.close)  # queued requests are answered first
+
+    app = FastAPI(title="rnnkit serve", lifespan=lifespan, version="0.1.0")
+    app.state.batcher, app.state.metrics = batcher, metrics
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        path = request.url.path
+        path = path if path in {"/", "/health", "/info", "/translate", "/metrics"} else "other"
+        try:
+            response = await call_next(request)
+        except ApiError as e:  # raised in a route: errors are JSON
+            response = _error(e.status, e.message, e.headers)
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError) -> JSONResponse:
+        return _error(e.status, e.message, e.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        return _error(e.status_code, str(e.detail))
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/info")
+    async def get_info(request: Request) -> dict[str, Any]:
+        _check_key(request, s.api_key)
+        return about
+
+    @app.get("/metrics")
+    async def get_metrics() -> Response:
+        metrics.queue.set(batcher.depth)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(page_html())
+
+    body_schema = {
+        "content": {"application/json": {"schema": TranslateRequest.model_json_schema()}}
+    }
+
+    @app.post("/translate", openapi_extra={"requestBody": body_schema})
+    async def translate(request: Request) -> dict[str, Any]:
+        _check_key(request, s.api_key)
+        req = _parse(await _read_body(request, s.max_body), s)
+        beam = req.beam if req.beam is not None else default_beam
+        if req.n_best > max(beam, 1):
+            raise ApiError(422, f"n_best {req.n_best} exceeds the beam size {beam}")
+        texts = [req.text] if req.text is not None else list(req.texts or [])
+        opts = Decode(beam, req.n_best, req.attention, req.gates)
+        try:
+            future = batcher.submit(texts, opts)
+        except QueueFull as e:
+            raise ApiError(503, f"busy: {e}; retry shortly", {"Retry-After": "1"}) from None
+        metrics.queue.set(batcher.depth)
+        try:
+            results = await asyncio.wait_for(future, s.timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(
+                503, f"no answer within {s.timeout_s:g} s", {"Retry-After": "1"}
+            ) from None
+        except Exception as e:
+            raise ApiError(
+                500, f"the model failed on this batch: {type(e).__name__}: {e}"
+            ) from None
+        return {"translations": results}
+
+    return app

@@ -1,0 +1,111 @@
+"""What the server's worker thread runs: texts → JSON-ready translations.
+
+One call translates a whole batch with :func:`rnnkit.translate.translate_lines` (one
+search over all its sentences); with ``gates`` it also records each sentence's gates
+with :func:`rnnkit.record.record` (greedy, as ``rnnkit inspect`` does) in the shape of
+:func:`rnnkit.inspect_html.page_data`, at most :data:`MAX_GATE_UNITS` units per gate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from rnnkit.checkpoint import Bundle
+from rnnkit.inspect_html import page_data
+from rnnkit.record import record
+from rnnkit.translate import Translation, translate_lines
+
+__all__ = ["MAX_GATE_UNITS", "Decode", "info", "translate_batch"]
+
+MAX_GATE_UNITS = 64  # units per gate sent with "gates": true (an H-unit trace is T·H floats)
+
+
+class Decode(NamedTuple):
+    """The options a batch shares (hashable: the batcher groups requests by them)."""
+
+    beam: int
+    n_best: int
+    attention: bool
+    gates: bool
+
+
+def _rows(t: torch.Tensor | None) -> list[list[float]] | None:
+    return None if t is None else [[round(float(v), 5) for v in row] for row in t.tolist()]
+
+
+def _entry(nbest: list[Translation], opts: Decode) -> dict[str, Any]:
+    best = nbest[0]
+    out: dict[str, Any] = {
+        "text": best.text,
+        "score": best.score,
+        "source_tokens": best.src_tokens,
+        "target_tokens": best.out_tokens,
+    }
+    if opts.attention:
+        out["attention"] = _rows(best.attention) if best.src_tokens else []
+    if opts.n_best > 1:
+        out["alternatives"] = [
+            {"text": h.text, "score": h.score, "target_tokens": h.out_tokens} for h in nbest
+        ]
+    return out
+
+
+def gates_of(bundle: Bundle, text: str) -> dict[str, Any] | None:
+    """The gate traces of ``text`` as the inspect page draws them; None for a blank text."""
+    if not text.strip():
+        return None
+    rec = record(bundle, text)
+    units = 0
+    for traces in rec.gates.values():
+        for name, values in traces.items():
+            units = max(units, values.shape[-1])
+            traces[name] = values[:, :MAX_GATE_UNITS]
+    data = page_data(rec)
+    del data["attention"], data["translation"]  # the entry has them (of its own search)
+    data["units_total"] = units
+    data["units_sent"] = min(units, MAX_GATE_UNITS)
+    return data
+
+
+def translate_batch(bundle: Bundle, texts: list[str], opts: Decode) -> list[dict[str, Any]]:
+    """Translate ``texts`` in one batch; one JSON-ready entry per text, in order."""
+    results = translate_lines(bundle, texts, opts.beam, max(1, len(texts)), opts.n_best)
+    entries = [_entry(r, opts) for r in results]
+    if opts.gates:
+        with torch.no_grad():
+            for text, entry in zip(texts, entries):
+                entry["gates"] = gates_of(bundle, text)
+    return entries
+
+
+def info(bundle: Bundle, checkpoint: str) -> dict[str, Any]:
+    """What ``GET /info`` tells: the model, its vocabularies and the decode defaults."""
+    cfg = bundle.config
+    m, d = cfg.model, cfg.decode
+    known = cfg.data.task is None  # a built-in task's sides are named "src" / "tgt"
+    return {
+        "checkpoint": checkpoint,
+        "step": bundle.step,
+        "source_language": cfg.data.src if known else None,
+        "target_language": cfg.data.tgt if known else None,
+        "task": cfg.data.task,
+        "cell": bundle.model.decoder.kind,
+        "attention": m.attention,
+        "encoder_layers": m.enc_layers,
+        "decoder_layers": m.dec_layers,
+        "bidirectional": m.bidirectional,
+        "embedding_size": m.emb_size,
+        "hidden_size": m.hidden_size,
+        "parameters": sum(p.numel() for p in bundle.model.parameters()),
+        "source_vocab_size": len(bundle.src_vocab),
+        "target_vocab_size": len(bundle.tgt_vocab),
+        "tokenizer": cfg.data.tokenizer,
+        "decode": {
+            "beam": d.beam_size,
+            "length_penalty": d.length_penalty,
+            "max_len_a": d.max_len_a,
+            "max_len_b": d.max_len_b,
+        },
+    }
