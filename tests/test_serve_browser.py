@@ -1,0 +1,109 @@
+"""The page of rnnkit serve in a real browser: Debian's headless Chromium driven by
+Playwright (``executable_path``; no browser is downloaded) against a running server.
+
+Set ``RNNKIT_SCREENSHOT=docs/figures/serve_page.png`` to also keep the screenshot (the
+README's figure is made so).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serve_util import dates_checkpoint, serving
+from toy import one_thread
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+def chromium() -> str | None:
+    """Debian's chromium binary (the /usr/bin/chromium wrapper is a shell script)."""
+    for path in ("/usr/lib/chromium/chromium", shutil.which("chromium") or ""):
+        if path and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    with one_thread():
+        yield dates_checkpoint(tmp_path_factory)
+
+
+def not_blank(png: Path) -> None:
+    from PIL import Image
+
+    img = Image.open(png).convert("RGB")
+    assert img.width >= 800 and img.height >= 600
+    colours = img.getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50  # text, heatmap, gate colours
+    top = max(colours)[0] / (img.width * img.height)
+    assert top < 0.97, "the screenshot is nearly one colour"
+
+
+def test_page_in_chromium(ckpt: Path, tmp_path: Path) -> None:
+    exe = chromium()
+    if exe is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    with serving(ckpt, "--beam", "3") as (url, _), sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, headless=True, timeout=60_000)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.set_default_timeout(30_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_function("document.getElementById('beam').value === '3'")
+            page.fill("#src", "9th of May, 2018")
+            page.press("#src", "Enter")
+            page.wait_for_selector("#heat rect.c")
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d", page.inner_text("#out").strip())
+            assert page.locator("#nbest tr").count() == 3
+            _heatmap(page)
+            _gates(page)
+            shot = tmp_path / "serve_page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            not_blank(shot)
+            if os.environ.get("RNNKIT_SCREENSHOT"):
+                shutil.copyfile(shot, os.environ["RNNKIT_SCREENSHOT"])
+            page.fill("#beam", "99")  # an API error is shown, not swallowed
+            page.press("#src", "Enter")
+            page.wait_for_function("document.getElementById('err').textContent.includes('422')")
+            assert "beam" in page.inner_text("#err")
+            assert errors == []
+        finally:
+            browser.close()
+
+
+def _heatmap(page: object) -> None:
+    p = page  # type: ignore[assignment]
+    n_src = p.locator("#heat text").count() - p.locator("#heat text.row").count()
+    n_out = p.locator("#heat text.row").count()
+    assert p.locator("#heat rect.c").count() == n_src * n_out
+    p.hover("#heat rect.c >> nth=3")
+    tip = p.locator("#tip")
+    tip.wait_for(state="visible")
+    assert re.search(r"\S+ \u2190 \S+: \u03b1 = \d\.\d{3}", tip.inner_text())
+    p.click("#heat text.row >> nth=2")
+    assert "sel" in (p.locator("#heat text.row >> nth=2").get_attribute("class") or "")
+    assert p.locator("#att-src .tok").count() == n_src
+    p.mouse.move(0, 0)
+
+
+def _gates(page: object) -> None:
+    p = page  # type: ignore[assignment]
+    assert p.locator("#part option").count() == 3  # encoder fwd / bwd, decoder
+    p.select_option("#part", "decoder_l0")
+    p.select_option("#gate", "update")
+    p.fill("#unit", "5")
+    p.dispatch_event("#unit", "input")
+    legend = p.inner_text("#legend")
+    assert "decoder layer 0, update, unit 5" in legend
+    n_out = p.locator("#heat text.row").count()
+    assert p.locator("#follow .tok").count() == n_out
+    p.select_option("#part", "encoder_l0_backward")
+    assert "encoder layer 0, backward" in p.inner_text("#legend")
