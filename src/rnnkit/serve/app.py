@@ -154,13 +154,58 @@ def _check_key(request: Request, key: str | None) -> None:
         raise ApiError(401, "a valid API key is needed: Authorization: Bearer KEY or X-API-Key")
 
 
-def create_app(bundle: Bundle, settings: Settings, checkpoint: str = "") -> FastAPI:
-    """The server for ``bundle``; the batcher's worker starts and stops with the app."""
-    s = settings
-    metrics = Metrics()
-    default_beam = s.beam if s.beam is not None else bundle.config.decode.beam_size
-    threads = torch.get_num_threads()
-    batcher = Batcher(
+class _Count:
+    """Pure ASGI middleware: count every response by path and status, time it."""
+
+    PATHS = frozenset({"/", "/health", "/info", "/translate", "/metrics"})
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+        path = scope["path"] if scope["path"] in self.PATHS else "other"
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.metrics.requests.labels(path, str(status[0])).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+
+
+def _limits(s: Settings) -> dict[str, Any]:
+    return {
+        "max_batch": s.max_batch, "max_wait_ms": s.max_wait_ms, "max_queue": s.max_queue,
+        "max_chars": s.max_chars, "max_texts": s.max_texts, "max_body_bytes": s.max_body,
+        "max_beam": MAX_BEAM, "auth": s.api_key is not None,
+    }  # fmt: skip
+
+
+async def _answer(batcher: Batcher, texts: list[str], opts: Decode, timeout: float) -> Any:
+    """Queue ``texts`` and await their batch: 503 when the queue is full or no answer
+    comes in time, 500 when the model fails on the batch."""
+    try:
+        future = batcher.submit(texts, opts)
+    except QueueFull as e:
+        raise ApiError(503, f"busy: {e}; retry shortly", {"Retry-After": "1"}) from None
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(503, f"no answer within {timeout:g} s", {"Retry-After": "1"}) from None
+    except Exception as e:
+        raise ApiError(500, f"the model failed on this batch: {type(e).__name__}: {e}") from None
+
+
+def _batcher(bundle: Bundle, s: Settings, metrics: Metrics) -> Batcher:
+    threads = torch.get_num_threads()  # the worker runs with the threads of its creator
+    return Batcher(
         lambda texts, opts: translate_batch(bundle, texts, opts),  # type: ignore[arg-type]
         s.max_batch,
         s.max_wait_ms / 1000,
@@ -168,13 +213,25 @@ def create_app(bundle: Bundle, settings: Settings, checkpoint: str = "") -> Fast
         on_batch=metrics.batch.observe,
         on_start=lambda: torch.set_num_threads(threads),
     )
+
+
+async def _api_error(request: Request, e: ApiError) -> JSONResponse:
+    return _error(e.status, e.message, e.headers)
+
+
+async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+    return _error(e.status_code, str(e.detail))
+
+
+def create_app(bundle: Bundle, settings: Settings, checkpoint: str = "") -> FastAPI:
+    """The server for ``bundle``; the batcher's worker starts and stops with the app."""
+    s = settings
+    metrics = Metrics()
+    default_beam = s.beam if s.beam is not None else bundle.config.decode.beam_size
+    batcher = _batcher(bundle, s, metrics)
     about = info(bundle, checkpoint)
     about["decode"]["beam"] = default_beam
-    about["limits"] = {
-        "max_batch": s.max_batch, "max_wait_ms": s.max_wait_ms, "max_queue": s.max_queue,
-        "max_chars": s.max_chars, "max_texts": s.max_texts, "max_body_bytes": s.max_body,
-        "max_beam": MAX_BEAM, "auth": s.api_key is not None,
-    }  # fmt: skip
+    about["limits"] = _limits(s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -184,27 +241,10 @@ def create_app(bundle: Bundle, settings: Settings, checkpoint: str = "") -> Fast
 
     app = FastAPI(title="rnnkit serve", lifespan=lifespan, version="0.1.0")
     app.state.batcher, app.state.metrics = batcher, metrics
+    app.add_middleware(_Count, metrics=metrics)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Response:
-        start = time.perf_counter()
-        path = request.url.path
-        path = path if path in {"/", "/health", "/info", "/translate", "/metrics"} else "other"
-        try:
-            response = await call_next(request)
-        except ApiError as e:  # raised in a route: errors are JSON
-            response = _error(e.status, e.message, e.headers)
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        metrics.latency.labels(path).observe(time.perf_counter() - start)
-        return response
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, e: ApiError) -> JSONResponse:
-        return _error(e.status, e.message, e.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return _error(e.status_code, str(e.detail))
+    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -229,29 +269,17 @@ def create_app(bundle: Bundle, settings: Settings, checkpoint: str = "") -> Fast
     }
 
     @app.post("/translate", openapi_extra={"requestBody": body_schema})
-    async def translate(request: Request) -> dict[str, Any]:
+    async def translate(request: Request) -> JSONResponse:
         _check_key(request, s.api_key)
         req = _parse(await _read_body(request, s.max_body), s)
         beam = req.beam if req.beam is not None else default_beam
         if req.n_best > max(beam, 1):
             raise ApiError(422, f"n_best {req.n_best} exceeds the beam size {beam}")
         texts = [req.text] if req.text is not None else list(req.texts or [])
-        opts = Decode(beam, req.n_best, req.attention, req.gates)
-        try:
-            future = batcher.submit(texts, opts)
-        except QueueFull as e:
-            raise ApiError(503, f"busy: {e}; retry shortly", {"Retry-After": "1"}) from None
+        results = await _answer(
+            batcher, texts, Decode(beam, req.n_best, req.attention, req.gates), s.timeout_s
+        )
         metrics.queue.set(batcher.depth)
-        try:
-            results = await asyncio.wait_for(future, s.timeout_s)
-        except asyncio.TimeoutError:
-            raise ApiError(
-                503, f"no answer within {s.timeout_s:g} s", {"Retry-After": "1"}
-            ) from None
-        except Exception as e:
-            raise ApiError(
-                500, f"the model failed on this batch: {type(e).__name__}: {e}"
-            ) from None
-        return {"translations": results}
+        return JSONResponse({"translations": results})  # plain JSON: no re-validation
 
     return app
