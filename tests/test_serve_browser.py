@@ -107,3 +107,29 @@ def _gates(page: object) -> None:
     assert p.locator("#follow .tok").count() == n_out
     p.select_option("#part", "encoder_l0_backward")
     assert "encoder layer 0, backward" in p.inner_text("#legend")
+
+
+def test_inspect_page_shares_the_gate_view(ckpt: Path, tmp_path: Path) -> None:
+    """inspect.html, whose gate view the serve page reuses, still runs in the browser."""
+    from rnnkit.cli import main
+
+    exe = chromium()
+    if exe is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    with one_thread():
+        assert main(["inspect", str(ckpt), "5/9/18", "--out", str(tmp_path)]) == 0
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, headless=True, timeout=60_000)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((tmp_path / "inspect.html").as_uri())
+            assert page.locator("#follow .tok").count() == 7  # 5 / 9 / 1 8 </s>
+            page.select_option("#part", "decoder_l0")
+            assert page.inner_text("#legend").startswith("decoder layer 0")
+            assert page.locator("#att-src .tok").count() == 7
+            assert errors == []
+        finally:
+            browser.close()
