@@ -281,3 +281,16 @@ def test_cli_serves_env_key_and_stops_gracefully_on_sigterm(ckpt: Path, monkeypa
         worker.join(60)
         assert proc.wait(60) == 0
     assert box and box[0].status_code == 200 and len(box[0].json()["translations"]) == 60
+
+
+def test_cli_busy_port_is_a_one_line_error(ckpt: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        r = subprocess.run(
+            [sys.executable, "-m", "rnnkit", "serve", str(ckpt), "--port", port],
+            capture_output=True, text=True, timeout=60, env=env(),
+        )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().startswith("rnnkit: error: serve: cannot listen on 127.0.0.1:")

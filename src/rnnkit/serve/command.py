@@ -87,7 +87,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key or os.environ.get("RNNKIT_API_KEY") or None,
     )
     app = create_app(bundle, settings, os.path.basename(args.checkpoint))
-    sock = _socket(args.host, args.port)
+    try:
+        sock = _socket(args.host, args.port)
+    except OSError as e:
+        from rnnkit.cli import UsageError
+
+        raise UsageError(f"serve: cannot listen on {args.host}:{args.port}: {e.strerror}") from None
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
 
