@@ -20,7 +20,18 @@ from rnnkit.checkpoint import load_bundle
 from rnnkit.cli import main
 from rnnkit.translate import translate_lines
 
-SUBCOMMANDS = ["demo", "train", "translate", "evaluate", "data", "bench"]
+SUBCOMMANDS = [
+    "demo",
+    "train",
+    "translate",
+    "evaluate",
+    "average",
+    "inspect",
+    "serve",
+    "experiment",
+    "data",
+    "bench",
+]
 
 # Lines of very different lengths, blank ones among them (also first and last).
 LINES = [
