@@ -33,7 +33,6 @@ Shapes: B batch, S source, T target, E embedding, H hidden, V vocabulary.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, NamedTuple
 
 import torch
@@ -41,16 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.attention import BahdanauAttention, LuongAttention
-from rnnkit.cells import (
-    CIFGLSTMCell,
-    IndRNNCell,
-    LayerNormGRUCell,
-    LayerNormLSTMCell,
-    MGUCell,
-    PeepholeLSTMCell,
-    StackedCell,
-)
-from rnnkit.cells.base import Cell
+from rnnkit.cells import StackedCell
+from rnnkit.cells.names import CELLS, cell_options, resolve_cell
 from rnnkit.layers import GRU, LSTM, RNN
 from rnnkit.recurrent import Recurrent
 
@@ -62,52 +53,11 @@ __all__ = [
     "Seq2Seq",
     "sequence_loss",
     "resolve_cell",
+    "CELLS",
 ]
 
-# config name → a stock kind (torch.nn layout, fused kernels) or a Cell class
-CELLS: dict[str, str | type[Cell]] = {
-    "rnn": "RNN",
-    "lstm": "LSTM",
-    "gru": "GRU",
-    "layernorm_lstm": LayerNormLSTMCell,
-    "layernorm_gru": LayerNormGRUCell,
-    "peephole_lstm": PeepholeLSTMCell,
-    "cifg_lstm": CIFGLSTMCell,
-    "mgu": MGUCell,
-    "indrnn": IndRNNCell,
-}
 ATTENTIONS = ("bahdanau", "luong", "none")
 State = dict[str, Tensor]  # every tensor batch first, so beam search reorders with index_select
-
-
-def resolve_cell(name: str) -> str | type[Cell]:
-    """A cell name of :data:`CELLS`, or ``"module:Class"`` for a custom :class:`Cell`
-    (imported here). Raises ValueError naming what is wrong."""
-    if name in CELLS:
-        return CELLS[name]
-    if ":" not in name:
-        raise ValueError(f"cell must be one of {', '.join(CELLS)} or module:Class; got {name!r}")
-    module, _, attr = name.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cell {name!r}: cannot import it ({e})") from None
-    if not (isinstance(cls, type) and issubclass(cls, Cell)):
-        raise ValueError(f"cell {name!r} is not a subclass of rnnkit.Cell")
-    return cls
-
-
-def _cell_options(cell: str | type[Cell], forget_bias: float | None) -> dict[str, Any]:
-    """``forget_bias`` for the cells that take it (the LSTM family)."""
-    if forget_bias is None:
-        return {}
-    lstm_family = cell == "LSTM" or (
-        isinstance(cell, type) and "forget_bias" in cell.__init__.__code__.co_varnames
-    )
-    if not lstm_family:
-        name = cell if isinstance(cell, str) else cell.__name__
-        raise ValueError(f"forget_bias applies to the LSTM family, not to {name}")
-    return {"forget_bias": forget_bias}
 
 
 class EncoderOutput(NamedTuple):
@@ -159,7 +109,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
         kind = resolve_cell(cell)
-        kw: dict[str, Any] = dict(regularisers or {}, **_cell_options(kind, forget_bias))
+        kw: dict[str, Any] = dict(regularisers or {}, **cell_options(kind, forget_bias))
         kw.update(batch_first=True, bidirectional=bidirectional)
         kw["dropout"] = dropout if num_layers > 1 else 0.0
         self.rnn: nn.Module
@@ -230,7 +180,7 @@ class Decoder(nn.Module):
                 self.attention = BahdanauAttention(hidden_size, enc_size, hidden_size)
             rnn_in = emb_size + enc_size  # [E y; c_t] or [E y; C]
             self.W_o = nn.Linear(hidden_size + enc_size + emb_size, self.out_size)
-        opts = _cell_options(kind, forget_bias)
+        opts = cell_options(kind, forget_bias)
         self.rnn = StackedCell(kind, rnn_in, hidden_size, num_layers, dropout, **opts)
         self.bridge = nn.Linear(enc_size, hidden_size) if bridge == "learned" else None
 

@@ -1,0 +1,57 @@
+"""Cell names as configs give them (``model.cell``): the built-in names and
+``"module:Class"`` for a custom :class:`~rnnkit.cells.base.Cell`."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from rnnkit.cells.base import Cell
+from rnnkit.cells.gated import CIFGLSTMCell, IndRNNCell, MGUCell, PeepholeLSTMCell
+from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
+
+__all__ = ["CELLS", "resolve_cell", "cell_options"]
+
+# config name → a stock kind (torch.nn layout, fused kernels) or a Cell class
+CELLS: dict[str, str | type[Cell]] = {
+    "rnn": "RNN",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "layernorm_lstm": LayerNormLSTMCell,
+    "layernorm_gru": LayerNormGRUCell,
+    "peephole_lstm": PeepholeLSTMCell,
+    "cifg_lstm": CIFGLSTMCell,
+    "mgu": MGUCell,
+    "indrnn": IndRNNCell,
+}
+
+
+def resolve_cell(name: str) -> str | type[Cell]:
+    """A cell name of :data:`CELLS`, or ``"module:Class"`` for a custom :class:`Cell`
+    (imported here). Raises ValueError naming what is wrong."""
+    if name in CELLS:
+        return CELLS[name]
+    if ":" not in name:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)} or module:Class; got {name!r}")
+    module, _, attr = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cell {name!r}: cannot import it ({e})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Cell)):
+        raise ValueError(f"cell {name!r} is not a subclass of rnnkit.Cell")
+    return cls
+
+
+def cell_options(cell: str | type[Cell], forget_bias: float | None) -> dict[str, Any]:
+    """``forget_bias`` for the cells that take it (the LSTM family)."""
+    if forget_bias is None:
+        return {}
+    lstm_family = cell == "LSTM" or (
+        isinstance(cell, type) and "forget_bias" in inspect.signature(cell).parameters
+    )
+    if not lstm_family:
+        name = cell if isinstance(cell, str) else cell.__name__
+        raise ValueError(f"forget_bias applies to the LSTM family, not to {name}")
+    return {"forget_bias": forget_bias}
