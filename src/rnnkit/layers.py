@@ -76,10 +76,8 @@ def _run_direction(
     gate trace (a NamedTuple of ``(T, B, H)`` tensors) or None."""
     kind, reg, training = layer._kind, layer.regularisers, layer.training
     weights = dict(weights, w_hh=reg.drop_weight(weights["w_hh"], training))
-    fast_ok = not record and fast.supports(kind, weights)
-    if kind == "RNN" and reg.changes_recurrence(training):
-        fast_ok = False  # the fast RNN has no zoneout / recurrent dropout
-    if engine == "explicit" and fast_ok:
+    regularised = reg.changes_recurrence(training)
+    if engine == "explicit" and not record and fast.supports(kind, weights, regularised):
         rev = reverse_index(lengths, x.shape[0], x.shape[1], x.device) if reverse else None
         rmask = reg.recurrent_mask(state[0], training)  # drawn in the order the loop draws
         zone = reg.zone(("hidden", "cell")[: len(state)], state, x.shape[0], training)

@@ -37,13 +37,14 @@ from rnnkit.fast.rnn import _RNN
 __all__ = ["supports", "run"]
 
 
-def supports(kind: str, weights: dict) -> bool:
-    """Whether the fast path computes this layer (LSTM projection and Cho's GRU do not)."""
+def supports(kind: str, weights: dict, regularised: bool = False) -> bool:
+    """Whether the fast path computes this layer: not the LSTM's projection, not Cho's
+    GRU, and not the vanilla RNN with zoneout or recurrent dropout (``regularised``)."""
     if kind == "LSTM":
         return weights["w_hr"] is None
     if kind == "GRU":
         return bool(weights["reset_after"])
-    return True
+    return not regularised
 
 
 def run(
