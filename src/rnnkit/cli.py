@@ -7,56 +7,28 @@ Errors in what the user gave (config, data, checkpoint, input text) end with a o
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from rnnkit.checkpoint import Bundle
+from rnnkit.cli_commands import (
+    UsageError,
+    cmd_average,
+    cmd_bench,
+    cmd_data,
+    cmd_demo,
+    cmd_evaluate,
+    cmd_experiment,
+    cmd_inspect,
+    cmd_train,
+    cmd_translate,
+)
+
+# Names defined here before the split stay importable from rnnkit.cli.
+from rnnkit.cli_commands import read_text as read_text
+from rnnkit.cli_commands import torchrun_command as torchrun_command
+from rnnkit.cli_commands import write_text as write_text
 
 __all__ = ["main"]
-
-
-class UsageError(Exception):
-    """A problem with the user's input, reported in one line."""
-
-
-def read_text(path: str | None) -> list[str]:
-    """Lines of a UTF-8 file (stdin when ``path`` is None or ``-``), newlines stripped."""
-    name = "<stdin>" if path in (None, "-") else path
-    try:
-        data = sys.stdin.buffer.read() if name == "<stdin>" else Path(name).read_bytes()
-    except OSError as e:
-        raise UsageError(f"{name}: {e.strerror}") from None
-    raw = data.split(b"\n")
-    if raw and raw[-1] == b"":
-        raw.pop()
-    lines = []
-    for n, b in enumerate(raw, 1):
-        try:
-            lines.append(b.decode("utf-8").removesuffix("\r"))
-        except UnicodeDecodeError as e:
-            raise UsageError(f"{name}:{n}: invalid UTF-8 (byte 0x{b[e.start]:02x})") from None
-    return lines
-
-
-def write_text(path: str | None, lines: Sequence[str]) -> None:
-    """Write lines to ``path`` atomically, or to stdout when ``path`` is None or ``-``."""
-    text = "".join(line + "\n" for line in lines)
-    if path in (None, "-"):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, out)
 
 
 def positive_int(text: str) -> int:
@@ -68,167 +40,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
     return value
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# ------------------------------------------------------------------------- commands
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from rnnkit.demo import run_demo
-
-    result = run_demo(args.out, max_minutes=args.minutes, log=_log, progress=True)
-    print()
-    for src, hyp in result.examples:
-        print(f"  {src:30} → {hyp}")
-    print(f"accuracy: {result.accuracy:.3f}")
-    print(f"attention heatmap: {result.heatmap}")
-    print(f"checkpoint: {result.checkpoint}")
-    return 0
-
-
-def torchrun_command(args: argparse.Namespace) -> list[str]:
-    """``rnnkit train ... --nproc N`` as the torchrun command that runs N processes."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += ["--nproc-per-node", str(args.nproc), "-m", "rnnkit", "train", args.config]
-    for item in args.set:
-        cmd += ["--set", item]
-    if args.out:
-        cmd += ["--out", args.out]
-    if args.resume:
-        cmd.append("--resume")
-    return cmd
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from rnnkit.config import load_config
-    from rnnkit.train import train
-
-    cfg = load_config(args.config, args.set)  # a bad config fails here, not in N processes
-    if args.nproc > 1:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UsageError("--nproc: already one of several processes (torchrun)")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        cmd = torchrun_command(args)
-        os.execv(cmd[0], cmd)  # torchrun takes this process's place (and its signals)
-    out = args.out or str(Path("runs") / Path(args.config).stem)
-    result = train(
-        cfg,
-        out,
-        resume=args.resume,
-        config_dir=Path(args.config).resolve().parent,
-        log=_log,
-        progress=True,
-    )
-    return 130 if result.stopped == "interrupted" else 0
-
-
-def cmd_average(args: argparse.Namespace) -> int:
-    from rnnkit.checkpoint import average_checkpoints, save_checkpoint
-
-    payload = average_checkpoints(args.checkpoints)
-    save_checkpoint(args.out, payload)
-    steps = ", ".join(str(s) for s in payload["averaged"])
-    _log(f"averaged {len(args.checkpoints)} checkpoints (steps {steps}) into {args.out}")
-    return 0
-
-
-def _bundle(path: str) -> Bundle:
-    from rnnkit.checkpoint import load_bundle
-    from rnnkit.train import pick_device
-
-    return load_bundle(path, device=pick_device("auto"))
-
-
-def cmd_translate(args: argparse.Namespace) -> int:
-    from rnnkit.translate import translate_lines
-
-    lines = read_text(args.input)
-    bundle = _bundle(args.checkpoint)
-    beam = args.beam if args.beam is not None else bundle.config.decode.beam_size
-    if args.n_best > max(beam, 1):
-        raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
-    results = translate_lines(
-        bundle,
-        lines,
-        args.beam,
-        args.batch_size,
-        args.n_best,
-    )
-    if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
-        out = [f"{i} ||| {t.text} ||| {t.score:.4f}" for i, r in enumerate(results) for t in r]
-    else:
-        out = [r[0].text for r in results]
-    write_text(args.output, out)
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rnnkit.evaluate import score
-    from rnnkit.translate import translate_lines
-
-    src, ref = read_text(args.src), read_text(args.ref)
-    if len(src) != len(ref):
-        raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
-    bundle = _bundle(args.checkpoint)
-    hyps = [r[0].text for r in translate_lines(bundle, src, args.beam, args.batch_size)]
-    if args.output:
-        write_text(args.output, hyps)
-    result = score(hyps, ref, lowercase=args.lowercase)
-    result["beam"] = args.beam if args.beam is not None else bundle.config.decode.beam_size
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from rnnkit.inspect import run_inspect
-
-    corpus = read_text(args.corpus) if args.corpus else None
-    result = run_inspect(
-        args.checkpoint, args.sentence, args.out, corpus=corpus, top_units=args.units, log=_log
-    )
-    print(f"translation: {result.translation}")
-    for f in result.files:
-        print(f"wrote {f}")
-    return 0
-
-
-def cmd_experiment(args: argparse.Namespace) -> int:
-    from rnnkit.experiments import EXPERIMENTS, run_experiment, update_results
-
-    if args.name not in EXPERIMENTS:
-        raise UsageError(f"unknown experiment {args.name!r} (known: {', '.join(EXPERIMENTS)})")
-    out = Path(args.out or Path("runs") / "experiments" / args.name)
-    report = run_experiment(args.name, out, quick=args.quick, log=_log, data_dir=args.data_dir)
-    results = args.results or (out / "RESULTS.md" if args.quick else Path("docs") / "RESULTS.md")
-    update_results(results, args.name, report.markdown)
-    print(report.markdown)
-    print(f"\nsection '{args.name}' of {results} regenerated; figures in {out}")
-    return 0
-
-
-def cmd_data(args: argparse.Namespace) -> int:
-    from rnnkit.data import fetch_multi30k
-
-    files = fetch_multi30k(args.out, from_dir=args.from_dir)
-    for f in files:
-        _log(f"wrote {f}")
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    import runpy
-
-    script = Path(__file__).resolve().parents[2] / "bench" / "layers.py"
-    if not script.is_file():
-        raise UsageError(f"{script}: benchmark script not found (run from a source checkout)")
-    sys.argv = [str(script)] + (["--quick"] if args.quick else [])
-    runpy.run_path(str(script), run_name="__main__")
-    return 0
 
 
 # --------------------------------------------------------------------------- parser

@@ -1,0 +1,178 @@
+"""Checking config values: a field's annotation and metadata checks, named in one-line errors.
+
+The generic half of :mod:`rnnkit.config`: :func:`_field` declares a dataclass field with
+its checks, :func:`_check` enforces them on a value, and the YAML reader rejects
+duplicate keys. Nothing here knows the config's sections.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+import operator
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import field
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config. The message is one line: ``<source>: <what is wrong>``."""
+
+
+def _field(default: Any, **checks: Any) -> Any:
+    """A dataclass field whose metadata holds its checks: ``choices``, ``gt``, ``ge``,
+    ``lt``, ``le``, ``pattern`` (+ ``pattern_help``), ``nonempty``."""
+    return field(default=default, metadata=checks)
+
+
+def _validate_fields(obj: Any, source: str) -> None:
+    for f in dataclasses.fields(obj):
+        name = f"{obj.section}.{f.name}"
+        value = _check(getattr(obj, f.name), _hints(type(obj))[f.name], f.metadata, name, source)
+        setattr(obj, f.name, value)
+
+
+# ---------------------------------------------------------------- checking values
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+_KINDS = {bool: "a bool (true or false)", int: "an int", float: "a float", str: "a string"}
+_KINDS[dict] = "a mapping with string keys"
+# PyYAML (YAML 1.1) reads 1e-3 as a string; a float field takes such a literal.
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_BOUNDS: tuple[tuple[str, str, Any], ...] = (
+    ("gt", ">", operator.gt),
+    ("ge", ">=", operator.ge),
+    ("lt", "<", operator.lt),
+    ("le", "<=", operator.le),
+)
+
+
+def _check(value: Any, tp: Any, meta: Mapping[str, Any], name: str, source: str) -> Any:
+    """``value`` checked against type ``tp`` and the field's ``meta`` checks; an int
+    given to a float field comes back as a float."""
+    nullable = False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        nullable = type(None) in args
+        (tp,) = [a for a in args if a is not type(None)]  # only "X | None" is used
+        if value is None:
+            return None
+    kind = typing.get_origin(tp) or tp
+    if kind is float and isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+        value = float(value)
+    if not _is_kind(value, kind):
+        null = " or null" if nullable else ""
+        finite = "a finite float" if kind is float and isinstance(value, float) else _KINDS[kind]
+        raise ConfigError(f"{source}: {name} must be {finite}{null}, got {value!r}")
+    if kind is float:
+        value = float(value)
+    if kind is dict:
+        value = copy.deepcopy(value)
+    _check_meta(value, meta, name, source, nullable)
+    return value
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is bool or kind is str:
+        return isinstance(value, kind)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    if kind is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    raise TypeError(f"config field type {kind!r} is not supported")
+
+
+def _check_meta(
+    value: Any, meta: Mapping[str, Any], name: str, source: str, nullable: bool
+) -> None:
+    null = " (or null)" if nullable else ""
+    custom = meta.get("or_pattern")
+    if "choices" in meta and value not in meta["choices"]:
+        if custom and isinstance(value, str) and re.fullmatch(custom[0], value):
+            return
+        allowed = ", ".join(meta["choices"]) + (f", or {custom[1]}" if custom else "")
+        raise ConfigError(f"{source}: {name} must be one of {allowed}{null}; got {value!r}")
+    if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+        raise ConfigError(f"{source}: {name} must be {meta['pattern_help']}{null}; got {value!r}")
+    if meta.get("nonempty") and not value.strip():
+        raise ConfigError(f"{source}: {name} must not be empty")
+    if any(not op(value, meta[key]) for key, _, op in _BOUNDS if key in meta):
+        bounds = " and ".join(f"{sym} {meta[key]}" for key, sym, _ in _BOUNDS if key in meta)
+        raise ConfigError(f"{source}: {name} must be {bounds}, got {value!r}")
+
+
+# ---------------------------------------------------------------- names
+
+
+def _hint(word: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(known)})"
+
+
+def _kind_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+# ---------------------------------------------------------------- YAML
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key; SafeLoader reports it below
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        detail = " ".join(f"{where}{problem}".split())
+        raise ConfigError(f"{source}: not valid YAML ({detail})") from None
+
+
+def _set_entry(mapping: dict[str, Any], path: Sequence[str], value: Any) -> dict[str, Any]:
+    """A copy of ``mapping`` with ``mapping[path[0]][path[1]]... = value``."""
+    out = copy.deepcopy(mapping)
+    node = out
+    for step in path[:-1]:
+        if not isinstance(node.get(step), dict):
+            node[step] = {}
+        node = node[step]
+    node[path[-1]] = value
+    return out
