@@ -13,7 +13,7 @@ from rnnkit.config_checks import ConfigError, _field, _validate_fields
 
 # The built-in tasks of rnnkit.data.tasks.TASKS, repeated so that config stays light.
 TASK_NAMES = ("dates", "copy", "reverse", "sort")
-# The cells of rnnkit.model.CELLS, likewise; "module:Class" names a custom rnnkit.Cell.
+# The cells of rnnkit.cells.names.CELLS, likewise; "module:Class" names a custom rnnkit.Cell.
 CELL_NAMES = (
     "rnn",
     "lstm",
