@@ -206,6 +206,11 @@ REGULARISED = {
     "gru_zoneout": ("GRU", {"zoneout": 0.4}),
     "gru_recurrent_dropout": ("GRU", {"recurrent_dropout": 0.4}),
     "gru_all_three": ("GRU", {"zoneout": 0.3, "recurrent_dropout": 0.3, "weight_drop": 0.3}),
+    "rnn_tanh_zoneout": ("RNN_tanh", {"zoneout": 0.4}),
+    "rnn_relu_all_three": (
+        "RNN_relu",
+        {"zoneout": 0.3, "recurrent_dropout": 0.3, "weight_drop": 0.3},
+    ),
 }
 
 

@@ -20,7 +20,7 @@ from typing import Any, cast
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit import fast
+from rnnkit import fast, graphs
 from rnnkit.cells.base import Cell, State, bind, strip, unbind
 from rnnkit.cells.regularisers import Regularisers
 from rnnkit.cells.stock import (
@@ -32,7 +32,9 @@ from rnnkit.cells.stock import (
     RNNGates,
     set_forget_bias,
 )
+from rnnkit.graphs.static import run_stack
 from rnnkit.unroll import (
+    freeze,
     last,
     mask_padding,
     restore_layout,
@@ -71,20 +73,24 @@ def _run_direction(
     reverse: bool,
     engine: str,
     record: bool,
+    hold: Tensor | None = None,
 ) -> tuple[Tensor, State, Any]:
     """One layer, one direction. x ``(T, B, I)`` → output ``(T, B, H)``, final state,
-    gate trace (a NamedTuple of ``(T, B, H)`` tensors) or None."""
+    gate trace (a NamedTuple of ``(T, B, H)`` tensors) or None. ``hold``: the steps past
+    each length as a ``(T, B, 1)`` mask, held rather than indexed (static shapes)."""
     kind, reg, training = layer._kind, layer.regularisers, layer.training
     weights = dict(weights, w_hh=reg.drop_weight(weights["w_hh"], training))
-    regularised = reg.changes_recurrence(training)
-    if engine == "explicit" and not record and fast.supports(kind, weights, regularised):
+    if engine == "explicit" and not record and fast.supports(kind, weights):
         rev = reverse_index(lengths, x.shape[0], x.shape[1], x.device) if reverse else None
         rmask = reg.recurrent_mask(state[0], training)  # drawn in the order the loop draws
         zone = reg.zone(("hidden", "cell")[: len(state)], state, x.shape[0], training)
+        zone = freeze(zone, hold, len(state))
         xd = time_reverse(x, rev) if reverse else x
-        out, c_n = fast.run(kind, xd, state, weights, lengths, zone, rmask)
+        out, c_n = fast.run(
+            kind, xd, state, weights, None if hold is not None else lengths, zone, rmask
+        )
         tail = (cast(Tensor, c_n),) if kind == "LSTM" else ()  # c_n is None but for the LSTM
-        final = (last(out, lengths),) + tail
+        final = (last(out, lengths, hold is not None),) + tail
         return reverse_out(out, None, reverse, rev)[0], final, None
     cell, names = layer._cell
     tensors = {
@@ -97,7 +103,7 @@ def _run_direction(
     bind(cell, tensors, reg.recurrent_mask(state[0], training))
     try:
         zone = reg.zone(cell.state, state, x.shape[0], training)
-        return run_cell(cell, x, state, lengths, reverse, zone, record)
+        return run_cell(cell, x, state, lengths, reverse, zone, record, hold)
     finally:
         unbind(cell, names)
 
@@ -198,6 +204,23 @@ class _Recurrent:
             return (h0, x.new_zeros(LD, B, m.hidden_size)) if self._kind == "LSTM" else (h0,)
         return tuple(hx) if self._kind == "LSTM" else (hx,)
 
+    def _static(
+        self, x: Tensor, state: State, lengths: Tensor | None, record: bool
+    ) -> tuple[Tensor, State, Any]:
+        """The explicit engine on static shapes (:mod:`rnnkit.graphs`)."""
+        m: Any = self
+
+        def run_for(lens: Tensor, held: Tensor) -> Any:
+            def run(layer: int, d: int, x: Tensor, s: State) -> tuple[Tensor, State, Any]:
+                w = self._layer_weights(layer, d)
+                return _run_direction(self, x, s, w, lens, bool(d), "explicit", record, held)
+
+            return run
+
+        shape = (m.num_layers, 2 if m.bidirectional else 1, m.dropout)
+        trace_type = type(self._cell[0]).Gates if record else None
+        return run_stack(self, x, state, lengths, run_for, shape, trace_type)
+
     def forward(
         self,
         input: Tensor | PackedSequence,
@@ -243,8 +266,11 @@ class _Recurrent:
                 return _run_direction(self, x, s, w, lens, bool(d), engine, return_gates)
 
             state = self._initial_state(x, hx)
-            out, final, trace = stack(x, state, m.num_layers, D, m.dropout, m.training, run)
-            out, trace = mask_padding(out, trace, lens)
+            if engine == "explicit" and graphs.active(x.device):
+                out, final, trace = self._static(x, state, lens, return_gates)
+            else:
+                out, final, trace = stack(x, state, m.num_layers, D, m.dropout, m.training, run)
+                out, trace = mask_padding(out, trace, lens)
         result_out, final, trace = restore_layout(out, final, trace, layout, input)
         result = (result_out, final if lstm else final[0])
         return result + (trace,) if return_gates else result

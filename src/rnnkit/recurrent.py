@@ -17,10 +17,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from rnnkit import graphs
 from rnnkit.cells.base import Cell, State, bind, strip, unbind
 from rnnkit.cells.gated import CIFGLSTMCell, IndRNNCell, MGUCell, PeepholeLSTMCell
 from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.regularisers import Regularisers
+from rnnkit.graphs.static import run_stack
 from rnnkit.unroll import mask_padding, restore_layout, run_cell, stack, time_major
 
 __all__ = [
@@ -143,8 +145,9 @@ class Recurrent(nn.Module):
         cell = self._cells[0][0]
         return tuple(x.new_zeros(LD, x.shape[1], cell.state_size(n)) for n in cell.state)
 
-    def _direction(self, record: bool, lengths: Tensor | None) -> Any:
-        """``run(layer, d, x, state)`` for :func:`rnnkit.unroll.stack`."""
+    def _direction(self, record: bool, lengths: Tensor | None, held: Tensor | None = None) -> Any:
+        """``run(layer, d, x, state)`` for :func:`rnnkit.unroll.stack`; ``held``: the
+        ``(T, B, 1)`` steps past each length, held (static shapes, :mod:`rnnkit.graphs`)."""
         D = 2 if self.bidirectional else 1
         reg, training = self.regularisers, self.training
 
@@ -155,7 +158,7 @@ class Recurrent(nn.Module):
             bind(cell, tensors, reg.recurrent_mask(state[0], training))
             try:
                 zone = reg.zone(cell.state, state, x.shape[0], training)
-                return run_cell(cell, x, state, lengths, bool(d), zone, record)
+                return run_cell(cell, x, state, lengths, bool(d), zone, record, held)
             finally:
                 unbind(cell, names)
 
@@ -190,9 +193,17 @@ class Recurrent(nn.Module):
         )
         state = self._initial_state(x, hx)
         D = 2 if self.bidirectional else 1
-        run = self._direction(return_gates, lens)
-        out, final, trace = stack(x, state, self.num_layers, D, self.dropout, self.training, run)
-        out, trace = mask_padding(out, trace, lens)
+        if self.engine != "reference" and graphs.active(x.device):
+            trace_type = self.cell_class.Gates if return_gates else None
+            shape = (self.num_layers, D, self.dropout)
+            run_for = lambda lens, held: self._direction(return_gates, lens, held)  # noqa: E731
+            out, final, trace = run_stack(self, x, state, lens, run_for, shape, trace_type)
+        else:
+            run = self._direction(return_gates, lens)
+            out, final, trace = stack(
+                x, state, self.num_layers, D, self.dropout, self.training, run
+            )
+            out, trace = mask_padding(out, trace, lens)
         result_out, final, trace = restore_layout(out, final, trace, layout, input)
         result = (result_out, final if tuple_state else final[0])
         return result + (trace,) if return_gates else result

@@ -53,12 +53,26 @@ def time_reverse(x: Tensor, index: Tensor | None) -> Tensor:
     return x.gather(0, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
-def last(seq: Tensor, lengths: Tensor | None) -> Tensor:
-    """State at each sequence's last real step: seq ``(T, B, H)`` → ``(B, H)``."""
-    if lengths is None:
+def last(seq: Tensor, lengths: Tensor | None, frozen: bool = False) -> Tensor:
+    """State at each sequence's last real step: seq ``(T, B, H)`` → ``(B, H)``. ``frozen``:
+    the states past each length were held (:func:`freeze`), so the last step is the one."""
+    if lengths is None or frozen:
         return seq[-1]
     idx = (lengths.to(seq.device) - 1).view(1, -1, 1).expand(1, seq.shape[1], seq.shape[2])
     return seq.gather(0, idx).squeeze(0)
+
+
+def freeze(zone: list[ZoneMask] | None, keep: Tensor | None, n: int) -> list[ZoneMask] | None:
+    """Zoneout masks that also hold every state past its sequence's length.
+
+    ``keep (T, B, 1)`` is 1 on the steps past each length. A held step is zoneout with
+    keep probability 1, so the two combine as k = f + d - f·d (d the zoneout mask or
+    rate, 0 when there is none): the state after the last real step is then the final
+    one, with no per-length index, which is what static shapes need (:mod:`rnnkit.graphs`).
+    """
+    if keep is None:
+        return zone
+    return [keep if d is None else keep + d - keep * d for d in (zone or [None] * n)]
 
 
 def unroll(
@@ -134,14 +148,17 @@ def run_cell(
     reverse: bool,
     zone: list[ZoneMask] | None = None,
     record: bool = False,
+    hold: Tensor | None = None,
 ) -> tuple[Tensor, State, Any]:
     """One layer, one direction, any cell: x ``(T, B, I)`` → output ``(T, B, H)``,
-    final state (each ``(B, ·)``), trace or None."""
+    final state (each ``(B, ·)``), trace or None. ``hold``: the ``(T, B, 1)`` mask of
+    the steps past each length, held instead of indexed (see :func:`freeze`)."""
     rev = reverse_index(lengths, x.shape[0], x.shape[1], x.device) if reverse else None
     if reverse:
         x = time_reverse(x, rev)
+    zone = freeze(zone, hold, len(state))
     seqs, trace = unroll(cell, cell.project(x), state, zone, record)  # one GEMM for all T
-    final = tuple(last(s, lengths) for s in seqs)
+    final = tuple(last(s, lengths, hold is not None) for s in seqs)
     out, trace = reverse_out(seqs[0], trace, reverse, rev)
     return out, final, trace
 
@@ -219,7 +236,8 @@ def mask_padding(out: Tensor, trace: Any, lengths: Tensor | None) -> tuple[Tenso
     """Zero the output ``(T, B, ·)`` and every trace field past each length."""
     if lengths is None:
         return out, trace
-    mask = (torch.arange(out.shape[0]).unsqueeze(1) < lengths).to(out.device)  # (T, B)
+    steps = torch.arange(out.shape[0], device=lengths.device).unsqueeze(1)
+    mask = (steps < lengths).to(out.device)  # (T, B)
     out = out * mask.unsqueeze(-1).to(out.dtype)
     if trace is not None:
         trace = type(trace)(*(f * mask.unsqueeze(-1).to(f.dtype) for f in trace))

@@ -37,14 +37,14 @@ from rnnkit.fast.rnn import _RNN
 __all__ = ["supports", "run"]
 
 
-def supports(kind: str, weights: dict, regularised: bool = False) -> bool:
+def supports(kind: str, weights: dict) -> bool:
     """Whether the fast path computes this layer: not the LSTM's projection, not Cho's
-    GRU, and not the vanilla RNN with zoneout or recurrent dropout (``regularised``)."""
+    GRU."""
     if kind == "LSTM":
         return weights["w_hr"] is None
     if kind == "GRU":
         return bool(weights["reset_after"])
-    return not regularised
+    return True
 
 
 def run(
@@ -58,9 +58,9 @@ def run(
 ) -> tuple[Tensor, Tensor | None]:
     """One direction over x ``(T, B, I)`` from ``state`` (``(h0,)`` or ``(h0, c0)``).
 
-    ``zone``: zoneout per state (hidden, then cell): keep masks ``(T, B, H)``, a rate
-    (evaluation) or None; ``rmask``: the recurrent-dropout mask ``(B, H)`` or None (the
-    vanilla RNN takes neither: see :func:`supports`).
+    ``zone``: zoneout per state (hidden, then cell): keep masks ``(T, B, H)`` (or
+    ``(T, B, 1)``, broadcast over units), a rate (evaluation) or None; ``rmask``: the
+    recurrent-dropout mask ``(B, H)`` or None.
     Returns the hidden states of every step ``(T, B, H)`` and, for the LSTM, the cell
     state at each sequence's last step ``(B, H)``.
     """
@@ -76,7 +76,8 @@ def run(
     if kind == "GRU":
         reg = (_steps(z_h), None, rmask)
         return _GRU.apply(x, state[0], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], reg), None
-    return _RNN.apply(x, state[0], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], w["relu"]), None
+    reg = (_steps(z_h), None, rmask)
+    return _RNN.apply(x, state[0], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], w["relu"], reg), None
 
 
 def _steps(z: Tensor | float | None) -> Any:

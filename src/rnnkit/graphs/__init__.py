@@ -1,0 +1,65 @@
+"""Static shapes and CUDA graphs: the explicit engine at the GPU's pace.
+
+On a GPU the explicit engine is bound by kernel launches: every time step is a dozen
+small kernels, each a few microseconds of host work. A CUDA graph records the kernels
+of a whole forward (and of the hand-written backward) once and replays them with one
+launch; the price is static shapes. So this package
+
+- rounds T and B up to a few bucket sizes (:mod:`rnnkit.graphs.buckets`) and pads the
+  batch: padded rows have length 0, padded steps lie past every length;
+- handles lengths by holding each state past its sequence's length (a mask, the same
+  arithmetic as zoneout, see :func:`rnnkit.unroll.freeze`) instead of indexing the last
+  step, so no tensor shape and no Python value depends on the data (no host sync);
+- runs the layer through a per-bucket cache of graphed callables on CUDA
+  (:mod:`rnnkit.graphs.capture`); elsewhere the same padded, masked code runs eagerly.
+
+Which layers take this path is set by :func:`set_mode` (or ``RNNKIT_GRAPHS``):
+``"auto"`` (default) the explicit engine on CUDA, ``"on"`` also on the CPU (the same
+code, eagerly: the tests prove it equal to the plain explicit engine there), ``"off"``
+never.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+__all__ = ["MODES", "set_mode", "get_mode", "mode", "active"]
+
+MODES = ("auto", "on", "off")
+_mode = os.environ.get("RNNKIT_GRAPHS", "auto")
+
+
+def set_mode(value: str) -> None:
+    """``"auto"``: static shapes and CUDA graphs for the explicit engine on CUDA;
+    ``"on"``: static shapes on every device (graphs where CUDA); ``"off"``: never."""
+    global _mode
+    if value not in MODES:
+        raise ValueError(f"graphs mode must be one of {', '.join(MODES)}; got {value!r}")
+    _mode = value
+
+
+def get_mode() -> str:
+    if _mode not in MODES:
+        raise ValueError(f"RNNKIT_GRAPHS must be one of {', '.join(MODES)}; got {_mode!r}")
+    return _mode
+
+
+@contextmanager
+def mode(value: str) -> Iterator[None]:
+    """``with rnnkit.graphs.mode("on"): ...``: :func:`set_mode` for a block."""
+    before = _mode
+    set_mode(value)
+    try:
+        yield
+    finally:
+        set_mode(before)
+
+
+def active(device: torch.device) -> bool:
+    """Whether the explicit engine takes the static-shape path on ``device``."""
+    m = get_mode()
+    return m == "on" or (m == "auto" and device.type == "cuda")

@@ -1,0 +1,143 @@
+"""A cache of CUDA graphs per owner and bucket; eager execution everywhere else.
+
+``call(owner, key, fn, args)`` runs ``fn(*args)`` (a function of tensors returning a
+tuple of tensors, reading ``owner``'s parameters). On CUDA the first call of a key
+captures it and later calls replay it:
+
+- with autograd (training): :func:`torch.cuda.make_graphed_callables` records the
+  forward and the backward as two graphs behind one autograd node; ``owner``'s
+  parameters are inputs of both, so their gradients arrive as usual, and the optimizer
+  may update them in place between replays;
+- without (``torch.no_grad()``, evaluation, decoding): one forward graph.
+
+A graph replays into the same memory, so what it returns is copied out, and a second
+forward of the same graph before the first one's backward has run would overwrite the
+activations that backward needs: that call runs eagerly instead. A key that cannot be
+captured (an operation CUDA graphs refuse) warns once and stays eager.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["call", "clear", "captured"]
+
+Fn = Callable[..., tuple[Tensor, ...]]
+_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+
+
+def captured(owner: nn.Module) -> int:
+    """How many graphs ``owner`` holds (0 off CUDA)."""
+    return sum(e is not None for e in _cache.get(owner, {}).values())
+
+
+def clear(owner: nn.Module | None = None) -> None:
+    """Drop the graphs of ``owner`` (of every owner when None), e.g. to free their memory."""
+    if owner is None:
+        _cache.clear()
+    else:
+        _cache.pop(owner, None)
+
+
+def call(owner: nn.Module, key: tuple, fn: Fn, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """``fn(*args)``, through a CUDA graph for ``key`` when the arguments are on CUDA."""
+    if not args[0].is_cuda or torch.cuda.is_current_stream_capturing():
+        return fn(*args)
+    grad = torch.is_grad_enabled() and (
+        any(a.requires_grad for a in args) or any(p.requires_grad for p in owner.parameters())
+    )
+    key = (
+        key,
+        grad,
+        owner.training,
+        tuple((a.shape, a.dtype, a.requires_grad) for a in args),
+        torch.is_autocast_enabled("cuda"),
+    )
+    graphs = _cache.setdefault(owner, {})
+    if key not in graphs:
+        graphs[key] = _capture(owner, fn, args, grad)
+    entry = graphs[key]
+    return fn(*args) if entry is None else entry(args)
+
+
+def _capture(owner: nn.Module, fn: Fn, args: tuple[Tensor, ...], grad: bool) -> Any:
+    try:
+        return _Training(owner, fn, args) if grad else _Inference(fn, args)
+    except Exception as e:  # noqa: BLE001 - any failure to capture means: run eagerly
+        warnings.warn(
+            f"rnnkit.graphs: could not capture {type(owner).__name__} in a CUDA graph "
+            f"({type(e).__name__}: {e}); running it eagerly",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+class _Inference:
+    """One forward graph: static inputs copied in, outputs copied out."""
+
+    def __init__(self, fn: Fn, args: tuple[Tensor, ...]) -> None:
+        self.static = tuple(a.detach().clone() for a in args)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm up (cuBLAS handles, allocator) off the graph
+            for _ in range(2):
+                fn(*self.static)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.outputs = fn(*self.static)
+
+    def __call__(self, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        for s, a in zip(self.static, args):
+            s.copy_(a)
+        self.graph.replay()
+        return tuple(o.clone() for o in self.outputs)
+
+
+class _Owned(nn.Module):
+    """``fn`` as a module whose parameters are ``owner``'s, for make_graphed_callables."""
+
+    def __init__(self, owner: nn.Module, fn: Fn) -> None:
+        super().__init__()
+        self.owner = owner
+        self.fn = fn
+        self.training = owner.training  # not .train(): that would reach into owner
+
+    def forward(self, *args: Tensor) -> tuple[Tensor, ...]:
+        return self.fn(*args)
+
+
+class _Training:
+    """Forward and backward graphs behind one autograd node, and the guard against a
+    second forward before the first one's backward."""
+
+    def __init__(self, owner: nn.Module, fn: Fn, args: tuple[Tensor, ...]) -> None:
+        self.fn = fn
+        sample = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
+        self.graphed = torch.cuda.make_graphed_callables(
+            _Owned(owner, fn), sample, allow_unused_input=True
+        )
+        self.live: list[weakref.ref] = []
+
+    def _pending(self) -> bool:
+        return any(r() is not None for r in self.live)
+
+    def __call__(self, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        if self._pending():
+            return self.fn(*args)
+        outs = tuple(o.clone() for o in self.graphed(*args))
+        waiting = [o for o in outs if o.requires_grad]
+        self.live = [weakref.ref(o) for o in waiting]
+        for o in waiting:  # once a gradient reaches the graph's outputs, it may replay again
+            o.register_hook(self._done)
+        return outs
+
+    def _done(self, grad: Tensor) -> None:
+        self.live = []

@@ -1,0 +1,70 @@
+"""A recurrent layer on static shapes: pad to the bucket, hold past lengths, slice back.
+
+The layer's own code runs unchanged on the padded batch (its :func:`rnnkit.unroll.stack`
+of directions, the fast kernels or the readable loop); only the lengths arrive as a
+mask of held steps instead of indices, so every shape depends on the bucket alone and
+the whole stack can be captured as one CUDA graph (:mod:`rnnkit.graphs.capture`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rnnkit.graphs import capture
+from rnnkit.graphs.buckets import bucket, held_steps, pad_to
+from rnnkit.unroll import Direction, mask_padding, stack
+
+__all__ = ["run_stack"]
+
+# run_for(lengths (B,), held (T, B, 1)) → run(layer, direction, x, state) for stack()
+RunFor = Callable[[Tensor, Tensor], Direction]
+
+
+def run_stack(
+    owner: nn.Module,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    lengths: Tensor | None,
+    run_for: RunFor,
+    shape: tuple[int, int, float],
+    trace_type: Any,
+) -> tuple[Tensor, tuple[Tensor, ...], Any]:
+    """:func:`rnnkit.unroll.stack` on the bucket of x ``(T, B, I)``.
+
+    Args:
+        lengths: ``(B,)`` true lengths (any device) or None (all T).
+        run_for: the layer's direction function, given the padded lengths and held steps.
+        shape: (num_layers, directions, dropout between layers).
+        trace_type: the NamedTuple of the gate trace when one is recorded, else None.
+    Returns:
+        output ``(T, B, D·H)``, final states ``(L·D, B, ·)`` and the trace (or None),
+        as ``stack`` and :func:`rnnkit.unroll.mask_padding` give them on the unpadded batch.
+    """
+    T, B = x.shape[0], x.shape[1]
+    Tb, Bb = bucket(T), bucket(B)
+    real = None if lengths is None else lengths.to(x.device, torch.long, non_blocking=True)
+    full = torch.full((B,), T, dtype=torch.long, device=x.device)
+    lens = pad_to(full if real is None else real, Bb, 0)  # padded rows: length 0
+    held = held_steps(lens, Tb, x.dtype)
+    num_layers, directions, dropout = shape
+    n = len(state)
+
+    def fn(xp: Tensor, held: Tensor, lens: Tensor, *sp: Tensor) -> tuple[Tensor, ...]:
+        out, final, trace = stack(
+            xp, sp, int(num_layers), int(directions), dropout, owner.training, run_for(lens, held)
+        )
+        return (out, *final, *(trace if trace is not None else ()))
+
+    args = (pad_to(pad_to(x, Tb, 0), Bb, 1), held, lens, *(pad_to(s, Bb, 1) for s in state))
+    outs = capture.call(owner, (Tb, Bb, trace_type), fn, args)
+    out = outs[0][:T, :B]
+    final = tuple(f[:, :B] for f in outs[1 : 1 + n])
+    trace = None
+    if trace_type is not None:
+        trace = trace_type(*(f[:, :T, :B] for f in outs[1 + n :]))
+    out, trace = mask_padding(out, trace, real)
+    return out, final, trace
