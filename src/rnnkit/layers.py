@@ -219,7 +219,7 @@ class _Recurrent:
 
         shape = (m.num_layers, 2 if m.bidirectional else 1, m.dropout)
         trace_type = type(self._cell[0]).Gates if record else None
-        return run_stack(self, x, state, lengths, run_for, shape, trace_type)
+        return run_stack(m, x, state, lengths, run_for, shape, trace_type)
 
     def forward(
         self,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -132,7 +132,7 @@ class _Training:
     def __call__(self, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         if self._pending():
             return self.fn(*args)
-        outs = tuple(o.clone() for o in self.graphed(*args))
+        outs = tuple(o.clone() for o in cast(Any, self.graphed)(*args))
         waiting = [o for o in outs if o.requires_grad]
         self.live = [weakref.ref(o) for o in waiting]
         for o in waiting:  # once a gradient reaches the graph's outputs, it may replay again
