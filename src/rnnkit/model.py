@@ -130,7 +130,7 @@ class Encoder(nn.Module):
         """src ``(B, S)`` ids, lengths ``(B,)`` → states ``(B, S, D·H)``, final ``(B, D·H)``,
         gate trace or None."""
         x = self.emb_dropout(self.embed(src))  # (B, S, E)
-        out = self.rnn(x, lengths=lengths.cpu(), return_gates=return_gates)
+        out = self.rnn(x, lengths=lengths, return_gates=return_gates)
         states, h_n = out[0], out[1]
         if isinstance(h_n, tuple):  # LSTM: (h_n, c_n)
             h_n = h_n[0]

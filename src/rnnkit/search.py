@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rnnkit import graphs
+from rnnkit.graphs.seq2seq import greedy_tokens
 from rnnkit.model import EncoderOutput, Seq2Seq, State
 
 __all__ = ["Hypothesis", "greedy_search", "beam_search", "length_penalty"]
@@ -65,11 +67,16 @@ def greedy_search(
         One :class:`Hypothesis` per sentence; its score is the summed log-probability.
         Sentences that have written EOS leave the batch.
     """
+    if graphs.active(src.device):  # static shapes, no host sync per step (rnnkit.graphs)
+        lims = _max_lengths(src_lengths, max_len_a, max_len_b)
+        ids, scores, att = greedy_tokens(model, src, src_lengths, lims)
+        return _hypotheses(model, ids, scores, att, lims, src_lengths)
     enc = model.encode(src, src_lengths)
     state = model.init_state(enc)
     B, dev = src.shape[0], src.device
-    limits = torch.tensor(_max_lengths(src_lengths, max_len_a, max_len_b), device=dev)
-    T = int(limits.max())
+    lims = _max_lengths(src_lengths, max_len_a, max_len_b)
+    limits = torch.tensor(lims, device=dev)
+    T = int(max(lims))
     ids = torch.full((B, T), model.eos_id, dtype=torch.long, device=dev)
     att = None
     scores = torch.zeros(B, device=dev)
@@ -93,9 +100,22 @@ def greedy_search(
             rows, y = rows[keep], y[keep]
             state = {k: v.index_select(0, keep) for k, v in state.items()}
             enc = enc.index_select(keep)
+    return _hypotheses(model, ids, scores, att, lims, src_lengths)
+
+
+def _hypotheses(
+    model: Seq2Seq,
+    ids: Tensor,
+    scores: Tensor,
+    att: Tensor | None,
+    limits: list[int],
+    src_lengths: Tensor,
+) -> list[Hypothesis]:
+    """Greedy outputs ``ids (B, T)``, ``scores (B,)``, ``att (B, T, S)`` as hypotheses:
+    each cut at its first EOS (excluded) or its length limit."""
     out = []
     for b, seq in enumerate(ids.tolist()):
-        seq = seq[: int(limits[b])]
+        seq = seq[: limits[b]]
         n = seq.index(model.eos_id) if model.eos_id in seq else len(seq)
         a = None if att is None else att[b, : min(n + 1, len(seq)), : int(src_lengths[b])]
         out.append(Hypothesis(seq[:n], float(scores[b]), a))

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnkit import graphs
 from rnnkit.checkpoint import (
     Bundle,
     build_model,
@@ -49,6 +50,7 @@ from rnnkit.distributed import (
     shard,
     wrap,
 )
+from rnnkit.graphs.seq2seq import loss_sum
 from rnnkit.model import sequence_loss
 from rnnkit.optim import Schedule, make_optimizer
 from rnnkit.prepare import Prepared, load_pairs, prepare, tokenizer_states
@@ -140,6 +142,11 @@ class Trainer:
                 f"(epoch {self.at.epoch + 1})"
             )
         self.net = wrap(self.model, self.dist, self.device)  # what trains: DDP or the model
+        # the whole teacher-forced pass on static shapes (rnnkit.graphs): one process (DDP
+        # must see its own forward), every step teacher-forced (no choice made per step)
+        self.static = (
+            graphs.active(self.device) and not self.dist.on and self.t.teacher_forcing >= 1
+        )
         n_params = sum(p.numel() for p in self.model.parameters())
         ranks = f" x {self.dist.world} processes" if self.dist.on else ""
         self.say(
@@ -223,10 +230,13 @@ class Trainer:
             b, real = shard(batch, d.rank, d.world, self.data.src_vocab.pad_id)
             b = b.to(self.device)
             with no_sync(self.net, i < len(group) - 1):
-                logits, _ = self.net(b.src, b.src_lengths, b.tgt[:, :-1], t.teacher_forcing)
-                loss, _ = sequence_loss(
-                    logits, b.tgt[:, 1:], self.data.tgt_vocab.pad_id, t.label_smoothing
-                )
+                if self.static:  # one graph per bucket on CUDA, decoder loop included
+                    loss = loss_sum(self.model, b.src, b.src_lengths, b.tgt, t.label_smoothing)
+                else:
+                    logits, _ = self.net(b.src, b.src_lengths, b.tgt[:, :-1], t.teacher_forcing)
+                    loss, _ = sequence_loss(
+                        logits, b.tgt[:, 1:], self.data.tgt_vocab.pad_id, t.label_smoothing
+                    )
                 if not real:  # a stand-in row: join the all-reduce, add nothing
                     loss = loss * 0.0
                 (loss / n).backward()

@@ -1,0 +1,124 @@
+"""The encoder-decoder on static shapes (rnnkit.graphs.seq2seq): the padded, bucketed
+teacher-forced loss and greedy decoding equal today's, and training with them takes the
+same steps. On the CPU these run eagerly; the device script runs them on a GPU."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from toy import one_thread, reverse_batch, train_reverse
+
+from rnnkit import graphs
+from rnnkit.config import config_from_dict
+from rnnkit.graphs.seq2seq import loss_sum
+from rnnkit.model import Seq2Seq, sequence_loss
+from rnnkit.search import greedy_search
+from rnnkit.train import train
+
+V = 12
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+MODELS = {
+    "gru_bahdanau_explicit": dict(cell="gru", attention="bahdanau", engine="explicit"),
+    "lstm_luong_auto": dict(cell="lstm", attention="luong", engine="auto", enc_layers=2),
+    "layernorm_lstm": dict(cell="layernorm_lstm", attention="bahdanau", dec_layers=2),
+    "gru_no_attention": dict(cell="gru", attention="none", engine="explicit"),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_static_loss_equals_sequence_loss(name):
+    """Padded to (8, 16, 16) from (5, ≤11, ≤12): the same summed loss and the same
+    gradient for every parameter (float64; label smoothing on, so every logit counts)."""
+    torch.manual_seed(0)
+    model = Seq2Seq(V, V, 8, 16, dropout=0.0, emb_dropout=0.0, **MODELS[name]).double().eval()
+    src, lengths, tgt = reverse_batch(random.Random(3), 5, 2, 10, V)
+    params = list(model.parameters())
+    results = []
+    for mode in ("off", "on"):
+        with graphs.mode(mode):
+            if mode == "on":
+                loss = loss_sum(model, src, lengths, tgt, 0.1)
+            else:
+                logits, _ = model(src, lengths, tgt[:, :-1])
+                loss, _ = sequence_loss(logits, tgt[:, 1:], model.pad_id, 0.1)
+            results.append((loss, torch.autograd.grad(loss, params)))
+    (l1, g1), (l2, g2) = results
+    torch.testing.assert_close(l2, l1, atol=1e-9, rtol=1e-12)
+    for a, b in zip(g2, g1):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def trained() -> Seq2Seq:
+    torch.manual_seed(0)
+    model = Seq2Seq(V, V, 32, 64, cell="gru", dropout=0.0, emb_dropout=0.0, engine="explicit")
+    with one_thread():
+        return train_reverse(model, seed=0, steps=150, lo=3, hi=10)
+
+
+def test_static_greedy_equals_greedy(trained):
+    """Every sentence decoded to the bucket's length (finished ones writing EOS) gives the
+    tokens, scores and attention of the greedy search that drops finished sentences; the
+    length limits cut where they did (max_len_b small enough to bite)."""
+    torch.manual_seed(1)
+    untrained = Seq2Seq(V, V, 8, 16, cell="lstm", attention="luong", dropout=0.0).eval()
+    src, lengths, _ = reverse_batch(random.Random(5), 11, 2, 9, V)
+    for model, b in ((trained, 10), (trained, 3), (untrained, 10)):
+        with graphs.mode("off"):
+            want = greedy_search(model, src, lengths, max_len_a=0.5, max_len_b=b)
+        with graphs.mode("on"):
+            got = greedy_search(model, src, lengths, max_len_a=0.5, max_len_b=b)
+        assert [h.tokens for h in got] == [h.tokens for h in want]
+        assert any(len(h.tokens) >= 3 for h in want)
+        for g, w in zip(got, want):
+            assert g.score == pytest.approx(w.score, abs=1e-5)
+            assert g.attention is not None and w.attention is not None
+            torch.testing.assert_close(g.attention, w.attention, atol=1e-6, rtol=0)
+
+
+def _dates(out, **train_cfg):
+    d = {
+        "data": {"task": "dates", "task_size": 120, "task_dev": 8, "task_test": 8},
+        "model": {
+            "emb_size": 16,
+            "hidden_size": 24,
+            "dropout": 0.0,
+            "emb_dropout": 0.0,
+            "engine": "explicit",
+        },
+        "train": {
+            "batch_size": 16,
+            "lr": 0.003,
+            "scheduler": "none",
+            "label_smoothing": 0.1,
+            "max_steps": 12,
+            "validate_every": 12,
+            "checkpoint_every": 12,
+            "patience": 0,
+            "device": "cpu",
+            **train_cfg,
+        },
+        "decode": {"beam_size": 1, "max_len_a": 0.0, "max_len_b": 12},
+    }
+    train(config_from_dict(d), out)
+    return torch.load(out / "last.pt", weights_only=False)["model"]
+
+
+def test_training_on_static_shapes_takes_the_same_steps(tmp_path):
+    """12 Adam updates with the static loss (and static greedy validation) end where the
+    ordinary ones do (float32, sums in another order: 1e-5)."""
+    with graphs.mode("off"):
+        want = _dates(tmp_path / "off")
+    with graphs.mode("on"):
+        got = _dates(tmp_path / "on")
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-4)
