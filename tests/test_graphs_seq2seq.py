@@ -116,9 +116,7 @@ def _dates(out, **train_cfg):
 def test_training_on_static_shapes_takes_the_same_steps(tmp_path):
     """12 Adam updates with the static loss (and static greedy validation) end where the
     ordinary ones do (float32, sums in another order: 1e-5)."""
-    with graphs.mode("off"):
-        want = _dates(tmp_path / "off")
-    with graphs.mode("on"):
-        got = _dates(tmp_path / "on")
+    want = _dates(tmp_path / "off", graphs="off")
+    got = _dates(tmp_path / "on", graphs="on")
     for k in want:
         torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-4)

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-import rnnkit.train as train_module
+import rnnkit.update as update_module
 from rnnkit.checkpoint import CheckpointError, average_checkpoints, load_bundle, load_checkpoint
 from rnnkit.cli import main
 from rnnkit.config import config_from_dict, config_to_dict, load_config
@@ -191,7 +191,7 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     """Raise KeyboardInterrupt inside training step ``step`` (after its forward pass has
     drawn dropout masks, before the update), as a Ctrl-C would."""
     calls = {"n": 0}
-    loss = train_module.sequence_loss
+    loss = update_module.sequence_loss
 
     def sequence_loss(*args: Any, **kw: Any) -> Any:
         calls["n"] += 1
@@ -199,7 +199,7 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
             raise KeyboardInterrupt
         return loss(*args, **kw)
 
-    monkeypatch.setattr(train_module, "sequence_loss", sequence_loss)
+    monkeypatch.setattr(update_module, "sequence_loss", sequence_loss)
 
 
 def test_ctrl_c_saves_last_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):

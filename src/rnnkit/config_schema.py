@@ -119,6 +119,10 @@ class TrainConfig:
     teacher_forcing: float = _field(1.0, ge=0, le=1)  # probability of feeding the gold token
     # batches whose gradients add up to one update (loss / their target tokens together)
     accumulate: int = _field(1, gt=0)
+    # forward arithmetic: fp32, or autocast to bf16 / fp16 (fp16 with loss scaling)
+    precision: str = _field("fp32", choices=("fp32", "bf16", "fp16"))
+    # static shapes + CUDA graphs (rnnkit.graphs): auto (explicit engine on CUDA), on, off
+    graphs: str = _field("auto", choices=("auto", "on", "off"))
     max_steps: int = _field(0, ge=0)  # stop after this many updates (0 = no limit)
     max_epochs: int = _field(20, ge=1)  # stop after this many passes over the data
     max_minutes: float = _field(0.0, ge=0)  # stop after this much wall time (0 = no limit)

@@ -40,21 +40,18 @@ from rnnkit.checkpoint import (
 from rnnkit.config import Config, config_to_dict
 from rnnkit.data import Batch, make_batches
 from rnnkit.distributed import (
-    no_sync,
     pick_device,
     restore_rng,
     rng_state,
     seed_rank,
     set_rng_state,
     setup,
-    shard,
     wrap,
 )
-from rnnkit.graphs.seq2seq import loss_sum
-from rnnkit.model import sequence_loss
 from rnnkit.optim import Schedule, make_optimizer
 from rnnkit.prepare import Prepared, load_pairs, prepare, tokenizer_states
 from rnnkit.progress import CsvLog, Meter, progress_bar, report
+from rnnkit.update import Updater
 from rnnkit.validation import validate, validate_and_log
 
 __all__ = [
@@ -142,11 +139,9 @@ class Trainer:
                 f"(epoch {self.at.epoch + 1})"
             )
         self.net = wrap(self.model, self.dist, self.device)  # what trains: DDP or the model
-        # the whole teacher-forced pass on static shapes (rnnkit.graphs): one process (DDP
-        # must see its own forward), every step teacher-forced (no choice made per step)
-        self.static = (
-            graphs.active(self.device) and not self.dist.on and self.t.teacher_forcing >= 1
-        )
+        self.update = Updater(self.t, self.model, self.net, self.opt, self.dist, self.device)
+        if ckpt is not None:
+            self.update.amp.load_state_dict(ckpt.get("scaler", {}))
         n_params = sum(p.numel() for p in self.model.parameters())
         ranks = f" x {self.dist.world} processes" if self.dist.on else ""
         self.say(
@@ -192,6 +187,7 @@ class Trainer:
             "rng": rngs[0],
             "rng_ranks": rngs,
             "progress": dataclasses.asdict(at),
+            "scaler": self.update.amp.state_dict(),
         }
 
     def save(self, name: str, rngs: list[dict[str, Any]] | None = None) -> None:
@@ -220,31 +216,9 @@ class Trainer:
             (loss summed over this rank's rows, target tokens of the whole group,
             learning rate used).
         """
-        t, d = self.t, self.dist
-        d.check_fault(self.at.step + 1)
+        self.dist.check_fault(self.at.step + 1)
         lr = self.sched.set(self.at.step + 1)
-        n = sum(b.ntokens for b in group)  # global: every rank holds the whole batches
-        self.opt.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device)
-        for i, batch in enumerate(group):
-            b, real = shard(batch, d.rank, d.world, self.data.src_vocab.pad_id)
-            b = b.to(self.device)
-            with no_sync(self.net, i < len(group) - 1):
-                if self.static:  # one graph per bucket on CUDA, decoder loop included
-                    loss = loss_sum(self.model, b.src, b.src_lengths, b.tgt, t.label_smoothing)
-                else:
-                    logits, _ = self.net(b.src, b.src_lengths, b.tgt[:, :-1], t.teacher_forcing)
-                    loss, _ = sequence_loss(
-                        logits, b.tgt[:, 1:], self.data.tgt_vocab.pad_id, t.label_smoothing
-                    )
-                if not real:  # a stand-in row: join the all-reduce, add nothing
-                    loss = loss * 0.0
-                (loss / n).backward()
-            total = total + loss.detach()
-        if t.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip)
-        self.opt.step()
-        return total, n, lr
+        return (*self.update(group), lr)
 
     def validate(self) -> None:
         """Dev BLEU (on rank 0; the others wait for it); keep ``best.pt``; count
@@ -280,6 +254,10 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """The loop; returns when a stopping criterion is met or on Ctrl-C."""
+        with graphs.mode(self.t.graphs):  # validation's decoding too
+            return self._loop()
+
+    def _loop(self) -> TrainResult:
         t, at, k = self.t, self.at, self.t.accumulate
         n_batches = len(make_batches(self.data.examples, t.batch_tokens, t.batch_size, False, 0, 0))
         total = -(-n_batches // k) * t.max_epochs
@@ -404,6 +382,6 @@ def train(
     trainer = Trainer(cfg, out_dir, resume, config_dir, log, progress)
     result = trainer.run()
     if result.stopped != "interrupted":  # else (or on an error) other ranks may be gone
-        trainer.net = trainer.model  # DDP and its threads go before the process group
+        trainer.net = trainer.update.net = trainer.model  # DDP goes before the process group
         trainer.dist.close()
     return result

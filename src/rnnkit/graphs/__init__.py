@@ -59,7 +59,8 @@ def mode(value: str) -> Iterator[None]:
         set_mode(before)
 
 
-def active(device: torch.device) -> bool:
-    """Whether the explicit engine takes the static-shape path on ``device``."""
-    m = get_mode()
+def active(device: torch.device, mode: str | None = None) -> bool:
+    """Whether the explicit engine takes the static-shape path on ``device`` (in ``mode``,
+    by default the current one)."""
+    m = mode or get_mode()
     return m == "on" or (m == "auto" and device.type == "cuda")
