@@ -1,0 +1,223 @@
+"""Speed on a GPU: the explicit engine on static shapes and CUDA graphs, against cuDNN.
+
+For LSTM, GRU and LayerNormLSTM (against cuDNN's LSTM) at several sizes, the median
+time of cuDNN (``engine="native"``) and the ratios to it of the explicit engine with
+graphs (``rnnkit.graphs`` mode auto on CUDA) and without (mode off), for a training
+step (forward + backward) and for inference. Then the encoder-decoder of the Multi30k
+recipe on random batches: target tokens per second of a training step and sentences
+per second of greedy decoding, today's path (engine auto, no graphs) against the
+static one (engine explicit, one graph per bucket). TF32 is off (``--tf32``: on) so that
+both sides do the same float32 arithmetic. Runs are interleaved.
+
+On a machine without CUDA the same code runs on the CPU with graphs mode "on" (the
+static path, eagerly): a dry run of the script, its ratios mean nothing for a GPU.
+
+    python bench/gpu.py [--repeats N] [--quick] [--tf32] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import rnnkit
+from rnnkit import graphs
+from rnnkit.graphs.seq2seq import greedy_tokens, loss_sum
+from rnnkit.model import Seq2Seq, sequence_loss
+from rnnkit.search import greedy_search
+
+SIZES = [(50, 64, 512), (100, 16, 128), (200, 128, 1024)]  # (T, B, I = H)
+TARGETS = {  # issue 14: graphs / cuDNN, train and infer
+    ("LSTM", (50, 64, 512)): 1.5,
+    ("GRU", (50, 64, 512)): 1.5,
+    ("LSTM", (100, 16, 128)): 3.0,
+    ("GRU", (100, 16, 128)): 3.0,
+    ("LayerNormLSTM", (50, 64, 512)): 2.0,
+}
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(
+    fns: dict[str, Callable[[], object]], repeats: int, dev: torch.device
+) -> dict[str, float]:
+    """Median seconds of each function, interleaved, after two warm-up calls each."""
+    for f in fns.values():
+        f()
+        f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            _sync(dev)
+            t0 = time.perf_counter()
+            f()
+            _sync(dev)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _layer_call(
+    m: torch.nn.Module, x: torch.Tensor, train: bool, mode: str
+) -> Callable[[], object]:
+    def call() -> object:
+        with graphs.mode(mode):
+            if train:
+                out = m(x)[0]
+                out.sum().backward()
+                return None
+            with torch.no_grad():
+                return m(x)[0]
+
+    return call
+
+
+def layers(sizes: list, repeats: int, dev: torch.device, on: str) -> list[dict]:
+    rows = []
+    for kind in ("LSTM", "GRU", "LayerNormLSTM"):
+        for T, B, H in sizes:
+            if kind == "LayerNormLSTM" and H > 512:
+                continue
+            torch.manual_seed(0)
+            base = "LSTM" if kind == "LayerNormLSTM" else kind
+            ref = getattr(rnnkit, base)(H, H, engine="native").to(dev)
+            if kind == "LayerNormLSTM":
+                mine = rnnkit.LayerNormLSTM(H, H).to(dev)
+            else:
+                mine = getattr(rnnkit, kind)(H, H, engine="explicit").to(dev)
+                mine.load_state_dict(ref.state_dict())
+            x = torch.randn(T, B, H, device=dev, requires_grad=True)
+            for train in (True, False):
+                t = timed(
+                    {
+                        "cudnn": _layer_call(ref, x, train, "off"),
+                        "graphs": _layer_call(mine, x, train, on),
+                        "eager": _layer_call(mine, x, train, "off"),
+                    },
+                    repeats,
+                    dev,
+                )
+                rows.append(
+                    {
+                        "layer": kind,
+                        "size": [T, B, H],
+                        "mode": "train" if train else "infer",
+                        "cudnn_ms": t["cudnn"] * 1e3,
+                        "graphs_x": t["graphs"] / t["cudnn"],
+                        "eager_x": t["eager"] / t["cudnn"],
+                        "target": TARGETS.get((kind, (T, B, H))),
+                    }
+                )
+                r = rows[-1]
+                print(
+                    f"{kind:13} {','.join(map(str, r['size'])):>12} {r['mode']:5} "
+                    f"{r['cudnn_ms']:9.2f} {r['graphs_x']:9.2f} {r['eager_x']:9.2f}"
+                    + (f"   (target ≤ {r['target']})" if r["target"] else ""),
+                    flush=True,
+                )
+    return rows
+
+
+def _batch(B: int, S: int, T: int, V: int, dev: torch.device) -> tuple:
+    g = torch.Generator().manual_seed(0)
+    src = torch.randint(4, V, (B, S), generator=g)
+    lengths = torch.randint(S // 2, S + 1, (B,), generator=g)
+    lengths[0] = S
+    src[torch.arange(S) >= lengths[:, None]] = 0
+    tgt = torch.randint(4, V, (B, T), generator=g)
+    tgt[:, 0] = 2
+    return src.to(dev), lengths, tgt.to(dev)
+
+
+def seq2seq(repeats: int, dev: torch.device, on: str, quick: bool) -> dict:
+    """The Multi30k recipe's model (GRU 512, Bahdanau, BPE 8000) on random batches."""
+    V, B, S, T = (2000, 16, 12, 12) if quick else (8000, 128, 16, 17)
+    kw = dict(emb_size=256, hidden_size=512, cell="gru", tie_embeddings=True)
+    torch.manual_seed(0)
+    today = Seq2Seq(V, V, engine="auto", **kw).to(dev)
+    static = Seq2Seq(V, V, engine="explicit", **kw).to(dev)
+    static.load_state_dict(today.state_dict())
+    src, lengths, tgt = _batch(B, S, T, V, dev)
+    ntok = int((tgt[:, 1:] != 0).sum())
+
+    def step_today() -> None:
+        with graphs.mode("off"):
+            logits, _ = today(src, lengths, tgt[:, :-1])
+            sequence_loss(logits, tgt[:, 1:], 0)[0].backward()
+
+    def step_static() -> None:
+        with graphs.mode(on):
+            loss_sum(static, src, lengths, tgt).backward()
+
+    t = timed({"today": step_today, "static": step_static}, repeats, dev)
+    today.eval(), static.eval()
+    limits = [S + 5] * B
+
+    def greedy_today() -> None:
+        with graphs.mode("off"):
+            greedy_search(today, src, lengths, 1.0, 5)
+
+    def greedy_static() -> None:
+        with graphs.mode(on):
+            greedy_tokens(static, src, lengths, limits)
+
+    g = timed({"today": greedy_today, "static": greedy_static}, repeats, dev)
+    res = {
+        "train_tok_s_today": ntok / t["today"],
+        "train_tok_s_static": ntok / t["static"],
+        "greedy_sent_s_today": B / g["today"],
+        "greedy_sent_s_static": B / g["static"],
+    }
+    print(
+        f"seq2seq train step ({B} sentences, {ntok} target tokens): "
+        f"{res['train_tok_s_today']:,.0f} tok/s today, {res['train_tok_s_static']:,.0f} static "
+        f"({t['today'] / t['static']:.2f}×)"
+    )
+    print(
+        f"greedy decoding: {res['greedy_sent_s_today']:,.0f} sentences/s today, "
+        f"{res['greedy_sent_s_static']:,.0f} static ({g['today'] / g['static']:.2f}×)"
+    )
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=20, help="timed calls per candidate")
+    ap.add_argument("--quick", action="store_true", help="one size, 3 repeats (a smoke run)")
+    ap.add_argument("--tf32", action="store_true", help="let cuDNN and cuBLAS use TF32")
+    ap.add_argument("--json", help="also write the numbers to this JSON file")
+    args = ap.parse_args()
+    cuda = torch.cuda.is_available()
+    dev = torch.device("cuda" if cuda else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
+    on = "auto" if cuda else "on"
+    sizes = SIZES[1:2] if args.quick else SIZES
+    repeats = 3 if args.quick else args.repeats
+    name = torch.cuda.get_device_name() if cuda else "CPU (dry run: graphs mode 'on', eager)"
+    print(
+        f"torch {torch.__version__}, {name}, "
+        f"TF32 {'on' if args.tf32 else 'off'}, median of {repeats}"
+    )
+    print(f"{'layer':13} {'T,B,H':>12} {'mode':5} {'cuDNN ms':>9} {'graphs ×':>9} {'eager ×':>9}")
+    rows = layers(sizes, repeats, dev, on)
+    misses = [
+        f"{r['layer']} {r['size']} {r['mode']}: {r['graphs_x']:.2f} > {r['target']}"
+        for r in rows
+        if r["target"] and r["graphs_x"] > r["target"]
+    ]
+    print("missed: " + ("; ".join(misses) if misses else "none"))
+    s2s = seq2seq(repeats, dev, on, args.quick)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"device": name, "layers": rows, "seq2seq": s2s}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
