@@ -293,3 +293,17 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     assert time.monotonic() - t0 < JOB_TIMEOUT
     time.sleep(0.2)
     assert not job_pids(str(out))
+
+
+def test_a_bad_backend_is_a_one_line_error(monkeypatch):
+    """RNNKIT_DIST_BACKEND names gloo or (on CUDA) nccl; anything else is refused before
+    any process group is made."""
+    from rnnkit.config import ConfigError
+    from rnnkit.distributed import setup
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    for bad in ("mpi", "nccl"):  # nccl on the CPU
+        monkeypatch.setenv("RNNKIT_DIST_BACKEND", bad)
+        with pytest.raises(ConfigError, match=f"RNNKIT_DIST_BACKEND={bad}: use gloo"):
+            setup("cpu")

@@ -60,7 +60,7 @@ def test_fp16_scaler_skips_an_overflowing_update():
     assert not torch.equal(before[0], model.weight)
 
 
-def _dates(out, precision: str, max_steps: int, **extra):
+def _dates(out, precision: str, max_steps: int, device: str = "cpu", **extra):
     d = {
         "data": {"task": "dates", "task_size": 200, "task_dev": 8, "task_test": 8},
         "model": {"emb_size": 16, "hidden_size": 32, "engine": "explicit"},
@@ -73,7 +73,7 @@ def _dates(out, precision: str, max_steps: int, **extra):
             "checkpoint_every": 5,
             "log_every": 5,
             "patience": 0,
-            "device": "cpu",
+            "device": device,
             "precision": precision,
             **extra,
         },
@@ -103,3 +103,12 @@ def test_fp16_resume_restores_the_loss_scale(tmp_path):
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)["model"]
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=0, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (device script)")
+@pytest.mark.parametrize("precision, graphs", [("bf16", "off"), ("fp16", "off"), ("bf16", "auto")])
+def test_low_precision_trains_on_cuda(tmp_path, precision, graphs):
+    result = _dates(tmp_path, precision, 30, device="cuda", graphs=graphs)
+    losses = [row["loss"] for row in result.history if row["split"] == "train"]
+    assert len(losses) >= 5 and all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.8 * losses[0]

@@ -58,6 +58,7 @@ __all__ = [
 
 FAULT_ENV = "RNNKIT_FAULT"
 TIMEOUT_ENV = "RNNKIT_DIST_TIMEOUT"
+BACKEND_ENV = "RNNKIT_DIST_BACKEND"  # nccl | gloo; default: nccl on CUDA, gloo on the CPU
 
 
 def pick_device(name: str) -> torch.device:
@@ -182,7 +183,9 @@ def setup(device_name: str) -> tuple[Dist, torch.device]:
 
     Args:
         device_name: ``train.device``. ``auto`` and ``cuda`` give each rank the GPU
-            ``cuda:LOCAL_RANK`` (NCCL); ``cpu`` or no GPU give gloo.
+            ``cuda:LOCAL_RANK`` (NCCL); ``cpu`` or no GPU give gloo. With
+            ``RNNKIT_DIST_BACKEND=gloo`` ranks may share GPUs (round robin), e.g. two
+            ranks on a one-GPU machine for a correctness run.
     Returns:
         this process's :class:`Dist` and its device.
     Raises:
@@ -199,10 +202,22 @@ def setup(device_name: str) -> tuple[Dist, torch.device]:
                 f"train.device={device_name} names one GPU, but {world} processes train: "
                 "use cuda or auto (each rank takes cuda:LOCAL_RANK)"
             )
-        device = torch.device("cuda", local_rank)
+    backend = os.environ.get(BACKEND_ENV) or ("nccl" if device.type == "cuda" else "gloo")
+    if backend not in ("nccl", "gloo") or (backend == "nccl" and device.type != "cuda"):
+        raise ConfigError(
+            f"{BACKEND_ENV}={backend}: use gloo"
+            + (", or nccl on CUDA" if device.type == "cuda" else "")
+        )
+    if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus and backend == "nccl":  # NCCL refuses two ranks on one GPU
+            raise ConfigError(
+                f"process {local_rank} of this machine has no GPU of its own ({gpus} GPU(s)): "
+                f"start at most {gpus} per machine, or set {BACKEND_ENV}=gloo to share them"
+            )
+        device = torch.device("cuda", local_rank % gpus)
         torch.cuda.set_device(device)
     timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
-    backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=timeout)
     return Dist(rank, world, _fault_step(rank)), device
 

@@ -6,8 +6,8 @@ captures it and later calls replay it:
 
 - with autograd (training): :func:`torch.cuda.make_graphed_callables` records the
   forward and the backward as two graphs behind one autograd node; ``owner``'s
-  parameters are inputs of both, so their gradients arrive as usual, and the optimizer
-  may update them in place between replays;
+  parameters are inputs of both, so their gradients arrive as usual (copied out of the
+  graph's buffers), and the optimizer may update them in place between replays;
 - without (``torch.no_grad()``, evaluation, decoding): one forward graph.
 
 A graph replays into the same memory, so what it returns is copied out, and a second
@@ -30,6 +30,7 @@ __all__ = ["call", "clear", "captured"]
 
 Fn = Callable[..., tuple[Tensor, ...]]
 _cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKeyDictionary()
+_capturing = False
 
 
 def captured(owner: nn.Module) -> int:
@@ -47,7 +48,7 @@ def clear(owner: nn.Module | None = None) -> None:
 
 def call(owner: nn.Module, key: tuple, fn: Fn, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """``fn(*args)``, through a CUDA graph for ``key`` when the arguments are on CUDA."""
-    if not args[0].is_cuda or torch.cuda.is_current_stream_capturing():
+    if not args[0].is_cuda or _capturing:  # a graph inside a graph being made: part of it
         return fn(*args)
     grad = torch.is_grad_enabled() and (
         any(a.requires_grad for a in args) or any(p.requires_grad for p in owner.parameters())
@@ -57,6 +58,7 @@ def call(owner: nn.Module, key: tuple, fn: Fn, args: tuple[Tensor, ...]) -> tupl
         grad,
         owner.training,
         tuple((a.shape, a.dtype, a.requires_grad) for a in args),
+        tuple(p.data_ptr() for p in owner.parameters()),  # moved or replaced: capture anew
         torch.is_autocast_enabled("cuda"),
     )
     graphs = _cache.setdefault(owner, {})
@@ -67,6 +69,8 @@ def call(owner: nn.Module, key: tuple, fn: Fn, args: tuple[Tensor, ...]) -> tupl
 
 
 def _capture(owner: nn.Module, fn: Fn, args: tuple[Tensor, ...], grad: bool) -> Any:
+    global _capturing
+    _capturing = True  # warm-up runs and the capture itself: inner calls run inline
     try:
         return _Training(owner, fn, args) if grad else _Inference(fn, args)
     except Exception as e:  # noqa: BLE001 - any failure to capture means: run eagerly
@@ -77,6 +81,8 @@ def _capture(owner: nn.Module, fn: Fn, args: tuple[Tensor, ...], grad: bool) -> 
             stacklevel=3,
         )
         return None
+    finally:
+        _capturing = False
 
 
 class _Inference:
@@ -101,28 +107,35 @@ class _Inference:
         return tuple(o.clone() for o in self.outputs)
 
 
-class _Owned(nn.Module):
-    """``fn`` as a module whose parameters are ``owner``'s, for make_graphed_callables."""
+class _OwnGradients(torch.autograd.Function):
+    """The identity on parameters, whose backward hands on copies of their gradients: a
+    graph's gradient buffers are rewritten by its next replay, and autograd would
+    otherwise keep them as ``.grad`` (so two backward passes before an update, as in
+    gradient accumulation, would overwrite the first)."""
 
-    def __init__(self, owner: nn.Module, fn: Fn) -> None:
-        super().__init__()
-        self.owner = owner
-        self.fn = fn
-        self.training = owner.training  # not .train(): that would reach into owner
+    @staticmethod
+    def forward(ctx: Any, *params: Tensor) -> tuple[Tensor, ...]:
+        return tuple(p.view_as(p) for p in params)  # same memory: the graph reads it in place
 
-    def forward(self, *args: Tensor) -> tuple[Tensor, ...]:
-        return self.fn(*args)
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        return tuple(None if g is None else g.clone() for g in grads)
 
 
 class _Training:
     """Forward and backward graphs behind one autograd node, and the guard against a
-    second forward before the first one's backward."""
+    second forward before the first one's backward.
+
+    ``owner``'s parameters are passed as inputs (after ``fn``'s own, which ignores
+    them: it reads the very same tensors from ``owner``), so the captured backward
+    computes their gradients; the optimizer updates them in place between replays."""
 
     def __init__(self, owner: nn.Module, fn: Fn, args: tuple[Tensor, ...]) -> None:
-        self.fn = fn
+        self.fn, self.params = fn, tuple(owner.parameters())
+        n = len(args)
         sample = tuple(a.detach().clone().requires_grad_(a.requires_grad) for a in args)
         self.graphed = torch.cuda.make_graphed_callables(
-            _Owned(owner, fn), sample, allow_unused_input=True
+            lambda *a: fn(*a[:n]), sample + self.params, allow_unused_input=True
         )
         self.live: list[weakref.ref] = []
 
@@ -132,7 +145,8 @@ class _Training:
     def __call__(self, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         if self._pending():
             return self.fn(*args)
-        outs = tuple(o.clone() for o in cast(Any, self.graphed)(*args))
+        params = _OwnGradients.apply(*self.params)
+        outs = tuple(o.clone() for o in cast(Any, self.graphed)(*args, *params))
         waiting = [o for o in outs if o.requires_grad]
         self.live = [weakref.ref(o) for o in waiting]
         for o in waiting:  # once a gradient reaches the graph's outputs, it may replay again
