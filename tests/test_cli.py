@@ -241,6 +241,7 @@ def test_evaluate_prints_bleu_chrf_and_signatures_as_json(checkpoint, tmp_path, 
     assert {"bleu", "chrf", "bleu_signature", "chrf_signature"} <= result.keys()
     assert 0 <= result["bleu"] <= 100 and 0 <= result["chrf"] <= 100
     assert result["n"] == len(lines) and result["beam"] == 1
+    assert 0 < result["translate_seconds"] < 60
     assert "tok:13a" in result["bleu_signature"] and "nrefs:1" in result["chrf_signature"]
 
     # scored against its own translations, the model is perfect: evaluate scores

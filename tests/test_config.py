@@ -350,3 +350,19 @@ def test_cell_names_and_their_options():
     assert "model.forget_bias applies to the LSTM family" in msg and "model.cell=gru" in msg
     assert "model.zoneout" in error_of(load_config, None, ["model.zoneout=1.5"])
     assert "model.cell" in error_of(load_config, None, ["model.cell=my cells:X"])
+
+
+def test_graphs_and_precision_keys(tmp_path):
+    """train.graphs takes auto / on / off, also as YAML 1.1 reads a bare on / off (a
+    bool); train.precision takes fp32 / bf16 / fp16; anything else names the key."""
+    from rnnkit.config import ConfigError, config_from_dict, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {task: dates}\ntrain: {graphs: on, precision: bf16}\n")
+    cfg = load_config(path, ["train.graphs=off"])
+    assert (cfg.train.graphs, cfg.train.precision) == ("off", "bf16")
+    assert load_config(path).train.graphs == "on"
+    with pytest.raises(ConfigError, match="train.graphs must be one of auto, on, off"):
+        config_from_dict({"data": {"task": "dates"}, "train": {"graphs": "always"}})
+    with pytest.raises(ConfigError, match="train.precision"):
+        config_from_dict({"data": {"task": "dates"}, "train": {"precision": 16}})

@@ -26,14 +26,24 @@ def _slice(src: Path, dst: Path, n: int) -> None:
     not (DATA / "multi30k").is_dir(),
     reason="../shared/data/multi30k not found: the Multi30k corpus is not here",
 )
-def test_multi30k_config_trains_a_few_steps_and_translates(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "config, extra",
+    [
+        ("multi30k_de_en.yaml", []),
+        # the GPU recipe, dry-run here: static shapes on the CPU, bf16 autocast
+        ("multi30k_de_en_gpu.yaml", ["train.graphs=on", "train.max_minutes=0"]),
+    ],
+)
+def test_multi30k_config_trains_a_few_steps_and_translates(
+    tmp_path: Path, config: str, extra: list[str]
+) -> None:
     for split, n in (("train", 300), ("val", 20), ("test2016", 20)):
         for lang in ("de", "en"):
             _slice(
                 DATA / "multi30k" / f"{split}.{lang}", tmp_path / "multi30k" / f"{split}.{lang}", n
             )
     cfg = load_config(
-        ROOT / "configs" / "multi30k_de_en.yaml",
+        ROOT / "configs" / config,
         [
             f"data.data_dir={tmp_path}",
             "data.vocab_size=300",
@@ -41,6 +51,7 @@ def test_multi30k_config_trains_a_few_steps_and_translates(tmp_path: Path) -> No
             "train.validate_every=3",
             "train.batch_tokens=600",
             "decode.beam_size=2",
+            *extra,
         ],
     )
     assert (cfg.data.src, cfg.data.tgt, cfg.model.attention) == ("de", "en", "bahdanau")

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -160,11 +161,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(src) != len(ref):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
     bundle = _bundle(args.checkpoint)
+    t0 = time.perf_counter()
     hyps = [r[0].text for r in translate_lines(bundle, src, args.beam, args.batch_size)]
+    seconds = time.perf_counter() - t0  # translation alone, the model loaded
     if args.output:
         write_text(args.output, hyps)
     result = score(hyps, ref, lowercase=args.lowercase)
     result["beam"] = args.beam if args.beam is not None else bundle.config.decode.beam_size
+    result["translate_seconds"] = round(seconds, 3)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -76,6 +76,8 @@ def _check(value: Any, tp: Any, meta: Mapping[str, Any], name: str, source: str)
     kind = typing.get_origin(tp) or tp
     if kind is float and isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
         value = float(value)
+    if kind is str and isinstance(value, bool) and {"on", "off"} <= set(meta.get("choices", ())):
+        value = "on" if value else "off"  # YAML 1.1 reads a bare on / off as a bool
     if not _is_kind(value, kind):
         null = " or null" if nullable else ""
         finite = "a finite float" if kind is float and isinstance(value, float) else _KINDS[kind]
