@@ -41,6 +41,31 @@ def test_autocast_reaches_the_products_not_the_recurrence(name, dtype):
     torch.testing.assert_close(out, lstm(x, lengths=torch.tensor([6, 3]))[0], atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["bf16", "fp16"])
+@pytest.mark.parametrize("engine", ["native", "explicit", "reference"])
+def test_every_engine_keeps_its_recurrence_out_of_autocast(name, engine):
+    """Any engine, packed or padded, and the decoder's cells: under autocast the layer
+    gives exactly its float32 result (torch's own LSTM on a padded batch would return
+    bf16 under bf16, and fail in oneDNN under fp16 on the CPU)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from rnnkit.cells.stacked import StackedCell
+
+    torch.manual_seed(0)
+    lstm = rnnkit.LSTM(4, 5, engine=engine, bidirectional=True)
+    x = torch.randn(6, 2, 4)
+    packed = pack_padded_sequence(x, torch.tensor([6, 3]))
+    cell = StackedCell("LSTM", 4, 5, 2, 0.0)
+    h = torch.randn(2, 2, 5)
+    calls = [lambda: lstm(x)[0], lambda: lstm(packed)[0].data, lambda: cell.step(x[0], h, h)[0]]
+    for call in calls:
+        want = call()
+        with Precision(name, CPU).autocast():
+            got = call()
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
 def test_fp16_scaler_skips_an_overflowing_update():
     """A gradient that overflowed: no update, and the scale halves."""
     amp = Precision("fp16", CPU)
@@ -63,7 +88,12 @@ def test_fp16_scaler_skips_an_overflowing_update():
 def _dates(out, precision: str, max_steps: int, device: str = "cpu", **extra):
     d = {
         "data": {"task": "dates", "task_size": 200, "task_dev": 8, "task_test": 8},
-        "model": {"emb_size": 16, "hidden_size": 32, "engine": "explicit"},
+        "model": {
+            "emb_size": 16,
+            "hidden_size": 32,
+            "engine": extra.pop("engine", "explicit"),
+            "cell": extra.pop("cell", "gru"),
+        },
         "train": {
             "batch_size": 20,
             "lr": 0.01,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -33,6 +34,7 @@ from rnnkit.cells.stock import (
     set_forget_bias,
 )
 from rnnkit.graphs.static import run_stack
+from rnnkit.precision import in_autocast, to_dtype
 from rnnkit.unroll import (
     freeze,
     last,
@@ -243,8 +245,13 @@ class _Recurrent:
             ``(output, h_n)`` / ``(output, (h_n, c_n))`` as torch.nn, plus the trace.
         """
         m: Any = self
-        engine = self._pick_engine(return_gates)
         packed = isinstance(input, PackedSequence)
+        device = (input.data if isinstance(input, PackedSequence) else input).device
+        if in_autocast(device):  # the recurrence in the weights' dtype (rnnkit.precision)
+            dt = next(m.parameters()).dtype
+            with torch.autocast(device.type, enabled=False):
+                return self.forward(to_dtype(input, dt), to_dtype(hx, dt), lengths, return_gates)
+        engine = self._pick_engine(return_gates)
         if packed and lengths is not None:
             raise ValueError("pass either a PackedSequence or lengths, not both")
         if engine == "native" and (packed or lengths is None):

@@ -6,12 +6,15 @@
   the loss before backward so small gradients survive float16, unscales them before
   clipping, and skips an update whose gradients overflowed (lowering the scale).
 
-Autocast runs the matrix products (embeddings' neighbours, attention, the output layer)
-in the low dtype and keeps reductions such as the cross-entropy in float32. The explicit
-engine's recurrence runs in the weights' dtype with autocast off (see :mod:`rnnkit.fast`);
-what torch's fused kernels do under autocast is theirs (on the CPU, ``torch.nn.LSTM``
-returns float32). Autocast's weight cache is off: CUDA graphs (:mod:`rnnkit.graphs`)
-cannot capture it, and a recurrent model reuses few casts.
+Autocast runs the matrix products around the recurrence (attention, the output layer)
+in the low dtype and keeps reductions such as the cross-entropy in float32. Every
+recurrent layer and decoder cell of rnnkit, whatever its engine, runs in its weights'
+dtype with autocast off (:func:`in_autocast`): the recurrence is where rounding
+accumulates over T steps, and torch's own kernels under autocast differ by device and
+dtype (on the CPU, ``torch.nn.LSTM`` on a padded batch returns bfloat16 under bf16 and
+fails inside oneDNN under fp16, while on packed input it returns float32). Autocast's
+weight cache is off: CUDA graphs (:mod:`rnnkit.graphs`) cannot capture it, and a
+recurrent model reuses few casts.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 
-__all__ = ["PRECISIONS", "Precision"]
+__all__ = ["PRECISIONS", "Precision", "in_autocast", "to_dtype"]
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -66,3 +70,19 @@ class Precision:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+def in_autocast(device: torch.device) -> bool:
+    """Whether autocast is on for ``device``'s type (then a recurrence runs without it)."""
+    return torch.is_autocast_enabled(device.type)
+
+
+def to_dtype(obj: Any, dtype: torch.dtype) -> Any:
+    """Floating tensors in ``obj`` (a tensor, PackedSequence, tuple, list or None) cast."""
+    if isinstance(obj, Tensor):
+        return obj.to(dtype) if obj.is_floating_point() else obj
+    if isinstance(obj, PackedSequence):
+        return obj._replace(data=obj.data.to(dtype))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_dtype(o, dtype) for o in obj)
+    return obj

@@ -23,6 +23,7 @@ from rnnkit.cells.gated import CIFGLSTMCell, IndRNNCell, MGUCell, PeepholeLSTMCe
 from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.regularisers import Regularisers
 from rnnkit.graphs.static import run_stack
+from rnnkit.precision import in_autocast, to_dtype
 from rnnkit.unroll import mask_padding, restore_layout, run_cell, stack, time_major
 
 __all__ = [
@@ -187,6 +188,11 @@ class Recurrent(nn.Module):
         """
         if isinstance(input, PackedSequence) and lengths is not None:
             raise ValueError("pass either a PackedSequence or lengths, not both")
+        device = (input.data if isinstance(input, PackedSequence) else input).device
+        if in_autocast(device):  # the recurrence in the weights' dtype (rnnkit.precision)
+            dt = next(self.parameters()).dtype
+            with torch.autocast(device.type, enabled=False):
+                return self.forward(to_dtype(input, dt), to_dtype(hx, dt), lengths, return_gates)
         tuple_state = self.num_states > 1
         x, hx, lens, layout = time_major(
             input, hx, lengths, self.batch_first, tuple_state, type(self).__name__

@@ -70,8 +70,14 @@ class StackedCell(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None, list[Any]]:
         """x ``(B, I)``, h / c ``(B, L, H)`` → top output ``(B, H)``, new h, new c, gates.
 
-        ``gates`` holds one ``Gates`` tuple per layer when ``record``.
+        ``gates`` holds one ``Gates`` tuple per layer when ``record``; under autocast the
+        step runs without it, in the weights' dtype (see :mod:`rnnkit.precision`).
         """
+        if torch.is_autocast_enabled(x.device.type):
+            dt = next(self.parameters()).dtype
+            with torch.autocast(x.device.type, enabled=False):
+                c = None if c is None else c.to(dt)
+                return self.step(x.to(dt), h.to(dt), c, fused, record)
         hs: list[Tensor] = []
         cs: list[Tensor] = []
         gates: list[Any] = []

@@ -18,10 +18,6 @@ dropout multiplies the h entering ``W_hh`` by its per-sequence mask (and the gra
 leaving it), zoneout mixes each new state with the previous one after the step,
 ``s_t = d ⊙ s_{t-1} + (1 - d) ⊙ s̃_t``, and splits the gradient the same way.
 
-Under autocast (``train.precision``) the kernels run in the weights' dtype, autocast
-off: the recurrence is where low precision accumulates error over T steps, and its cost
-on a GPU is launches, not arithmetic.
-
 Padding needs no masking inside the loop: sequences are right-padded, so steps past
 a length never influence the real ones; the caller zeroes those outputs and takes
 final states at each true last step, and the backward pass sees zero gradient there.
@@ -32,7 +28,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from rnnkit.fast.gru import _GRU
@@ -69,12 +64,6 @@ def run(
     Returns the hidden states of every step ``(T, B, H)`` and, for the LSTM, the cell
     state at each sequence's last step ``(B, H)``.
     """
-    if torch.is_autocast_enabled(x.device.type):  # the recurrence stays in the weights' dtype
-        dt = weights["w_hh"].dtype
-        zone = [z.to(dt) if isinstance(z, Tensor) else z for z in zone] if zone else zone
-        with torch.autocast(x.device.type, enabled=False):
-            state = tuple(s.to(dt) for s in state)
-            return run(kind, x.to(dt), state, weights, lengths, zone, rmask)
     w = weights
     z_h, z_c = (list(zone) + [None])[:2] if zone else (None, None)
     if kind == "LSTM":

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The GPU checks of issues 14 and 13 in one run of about 5 minutes on one GPU: the CUDA
+# tests (graph = eager, recapture, no host sync, precision modes), the speed table of
+# bench/gpu.py, the GPU recipe (75 s of training, test2016 with beam 5) and the CUDA path
+# of torchrun training (bench/ddp_cuda.py). Everything it writes goes to $OUT (at most 8
+# files: check.log, gpu.json, eval.json, train_log.csv).
+#
+# From a session with a device machine (see /work/.library/device/README.md), once:
+#   echo /.gpu_data/ >> .git/info/exclude
+#   mkdir -p .gpu_data && cp -r ../shared/data/multi30k .gpu_data/
+# then dry-run it here (CPU: the CUDA tests skip, the rest runs small or is skipped):
+#   OUT=/tmp/gpu_out PYTHON=.venv/bin/python STEPS="tests bench" bash bench/gpu_check.sh
+# and run it there as one command, carrying the data:
+#   run(command="bash bench/gpu_check.sh", carry=[".gpu_data"], timeout_s=480)
+# STEPS chooses the parts (default: tests bench recipe ddp), e.g. to rerun one.
+set -u -o pipefail
+OUT=${OUT:-gpu_out}
+PY=${PYTHON:-python3}
+DATA=${RNNKIT_DATA:-.gpu_data}
+STEPS=${STEPS:-tests bench recipe ddp}
+WORK=$(mktemp -d)
+mkdir -p "$OUT"
+export PYTHONPATH=src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
+LOG="$OUT/check.log"
+say() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+say "environment"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
+  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+  torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')"
+} 2>&1 | tee -a "$LOG"
+
+if has tests; then
+  say "CUDA tests (graph = eager, recapture, no sync, precision)"
+  timeout 150 $PY -m pytest -q -rs -p no:cacheprovider tests/test_graphs.py \
+    tests/test_graphs_seq2seq.py tests/test_precision.py -k cuda 2>&1 | tail -40 | tee -a "$LOG"
+  say "autocast: what torch.nn.LSTM returns under each autocast dtype"
+  $PY - <<'PYEOF' 2>&1 | tee -a "$LOG"
+import torch
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+m = torch.nn.LSTM(8, 8).to(dev)
+for dt in (torch.bfloat16, torch.float16):
+    try:
+        with torch.autocast(dev, dtype=dt):
+            out, (h, c) = m(torch.randn(5, 3, 8, device=dev))
+        print(f"autocast {dt}: nn.LSTM output {out.dtype}, h {h.dtype}, c {c.dtype}")
+    except RuntimeError as e:
+        print(f"autocast {dt}: nn.LSTM fails: {str(e).splitlines()[0]}")
+PYEOF
+fi
+
+if has bench; then
+  say "speed: bench/gpu.py"
+  timeout 170 $PY bench/gpu.py --repeats 7 --json "$OUT/gpu.json" 2>&1 | tee -a "$LOG"
+fi
+
+if has recipe; then
+  if [ -f "$DATA/multi30k/train.de" ]; then
+    say "recipe: configs/multi30k_de_en_gpu.yaml (75 s of training)"
+    timeout 170 $PY -m rnnkit train configs/multi30k_de_en_gpu.yaml --out "$WORK/m30k" \
+      --set data.data_dir="$DATA" 2>&1 | tail -25 | tee -a "$LOG"
+    cp "$WORK/m30k/log.csv" "$OUT/train_log.csv" 2>/dev/null
+    say "test2016, beam 5 (translate_seconds: the model loaded)"
+    timeout 90 $PY -m rnnkit evaluate "$WORK/m30k/best.pt" --beam 5 \
+      --src "$DATA/multi30k/test2016.de" --ref "$DATA/multi30k/test2016.en" \
+      2>&1 | tee "$OUT/eval.json" | tee -a "$LOG"
+  else
+    say "recipe skipped: no $DATA/multi30k (see the header)"
+  fi
+fi
+
+if has ddp; then
+  say "torchrun on CUDA: 2 ranks sharing the GPU (gloo) vs 1 process"
+  timeout 120 $PY bench/ddp_cuda.py --backend gloo 2>&1 | tail -5 | tee -a "$LOG"
+  if [ "$($PY -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
+    timeout 120 $PY bench/ddp_cuda.py --backend nccl 2>&1 | tail -5 | tee -a "$LOG"
+  else
+    say "NCCL: needs 2 GPUs (NCCL refuses two ranks on one GPU); not run"
+  fi
+fi
+say "done"
+rm -rf "$WORK"
