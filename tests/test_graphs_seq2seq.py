@@ -14,7 +14,7 @@ from rnnkit import graphs
 from rnnkit.config import config_from_dict
 from rnnkit.graphs.seq2seq import loss_sum
 from rnnkit.model import Seq2Seq, sequence_loss
-from rnnkit.search import greedy_search
+from rnnkit.search import beam_search, greedy_search
 from rnnkit.train import train
 
 V = 12
@@ -85,6 +85,42 @@ def test_static_greedy_equals_greedy(trained):
             torch.testing.assert_close(g.attention, w.attention, atol=1e-6, rtol=0)
 
 
+BEAMS = [  # (K, n_best, exact, alpha, max_len_b): limits that bite, ties of α, n-best
+    (5, 1, False, 1.0, 10),
+    (4, 3, True, 1.0, 10),
+    (3, 2, False, 0.0, 3),
+    (1, 1, False, 1.0, 10),
+    (6, 2, True, 0.6, 4),
+]
+
+
+@pytest.mark.parametrize("beam", BEAMS, ids=lambda b: "K{}n{}{}a{}b{}".format(*b))
+def test_static_beam_search_equals_beam_search(trained, beam):
+    """Every decision of the beam as a tensor operation (finished hypotheses in a
+    tensor of the n best, sentences kept to the end of the bucket) finds what the
+    host-side search finds: the same hypotheses in the same order, their scores and
+    attention; for a trained, an untrained and an attention-less model."""
+    K, n_best, exact, alpha, b = beam
+    torch.manual_seed(1)
+    untrained = Seq2Seq(V, V, 8, 16, cell="lstm", attention="luong", dropout=0.0).eval()
+    plain = Seq2Seq(V, V, 8, 16, cell="gru", attention="none", dropout=0.0).eval()
+    src, lengths, _ = reverse_batch(random.Random(5), 11, 2, 9, V)
+    for model in (trained, untrained, plain):
+        args = (model, src, lengths, K, alpha, 0.5, b, n_best, exact)
+        with graphs.mode("off"):
+            want = beam_search(*args)
+        with graphs.mode("on"):
+            got = beam_search(*args)
+        for g, w in zip(got, want):
+            assert [h.tokens for h in g] == [h.tokens for h in w]
+            for x, y in zip(g, w):
+                assert x.score == pytest.approx(y.score, rel=1e-6, abs=1e-6)
+                if y.attention is None:
+                    assert x.attention is None
+                else:
+                    torch.testing.assert_close(x.attention, y.attention, atol=1e-6, rtol=0)
+
+
 def _dates(out, **train_cfg):
     d = {
         "data": {"task": "dates", "task_size": 120, "task_dev": 8, "task_test": 8},
@@ -130,7 +166,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (dev
 @cuda
 def test_cuda_graphs_equal_eager_for_the_encoder_decoder(monkeypatch):
     """On the GPU (float32, TF32 off): the graphed loss and its gradients, and graphed
-    greedy decoding, equal the same static code run eagerly; a second call replays, a
+    greedy and beam decoding, equal the same static code run eagerly; a second call replays, a
     new bucket recaptures; a replayed training step makes no host synchronisation."""
     from rnnkit.graphs import capture
 
@@ -152,14 +188,18 @@ def test_cuda_graphs_equal_eager_for_the_encoder_decoder(monkeypatch):
                 grads = torch.autograd.grad(loss, params)
                 model.eval()
                 hyps = greedy_search(model, src, lengths, max_len_a=1.0, max_len_b=3)
+                beams = beam_search(model, src, lengths, 4, 1.0, 1.0, 3, 2, True)
                 model.train()
-            got.append((loss, grads, [h.tokens for h in hyps]))
-        (l1, g1, h1), (l2, g2, h2) = got
+            got.append(
+                (loss, grads, [h.tokens for h in hyps], [h.tokens for b in beams for h in b])
+            )
+        (l1, g1, h1, b1), (l2, g2, h2, b2) = got
+        assert b2 == b1
         torch.testing.assert_close(l2, l1, atol=1e-4, rtol=1e-5)
         for a, b in zip(g2, g1):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
         assert h2 == h1
-    assert capture.captured(model) == 4  # two buckets × (loss, greedy)
+    assert capture.captured(model) == 6  # two buckets × (loss, greedy, beam)
     monkeypatch.setattr(capture, "call", real_call)
     src, lengths, tgt = reverse_batch(random.Random(14), 5, 2, 9, V)
     src, tgt = src.cuda(), tgt.cuda()

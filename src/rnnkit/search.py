@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from rnnkit import graphs
+from rnnkit.graphs.beam import beam_tokens
 from rnnkit.graphs.seq2seq import greedy_tokens
 from rnnkit.model import EncoderOutput, Seq2Seq, State
 
@@ -205,6 +206,9 @@ def beam_search(
     K, B, dev, alpha = beam_size, src.shape[0], src.device, length_penalty_alpha
     limits = _max_lengths(src_lengths, max_len_a, max_len_b)
     src_len = src_lengths.tolist()
+    if graphs.active(dev):  # static shapes, no host sync per step (rnnkit.graphs)
+        found = beam_tokens(model, src, src_lengths, limits, K, alpha, n_best, exact)
+        return _beam_hypotheses(found, src_len)
     enc = model.encode(src, src_lengths).index_select(
         torch.arange(B, device=dev).repeat_interleave(K)
     )  # each sentence K times
@@ -273,6 +277,26 @@ def beam_search(
             alive = alive.select(still)
         y = alive.tokens[:, :, -1].reshape(-1)
     return [sorted(f, key=lambda h: -h.score)[:n_best] for f in finished]
+
+
+def _beam_hypotheses(found: tuple[Tensor, ...], src_len: list[int]) -> list[list[Hypothesis]]:
+    """What :func:`rnnkit.graphs.beam.beam_tokens` found, as hypotheses (best first)."""
+    scores, tokens, length, steps = (t.tolist() for t in found[:4])
+    att = found[4] if len(found) > 4 else None
+    out = []
+    for b, row in enumerate(scores):
+        out.append(
+            [
+                Hypothesis(
+                    tokens[b][j][: length[b][j]],
+                    score,
+                    None if att is None else att[b, j, : steps[b][j], : src_len[b]],
+                )
+                for j, score in enumerate(row)
+                if score > float("-inf")
+            ]
+        )
+    return out
 
 
 def _settled(finished: list[Hypothesis], best_alive: float, n_best: int, lp_bound: float) -> bool:
