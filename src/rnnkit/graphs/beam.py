@@ -18,9 +18,9 @@ from typing import cast
 import torch
 from torch import Tensor
 
-from rnnkit.graphs import capture
 from rnnkit.graphs.buckets import bucket, pad_to
-from rnnkit.model import Seq2Seq
+from rnnkit.graphs.seq2seq import call_decoder, encoded
+from rnnkit.model import EncoderOutput, Seq2Seq
 
 __all__ = ["beam_tokens"]
 
@@ -84,24 +84,22 @@ def beam_tokens(
     when the hypothesis ended with EOS), and attention ``(B, n_best, T, S)`` (a row per
     step) when the model attends.
     """
-    B, S = src.shape
-    Bb, Sb = bucket(B), bucket(S)
-    src_p = pad_to(pad_to(src, Sb, 1, model.pad_id), Bb, 0, model.pad_id)
-    lens = pad_to(src_lengths.to(src.device, torch.long, non_blocking=True), Bb, 0, 1)
-    lim = pad_to(torch.tensor(limits).to(src.device, non_blocking=True), Bb, 0, 1)
+    B = src.shape[0]
+    enc = encoded(model, src, src_lengths)
+    n = enc.states.shape[0]
+    lim = pad_to(torch.tensor(limits).to(src.device, non_blocking=True), n, 0, 1)
     T = bucket(max(limits))
 
-    def fn(src: Tensor, lens: Tensor, lim: Tensor) -> tuple[Tensor, ...]:
-        return _search(model, src, lens, lim, T, K, alpha, n_best, exact)
+    def run(enc: EncoderOutput, extra: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return _search(model, enc, extra[0], T, K, alpha, n_best, exact)
 
-    outs = capture.call(model, ("beam", T, K, alpha, n_best, exact), fn, (src_p, lens, lim))
+    outs = call_decoder(model, ("beam", T, K, alpha, n_best, exact), enc, (lim,), run)
     return tuple(o[:B] for o in outs)
 
 
 def _search(
     model: Seq2Seq,
-    src: Tensor,
-    lens: Tensor,
+    enc: EncoderOutput,
     lim: Tensor,
     T: int,
     K: int,
@@ -109,14 +107,15 @@ def _search(
     n_best: int,
     exact: bool,
 ) -> tuple[Tensor, ...]:
-    n, dev, eos = src.shape[0], src.device, model.eos_id
-    enc = model.encode(src, lens).index_select(torch.arange(n, device=dev).repeat_interleave(K))
+    n, dev, eos = lim.shape[0], lim.device, model.eos_id
+    S = enc.states.shape[1]
+    enc = enc.index_select(torch.arange(n, device=dev).repeat_interleave(K))  # K rows each
     state = model.init_state(enc)
     scores = torch.full((n, K), NEG, device=dev)
     scores[:, 0] = 0.0  # all K rows start identical: only the first may expand
     tokens = torch.zeros(n, K, T, dtype=torch.long, device=dev)
     att: Tensor | None = None
-    fin = _Finished(n, n_best, T, None if model.decoder.attention is None else src.shape[1], dev)
+    fin = _Finished(n, n_best, T, None if model.decoder.attention is None else S, dev)
     done = torch.zeros(n, dtype=torch.bool, device=dev)
     lp_limit = cast(Tensor, _lp(lim.double(), alpha))
     y = torch.full((n * K,), model.bos_id, dtype=torch.long, device=dev)

@@ -1,5 +1,5 @@
-"""The encoder-decoder on static shapes: the teacher-forced loss and greedy decoding,
-each one graph per bucket on CUDA (the per-step decoder loop included).
+"""The encoder-decoder on static shapes: the teacher-forced loss and greedy decoding;
+on CUDA the decoder's whole loop, one graph per bucket.
 
 Batches are padded to buckets of B, S and T: padded rows are a one-token source of
 padding (length 1, so attention has something to attend to) and a target of padding,
@@ -8,9 +8,16 @@ never looks ahead, so the real logits are those of the unpadded batch. Greedy de
 runs every sentence to the bucket's length instead of dropping finished ones from the
 batch: a finished sentence keeps writing EOS and adds nothing to its score, so no step
 asks the host whether all are done.
+
+The encoder runs before the graph, as it would anyway (torch's fused kernels when the
+engine is auto or native, on packed sequences; the explicit engine through its own
+per-bucket graph): its outputs are the graph's inputs, and in training their gradients
+flow back out of it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,18 +25,37 @@ from torch import Tensor
 
 from rnnkit.graphs import capture
 from rnnkit.graphs.buckets import bucket, pad_to
-from rnnkit.model import Seq2Seq
+from rnnkit.model import EncoderOutput, Seq2Seq
 
-__all__ = ["loss_sum", "greedy_tokens"]
+__all__ = ["loss_sum", "greedy_tokens", "encoded", "call_decoder"]
 
 
-def _pad_source(model: Seq2Seq, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor]:
-    """src ``(B, S)`` → ``(Bb, Sb)`` and lengths ``(Bb,)`` on src's device."""
+def encoded(model: Seq2Seq, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
+    """The encoder's output for src ``(B, S)`` padded to its bucket ``(Bb, Sb)``."""
     B, S = src.shape
     Bb, Sb = bucket(B), bucket(S)
     src_p = pad_to(pad_to(src, Sb, 1, model.pad_id), Bb, 0, model.pad_id)
-    lens = src_lengths.to(src.device, torch.long, non_blocking=True)
-    return src_p, pad_to(lens, Bb, 0, 1)
+    lens = pad_to(src_lengths.to(src.device, torch.long, non_blocking=True), Bb, 0, 1)
+    return model.encode(src_p, lens)
+
+
+def call_decoder(
+    model: Seq2Seq,
+    key: tuple,
+    enc: EncoderOutput,
+    extra: tuple[Tensor, ...],
+    run: Callable[[EncoderOutput, tuple[Tensor, ...]], tuple[Tensor, ...]],
+) -> tuple[Tensor, ...]:
+    """``run(enc, extra)`` through the model's graph for ``key``: the encoder output's
+    tensors and ``extra`` are the graph's inputs."""
+    parts = (enc.states, enc.mask, enc.final) + (() if enc.keys is None else (enc.keys,))
+    n = len(parts)
+
+    def fn(*args: Tensor) -> tuple[Tensor, ...]:
+        keys = args[3] if n == 4 else None
+        return run(EncoderOutput(args[0], args[1], args[2], keys, None), args[n:])
+
+    return capture.call(model, key, fn, parts + extra)
 
 
 def loss_sum(
@@ -42,12 +68,19 @@ def loss_sum(
     Returns:
         the loss summed over the real target tokens (a scalar that backpropagates).
     """
-    src_p, lens = _pad_source(model, src, src_lengths)
+    enc = encoded(model, src, src_lengths)
     Tb = bucket(tgt.shape[1] - 1) + 1
-    tgt_p = pad_to(pad_to(tgt, Tb, 1, model.pad_id), src_p.shape[0], 0, model.pad_id)
+    tgt_p = pad_to(pad_to(tgt, Tb, 1, model.pad_id), enc.states.shape[0], 0, model.pad_id)
 
-    def fn(src: Tensor, lens: Tensor, tgt: Tensor) -> tuple[Tensor]:
-        logits, _ = model(src, lens, tgt[:, :-1])
+    def run(enc: EncoderOutput, extra: tuple[Tensor, ...]) -> tuple[Tensor]:
+        (tgt,) = extra
+        state = model.init_state(enc)
+        outs = []
+        for t in range(tgt.shape[1] - 1):  # teacher forcing: y_{t-1} is the reference
+            step = model.decode_step(tgt[:, t], state, enc, project=False)
+            outs.append(step.logits)
+            state = step.state
+        logits = model.W_out(torch.stack(outs, 1))  # (B, T, V): one product for all T
         loss = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]),
             tgt[:, 1:].reshape(-1),
@@ -57,8 +90,7 @@ def loss_sum(
         )
         return (loss,)
 
-    key = ("loss", label_smoothing)
-    return capture.call(model, key, fn, (src_p, lens, tgt_p))[0]
+    return call_decoder(model, ("loss", label_smoothing), enc, (tgt_p,), run)[0]
 
 
 @torch.no_grad()
@@ -74,17 +106,17 @@ def greedy_tokens(
         and attention ``(B, Tb, Sb)`` (zero after each end) or None.
     """
     B = src.shape[0]
-    src_p, lens = _pad_source(model, src, src_lengths)
-    lim = pad_to(torch.tensor(limits).to(src.device, non_blocking=True), src_p.shape[0], 0, 1)
+    enc = encoded(model, src, src_lengths)
+    n = enc.states.shape[0]
+    lim = pad_to(torch.tensor(limits).to(src.device, non_blocking=True), n, 0, 1)
     T = bucket(max(limits))
 
-    def fn(src: Tensor, lens: Tensor, lim: Tensor) -> tuple[Tensor, ...]:
-        enc = model.encode(src, lens)
+    def run(enc: EncoderOutput, extra: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        (lim,) = extra
         state = model.init_state(enc)
-        n = src.shape[0]
-        y = torch.full((n,), model.bos_id, dtype=torch.long, device=src.device)
-        done = torch.zeros(n, dtype=torch.bool, device=src.device)
-        scores = torch.zeros(n, device=src.device)
+        y = torch.full((n,), model.bos_id, dtype=torch.long, device=lim.device)
+        done = torch.zeros(n, dtype=torch.bool, device=lim.device)
+        scores = torch.zeros(n, device=lim.device)
         ids, att = [], []
         for t in range(T):
             step = model.decode_step(y, state, enc)
@@ -98,5 +130,5 @@ def greedy_tokens(
             state = step.state
         return (torch.stack(ids, 1), scores, *((torch.stack(att, 1),) if att else ()))
 
-    outs = capture.call(model, ("greedy", T), fn, (src_p, lens, lim))
+    outs = call_decoder(model, ("greedy", T), enc, (lim,), run)
     return outs[0][:B], outs[1][:B], (outs[2][:B] if len(outs) > 2 else None)
