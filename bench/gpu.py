@@ -5,8 +5,8 @@ time of cuDNN (``engine="native"``) and the ratios to it of the explicit engine 
 graphs (``rnnkit.graphs`` mode auto on CUDA) and without (mode off), for a training
 step (forward + backward) and for inference. Then the encoder-decoder of the Multi30k
 recipe on random batches: target tokens per second of a training step and sentences
-per second of greedy decoding, today's path (engine auto, no graphs) against the
-static one (engine explicit, one graph per bucket). TF32 is off (``--tf32``: on) so that
+per second of greedy and beam-5 decoding, today's path (no graphs) against the static
+one (the decoder loop one graph per bucket). TF32 is off (``--tf32``: on) so that
 both sides do the same float32 arithmetic. Runs are interleaved.
 
 On a machine without CUDA the same code runs on the CPU with graphs mode "on" (the
@@ -27,9 +27,9 @@ import torch
 
 import rnnkit
 from rnnkit import graphs
-from rnnkit.graphs.seq2seq import greedy_tokens, loss_sum
+from rnnkit.graphs.seq2seq import loss_sum
 from rnnkit.model import Seq2Seq, sequence_loss
-from rnnkit.search import greedy_search
+from rnnkit.search import beam_search, greedy_search
 
 SIZES = [(50, 64, 512), (100, 16, 128), (200, 128, 1024)]  # (T, B, I = H)
 TARGETS = {  # issue 14: graphs / cuDNN, train and infer
@@ -137,53 +137,54 @@ def _batch(B: int, S: int, T: int, V: int, dev: torch.device) -> tuple:
 
 
 def seq2seq(repeats: int, dev: torch.device, on: str, quick: bool) -> dict:
-    """The Multi30k recipe's model (GRU 512, Bahdanau, BPE 8000) on random batches."""
+    """The Multi30k recipe's model (GRU 512, Bahdanau, BPE 8000) on random batches, the
+    same model (engine auto) with graphs off (today) and on (static)."""
     V, B, S, T = (2000, 16, 12, 12) if quick else (8000, 128, 16, 17)
-    kw = dict(emb_size=256, hidden_size=512, cell="gru", tie_embeddings=True)
     torch.manual_seed(0)
-    today = Seq2Seq(V, V, engine="auto", **kw).to(dev)
-    static = Seq2Seq(V, V, engine="explicit", **kw).to(dev)
-    static.load_state_dict(today.state_dict())
+    model = Seq2Seq(V, V, 256, 512, cell="gru", tie_embeddings=True).to(dev)
     src, lengths, tgt = _batch(B, S, T, V, dev)
     ntok = int((tgt[:, 1:] != 0).sum())
 
+    def with_mode(mode: str, f: Callable[[], object]) -> Callable[[], object]:
+        def call() -> object:
+            with graphs.mode(mode):
+                return f()
+
+        return call
+
     def step_today() -> None:
-        with graphs.mode("off"):
-            logits, _ = today(src, lengths, tgt[:, :-1])
-            sequence_loss(logits, tgt[:, 1:], 0)[0].backward()
+        logits, _ = model(src, lengths, tgt[:, :-1])
+        sequence_loss(logits, tgt[:, 1:], 0)[0].backward()
 
     def step_static() -> None:
-        with graphs.mode(on):
-            loss_sum(static, src, lengths, tgt).backward()
+        loss_sum(model, src, lengths, tgt).backward()
 
-    t = timed({"today": step_today, "static": step_static}, repeats, dev)
-    today.eval(), static.eval()
-    limits = [S + 5] * B
-
-    def greedy_today() -> None:
-        with graphs.mode("off"):
-            greedy_search(today, src, lengths, 1.0, 5)
-
-    def greedy_static() -> None:
-        with graphs.mode(on):
-            greedy_tokens(static, src, lengths, limits)
-
-    g = timed({"today": greedy_today, "static": greedy_static}, repeats, dev)
+    t = timed(
+        {"today": with_mode("off", step_today), "static": with_mode(on, step_static)}, repeats, dev
+    )
+    model.eval()
+    greedy = lambda: greedy_search(model, src, lengths, 1.0, 5)  # noqa: E731
+    beam = lambda: beam_search(model, src, lengths, 5, 1.0, 1.0, 5)  # noqa: E731
+    g = timed({"today": with_mode("off", greedy), "static": with_mode(on, greedy)}, repeats, dev)
+    b = timed({"today": with_mode("off", beam), "static": with_mode(on, beam)}, repeats, dev)
     res = {
         "train_tok_s_today": ntok / t["today"],
         "train_tok_s_static": ntok / t["static"],
         "greedy_sent_s_today": B / g["today"],
         "greedy_sent_s_static": B / g["static"],
+        "beam5_sent_s_today": B / b["today"],
+        "beam5_sent_s_static": B / b["static"],
     }
     print(
         f"seq2seq train step ({B} sentences, {ntok} target tokens): "
         f"{res['train_tok_s_today']:,.0f} tok/s today, {res['train_tok_s_static']:,.0f} static "
         f"({t['today'] / t['static']:.2f}×)"
     )
-    print(
-        f"greedy decoding: {res['greedy_sent_s_today']:,.0f} sentences/s today, "
-        f"{res['greedy_sent_s_static']:,.0f} static ({g['today'] / g['static']:.2f}×)"
-    )
+    for name, r in (("greedy", g), ("beam 5", b)):
+        print(
+            f"{name} decoding: {B / r['today']:,.0f} sentences/s today, "
+            f"{B / r['static']:,.0f} static ({r['today'] / r['static']:.2f}×)"
+        )
     return res
 
 

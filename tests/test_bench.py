@@ -128,3 +128,28 @@ def test_learning_curve(tmp_path: Path) -> None:
         (400, 45.0, 20.25, 21.0),
     ]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_gpu_bench_dry_runs_on_the_cpu(tmp_path: Path) -> None:
+    """bench/gpu.py without CUDA: the static path eagerly, every row and ratio present."""
+    import json
+    import subprocess
+
+    out = tmp_path / "gpu.json"
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "dry run" in proc.stdout and "missed:" in proc.stdout
+    result = json.loads(out.read_text())
+    rows = result["layers"]
+    assert {(r["layer"], r["mode"]) for r in rows} == {
+        (k, m) for k in ("LSTM", "GRU", "LayerNormLSTM") for m in ("train", "infer")
+    }
+    assert all(r["cudnn_ms"] > 0 and r["graphs_x"] > 0 and r["eager_x"] > 0 for r in rows)
+    assert all(v > 0 for v in result["seq2seq"].values())
