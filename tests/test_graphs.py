@@ -15,7 +15,7 @@ from torch import Tensor, nn
 import rnnkit
 from rnnkit import fast, graphs
 from rnnkit.graphs import capture
-from rnnkit.graphs.buckets import bucket, held_steps, pad_to
+from rnnkit.graphs.buckets import bucket, held_steps, pad_to, rows
 
 I, H = 3, 5
 
@@ -28,6 +28,11 @@ def test_bucket_ladder():
     assert all(b - n < max(8, n / 4 + 1) for n, b in zip(range(1, 1025), sizes))
     assert len(set(sizes[:128])) == 12  # T ≤ 128: 12 shapes to capture
     assert bucket(64) == 64 and bucket(65) == 80 and bucket(129) == 160
+
+
+def test_row_buckets_are_powers_of_two():
+    assert [rows(n) for n in (1, 8, 9, 16, 17, 100, 256, 257)] == [8, 8, 16, 16, 32, 128, 256, 512]
+    assert len({rows(n) for n in range(1, 513)}) == 7
 
 
 def test_held_steps_and_padding():

@@ -1,5 +1,7 @@
 """Bucket sizes for static shapes, and the padding that goes with them.
 
+Time steps (and source positions) go to :func:`bucket`, batch rows to :func:`rows`.
+
 A size is rounded up to the next rung of a ladder whose steps grow with it (8 up to 64,
 then 16 up to 128, 32 up to 256, ...: an eighth of the next power of two), so padding
 adds less than a quarter of the work and few distinct shapes (graphs) exist: T ≤ 128
@@ -12,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["bucket", "pad_to", "held_steps"]
+__all__ = ["bucket", "rows", "pad_to", "held_steps"]
 
 
 def bucket(n: int) -> int:
@@ -20,6 +22,15 @@ def bucket(n: int) -> int:
     eighth of the next power of two (65..128 → 16, 129..256 → 32, ...)."""
     step = 8 if n <= 64 else (1 << (n - 1).bit_length()) // 8
     return max(8, -(-n // step) * step)
+
+
+def rows(n: int) -> int:
+    """The bucket of a batch of n ≥ 1 rows: the next power of two, at least 8.
+
+    Coarser than :func:`bucket`: token-based batching makes B vary from batch to batch,
+    every (B, S, T) bucket is a capture of its own, and on a GPU the time of these
+    launch-bound steps hardly grows with the rows; 1..512 rows give 7 buckets."""
+    return max(8, 1 << (n - 1).bit_length())
 
 
 def pad_to(x: Tensor, size: int, dim: int, value: float = 0.0) -> Tensor:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.graphs import capture
-from rnnkit.graphs.buckets import bucket, pad_to
+from rnnkit.graphs.buckets import bucket, pad_to, rows
 from rnnkit.model import EncoderOutput, Seq2Seq
 
 __all__ = ["loss_sum", "greedy_tokens", "encoded", "call_decoder"]
@@ -33,7 +33,7 @@ __all__ = ["loss_sum", "greedy_tokens", "encoded", "call_decoder"]
 def encoded(model: Seq2Seq, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
     """The encoder's output for src ``(B, S)`` padded to its bucket ``(Bb, Sb)``."""
     B, S = src.shape
-    Bb, Sb = bucket(B), bucket(S)
+    Bb, Sb = rows(B), bucket(S)
     src_p = pad_to(pad_to(src, Sb, 1, model.pad_id), Bb, 0, model.pad_id)
     lens = pad_to(src_lengths.to(src.device, torch.long, non_blocking=True), Bb, 0, 1)
     return model.encode(src_p, lens)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.graphs import capture
-from rnnkit.graphs.buckets import bucket, held_steps, pad_to
+from rnnkit.graphs.buckets import bucket, held_steps, pad_to, rows
 from rnnkit.unroll import Direction, mask_padding, stack
 
 __all__ = ["run_stack"]
@@ -45,7 +45,7 @@ def run_stack(
         as ``stack`` and :func:`rnnkit.unroll.mask_padding` give them on the unpadded batch.
     """
     T, B = x.shape[0], x.shape[1]
-    Tb, Bb = bucket(T), bucket(B)
+    Tb, Bb = bucket(T), rows(B)
     real = None if lengths is None else lengths.to(x.device, torch.long, non_blocking=True)
     full = torch.full((B,), T, dtype=torch.long, device=x.device)
     lens = pad_to(full if real is None else real, Bb, 0)  # padded rows: length 0
