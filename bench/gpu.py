@@ -12,7 +12,10 @@ both sides do the same float32 arithmetic. Runs are interleaved.
 On a machine without CUDA the same code runs on the CPU with graphs mode "on" (the
 static path, eagerly): a dry run of the script, its ratios mean nothing for a GPU.
 
-    python bench/gpu.py [--repeats N] [--quick] [--tf32] [--json FILE]
+``--fuse`` adds LayerNormLSTM with its cell steps compiled by torch.compile (the
+element-wise gate math fused), inside the graphs: whether fusing pays there.
+
+    python bench/gpu.py [--repeats N] [--quick] [--tf32] [--fuse] [--json FILE]
 """
 
 from __future__ import annotations
@@ -79,9 +82,28 @@ def _layer_call(
     return call
 
 
-def layers(sizes: list, repeats: int, dev: torch.device, on: str) -> list[dict]:
+def compiled_steps(m: torch.nn.Module) -> torch.nn.Module:
+    """``m`` (a :class:`rnnkit.Recurrent`) with each cell's step compiled by
+    torch.compile: its element-wise gate math fused into a few kernels (the question
+    of issue 14: does fusing pay inside a CUDA graph?)."""
+    for cell, _, _ in m._cells:
+        cell.step = torch.compile(cell.step, dynamic=False)  # type: ignore[method-assign]
+    return m
+
+
+KINDS = ("LSTM", "GRU", "LayerNormLSTM")
+
+
+def layers(
+    sizes: list,
+    repeats: int,
+    dev: torch.device,
+    on: str,
+    fuse: bool = False,
+    kinds: tuple[str, ...] = KINDS,
+) -> list[dict]:
     rows = []
-    for kind in ("LSTM", "GRU", "LayerNormLSTM"):
+    for kind in kinds:
         for T, B, H in sizes:
             if kind == "LayerNormLSTM" and H > 512:
                 continue
@@ -94,16 +116,19 @@ def layers(sizes: list, repeats: int, dev: torch.device, on: str) -> list[dict]:
                 mine = getattr(rnnkit, kind)(H, H, engine="explicit").to(dev)
                 mine.load_state_dict(ref.state_dict())
             x = torch.randn(T, B, H, device=dev, requires_grad=True)
+            fused = None
+            if fuse and kind == "LayerNormLSTM":
+                fused = compiled_steps(rnnkit.LayerNormLSTM(H, H).to(dev))
+                fused.load_state_dict(mine.state_dict())
             for train in (True, False):
-                t = timed(
-                    {
-                        "cudnn": _layer_call(ref, x, train, "off"),
-                        "graphs": _layer_call(mine, x, train, on),
-                        "eager": _layer_call(mine, x, train, "off"),
-                    },
-                    repeats,
-                    dev,
-                )
+                calls = {
+                    "cudnn": _layer_call(ref, x, train, "off"),
+                    "graphs": _layer_call(mine, x, train, on),
+                    "eager": _layer_call(mine, x, train, "off"),
+                }
+                if fused is not None:
+                    calls["fused"] = _layer_call(fused, x, train, on)
+                t = timed(calls, repeats, dev)
                 rows.append(
                     {
                         "layer": kind,
@@ -116,9 +141,13 @@ def layers(sizes: list, repeats: int, dev: torch.device, on: str) -> list[dict]:
                     }
                 )
                 r = rows[-1]
+                if "fused" in t:
+                    r["fused_x"] = t["fused"] / t["cudnn"]
+                fused_col = f"{r['fused_x']:9.2f}" if "fused_x" in r else f"{'-':>9}"
                 print(
                     f"{kind:13} {','.join(map(str, r['size'])):>12} {r['mode']:5} "
                     f"{r['cudnn_ms']:9.2f} {r['graphs_x']:9.2f} {r['eager_x']:9.2f}"
+                    + (f" {fused_col}" if fuse else "")
                     + (f"   (target ≤ {r['target']})" if r["target"] else ""),
                     flush=True,
                 )
@@ -194,6 +223,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="one size, 3 repeats (a smoke run)")
     ap.add_argument("--tf32", action="store_true", help="let cuDNN and cuBLAS use TF32")
     ap.add_argument("--json", help="also write the numbers to this JSON file")
+    ap.add_argument("--layers", nargs="+", choices=KINDS, default=list(KINDS))
+    ap.add_argument("--no-seq2seq", action="store_true", help="the layers' table alone")
+    ap.add_argument(
+        "--fuse",
+        action="store_true",
+        help="also LayerNormLSTM with torch.compile'd cell steps, with graphs ('fused ×')",
+    )
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
@@ -206,15 +242,18 @@ def main() -> None:
         f"torch {torch.__version__}, {name}, "
         f"TF32 {'on' if args.tf32 else 'off'}, median of {repeats}"
     )
-    print(f"{'layer':13} {'T,B,H':>12} {'mode':5} {'cuDNN ms':>9} {'graphs ×':>9} {'eager ×':>9}")
-    rows = layers(sizes, repeats, dev, on)
+    print(
+        f"{'layer':13} {'T,B,H':>12} {'mode':5} {'cuDNN ms':>9} {'graphs ×':>9} {'eager ×':>9}"
+        + (f" {'fused ×':>9}" if args.fuse else "")
+    )
+    rows = layers(sizes, repeats, dev, on, args.fuse, tuple(args.layers))
     misses = [
         f"{r['layer']} {r['size']} {r['mode']}: {r['graphs_x']:.2f} > {r['target']}"
         for r in rows
         if r["target"] and r["graphs_x"] > r["target"]
     ]
     print("missed: " + ("; ".join(misses) if misses else "none"))
-    s2s = seq2seq(repeats, dev, on, args.quick)
+    s2s = {} if args.no_seq2seq else seq2seq(repeats, dev, on, args.quick)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"device": name, "layers": rows, "seq2seq": s2s}, f, indent=1)

@@ -3,7 +3,7 @@
 # tests (graph = eager, recapture, no host sync, precision modes), the speed table of
 # bench/gpu.py, the GPU recipe (75 s of training, test2016 with beam 5) and the CUDA path
 # of torchrun training (bench/ddp_cuda.py). Everything it writes goes to $OUT (at most 8
-# files: check.log, gpu.json, eval.json, train_log.csv).
+# files: check.log, gpu.json, gpu_fuse.json, eval.json, train_log.csv).
 #
 # From a session with a device machine (see /work/.library/device/README.md), once:
 #   echo /.gpu_data/ >> .git/info/exclude
@@ -12,12 +12,13 @@
 #   OUT=/tmp/gpu_out PYTHON=.venv/bin/python STEPS="tests bench" bash bench/gpu_check.sh
 # and run it there as one command, carrying the data:
 #   run(command="bash bench/gpu_check.sh", carry=[".gpu_data"], timeout_s=480)
-# STEPS chooses the parts (default: tests bench recipe ddp), e.g. to rerun one.
+# STEPS chooses the parts (default: tests bench recipe ddp fuse), e.g. to rerun one;
+# RECIPE_SET="key=value ..." adds --set overrides to the recipe's training.
 set -u -o pipefail
 OUT=${OUT:-gpu_out}
 PY=${PYTHON:-python3}
 DATA=${RNNKIT_DATA:-.gpu_data}
-STEPS=${STEPS:-tests bench recipe ddp}
+STEPS=${STEPS:-tests bench recipe ddp fuse}
 WORK=$(mktemp -d)
 mkdir -p "$OUT"
 export PYTHONPATH=src PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
@@ -58,8 +59,10 @@ fi
 if has recipe; then
   if [ -f "$DATA/multi30k/train.de" ]; then
     say "recipe: configs/multi30k_de_en_gpu.yaml (75 s of training)"
+    extra=()
+    for kv in ${RECIPE_SET:-}; do extra+=(--set "$kv"); done  # e.g. RECIPE_SET="train.lr=0.003"
     timeout 170 $PY -m rnnkit train configs/multi30k_de_en_gpu.yaml --out "$WORK/m30k" \
-      --set data.data_dir="$DATA" 2>&1 | tail -25 | tee -a "$LOG"
+      --set data.data_dir="$DATA" "${extra[@]}" 2>&1 | tail -25 | tee -a "$LOG"
     cp "$WORK/m30k/log.csv" "$OUT/train_log.csv" 2>/dev/null
     say "test2016, beam 5 (translate_seconds: the model loaded)"
     timeout 90 $PY -m rnnkit evaluate "$WORK/m30k/best.pt" --beam 5 \
@@ -78,6 +81,11 @@ if has ddp; then
   else
     say "NCCL: needs 2 GPUs (NCCL refuses two ranks on one GPU); not run"
   fi
+fi
+if has fuse; then
+  say "fusing: LayerNormLSTM with torch.compile'd cell steps inside the graphs"
+  timeout 150 $PY bench/gpu.py --layers LayerNormLSTM --fuse --no-seq2seq --repeats 5 \
+    --json "$OUT/gpu_fuse.json" 2>&1 | tee -a "$LOG"
 fi
 say "done"
 rm -rf "$WORK"

@@ -27,10 +27,15 @@ class _RNN(torch.autograd.Function):
         T = x.shape[0]
         b = None if b_ih is None else b_ih + cast(Tensor, b_hh)
         z_h, _, rmask = reg
-        # h̃_t (the activation) goes into ht; with zoneout hs holds the mixed state
-        ht = _input_projection(x, w_ih, b)  # (T, B, H)
-        hs = x.new_empty(T + 1, *h0.shape)
-        hs[0] = h0
+        # h̃_t (the activation) goes into ht; with zoneout hs holds the mixed state,
+        # without it they are the same memory (hs = [h0; ht])
+        if z_h is None:
+            hs = torch.cat([h0.unsqueeze(0), _input_projection(x, w_ih, b)])  # (T+1, B, H)
+            ht = hs[1:]
+        else:
+            ht = _input_projection(x, w_ih, b)  # (T, B, H)
+            hs = x.new_empty(T + 1, *h0.shape)
+            hs[0] = h0
         w_hh_t = w_hh.t()
         Ht, Hs = ht.unbind(0), hs.unbind(0)
         h_in = torch.empty_like(h0)
@@ -38,9 +43,7 @@ class _RNN(torch.autograd.Function):
             hin = Hs[t] if rmask is None else torch.mul(Hs[t], rmask, out=h_in)
             Ht[t].addmm_(hin, w_hh_t)
             Ht[t].relu_() if relu else Ht[t].tanh_()
-            if z_h is None:
-                Hs[t + 1].copy_(Ht[t])
-            else:  # zoneout: h_t = lerp(h̃_t, h_{t-1}, d)
+            if z_h is not None:  # zoneout: h_t = lerp(h̃_t, h_{t-1}, d)
                 torch.lerp(Ht[t], Hs[t], z_h if isinstance(z_h, float) else z_h[t], out=Hs[t + 1])
         ctx.save_for_backward(x, w_ih, w_hh, ht, hs)
         ctx.relu, ctx.has_bias, ctx.reg = relu, b_ih is not None, reg
