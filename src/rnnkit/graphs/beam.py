@@ -18,8 +18,7 @@ from typing import cast
 import torch
 from torch import Tensor
 
-from rnnkit.graphs.buckets import bucket, pad_to
-from rnnkit.graphs.seq2seq import call_decoder, encoded
+from rnnkit.graphs.seq2seq import call_decoder, decoding
 from rnnkit.model import EncoderOutput, Seq2Seq
 
 __all__ = ["beam_tokens"]
@@ -85,10 +84,7 @@ def beam_tokens(
     step) when the model attends.
     """
     B = src.shape[0]
-    enc = encoded(model, src, src_lengths)
-    n = enc.states.shape[0]
-    lim = pad_to(torch.tensor(limits).to(src.device, non_blocking=True), n, 0, 1)
-    T = bucket(max(limits))
+    enc, lim, T = decoding(model, src, src_lengths, limits)
 
     def run(enc: EncoderOutput, extra: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         return _search(model, enc, extra[0], T, K, alpha, n_best, exact)

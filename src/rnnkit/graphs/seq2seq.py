@@ -27,7 +27,7 @@ from rnnkit.graphs import capture
 from rnnkit.graphs.buckets import bucket, pad_to, rows
 from rnnkit.model import EncoderOutput, Seq2Seq
 
-__all__ = ["loss_sum", "greedy_tokens", "encoded", "call_decoder"]
+__all__ = ["loss_sum", "greedy_tokens", "encoded", "decoding", "call_decoder"]
 
 
 def encoded(model: Seq2Seq, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
@@ -37,6 +37,17 @@ def encoded(model: Seq2Seq, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
     src_p = pad_to(pad_to(src, Sb, 1, model.pad_id), Bb, 0, model.pad_id)
     lens = pad_to(src_lengths.to(src.device, torch.long, non_blocking=True), Bb, 0, 1)
     return model.encode(src_p, lens)
+
+
+def decoding(
+    model: Seq2Seq, src: Tensor, src_lengths: Tensor, limits: list[int]
+) -> tuple[EncoderOutput, Tensor, int]:
+    """What decoding on static shapes starts from: the encoder's output on the bucket,
+    the length limits ``(Bb,)`` on the device (1 for padded rows) and the number of
+    steps, ``max(limits)`` rounded up to its bucket."""
+    enc = encoded(model, src, src_lengths)
+    lim = torch.tensor(limits).to(src.device, non_blocking=True)
+    return enc, pad_to(lim, enc.states.shape[0], 0, 1), bucket(max(limits))
 
 
 def call_decoder(
@@ -106,10 +117,8 @@ def greedy_tokens(
         and attention ``(B, Tb, Sb)`` (zero after each end) or None.
     """
     B = src.shape[0]
-    enc = encoded(model, src, src_lengths)
-    n = enc.states.shape[0]
-    lim = pad_to(torch.tensor(limits).to(src.device, non_blocking=True), n, 0, 1)
-    T = bucket(max(limits))
+    enc, lim, T = decoding(model, src, src_lengths, limits)
+    n = lim.shape[0]
 
     def run(enc: EncoderOutput, extra: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         (lim,) = extra
