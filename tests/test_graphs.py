@@ -231,3 +231,126 @@ def test_cuda_graph_equals_eager(name, no_tf32):
             out.sum().backward()
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+# ------------------------------------- the training graphs' wrapper, CUDA stood in for
+
+
+REPLAYS: list[int] = []
+
+
+def fake_make_graphed_callables(fn, sample_args, allow_unused_input=False):
+    """torch.cuda.make_graphed_callables as it behaves, run eagerly: the sample args are
+    the static inputs (new args copied into them unless they are the same memory), and
+    backward returns the same gradient buffers every time, overwritten in place."""
+    static = sample_args
+    buffers = [torch.zeros_like(a) if a.requires_grad else None for a in static]
+    held = {}
+
+    class Graphed(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, *inputs):
+            REPLAYS.append(1)
+            for s, i in zip(static, inputs):
+                if s.data_ptr() != i.data_ptr():
+                    s.detach().copy_(i)
+            with torch.enable_grad():
+                held["outs"] = fn(*static)
+            return tuple(o.detach() for o in held["outs"])
+
+        @staticmethod
+        def backward(ctx, *grads):
+            pairs = [(o, g) for o, g in zip(held["outs"], grads) if o.requires_grad]
+            wrt = [s for s in static if s.requires_grad]
+            got = iter(
+                torch.autograd.grad(
+                    [o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True
+                )
+            )
+            result = []
+            for s, buf in zip(static, buffers):
+                g = next(got) if s.requires_grad else None
+                if g is not None:
+                    buf.copy_(g)
+                result.append(None if g is None else buf.detach())
+            return tuple(result)
+
+    return lambda *args: Graphed.apply(*args)
+
+
+@pytest.fixture
+def stand_in_for_cuda(monkeypatch):
+    monkeypatch.setattr(capture, "_graphable", lambda x: True)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake_make_graphed_callables)
+
+
+def test_training_graphs_give_gradients_that_accumulate(stand_in_for_cuda):
+    """Through the training wrapper (parameters as graph inputs, gradients copied out of
+    the graph's buffers): replayed twice before one update, the gradients add up as
+    eager ones do; a second forward before the first one's backward runs eagerly and
+    both backward passes are right; one capture serves every call of the bucket."""
+    torch.manual_seed(0)
+    m = rnnkit.LSTM(I, H, engine="explicit", num_layers=2, bidirectional=True).double()
+    xs = [torch.randn(7, 3, I, dtype=torch.float64) for _ in range(2)]
+    lengths = torch.tensor([7, 2, 5])
+
+    def grads(mode: str, interleaved: bool = False) -> list[Tensor]:
+        m.zero_grad(set_to_none=True)
+        with graphs.mode(mode):
+            if interleaved:  # forward, forward, backward, backward
+                losses = [m(x, lengths=lengths)[0].square().sum() for x in xs]
+                for loss in losses:
+                    loss.backward()
+            else:
+                for x in xs:
+                    m(x, lengths=lengths)[0].square().sum().backward()
+        return [p.grad.clone() for p in m.parameters()]
+
+    want = grads("off")
+    for interleaved in (False, True):
+        got = grads("on", interleaved)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    assert capture.captured(m) == 1
+
+
+def test_training_graph_of_the_decoder_loop(stand_in_for_cuda):
+    """loss_sum through the wrapper: the encoder before the graph, the decoder loop in it;
+    its gradients reach every parameter, encoder included, as eagerly."""
+    from rnnkit.graphs.seq2seq import loss_sum
+    from rnnkit.model import Seq2Seq
+
+    torch.manual_seed(0)
+    model = Seq2Seq(12, 12, 8, 16, cell="gru", dropout=0.0, emb_dropout=0.0).double()
+    src = torch.randint(4, 12, (5, 9))
+    tgt = torch.randint(4, 12, (5, 8))
+    lengths = torch.tensor([9, 4, 6, 9, 2])
+    for b, n in enumerate(lengths.tolist()):
+        src[b, n:] = 0
+    results = []
+    for mode in ("off", "on"):
+        with graphs.mode(mode):
+            loss = loss_sum(model, src, lengths, tgt, 0.1)
+            results.append((loss, torch.autograd.grad(loss, list(model.parameters()))))
+    (l1, g1), (l2, g2) = results
+    torch.testing.assert_close(l2, l1, atol=1e-10, rtol=0)
+    for a, b in zip(g2, g1):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    assert capture.captured(model) == 1
+
+
+def test_an_abandoned_forward_does_not_keep_the_graph_waiting(stand_in_for_cuda):
+    """A forward whose result is dropped without backward (its autograd graph gone)
+    leaves the graph free: the next call replays it instead of running eagerly."""
+    import gc
+
+    m = rnnkit.GRU(I, H, engine="explicit")
+    x = torch.randn(5, 2, I)
+    REPLAYS.clear()
+    with graphs.mode("on"):
+        loss = m(x)[0].sum()
+        del loss  # dropped without backward
+        gc.collect()
+        m(x)[0].sum().backward()
+        m(x)[0].sum().backward()
+    assert len(REPLAYS) == 3

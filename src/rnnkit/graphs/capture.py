@@ -33,6 +33,11 @@ _cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKey
 _capturing = False
 
 
+def _graphable(x: Tensor) -> bool:
+    """Whether calls with ``x`` are captured (CUDA tensors; tests stand in for CUDA)."""
+    return x.is_cuda
+
+
 def captured(owner: nn.Module) -> int:
     """How many graphs ``owner`` holds (0 off CUDA)."""
     return sum(e is not None for e in _cache.get(owner, {}).values())
@@ -48,7 +53,7 @@ def clear(owner: nn.Module | None = None) -> None:
 
 def call(owner: nn.Module, key: tuple, fn: Fn, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """``fn(*args)``, through a CUDA graph for ``key`` when the arguments are on CUDA."""
-    if not args[0].is_cuda or _capturing:  # a graph inside a graph being made: part of it
+    if not _graphable(args[0]) or _capturing:  # a graph inside one being made: part of it
         return fn(*args)
     grad = torch.is_grad_enabled() and (
         any(a.requires_grad for a in args) or any(p.requires_grad for p in owner.parameters())
@@ -137,21 +142,38 @@ class _Training:
         self.graphed = torch.cuda.make_graphed_callables(
             lambda *a: fn(*a[:n]), sample + self.params, allow_unused_input=True
         )
-        self.live: list[weakref.ref] = []
+        self.last: weakref.ref[_Token] = weakref.ref(_Token())  # dead: nothing pending
 
     def _pending(self) -> bool:
-        return any(r() is not None for r in self.live)
+        token = self.last()
+        return token is not None and token.open
 
     def __call__(self, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         if self._pending():
             return self.fn(*args)
         params = _OwnGradients.apply(*self.params)
+        token = _Token()
+        self.last = weakref.ref(token)
         outs = tuple(o.clone() for o in cast(Any, self.graphed)(*args, *params))
-        waiting = [o for o in outs if o.requires_grad]
-        self.live = [weakref.ref(o) for o in waiting]
-        for o in waiting:  # once a gradient reaches the graph's outputs, it may replay again
-            o.register_hook(self._done)
-        return outs
+        return _Watch.apply(token, *outs)
 
-    def _done(self, grad: Tensor) -> None:
-        self.live = []
+
+class _Token:
+    """Lives as long as a replay's autograd graph; closed once its backward has run."""
+
+    open = True
+
+
+class _Watch(torch.autograd.Function):
+    """The identity on a replay's outputs; its graph node holds the replay's token and
+    closes it when the gradient passes (the graph's buffers are free again)."""
+
+    @staticmethod
+    def forward(ctx: Any, token: _Token, *outs: Tensor) -> tuple[Tensor, ...]:
+        ctx.token = token
+        return tuple(o.view_as(o) for o in outs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Any, ...]:
+        ctx.token.open = False
+        return (None, *grads)
