@@ -340,8 +340,9 @@ def test_training_graph_of_the_decoder_loop(stand_in_for_cuda):
 
 
 def test_an_abandoned_forward_does_not_keep_the_graph_waiting(stand_in_for_cuda):
-    """A forward whose result is dropped without backward (its autograd graph gone)
-    leaves the graph free: the next call replays it instead of running eagerly."""
+    """A forward whose result is dropped without backward (its autograd graph gone), or
+    whose backward has run (its graph still alive), leaves the graph free: the next call
+    replays it instead of running eagerly."""
     import gc
 
     m = rnnkit.GRU(I, H, engine="explicit")
@@ -351,6 +352,7 @@ def test_an_abandoned_forward_does_not_keep_the_graph_waiting(stand_in_for_cuda)
         loss = m(x)[0].sum()
         del loss  # dropped without backward
         gc.collect()
-        m(x)[0].sum().backward()
+        kept = m(x)[0].sum()
+        kept.backward()  # its graph stays while `kept` lives, but backward has run
         m(x)[0].sum().backward()
     assert len(REPLAYS) == 3
