@@ -4,6 +4,19 @@ The models in the tests are tiny: one thread runs them fastest, and on a shared 
 machine torch's default of two threads can slow them down a hundredfold.
 """
 
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def stand_in_for_cuda(monkeypatch):
+    """rnnkit.graphs.capture takes CPU tensors for CUDA ones and captures them with the
+    eager stand-in of tests/fake_graphs.py."""
+    from fake_graphs import fake_make_graphed_callables
+
+    from rnnkit.graphs import capture
+
+    monkeypatch.setattr(capture, "_graphable", lambda x: True)
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake_make_graphed_callables)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fake_graphs import REPLAYS
 from torch import Tensor, nn
 
 import rnnkit
@@ -234,54 +235,7 @@ def test_cuda_graph_equals_eager(name, no_tf32):
 
 
 # ------------------------------------- the training graphs' wrapper, CUDA stood in for
-
-
-REPLAYS: list[int] = []
-
-
-def fake_make_graphed_callables(fn, sample_args, allow_unused_input=False):
-    """torch.cuda.make_graphed_callables as it behaves, run eagerly: the sample args are
-    the static inputs (new args copied into them unless they are the same memory), and
-    backward returns the same gradient buffers every time, overwritten in place."""
-    static = sample_args
-    buffers = [torch.zeros_like(a) if a.requires_grad else None for a in static]
-    held = {}
-
-    class Graphed(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, *inputs):
-            REPLAYS.append(1)
-            for s, i in zip(static, inputs):
-                if s.data_ptr() != i.data_ptr():
-                    s.detach().copy_(i)
-            with torch.enable_grad():
-                held["outs"] = fn(*static)
-            return tuple(o.detach() for o in held["outs"])
-
-        @staticmethod
-        def backward(ctx, *grads):
-            pairs = [(o, g) for o, g in zip(held["outs"], grads) if o.requires_grad]
-            wrt = [s for s in static if s.requires_grad]
-            got = iter(
-                torch.autograd.grad(
-                    [o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True
-                )
-            )
-            result = []
-            for s, buf in zip(static, buffers):
-                g = next(got) if s.requires_grad else None
-                if g is not None:
-                    buf.copy_(g)
-                result.append(None if g is None else buf.detach())
-            return tuple(result)
-
-    return lambda *args: Graphed.apply(*args)
-
-
-@pytest.fixture
-def stand_in_for_cuda(monkeypatch):
-    monkeypatch.setattr(capture, "_graphable", lambda x: True)
-    monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake_make_graphed_callables)
+# (stand_in_for_cuda: tests/conftest.py and tests/fake_graphs.py)
 
 
 def test_training_graphs_give_gradients_that_accumulate(stand_in_for_cuda):
@@ -356,3 +310,24 @@ def test_an_abandoned_forward_does_not_keep_the_graph_waiting(stand_in_for_cuda)
         kept.backward()  # its graph stays while `kept` lives, but backward has run
         m(x)[0].sum().backward()
     assert len(REPLAYS) == 3
+
+
+def test_a_capture_that_fails_warns_and_runs_eagerly(monkeypatch):
+    """An inference graph that cannot be made (here: CUDA streams on the CPU) warns once
+    for its bucket and leaves the eager result."""
+    monkeypatch.setattr(capture, "_graphable", lambda x: True)
+    m = rnnkit.GRU(I, H, engine="explicit")
+    x = torch.randn(5, 2, I)
+    with graphs.mode("off"), torch.no_grad():
+        want = m(x)[0]
+    with graphs.mode("on"), torch.no_grad():
+        with pytest.warns(RuntimeWarning, match="could not capture GRU in a CUDA graph"):
+            got = m(x)[0]
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the same bucket again: no second warning
+            again = m(x)[0]
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(again, want)
+    assert capture.captured(m) == 0

@@ -210,3 +210,18 @@ def test_cuda_graphs_equal_eager_for_the_encoder_decoder(monkeypatch):
             loss_sum(model, src, lengths, tgt, 0.1).backward()
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+@pytest.mark.filterwarnings("ignore:rnnkit.graphs. could not capture")  # inference graphs
+def test_training_through_the_graph_wrapper_with_accumulation(tmp_path, stand_in_for_cuda):
+    """The trainer's step through the training graphs (CUDA stood in for on the CPU:
+    tests/fake_graphs.py), two batches added up per update: the parameters of 12
+    updates equal those of the plain loop."""
+    from fake_graphs import REPLAYS
+
+    want = _dates(tmp_path / "off", graphs="off", accumulate=2)
+    REPLAYS.clear()
+    got = _dates(tmp_path / "on", graphs="on", accumulate=2)
+    assert len(REPLAYS) >= 24  # every batch's loss went through the wrapper
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-4)
