@@ -315,7 +315,8 @@ class Seq2Seq(nn.Module):
     def encode(self, src: Tensor, src_lengths: Tensor, return_gates: bool = False) -> EncoderOutput:
         """src ``(B, S)``, src_lengths ``(B,)`` → :class:`EncoderOutput`."""
         states, final, gates = self.encoder(src, src_lengths, return_gates)
-        mask = torch.arange(src.shape[1], device=src.device) < src_lengths.to(src.device)[:, None]
+        lengths = src_lengths.to(src.device, non_blocking=True)  # no host sync
+        mask = torch.arange(src.shape[1], device=src.device) < lengths[:, None]
         att = self.decoder.attention
         keys = att.project_keys(states) if att is not None else None
         return EncoderOutput(states, mask, final, keys, gates)

@@ -35,8 +35,9 @@ def encoded(model: Seq2Seq, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
     B, S = src.shape
     Bb, Sb = rows(B), bucket(S)
     src_p = pad_to(pad_to(src, Sb, 1, model.pad_id), Bb, 0, model.pad_id)
-    lens = pad_to(src_lengths.to(src.device, torch.long, non_blocking=True), Bb, 0, 1)
-    return model.encode(src_p, lens)
+    # lengths stay on the CPU, as the encoder's layers want them (packing, checks); they
+    # reach the GPU by non-blocking copies, so no host synchronisation
+    return model.encode(src_p, pad_to(src_lengths.cpu().long(), Bb, 0, 1))
 
 
 def decoding(
