@@ -455,3 +455,12 @@ def test_a_custom_cell_that_cannot_be_had_is_a_one_line_error(cell, says, tmp_pa
     line = one_line_error(err)
     assert "model" in line and says in line and "Traceback" not in err
     assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_a_bad_rnnkit_graphs_is_a_one_line_error(capsys, monkeypatch):
+    from rnnkit import graphs
+
+    monkeypatch.setattr(graphs, "_mode", "sometimes")  # as RNNKIT_GRAPHS=sometimes sets it
+    status, _, err = run_cli(capsys, "translate", "nowhere.pt")
+    assert status == 2
+    assert "RNNKIT_GRAPHS must be one of auto, on, off" in one_line_error(err)

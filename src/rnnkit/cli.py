@@ -205,6 +205,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rnnkit.config import ConfigError
     from rnnkit.data import DataError
 
+    from rnnkit import graphs
+
+    try:
+        graphs.get_mode()  # RNNKIT_GRAPHS: a bad value is an error before any work
+    except ValueError as e:
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args))
     except (UsageError, ConfigError, DataError, CheckpointError) as e:
