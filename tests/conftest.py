@@ -13,10 +13,11 @@ torch.set_num_threads(1)
 @pytest.fixture
 def stand_in_for_cuda(monkeypatch):
     """rnnkit.graphs.capture takes CPU tensors for CUDA ones and captures them with the
-    eager stand-in of tests/fake_graphs.py."""
-    from fake_graphs import fake_make_graphed_callables
+    eager stand-ins of tests/fake_graphs.py (training and inference graphs)."""
+    from fake_graphs import fake_make_graphed_callables, fake_record
 
     from rnnkit.graphs import capture
 
     monkeypatch.setattr(capture, "_graphable", lambda x: True)
+    monkeypatch.setattr(capture, "record", fake_record)
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake_make_graphed_callables)

@@ -331,3 +331,16 @@ def test_a_capture_that_fails_warns_and_runs_eagerly(monkeypatch):
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(again, want)
     assert capture.captured(m) == 0
+
+
+def test_results_of_a_replay_are_the_callers(stand_in_for_cuda):
+    """What an inference graph returns is copied out of its buffers: a second call of the
+    same bucket leaves the first result as it was."""
+    m = rnnkit.LSTM(I, H, engine="explicit")
+    x1, x2 = torch.randn(5, 2, I), torch.randn(5, 2, I)
+    with graphs.mode("off"), torch.no_grad():
+        want = m(x1)[0]
+    with graphs.mode("on"), torch.no_grad():
+        first = m(x1)[0]
+        m(x2)
+    torch.testing.assert_close(first, want)

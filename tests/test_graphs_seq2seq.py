@@ -212,7 +212,6 @@ def test_cuda_graphs_equal_eager_for_the_encoder_decoder(monkeypatch):
         torch.cuda.set_sync_debug_mode(0)
 
 
-@pytest.mark.filterwarnings("ignore:rnnkit.graphs. could not capture")  # inference graphs
 def test_training_through_the_graph_wrapper_with_accumulation(tmp_path, stand_in_for_cuda):
     """The trainer's step through the training graphs (CUDA stood in for on the CPU:
     tests/fake_graphs.py), two batches added up per update: the parameters of 12
@@ -225,3 +224,25 @@ def test_training_through_the_graph_wrapper_with_accumulation(tmp_path, stand_in
     assert len(REPLAYS) >= 24  # every batch's loss went through the wrapper
     for k in want:
         torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-4)
+
+
+def test_decoding_through_inference_graphs(trained, stand_in_for_cuda):
+    """Greedy and beam search through the inference-graph wrapper (static inputs copied
+    in, a replay, outputs copied out; CUDA stood in for): the same outputs as the plain
+    searches, call after call on one captured graph per bucket and search."""
+    from fake_graphs import REPLAYS
+
+    from rnnkit.graphs import capture
+
+    capture.clear(trained)
+    REPLAYS.clear()
+    for seed in (5, 6):  # two batches of one bucket: the second replays the graphs
+        src, lengths, _ = reverse_batch(random.Random(seed), 11, 2, 9, V)
+        with graphs.mode("off"):
+            want = (greedy_search(trained, src, lengths), beam_search(trained, src, lengths, 3))
+        with graphs.mode("on"):
+            got = (greedy_search(trained, src, lengths), beam_search(trained, src, lengths, 3))
+        assert [h.tokens for h in got[0]] == [h.tokens for h in want[0]]
+        assert [[h.tokens for h in b] for b in got[1]] == [[h.tokens for h in b] for b in want[1]]
+    assert capture.captured(trained) == 2  # greedy, beam
+    assert len(REPLAYS) == 8  # 2 batches x 2 searches x (the explicit encoder, the decoder)

@@ -201,11 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from rnnkit import graphs
     from rnnkit.checkpoint import CheckpointError
     from rnnkit.config import ConfigError
     from rnnkit.data import DataError
-
-    from rnnkit import graphs
 
     try:
         graphs.get_mode()  # RNNKIT_GRAPHS: a bad value is an error before any work

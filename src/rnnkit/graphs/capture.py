@@ -64,7 +64,7 @@ def call(owner: nn.Module, key: tuple, fn: Fn, args: tuple[Tensor, ...]) -> tupl
         owner.training,
         tuple((a.shape, a.dtype, a.requires_grad) for a in args),
         tuple(p.data_ptr() for p in owner.parameters()),  # moved or replaced: capture anew
-        torch.is_autocast_enabled("cuda"),
+        torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda"),
     )
     graphs = _cache.setdefault(owner, {})
     if key not in graphs:
@@ -90,20 +90,26 @@ def _capture(owner: nn.Module, fn: Fn, args: tuple[Tensor, ...], grad: bool) -> 
         _capturing = False
 
 
+def record(fn: Fn, static: tuple[Tensor, ...]) -> tuple[Any, tuple[Tensor, ...]]:
+    """A CUDA graph of ``fn(*static)`` and its outputs (which each replay rewrites)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up (cuBLAS handles, allocator) off the graph
+        for _ in range(2):
+            fn(*static)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = fn(*static)
+    return graph, outputs
+
+
 class _Inference:
     """One forward graph: static inputs copied in, outputs copied out."""
 
     def __init__(self, fn: Fn, args: tuple[Tensor, ...]) -> None:
         self.static = tuple(a.detach().clone() for a in args)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm up (cuBLAS handles, allocator) off the graph
-            for _ in range(2):
-                fn(*self.static)
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = fn(*self.static)
+        self.graph, self.outputs = record(fn, self.static)
 
     def __call__(self, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         for s, a in zip(self.static, args):
