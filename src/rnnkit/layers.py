@@ -110,6 +110,23 @@ def _run_direction(
         unbind(cell, names)
 
 
+def _static(
+    layer: Any, x: Tensor, state: State, lengths: Tensor | None, record: bool
+) -> tuple[Tensor, State, Any]:
+    """The explicit engine on static shapes (:mod:`rnnkit.graphs`): x ``(T, B, I)``."""
+
+    def run_for(lens: Tensor, held: Tensor) -> Any:
+        def run(k: int, d: int, x: Tensor, s: State) -> tuple[Tensor, State, Any]:
+            w = layer._layer_weights(k, d)
+            return _run_direction(layer, x, s, w, lens, bool(d), "explicit", record, held)
+
+        return run
+
+    shape = (layer.num_layers, 2 if layer.bidirectional else 1, layer.dropout)
+    trace_type = type(layer._cell[0]).Gates if record else None
+    return run_stack(layer, x, state, lengths, run_for, shape, trace_type)
+
+
 # ---------------------------------------------------------------------------- layers
 
 
@@ -206,23 +223,6 @@ class _Recurrent:
             return (h0, x.new_zeros(LD, B, m.hidden_size)) if self._kind == "LSTM" else (h0,)
         return tuple(hx) if self._kind == "LSTM" else (hx,)
 
-    def _static(
-        self, x: Tensor, state: State, lengths: Tensor | None, record: bool
-    ) -> tuple[Tensor, State, Any]:
-        """The explicit engine on static shapes (:mod:`rnnkit.graphs`)."""
-        m: Any = self
-
-        def run_for(lens: Tensor, held: Tensor) -> Any:
-            def run(layer: int, d: int, x: Tensor, s: State) -> tuple[Tensor, State, Any]:
-                w = self._layer_weights(layer, d)
-                return _run_direction(self, x, s, w, lens, bool(d), "explicit", record, held)
-
-            return run
-
-        shape = (m.num_layers, 2 if m.bidirectional else 1, m.dropout)
-        trace_type = type(self._cell[0]).Gates if record else None
-        return run_stack(m, x, state, lengths, run_for, shape, trace_type)
-
     def forward(
         self,
         input: Tensor | PackedSequence,
@@ -274,7 +274,7 @@ class _Recurrent:
 
             state = self._initial_state(x, hx)
             if engine == "explicit" and graphs.active(x.device):
-                out, final, trace = self._static(x, state, lens, return_gates)
+                out, final, trace = _static(self, x, state, lens, return_gates)
             else:
                 out, final, trace = stack(x, state, m.num_layers, D, m.dropout, m.training, run)
                 out, trace = mask_padding(out, trace, lens)
