@@ -11,7 +11,9 @@
 # then dry-run it here (CPU: the CUDA tests skip, the rest runs small or is skipped):
 #   OUT=/tmp/gpu_out PYTHON=.venv/bin/python STEPS="tests bench" bash bench/gpu_check.sh
 # and run it there as one command, carrying the data:
-#   run(command="bash bench/gpu_check.sh", carry=[".gpu_data"], timeout_s=480)
+#   run(command="bash bench/gpu_check.sh", carry=[".gpu_data"], timeout_s=590)
+# (parts in order of importance, each under its own timeout: a part that hangs costs
+# only its own share)
 # STEPS chooses the parts (default: tests bench recipe ddp fuse), e.g. to rerun one;
 # RECIPE_SET="key=value ..." adds --set overrides to the recipe's training.
 set -u -o pipefail
@@ -34,7 +36,7 @@ say "environment"
 
 if has tests; then
   say "CUDA tests (graph = eager, recapture, no sync, precision)"
-  timeout 150 $PY -m pytest -q -rs -p no:cacheprovider tests/test_graphs.py \
+  timeout 120 $PY -m pytest -q -rs -p no:cacheprovider tests/test_graphs.py \
     tests/test_graphs_seq2seq.py tests/test_precision.py -k cuda 2>&1 | tail -40 | tee -a "$LOG"
   say "autocast: what torch.nn.LSTM returns under each autocast dtype"
   $PY - <<'PYEOF' 2>&1 | tee -a "$LOG"
@@ -53,7 +55,7 @@ fi
 
 if has bench; then
   say "speed: bench/gpu.py"
-  timeout 170 $PY bench/gpu.py --repeats 7 --json "$OUT/gpu.json" 2>&1 | tee -a "$LOG"
+  timeout 150 $PY bench/gpu.py --repeats 7 --json "$OUT/gpu.json" 2>&1 | tee -a "$LOG"
 fi
 
 if has recipe; then
@@ -61,11 +63,11 @@ if has recipe; then
     say "recipe: configs/multi30k_de_en_gpu.yaml (75 s of training)"
     extra=()
     for kv in ${RECIPE_SET:-}; do extra+=(--set "$kv"); done  # e.g. RECIPE_SET="train.lr=0.003"
-    timeout 170 $PY -m rnnkit train configs/multi30k_de_en_gpu.yaml --out "$WORK/m30k" \
+    timeout 150 $PY -m rnnkit train configs/multi30k_de_en_gpu.yaml --out "$WORK/m30k" \
       --set data.data_dir="$DATA" "${extra[@]}" 2>&1 | tail -25 | tee -a "$LOG"
     cp "$WORK/m30k/log.csv" "$OUT/train_log.csv" 2>/dev/null
     say "test2016, beam 5 (translate_seconds: the model loaded)"
-    timeout 90 $PY -m rnnkit evaluate "$WORK/m30k/best.pt" --beam 5 \
+    timeout 60 $PY -m rnnkit evaluate "$WORK/m30k/best.pt" --beam 5 \
       --src "$DATA/multi30k/test2016.de" --ref "$DATA/multi30k/test2016.en" \
       2>&1 | tee "$OUT/eval.json" | tee -a "$LOG"
   else
@@ -75,16 +77,16 @@ fi
 
 if has ddp; then
   say "torchrun on CUDA: 2 ranks sharing the GPU (gloo) vs 1 process"
-  timeout 120 $PY bench/ddp_cuda.py --backend gloo 2>&1 | tail -5 | tee -a "$LOG"
+  timeout 90 $PY bench/ddp_cuda.py --backend gloo 2>&1 | tail -5 | tee -a "$LOG"
   if [ "$($PY -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
-    timeout 120 $PY bench/ddp_cuda.py --backend nccl 2>&1 | tail -5 | tee -a "$LOG"
+    timeout 90 $PY bench/ddp_cuda.py --backend nccl 2>&1 | tail -5 | tee -a "$LOG"
   else
     say "NCCL: needs 2 GPUs (NCCL refuses two ranks on one GPU); not run"
   fi
 fi
 if has fuse; then
   say "fusing: LayerNormLSTM with torch.compile'd cell steps inside the graphs"
-  timeout 150 $PY bench/gpu.py --layers LayerNormLSTM --fuse --no-seq2seq --repeats 5 \
+  timeout 100 $PY bench/gpu.py --layers LayerNormLSTM --fuse --no-seq2seq --repeats 5 \
     --json "$OUT/gpu_fuse.json" 2>&1 | tee -a "$LOG"
 fi
 say "done"
