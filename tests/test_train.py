@@ -191,15 +191,15 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     """Raise KeyboardInterrupt inside training step ``step`` (after its forward pass has
     drawn dropout masks, before the update), as a Ctrl-C would."""
     calls = {"n": 0}
-    loss = update_module.sequence_loss
+    loss = update_module.token_loss
 
-    def sequence_loss(*args: Any, **kw: Any) -> Any:
+    def token_loss(*args: Any, **kw: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == step:
             raise KeyboardInterrupt
         return loss(*args, **kw)
 
-    monkeypatch.setattr(update_module, "sequence_loss", sequence_loss)
+    monkeypatch.setattr(update_module, "token_loss", token_loss)
 
 
 def test_ctrl_c_saves_last_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from rnnkit import fast, graphs
+from rnnkit import fast
 from rnnkit.cells.base import Cell, State, bind, strip, unbind
 from rnnkit.cells.regularisers import Regularisers
 from rnnkit.cells.stock import (
@@ -33,17 +32,15 @@ from rnnkit.cells.stock import (
     RNNGates,
     set_forget_bias,
 )
-from rnnkit.graphs.static import run_stack
-from rnnkit.precision import in_autocast, to_dtype
+from rnnkit.graphs.static import run_layers
+from rnnkit.precision import outside_autocast
 from rnnkit.unroll import (
     freeze,
     last,
-    mask_padding,
     restore_layout,
     reverse_index,
     reverse_out,
     run_cell,
-    stack,
     time_major,
     time_reverse,
 )
@@ -85,7 +82,7 @@ def _run_direction(
     if engine == "explicit" and not record and fast.supports(kind, weights):
         rev = reverse_index(lengths, x.shape[0], x.shape[1], x.device) if reverse else None
         rmask = reg.recurrent_mask(state[0], training)  # drawn in the order the loop draws
-        zone = reg.zone(("hidden", "cell")[: len(state)], state, x.shape[0], training)
+        zone = reg.zone(layer._cell[0].state, state, x.shape[0], training)
         zone = freeze(zone, hold, len(state))
         xd = time_reverse(x, rev) if reverse else x
         out, c_n = fast.run(
@@ -108,23 +105,6 @@ def _run_direction(
         return run_cell(cell, x, state, lengths, reverse, zone, record, hold)
     finally:
         unbind(cell, names)
-
-
-def _static(
-    layer: Any, x: Tensor, state: State, lengths: Tensor | None, record: bool
-) -> tuple[Tensor, State, Any]:
-    """The explicit engine on static shapes (:mod:`rnnkit.graphs`): x ``(T, B, I)``."""
-
-    def run_for(lens: Tensor, held: Tensor) -> Any:
-        def run(k: int, d: int, x: Tensor, s: State) -> tuple[Tensor, State, Any]:
-            w = layer._layer_weights(k, d)
-            return _run_direction(layer, x, s, w, lens, bool(d), "explicit", record, held)
-
-        return run
-
-    shape = (layer.num_layers, 2 if layer.bidirectional else 1, layer.dropout)
-    trace_type = type(layer._cell[0]).Gates if record else None
-    return run_stack(layer, x, state, lengths, run_for, shape, trace_type)
 
 
 # ---------------------------------------------------------------------------- layers
@@ -223,6 +203,7 @@ class _Recurrent:
             return (h0, x.new_zeros(LD, B, m.hidden_size)) if self._kind == "LSTM" else (h0,)
         return tuple(hx) if self._kind == "LSTM" else (hx,)
 
+    @outside_autocast  # the recurrence in the weights' dtype (rnnkit.precision)
     def forward(
         self,
         input: Tensor | PackedSequence,
@@ -246,11 +227,6 @@ class _Recurrent:
         """
         m: Any = self
         packed = isinstance(input, PackedSequence)
-        device = (input.data if isinstance(input, PackedSequence) else input).device
-        if in_autocast(device):  # the recurrence in the weights' dtype (rnnkit.precision)
-            dt = next(m.parameters()).dtype
-            with torch.autocast(device.type, enabled=False):
-                return self.forward(to_dtype(input, dt), to_dtype(hx, dt), lengths, return_gates)
         engine = self._pick_engine(return_gates)
         if packed and lengths is not None:
             raise ValueError("pass either a PackedSequence or lengths, not both")
@@ -266,18 +242,26 @@ class _Recurrent:
             final = tuple(final_any) if lstm else (final_any,)
             trace = None
         else:
-            D = 2 if m.bidirectional else 1
 
-            def run(layer: int, d: int, x: Tensor, s: State) -> tuple[Tensor, State, Any]:
-                w = self._layer_weights(layer, d)
-                return _run_direction(self, x, s, w, lens, bool(d), engine, return_gates)
+            def run_for(lens: Tensor | None, held: Tensor | None) -> Any:
+                def run(k: int, d: int, x: Tensor, s: State) -> tuple[Tensor, State, Any]:
+                    w = self._layer_weights(k, d)
+                    return _run_direction(self, x, s, w, lens, bool(d), engine, return_gates, held)
 
-            state = self._initial_state(x, hx)
-            if engine == "explicit" and graphs.active(x.device):
-                out, final, trace = _static(self, x, state, lens, return_gates)
-            else:
-                out, final, trace = stack(x, state, m.num_layers, D, m.dropout, m.training, run)
-                out, trace = mask_padding(out, trace, lens)
+                return run
+
+            shape = (m.num_layers, 2 if m.bidirectional else 1, m.dropout)
+            trace_type = type(self._cell[0]).Gates if return_gates else None
+            out, final, trace = run_layers(
+                m,
+                x,
+                self._initial_state(x, hx),
+                lens,
+                run_for,
+                shape,
+                trace_type,
+                static=engine == "explicit",
+            )
         result_out, final, trace = restore_layout(out, final, trace, layout, input)
         result = (result_out, final if lstm else final[0])
         return result + (trace,) if return_gates else result

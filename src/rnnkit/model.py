@@ -26,8 +26,9 @@ every step::
     o_t      = tanh(W_o [s_t; C; E y_{t-1}])
     p(y_t)   = softmax(W_out o_t)
 
-One API (STYLE rule 7): ``encode()``, ``decode_step()``, ``forward()`` (teacher forced).
-Greedy search, beam search and training all go through ``decode_step()``.
+One API (STYLE rule 7): ``encode()``, ``decode_step()``, ``forward()`` (teacher forced,
+its decoder half ``teacher_forced()``); greedy, beam search and training all go through
+``decode_step()``.
 Shapes: B batch, S source, T target, E embedding, H hidden, V vocabulary.
 """
 
@@ -45,16 +46,8 @@ from rnnkit.cells.names import CELLS, cell_options, resolve_cell
 from rnnkit.layers import GRU, LSTM, RNN
 from rnnkit.recurrent import Recurrent
 
-__all__ = [
-    "EncoderOutput",
-    "DecoderStep",
-    "Encoder",
-    "Decoder",
-    "Seq2Seq",
-    "sequence_loss",
-    "resolve_cell",
-    "CELLS",
-]
+__all__ = ["EncoderOutput", "DecoderStep", "Encoder", "Decoder", "Seq2Seq"]
+__all__ += ["sequence_loss", "token_loss", "resolve_cell", "CELLS"]
 
 ATTENTIONS = ("bahdanau", "luong", "none")
 State = dict[str, Tensor]  # every tensor batch first, so beam search reorders with index_select
@@ -130,7 +123,7 @@ class Encoder(nn.Module):
         """src ``(B, S)`` ids, lengths ``(B,)`` → states ``(B, S, D·H)``, final ``(B, D·H)``,
         gate trace or None."""
         x = self.emb_dropout(self.embed(src))  # (B, S, E)
-        out = self.rnn(x, lengths=lengths, return_gates=return_gates)
+        out = self.rnn(x, lengths=lengths.cpu(), return_gates=return_gates)
         states, h_n = out[0], out[1]
         if isinstance(h_n, tuple):  # LSTM: (h_n, c_n)
             h_n = h_n[0]
@@ -346,7 +339,12 @@ class Seq2Seq(nn.Module):
         model's own prediction instead of the reference token (Williams & Zipser 1989).
         Returns logits ``(B, T, V)`` and attention ``(B, T, S)`` (None without attention).
         """
-        enc = self.encode(src, src_lengths)
+        return self.teacher_forced(self.encode(src, src_lengths), tgt_in, teacher_forcing)
+
+    def teacher_forced(
+        self, enc: EncoderOutput, tgt_in: Tensor, teacher_forcing: float = 1.0
+    ) -> tuple[Tensor, Tensor | None]:
+        """The decoder's part of :meth:`forward`, from the encoder's output ``enc``."""
         state = self.init_state(enc)
         outs, alphas = [], []
         y = tgt_in[:, 0]
@@ -370,23 +368,26 @@ class Seq2Seq(nn.Module):
         return logits, (torch.stack(alphas, 1) if alphas else None)
 
 
-def sequence_loss(
-    logits: Tensor, target: Tensor, pad_id: int, label_smoothing: float = 0.0
-) -> tuple[Tensor, int]:
-    """Summed cross-entropy over real target tokens (padding ignored).
+def token_loss(logits: Tensor, target: Tensor, pad_id: int, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy summed over the real target tokens (padding ignored).
 
     Args:
         logits: ``(B, T, V)``; target: ``(B, T)`` ids y_1 .. y_T (EOS included).
         label_smoothing: ε of Szegedy et al. 2016: the target distribution is
             (1 - ε) one-hot + ε uniform.
-    Returns:
-        (loss summed over tokens, number of real tokens); divide for the per-token loss.
     """
-    loss = F.cross_entropy(
+    return F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]),
         target.reshape(-1),
         ignore_index=pad_id,
         reduction="sum",
         label_smoothing=label_smoothing,
     )
-    return loss, int((target != pad_id).sum())
+
+
+def sequence_loss(
+    logits: Tensor, target: Tensor, pad_id: int, label_smoothing: float = 0.0
+) -> tuple[Tensor, int]:
+    """:func:`token_loss` and the number of real tokens (read back from the device);
+    divide for the per-token loss."""
+    return token_loss(logits, target, pad_id, label_smoothing), int((target != pad_id).sum())

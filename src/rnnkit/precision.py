@@ -9,7 +9,7 @@
 Autocast runs the matrix products around the recurrence (attention, the output layer)
 in the low dtype and keeps reductions such as the cross-entropy in float32. Every
 recurrent layer and decoder cell of rnnkit, whatever its engine, runs in its weights'
-dtype with autocast off (:func:`in_autocast`): the recurrence is where rounding
+dtype with autocast off (:func:`outside_autocast`): the recurrence is where rounding
 accumulates over T steps, and torch's own kernels under autocast differ by device and
 dtype (on the CPU, ``torch.nn.LSTM`` on a padded batch returns bfloat16 under bf16 and
 fails inside oneDNN under fp16, while on packed input it returns float32). Autocast's
@@ -19,15 +19,18 @@ recurrent model reuses few casts.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-__all__ = ["PRECISIONS", "Precision", "in_autocast", "to_dtype"]
+__all__ = ["PRECISIONS", "Precision", "outside_autocast", "to_dtype"]
 
+F = TypeVar("F", bound=Callable[..., Any])
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -72,9 +75,21 @@ class Precision:
             self.scaler.load_state_dict(state)
 
 
-def in_autocast(device: torch.device) -> bool:
-    """Whether autocast is on for ``device``'s type (then a recurrence runs without it)."""
-    return torch.is_autocast_enabled(device.type)
+def outside_autocast(method: F) -> F:
+    """A recurrent module's ``method(self, input, *args)`` run with autocast off and its
+    floating tensor arguments cast to the module's dtype when autocast is on for the
+    device of ``input`` (a tensor or PackedSequence)."""
+
+    @functools.wraps(method)
+    def run(self: nn.Module, input: Any, *args: Any, **kwargs: Any) -> Any:
+        device = (input.data if isinstance(input, PackedSequence) else input).device
+        if not torch.is_autocast_enabled(device.type):
+            return method(self, input, *args, **kwargs)
+        dt = next(self.parameters()).dtype
+        with torch.autocast(device.type, enabled=False):
+            return method(self, to_dtype(input, dt), *to_dtype(args, dt), **kwargs)
+
+    return cast(F, run)
 
 
 def to_dtype(obj: Any, dtype: torch.dtype) -> Any:

@@ -17,14 +17,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnkit import graphs
 from rnnkit.cells.base import Cell, State, bind, strip, unbind
 from rnnkit.cells.gated import CIFGLSTMCell, IndRNNCell, MGUCell, PeepholeLSTMCell
 from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.regularisers import Regularisers
-from rnnkit.graphs.static import run_stack
-from rnnkit.precision import in_autocast, to_dtype
-from rnnkit.unroll import mask_padding, restore_layout, run_cell, stack, time_major
+from rnnkit.graphs.static import run_layers
+from rnnkit.precision import outside_autocast
+from rnnkit.unroll import restore_layout, run_cell, time_major
 
 __all__ = [
     "Recurrent",
@@ -165,6 +164,7 @@ class Recurrent(nn.Module):
 
         return run
 
+    @outside_autocast  # the recurrence in the weights' dtype (rnnkit.precision)
     def forward(
         self,
         input: Tensor | PackedSequence,
@@ -188,28 +188,23 @@ class Recurrent(nn.Module):
         """
         if isinstance(input, PackedSequence) and lengths is not None:
             raise ValueError("pass either a PackedSequence or lengths, not both")
-        device = (input.data if isinstance(input, PackedSequence) else input).device
-        if in_autocast(device):  # the recurrence in the weights' dtype (rnnkit.precision)
-            dt = next(self.parameters()).dtype
-            with torch.autocast(device.type, enabled=False):
-                return self.forward(to_dtype(input, dt), to_dtype(hx, dt), lengths, return_gates)
         tuple_state = self.num_states > 1
         x, hx, lens, layout = time_major(
             input, hx, lengths, self.batch_first, tuple_state, type(self).__name__
         )
         state = self._initial_state(x, hx)
         D = 2 if self.bidirectional else 1
-        if self.engine != "reference" and graphs.active(x.device):
-            trace_type = self.cell_class.Gates if return_gates else None
-            shape = (self.num_layers, D, self.dropout)
-            run_for = lambda lens, held: self._direction(return_gates, lens, held)  # noqa: E731
-            out, final, trace = run_stack(self, x, state, lens, run_for, shape, trace_type)
-        else:
-            run = self._direction(return_gates, lens)
-            out, final, trace = stack(
-                x, state, self.num_layers, D, self.dropout, self.training, run
-            )
-            out, trace = mask_padding(out, trace, lens)
+        trace_type = self.cell_class.Gates if return_gates else None
+        out, final, trace = run_layers(
+            self,
+            x,
+            state,
+            lens,
+            lambda lens, held: self._direction(return_gates, lens, held),
+            (self.num_layers, D, self.dropout),
+            trace_type,
+            static=self.engine != "reference",
+        )
         result_out, final, trace = restore_layout(out, final, trace, layout, input)
         result = (result_out, final if tuple_state else final[0])
         return result + (trace,) if return_gates else result

@@ -26,15 +26,10 @@ Direction = Callable[[int, int, Tensor, State], tuple[Tensor, State, Any]]
 
 
 def check_lengths(lengths: Tensor | list[int], T: int, B: int) -> Tensor:
-    """Lengths as a long tensor ``(B,)`` with 1 ≤ length ≤ T: on the CPU, or left on the
-    GPU it came on (checked there too, unless a CUDA graph is being captured: reading the
-    values back would need a host synchronisation, which a capture forbids)."""
-    on_device = isinstance(lengths, Tensor) and lengths.device.type != "cpu"
-    lengths = torch.as_tensor(lengths, dtype=torch.long, device=None if on_device else "cpu")
+    """Lengths as a CPU long tensor ``(B,)`` with 1 ≤ length ≤ T."""
+    lengths = torch.as_tensor(lengths, dtype=torch.long, device="cpu")
     if lengths.shape != (B,):
         raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
-    if on_device and torch.cuda.is_current_stream_capturing():
-        return lengths
     if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
         raise ValueError(
             f"lengths must lie in [1, {T}], got min {int(lengths.min())}, max {int(lengths.max())}"

@@ -12,7 +12,7 @@ from rnnkit.config import TrainConfig
 from rnnkit.data import Batch
 from rnnkit.distributed import Dist, no_sync, shard
 from rnnkit.graphs.seq2seq import loss_sum
-from rnnkit.model import Seq2Seq, sequence_loss
+from rnnkit.model import Seq2Seq, token_loss
 from rnnkit.precision import Precision
 
 __all__ = ["Updater"]
@@ -64,4 +64,4 @@ class Updater:
         if self.static:
             return loss_sum(self.model, b.src, b.src_lengths, b.tgt, t.label_smoothing)
         logits, _ = self.net(b.src, b.src_lengths, b.tgt[:, :-1], t.teacher_forcing)
-        return sequence_loss(logits, b.tgt[:, 1:], self.model.pad_id, t.label_smoothing)[0]
+        return token_loss(logits, b.tgt[:, 1:], self.model.pad_id, t.label_smoothing)

@@ -78,12 +78,6 @@ class Regularisers:
                 s += f", {k}={getattr(self, k)}"
         return s
 
-    def changes_recurrence(self, training: bool) -> bool:
-        """Whether the step loop itself changes (zoneout always, recurrent dropout in
-        training); weight drop only changes the weights it reads."""
-        zone = bool(self.zoneout_c or self.zoneout_h)
-        return zone or (training and bool(self.recurrent_dropout))
-
     def zone(
         self, names: tuple[str, ...], states: tuple[Tensor, ...], T: int, training: bool
     ) -> list[ZoneMask] | None:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from rnnkit.cells.base import Cell
 from rnnkit.cells.stock import GRUCell, LSTMCell, RNNCell
+from rnnkit.precision import outside_autocast
 
 __all__ = ["StackedCell"]
 
@@ -65,6 +66,7 @@ class StackedCell(nn.Module):
             for k in range(num_layers)
         )
 
+    @outside_autocast
     def step(
         self, x: Tensor, h: Tensor, c: Tensor | None, fused: bool = True, record: bool = False
     ) -> tuple[Tensor, Tensor, Tensor | None, list[Any]]:
@@ -73,11 +75,6 @@ class StackedCell(nn.Module):
         ``gates`` holds one ``Gates`` tuple per layer when ``record``; under autocast the
         step runs without it, in the weights' dtype (see :mod:`rnnkit.precision`).
         """
-        if torch.is_autocast_enabled(x.device.type):
-            dt = next(self.parameters()).dtype
-            with torch.autocast(x.device.type, enabled=False):
-                c = None if c is None else c.to(dt)
-                return self.step(x.to(dt), h.to(dt), c, fused, record)
         hs: list[Tensor] = []
         cs: list[Tensor] = []
         gates: list[Any] = []

@@ -65,18 +65,16 @@ def run(
     state at each sequence's last step ``(B, H)``.
     """
     w = weights
-    z_h, z_c = (list(zone) + [None])[:2] if zone else (None, None)
+    z_h, z_c = (zone[0], zone[1] if len(zone) > 1 else None) if zone else (None, None)
+    reg = (_steps(z_h), _steps(z_c), rmask)  # z_c is None but for the LSTM
     if kind == "LSTM":
         last = None if lengths is None else (lengths - 1).tolist()
-        reg = (_steps(z_h), _steps(z_c), rmask)
         h, c_n = _LSTM.apply(
             x, state[0], state[1], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], last, reg
         )
         return h, c_n
     if kind == "GRU":
-        reg = (_steps(z_h), None, rmask)
         return _GRU.apply(x, state[0], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], reg), None
-    reg = (_steps(z_h), None, rmask)
     return _RNN.apply(x, state[0], w["w_ih"], w["w_hh"], w["b_ih"], w["b_hh"], w["relu"], reg), None
 
 

@@ -20,12 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from rnnkit.graphs import capture
 from rnnkit.graphs.buckets import bucket, pad_to, rows
-from rnnkit.model import EncoderOutput, Seq2Seq
+from rnnkit.model import EncoderOutput, Seq2Seq, token_loss
 
 __all__ = ["loss_sum", "greedy_tokens", "encoded", "decoding", "call_decoder"]
 
@@ -73,7 +72,7 @@ def call_decoder(
 def loss_sum(
     model: Seq2Seq, src: Tensor, src_lengths: Tensor, tgt: Tensor, label_smoothing: float = 0.0
 ) -> Tensor:
-    """Summed cross-entropy of the teacher-forced pass, as :func:`rnnkit.model.sequence_loss`.
+    """Summed cross-entropy of the teacher-forced pass, as :func:`rnnkit.model.token_loss`.
 
     Args:
         src: ``(B, S)`` ids, src_lengths ``(B,)``; tgt: ``(B, T)`` BOS y_1 .. y_{T-1} EOS.
@@ -86,21 +85,8 @@ def loss_sum(
 
     def run(enc: EncoderOutput, extra: tuple[Tensor, ...]) -> tuple[Tensor]:
         (tgt,) = extra
-        state = model.init_state(enc)
-        outs = []
-        for t in range(tgt.shape[1] - 1):  # teacher forcing: y_{t-1} is the reference
-            step = model.decode_step(tgt[:, t], state, enc, project=False)
-            outs.append(step.logits)
-            state = step.state
-        logits = model.W_out(torch.stack(outs, 1))  # (B, T, V): one product for all T
-        loss = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]),
-            tgt[:, 1:].reshape(-1),
-            ignore_index=model.pad_id,
-            reduction="sum",
-            label_smoothing=label_smoothing,
-        )
-        return (loss,)
+        logits, _ = model.teacher_forced(enc, tgt[:, :-1])
+        return (token_loss(logits, tgt[:, 1:], model.pad_id, label_smoothing),)
 
     return call_decoder(model, ("loss", label_smoothing), enc, (tgt_p,), run)[0]
 

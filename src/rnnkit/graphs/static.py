@@ -14,14 +14,37 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rnnkit import graphs
 from rnnkit.graphs import capture
 from rnnkit.graphs.buckets import bucket, held_steps, pad_to, rows
 from rnnkit.unroll import Direction, mask_padding, stack
 
-__all__ = ["run_stack"]
+__all__ = ["run_layers", "run_stack"]
 
-# run_for(lengths (B,), held (T, B, 1)) → run(layer, direction, x, state) for stack()
-RunFor = Callable[[Tensor, Tensor], Direction]
+# run_for(lengths (B,), held (T, B, 1) or None) → run(layer, direction, x, state) for stack()
+RunFor = Callable[[Tensor | None, Tensor | None], Direction]
+
+
+def run_layers(
+    owner: nn.Module,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    lengths: Tensor | None,
+    run_for: RunFor,
+    shape: tuple[int, int, float],
+    trace_type: Any,
+    static: bool,
+) -> tuple[Tensor, tuple[Tensor, ...], Any]:
+    """A layer's stack of directions: on static shapes (:func:`run_stack`) when ``static``
+    and :mod:`rnnkit.graphs` is active on x's device, else :func:`rnnkit.unroll.stack`
+    with lengths as indices; outputs (and trace) zero past each length either way."""
+    if static and graphs.active(x.device):
+        return run_stack(owner, x, state, lengths, run_for, shape, trace_type)
+    num_layers, directions, dropout = shape
+    run = run_for(lengths, None)
+    out, final, trace = stack(x, state, num_layers, directions, dropout, owner.training, run)
+    out, trace = mask_padding(out, trace, lengths)
+    return out, final, trace
 
 
 def run_stack(
@@ -47,15 +70,15 @@ def run_stack(
     T, B = x.shape[0], x.shape[1]
     Tb, Bb = bucket(T), rows(B)
     real = None if lengths is None else lengths.to(x.device, torch.long, non_blocking=True)
-    full = torch.full((B,), T, dtype=torch.long, device=x.device)
-    lens = pad_to(full if real is None else real, Bb, 0)  # padded rows: length 0
+    every = torch.full((B,), T, dtype=torch.long, device=x.device) if real is None else real
+    lens = pad_to(every, Bb, 0)  # padded rows: length 0
     held = held_steps(lens, Tb, x.dtype)
     num_layers, directions, dropout = shape
     n = len(state)
 
     def fn(xp: Tensor, held: Tensor, lens: Tensor, *sp: Tensor) -> tuple[Tensor, ...]:
         out, final, trace = stack(
-            xp, sp, int(num_layers), int(directions), dropout, owner.training, run_for(lens, held)
+            xp, sp, num_layers, directions, dropout, owner.training, run_for(lens, held)
         )
         return (out, *final, *(trace if trace is not None else ()))
 
