@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from rnnkit.checkpoint import load_checkpoint
 from rnnkit.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,11 @@ def train_job(
     cmd = [sys.executable, "-m", "rnnkit", "train", str(CONFIG), "--out", str(out)]
     cmd += [a for s in sets for a in ("--set", s)] + ["--nproc", str(nproc)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.run(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    if proc.returncode != 0:
+        sys.exit(f"training with {nproc} process(es) failed:\n{proc.stderr[-3000:]}")
     with open(out / "log.csv", newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
     tokens = seconds = 0.0
@@ -121,7 +126,7 @@ def main() -> None:
         tps1, step1, out = train_job(1, args.steps, data, work, full)
         tpsn, stepn, _ = train_job(args.nproc, args.steps, data, work, full)
         _, share, _ = train_job(1, args.steps, data, work, full // args.nproc)
-        state = torch.load(out / "last.pt", weights_only=False)["model"]
+        state = load_checkpoint(out / "last.pt")["model"]
         # tied embeddings: one tensor under two names, all-reduced once
         numel = sum({v.data_ptr(): v.numel() for v in state.values()}.values())
         ar = allreduce_seconds(args.nproc, numel, work)

@@ -95,6 +95,8 @@ def server(checkpoint: str, *args: str, timeout: float = 60.0) -> Iterator[tuple
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def rss_mib(pid: int) -> float:
@@ -126,7 +128,10 @@ class Connection:
         )
         writer.write(head.encode() + body)
         await writer.drain()
-        status = int((await reader.readline()).split()[1])
+        status_line = await reader.readline()
+        if not status_line:  # the server closed the connection
+            raise ConnectionResetError("connection closed before a response")
+        status = int(status_line.split()[1])
         headers = {}
         while (line := await reader.readline()) not in (b"\r\n", b""):
             k, v = line.decode("latin-1").split(":", 1)

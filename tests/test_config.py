@@ -95,6 +95,13 @@ def test_task_names_match_data_tasks():
     assert set(TASK_NAMES) == set(TASKS)
 
 
+def test_cell_names_match_the_cells():
+    from rnnkit.cells.names import CELLS
+    from rnnkit.config_schema import CELL_NAMES
+
+    assert set(CELL_NAMES) == set(CELLS)
+
+
 # ---------------------------------------------------------------- overrides
 
 

@@ -294,3 +294,34 @@ def test_cli_busy_port_is_a_one_line_error(ckpt: Path) -> None:
         )  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("rnnkit: error: serve: cannot listen on 127.0.0.1:")
+
+
+def test_a_request_given_up_on_costs_no_model_time():
+    """A request whose future is already settled when its batch comes (it timed out, its
+    client went away) is not translated; the others in the batch are."""
+    import asyncio
+    import threading
+
+    from rnnkit.serve.batcher import Batcher
+
+    gate, seen = threading.Event(), []
+
+    def run(texts, options):
+        gate.wait(10)
+        seen.append(list(texts))
+        return [t.upper() for t in texts]
+
+    async def scenario():
+        b = Batcher(run, max_batch=8, max_wait=0.0, max_queue=8)
+        b.start()
+        first = b.submit(["a"], "o")  # the worker takes it and waits at the gate
+        await asyncio.sleep(0.2)
+        gone, kept = b.submit(["b"], "o"), b.submit(["c"], "o")
+        gone.cancel()
+        gate.set()
+        answers = await asyncio.wait_for(asyncio.gather(first, kept), 10)
+        await asyncio.to_thread(b.close)
+        return answers
+
+    assert asyncio.run(scenario()) == [["A"], ["C"]]
+    assert seen == [["a"], ["c"]]

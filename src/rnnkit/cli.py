@@ -24,22 +24,12 @@ from rnnkit.cli_commands import (
 )
 
 # Names defined here before the split stay importable from rnnkit.cli.
+from rnnkit.cli_commands import positive_int as positive_int
 from rnnkit.cli_commands import read_text as read_text
 from rnnkit.cli_commands import torchrun_command as torchrun_command
 from rnnkit.cli_commands import write_text as write_text
 
 __all__ = ["main"]
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
-    return value
 
 
 # --------------------------------------------------------------------------- parser

@@ -22,6 +22,17 @@ class UsageError(Exception):
     """A problem with the user's input, reported in one line."""
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+    return value
+
+
 def read_text(path: str | None) -> list[str]:
     """Lines of a UTF-8 file (stdin when ``path`` is None or ``-``), newlines stripped."""
     name = "<stdin>" if path in (None, "-") else path

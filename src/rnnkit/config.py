@@ -43,9 +43,6 @@ from rnnkit.config_checks import (
     _parse_yaml,
     _set_entry,
 )
-
-# Names that were defined here before the split stay importable from rnnkit.config.
-from rnnkit.config_checks import _field as _field
 from rnnkit.config_schema import (
     _SECTIONS,
     Config,
@@ -56,9 +53,7 @@ from rnnkit.config_schema import (
     _check_cross,
     validate_config,
 )
-from rnnkit.config_schema import CELL_NAMES as CELL_NAMES
-from rnnkit.config_schema import CUSTOM_CELL as CUSTOM_CELL
-from rnnkit.config_schema import TASK_NAMES as TASK_NAMES
+from rnnkit.config_schema import TASK_NAMES as TASK_NAMES  # tests compare it with TASKS
 
 __all__ = [
     "ConfigError",

@@ -138,8 +138,8 @@ class Trainer:
                 f"resumed from {self.out / 'last.pt'} at step {self.at.step} "
                 f"(epoch {self.at.epoch + 1})"
             )
-        self.net = wrap(self.model, self.dist, self.device)  # what trains: DDP or the model
-        self.update = Updater(self.t, self.model, self.net, self.opt, self.dist, self.device)
+        net = wrap(self.model, self.dist, self.device)  # what trains: DDP or the model
+        self.update = Updater(self.t, self.model, net, self.opt, self.dist, self.device)
         if ckpt is not None:
             self.update.amp.load_state_dict(ckpt.get("scaler", {}))
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -274,7 +274,7 @@ class Trainer:
             self.say = say_above
         stopped = "max_epochs"
         meter = Meter(self.device)
-        self.net.train()
+        self.update.net.train()
         done_rng = rng_state()  # RNG after the last completed step: what Ctrl-C saves
         try:
             if t.max_steps and at.step >= t.max_steps:  # resuming a run that already finished
@@ -382,6 +382,6 @@ def train(
     trainer = Trainer(cfg, out_dir, resume, config_dir, log, progress)
     result = trainer.run()
     if result.stopped != "interrupted":  # else (or on an error) other ranks may be gone
-        trainer.net = trainer.update.net = trainer.model  # DDP goes before the process group
+        trainer.update.net = trainer.model  # DDP goes before the process group
         trainer.dist.close()
     return result

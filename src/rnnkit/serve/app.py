@@ -103,7 +103,7 @@ class Metrics:
         )  # fmt: skip
 
 
-def _parse(body: bytes, s: Settings) -> TranslateRequest:
+def _parse(body: bytes, s: Settings) -> tuple[TranslateRequest, list[str]]:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -128,7 +128,7 @@ def _parse(body: bytes, s: Settings) -> TranslateRequest:
     for i, t in enumerate(texts):
         if len(t) > s.max_chars:
             raise ApiError(413, f"text {i} has {len(t)} characters; at most {s.max_chars}")
-    return req
+    return req, texts
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -240,7 +240,7 @@ def create_app(bundle: Bundle, settings: Settings, checkpoint: str = "") -> Fast
         await asyncio.to_thread(batcher.close)  # queued requests are answered first
 
     app = FastAPI(title="rnnkit serve", lifespan=lifespan, version="0.1.0")
-    app.state.batcher, app.state.metrics = batcher, metrics
+    metrics.queue.set_function(lambda: batcher.depth)  # read at each scrape
     app.add_middleware(_Count, metrics=metrics)
 
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
@@ -257,7 +257,6 @@ def create_app(bundle: Bundle, settings: Settings, checkpoint: str = "") -> Fast
 
     @app.get("/metrics")
     async def get_metrics() -> Response:
-        metrics.queue.set(batcher.depth)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse)
@@ -271,15 +270,13 @@ def create_app(bundle: Bundle, settings: Settings, checkpoint: str = "") -> Fast
     @app.post("/translate", openapi_extra={"requestBody": body_schema})
     async def translate(request: Request) -> JSONResponse:
         _check_key(request, s.api_key)
-        req = _parse(await _read_body(request, s.max_body), s)
+        req, texts = _parse(await _read_body(request, s.max_body), s)
         beam = req.beam if req.beam is not None else default_beam
         if req.n_best > max(beam, 1):
             raise ApiError(422, f"n_best {req.n_best} exceeds the beam size {beam}")
-        texts = [req.text] if req.text is not None else list(req.texts or [])
         results = await _answer(
             batcher, texts, Decode(beam, req.n_best, req.attention, req.gates), s.timeout_s
         )
-        metrics.queue.set(batcher.depth)
         return JSONResponse({"translations": results})  # plain JSON: no re-validation
 
     return app

@@ -150,6 +150,8 @@ class Batcher:
     def _process(self, jobs: list[Job]) -> None:
         groups: dict[Options, list[Job]] = {}
         for job in jobs:
+            if job.future.done():  # given up on (timed out, client gone): no model time
+                continue
             groups.setdefault(job.options, []).append(job)
         for options, group in groups.items():
             texts = [t for job in group for t in job.texts]

@@ -9,14 +9,9 @@ import socket
 import sys
 from typing import Any
 
+from rnnkit.cli_commands import positive_int
+
 __all__ = ["add_parser", "cmd_serve"]
-
-
-def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {text}")
-    return n
 
 
 def _wait(text: str) -> float:
@@ -40,20 +35,22 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free)")
     s.add_argument(
-        "--beam", type=_positive, default=None,
+        "--beam", type=positive_int, default=None,
         help="default beam size, 1 = greedy (default: the checkpoint's decode.beam_size)",
     )  # fmt: skip
-    s.add_argument("--max-batch", type=_positive, default=32, help="sentences per batch (32)")
+    s.add_argument("--max-batch", type=positive_int, default=32, help="sentences per batch (32)")
     s.add_argument(
         "--max-wait-ms", type=_wait, default=5.0,
         help="how long a batch waits for more requests, in ms (default: 5)",
     )  # fmt: skip
     s.add_argument(
-        "--max-queue", type=_positive, default=256,
+        "--max-queue", type=positive_int, default=256,
         help="requests waiting at most; beyond, 503 with Retry-After (default: 256)",
     )  # fmt: skip
-    s.add_argument("--max-chars", type=_positive, default=1000, help="characters per text (1000)")
-    s.add_argument("--max-texts", type=_positive, default=64, help="texts per request (64)")
+    s.add_argument(
+        "--max-chars", type=positive_int, default=1000, help="characters per text (1000)"
+    )
+    s.add_argument("--max-texts", type=positive_int, default=64, help="texts per request (64)")
     s.add_argument(
         "--api-key", default=None,
         help="require this key (Authorization: Bearer KEY or X-API-Key: KEY) on /translate "
@@ -73,10 +70,10 @@ def _socket(host: str, port: int) -> socket.socket:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from rnnkit.checkpoint import load_bundle
+    from rnnkit.cli_commands import _bundle
     from rnnkit.serve.app import Settings, create_app
 
-    bundle = load_bundle(args.checkpoint)
+    bundle = _bundle(args.checkpoint)  # on the GPU when there is one, as translate
     settings = Settings(
         beam=args.beam,
         max_batch=args.max_batch,

@@ -73,10 +73,9 @@ def translate_batch(bundle: Bundle, texts: list[str], opts: Decode) -> list[dict
     """Translate ``texts`` in one batch; one JSON-ready entry per text, in order."""
     results = translate_lines(bundle, texts, opts.beam, max(1, len(texts)), opts.n_best)
     entries = [_entry(r, opts) for r in results]
-    if opts.gates:
-        with torch.no_grad():
-            for text, entry in zip(texts, entries):
-                entry["gates"] = gates_of(bundle, text)
+    if opts.gates:  # record() runs without autograd
+        for text, entry in zip(texts, entries):
+            entry["gates"] = gates_of(bundle, text)
     return entries
 
 
