@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -228,6 +229,9 @@ class _Recurrent:
         m: Any = self
         packed = isinstance(input, PackedSequence)
         engine = self._pick_engine(return_gates)
+        if engine == "native" and lengths is not None and self.engine == "auto":
+            if torch.compiler.is_exporting():  # packing's sizes depend on the values
+                engine = "explicit"
         if packed and lengths is not None:
             raise ValueError("pass either a PackedSequence or lengths, not both")
         if engine == "native" and (packed or lengths is None):

@@ -26,11 +26,17 @@ Direction = Callable[[int, int, Tensor, State], tuple[Tensor, State, Any]]
 
 
 def check_lengths(lengths: Tensor | list[int], T: int, B: int) -> Tensor:
-    """Lengths as a CPU long tensor ``(B,)`` with 1 ≤ length ≤ T."""
+    """Lengths as a CPU long tensor ``(B,)`` with 1 ≤ length ≤ T (the range is not
+    checked while torch.export records: the lengths' values are the exported program's
+    input, not known then)."""
     lengths = torch.as_tensor(lengths, dtype=torch.long, device="cpu")
     if lengths.shape != (B,):
         raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
-    if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+    if (
+        B
+        and not torch.compiler.is_exporting()
+        and (int(lengths.min()) < 1 or int(lengths.max()) > T)
+    ):
         raise ValueError(
             f"lengths must lie in [1, {T}], got min {int(lengths.min())}, max {int(lengths.max())}"
         )
@@ -83,10 +89,11 @@ def unroll(
     Returns one ``(T, B, ·)`` sequence per state (the hidden state first) and, when
     ``record``, the trace: the cell's ``Gates`` with one ``(T, B, ·)`` tensor per field.
     ``zone`` (zoneout) mixes each new state with the previous one after the step.
-    Without autograd the states go into preallocated buffers.
+    Without autograd the states go into preallocated buffers (not while torch.jit.trace
+    records: its graph may later run with autograd, which refuses those in-place writes).
     """
     T = gi.shape[0]
-    grad = torch.is_grad_enabled()
+    grad = torch.is_grad_enabled() or torch.jit.is_tracing()
     seqs: list[list[Tensor]] = [[] for _ in state]
     bufs = [] if grad else [gi.new_empty(T, *s.shape) for s in state]
     slots = [b.unbind(0) for b in bufs]

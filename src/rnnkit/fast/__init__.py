@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from rnnkit.fast.gru import _GRU
@@ -39,7 +40,10 @@ __all__ = ["supports", "run"]
 
 def supports(kind: str, weights: dict) -> bool:
     """Whether the fast path computes this layer: not the LSTM's projection, not Cho's
-    GRU."""
+    GRU, and not while ``torch.jit.trace`` or ``torch.export`` records the layer (its
+    in-place steps on per-step views are not theirs to record; the readable loop is)."""
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return False
     if kind == "LSTM":
         return weights["w_hr"] is None
     if kind == "GRU":

@@ -1,0 +1,99 @@
+"""The layers under torch's graph tools: torch.export, torch.jit.trace, torch.compile.
+
+A model holding an rnnkit layer is exported or traced as one holding a torch.nn layer
+would be; the recorded program gives the eager layer's results on other inputs and
+lengths of the same shapes (the explicit engine's loop is unrolled over T, so T is fixed).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import rnnkit
+
+LAYERS = {
+    "lstm-explicit": lambda: rnnkit.LSTM(6, 8, 2, bidirectional=True, engine="explicit"),
+    "lstm-auto": lambda: rnnkit.LSTM(6, 8, 2, bidirectional=True),
+    "gru-explicit": lambda: rnnkit.GRU(6, 8, bidirectional=True, engine="explicit"),
+    "rnn-explicit": lambda: rnnkit.RNN(6, 8, engine="explicit"),
+    "layernorm-lstm": lambda: rnnkit.LayerNormLSTM(6, 8, 2, bidirectional=True),
+    "mgu": lambda: rnnkit.MGU(6, 8),
+}
+
+
+class WithLengths(nn.Module):
+    """The layer called with lengths as a tensor input (what jit.trace records)."""
+
+    def __init__(self, layer: nn.Module, gates: bool) -> None:
+        super().__init__()
+        self.layer, self.gates = layer, gates
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple:
+        return self.layer(x, lengths=lengths, return_gates=self.gates)
+
+
+def flat(result: tuple) -> list[Tensor]:
+    out: list[Tensor] = []
+    for r in result:
+        out.extend([r] if isinstance(r, Tensor) else flat(tuple(r)))
+    return out
+
+
+def inputs(seed: int) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, 6, (4,), generator=g)
+    lengths[seed % 4] = 5
+    return torch.randn(5, 4, 6, generator=g), lengths
+
+
+def assert_same(got: tuple, want: tuple) -> None:
+    got_f, want_f = flat(got), flat(want)
+    assert len(got_f) == len(want_f)
+    for a, b in zip(got_f, want_f):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("gates", [False, True])
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_export_with_lengths_runs_other_lengths(name: str, gates: bool) -> None:
+    torch.manual_seed(0)
+    layer = WithLengths(LAYERS[name]().eval(), gates)
+    program = torch.export.export(layer, inputs(1)).module()
+    x, lengths = inputs(2)
+    assert_same(program(x, lengths), layer(x, lengths))
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_trace_without_grad_then_train_through_it(name: str) -> None:
+    """Traced under no_grad (as for inference), the program still backpropagates: the
+    readable loop records no in-place writes that autograd would refuse later."""
+    torch.manual_seed(0)
+    layer = WithLengths(LAYERS[name](), gates=False)
+    with torch.no_grad():
+        traced = torch.jit.trace(layer, inputs(1), check_trace=False)
+    x, lengths = inputs(2)
+    assert_same(traced(x, lengths), layer(x, lengths))
+    traced(x, lengths)[0].square().sum().backward()
+    got = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    layer(x, lengths)[0].square().sum().backward()
+    for a, p in zip(got, layer.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_explicit_engine_forward_and_backward() -> None:
+    """torch.compile takes the hand-written backward (an autograd.Function) as it is."""
+    torch.manual_seed(0)
+    layer = rnnkit.LSTM(6, 8, engine="explicit")
+    x, lengths = inputs(3)
+    x.requires_grad_(True)
+    out = torch.compile(layer)(x, lengths=lengths)[0]
+    out.square().sum().backward()
+    got = [x.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+    x.grad, _ = None, layer.zero_grad()
+    layer(x, lengths=lengths)[0].square().sum().backward()
+    want = [x.grad] + [p.grad for p in layer.parameters()]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
