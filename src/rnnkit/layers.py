@@ -36,6 +36,7 @@ from rnnkit.cells.stock import (
 from rnnkit.graphs.static import run_layers
 from rnnkit.precision import outside_autocast
 from rnnkit.unroll import (
+    check_input,
     freeze,
     last,
     restore_layout,
@@ -195,14 +196,16 @@ class _Recurrent:
                 set_forget_bias(p, getattr(m, "bias_hh" + name[7:]), m.hidden_size, 1, b)
 
     def _initial_state(self, x: Tensor, hx: Any) -> tuple[Tensor, ...]:
-        """``(h0,)`` or ``(h0, c0)``, each ``(L·D, B, ·)``; zeros when hx is None."""
+        """``(h0,)`` or ``(h0, c0)``, each ``(L·D, B, ·)``; zeros when hx is None. Checks x
+        and hx as torch.nn does."""
         m: Any = self
         LD, B = m.num_layers * (2 if m.bidirectional else 1), x.shape[1]
         real_h = getattr(m, "proj_size", 0) or m.hidden_size
-        if hx is None:
-            h0 = x.new_zeros(LD, B, real_h)
-            return (h0, x.new_zeros(LD, B, m.hidden_size)) if self._kind == "LSTM" else (h0,)
-        return tuple(hx) if self._kind == "LSTM" else (hx,)
+        lstm = self._kind == "LSTM"
+        shapes = [(LD, B, real_h)] + ([(LD, B, m.hidden_size)] if lstm else [])
+        state = None if hx is None else tuple(hx) if lstm else (hx,)
+        check_input(x, m.input_size, next(m.parameters(), x).dtype, state, shapes)
+        return state or tuple(x.new_zeros(s) for s in shapes)
 
     @outside_autocast  # the recurrence in the weights' dtype (rnnkit.precision)
     def forward(
@@ -234,7 +237,9 @@ class _Recurrent:
                 engine = "explicit"
         if packed and lengths is not None:
             raise ValueError("pass either a PackedSequence or lengths, not both")
-        if engine == "native" and (packed or lengths is None):
+        empty = isinstance(input, Tensor) and input.dim() == 3
+        empty = empty and cast(Tensor, input).shape[0 if m.batch_first else 1] == 0
+        if engine == "native" and (packed or lengths is None or empty):  # empty: nothing to pack
             return super().forward(input, hx)  # type: ignore[misc]
         lstm = self._kind == "LSTM"
         x, hx, lens, layout = time_major(input, hx, lengths, m.batch_first, lstm, self._kind)

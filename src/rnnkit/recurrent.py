@@ -23,7 +23,7 @@ from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.regularisers import Regularisers
 from rnnkit.graphs.static import run_layers
 from rnnkit.precision import outside_autocast
-from rnnkit.unroll import restore_layout, run_cell, time_major
+from rnnkit.unroll import check_input, restore_layout, run_cell, time_major
 
 __all__ = [
     "Recurrent",
@@ -132,7 +132,8 @@ class Recurrent(nn.Module):
                 unbind(cell, names)
 
     def _initial_state(self, x: Tensor, hx: Any) -> tuple[Tensor, ...]:
-        """One ``(L·D, B, ·)`` tensor per state name; zeros when hx is None."""
+        """One ``(L·D, B, ·)`` tensor per state name; zeros when hx is None. Checks x and
+        hx as torch.nn does."""
         if hx is not None:
             hx = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
             if len(hx) != self.num_states:
@@ -140,10 +141,11 @@ class Recurrent(nn.Module):
                     f"{type(self).__name__}: hx must hold {self.num_states} state tensor(s) "
                     f"{self.cell_class.state}, got {len(hx)}"
                 )
-            return hx
         LD = self.num_layers * (2 if self.bidirectional else 1)
         cell = self._cells[0][0]
-        return tuple(x.new_zeros(LD, x.shape[1], cell.state_size(n)) for n in cell.state)
+        shapes = [(LD, x.shape[1], cell.state_size(n)) for n in cell.state]
+        check_input(x, self.input_size, next(self.parameters(), x).dtype, hx, shapes)
+        return hx or tuple(x.new_zeros(s) for s in shapes)
 
     def _direction(self, record: bool, lengths: Tensor | None, held: Tensor | None = None) -> Any:
         """``run(layer, d, x, state)`` for :func:`rnnkit.unroll.stack`; ``held``: the

@@ -20,7 +20,15 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from rnnkit.cells.base import Cell, State
 from rnnkit.cells.regularisers import ZoneMask
 
-__all__ = ["check_lengths", "run_cell", "unroll", "stack", "time_major", "restore_layout"]
+__all__ = [
+    "check_input",
+    "check_lengths",
+    "run_cell",
+    "unroll",
+    "stack",
+    "time_major",
+    "restore_layout",
+]
 
 Direction = Callable[[int, int, Tensor, State], tuple[Tensor, State, Any]]
 
@@ -41,6 +49,28 @@ def check_lengths(lengths: Tensor | list[int], T: int, B: int) -> Tensor:
             f"lengths must lie in [1, {T}], got min {int(lengths.min())}, max {int(lengths.max())}"
         )
     return lengths
+
+
+def check_input(
+    x: Tensor, input_size: int, dtype: torch.dtype, hx: tuple[Tensor, ...] | None, shapes: list
+) -> None:
+    """torch.nn's checks of a ``(T, B, I)`` input and an initial state given by the caller
+    (each of its ``shapes``), with torch.nn's messages and exception types."""
+    if x.dtype != dtype:
+        raise ValueError(
+            f"RNN input dtype ({x.dtype}) does not match weight dtype ({dtype}). "
+            f"Convert input: input.to({dtype}), or convert model: model.to({x.dtype})"
+        )
+    if x.shape[-1] != input_size:
+        raise RuntimeError(
+            f"input.size(-1) must be equal to input_size. Expected {input_size}, got {x.shape[-1]}"
+        )
+    if x.shape[0] == 0:
+        raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+    for k, (h, shape) in enumerate(zip(hx or (), shapes)):
+        if tuple(h.shape) != tuple(shape):
+            name = "hidden" if len(shapes) == 1 else f"hidden[{k}]"
+            raise RuntimeError(f"Expected {name} size {tuple(shape)}, got {list(h.shape)}")
 
 
 def reverse_index(lengths: Tensor | None, T: int, B: int, device: torch.device) -> Tensor | None:
@@ -229,6 +259,11 @@ def time_major(
     if x.dim() == 2:
         x, layout = x.unsqueeze(1), "unbatched"
         if hx is not None:
+            dims = [h.dim() for h in (hx if tuple_state else (hx,))]
+            if any(d != 2 for d in dims):
+                raise RuntimeError(
+                    f"For unbatched 2-D input, hx should also be 2-D but got {dims}-D tensors"
+                )
             hx = tuple(h.unsqueeze(1) for h in hx) if tuple_state else hx.unsqueeze(1)
     elif x.dim() != 3:
         raise ValueError(f"{name}: expected a 2-D or 3-D input, got {x.dim()}-D")

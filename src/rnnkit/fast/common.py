@@ -27,7 +27,7 @@ def _input_projection(x: Tensor, w_ih: Tensor, b: Tensor | None) -> Tensor:
     T, B, I = x.shape
     x2 = x.reshape(T * B, I)
     out = torch.mm(x2, w_ih.t()) if b is None else torch.addmm(b, x2, w_ih.t())
-    return out.view(T, B, -1)
+    return out.view(T, B, w_ih.shape[0])
 
 
 def _weight_grads(dG: Tensor, inputs: Tensor, need: bool) -> Tensor | None:

@@ -95,7 +95,11 @@ class _GRU(torch.autograd.Function):
             if z_h is not None:
                 dh.add_(carry)
         need = ctx.needs_input_grad
-        dx = torch.mm(dGi.view(T * B, -1), w_ih).view(T, B, -1) if need[0] else None
+        dx = (
+            torch.mm(dGi.view(T * B, dGi.shape[2]), w_ih).view(T, B, x.shape[2])
+            if need[0]
+            else None
+        )
         return (
             dx,
             dh,

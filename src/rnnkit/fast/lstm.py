@@ -87,7 +87,7 @@ class _LSTM(torch.autograd.Function):
             c_n = cs[T]
             ctx.ends = {T - 1: None}
         else:
-            idx = torch.tensor(last, device=x.device)
+            idx = torch.tensor(last, dtype=torch.long, device=x.device)
             c_n = cs[1:][idx, torch.arange(B, device=x.device)]
             ends: dict[int, list[int]] = {}
             for bi, t in enumerate(last):
@@ -144,7 +144,11 @@ class _LSTM(torch.autograd.Function):
             if z_c is not None:
                 dc.add_(carry_c)
         need = ctx.needs_input_grad
-        dx = torch.mm(dG.view(T * B, -1), w_ih_p).view(T, B, -1) if need[0] else None
+        dx = (
+            torch.mm(dG.view(T * B, dG.shape[2]), w_ih_p).view(T, B, x.shape[2])
+            if need[0]
+            else None
+        )
         dw_ih = _ifog_to_ifgo(_weight_grads(dG, x, need[3]))
         dw_hh = _ifog_to_ifgo(_weight_grads(dG, _masked(hs, rmask), need[4]))
         db = _ifog_to_ifgo(dG.sum((0, 1))) if ctx.has_bias and (need[5] or need[6]) else None

@@ -74,7 +74,7 @@ class _RNN(torch.autograd.Function):
             if z_h is not None:
                 dh.add_(carry)
         need = ctx.needs_input_grad
-        dx = torch.mm(dG.view(T * B, -1), w_ih).view(T, B, -1) if need[0] else None
+        dx = torch.mm(dG.view(T * B, dG.shape[2]), w_ih).view(T, B, x.shape[2]) if need[0] else None
         db = dG.sum((0, 1)) if ctx.has_bias and (need[4] or need[5]) else None
         return (
             dx,

@@ -1,0 +1,95 @@
+"""Bad calls fail as torch.nn's do, on every engine and every Recurrent; empty batches work.
+
+Each bad call is made on torch.nn and on the rnnkit layer: the same exception type, and
+for the stock layers the same message (the variants name their state the same way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import rnnkit
+
+STOCK = {
+    "LSTM": (nn.LSTM, rnnkit.LSTM),
+    "GRU": (nn.GRU, rnnkit.GRU),
+    "RNN": (nn.RNN, rnnkit.RNN),
+}
+VARIANTS = [rnnkit.LayerNormLSTM, rnnkit.MGU, rnnkit.PeepholeLSTM, rnnkit.IndRNN]
+
+
+def state(kind: str, shape: tuple[int, ...]) -> Tensor | tuple[Tensor, Tensor]:
+    return (torch.zeros(shape), torch.zeros(shape)) if kind == "LSTM" else torch.zeros(shape)
+
+
+BAD: dict[str, Callable[[str], tuple]] = {
+    "dtype": lambda kind: (torch.randn(5, 3, 8, dtype=torch.float64), None),
+    "input size": lambda kind: (torch.randn(5, 3, 7), None),
+    "no steps": lambda kind: (torch.randn(0, 3, 8), None),
+    "hidden layers": lambda kind: (torch.randn(5, 3, 8), state(kind, (3, 3, 16))),
+    "hidden batch": lambda kind: (torch.randn(5, 3, 8), state(kind, (2, 4, 16))),
+    "hidden units": lambda kind: (torch.randn(5, 3, 8), state(kind, (2, 3, 15))),
+    "unbatched 3-D state": lambda kind: (torch.randn(5, 8), state(kind, (2, 1, 16))),
+}
+
+
+def failure(fn: Callable[[], object]) -> BaseException:
+    with pytest.raises(Exception) as info:
+        fn()
+    return info.value
+
+
+@pytest.mark.parametrize("engine", ["explicit", "auto", "native"])
+@pytest.mark.parametrize("bad", sorted(BAD))
+@pytest.mark.parametrize("kind", sorted(STOCK))
+def test_stock_layers_refuse_what_torch_refuses(kind: str, bad: str, engine: str) -> None:
+    torch_cls, ours_cls = STOCK[kind]
+    x, hx = BAD[bad](kind)
+    want = failure(lambda: torch_cls(8, 16, 2)(x, hx))
+    got = failure(lambda: ours_cls(8, 16, 2, engine=engine)(x, hx))
+    assert type(got) is type(want)
+    if bad != "unbatched 3-D state":  # torch.nn's wording differs per class there
+        assert str(got) == str(want)
+
+
+@pytest.mark.parametrize("bad", sorted(BAD))
+@pytest.mark.parametrize("cls", VARIANTS, ids=lambda c: c.__name__)
+def test_variants_refuse_what_torch_refuses(cls: type, bad: str) -> None:
+    layer = cls(8, 16, 2)
+    kind = "LSTM" if layer.num_states == 2 else "GRU"
+    x, hx = BAD[bad](kind)
+    want = failure(lambda: STOCK[kind][0](8, 16, 2)(x, hx))
+    got = failure(lambda: layer(x, hx))
+    assert type(got) is type(want)
+    assert str(got).split()[0] == str(want).split()[0]
+
+
+@pytest.mark.parametrize("lengths", [False, True])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rnnkit.LSTM(8, 16, 2, bidirectional=True, engine="explicit"),
+        lambda: rnnkit.LSTM(8, 16, 2, bidirectional=True),
+        lambda: rnnkit.GRU(8, 16, batch_first=True, engine="explicit"),
+        lambda: rnnkit.GRU(8, 16, batch_first=True),
+        lambda: rnnkit.RNN(8, 16, engine="explicit"),
+        lambda: rnnkit.LayerNormLSTM(8, 16, 2, bidirectional=True),
+    ],
+)
+def test_empty_batch_as_torch(make: Callable[[], nn.Module], lengths: bool) -> None:
+    """B = 0 gives empty outputs and states of the right shapes, and a gradient."""
+    layer = make()
+    x = torch.randn(0, 5, 8) if layer.batch_first else torch.randn(5, 0, 8)
+    x.requires_grad_(True)
+    kw = {"lengths": torch.zeros(0, dtype=torch.long)} if lengths else {}
+    out, final = layer(x, **kw)
+    D = 2 if layer.bidirectional else 1
+    assert out.shape == x.shape[:2] + (D * 16,)
+    for f in final if isinstance(final, tuple) else (final,):
+        assert f.shape == (layer.num_layers * D, 0, 16)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
