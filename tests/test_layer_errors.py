@@ -93,3 +93,53 @@ def test_empty_batch_as_torch(make: Callable[[], nn.Module], lengths: bool) -> N
         assert f.shape == (layer.num_layers * D, 0, 16)
     out.sum().backward()
     assert x.grad is not None and x.grad.shape == x.shape
+
+
+CELL_BAD: dict[str, Callable[[bool], tuple]] = {
+    "3-D input": lambda lstm: (torch.randn(2, 3, 8), None),
+    "input size": lambda lstm: (torch.randn(3, 7), None),
+    "state batch": lambda lstm: (
+        torch.randn(3, 8),
+        (torch.zeros(4, 16), torch.zeros(4, 16)) if lstm else torch.zeros(4, 16),
+    ),
+    "state units": lambda lstm: (
+        torch.randn(3, 8),
+        (torch.zeros(3, 16), torch.zeros(3, 15)) if lstm else torch.zeros(3, 15),
+    ),
+}
+CELLS = {
+    "LSTMCell": (nn.LSTMCell, rnnkit.LSTMCell),
+    "GRUCell": (nn.GRUCell, rnnkit.GRUCell),
+    "RNNCell": (nn.RNNCell, rnnkit.RNNCell),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(CELL_BAD))
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_cells_refuse_what_torch_refuses(kind: str, bad: str) -> None:
+    torch_cls, ours_cls = CELLS[kind]
+    x, hx = CELL_BAD[bad](kind == "LSTMCell")
+    want = failure(lambda: torch_cls(8, 16)(x, hx))
+    got = failure(lambda: ours_cls(8, 16)(x, hx))
+    assert (type(got), str(got)) == (type(want), str(want))
+
+
+@pytest.mark.parametrize(
+    "cls", [rnnkit.LayerNormLSTMCell, rnnkit.MGUCell, rnnkit.CIFGLSTMCell], ids=str
+)
+def test_variant_cells_batched_unbatched_and_checked(cls: type) -> None:
+    """A variant cell called alone takes ``(I,)`` as ``(1, I)``, and checks sizes."""
+    torch.manual_seed(0)
+    cell = cls(8, 16)
+    x = torch.randn(8)
+    h, state = cell(x)
+    h1, state1 = cell(x.unsqueeze(0))
+    assert h.shape == (16,)
+    torch.testing.assert_close(h, h1[0])
+    h2, _ = cell(x, state)
+    h3, _ = cell(x.unsqueeze(0), state1)
+    torch.testing.assert_close(h2, h3[0])
+    with pytest.raises(RuntimeError, match="inconsistent input_size: got 7 expected 8"):
+        cell(torch.randn(3, 7))
+    with pytest.raises(RuntimeError, match="hidden0 has inconsistent hidden_size: got 15"):
+        cell(torch.randn(3, 8), tuple(torch.zeros(3, 15) for _ in state))

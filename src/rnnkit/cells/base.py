@@ -121,11 +121,45 @@ class Cell(nn.Module):
         """Width of state ``name`` (H unless a cell says otherwise, e.g. a projection)."""
         return self.hidden_size
 
-    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """One step from raw input: x ``(B, I)`` → ``(h, state)``."""
+    def batched(self, x: Tensor, state: Any) -> tuple[Tensor, State, bool]:
+        """x ``(B, I)`` or unbatched ``(I,)`` and its state (a tensor, a tuple or None:
+        zeros) as ``(B, I)`` and a tuple of ``(B, ·)``, checked as torch.nn's cells check
+        them (same messages), and whether x came unbatched."""
+        name = type(self).__name__
+        if x.dim() not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {x.dim()}D instead")
+        unbatched = x.dim() == 1
+        x = x.unsqueeze(0) if unbatched else x
+        if x.shape[1] != self.input_size:
+            raise RuntimeError(
+                f"input has inconsistent input_size: got {x.shape[1]} expected {self.input_size}"
+            )
         if state is None:
-            state = self.zero_state(x.shape[0], x)
-        new, _ = self.step(self.project(x), tuple(state))
+            return x, self.zero_state(x.shape[0], x), unbatched
+        state = tuple(state) if isinstance(state, (tuple, list)) else (state,)
+        if len(state) != len(self.state):
+            raise ValueError(
+                f"{name}: expected {len(self.state)} state tensor(s), got {len(state)}"
+            )
+        state = tuple(s.unsqueeze(0) for s in state) if unbatched else state
+        for k, (s, n) in enumerate(zip(state, self.state)):
+            if s.dim() != 2 or s.shape[0] != x.shape[0]:
+                raise RuntimeError(
+                    f"Input batch size {x.shape[0]} doesn't match hidden{k} batch size "
+                    f"{s.shape[0] if s.dim() == 2 else tuple(s.shape)}"
+                )
+            if s.shape[1] != self.state_size(n):
+                raise RuntimeError(
+                    f"hidden{k} has inconsistent hidden_size: got {s.shape[1]}, "
+                    f"expected {self.state_size(n)}"
+                )
+        return x, state, unbatched
+
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One step from raw input: x ``(B, I)`` (or ``(I,)``) → ``(h, state)``."""
+        x, state, unbatched = self.batched(x, state)
+        new, _ = self.step(self.project(x), state)
+        new = tuple(s.squeeze(0) for s in new) if unbatched else new
         return new[0], new
 
     def extra_repr(self) -> str:

@@ -61,15 +61,6 @@ def set_forget_bias(
         bias_hh[rows] = 0.0
 
 
-def _batched(x: Tensor, name: str) -> tuple[Tensor, bool]:
-    """Accept ``(B, I)`` or an unbatched ``(I,)`` input as torch cells do."""
-    if x.dim() == 1:
-        return x.unsqueeze(0), True
-    if x.dim() != 2:
-        raise ValueError(f"{name}: expected input of shape (B, I) or (I,), got {tuple(x.shape)}")
-    return x, False
-
-
 def _squeeze(gates: Any, unbatched: bool) -> Any:
     return type(gates)(*(g.squeeze(0) for g in gates)) if unbatched else gates
 
@@ -106,10 +97,8 @@ class RNNCell(Cell):
 
     def forward(self, x: Tensor, hx: Tensor | None = None) -> Tensor:  # type: ignore[override]
         """x ``(B, I)``, hx ``(B, H)`` → h' ``(B, H)``."""
-        x, unbatched = _batched(x, "RNNCell")
-        h = x.new_zeros(x.shape[0], self.hidden_size) if hx is None else hx
-        h = h.unsqueeze(0) if unbatched and hx is not None else h
-        (h,), _ = self.step(self.project(x), (h,))
+        x, state, unbatched = self.batched(x, hx)
+        (h,), _ = self.step(self.project(x), state)
         return h.squeeze(0) if unbatched else h
 
 
@@ -172,11 +161,7 @@ class LSTMCell(Cell):
         self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None, return_gates: bool = False
     ) -> tuple[Tensor, Tensor] | LSTMGates:
         """x ``(B, I)``, hx ``(h, c)`` each ``(B, H)`` → ``(h', c')``, or all gates."""
-        x, unbatched = _batched(x, "LSTMCell")
-        if hx is None:
-            state = self.zero_state(x.shape[0], x)
-        else:
-            state = tuple(s.unsqueeze(0) for s in hx) if unbatched else tuple(hx)
+        x, state, unbatched = self.batched(x, hx)
         _, gates = self.step(self.project(x), state)
         gates = _squeeze(gates, unbatched)
         return gates if return_gates else (gates.hidden, gates.cell)
@@ -230,9 +215,7 @@ class GRUCell(Cell):
         self, x: Tensor, hx: Tensor | None = None, return_gates: bool = False
     ) -> Tensor | GRUGates:
         """x ``(B, I)``, hx ``(B, H)`` → h' ``(B, H)``, or all gates."""
-        x, unbatched = _batched(x, "GRUCell")
-        h = x.new_zeros(x.shape[0], self.hidden_size) if hx is None else hx
-        h = h.unsqueeze(0) if unbatched and hx is not None else h
-        _, gates = self.step(self.project(x), (h,))
+        x, state, unbatched = self.batched(x, hx)
+        _, gates = self.step(self.project(x), state)
         gates = _squeeze(gates, unbatched)
         return gates if return_gates else gates.hidden
