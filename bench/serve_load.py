@@ -17,19 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
-import selectors
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
+
+from rnnkit.serve.launch import started
 
 TEXTS = [
     "9th of May, 2018", "5/9/18", "sun, 25 dec 2005", "March 3 1999", "12.07.2011",
@@ -60,43 +56,6 @@ class Stats:
             f"latency p50 {1000 * self.quantile(0.5):.1f} ms, p90 {1000 * self.quantile(0.9):.1f} "
             f"ms, p99 {1000 * self.quantile(0.99):.1f} ms; outcomes {outcomes}"
         )
-
-
-@contextmanager
-def server(checkpoint: str, *args: str, timeout: float = 60.0) -> Iterator[tuple[str, int]]:
-    """``rnnkit serve`` on a free 127.0.0.1 port; yields (url, pid); SIGTERM on exit."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "rnnkit", "serve", checkpoint, "--host", "127.0.0.1"]
-    proc = subprocess.Popen(
-        [*cmd, "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=env,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        deadline, url = time.monotonic() + timeout, None
-        while url is None and time.monotonic() < deadline:
-            if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                break
-            line = proc.stdout.readline()
-            if not line:
-                break
-            m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
-            url = m.group(1) if m else None
-        if url is None:
-            raise RuntimeError("rnnkit serve did not start")
-        yield url, proc.pid
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def rss_mib(pid: int) -> float:
@@ -213,11 +172,11 @@ async def overload(url: str, requests: int, clients: int) -> tuple[Stats, Counte
 
 def steady(checkpoint: str, requests: int, clients: int) -> dict:
     """Phase 1: no loss, no 5xx, no malformed answer; RSS after 1/10 and after all."""
-    with server(checkpoint) as (url, pid):
+    with started(checkpoint) as (url, proc):
         first = asyncio.run(load(url, requests // 10, clients))
-        rss_first = rss_mib(pid)
+        rss_first = rss_mib(proc.pid)
         rest = asyncio.run(load(url, requests - requests // 10, clients))
-        rss_all = rss_mib(pid)
+        rss_all = rss_mib(proc.pid)
     stats = Stats(first.codes + rest.codes, first.latencies + rest.latencies)
     stats.seconds = first.seconds + rest.seconds
     return {"stats": stats, "rss_first": rss_first, "rss_all": rss_all}
@@ -225,7 +184,7 @@ def steady(checkpoint: str, requests: int, clients: int) -> dict:
 
 def saturated(checkpoint: str, requests: int, clients: int = 64) -> tuple[Stats, Counter]:
     """Phase 2: --max-queue 8 and 64 clients: 200 or 503 only, /health always 200."""
-    with server(checkpoint, "--max-queue", "8") as (url, _):
+    with started(checkpoint, "--max-queue", "8") as (url, _):
         return asyncio.run(overload(url, requests, clients))
 
 
@@ -233,7 +192,7 @@ def compare(checkpoint: str, requests: int, clients: int, beam: int) -> tuple[St
     """Phase 3: dynamic batching against --max-batch 1 at the same load."""
     out = []
     for extra in ((), ("--max-batch", "1")):
-        with server(checkpoint, *extra) as (url, _):
+        with started(checkpoint, *extra) as (url, _):
             asyncio.run(load(url, 2 * clients, clients, beam))  # warm-up
             out.append(asyncio.run(load(url, requests, clients, beam)))
     return out[0], out[1]

@@ -4,19 +4,14 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from rnnkit.cli import main
+from rnnkit.serve.launch import started
 
 DATES = {
     "data": {"task": "dates", "task_size": 3000, "task_dev": 50, "task_test": 50,
@@ -46,46 +41,7 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-@contextmanager
-def serving(
-    ckpt: Path, *args: str, timeout: float = 60.0
-) -> Iterator[tuple[str, subprocess.Popen]]:
+def serving(ckpt: Path, *args: str, timeout: float = 60.0) -> Any:
     """``rnnkit serve ckpt --port 0 *args`` until it prints its URL; yields (url, process).
     On exit: SIGTERM, then SIGKILL if it has not stopped within 30 s."""
-    cmd = [sys.executable, "-m", "rnnkit", "serve", str(ckpt), "--port", "0", *args]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env()
-    )
-    try:
-        url = _wait_url(proc, timeout)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
-def _wait_url(proc: subprocess.Popen, timeout: float) -> str:
-    import selectors
-
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    deadline, seen = time.monotonic() + timeout, []
-    while time.monotonic() < deadline:
-        if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
-        if m:
-            return m.group(1)
-    raise AssertionError("rnnkit serve did not start:\n" + "".join(seen))
+    return started(str(ckpt), *args, timeout=timeout)

@@ -325,3 +325,12 @@ def test_a_request_given_up_on_costs_no_model_time():
 
     assert asyncio.run(scenario()) == [["A"], ["C"]]
     assert seen == [["a"], ["c"]]
+
+
+def test_launch_reports_a_server_that_does_not_start(tmp_path: Path) -> None:
+    """rnnkit.serve.launch.started raises with what the server printed, leaves no process."""
+    from rnnkit.serve.launch import started
+
+    with pytest.raises(RuntimeError, match="checkpoint not found"):
+        with started(str(tmp_path / "missing.pt"), timeout=60):
+            pass

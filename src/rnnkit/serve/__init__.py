@@ -4,7 +4,8 @@
 - :mod:`rnnkit.serve.translator`: what the worker runs (translations, attention, gates);
 - :mod:`rnnkit.serve.app`: the FastAPI app (endpoints, limits, errors, metrics);
 - :mod:`rnnkit.serve.page`: the page at ``GET /``;
-- :mod:`rnnkit.serve.command`: the ``rnnkit serve`` command (uvicorn, signals).
+- :mod:`rnnkit.serve.command`: the ``rnnkit serve`` command (uvicorn, signals);
+- :mod:`rnnkit.serve.launch`: that command as a child process (scripts, benchmarks, tests).
 
 Importing this package imports neither FastAPI nor torch.
 """
