@@ -118,13 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     av.set_defaults(func=cmd_average)
 
     ev = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a checkpoint, as JSON")
-    ev.add_argument("checkpoint")
+    ev.add_argument("checkpoint", help="a .pt file written by rnnkit train")
     ev.add_argument("--src", required=True, help="source sentences, one per line")
     ev.add_argument("--ref", required=True, help="reference translations, line-aligned")
     ev.add_argument(
         "--beam", type=positive_int, help="beam size; 1 = greedy (default: from checkpoint)"
     )
-    ev.add_argument("--batch-size", type=positive_int)
+    ev.add_argument(
+        "--batch-size", type=positive_int, help="sentences per batch (default: from checkpoint)"
+    )
     ev.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
     ev.add_argument("--output", help="also write the translations here")
     ev.set_defaults(func=cmd_evaluate)
@@ -184,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(sub)
 
     b = sub.add_parser("bench", help="layer speed against torch.nn (bench/layers.py)")
-    b.add_argument("--quick", action="store_true")
+    b.add_argument("--quick", action="store_true", help="one size, 3 repeats (a smoke run)")
     b.set_defaults(func=cmd_bench)
     return p
 
