@@ -197,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rnnkit.checkpoint import CheckpointError
     from rnnkit.config import ConfigError
     from rnnkit.data import DataError
+    from rnnkit.update import Diverged
 
     try:
         graphs.get_mode()  # RNNKIT_GRAPHS: a bad value is an error before any work
@@ -208,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError, DataError, CheckpointError) as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return 2
+    except Diverged as e:
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130

@@ -251,6 +251,7 @@ class Trainer:
             self.csv.write(row)
         self.history.append(row)
         report(bar, self.say, row)
+        self.update.check(self.at.step)
 
     def run(self) -> TrainResult:
         """The loop; returns when a stopping criterion is met or on Ctrl-C."""
@@ -313,6 +314,8 @@ class Trainer:
     def _after_step(self) -> None:
         """Validation, checkpoints and stopping criteria after an update."""
         t, at = self.t, self.at
+        if at.step % t.validate_every == 0 or at.step % t.checkpoint_every == 0:
+            self.update.check(at.step)
         if at.step % t.validate_every == 0:
             self.validate()
             if t.patience and at.bad >= t.patience:
@@ -331,9 +334,11 @@ class Trainer:
         if interrupted and self.dist.on:  # the other ranks' RNG states cannot be gathered now
             self.say(f"interrupted at step {at.step}: --resume continues from the last checkpoint")
         elif interrupted:
+            self.update.check(at.step)
             self.say(f"interrupted at step {at.step}: saving {self.out / 'last.pt'}")
             self.save_last()
         else:
+            self.update.check(at.step)
             if at.step % self.t.validate_every != 0:
                 self.validate()
             self.save_last()

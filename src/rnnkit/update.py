@@ -15,7 +15,12 @@ from rnnkit.graphs.seq2seq import loss_sum
 from rnnkit.model import Seq2Seq, token_loss
 from rnnkit.precision import Precision
 
-__all__ = ["Updater"]
+__all__ = ["Diverged", "Updater"]
+
+
+class Diverged(RuntimeError):
+    """The training loss became nan or inf: training stops before a checkpoint or a
+    validation would take the broken weights (the checkpoints keep the state before)."""
 
 
 class Updater:
@@ -40,6 +45,9 @@ class Updater:
         self.device = device
         self.amp = Precision(t.precision, device)
         self.static = graphs.active(device, t.graphs) and not dist.on and t.teacher_forcing >= 1
+        # every loss finite since the last check: a flag on the device, read at checks only
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
+        self.checked = 0  # the step of the last check that passed
 
     def __call__(self, group: list[Batch]) -> tuple[Tensor, int]:
         n = sum(b.ntokens for b in group)  # global: every rank holds the whole batches
@@ -55,8 +63,22 @@ class Updater:
                     loss = loss * 0.0
                 self.amp.backward(loss / n)
             total = total + loss.detach()
+        if self.amp.scaler is None:  # fp16's scaler skips updates with inf/nan by design
+            torch.logical_and(self.finite, torch.isfinite(total), out=self.finite)
         self.amp.step(self.opt, self.model, self.t.clip)
         return total, n
+
+    def check(self, step: int) -> None:
+        """Raise :class:`Diverged` when a loss since the last check was nan or inf on any
+        rank (a collective: every rank calls it at the same step)."""
+        if not self.dist.any(not bool(self.finite)):
+            self.checked = step
+            return
+        raise Diverged(
+            f"the training loss became nan or inf after step {self.checked} (seen at step "
+            f"{step}); stopped before saving it: the checkpoints hold the last state "
+            "checked finite. Lower train.lr, or set train.clip or train.warmup_steps."
+        )
 
     def batch_loss(self, b: Batch) -> Tensor:
         """The loss of one batch, summed over its target tokens."""

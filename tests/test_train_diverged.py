@@ -1,0 +1,77 @@
+"""A loss that becomes nan or inf stops training with a clear error before any checkpoint
+takes the broken weights (fp32 and bf16; fp16's scaler skips such updates by design)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from test_train import one_thread, tiny, write_yaml  # noqa: F401 - one_thread: a fixture
+
+import rnnkit.update as update_module
+from rnnkit.checkpoint import load_checkpoint
+from rnnkit.cli import main
+from rnnkit.config import config_from_dict
+from rnnkit.train import train
+from rnnkit.update import Diverged
+
+
+def poison_from(monkeypatch: pytest.MonkeyPatch, call: int, value: float = math.nan) -> None:
+    """From the ``call``-th batch on, the loss is ``value`` (as a diverged model's is)."""
+    calls = {"n": 0}
+    loss = update_module.token_loss
+
+    def token_loss(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        out = loss(*args, **kw)
+        return out * value if calls["n"] >= call else out
+
+    monkeypatch.setattr(update_module, "token_loss", token_loss)
+
+
+def finite(path: Path) -> bool:
+    return all(torch.isfinite(t).all() for t in load_checkpoint(path)["model"].values())
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_diverged_loss_stops_before_the_next_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: float
+) -> None:
+    d = tiny(
+        train={"max_steps": 30, "log_every": 100, "checkpoint_every": 10, "validate_every": 10}
+    )
+    poison_from(monkeypatch, 13, value)  # update 13: the first non-finite loss
+    with pytest.raises(Diverged, match="after step 10 \\(seen at step 20\\)"):
+        train(config_from_dict(d), tmp_path / "run")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["step"] == 10 and finite(tmp_path / "run" / "last.pt")
+    assert finite(tmp_path / "run" / "best.pt")
+
+
+def test_log_line_shows_it_then_the_command_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = tiny(train={"max_steps": 30, "log_every": 5, "checkpoint_every": 10})
+    cfg = write_yaml(tmp_path / "cfg.yaml", d)
+    poison_from(monkeypatch, 7)
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("rnnkit: error: the training loss became nan or inf after step 5")
+    with open(tmp_path / "run" / "log.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    assert [r["step"] for r in rows] == ["5", "10"] and rows[-1]["loss"] == "nan"
+    assert not (tmp_path / "run" / "last.pt").exists()  # no checkpoint came before it
+
+
+def test_bf16_is_checked_and_finite_runs_are_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = tiny(train={"max_steps": 12, "precision": "bf16", "checkpoint_every": 5})
+    assert train(config_from_dict(d), tmp_path / "ok").stopped == "max_steps"
+    poison_from(monkeypatch, 3)
+    with pytest.raises(Diverged, match="after step 0 \\(seen at step 5\\)"):
+        train(config_from_dict(d), tmp_path / "bad")
