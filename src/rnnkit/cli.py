@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from rnnkit.cli_commands import (
     UsageError,
+    add_device,
     cmd_average,
     cmd_bench,
     cmd_data,
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="write the N best as 'line ||| text ||| score' (default: 1)",
     )
+    add_device(tr)
     tr.set_defaults(func=cmd_translate)
 
     av = sub.add_parser(
@@ -129,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
     ev.add_argument("--output", help="also write the translations here")
+    add_device(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     ins = sub.add_parser(

@@ -134,18 +134,29 @@ def cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bundle(path: str) -> Bundle:
+def _bundle(path: str, device: str = "auto") -> Bundle:
+    """The checkpoint at ``path`` on ``device`` (``--device``: auto = a GPU when there is one)."""
     from rnnkit.checkpoint import load_bundle
     from rnnkit.train import pick_device
 
-    return load_bundle(path, device=pick_device("auto"))
+    return load_bundle(path, device=pick_device(device, "--device"))
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of the commands that load a checkpoint to translate."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (a GPU when there is one), cpu, cuda, cuda:N "
+        "(default: auto)",
+    )
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from rnnkit.translate import translate_lines
 
     lines = read_text(args.input)
-    bundle = _bundle(args.checkpoint)
+    bundle = _bundle(args.checkpoint, args.device)
     beam = args.beam if args.beam is not None else bundle.config.decode.beam_size
     if args.n_best > max(beam, 1):
         raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
@@ -171,7 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     src, ref = read_text(args.src), read_text(args.ref)
     if len(src) != len(ref):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
-    bundle = _bundle(args.checkpoint)
+    bundle = _bundle(args.checkpoint, args.device)
     t0 = time.perf_counter()
     hyps = [r[0].text for r in translate_lines(bundle, src, args.beam, args.batch_size)]
     seconds = time.perf_counter() - t0  # translation alone, the model loaded

@@ -9,7 +9,7 @@ import socket
 import sys
 from typing import Any
 
-from rnnkit.cli_commands import positive_int
+from rnnkit.cli_commands import add_device, positive_int
 
 __all__ = ["add_parser", "cmd_serve"]
 
@@ -38,6 +38,7 @@ def add_parser(sub: Any) -> None:
         "--beam", type=positive_int, default=None,
         help="default beam size, 1 = greedy (default: the checkpoint's decode.beam_size)",
     )  # fmt: skip
+    add_device(s)
     s.add_argument("--max-batch", type=positive_int, default=32, help="sentences per batch (32)")
     s.add_argument(
         "--max-wait-ms", type=_wait, default=5.0,
@@ -73,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rnnkit.cli_commands import _bundle
     from rnnkit.serve.app import Settings, create_app
 
-    bundle = _bundle(args.checkpoint)  # on the GPU when there is one, as translate
+    bundle = _bundle(args.checkpoint, args.device)  # auto: the GPU when there is one
     settings = Settings(
         beam=args.beam,
         max_batch=args.max_batch,
