@@ -54,3 +54,43 @@ def test_train_device_this_machine_lacks(tmp_path, capsys):
     assert status == 2
     assert one_line_error(err).startswith("rnnkit: error: train.device=cuda:99: this machine has")
     assert not (out / "last.pt").exists()
+
+
+def test_translate_on_a_terminal_answers_each_line_as_typed(checkpoint, tmp_path):
+    """stdin a terminal (a pty here): each line's translation comes before the next line
+    is typed, an invalid line is said so and answered by an empty line, Ctrl-D ends (0)."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    from rnnkit.checkpoint import load_bundle
+    from rnnkit.translate import translate_lines
+
+    want = [r[0].text for r in translate_lines(load_bundle(checkpoint), ["a b c", "d e"])]
+    master, slave = pty.openpty()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnkit", "translate", str(checkpoint), "--device", "cpu"],
+        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    os.close(slave)
+    try:
+
+        def answer() -> str:
+            assert select.select([proc.stdout], [], [], 60)[0], "no answer within 60 s"
+            return proc.stdout.readline().decode().rstrip("\n")
+
+        for line, expected in [(b"a b c", want[0]), (b"\xff", ""), (b"d e", want[1])]:
+            os.write(master, line + b"\n")
+            assert answer() == expected
+        os.write(master, b"\x04")  # Ctrl-D at the start of a line: end of input
+        assert proc.wait(60) == 0
+        err = proc.stderr.read().decode()
+        assert "type a sentence" in err and "<stdin>:2: invalid UTF-8 (byte 0xff)" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)

@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,23 +155,42 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 def cmd_translate(args: argparse.Namespace) -> int:
     from rnnkit.translate import translate_lines
 
-    lines = read_text(args.input)
+    interactive = args.input in (None, "-") and args.output in (None, "-") and sys.stdin.isatty()
+    lines = [] if interactive else read_text(args.input)
     bundle = _bundle(args.checkpoint, args.device)
     beam = args.beam if args.beam is not None else bundle.config.decode.beam_size
     if args.n_best > max(beam, 1):
         raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
-    results = translate_lines(
-        bundle,
-        lines,
-        args.beam,
-        args.batch_size,
-        args.n_best,
-    )
-    if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
-        out = [f"{i} ||| {t.text} ||| {t.score:.4f}" for i, r in enumerate(results) for t in r]
-    else:
-        out = [r[0].text for r in results]
-    write_text(args.output, out)
+
+    def translated(lines: list[str], first: int = 0) -> list[str]:
+        results = translate_lines(bundle, lines, args.beam, args.batch_size, args.n_best)
+        if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
+            return [
+                f"{first + i} ||| {t.text} ||| {t.score:.4f}"
+                for i, r in enumerate(results)
+                for t in r
+            ]
+        return [r[0].text for r in results]
+
+    if interactive:
+        return _interactive(translated)
+    write_text(args.output, translated(lines))
+    return 0
+
+
+def _interactive(translated: Callable[[list[str], int], list[str]]) -> int:
+    """A terminal on stdin: each line translated as soon as it is typed, until Ctrl-D
+    (a line that is not UTF-8 is said so on stderr and gives an empty line)."""
+    _log("rnnkit translate: type a sentence and press Enter (Ctrl-D to end)")
+    n = 0
+    while raw := sys.stdin.buffer.readline():
+        try:
+            line = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError as e:
+            _log(f"rnnkit: error: <stdin>:{n + 1}: invalid UTF-8 (byte 0x{raw[e.start]:02x})")
+            line = ""
+        write_text(None, translated([line], n))
+        n += 1
     return 0
 
 
