@@ -1,5 +1,6 @@
 """--device of translate / evaluate / serve and train.device: what the machine has runs,
-what it lacks is a one-line error naming the option or key (never a traceback)."""
+what it lacks is a one-line error naming the option or key (never a traceback); and
+translate on a terminal, line by line."""
 
 from __future__ import annotations
 
