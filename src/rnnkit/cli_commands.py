@@ -10,7 +10,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -163,7 +164,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
 
     def translated(lines: list[str], first: int = 0) -> list[str]:
-        results = translate_lines(bundle, lines, args.beam, args.batch_size, args.n_best)
+        with sentence_bar(len(lines) if not interactive else 0) as bar:
+            results = translate_lines(
+                bundle, lines, args.beam, args.batch_size, args.n_best, progress=bar
+            )
         if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
             return [
                 f"{first + i} ||| {t.text} ||| {t.score:.4f}"
@@ -176,6 +180,22 @@ def cmd_translate(args: argparse.Namespace) -> int:
         return _interactive(translated)
     write_text(args.output, translated(lines))
     return 0
+
+
+@contextmanager
+def sentence_bar(total: int) -> Iterator[Callable[[int], None] | None]:
+    """A progress callback drawing a bar of ``total`` sentences on stderr when it is a
+    terminal and the work is long enough to want one (None otherwise)."""
+    from rnnkit.progress import progress_bar
+
+    bar = progress_bar(total >= 200, total, 0, unit="sent")
+    if bar is None or bar.disable:
+        yield None
+        return
+    try:
+        yield bar.update
+    finally:
+        bar.close()
 
 
 def _interactive(translated: Callable[[list[str], int], list[str]]) -> int:
@@ -203,7 +223,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
     bundle = _bundle(args.checkpoint, args.device)
     t0 = time.perf_counter()
-    hyps = [r[0].text for r in translate_lines(bundle, src, args.beam, args.batch_size)]
+    with sentence_bar(len(src)) as bar:
+        results = translate_lines(bundle, src, args.beam, args.batch_size, progress=bar)
+    hyps = [r[0].text for r in results]
     seconds = time.perf_counter() - t0  # translation alone, the model loaded
     if args.output:
         write_text(args.output, hyps)

@@ -102,14 +102,14 @@ class Meter:
         return row
 
 
-def progress_bar(on: bool, total: int | None, initial: int) -> Any:
+def progress_bar(on: bool, total: int | None, initial: int, unit: str = "step") -> Any:
     """A tqdm bar on stderr when ``on`` and stderr is a terminal (else a disabled one)."""
     if not on:
         return None
     from tqdm import tqdm
 
     return tqdm(
-        total=total, initial=initial, unit="step", dynamic_ncols=True, disable=not os.isatty(2)
+        total=total, initial=initial, unit=unit, dynamic_ncols=True, disable=not os.isatty(2)
     )
 
 

@@ -1,6 +1,6 @@
 """--device of translate / evaluate / serve and train.device: what the machine has runs,
 what it lacks is a one-line error naming the option or key (never a traceback); and
-translate on a terminal, line by line."""
+translate on a terminal: line by line, and a progress bar on long input."""
 
 from __future__ import annotations
 
@@ -95,3 +95,46 @@ def test_translate_on_a_terminal_answers_each_line_as_typed(checkpoint, tmp_path
             proc.kill()
             proc.wait(10)
         os.close(master)
+
+
+def test_a_long_translation_shows_a_bar_on_a_terminal_and_nothing_elsewhere(checkpoint, tmp_path):
+    """stderr a terminal: a bar of sentences; stderr a file: no bar; the output the same."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    src = write_lines(tmp_path / "src.txt", [f"a b {i % 7}" for i in range(300)])
+    cmd = [sys.executable, "-m", "rnnkit", "translate", str(checkpoint), "--input", str(src)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    out_tty = tmp_path / "tty.txt"
+    proc = subprocess.Popen(
+        [*cmd, "--output", str(out_tty)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=slave, env=env,
+    )  # fmt: skip
+    os.close(slave)
+    shown = b""
+    try:
+        while select.select([master], [], [], 60)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert b"300/300" in shown and b"sent/s" in shown
+    plain = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
+    assert plain.returncode == 0 and b"sent/s" not in plain.stderr
+    assert plain.stdout.decode().splitlines() == out_tty.read_text().splitlines()
