@@ -143,3 +143,22 @@ def test_variant_cells_batched_unbatched_and_checked(cls: type) -> None:
         cell(torch.randn(3, 7))
     with pytest.raises(RuntimeError, match="hidden0 has inconsistent hidden_size: got 15"):
         cell(torch.randn(3, 8), tuple(torch.zeros(3, 15) for _ in state))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rnnkit.LSTM(8, 16, engine="explicit"),
+        lambda: rnnkit.GRU(8, 16, engine="explicit"),
+        lambda: rnnkit.LayerNormLSTM(8, 16),
+    ],
+)
+def test_state_of_another_dtype_is_named(make: Callable[[], nn.Module]) -> None:
+    """torch.nn gives a matmul or oneDNN error here; rnnkit names the state and dtypes."""
+    layer = make()
+    two = isinstance(layer, (rnnkit.LSTM, rnnkit.LayerNormLSTM))
+    h = torch.zeros(1, 3, 16, dtype=torch.float64)
+    hx = (h, torch.zeros(1, 3, 16)) if two else h
+    name = "hidden\\[0\\]" if two else "hidden"
+    with pytest.raises(RuntimeError, match=f"torch.float32 and {name} tensor with torch.float64"):
+        layer(torch.randn(5, 3, 8), hx)

@@ -68,9 +68,19 @@ def check_input(
     if x.shape[0] == 0:
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
     for k, (h, shape) in enumerate(zip(hx or (), shapes)):
+        name = "hidden" if len(shapes) == 1 else f"hidden[{k}]"
         if tuple(h.shape) != tuple(shape):
-            name = "hidden" if len(shapes) == 1 else f"hidden[{k}]"
             raise RuntimeError(f"Expected {name} size {tuple(shape)}, got {list(h.shape)}")
+        if h.device != x.device:
+            raise RuntimeError(
+                "Input and hidden tensors are not at the same device, found input tensor "
+                f"at {x.device} and {name} tensor at {h.device}"
+            )
+        if h.dtype != x.dtype:
+            raise RuntimeError(
+                f"Input and hidden tensors are not the same dtype, found input tensor with "
+                f"{x.dtype} and {name} tensor with {h.dtype}"
+            )
 
 
 def reverse_index(lengths: Tensor | None, T: int, B: int, device: torch.device) -> Tensor | None:
