@@ -7,6 +7,7 @@ a run killed mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import tempfile
@@ -29,6 +30,7 @@ __all__ = [
     "build_model",
     "load_bundle",
     "average_checkpoints",
+    "check_resumable",
 ]
 
 FORMAT = "rnnkit-checkpoint-1"
@@ -205,3 +207,23 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
     steps = [int(ck.get("step", 0)) for ck in ckpts]
     out.update(step=steps[-1], averaged=steps)
     return out
+
+
+# model keys that shape the parameters: a checkpoint resumes only into the same ones
+_SHAPE_KEYS = (
+    "cell", "emb_size", "hidden_size", "enc_layers", "dec_layers", "bidirectional",
+    "attention", "luong_score", "bridge", "tie_embeddings",
+)  # fmt: skip
+
+
+def check_resumable(saved: dict[str, Any], cfg: Config, path: str | Path) -> None:
+    """Raise :class:`CheckpointError` when the checkpoint at ``path`` (its config dict
+    ``saved``) holds a model of another shape than ``cfg`` describes."""
+    was, now = saved.get("model", {}), dataclasses.asdict(cfg.model)
+    changed = [k for k in _SHAPE_KEYS if k in was and was[k] != now[k]]
+    if changed:
+        diff = ", ".join(f"model.{k} {was[k]!r} there, {now[k]!r} here" for k in changed)
+        raise CheckpointError(
+            f"{path}: --resume needs the model it was trained with ({diff}); "
+            "resume with that config, or train into a new --out"
+        )

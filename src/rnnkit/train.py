@@ -34,6 +34,7 @@ from rnnkit.checkpoint import (
     Bundle,
     build_model,
     check_cell,
+    check_resumable,
     load_checkpoint,
     save_checkpoint,
 )
@@ -115,6 +116,7 @@ class Trainer:
         if resume and self.dist.on:  # rank 0's file: OUT need not be shared between machines
             ckpt = self.dist.broadcast(ckpt)
         if ckpt is not None and ckpt["config"] != config_to_dict(cfg):
+            check_resumable(ckpt["config"], cfg, self.out / "last.pt")
             self.say("note: the config differs from the one in last.pt; using the given config")
         torch.manual_seed(self.t.seed)
         random.seed(self.t.seed)

@@ -1,5 +1,6 @@
-"""A loss that becomes nan or inf stops training with a clear error before any checkpoint
-takes the broken weights (fp32 and bf16; fp16's scaler skips such updates by design)."""
+"""What stops training with a clear error before it writes anything wrong: a loss that
+becomes nan or inf (fp32 and bf16; fp16's scaler skips such updates by design), and
+--resume into a model of another shape."""
 
 from __future__ import annotations
 
@@ -75,3 +76,29 @@ def test_bf16_is_checked_and_finite_runs_are_untouched(
     poison_from(monkeypatch, 3)
     with pytest.raises(Diverged, match="after step 0 \\(seen at step 5\\)"):
         train(config_from_dict(d), tmp_path / "bad")
+
+
+def test_resume_into_another_model_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = tiny(train={"max_steps": 5})
+    cfg = write_yaml(tmp_path / "cfg.yaml", d)
+    out = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(out)]) == 0
+    before = (out / "last.pt").read_bytes()
+    capsys.readouterr()
+    status = main(
+        ["train", str(cfg), "--out", str(out), "--resume", "--set", "model.hidden_size=24",
+         "--set", "train.max_steps=10"]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith(f"rnnkit: error: {out / 'last.pt'}: --resume needs the model")
+    assert "model.hidden_size 16 there, 24 here" in err[0]
+    assert (out / "last.pt").read_bytes() == before
+    # what does not shape the parameters may change: dropout
+    assert main(
+        ["train", str(cfg), "--out", str(out), "--resume", "--set", "model.dropout=0.0",
+         "--set", "train.max_steps=10"]
+    ) == 0  # fmt: skip
+    assert load_checkpoint(out / "last.pt")["step"] == 10
