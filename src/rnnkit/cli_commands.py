@@ -44,13 +44,15 @@ def read_text(path: str | None) -> list[str]:
     raw = data.split(b"\n")
     if raw and raw[-1] == b"":
         raw.pop()
-    lines = []
-    for n, b in enumerate(raw, 1):
-        try:
-            lines.append(b.decode("utf-8").removesuffix("\r"))
-        except UnicodeDecodeError as e:
-            raise UsageError(f"{name}:{n}: invalid UTF-8 (byte 0x{b[e.start]:02x})") from None
-    return lines
+    return [_decoded(b, name, n) for n, b in enumerate(raw, 1)]
+
+
+def _decoded(raw: bytes, name: str, n: int) -> str:
+    """Line ``n`` of ``name`` as text (its line ending stripped), or a UsageError."""
+    try:
+        return raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{name}:{n}: invalid UTF-8 (byte 0x{raw[e.start]:02x})") from None
 
 
 def write_text(path: str | None, lines: Sequence[str]) -> None:
@@ -164,7 +166,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
 
     def translated(lines: list[str], first: int = 0) -> list[str]:
-        with sentence_bar(len(lines) if not interactive else 0) as bar:
+        with sentence_bar(len(lines)) as bar:  # none for one typed line
             results = translate_lines(
                 bundle, lines, args.beam, args.batch_size, args.n_best, progress=bar
             )
@@ -205,9 +207,9 @@ def _interactive(translated: Callable[[list[str], int], list[str]]) -> int:
     n = 0
     while raw := sys.stdin.buffer.readline():
         try:
-            line = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
-        except UnicodeDecodeError as e:
-            _log(f"rnnkit: error: <stdin>:{n + 1}: invalid UTF-8 (byte 0x{raw[e.start]:02x})")
+            line = _decoded(raw, "<stdin>", n + 1)
+        except UsageError as e:
+            _log(f"rnnkit: error: {e}")
             line = ""
         write_text(None, translated([line], n))
         n += 1

@@ -136,8 +136,13 @@ class _Recurrent:
         ]
         return on[0] if on else None
 
-    def _pick_engine(self, return_gates: bool) -> str:
+    def _pick_engine(self, return_gates: bool, lengths: bool = False) -> str:
+        """The engine of one call; ``lengths``: the batch comes with lengths, which
+        ``auto`` runs on the explicit engine while torch.export records (packing's sizes
+        depend on the lengths' values, unknown then)."""
         reason = "return_gates=True" if return_gates else self._needs_explicit()
+        if not reason and lengths and torch.compiler.is_exporting():
+            reason = "lengths under torch.export"
         if self.engine == "native":
             if reason:
                 raise ValueError(
@@ -231,10 +236,7 @@ class _Recurrent:
         """
         m: Any = self
         packed = isinstance(input, PackedSequence)
-        engine = self._pick_engine(return_gates)
-        if engine == "native" and lengths is not None and self.engine == "auto":
-            if torch.compiler.is_exporting():  # packing's sizes depend on the values
-                engine = "explicit"
+        engine = self._pick_engine(return_gates, lengths is not None)
         if packed and lengths is not None:
             raise ValueError("pass either a PackedSequence or lengths, not both")
         empty = isinstance(input, Tensor) and input.dim() == 3
