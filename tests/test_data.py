@@ -27,7 +27,7 @@ from rnnkit.data import (
     read_lines,
     read_parallel,
     read_tsv,
-    split_by_source,
+    split_held_out,
     tokenizer_from_state,
 )
 
@@ -236,11 +236,42 @@ def test_filter_pairs_and_split() -> None:
     kept, dropped = filter_pairs(pairs, 3, str.split, str.split)
     assert kept == [("a b", "x"), ("a", "x")] and dropped == 3
     pairs = [(f"s{i // 2}", f"t{i}") for i in range(200)]  # two translations per source
-    splits = split_by_source(pairs, n_dev=10, n_test=10, seed=0)
+    splits = split_held_out(pairs, n_dev=10, n_test=10, seed=0)
     assert sum(len(v) for v in splits.values()) == 200
     train_src = {s for s, _ in splits["train"]}
-    assert len(splits["dev"]) == 20 and not train_src & {s for s, _ in splits["dev"]}
-    assert not train_src & {s for s, _ in splits["test"]}
+    assert len(splits["dev"]) == 10 and not train_src & {s for s, _ in splits["dev"]}
+    assert len(splits["test"]) == 10 and not train_src & {s for s, _ in splits["test"]}
+
+
+def test_split_keeps_linked_sentences_together() -> None:
+    # Tatoeba-like: one English sentence, several French ones, and chains of both
+    pairs = [
+        ("Cours !", "Run!"),
+        ("Courez !", "Run!"),
+        ("Courez\u202f!", "run!"),  # the same target but for case; another space
+        ("Fuyez !", "Run away!"),
+        ("Courez !", "Run away!"),  # links the two groups
+        *[(f"f{i}", f"e{i // 3}") for i in range(300)],  # 100 groups of 3
+    ]
+    for seed in range(8):
+        splits = split_held_out(pairs, n_dev=7, n_test=20, seed=seed)
+        assert sorted(sum(splits.values(), [])) == sorted(pairs)
+        assert 20 <= len(splits["test"]) <= 25 and 7 <= len(splits["dev"]) <= 12
+        where = {}
+        for name, part in splits.items():
+            for s, t in part:
+                for key in (("s", s), ("t", " ".join(t.casefold().split()))):
+                    assert where.setdefault(key, name) == name, (key, name, where[key])
+        run = [name for name, part in splits.items() if ("Cours !", "Run!") in part][0]
+        assert all(p in splits[run] for p in pairs[:5])
+        assert all(part == [p for p in pairs if p in part] for part in splits.values())
+
+
+def test_split_needs_pairs_left_for_training() -> None:
+    pairs = [("a", "x"), ("b", "x"), ("c", "y")]  # two groups
+    assert len(split_held_out(pairs, n_dev=1, n_test=0, seed=0)["train"]) in (1, 2)
+    with pytest.raises(DataError, match="3 pairs in 2 groups .* keep some for training"):
+        split_held_out(pairs, n_dev=1, n_test=1, seed=0)
 
 
 # ---------------------------------------------------------------- download (no network)

@@ -8,6 +8,8 @@ import pytest
 
 from rnnkit.checkpoint import load_bundle
 from rnnkit.config import load_config
+from rnnkit.data import DataError
+from rnnkit.prepare import prepare
 from rnnkit.train import load_pairs, train
 from rnnkit.translate import translate_lines
 
@@ -72,11 +74,10 @@ def test_tatoeba_config_reads_french_as_source(tmp_path: Path) -> None:
     _slice(
         DATA / "tatoeba-eng-fra" / "eng-fra.txt", tmp_path / "tatoeba-eng-fra" / "eng-fra.txt", 400
     )
-    cfg = load_config(
-        ROOT / "configs" / "tatoeba_fr_en.yaml",
-        [f"data.data_dir={tmp_path}", "data.dev_size=20", "data.test_size=20"],
-    )
-    pairs = load_pairs(cfg)
+    cfg_path = ROOT / "configs" / "tatoeba_fr_en.yaml"
+    over = [f"data.data_dir={tmp_path}", "data.dev_size=20", "data.test_size=20"]
+    pairs = load_pairs(load_config(cfg_path, over))
+    said: list[str] = []
     eng, fra = (
         (DATA / "tatoeba-eng-fra" / "eng-fra.txt")
         .open(encoding="utf-8")
@@ -86,6 +87,32 @@ def test_tatoeba_config_reads_french_as_source(tmp_path: Path) -> None:
     )
     every = pairs["train"] + pairs["dev"] + pairs["test"]
     assert (fra, eng) in every  # source = French column, target = English
-    dev_src = {s for s, _ in pairs["dev"]}
-    assert not dev_src & {s for s, _ in pairs["train"]}  # held out by source sentence
+    for held in ("dev", "test"):  # no source and no reference of a held-out pair trains
+        assert len(pairs[held]) >= 20
+        for side in (0, 1):
+            assert not {p[side] for p in pairs[held]} & {p[side] for p in pairs["train"]}
     assert len(every) == 400
+    # the held-out pairs are written beside the checkpoints, for `rnnkit evaluate`
+    run = tmp_path / "run"
+    prepare(load_config(cfg_path, [*over, "data.vocab_size=300"]), run, say=said.append)
+    for split in ("dev", "test"):
+        fr = (run / f"{split}.fr").read_text(encoding="utf-8").splitlines()
+        en = (run / f"{split}.en").read_text(encoding="utf-8").splitlines()
+        assert list(zip(fr, en, strict=True)) == pairs[split]
+    assert f"held out {len(pairs['test'])} test pairs: {run}/test.fr, {run}/test.en" in said
+    bad = [f"data.data_dir={tmp_path}", "data.dev=tatoeba-eng-fra/eng-fra.txt"]
+    with pytest.raises(DataError, match="data.dev and data.dev_size are both given"):
+        load_pairs(load_config(ROOT / "configs" / "tatoeba_fr_en.yaml", bad))
+
+
+def test_test_pairs_held_out_beside_a_dev_file(tmp_path: Path) -> None:
+    # test_size holds test pairs out of train even when dev comes from a file (it was ignored)
+    (tmp_path / "train.tsv").write_text("".join(f"e{i}\tf{i}\n" for i in range(50)))
+    (tmp_path / "dev.tsv").write_text("e dev\tf dev\n")
+    over = [f"data.data_dir={tmp_path}", "data.train=train.tsv", "data.dev=dev.tsv"]
+    cfg = load_config(
+        ROOT / "configs" / "tatoeba_fr_en.yaml", [*over, "data.dev_size=0", "data.test_size=5"]
+    )
+    pairs = load_pairs(cfg)
+    assert pairs["dev"] == [("f dev", "e dev")] and len(pairs["test"]) == 5
+    assert len(pairs["train"]) == 45 and not set(pairs["test"]) & set(pairs["train"])

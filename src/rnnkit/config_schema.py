@@ -49,7 +49,8 @@ class DataConfig:
     format: str = _field("parallel", choices=("parallel", "tsv"))  # two aligned files or a TSV
     src_col: int = _field(0, ge=0)  # TSV column of the source side
     tgt_col: int = _field(1, ge=0)  # TSV column of the target side
-    # without dev (/ test) files: pairs held out of train, split by source sentence
+    # without dev (/ test) files: at least this many pairs held out of train, whole groups
+    # of pairs linked by a shared sentence (data.corpus.split_held_out)
     dev_size: int = _field(0, ge=0)
     test_size: int = _field(0, ge=0)
     tokenizer: str = _field("bpe", choices=("bpe", "unigram", "word", "char"))  # token unit

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnkit.config import Config, resolve_data_path
+from rnnkit.config import Config, DataConfig, resolve_data_path
 from rnnkit.data import (
     DataError,
     Example,
@@ -23,10 +23,11 @@ from rnnkit.data import (
     make_tokenizer,
     read_parallel,
     read_tsv,
-    split_by_source,
+    split_held_out,
     task_splits,
     tokenizer_from_state,
     write_atomic,
+    write_lines,
 )
 
 __all__ = ["Prepared", "load_pairs", "prepare", "tokenizer_states"]
@@ -57,6 +58,12 @@ def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pa
         raise DataError("config: data.train is required unless data.task is set")
     if not d.dev and not d.dev_size:
         raise DataError("config: give data.dev, or data.dev_size to hold out dev pairs from train")
+    for split in ("dev", "test"):
+        if getattr(d, split) and getattr(d, f"{split}_size"):
+            raise DataError(
+                f"config: data.{split} and data.{split}_size are both given: read {split} "
+                f"pairs from a file, or hold some out of train, not both"
+            )
     out = {}
     for split in ("train", "dev", "test"):
         name = getattr(d, split)
@@ -68,13 +75,11 @@ def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pa
             if d.format == "tsv"
             else read_parallel(path, d.src, d.tgt)
         )
-    if not d.dev:  # hold out by source sentence, so no source is in two splits
-        held = split_by_source(
-            out["train"], d.dev_size, 0 if d.test else d.test_size, cfg.train.seed
-        )
-        out["train"], out["dev"] = held["train"], held["dev"]
-        if not d.test and d.test_size:
-            out["test"] = held["test"]
+    n_dev, n_test = d.dev_size, d.test_size
+    if n_dev or n_test:  # no sentence in two splits (see split_held_out)
+        held = split_held_out(out["train"], n_dev, n_test, cfg.train.seed)
+        out["train"] = held["train"]
+        out.update({k: held[k] for k, n in (("dev", n_dev), ("test", n_test)) if n})
     return out
 
 
@@ -122,6 +127,21 @@ def save_vocabularies(
             write_atomic(out / f"{side}_spm.model", proto)
 
 
+def save_held_out(
+    out: Path, d: DataConfig, pairs: dict[str, list[Pair]], say: Callable[[str], None]
+) -> None:
+    """The dev / test pairs held out of train (``data.dev_size`` / ``test_size``), as
+    line-aligned files beside the checkpoints (``dev.<src>``, ``dev.<tgt>``, ...), for
+    ``rnnkit evaluate`` and for people."""
+    src, tgt = (d.src, d.tgt) if d.src != d.tgt else ("src", "tgt")
+    for split in ("dev", "test"):
+        if getattr(d, f"{split}_size"):
+            for side, lang in ((0, src), (1, tgt)):
+                write_lines(out / f"{split}.{lang}", [p[side] for p in pairs[split]])
+            n = len(pairs[split])
+            say(f"held out {n} {split} pairs: {out / split}.{src}, {out / split}.{tgt}")
+
+
 def prepare(
     cfg: Config,
     out: Path,
@@ -149,6 +169,7 @@ def prepare(
         tgt_vocab = Vocab.build(tgt_tok.encode(t) for _, t in train_pairs)
     if write:
         save_vocabularies(out, src_tok, tgt_tok, src_vocab, tgt_vocab)
+        save_held_out(out, cfg.data, pairs, say)
     train_pairs, dropped = filter_pairs(
         train_pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode
     )

@@ -20,7 +20,7 @@ from .corpus import (
     read_lines,
     read_parallel,
     read_tsv,
-    split_by_source,
+    split_held_out,
     write_atomic,
     write_lines,
 )
@@ -81,7 +81,7 @@ __all__ = [
     "render_date",
     "restore_order",
     "sample_date",
-    "split_by_source",
+    "split_held_out",
     "task_splits",
     "tokenizer_from_state",
     "write_atomic",

@@ -136,39 +136,77 @@ def filter_pairs(
     return kept, len(pairs) - len(kept)
 
 
-def split_by_source(
+def split_held_out(
     pairs: Sequence[Pair], n_dev: int, n_test: int, seed: int
 ) -> dict[str, list[Pair]]:
-    """Random train / dev / test split in which a source sentence lives in one split only.
+    """Random train / dev / test split in which no sentence lives in two splits.
 
-    Corpora such as Tatoeba list several translations of one sentence on adjacent
-    lines; splitting by line would leak a dev source into training.
+    Corpora such as Tatoeba list several translations of one sentence, and one
+    translation may serve several sources ("Run!" for both "Cours !" and "Courez !"):
+    splitting by line, or by source sentence alone, would put the reference of a test
+    pair into training under another source. Pairs linked by a shared source or a
+    shared target sentence (compared ignoring case and runs of whitespace) form one
+    group, which stays whole; the groups are shuffled and dealt out: test takes groups
+    until it holds at least ``n_test`` pairs, then dev until it holds ``n_dev``, and
+    the rest trains.
 
     Args:
         pairs: all sentence pairs.
-        n_dev: number of distinct source sentences for dev.
-        n_test: number of distinct source sentences for test.
+        n_dev: least number of dev pairs (whole groups, so it may hold a few more).
+        n_test: least number of test pairs (0: none).
         seed: seed of the shuffle.
 
     Returns:
         ``{"train": [...], "dev": [...], "test": [...]}``, each in corpus order.
 
     Raises:
-        DataError: fewer distinct sources than ``n_dev + n_test + 1``.
+        DataError: too few pairs or groups to hold that many out and keep some for
+            training.
     """
-    sources = list(dict.fromkeys(s for s, _ in pairs))
-    if len(sources) <= n_dev + n_test:
+    group = _linked_groups(pairs)
+    ids = list(dict.fromkeys(group))
+    random.Random(seed).shuffle(ids)
+    size: dict[int, int] = {}
+    for g in group:
+        size[g] = size.get(g, 0) + 1
+    split_of: dict[int, str] = {}
+    pos = 0
+    for name, want in (("test", n_test), ("dev", n_dev)):
+        have = 0
+        while have < want and pos < len(ids):
+            split_of[ids[pos]] = name
+            have += size[ids[pos]]
+            pos += 1
+    if len(split_of) == len(ids):  # nothing left to train on
         raise DataError(
-            f"split: {len(sources)} distinct sources, need more than n_dev + n_test = "
-            f"{n_dev + n_test}"
+            f"split: {len(pairs)} pairs in {len(ids)} groups of linked sentences; cannot "
+            f"hold out {n_dev} dev + {n_test} test pairs and keep some for training"
         )
-    random.Random(seed).shuffle(sources)
-    split_of = {s: "test" for s in sources[:n_test]}
-    split_of.update({s: "dev" for s in sources[n_test : n_test + n_dev]})
     out: dict[str, list[Pair]] = {"train": [], "dev": [], "test": []}
-    for pair in pairs:
-        out[split_of.get(pair[0], "train")].append(pair)
+    for pair, g in zip(pairs, group, strict=True):
+        out[split_of.get(g, "train")].append(pair)
     return out
+
+
+def _linked_groups(pairs: Sequence[Pair]) -> list[int]:
+    """For each pair, the id of its group: pairs sharing a source or a target sentence
+    (ignoring case and whitespace runs), transitively (union-find)."""
+    parent = list(range(len(pairs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[int, str], int] = {}
+    for i, (s, t) in enumerate(pairs):
+        for side, text in ((0, s), (1, t)):
+            j = first.setdefault((side, " ".join(text.casefold().split())), i)
+            a, b = root(i), root(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return [root(i) for i in range(len(pairs))]
 
 
 def write_lines(path: str | Path, lines: Sequence[str]) -> None:
