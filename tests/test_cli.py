@@ -464,3 +464,16 @@ def test_a_bad_rnnkit_graphs_is_a_one_line_error(capsys, monkeypatch):
     status, _, err = run_cli(capsys, "translate", "nowhere.pt")
     assert status == 2
     assert "RNNKIT_GRAPHS must be one of auto, on, off" in one_line_error(err)
+
+
+def test_data_tatoeba_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    fra = tmp_path / "fra.txt"
+    fra.write_text("Go.\tVa !\tCC-BY 2.0 (France)\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "data", "tatoeba", "--out", tmp_path / "t", "--from", fra)
+    assert code == 0 and f"wrote {tmp_path / 't' / 'eng-fra.txt'}" in err
+    assert (tmp_path / "t" / "eng-fra.txt").read_bytes() == fra.read_bytes()
+    fra.write_text("Go.\n", encoding="utf-8")
+    code, out, err = run_cli(capsys, "data", "tatoeba", "--out", tmp_path / "u", "--from", fra)
+    assert code == 2 and err.strip().splitlines() == [
+        f"rnnkit: error: {fra}:1: expected at least 2 tab-separated columns, found 1"
+    ]

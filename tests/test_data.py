@@ -21,6 +21,7 @@ from rnnkit.data import (
     Vocab,
     WordTokenizer,
     fetch_multi30k,
+    fetch_tatoeba,
     filter_pairs,
     make_task,
     make_tokenizer,
@@ -294,3 +295,72 @@ def test_fetch_multi30k_from_dir(tmp_path: Path) -> None:
     (src / "val.en").unlink()
     with pytest.raises(DataError, match=r"val\.en: file not found"):
         fetch_multi30k(tmp_path / "out2", from_dir=src)
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+TATOEBA = (
+    "Go.\tVa !\tCC-BY 2.0 (France) Attribution: tatoeba.org #2877272\nRun!\tCours\u202f!\t#906328\n"
+)
+
+
+def test_fetch_tatoeba_from_zip_url_and_text(tmp_path: Path) -> None:
+    body = TATOEBA.encode()
+    zipped = _zip(tmp_path / "fra-eng.zip", {"fra.txt": body, "_about.txt": b"terms"})
+    # the download path, through a file:// URL (no network here)
+    paths = fetch_tatoeba(tmp_path / "a", url=zipped.as_uri())
+    assert sorted(p.name for p in paths) == ["eng-fra.txt", "manythings_about.txt"]
+    assert (tmp_path / "a" / "eng-fra.txt").read_bytes() == body  # unchanged
+    assert read_tsv(tmp_path / "a" / "eng-fra.txt", 1, 0)[1] == ("Cours\u202f!", "Run!")
+    # the PyTorch tutorial's data.zip (data/eng-fra.txt, two columns), found in a folder
+    tut = tmp_path / "tut"
+    tut.mkdir()
+    _zip(tut / "data.zip", {"data/eng-fra.txt": b"Go.\tVa !\n"})
+    assert fetch_tatoeba(tmp_path / "b", from_path=tut) == [tmp_path / "b" / "eng-fra.txt"]
+    assert read_tsv(tmp_path / "b" / "eng-fra.txt") == [("Go.", "Va !")]
+    # a plain fra.txt; a file already there is kept unless overwrite
+    write(tmp_path / "fra.txt", b"Hi.\tSalut.\n")
+    fetch_tatoeba(tmp_path / "b", from_path=tmp_path / "fra.txt")
+    assert read_tsv(tmp_path / "b" / "eng-fra.txt") == [("Go.", "Va !")]
+    fetch_tatoeba(tmp_path / "b", from_path=tmp_path / "fra.txt", overwrite=True)
+    assert read_tsv(tmp_path / "b" / "eng-fra.txt") == [("Hi.", "Salut.")]
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ({"fra.txt": b"Go.\tVa !\nbroken line\n"}, r"fra-eng.zip:fra.txt:2: expected at least 2"),
+        ({"fra.txt": b"Go.\tVa \xff\n"}, r"fra-eng.zip:fra.txt:1: invalid UTF-8"),
+        ({"deu.txt": b"Go.\tGeh.\n"}, r"fra-eng.zip: no fra.txt or eng-fra.txt in the zip"),
+        (b"not a zip", r"fra-eng.zip:1: expected at least 2"),
+        (b"PK\x03\x04 truncated", r"fra-eng.zip: not a valid zip file"),
+        (None, r"fra-eng.zip: file not found"),
+    ],
+)
+def test_fetch_tatoeba_refuses_bad_sources(tmp_path: Path, source: object, message: str) -> None:
+    src = tmp_path / "fra-eng.zip"
+    if isinstance(source, dict):
+        _zip(src, source)
+    elif isinstance(source, bytes):
+        write(src, source)
+    out = tmp_path / "out"
+    out.mkdir()
+    write(out / "eng-fra.txt", b"kept\tgard\xc3\xa9\n")
+    with pytest.raises(DataError, match=message):
+        fetch_tatoeba(out, from_path=src, overwrite=True)
+    assert (out / "eng-fra.txt").read_bytes() == b"kept\tgard\xc3\xa9\n"  # untouched
+    assert [p.name for p in out.iterdir()] == ["eng-fra.txt"]
+
+
+def test_fetch_tatoeba_network_failure_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"download failed: file:///.*missing.zip"):
+        fetch_tatoeba(tmp_path / "out", url=(tmp_path / "missing.zip").as_uri())
+    with pytest.raises(DataError, match=r"no fra-eng.zip, data.zip, fra.txt or eng-fra.txt"):
+        fetch_tatoeba(tmp_path / "out", from_path=tmp_path)

@@ -177,10 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=cmd_experiment)
 
     da = sub.add_parser("data", help="fetch a corpus")
-    da.add_argument("corpus", choices=["multi30k"])
-    da.add_argument("--out", required=True, help="folder to write train/val/test2016.{de,en}")
     da.add_argument(
-        "--from", dest="from_dir", help="copy from a local folder instead of downloading"
+        "corpus",
+        choices=["multi30k", "tatoeba"],
+        help="Multi30k task 1 (de, en; github.com/multi30k) or Tatoeba English-French "
+        "(manythings.org/anki fra-eng.zip)",
+    )
+    da.add_argument(
+        "--out",
+        required=True,
+        help="folder to write into: multi30k: train/val/test2016.{de,en}; tatoeba: "
+        "eng-fra.txt (English TAB French), as configs/*.yaml expect under "
+        "DATA/multi30k and DATA/tatoeba-eng-fra",
+    )
+    da.add_argument(
+        "--from",
+        dest="from_dir",
+        metavar="PATH",
+        help="copy from a local folder (or, for tatoeba, fra-eng.zip or fra.txt) "
+        "instead of downloading",
     )
     da.set_defaults(func=cmd_data)
 

@@ -266,9 +266,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from rnnkit.data import fetch_multi30k
+    from rnnkit.data import fetch_multi30k, fetch_tatoeba
 
-    files = fetch_multi30k(args.out, from_dir=args.from_dir)
+    if args.corpus == "tatoeba":
+        files = fetch_tatoeba(args.out, from_path=args.from_dir)
+    else:
+        files = fetch_multi30k(args.out, from_dir=args.from_dir)
     for f in files:
         _log(f"wrote {f}")
     return 0

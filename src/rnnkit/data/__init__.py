@@ -24,7 +24,7 @@ from .corpus import (
     write_atomic,
     write_lines,
 )
-from .download import fetch_multi30k
+from .download import fetch_multi30k, fetch_tatoeba
 from .errors import DataError
 from .tasks import (
     DATE_FORMATS,
@@ -69,6 +69,7 @@ __all__ = [
     "adding_batch",
     "encode_pairs",
     "fetch_multi30k",
+    "fetch_tatoeba",
     "filter_pairs",
     "make_batches",
     "make_src_batches",

@@ -45,13 +45,18 @@ def read_lines(path: str | Path) -> list[str]:
         raise DataError(f"{path}: is a directory, not a file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
+    return decode_lines(data, str(path))
+
+
+def decode_lines(data: bytes, name: str) -> list[str]:
+    """The lines of UTF-8 ``data``, as :func:`read_lines` reads a file; errors name ``name``."""
     if not data:
-        raise DataError(f"{path}: file is empty")
+        raise DataError(f"{name}: file is empty")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}:{line}: invalid UTF-8 (byte 0x{data[e.start]:02x})") from None
+        raise DataError(f"{name}:{line}: invalid UTF-8 (byte 0x{data[e.start]:02x})") from None
     text = text.removeprefix("\ufeff")
     lines = text.split("\n")
     if lines[-1] == "":
@@ -98,14 +103,18 @@ def read_tsv(path: str | Path, src_col: int = 0, tgt_col: int = 1) -> list[Pair]
         DataError: file problems as in :func:`read_lines`, or a line with too few
             columns (``eng-fra.txt:12: expected at least 2 tab-separated columns, found 1``).
     """
-    path = Path(path)
+    return tsv_pairs(read_lines(path), str(path), src_col, tgt_col)
+
+
+def tsv_pairs(lines: Sequence[str], name: str, src_col: int = 0, tgt_col: int = 1) -> list[Pair]:
+    """The pairs of tab-separated ``lines``, as :func:`read_tsv` reads a file."""
     need = max(src_col, tgt_col) + 1
     pairs: list[Pair] = []
-    for n, line in enumerate(read_lines(path), start=1):
+    for n, line in enumerate(lines, start=1):
         cols = line.split("\t")
         if len(cols) < need:
             raise DataError(
-                f"{path}:{n}: expected at least {need} tab-separated columns, found {len(cols)}"
+                f"{name}:{n}: expected at least {need} tab-separated columns, found {len(cols)}"
             )
         pairs.append((cols[src_col], cols[tgt_col]))
     return pairs

@@ -1,4 +1,4 @@
-"""Fetch Multi30k Task 1 (Elliott et al. 2016) into a data folder.
+"""Fetch Multi30k Task 1 (Elliott et al. 2016) or Tatoeba English–French into a data folder.
 
 The official raw files live in https://github.com/multi30k/dataset under
 ``data/task1/raw/`` as gzipped text (``train.de.gz``, ``val.en.gz``,
@@ -8,22 +8,31 @@ configs expect. Every file is written atomically, so an interrupted download nev
 leaves a truncated corpus behind.
 
 The data is for non-commercial research and education; cite Elliott et al. 2016.
+
+Tatoeba English–French is manythings.org's ``fra-eng.zip`` (sentence pairs from the
+Tatoeba Project, CC-BY 2.0 FR: "Sentence pairs from the Tatoeba Project (tatoeba.org);
+compiled by www.manythings.org/anki"); its ``fra.txt`` (English TAB French, and in newer
+exports an attribution column) is saved unchanged as ``eng-fra.txt``, the name
+``configs/tatoeba_fr_en.yaml`` expects, beside the zip's ``_about.txt``.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .corpus import read_parallel, write_atomic
+from .corpus import decode_lines, read_parallel, read_tsv, tsv_pairs, write_atomic
 from .errors import DataError
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
 # local name → official name (without the language suffix)
 MULTI30K_SPLITS: dict[str, str] = {"train": "train", "val": "val", "test2016": "test_2016_flickr"}
 MULTI30K_LANGS: tuple[str, str] = ("de", "en")
+TATOEBA_URL = "https://www.manythings.org/anki/fra-eng.zip"
+TATOEBA_MEMBERS = ("fra.txt", "eng-fra.txt")  # manythings' name, the PyTorch tutorial's
 
 
 def fetch_multi30k(
@@ -68,6 +77,83 @@ def fetch_multi30k(
     return written
 
 
+def fetch_tatoeba(
+    out_dir: str | Path,
+    from_path: str | Path | None = None,
+    url: str = TATOEBA_URL,
+    overwrite: bool = False,
+    timeout: float = 60.0,
+) -> list[Path]:
+    """Put Tatoeba's English–French pairs into ``out_dir/eng-fra.txt``.
+
+    Args:
+        out_dir: destination folder (created if needed).
+        from_path: copy from here instead of downloading: manythings' ``fra-eng.zip``,
+            the PyTorch tutorial's ``data.zip``, their ``fra.txt`` / ``eng-fra.txt``, or a
+            folder holding one of them.
+        url: where ``fra-eng.zip`` is.
+        overwrite: replace a file already present in ``out_dir``; otherwise keep it.
+        timeout: seconds allowed for the download.
+
+    Returns:
+        the paths written or kept (``eng-fra.txt``, and ``manythings_about.txt`` when
+        the zip has one).
+
+    Raises:
+        DataError: the source is missing, not a zip holding ``fra.txt`` /
+            ``eng-fra.txt``, not UTF-8, a line has fewer than two tab-separated
+            columns, or the network fails.
+    """
+    out = Path(out_dir)
+    dest = out / "eng-fra.txt"
+    if dest.is_file() and dest.stat().st_size > 0 and not overwrite:
+        read_tsv(dest)
+        return [dest]
+    if from_path is None:
+        name, payload = url, _get(url, timeout)
+    else:
+        name, payload = _local_tatoeba(Path(from_path))
+    files = {dest.name: payload}
+    if payload[:4] == b"PK\x03\x04":
+        files, member = _unzip_tatoeba(payload, name)
+        name += f":{member}"
+    tsv_pairs(decode_lines(files[dest.name], name), name)  # UTF-8, two columns per line
+    for fname, data in files.items():
+        write_atomic(out / fname, data)
+    return [out / fname for fname in files]
+
+
+def _local_tatoeba(path: Path) -> tuple[str, bytes]:
+    if path.is_dir():
+        found = [path / n for n in ("fra-eng.zip", "data.zip", *TATOEBA_MEMBERS)]
+        found = [f for f in found if f.is_file()]
+        if not found:
+            raise DataError(f"{path}: no fra-eng.zip, data.zip, fra.txt or eng-fra.txt in it")
+        path = found[0]
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return str(path), path.read_bytes()
+
+
+def _unzip_tatoeba(payload: bytes, name: str) -> tuple[dict[str, bytes], str]:
+    """``{"eng-fra.txt": ..., ["manythings_about.txt": ...]}`` from a zip, and the name of
+    the member read as ``eng-fra.txt``."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as z:
+            members = {Path(m).name: m for m in z.namelist()}
+            hit = next((members[n] for n in TATOEBA_MEMBERS if n in members), None)
+            if hit is None:
+                raise DataError(f"{name}: no fra.txt or eng-fra.txt in the zip")
+            files = {"eng-fra.txt": z.read(hit)}
+            if "_about.txt" in members:
+                files["manythings_about.txt"] = z.read(members["_about.txt"])
+            return files, hit
+    except zipfile.BadZipFile as e:
+        raise DataError(f"{name}: not a valid zip file ({e})") from None
+
+
 def _read_local(folder: Path, local: str, official: str, lang: str) -> bytes:
     """Bytes of the first of ``local.lang``, ``official.lang`` (optionally ``.gz``) found."""
     names = [f"{local}.{lang}", f"{official}.{lang}"]
@@ -81,16 +167,21 @@ def _read_local(folder: Path, local: str, official: str, lang: str) -> bytes:
 
 def _download(url: str, timeout: float) -> bytes:
     """GET ``url`` and gunzip it; any failure becomes a one-line :class:`DataError`."""
+    return _gunzip(_get(url, timeout), url)
+
+
+def _get(url: str, timeout: float) -> bytes:
+    """GET ``url``; any failure becomes a one-line :class:`DataError`."""
+    request = urllib.request.Request(url, headers={"User-Agent": "rnnkit (corpus download)"})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            payload = response.read()
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return bytes(response.read())
     except urllib.error.HTTPError as e:
         raise DataError(f"download failed: {url}: HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
         raise DataError(f"download failed: {url}: {e.reason}") from None
     except (OSError, ValueError) as e:  # timeouts, resets, a malformed URL
         raise DataError(f"download failed: {url}: {e}") from None
-    return _gunzip(payload, url)
 
 
 def _gunzip(payload: bytes, name: str) -> bytes:
