@@ -1,4 +1,4 @@
-"""bench/compare_joeynmt.py and scripts/multi30k_report.py: the parts that need no Joey NMT
+"""bench/compare_joeynmt.py and scripts/recipe_report.py: the parts that need no Joey NMT
 and no corpus (log parsing, the ratio table, the rnnkit side of the shared architecture,
 the learning curve)."""
 
@@ -28,7 +28,7 @@ def _load(path: Path) -> ModuleType:
 
 
 cj = _load(ROOT / "bench" / "compare_joeynmt.py")
-report = _load(ROOT / "scripts" / "multi30k_report.py")
+report = _load(ROOT / "scripts" / "recipe_report.py")
 
 JOEY_LOG = """\
 2026-11-27 18:24:28,415 - INFO - joeynmt.training - Epoch   1, Step:       25, Batch Loss: \

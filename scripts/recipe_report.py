@@ -1,19 +1,23 @@
-"""The Multi30k section of docs/RESULTS.md from a finished training run.
+"""The section of docs/RESULTS.md for a recipe (Multi30k or Tatoeba) from a finished run.
 
-    python scripts/multi30k_report.py RUN_DIR [--data DIR] [--sweep] [--limit N]
+    python scripts/recipe_report.py RUN_DIR [--corpus multi30k|tatoeba] [--data DIR]
+        [--sweep] [--limit N]
 
 Reads ``RUN_DIR/best.pt`` (``--checkpoint NAME``: another file of the run, such as the
 ``averaged.pt`` that ``rnnkit average`` writes) and ``RUN_DIR/log.csv`` (written by
-``rnnkit train configs/multi30k_de_en.yaml --out RUN_DIR``) and writes:
+``rnnkit train configs/multi30k_de_en.yaml --out RUN_DIR``, or the Tatoeba config) and
+writes:
 
-- test2016 and dev scores, greedy and beam, cased and lowercased, with sacrebleu signatures;
+- test and dev scores, greedy and beam, cased and lowercased, with sacrebleu signatures
+  (Multi30k: val and test2016 from ``--data``; Tatoeba: the pairs the run held out,
+  ``RUN_DIR/dev.fr`` ... ``test.en``);
 - with ``--sweep``: dev BLEU for beam sizes × length penalties (the decoding settings are
   chosen on dev; the config's are what ``rnnkit translate`` uses);
-- ``docs/figures/multi30k_learning_curve.png``: dev BLEU against wall-clock minutes;
+- ``docs/figures/CORPUS_learning_curve.png``: dev BLEU against wall-clock minutes;
 - three test sentences, their translations and attention heatmaps
-  (``docs/figures/multi30k_attention_N.png``);
+  (``docs/figures/CORPUS_attention_N.png``);
 
-into the ``multi30k`` section of ``docs/RESULTS.md`` (``--results PATH`` elsewhere).
+into the ``CORPUS`` section of ``docs/RESULTS.md`` (``--results PATH`` elsewhere).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import csv
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -38,7 +43,26 @@ from rnnkit.record import record  # noqa: E402
 from rnnkit.translate import translate_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = (0, 7, 42)  # test2016 lines shown with their heatmaps
+
+
+@dataclass(frozen=True)
+class Recipe:
+    config: str
+    title: str
+    examples: tuple[int, ...]  # test lines shown with their heatmaps
+
+    def sets(self, name: str, run: Path, data: Path) -> dict[str, tuple[Path, Path]]:
+        """Source and reference files of dev and test, in that order."""
+        if name == "multi30k":
+            return {s: (data / f"{f}.de", data / f"{f}.en") for s, f in DEV_TEST_M30K}
+        return {s: (run / f"{s}.fr", run / f"{s}.en") for s in ("dev", "test")}
+
+
+DEV_TEST_M30K = (("dev", "val"), ("test2016", "test2016"))
+RECIPES = {
+    "multi30k": Recipe("configs/multi30k_de_en.yaml", "Multi30k de→en", (0, 7, 42)),
+    "tatoeba": Recipe("configs/tatoeba_fr_en.yaml", "Tatoeba fr→en", (0, 7, 42)),
+}
 
 
 def read_lines(path: Path, limit: int | None) -> list[str]:
@@ -46,7 +70,9 @@ def read_lines(path: Path, limit: int | None) -> list[str]:
     return lines[:limit] if limit else lines
 
 
-def learning_curve(log_csv: Path, png: Path) -> tuple[list[dict[str, float]], Path]:
+def learning_curve(
+    log_csv: Path, png: Path, title: str = "Multi30k de→en, configs/multi30k_de_en.yaml"
+) -> tuple[list[dict[str, float]], Path]:
     with open(log_csv, newline="", encoding="utf-8") as f:
         dev = [r for r in csv.DictReader(f) if r["split"] == "dev"]
     rows = [
@@ -66,7 +92,7 @@ def learning_curve(log_csv: Path, png: Path) -> tuple[list[dict[str, float]], Pa
         )
     ax.set_xlabel("wall-clock minutes of training (validation included)")
     ax.set_ylabel("dev BLEU (greedy)")
-    ax.set_title("Multi30k de→en, configs/multi30k_de_en.yaml")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     return rows, save_figure(fig, png)
@@ -84,6 +110,7 @@ def decode(bundle, src, refs, beam, lp, exact=None):  # type: ignore[no-untyped-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("run", type=Path, help="training output folder (best.pt, log.csv)")
+    ap.add_argument("--corpus", choices=RECIPES, default="multi30k", help="whose section")
     ap.add_argument(
         "--checkpoint", default="best.pt", help="checkpoint file in RUN (default: best.pt)"
     )
@@ -91,7 +118,7 @@ def main() -> int:
         "--data",
         type=Path,
         default=Path(os.environ.get("RNNKIT_DATA", ROOT.parent / "shared" / "data")) / "multi30k",
-        help="folder with val.* and test2016.* (default ../shared/data/multi30k)",
+        help="Multi30k: folder with val.* and test2016.* (default ../shared/data/multi30k)",
     )
     ap.add_argument("--sweep", action="store_true", help="dev BLEU over beam × length penalty")
     ap.add_argument("--beam", type=int, help="beam size of the final numbers (default: config)")
@@ -103,8 +130,10 @@ def main() -> int:
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
     ap.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
     args = ap.parse_args()
+    recipe = RECIPES[args.corpus]
+    files = recipe.sets(args.corpus, args.run, args.data)
     ckpt = args.run / args.checkpoint
-    for f in (ckpt, args.run / "log.csv", args.data / "test2016.de"):
+    for f in (ckpt, args.run / "log.csv", *files["dev"], *list(files.values())[-1]):
         if not f.exists():
             ap.error(f"{f} not found")
     bundle = load_bundle(ckpt)
@@ -125,16 +154,14 @@ def main() -> int:
     else:
         which = f"checkpoint `{ckpt.name}` at step {bundle.step}"
     md = [
-        f"Run: `rnnkit train configs/multi30k_de_en.yaml --out {args.run}`, {which}. "
+        f"Run: `rnnkit train {recipe.config} --out {args.run}`, {which}. "
         f"Decoding here: {machine()}.",
         "",
     ]
-    sets = {}
-    for split, name in (("dev", "val"), ("test2016", "test2016")):
-        sets[split] = (
-            read_lines(args.data / f"{name}.de", args.limit),
-            read_lines(args.data / f"{name}.en", args.limit),
-        )
+    sets = {
+        k: (read_lines(a, args.limit), read_lines(b, args.limit)) for k, (a, b) in files.items()
+    }
+    test = list(sets)[-1]
 
     if args.sweep:
         md += ["Decoding settings on dev (BLEU cased / lowercased):", ""]
@@ -168,7 +195,7 @@ def main() -> int:
     ]
     signatures = {}
     test_hyps: list[str] = []
-    for split in ("dev", "test2016"):
+    for split in sets:
         for beam, lp in ((1, 1.0), (dec.beam_size, dec.length_penalty)):
             hyps, c, lo, speed = decode(bundle, *sets[split], beam, lp, dec.exact)
             label = "greedy" if beam == 1 else f"beam {beam}, length penalty {lp}"
@@ -183,11 +210,15 @@ def main() -> int:
                 "BLEU lowercased": lo["bleu_signature"],
                 "chrF2": c["chrf_signature"],
             }
-            if split == "test2016" and beam > 1:
+            if split == test and beam > 1:
                 test_hyps = hyps
     md += [""] + [f"- {k}: `{v}`" for k, v in signatures.items()] + [""]
 
-    rows, png = learning_curve(args.run / "log.csv", args.figures / "multi30k_learning_curve.png")
+    rows, png = learning_curve(
+        args.run / "log.csv",
+        args.figures / f"{args.corpus}_learning_curve.png",
+        f"{recipe.title}, {recipe.config.removeprefix('configs/')}",
+    )
     at40 = [r for r in rows if r["minutes"] <= 40]
     md += [
         f"![dev BLEU against wall-clock minutes]({png.relative_to(args.results.parent)})",
@@ -205,13 +236,13 @@ def main() -> int:
             f"At 40 minutes (last validation before, step {r['step']}): dev BLEU "
             f"{r['bleu']:.2f} cased, {r['bleu_lc']:.2f} lowercased (greedy).",
         ]
-    md += ["", "Examples from test2016 (beam search; heatmaps of the greedy translation):", ""]
-    src, refs = sets["test2016"]
-    for i in EXAMPLES:
+    md += ["", f"Examples from {test} (beam search; heatmaps of the greedy translation):", ""]
+    src, refs = sets[test]
+    for i in recipe.examples:
         if i >= len(src):
             continue
         rec = record(bundle, src[i])
-        path = args.figures / f"multi30k_attention_{i}.png"
+        path = args.figures / f"{args.corpus}_attention_{i}.png"
         if rec.attention is not None:
             plot_attention(rec.src_tokens, rec.out_tokens, rec.attention, path, rec.translation)
         md += [
@@ -221,8 +252,8 @@ def main() -> int:
             f"  - rnnkit (greedy): {rec.translation}",
             f"  - ![attention, test sentence {i}]({path.relative_to(args.results.parent)})",
         ]
-    update_results(args.results, "multi30k", "\n".join(md))
-    print(f"wrote the multi30k section of {args.results}")
+    update_results(args.results, args.corpus, "\n".join(md))
+    print(f"wrote the {args.corpus} section of {args.results}")
     return 0
 
 
