@@ -1,6 +1,6 @@
 """model.tgt_embed_init: "scaled" draws the target embeddings from N(0, 1/emb_size), so a
 tied model (output layer = target embeddings) starts near the uniform distribution over
-the vocabulary; "normal" (the default) is torch's N(0, 1), as before the key."""
+the vocabulary; "normal" is torch's N(0, 1); "auto" (the default): scaled when tied."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from rnnkit.checkpoint import build_model
 from rnnkit.config import config_from_dict
-from rnnkit.model import token_loss
+from rnnkit.model import Seq2Seq, token_loss
 
 V, E = 800, 64
 
@@ -44,17 +44,34 @@ def test_scaled_starts_a_tied_model_near_uniform() -> None:
 @pytest.mark.parametrize("tie", [True, False])
 def test_scaled_target_embeddings_only(tie: bool) -> None:
     net = model("scaled", tie)
-    w = net.decoder.embed.weight
+    w = net.decoder.embed.weight.detach()
     assert torch.all(w[net.pad_id] == 0)
     assert abs(float(w[net.pad_id + 1 :].std()) - E**-0.5) < 0.01
-    assert abs(float(net.encoder.embed.weight.std()) - 1.0) < 0.05  # the source: unchanged
+    assert abs(float(net.encoder.embed.weight.detach().std()) - 1.0) < 0.05  # the source: unchanged
     assert (net.W_out.weight is net.decoder.embed.weight) == tie
 
 
-def test_normal_is_the_default_and_torchs_init() -> None:
-    a, b = model(None), model("normal")
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert abs(float(a.decoder.embed.weight.std()) - 1.0) < 0.05
+@pytest.mark.parametrize("tie, same_as", [(True, "scaled"), (False, "normal")])
+def test_auto_is_the_default_scaled_when_tied(tie: bool, same_as: str) -> None:
+    a, b, c = model(None, tie), model("auto", tie), model(same_as, tie)
+    for x, y, z in zip(a.state_dict().values(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(x, y) and torch.equal(x, z)
+
+
+def test_normal_is_torchs_init() -> None:
+    a = model("normal")
+    assert abs(float(a.decoder.embed.weight.detach().std()) - 1.0) < 0.05
+
+
+def test_seq2seq_takes_the_init_too() -> None:
+    """The Python class, not only configs: a tied rnnkit.Seq2Seq starts scaled."""
+    tied = Seq2Seq(V, V, emb_size=E, hidden_size=48, tie_embeddings=True)
+    assert abs(float(tied.decoder.embed.weight[1:].detach().std()) - E**-0.5) < 0.01
+    assert torch.all(tied.decoder.embed.weight[tied.pad_id] == 0)
+    untied = Seq2Seq(V, V, emb_size=E, hidden_size=48)
+    assert abs(float(untied.decoder.embed.weight.detach().std()) - 1.0) < 0.05
+    with pytest.raises(ValueError, match="tgt_embed_init must be one of"):
+        Seq2Seq(V, V, tgt_embed_init="xavier")
 
 
 def test_unknown_init_is_a_config_error() -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from rnnkit.config import Config, ConfigError, config_from_dict
 from rnnkit.data import Tokenizer, Vocab, tokenizer_from_state
@@ -104,10 +103,6 @@ def build_model(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Se
         model = _seq2seq(m, src_vocab_size, tgt_vocab_size)
     except ValueError as e:  # a custom model.cell that cannot be had, or does not fit
         raise ConfigError(f"model: {e}") from None
-    if m.tgt_embed_init == "scaled":  # N(0, 1/E): tied, the first logits are near uniform
-        with torch.no_grad():
-            nn.init.normal_(model.decoder.embed.weight, 0.0, m.emb_size**-0.5)
-            model.decoder.embed.weight[model.pad_id].zero_()
     return model
 
 
@@ -140,6 +135,7 @@ def _seq2seq(m: Any, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
         zoneout=m.zoneout,
         recurrent_dropout=m.recurrent_dropout,
         weight_drop=m.weight_drop,
+        tgt_embed_init=m.tgt_embed_init,
     )
 
 

@@ -86,9 +86,9 @@ class ModelConfig:
     dropout: float = _field(0.3, ge=0, lt=1)  # dropout between layers and before the output
     emb_dropout: float = _field(0.1, ge=0, lt=1)  # dropout on embeddings
     tie_embeddings: bool = False  # share the target embedding with the output projection
-    # target embeddings' initialisation (the output layer's too when tied): normal = torch's
-    # N(0, 1); scaled = N(0, 1/emb_size), with which a tied model starts near uniform
-    tgt_embed_init: str = _field("normal", choices=("normal", "scaled"))
+    # target embeddings: normal = torch's N(0, 1), scaled = N(0, 1/emb_size); auto: scaled
+    # when tied (the untrained tied model then starts near uniform, not at twice its loss)
+    tgt_embed_init: str = _field("auto", choices=("auto", "normal", "scaled"))
     # LSTM family: the forget-gate biases sum to this at initialisation (null: torch's init)
     forget_bias: float | None = None
     # regularisers of the encoder's recurrent layers (they make it run the explicit engine)

@@ -50,6 +50,7 @@ __all__ = ["EncoderOutput", "DecoderStep", "Encoder", "Decoder", "Seq2Seq"]
 __all__ += ["sequence_loss", "token_loss", "resolve_cell", "CELLS"]
 
 ATTENTIONS = ("bahdanau", "luong", "none")
+TGT_EMBED_INITS = ("auto", "normal", "scaled")
 State = dict[str, Tensor]  # every tensor batch first, so beam search reorders with index_select
 
 
@@ -233,7 +234,9 @@ class Seq2Seq(nn.Module):
     ``cell`` names a built-in cell (:data:`CELLS`) or a custom :class:`Cell` as
     ``"module:Class"``; ``forget_bias`` initialises the LSTM family's forget biases (both
     sides); ``zoneout``, ``recurrent_dropout``, ``weight_drop`` regularise the encoder's
-    recurrent layers."""
+    recurrent layers. ``tgt_embed_init``: target embeddings from torch's N(0, 1)
+    (``"normal"``) or N(0, 1/E) (``"scaled"``: a tied model then starts near uniform,
+    not at twice its loss); ``"auto"``: scaled when tied."""
 
     def __init__(
         self,
@@ -259,9 +262,12 @@ class Seq2Seq(nn.Module):
         zoneout: float = 0.0,
         recurrent_dropout: float = 0.0,
         weight_drop: float = 0.0,
+        tgt_embed_init: str = "auto",
     ) -> None:
         super().__init__()
         resolve_cell(cell)  # a clear error before anything is built
+        if tgt_embed_init not in TGT_EMBED_INITS:
+            raise ValueError(f"tgt_embed_init must be one of {TGT_EMBED_INITS}")
         regularisers = dict(
             zoneout=zoneout, recurrent_dropout=recurrent_dropout, weight_drop=weight_drop
         )
@@ -300,6 +306,10 @@ class Seq2Seq(nn.Module):
         self.W_out = nn.Linear(self.decoder.out_size, tgt_vocab_size)
         if tie_embeddings:  # Press & Wolf 2017: output projection = target embeddings
             self.W_out.weight = self.decoder.embed.weight
+        if tgt_embed_init == "scaled" or (tgt_embed_init == "auto" and tie_embeddings):
+            with torch.no_grad():  # N(0, 1/E): tied, the first logits are near uniform
+                nn.init.normal_(self.decoder.embed.weight, 0.0, emb_size**-0.5)
+                self.decoder.embed.weight[pad_id].zero_()
 
     @property
     def fused(self) -> bool:
