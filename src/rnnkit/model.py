@@ -37,13 +37,13 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.attention import BahdanauAttention, LuongAttention
 from rnnkit.cells import StackedCell
 from rnnkit.cells.names import CELLS, cell_options, resolve_cell
 from rnnkit.layers import GRU, LSTM, RNN
+from rnnkit.loss import sequence_loss, token_loss
 from rnnkit.recurrent import Recurrent
 
 __all__ = ["EncoderOutput", "DecoderStep", "Encoder", "Decoder", "Seq2Seq"]
@@ -376,28 +376,3 @@ class Seq2Seq(nn.Module):
         out = torch.stack(outs, 1)  # (B, T, O or V)
         logits = out if teacher_forcing < 1.0 else self.W_out(out)  # one product for all T
         return logits, (torch.stack(alphas, 1) if alphas else None)
-
-
-def token_loss(logits: Tensor, target: Tensor, pad_id: int, label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy summed over the real target tokens (padding ignored).
-
-    Args:
-        logits: ``(B, T, V)``; target: ``(B, T)`` ids y_1 .. y_T (EOS included).
-        label_smoothing: ε of Szegedy et al. 2016: the target distribution is
-            (1 - ε) one-hot + ε uniform.
-    """
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]),
-        target.reshape(-1),
-        ignore_index=pad_id,
-        reduction="sum",
-        label_smoothing=label_smoothing,
-    )
-
-
-def sequence_loss(
-    logits: Tensor, target: Tensor, pad_id: int, label_smoothing: float = 0.0
-) -> tuple[Tensor, int]:
-    """:func:`token_loss` and the number of real tokens (read back from the device);
-    divide for the per-token loss."""
-    return token_loss(logits, target, pad_id, label_smoothing), int((target != pad_id).sum())
