@@ -360,7 +360,7 @@ def test_fetch_tatoeba_refuses_bad_sources(tmp_path: Path, source: object, messa
 
 
 def test_fetch_tatoeba_network_failure_is_one_line(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"download failed: file:///.*missing.zip"):
+    with pytest.raises(DataError, match=r"download failed: file:///.*missing.zip.* --from\)$"):
         fetch_tatoeba(tmp_path / "out", url=(tmp_path / "missing.zip").as_uri())
     with pytest.raises(DataError, match=r"no fra-eng.zip, data.zip, fra.txt or eng-fra.txt"):
         fetch_tatoeba(tmp_path / "out", from_path=tmp_path)

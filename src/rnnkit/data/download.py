@@ -110,7 +110,13 @@ def fetch_tatoeba(
         read_tsv(dest)
         return [dest]
     if from_path is None:
-        name, payload = url, _get(url, timeout)
+        try:
+            name, payload = url, _get(url, timeout)
+        except DataError as e:  # the site may refuse scripts: say how to go on
+            raise DataError(
+                f"{e} (download fra-eng.zip with a browser from "
+                f"https://www.manythings.org/anki/ and give it with --from)"
+            ) from None
     else:
         name, payload = _local_tatoeba(Path(from_path))
     files = {dest.name: payload}
