@@ -50,19 +50,26 @@ class Recipe:
     config: str
     title: str
     examples: tuple[int, ...]  # test lines shown with their heatmaps
+    langs: tuple[str, str]  # file suffixes of source and reference
+    splits: tuple[tuple[str, str], ...]  # (name, file prefix) of dev, then test
+    held_out: bool  # the files are the run's own held-out pairs, not in --data
 
-    def sets(self, name: str, run: Path, data: Path) -> dict[str, tuple[Path, Path]]:
+    def sets(self, run: Path, data: Path) -> dict[str, tuple[Path, Path]]:
         """Source and reference files of dev and test, in that order."""
-        if name == "multi30k":
-            return {s: (data / f"{f}.de", data / f"{f}.en") for s, f in DEV_TEST_M30K}
-        return {s: (run / f"{s}.fr", run / f"{s}.en") for s in ("dev", "test")}
+        base, (src, ref) = run if self.held_out else data, self.langs
+        return {s: (base / f"{f}.{src}", base / f"{f}.{ref}") for s, f in self.splits}
 
 
-DEV_TEST_M30K = (("dev", "val"), ("test2016", "test2016"))
 RECIPES = {
-    "multi30k": Recipe("configs/multi30k_de_en.yaml", "Multi30k de→en", (0, 7, 42)),
-    "tatoeba": Recipe("configs/tatoeba_fr_en.yaml", "Tatoeba fr→en", (7, 1500, 1990)),
-}
+    "multi30k": Recipe(
+        "configs/multi30k_de_en.yaml", "Multi30k de→en", (0, 7, 42), ("de", "en"),
+        (("dev", "val"), ("test2016", "test2016")), held_out=False,
+    ),
+    "tatoeba": Recipe(
+        "configs/tatoeba_fr_en.yaml", "Tatoeba fr→en", (7, 1500, 1990), ("fr", "en"),
+        (("dev", "dev"), ("test", "test")), held_out=True,
+    ),
+}  # fmt: skip
 
 
 def read_lines(path: Path, limit: int | None) -> list[str]:
@@ -131,7 +138,7 @@ def main() -> int:
     ap.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
     args = ap.parse_args()
     recipe = RECIPES[args.corpus]
-    files = recipe.sets(args.corpus, args.run, args.data)
+    files = recipe.sets(args.run, args.data)
     ckpt = args.run / args.checkpoint
     for f in (ckpt, args.run / "log.csv", *files["dev"], *list(files.values())[-1]):
         if not f.exists():

@@ -100,10 +100,9 @@ def build_model(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Se
     """The Seq2Seq that ``cfg.model`` describes."""
     m = cfg.model
     try:
-        model = _seq2seq(m, src_vocab_size, tgt_vocab_size)
+        return _seq2seq(m, src_vocab_size, tgt_vocab_size)
     except ValueError as e:  # a custom model.cell that cannot be had, or does not fit
         raise ConfigError(f"model: {e}") from None
-    return model
 
 
 def check_cell(cfg: Config) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -175,9 +176,7 @@ def split_held_out(
     group = _linked_groups(pairs)
     ids = list(dict.fromkeys(group))
     random.Random(seed).shuffle(ids)
-    size: dict[int, int] = {}
-    for g in group:
-        size[g] = size.get(g, 0) + 1
+    size = Counter(group)
     split_of: dict[int, str] = {}
     pos = 0
     for name, want in (("test", n_test), ("dev", n_dev)):
