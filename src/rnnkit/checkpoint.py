@@ -135,6 +135,7 @@ def _seq2seq(m: Any, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
         recurrent_dropout=m.recurrent_dropout,
         weight_drop=m.weight_drop,
         tgt_embed_init=m.tgt_embed_init,
+        regularise=m.regularise,
     )
 
 

@@ -91,10 +91,12 @@ class ModelConfig:
     tgt_embed_init: str = _field("auto", choices=("auto", "normal", "scaled"))
     # LSTM family: the forget-gate biases sum to this at initialisation (null: torch's init)
     forget_bias: float | None = None
-    # regularisers of the encoder's recurrent layers (they make it run the explicit engine)
+    # regularisers of the recurrent layers of the side(s) `regularise` names (on the encoder
+    # they make it run the explicit engine; the decoder keeps torch's fused cell kernels)
     zoneout: float = _field(0.0, ge=0, lt=1)  # each unit keeps its previous value w.p. z
     recurrent_dropout: float = _field(0.0, ge=0, lt=1)  # one mask per sequence on h into W_hh
     weight_drop: float = _field(0.0, ge=0, lt=1)  # DropConnect on W_hh, per forward
+    regularise: str = _field("encoder", choices=("encoder", "decoder", "both"))
     # recurrent kernels: auto, explicit (readable cells), native (torch fused), reference
     engine: str = _field("auto", choices=("auto", "explicit", "native", "reference"))
 

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from rnnkit.attention import BahdanauAttention, LuongAttention
 from rnnkit.cells import StackedCell
 from rnnkit.cells.names import CELLS, cell_options, resolve_cell
+from rnnkit.cells.regularisers import Regularisers
 from rnnkit.layers import GRU, LSTM, RNN
 from rnnkit.loss import sequence_loss, token_loss
 from rnnkit.recurrent import Recurrent
@@ -51,6 +52,7 @@ __all__ += ["sequence_loss", "token_loss", "resolve_cell", "CELLS"]
 
 ATTENTIONS = ("bahdanau", "luong", "none")
 TGT_EMBED_INITS = ("auto", "normal", "scaled")
+REGULARISE = ("encoder", "decoder", "both")  # the sides that zoneout & co. regularise
 State = dict[str, Tensor]  # every tensor batch first, so beam search reorders with index_select
 
 
@@ -151,6 +153,7 @@ class Decoder(nn.Module):
         out_size: int | None = None,
         pad_id: int = 0,
         forget_bias: float | None = None,
+        regularisers: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if attention not in ATTENTIONS:
@@ -175,6 +178,7 @@ class Decoder(nn.Module):
             rnn_in = emb_size + enc_size  # [E y; c_t] or [E y; C]
             self.W_o = nn.Linear(hidden_size + enc_size + emb_size, self.out_size)
         opts = cell_options(kind, forget_bias)
+        opts["regularisers"] = Regularisers.make(**(regularisers or {}), owner="decoder")
         self.rnn = StackedCell(kind, rnn_in, hidden_size, num_layers, dropout, **opts)
         self.bridge = nn.Linear(enc_size, hidden_size) if bridge == "learned" else None
 
@@ -191,6 +195,9 @@ class Decoder(nn.Module):
             state["c"] = h
         if self.style == "luong":
             state["feed"] = enc.final.new_zeros(B, self.out_size)
+        mask = self.rnn.draw(h)  # training: this batch's weight-drop and recurrent masks
+        if mask is not None:
+            state["drop"] = mask
         return state
 
     def step(
@@ -203,10 +210,13 @@ class Decoder(nn.Module):
     ) -> DecoderStep:
         """y_prev ``(B,)`` → pre-output o_t ``(B, O)`` (before W_out), new state, α_t."""
         e = self.emb_dropout(self.embed(y_prev))  # (B, E)
-        h, c = state["h"], state.get("c")
+        h, c, drop = state["h"], state.get("c"), state.get("drop")
+        if drop is None and self.training and self.rnn.reg.recurrent_dropout:
+            drop = self.rnn.draw(h)  # a state made by hand: this step starts the sequence
         alpha = None
         if self.style == "luong":
-            s, h, c, gates = self.rnn.step(torch.cat([e, state["feed"]], 1), h, c, fused, record)
+            inp = torch.cat([e, state["feed"]], 1)
+            s, h, c, gates = self.rnn.step(inp, h, c, fused, record, drop)
             assert self.attention is not None
             context, alpha = self.attention(s, enc.states, enc.mask, projected_keys=enc.keys)
             o = torch.tanh(self.W_c(torch.cat([context, s], 1)))  # h̃_t
@@ -218,11 +228,14 @@ class Decoder(nn.Module):
                 )
             else:
                 context = enc.final  # C: the summary of the whole source
-            s, h, c, gates = self.rnn.step(torch.cat([e, context], 1), h, c, fused, record)
+            inp = torch.cat([e, context], 1)
+            s, h, c, gates = self.rnn.step(inp, h, c, fused, record, drop)
             o = torch.tanh(self.W_o(torch.cat([s, context, e], 1)))
             new = {"h": h}
         if c is not None:
             new["c"] = c
+        if drop is not None:
+            new["drop"] = drop
         return DecoderStep(self.dropout(o), new, alpha, gates)
 
 
@@ -233,8 +246,9 @@ class Seq2Seq(nn.Module):
 
     ``cell`` names a built-in cell (:data:`CELLS`) or a custom :class:`Cell` as
     ``"module:Class"``; ``forget_bias`` initialises the LSTM family's forget biases (both
-    sides); ``zoneout``, ``recurrent_dropout``, ``weight_drop`` regularise the encoder's
-    recurrent layers. ``tgt_embed_init``: target embeddings from torch's N(0, 1)
+    sides); ``zoneout``, ``recurrent_dropout``, ``weight_drop`` regularise the recurrent
+    layers of the side(s) that ``regularise`` names: ``"encoder"`` (the default),
+    ``"decoder"`` or ``"both"``. ``tgt_embed_init``: target embeddings from torch's N(0, 1)
     (``"normal"``) or N(0, 1/E) (``"scaled"``: a tied model then starts near uniform,
     not at twice its loss); ``"auto"``: scaled when tied."""
 
@@ -263,11 +277,16 @@ class Seq2Seq(nn.Module):
         recurrent_dropout: float = 0.0,
         weight_drop: float = 0.0,
         tgt_embed_init: str = "auto",
+        regularise: str = "encoder",
     ) -> None:
         super().__init__()
         resolve_cell(cell)  # a clear error before anything is built
         if tgt_embed_init not in TGT_EMBED_INITS:
             raise ValueError(f"tgt_embed_init must be one of {TGT_EMBED_INITS}")
+        if regularise not in REGULARISE:
+            raise ValueError(
+                f"regularise must be one of {', '.join(REGULARISE)}; got {regularise!r}"
+            )
         regularisers = dict(
             zoneout=zoneout, recurrent_dropout=recurrent_dropout, weight_drop=weight_drop
         )
@@ -284,7 +303,7 @@ class Seq2Seq(nn.Module):
             emb_dropout,
             engine,
             pad_id,
-            regularisers,
+            regularisers if regularise != "decoder" else None,
             forget_bias,
         )
         self.decoder = Decoder(
@@ -302,6 +321,7 @@ class Seq2Seq(nn.Module):
             emb_size if tie_embeddings else hidden_size,
             pad_id,
             forget_bias,
+            regularisers if regularise != "encoder" else None,
         )
         self.W_out = nn.Linear(self.decoder.out_size, tgt_vocab_size)
         if tie_embeddings:  # Press & Wolf 2017: output projection = target embeddings

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.cells.base import Cell
+from rnnkit.cells.base import Cell, State
+from rnnkit.cells.regularisers import Regularisers
 from rnnkit.cells.stock import GRUCell, LSTMCell, RNNCell
 from rnnkit.precision import outside_autocast
 
@@ -35,6 +37,13 @@ class StackedCell(nn.Module):
     state tensors). ``step(..., fused=True)`` runs torch's fused kernels
     (``torch.lstm_cell`` ...) on the stock cells' parameters; otherwise each cell's
     readable :meth:`Cell.step`, which also returns every gate.
+
+    ``regularisers`` (:class:`Regularisers`) act as they do in a layer, one step at a time:
+    zoneout mixes each new state with the previous one after the step (a fresh mask per
+    step in training, the expectation in evaluation); recurrent dropout multiplies the h
+    entering ``W_hh`` by a per-sequence mask ``(B, L, H)`` that :meth:`draw` makes and the
+    caller carries from step to step (the decoder keeps it in its state); weight drop reads
+    a DropConnect copy of each ``W_hh``, drawn by :meth:`draw` once per sequence batch.
     """
 
     def __init__(
@@ -45,6 +54,7 @@ class StackedCell(nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         nonlinearity: str = "tanh",
+        regularisers: Regularisers | None = None,
         **cell_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -65,37 +75,110 @@ class StackedCell(nn.Module):
             cls(input_size if k == 0 else hidden_size, hidden_size, **cell_kwargs)
             for k in range(num_layers)
         )
+        self.reg = regularisers or Regularisers()
+        self._dropped: list[Tensor] | None = None  # this sequence batch's W_hh copies
+
+    def draw(self, h: Tensor) -> Tensor | None:
+        """Start a sequence batch (training): a new weight-drop copy of every ``W_hh``, held
+        here until the next draw, and the recurrent-dropout mask ``(B, L, H)`` for the
+        state ``h (B, L, H)`` (returned, None without recurrent dropout)."""
+        self._dropped = None
+        if not self.training:
+            return None
+        if self.reg.weight_drop:
+            cells = cast("list[Cell]", self.cells)
+            self._dropped = [self.reg.drop_weight(cell.weight_hh, True) for cell in cells]
+        return self.reg.recurrent_mask(h, True)
+
+    def _weight_hh(self, k: int, cell: Cell) -> Tensor:
+        if not (self.training and self.reg.weight_drop):
+            return cell.weight_hh
+        if self._dropped is None:  # stepped without a draw: this step starts the sequence
+            self.draw(cell.weight_hh.new_empty(0, 0, 0))
+        assert self._dropped is not None
+        return self._dropped[k]
+
+    def _zoneout(self, cell: Cell, new: State, old: State) -> State:
+        """s_t = d ⊙ s_{t-1} + (1 - d) ⊙ s̃_t per state (d = z in evaluation)."""
+        masks = self.reg.zone(cell.state, new, 1, self.training)
+        if masks is None:
+            return new
+        return tuple(
+            s if d is None else torch.lerp(s, o, d if isinstance(d, float) else d[0])
+            for s, o, d in zip(new, old, masks)
+        )
 
     @outside_autocast
     def step(
-        self, x: Tensor, h: Tensor, c: Tensor | None, fused: bool = True, record: bool = False
+        self,
+        x: Tensor,
+        h: Tensor,
+        c: Tensor | None,
+        fused: bool = True,
+        record: bool = False,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None, list[Any]]:
         """x ``(B, I)``, h / c ``(B, L, H)`` → top output ``(B, H)``, new h, new c, gates.
 
-        ``gates`` holds one ``Gates`` tuple per layer when ``record``; under autocast the
-        step runs without it, in the weights' dtype (see :mod:`rnnkit.precision`).
+        ``gates`` holds one ``Gates`` tuple per layer when ``record`` (with zoneout, its
+        state fields hold the mixed states); under autocast the step runs without it, in
+        the weights' dtype (see :mod:`rnnkit.precision`). ``mask``: the recurrent-dropout
+        mask ``(B, L, H)`` of :meth:`draw`, used in training only.
         """
+        mask = mask if self.training else None
+        zoned = self.reg.zoneout_c or self.reg.zoneout_h
         hs: list[Tensor] = []
         cs: list[Tensor] = []
         gates: list[Any] = []
         for k, cell in enumerate(cast("list[Cell]", self.cells)):
             if k > 0 and self.dropout and self.training:
                 x = F.dropout(x, self.dropout, training=True)
-            state = (h[:, k],) if c is None else (h[:, k], c[:, k])
-            new: tuple[Tensor, ...]
-            if fused and self.fusable and not record:
-                w: tuple[Any, ...] = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+            state: State = (h[:, k],) if c is None else (h[:, k], c[:, k])
+            new: State
+            w_hh, m = self._weight_hh(k, cell), (None if mask is None else mask[:, k])
+            # the fused GRU reads h_{t-1} outside W_hh too: a mask there needs the cell
+            if fused and self.fusable and not record and (m is None or self.kind != "GRU"):
+                w: tuple[Any, ...] = (cell.weight_ih, w_hh, cell.bias_ih, cell.bias_hh)
+                h_in = state[0] if m is None else state[0] * m
                 if self.kind == "LSTM":
-                    new = torch.lstm_cell(x, state, *w)
+                    new = torch.lstm_cell(x, (h_in, state[1]), *w)
                 else:
                     relu = getattr(cell, "nonlinearity", "tanh") == "relu"
                     fn: Any = torch.rnn_relu_cell if relu else _FUSED[self.kind]
-                    new = (fn(x, state[0], *w),)
+                    new = (fn(x, h_in, *w),)
+                if zoned:
+                    new = self._zoneout(cell, new, state)
             else:
-                new, g = cell.step(cell.project(x), state)
+                if m is None and w_hh is cell.weight_hh:
+                    new, g = cell.step(cell.project(x), state)
+                else:
+                    with _lent(cell, w_hh, m):
+                        new, g = cell.step(cell.project(x), state)
+                if zoned:
+                    new = self._zoneout(cell, new, state)
+                    g = g._replace(**dict(zip(cell.state, new))) if record else g
                 gates.append(g)
             hs.append(new[0])
             if c is not None:
                 cs.append(new[1])
             x = new[0]
         return x, torch.stack(hs, 1), (torch.stack(cs, 1) if cs else None), gates
+
+    def extra_repr(self) -> str:
+        return f"{self.kind}, layers={len(self.cells)}" + self.reg.keywords()
+
+
+@contextmanager
+def _lent(cell: Cell, weight_hh: Tensor, mask: Tensor | None) -> Iterator[None]:
+    """For one step, ``cell`` reads ``weight_hh`` (a weight-drop copy, or its own) and the
+    recurrent-dropout ``mask`` through :meth:`Cell.hh`; its parameters stay as they are."""
+    lend = weight_hh is not cell.weight_hh
+    if lend:
+        cell.__dict__["weight_hh"] = weight_hh  # shadows the parameter for this step
+    cell.__dict__["recurrent_mask"] = mask
+    try:
+        yield
+    finally:
+        if lend:
+            del cell.__dict__["weight_hh"]
+        cell.__dict__.pop("recurrent_mask", None)
