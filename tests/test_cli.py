@@ -255,6 +255,34 @@ def test_evaluate_prints_bleu_chrf_and_signatures_as_json(checkpoint, tmp_path, 
     assert result["bleu"] == pytest.approx(100) and result["chrf"] == pytest.approx(100)
 
 
+def test_evaluate_several_references_and_grouped_sources(checkpoint, tmp_path, capsys):
+    """--ref with two files scores against both (nrefs:2); --group-sources translates
+    each distinct source once, scores it against the references of all its lines, and
+    still writes one output line per input line."""
+    lines = [s for s in LINES if s.strip()][:3]
+    src = write_lines(tmp_path / "src.txt", lines + lines[:1])
+    hyps = tmp_path / "hyps.txt"
+    assert run_cli(capsys, "translate", checkpoint, "--input", src, "--output", hyps)[0] == 0
+    own = read_output(hyps)
+    wrong = write_lines(tmp_path / "wrong.txt", ["x y z"] * 4)
+    status, out, _ = run_cli(capsys, "evaluate", checkpoint, "--src", src, "--ref", wrong, hyps)
+    result = json.loads(out)
+    assert status == 0 and result["n_refs"] == 2 and "nrefs:2" in result["bleu_signature"]
+    assert result["bleu"] == pytest.approx(100)  # the second stream is its own output
+
+    # the repeated source's two lines: one reference right, the other wrong
+    mixed = write_lines(tmp_path / "mixed.txt", own[:3] + ["x y z"])
+    out_path = tmp_path / "grouped.txt"
+    argv = ["evaluate", checkpoint, "--src", src, "--ref", mixed, "--group-sources"]
+    status, out, _ = run_cli(capsys, *argv, "--output", out_path)
+    result = json.loads(out)
+    assert status == 0 and (result["n"], result["lines"], result["n_refs"]) == (3, 4, 2)
+    assert result["bleu"] == pytest.approx(100)
+    assert read_output(out_path) == own
+    _, out, _ = run_cli(capsys, "evaluate", checkpoint, "--src", src, "--ref", mixed)
+    assert json.loads(out)["bleu"] < 100  # line by line, the wrong reference counts
+
+
 def test_evaluate_src_and_ref_of_different_lengths(checkpoint, tmp_path, capsys):
     src = write_lines(tmp_path / "src.txt", ["a b", "c d", "e"])
     ref = write_lines(tmp_path / "ref.txt", ["a b", "c d"])
@@ -262,6 +290,9 @@ def test_evaluate_src_and_ref_of_different_lengths(checkpoint, tmp_path, capsys)
     assert status == 2 and out == ""
     message = one_line_error(err)
     assert str(src) in message and str(ref) in message
+    ok = write_lines(tmp_path / "ok.txt", ["a b", "c d", "e"])
+    status, out, err = run_cli(capsys, "evaluate", checkpoint, "--src", src, "--ref", ok, ref)
+    assert status == 2 and out == "" and str(ref) in one_line_error(err)
 
 
 # ---------------------------------------------------------------- errors

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sacrebleu
 
-from rnnkit.evaluate import bucket_scores, exact_match, score, word_count
+from rnnkit.evaluate import bucket_scores, exact_match, group_by_source, score, word_count
 
 HYPS = [
     "the cat sat on the mat",
@@ -98,3 +98,32 @@ def test_exact_match():
     assert exact_match(["2018-05-09 "], ["2018-05-09"]) == 1.0
     assert exact_match(["ABC"], ["abc"]) == 0.0
     assert exact_match(["ABC"], ["abc"], lowercase=True) == 1.0
+
+
+def test_several_references_equal_sacrebleu_multi_reference():
+    """Extra reference streams are sacrebleu's multi-reference scores (nrefs:2); a second
+    reference that matches a hypothesis better raises BLEU; an empty string leaves that
+    line with fewer references."""
+    other = ["the cat sat on the mat", "a dog is running in the park", "", "it was cold"]
+    result = score(HYPS, REFS, extra_references=[other])
+    assert result["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS, other]).score)
+    assert result["chrf"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS, other]).score)
+    assert result["n_refs"] == 2 and "nrefs:2" in result["bleu_signature"]
+    assert result["bleu"] > score(HYPS, REFS)["bleu"]
+    with pytest.raises(ValueError, match="4 hypotheses but 3 references"):
+        score(HYPS, REFS, extra_references=[other[:3]])
+
+
+def test_group_by_source_gathers_the_references_of_repeated_sources():
+    sources = ["Cours !", "Il pleut.", "Cours !", "Cours !", "Il pleut."]
+    refs = ["Run!", "It's raining.", "Run away!", "Run!", "It is raining."]
+    extra = ["", "", "", "Go!", "It's raining."]
+    distinct, streams, line_of = group_by_source(sources, [refs, extra])
+    assert distinct == ["Cours !", "Il pleut."]
+    assert line_of == [0, 1, 0, 0, 1]
+    # every distinct reference once, in order of appearance; "" where a source has fewer
+    assert streams == [["Run!", "It's raining."], ["Run away!", "It is raining."], ["Go!", ""]]
+    hyps = ["Run away!", "It is raining."]
+    assert score(hyps, streams[0], extra_references=streams[1:])["bleu"] == pytest.approx(100)
+    with pytest.raises(ValueError, match="5 sources but 4 references"):
+        group_by_source(sources, [refs[:4]])

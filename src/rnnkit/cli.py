@@ -122,7 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a checkpoint, as JSON")
     ev.add_argument("checkpoint", help="a .pt file written by rnnkit train")
     ev.add_argument("--src", required=True, help="source sentences, one per line")
-    ev.add_argument("--ref", required=True, help="reference translations, line-aligned")
+    ev.add_argument(
+        "--ref",
+        required=True,
+        nargs="+",
+        metavar="FILE",
+        help="reference translations, line-aligned; several files: multi-reference scores",
+    )
     ev.add_argument(
         "--beam", type=positive_int, help="beam size; 1 = greedy (default: from checkpoint)"
     )
@@ -130,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int, help="sentences per batch (default: from checkpoint)"
     )
     ev.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
+    ev.add_argument(
+        "--group-sources",
+        action="store_true",
+        help="score each distinct source line once, against the references of all its "
+        "lines (corpora that list one sentence with several translations, e.g. Tatoeba)",
+    )
     ev.add_argument("--output", help="also write the translations here")
     add_device(ev)
     ev.set_defaults(func=cmd_evaluate)

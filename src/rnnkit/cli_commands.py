@@ -217,21 +217,27 @@ def _interactive(translated: Callable[[list[str], int], list[str]]) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rnnkit.evaluate import score
+    from rnnkit.evaluate import group_by_source, score
     from rnnkit.translate import translate_lines
 
-    src, ref = read_text(args.src), read_text(args.ref)
-    if len(src) != len(ref):
-        raise UsageError(f"{args.src} has {len(src)} lines but {args.ref} has {len(ref)}")
+    src, refs = read_text(args.src), [read_text(f) for f in args.ref]
+    for name, ref in zip(args.ref, refs):
+        if len(src) != len(ref):
+            raise UsageError(f"{args.src} has {len(src)} lines but {name} has {len(ref)}")
+    line_of = list(range(len(src)))
+    if args.group_sources:
+        src, refs, line_of = group_by_source(src, refs)
     bundle = _bundle(args.checkpoint, args.device)
     t0 = time.perf_counter()
     with sentence_bar(len(src)) as bar:
         results = translate_lines(bundle, src, args.beam, args.batch_size, progress=bar)
     hyps = [r[0].text for r in results]
     seconds = time.perf_counter() - t0  # translation alone, the model loaded
-    if args.output:
-        write_text(args.output, hyps)
-    result = score(hyps, ref, lowercase=args.lowercase)
+    if args.output:  # one line per input line, also when lines were grouped
+        write_text(args.output, [hyps[j] for j in line_of])
+    result = score(hyps, refs[0], lowercase=args.lowercase, extra_references=refs[1:])
+    if args.group_sources:
+        result["lines"] = len(line_of)
     result["beam"] = args.beam if args.beam is not None else bundle.config.decode.beam_size
     result["translate_seconds"] = round(seconds, 3)
     print(json.dumps(result, indent=2))

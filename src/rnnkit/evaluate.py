@@ -16,7 +16,7 @@ from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF
 
-__all__ = ["score", "bucket_scores", "exact_match", "word_count"]
+__all__ = ["score", "group_by_source", "bucket_scores", "exact_match", "word_count"]
 
 
 def _check_lengths(hypotheses: Sequence[str], references: Sequence[str]) -> None:
@@ -28,26 +28,36 @@ def _check_lengths(hypotheses: Sequence[str], references: Sequence[str]) -> None
 
 
 def score(
-    hypotheses: Sequence[str], references: Sequence[str], lowercase: bool = False
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    lowercase: bool = False,
+    extra_references: Sequence[Sequence[str]] = (),
 ) -> dict[str, Any]:
-    """Corpus BLEU and chrF of ``hypotheses`` against one reference each.
+    """Corpus BLEU and chrF of ``hypotheses`` against one reference each, or several.
 
     Args:
         hypotheses: system outputs, one detokenised sentence per item.
         references: the references, aligned with ``hypotheses``.
         lowercase: compare case-insensitively (recorded in the signatures).
+        extra_references: further reference streams, each aligned with ``hypotheses``
+            (sacrebleu's multi-reference BLEU and chrF); an empty string is no reference
+            of that stream for that line, so sentences may have different numbers.
 
     Returns:
         ``{"bleu": float, "chrf": float, "bleu_signature": str, "chrf_signature": str,
-        "n": int}``; scores are on sacrebleu's 0-100 scale.
+        "n": int, "n_refs": int}``; scores are on sacrebleu's 0-100 scale, ``n_refs`` the
+        number of reference streams (``nrefs`` of the signatures).
 
     Raises:
         ValueError: the lists differ in length, or are empty.
     """
     _check_lengths(hypotheses, references)
+    for stream in extra_references:
+        _check_lengths(hypotheses, stream)
     if not hypotheses:
         raise ValueError("no sentences to score")
-    hyps, refs = list(hypotheses), [list(references)]
+    hyps = list(hypotheses)
+    refs = [list(references)] + [list(stream) for stream in extra_references]
     bleu, chrf = BLEU(lowercase=lowercase), CHRF(lowercase=lowercase)
     bleu_score = bleu.corpus_score(hyps, refs).score
     chrf_score = chrf.corpus_score(hyps, refs).score
@@ -57,7 +67,42 @@ def score(
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
         "n": len(hyps),
+        "n_refs": len(refs),
     }
+
+
+def group_by_source(
+    sources: Sequence[str], references: Sequence[Sequence[str]]
+) -> tuple[list[str], list[list[str]], list[int]]:
+    """Lines that repeat a source as one segment with all their references.
+
+    Tatoeba-like corpora list one sentence with several translations, one pair a line;
+    scored line by line, a hypothesis is marked down against each reference it did not
+    choose. Here every distinct source (in order of first appearance) gets every
+    distinct reference of its lines, from every stream of ``references``.
+
+    Returns:
+        the distinct sources; the reference streams for them (as many as the most
+        references of a source, ``""`` where a source has fewer), for :func:`score`; and
+        for each input line the index of its source (to write one output per line).
+    """
+    for stream in references:
+        if len(stream) != len(sources):
+            raise ValueError(f"{len(sources)} sources but {len(stream)} references")
+    index: dict[str, int] = {}
+    refs: list[list[str]] = []
+    line_of: list[int] = []
+    for k, src in enumerate(sources):
+        j = index.setdefault(src, len(index))
+        if j == len(refs):
+            refs.append([])
+        for stream in references:
+            if stream[k] and stream[k] not in refs[j]:
+                refs[j].append(stream[k])
+        line_of.append(j)
+    width = max((len(r) for r in refs), default=1) or 1
+    streams = [[r[i] if i < len(r) else "" for r in refs] for i in range(width)]
+    return list(index), streams, line_of
 
 
 def word_count(sentence: str) -> int:
