@@ -248,10 +248,17 @@ def test_static_shapes_path_with_decoder_regularisers():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
-def test_training_run_saves_and_reloads_the_decoder_regularisers(tmp_path):
-    """``model.regularise: both`` through the trainer: the checkpoint rebuilds a model whose
-    decoder carries the rates, and translation (evaluation: the expectation) is
-    deterministic."""
+@pytest.mark.parametrize("graphed", [False, True])
+def test_training_run_saves_and_reloads_the_decoder_regularisers(graphed, tmp_path, request):
+    """``model.regularise: both`` through the trainer — also through the training-graph
+    wrapper (CUDA stood in for on the CPU), where the masks are drawn inside the graphed
+    decoder loop: the checkpoint rebuilds a model whose decoder carries the rates, and
+    translation (evaluation: the expectation) is deterministic."""
+    if graphed:
+        from fake_graphs import REPLAYS
+
+        request.getfixturevalue("stand_in_for_cuda")
+        REPLAYS.clear()
     from rnnkit.checkpoint import load_bundle
     from rnnkit.config import config_from_dict
     from rnnkit.train import train
@@ -264,8 +271,10 @@ def test_training_run_saves_and_reloads_the_decoder_regularisers(tmp_path):
         "decode": {"beam_size": 2, "max_len_b": 12},
     }
     d["model"].update(zoneout=0.1, recurrent_dropout=0.2, weight_drop=0.2)
-    d["train"].update(checkpoint_every=6, device="cpu")
+    d["train"].update(checkpoint_every=6, device="cpu", graphs="on" if graphed else "off")
     train(config_from_dict(d), tmp_path)
+    if graphed:
+        assert len(REPLAYS) >= 6  # every batch's loss went through the wrapper
     bundle = load_bundle(tmp_path / "last.pt")
     reg = bundle.model.decoder.rnn.reg
     assert (reg.zoneout_h, reg.recurrent_dropout, reg.weight_drop) == (0.1, 0.2, 0.2)

@@ -246,3 +246,34 @@ def test_decoding_through_inference_graphs(trained, stand_in_for_cuda):
         assert [[h.tokens for h in b] for b in got[1]] == [[h.tokens for h in b] for b in want[1]]
     assert capture.captured(trained) == 2  # greedy, beam
     assert len(REPLAYS) == 8  # 2 batches x 2 searches x (the explicit encoder, the decoder)
+
+
+@cuda
+def test_cuda_graphs_draw_the_decoder_regularisers_afresh_at_each_replay(monkeypatch):
+    """Zoneout, recurrent dropout and weight drop on the decoder, inside the captured
+    training loop: the capture succeeds, each replay draws new masks (the loss of the
+    same batch changes) and stays finite; in evaluation the graph equals eager code."""
+    from rnnkit.graphs import capture
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    reg = dict(zoneout=0.2, recurrent_dropout=0.3, weight_drop=0.3, regularise="decoder")
+    model = Seq2Seq(V, V, 16, 32, cell="lstm", dropout=0.0, emb_dropout=0.0, **reg).cuda()
+    src, lengths, tgt = reverse_batch(random.Random(7), 5, 2, 9, V)
+    src, tgt = src.cuda(), tgt.cuda()
+    losses = []
+    with graphs.mode("on"):
+        for _ in range(3):
+            loss = loss_sum(model, src, lengths, tgt, 0.1)
+            loss.backward()
+            losses.append(loss.item())
+    assert capture.captured(model) == 1
+    assert all(torch.isfinite(torch.tensor(losses))) and len(set(losses)) > 1, losses
+    model.eval()
+    got, real_call = [], capture.call
+    for graphed in (False, True):
+        call = real_call if graphed else (lambda owner, key, fn, args: fn(*args))
+        monkeypatch.setattr(capture, "call", call)
+        with graphs.mode("on"), torch.no_grad():
+            got.append(greedy_search(model, src, lengths, max_len_a=1.0, max_len_b=3))
+    assert [h.tokens for h in got[0]] == [h.tokens for h in got[1]]
