@@ -207,12 +207,15 @@ def test_nproc_runs_torchrun_with_the_same_arguments():
 # ---------------------------------------------------------------- two ranks, one process
 
 
-@pytest.mark.parametrize("accumulate", [1, 2])
-def test_two_ranks_take_the_updates_of_one_process(tmp_path, accumulate):
+@pytest.mark.parametrize("accumulate, alpha", [(1, 0.0), (2, 0.0), (2, 0.2)])
+def test_two_ranks_take_the_updates_of_one_process(tmp_path, accumulate, alpha):
     """Dropout 0, 40 updates spanning epochs, a last batch of one sentence: two ranks
     end with the parameters and the loss curve of one process (float32 sums in another
-    order: equal to 1e-5). accumulate 1 goes through ``rnnkit train --nproc 2``."""
+    order: equal to 1e-5). accumulate 1 goes through ``rnnkit train --nproc 2``; alpha:
+    subword sampling, each rank drawing the epoch's segmentation from the same seed."""
     d = dates(accumulate=accumulate)
+    if alpha:
+        d["data"].update(tokenizer="bpe", vocab_size=120, bpe_dropout=alpha)
     cfg_path = write_yaml(tmp_path / "cfg.yaml", d)
     one, two = tmp_path / "one", tmp_path / "two"
     train(config_from_dict(d), one)

@@ -229,3 +229,8 @@ def check_resumable(saved: dict[str, Any], cfg: Config, path: str | Path) -> Non
             f"{path}: --resume needs the model it was trained with ({diff}); "
             "resume with that config, or train into a new --out"
         )
+    if cfg.data.bpe_dropout and not saved.get("data", {}).get("bpe_dropout"):
+        raise CheckpointError(
+            f"{path}: trained without data.bpe_dropout, its vocabularies lack the pieces "
+            "of dropped merges; resume without it, or train into a new --out"
+        )

@@ -60,6 +60,9 @@ class DataConfig:
     lowercase: bool = False  # lowercase all text before tokenising
     max_len: int = _field(100, gt=0)  # training pairs longer (in tokens) on either side are dropped
     sp_model: str | None = None  # an existing sentencepiece model to use instead of training one
+    # BPE-dropout (Provilkov et al. 2020): each epoch segments the training pairs anew, each
+    # merge skipped with this probability (0.1 in the paper); 0: off. Needs a BPE model
+    bpe_dropout: float = _field(0.0, ge=0, lt=1)
 
     def __post_init__(self) -> None:
         _validate_fields(self, "<DataConfig>")
@@ -195,6 +198,12 @@ def _check_cross(cfg: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: model.forget_bias applies to the LSTM family "
             f"({', '.join(lstm_family)}), not to model.cell={cell}"
+        )
+    d = cfg.data
+    if d.bpe_dropout and d.tokenizer != "bpe" and not d.sp_model:
+        raise ConfigError(
+            f"{source}: data.bpe_dropout drops BPE merges: it needs data.tokenizer bpe "
+            f"(or a BPE data.sp_model), not {d.tokenizer}"
         )
     if cfg.decode.max_len_a == 0 and cfg.decode.max_len_b == 0:
         raise ConfigError(f"{source}: decode.max_len_a and decode.max_len_b are both 0")

@@ -7,8 +7,9 @@ vocabularies, filters over-long pairs and numbers the rest.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,29 @@ class Prepared:
     tgt_vocab: Vocab
     examples: list[Example]  # the training pairs, tokenised and numbered
     dev: list[Pair]  # raw dev pairs, for BLEU
+    train: list[Pair] = field(default_factory=list)  # what examples hold, as text
+    _last: tuple[float, int, list[Example]] | None = field(default=None, repr=False)
+
+    def epoch_examples(self, alpha: float, seed: int) -> list[Example]:
+        """The training examples of one epoch: :attr:`examples`, or with ``alpha`` (the
+        BPE-dropout rate) a new random segmentation of :attr:`train`, the same for the
+        same ``seed`` in any process."""
+        if not alpha:
+            return self.examples
+        if self._last is not None and self._last[:2] == (alpha, seed):
+            return self._last[2]
+        rng = random.Random(seed)
+        examples = encode_pairs(
+            self.train,
+            self.src_tokenizer,
+            self.tgt_tokenizer,
+            self.src_vocab,
+            self.tgt_vocab,
+            alpha,
+            rng,
+        )
+        self._last = (alpha, seed, examples)
+        return examples
 
 
 def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pair]]:
@@ -108,6 +132,20 @@ def build_tokenizers(cfg: Config, pairs: list[Pair]) -> tuple[Tokenizer, Tokeniz
     )
 
 
+def check_bpe(src_tok: Tokenizer, tgt_tok: Tokenizer, pairs: list[Pair]) -> None:
+    """Raise :class:`DataError` unless plain BPE with the tokenizers' merges segments the
+    first training pairs as they do (``data.bpe_dropout`` needs a BPE model)."""
+    for side, tok in ((0, src_tok), (1, tgt_tok)):
+        mismatch = getattr(tok, "bpe_mismatch", lambda _lines: 0)
+        k = mismatch([p[side] for p in pairs[:300]])
+        if k is not None:
+            raise DataError(
+                f"data.bpe_dropout needs a BPE model: the {('source', 'target')[side]} "
+                f"model segments training pair {k + 1} otherwise than its BPE merges "
+                "(a unigram data.sp_model?)"
+            )
+
+
 def lowercase_pairs(pairs: list[Pair], yes: bool) -> list[Pair]:
     return [(s.lower(), t.lower()) for s, t in pairs] if yes else pairs
 
@@ -167,6 +205,10 @@ def prepare(
         src_tok, tgt_tok = build_tokenizers(cfg, train_pairs)
         src_vocab = Vocab.build(src_tok.encode(s) for s, _ in train_pairs)
         tgt_vocab = Vocab.build(tgt_tok.encode(t) for _, t in train_pairs)
+        if cfg.data.bpe_dropout:  # the pieces of dropped merges too
+            check_bpe(src_tok, tgt_tok, train_pairs)
+            src_vocab = src_vocab.extended(src_tok.pieces_within(s for s, _ in train_pairs))
+            tgt_vocab = tgt_vocab.extended(tgt_tok.pieces_within(t for _, t in train_pairs))
     if write:
         save_vocabularies(out, src_tok, tgt_tok, src_vocab, tgt_vocab)
         save_held_out(out, cfg.data, pairs, say)
@@ -176,7 +218,7 @@ def prepare(
     if dropped:
         say(f"filtered {dropped} training pairs longer than {cfg.data.max_len} tokens or empty")
     examples = encode_pairs(train_pairs, src_tok, tgt_tok, src_vocab, tgt_vocab)
-    return Prepared(src_tok, tgt_tok, src_vocab, tgt_vocab, examples, pairs["dev"])
+    return Prepared(src_tok, tgt_tok, src_vocab, tgt_vocab, examples, pairs["dev"], train_pairs)
 
 
 def tokenizer_states(d: Prepared) -> dict[str, Any]:

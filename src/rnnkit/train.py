@@ -262,7 +262,9 @@ class Trainer:
 
     def _loop(self) -> TrainResult:
         t, at, k = self.t, self.at, self.t.accumulate
-        n_batches = len(make_batches(self.data.examples, t.batch_tokens, t.batch_size, False, 0, 0))
+        alpha = self.cfg.data.bpe_dropout  # a new segmentation each epoch, from its seed
+        examples = self.data.epoch_examples(alpha, t.seed + at.epoch)
+        n_batches = len(make_batches(examples, t.batch_tokens, t.batch_size, False, 0, 0))
         total = -(-n_batches // k) * t.max_epochs
         bar = progress_bar(
             self.progress, min(total, t.max_steps) if t.max_steps else total, at.step
@@ -283,8 +285,9 @@ class Trainer:
             if t.max_steps and at.step >= t.max_steps:  # resuming a run that already finished
                 raise _Stop("max_steps")
             while at.epoch < t.max_epochs:
+                examples = self.data.epoch_examples(alpha, t.seed + at.epoch)
                 batches = make_batches(
-                    self.data.examples,
+                    examples,
                     t.batch_tokens,
                     t.batch_size,
                     True,

@@ -108,12 +108,22 @@ def encode_pairs(
     tgt_tok: Tokenizer,
     src_vocab: Vocab,
     tgt_vocab: Vocab,
+    dropout: float = 0.0,
+    rng: random.Random | None = None,
 ) -> list[Example]:
-    """Tokenise and number sentence pairs; ``index`` is the position in ``pairs``."""
+    """Tokenise and number sentence pairs; ``index`` is the position in ``pairs``.
+
+    ``dropout > 0``: a random segmentation of each side (BPE-dropout, see
+    :meth:`SentencePieceTokenizer.sample`) drawn from ``rng``, source before target."""
+    draw = rng or random.Random(0)
+
+    def pieces(tok: Tokenizer, text: str) -> list[str]:
+        return tok.sample(text, dropout, draw) if dropout else tok.encode(text)
+
     return [
         Example(
-            src=src_vocab.encode(src_tok.encode(s), add_eos=True),
-            tgt=tgt_vocab.encode(tgt_tok.encode(t), add_eos=False),
+            src=src_vocab.encode(pieces(src_tok, s), add_eos=True),
+            tgt=tgt_vocab.encode(pieces(tgt_tok, t), add_eos=False),
             index=i,
         )
         for i, (s, t) in enumerate(pairs)

@@ -21,6 +21,7 @@ into a torch checkpoint; :func:`tokenizer_from_state` rebuilds the tokenizer.
 from __future__ import annotations
 
 import io
+import random
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 import sentencepiece as spm
 
 from .errors import DataError
+from .subword import BPEDropout
 
 SPACE = "▁"  # U+2581, the same visible space symbol sentencepiece uses
 
@@ -44,6 +46,14 @@ class Tokenizer:
     def decode(self, pieces: list[str]) -> str:
         """Join pieces back into plain, detokenised text."""
         raise NotImplementedError
+
+    def sample(self, text: str, p: float, rng: random.Random) -> list[str]:
+        """A random segmentation of one line (BPE-dropout); only BPE models have several."""
+        raise DataError(f"{type(self).__name__}: no random segmentations (BPE models only)")
+
+    def pieces_within(self, lines: Iterable[str]) -> set[str]:
+        """Every piece that a (random) segmentation of ``lines`` can use."""
+        return {p for line in lines for p in self.encode(line)}
 
     def to_state(self) -> dict[str, Any]:
         """Picklable description (plain Python types / bytes) that rebuilds this tokenizer."""
@@ -64,6 +74,7 @@ class SentencePieceTokenizer(Tokenizer):
         """Load a trained model from its serialized ``ModelProto`` bytes."""
         self.model_proto = bytes(model_proto)
         self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        self._dropout: BPEDropout | None = None
 
     @classmethod
     def train(
@@ -135,6 +146,35 @@ class SentencePieceTokenizer(Tokenizer):
     def encode(self, text: str) -> list[str]:
         """Subword pieces of ``text`` (``▁`` marks a preceding space)."""
         return list(self._sp.encode(text, out_type=str))
+
+    def sample(self, text: str, p: float, rng: random.Random) -> list[str]:
+        """One random segmentation of ``text``: BPE skipping each merge with probability
+        ``p`` (BPE-dropout, :mod:`rnnkit.data.subword`), drawn from ``rng``. For a BPE
+        model; :meth:`bpe_mismatch` tells whether this one is."""
+        if self._dropout is None:
+            self._dropout = BPEDropout(self._sp)
+        return self._dropout.sample(text, p, rng)
+
+    def bpe_mismatch(self, lines: Iterable[str]) -> int | None:
+        """The index of the first of ``lines`` whose plain BPE segmentation differs from
+        this model's (a unigram model), or None."""
+        return BPEDropout(self._sp).disagrees(lines)
+
+    def pieces_within(self, lines: Iterable[str]) -> set[str]:
+        """The pieces of the model that a segmentation of ``lines`` can use, sampled ones
+        included: those inside one of their (normalised) words. Pieces never span a
+        word boundary, so this holds every piece that :meth:`sample` can produce."""
+        known = set(self.pieces)
+        longest = max(map(len, known), default=1)
+        words = {w for line in lines for w in "".join(self.encode(line)).split(SPACE) if w}
+        found: set[str] = set()
+        for word in words:
+            w = SPACE + word  # its substrings: the pieces with the word's ▁ and without
+            for i in range(len(w)):
+                for j in range(i + 1, min(len(w), i + longest) + 1):
+                    if w[i:j] in known:
+                        found.add(w[i:j])
+        return found
 
     def decode(self, pieces: list[str]) -> str:
         """Plain text; ``<unk>`` renders as ``⁇``."""

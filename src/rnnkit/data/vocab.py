@@ -71,6 +71,12 @@ class Vocab:
             ranked = ranked[:max_size]
         return cls([*SPECIALS, *ranked])
 
+    def extended(self, tokens: Iterable[str]) -> Vocab:
+        """This vocabulary with ``tokens`` it lacks appended, sorted (the same ids for the
+        same tokens every time)."""
+        new = sorted(set(tokens) - set(self._itos))
+        return Vocab([*self._itos, *new]) if new else self
+
     @classmethod
     def from_tokens(cls, tokens: list[str]) -> Vocab:
         """A vocabulary with exactly these tokens in this order, after the specials.
