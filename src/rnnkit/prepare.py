@@ -49,13 +49,13 @@ class Prepared:
     train: list[Pair] = field(default_factory=list)  # what examples hold, as text
     _last: tuple[float, int, list[Example]] | None = field(default=None, repr=False)
 
-    def epoch_examples(self, alpha: float, seed: int) -> list[Example]:
-        """The training examples of one epoch: :attr:`examples`, or with ``alpha`` (the
-        BPE-dropout rate) a new random segmentation of :attr:`train`, the same for the
-        same ``seed`` in any process."""
-        if not alpha:
+    def epoch_examples(self, dropout: float, seed: int) -> list[Example]:
+        """The training examples of one epoch: :attr:`examples`, or with BPE-``dropout``
+        a new random segmentation of :attr:`train`, the same for the same ``seed`` in any
+        process."""
+        if not dropout:
             return self.examples
-        if self._last is not None and self._last[:2] == (alpha, seed):
+        if self._last is not None and self._last[:2] == (dropout, seed):
             return self._last[2]
         rng = random.Random(seed)
         examples = encode_pairs(
@@ -64,10 +64,10 @@ class Prepared:
             self.tgt_tokenizer,
             self.src_vocab,
             self.tgt_vocab,
-            alpha,
+            dropout,
             rng,
         )
-        self._last = (alpha, seed, examples)
+        self._last = (dropout, seed, examples)
         return examples
 
 

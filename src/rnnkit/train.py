@@ -262,8 +262,8 @@ class Trainer:
 
     def _loop(self) -> TrainResult:
         t, at, k = self.t, self.at, self.t.accumulate
-        alpha = self.cfg.data.bpe_dropout  # a new segmentation each epoch, from its seed
-        examples = self.data.epoch_examples(alpha, t.seed + at.epoch)
+        bpe_dropout = self.cfg.data.bpe_dropout  # a new segmentation each epoch, from its seed
+        examples = self.data.epoch_examples(bpe_dropout, t.seed + at.epoch)
         n_batches = len(make_batches(examples, t.batch_tokens, t.batch_size, False, 0, 0))
         total = -(-n_batches // k) * t.max_epochs
         bar = progress_bar(
@@ -285,7 +285,7 @@ class Trainer:
             if t.max_steps and at.step >= t.max_steps:  # resuming a run that already finished
                 raise _Stop("max_steps")
             while at.epoch < t.max_epochs:
-                examples = self.data.epoch_examples(alpha, t.seed + at.epoch)
+                examples = self.data.epoch_examples(bpe_dropout, t.seed + at.epoch)
                 batches = make_batches(
                     examples,
                     t.batch_tokens,
