@@ -5,6 +5,8 @@ against the plain step computed by hand, on torch's fused cell kernels and on ou
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from toy import one_thread
@@ -184,6 +186,8 @@ def test_weight_drop_one_copy_per_sequence_batch(cell):
         assert 0.3 < dropped.double().mean() < 0.7, k
         assert torch.all(cl.weight_hh.grad[dropped] == 0)
         assert cl.weight_hh.grad[~dropped].abs().sum() > 0
+    twin = copy.deepcopy(model)  # the batch's copies stay behind (non-leaf tensors)
+    assert twin.decoder.rnn._dropped is None and rnn._dropped is not None
     model(src, lengths, tgt)
     assert not torch.equal(rnn._dropped[0] == 0, first[0] == 0)  # a new draw
     model.eval()

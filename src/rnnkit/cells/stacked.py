@@ -78,6 +78,11 @@ class StackedCell(nn.Module):
         self.reg = regularisers or Regularisers()
         self._dropped: list[Tensor] | None = None  # this sequence batch's W_hh copies
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave out this batch's ``W_hh`` copies (non-leaf tensors of
+        its autograd graph, which ``copy.deepcopy`` refuses)."""
+        return {**self.__dict__, "_dropped": None}
+
     def draw(self, h: Tensor) -> Tensor | None:
         """Start a sequence batch (training): a new weight-drop copy of every ``W_hh``, held
         here until the next draw, and the recurrent-dropout mask ``(B, L, H)`` for the
