@@ -211,8 +211,8 @@ class Decoder(nn.Module):
         """y_prev ``(B,)`` → pre-output o_t ``(B, O)`` (before W_out), new state, α_t."""
         e = self.emb_dropout(self.embed(y_prev))  # (B, E)
         h, c, drop = state["h"], state.get("c"), state.get("drop")
-        if drop is None and self.training and self.rnn.reg.recurrent_dropout:
-            drop = self.rnn.draw(h)  # a state made by hand: this step starts the sequence
+        if drop is None and self.training:  # a state made by hand: this step starts it
+            drop = self.rnn.reg.recurrent_mask(h, True)
         alpha = None
         if self.style == "luong":
             inp = torch.cat([e, state["feed"]], 1)

@@ -136,8 +136,7 @@ def check_bpe(src_tok: Tokenizer, tgt_tok: Tokenizer, pairs: list[Pair]) -> None
     """Raise :class:`DataError` unless plain BPE with the tokenizers' merges segments the
     first training pairs as they do (``data.bpe_dropout`` needs a BPE model)."""
     for side, tok in ((0, src_tok), (1, tgt_tok)):
-        mismatch = getattr(tok, "bpe_mismatch", lambda _lines: 0)
-        k = mismatch([p[side] for p in pairs[:300]])
+        k = tok.bpe_mismatch([p[side] for p in pairs[:300]])
         if k is not None:
             raise DataError(
                 f"data.bpe_dropout needs a BPE model: the {('source', 'target')[side]} "

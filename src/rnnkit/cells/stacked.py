@@ -91,16 +91,18 @@ class StackedCell(nn.Module):
         if not self.training:
             return None
         if self.reg.weight_drop:
-            cells = cast("list[Cell]", self.cells)
-            self._dropped = [self.reg.drop_weight(cell.weight_hh, True) for cell in cells]
+            self._dropped = self._drop_weights()
         return self.reg.recurrent_mask(h, True)
+
+    def _drop_weights(self) -> list[Tensor]:
+        cells = cast("list[Cell]", self.cells)
+        return [self.reg.drop_weight(cell.weight_hh, True) for cell in cells]
 
     def _weight_hh(self, k: int, cell: Cell) -> Tensor:
         if not (self.training and self.reg.weight_drop):
             return cell.weight_hh
         if self._dropped is None:  # stepped without a draw: this step starts the sequence
-            self.draw(cell.weight_hh.new_empty(0, 0, 0))
-        assert self._dropped is not None
+            self._dropped = self._drop_weights()
         return self._dropped[k]
 
     def _zoneout(self, cell: Cell, new: State, old: State) -> State:

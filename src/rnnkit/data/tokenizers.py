@@ -55,6 +55,11 @@ class Tokenizer:
         """Every piece that a (random) segmentation of ``lines`` can use."""
         return {p for line in lines for p in self.encode(line)}
 
+    def bpe_mismatch(self, lines: Iterable[str]) -> int | None:
+        """The index of the first of ``lines`` that plain BPE segments otherwise than this
+        tokenizer, or None: 0 here, no BPE merges at all."""
+        return 0
+
     def to_state(self) -> dict[str, Any]:
         """Picklable description (plain Python types / bytes) that rebuilds this tokenizer."""
         raise NotImplementedError
@@ -151,14 +156,17 @@ class SentencePieceTokenizer(Tokenizer):
         """One random segmentation of ``text``: BPE skipping each merge with probability
         ``p`` (BPE-dropout, :mod:`rnnkit.data.subword`), drawn from ``rng``. For a BPE
         model; :meth:`bpe_mismatch` tells whether this one is."""
-        if self._dropout is None:
-            self._dropout = BPEDropout(self._sp)
-        return self._dropout.sample(text, p, rng)
+        return self._bpe().sample(text, p, rng)
 
     def bpe_mismatch(self, lines: Iterable[str]) -> int | None:
         """The index of the first of ``lines`` whose plain BPE segmentation differs from
         this model's (a unigram model), or None."""
-        return BPEDropout(self._sp).disagrees(lines)
+        return self._bpe().disagrees(lines)
+
+    def _bpe(self) -> BPEDropout:
+        if self._dropout is None:  # built once: its merge table reads every piece
+            self._dropout = BPEDropout(self._sp)
+        return self._dropout
 
     def pieces_within(self, lines: Iterable[str]) -> set[str]:
         """The pieces of the model that a segmentation of ``lines`` can use, sampled ones
