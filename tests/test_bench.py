@@ -27,6 +27,7 @@ def _load(path: Path) -> ModuleType:
     return mod
 
 
+sys.path.insert(0, str(ROOT / "bench"))  # compare_joeynmt imports compare_setup beside it
 cj = _load(ROOT / "bench" / "compare_joeynmt.py")
 report = _load(ROOT / "scripts" / "recipe_report.py")
 
