@@ -32,6 +32,11 @@ from rnnkit.cli_commands import write_text as write_text
 
 __all__ = ["main"]
 
+ENSEMBLE_HELP = (
+    "a .pt file written by rnnkit train; several: an ensemble (their probabilities "
+    "averaged at every step; same vocabularies; decoding settings from the first)"
+)
+
 
 # --------------------------------------------------------------------------- parser
 
@@ -91,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(func=cmd_train)
 
-    tr = sub.add_parser("translate", help="translate lines of text with a checkpoint")
-    tr.add_argument("checkpoint", help="a .pt file written by rnnkit train")
+    tr = sub.add_parser(
+        "translate", help="translate lines of text with a checkpoint (or an ensemble)"
+    )
+    tr.add_argument("checkpoint", nargs="+", metavar="CHECKPOINT", help=ENSEMBLE_HELP)
     tr.add_argument("--input", help="UTF-8 text, one sentence per line (default: stdin)")
     tr.add_argument("--output", help="where to write translations (default: stdout)")
     tr.add_argument(
@@ -120,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     av.set_defaults(func=cmd_average)
 
     ev = sub.add_parser("evaluate", help="BLEU and chrF (sacrebleu) of a checkpoint, as JSON")
-    ev.add_argument("checkpoint", help="a .pt file written by rnnkit train")
+    ev.add_argument("checkpoint", nargs="+", metavar="CHECKPOINT", help=ENSEMBLE_HELP)
     ev.add_argument("--src", required=True, help="source sentences, one per line")
     ev.add_argument(
         "--ref",

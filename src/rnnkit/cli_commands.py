@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
+    from rnnkit.search import Decoding
 
 
 class UsageError(Exception):
@@ -145,6 +146,20 @@ def _bundle(path: str, device: str = "auto") -> Bundle:
     return load_bundle(path, device=pick_device(device, "--device"))
 
 
+def _models(paths: list[str], device: str = "auto") -> tuple[Bundle, Decoding]:
+    """One checkpoint: its bundle and model; several: the first's bundle and the ensemble
+    of all (they must share vocabularies and tokenizers)."""
+    from rnnkit.ensemble import load_ensemble
+    from rnnkit.train import pick_device
+
+    if len(paths) == 1:
+        bundle = _bundle(paths[0], device)
+        return bundle, bundle.model
+    bundle, ensemble = load_ensemble(paths, device=pick_device(device, "--device"))
+    _log(f"ensemble of {len(paths)} models (their probabilities averaged at every step)")
+    return bundle, ensemble
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     """``--device`` of the commands that load a checkpoint to translate."""
     parser.add_argument(
@@ -160,7 +175,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     interactive = args.input in (None, "-") and args.output in (None, "-") and sys.stdin.isatty()
     lines = [] if interactive else read_text(args.input)
-    bundle = _bundle(args.checkpoint, args.device)
+    bundle, model = _models(args.checkpoint, args.device)
     beam = args.beam if args.beam is not None else bundle.config.decode.beam_size
     if args.n_best > max(beam, 1):
         raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
@@ -168,7 +183,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     def translated(lines: list[str], first: int = 0) -> list[str]:
         with sentence_bar(len(lines)) as bar:  # none for one typed line
             results = translate_lines(
-                bundle, lines, args.beam, args.batch_size, args.n_best, progress=bar
+                bundle, lines, args.beam, args.batch_size, args.n_best, progress=bar, model=model
             )
         if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
             return [
@@ -227,10 +242,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     line_of = list(range(len(src)))
     if args.group_sources:
         src, refs, line_of = group_by_source(src, refs)
-    bundle = _bundle(args.checkpoint, args.device)
+    bundle, model = _models(args.checkpoint, args.device)
     t0 = time.perf_counter()
     with sentence_bar(len(src)) as bar:
-        results = translate_lines(bundle, src, args.beam, args.batch_size, progress=bar)
+        results = translate_lines(
+            bundle, src, args.beam, args.batch_size, progress=bar, model=model
+        )
     hyps = [r[0].text for r in results]
     seconds = time.perf_counter() - t0  # translation alone, the model loaded
     if args.output:  # one line per input line, also when lines were grouped
@@ -238,6 +255,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = score(hyps, refs[0], lowercase=args.lowercase, extra_references=refs[1:])
     if args.group_sources:
         result["lines"] = len(line_of)
+    if len(args.checkpoint) > 1:
+        result["models"] = len(args.checkpoint)
     result["beam"] = args.beam if args.beam is not None else bundle.config.decode.beam_size
     result["translate_seconds"] = round(seconds, 3)
     print(json.dumps(result, indent=2))

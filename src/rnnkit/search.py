@@ -24,7 +24,9 @@ Scores are summed log-probabilities divided by the GNMT length penalty
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -32,9 +34,24 @@ from torch import Tensor
 from rnnkit import graphs
 from rnnkit.graphs.beam import beam_tokens
 from rnnkit.graphs.seq2seq import greedy_tokens
-from rnnkit.model import EncoderOutput, Seq2Seq, State
+from rnnkit.model import DecoderStep, Seq2Seq, State
 
 __all__ = ["Hypothesis", "greedy_search", "beam_search", "length_penalty"]
+
+
+class Decoding(Protocol):
+    """What the searches drive: a :class:`Seq2Seq` or an :class:`rnnkit.ensemble.Ensemble`
+    (``encode`` returns what ``init_state`` and ``decode_step`` read, with an
+    ``index_select`` of rows)."""
+
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Any: ...
+    def init_state(self, enc: Any) -> State: ...
+    def decode_step(self, y_prev: Tensor, state: State, enc: Any) -> DecoderStep: ...
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]: ...
 
 
 @dataclass
@@ -57,7 +74,7 @@ def _max_lengths(src_lengths: Tensor, a: float, b: int) -> list[int]:
 
 @torch.no_grad()
 def greedy_search(
-    model: Seq2Seq, src: Tensor, src_lengths: Tensor, max_len_a: float = 1.5, max_len_b: int = 10
+    model: Decoding, src: Tensor, src_lengths: Tensor, max_len_a: float = 1.5, max_len_b: int = 10
 ) -> list[Hypothesis]:
     """Pick the most probable token at every step, for a whole batch at once.
 
@@ -68,7 +85,8 @@ def greedy_search(
         One :class:`Hypothesis` per sentence; its score is the summed log-probability.
         Sentences that have written EOS leave the batch.
     """
-    if graphs.active(src.device):  # static shapes, no host sync per step (rnnkit.graphs)
+    # one model on a GPU: static shapes, no host sync per step (rnnkit.graphs)
+    if isinstance(model, Seq2Seq) and graphs.active(src.device):
         lims = _max_lengths(src_lengths, max_len_a, max_len_b)
         ids, scores, att = greedy_tokens(model, src, src_lengths, lims)
         return _hypotheses(model, ids, scores, att, lims, src_lengths)
@@ -105,7 +123,7 @@ def greedy_search(
 
 
 def _hypotheses(
-    model: Seq2Seq,
+    model: Decoding,
     ids: Tensor,
     scores: Tensor,
     att: Tensor | None,
@@ -132,7 +150,7 @@ class _Alive:
     tokens: Tensor  # (n, K, t)
     attention: Tensor | None  # (n, K, t, S)
     state: State  # decoder state, n·K rows
-    enc: EncoderOutput  # encoder output, n·K rows
+    enc: Any  # encoder output (an EncoderOutput for one model), n·K rows
 
     def hypothesis(
         self, i: int, k: int, last: int | None, score: float, src_len: int
@@ -176,7 +194,7 @@ class _Alive:
 
 @torch.no_grad()
 def beam_search(
-    model: Seq2Seq,
+    model: Decoding,
     src: Tensor,
     src_lengths: Tensor,
     beam_size: int = 5,
@@ -206,7 +224,8 @@ def beam_search(
     K, B, dev, alpha = beam_size, src.shape[0], src.device, length_penalty_alpha
     limits = _max_lengths(src_lengths, max_len_a, max_len_b)
     src_len = src_lengths.tolist()
-    if graphs.active(dev):  # static shapes, no host sync per step (rnnkit.graphs)
+    # one model on a GPU: static shapes, no host sync per step (rnnkit.graphs)
+    if isinstance(model, Seq2Seq) and graphs.active(dev):
         found = beam_tokens(model, src, src_lengths, limits, K, alpha, n_best, exact)
         return _beam_hypotheses(found, src_len)
     enc = model.encode(src, src_lengths).index_select(

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from rnnkit.checkpoint import Bundle
 from rnnkit.data import make_src_batches
-from rnnkit.search import beam_search, greedy_search
+from rnnkit.search import Decoding, beam_search, greedy_search
 
 __all__ = ["Translation", "translate_lines"]
 
@@ -40,6 +40,7 @@ def translate_lines(
     length_penalty: float | None = None,
     progress: Callable[[int], None] | None = None,
     exact: bool | None = None,
+    model: Decoding | None = None,
 ) -> list[list[Translation]]:
     """Translate ``lines``; for each line its ``n_best`` translations, best first.
 
@@ -49,13 +50,17 @@ def translate_lines(
         progress: called with the number of sentences finished after each batch.
         exact: beam search's stopping rule (see :func:`rnnkit.search.beam_search`);
             default from ``decode.exact``.
+        model: what decodes instead of ``bundle.model``, e.g. an
+            :class:`rnnkit.ensemble.Ensemble` whose members share the bundle's
+            tokenizers and vocabularies (:func:`rnnkit.ensemble.load_ensemble`).
     """
     dec = bundle.config.decode
     K = dec.beam_size if beam_size is None else beam_size
     alpha = dec.length_penalty if length_penalty is None else length_penalty
     if n_best > max(K, 1):
         raise ValueError(f"--n-best {n_best} exceeds the beam size {K}")
-    device = next(bundle.model.parameters()).device
+    model = bundle.model if model is None else model
+    device = next(model.parameters()).device
     lower = bundle.config.data.lowercase
     src_tokens = [
         bundle.src_tokenizer.encode(line.lower() if lower else line) if line.strip() else []
@@ -73,12 +78,11 @@ def translate_lines(
         with torch.no_grad():
             if K <= 1:
                 hyps = [
-                    [h]
-                    for h in greedy_search(bundle.model, src, lengths, dec.max_len_a, dec.max_len_b)
+                    [h] for h in greedy_search(model, src, lengths, dec.max_len_a, dec.max_len_b)
                 ]
             else:
                 hyps = beam_search(
-                    bundle.model,
+                    model,
                     src,
                     lengths,
                     K,
