@@ -20,6 +20,7 @@ from rnnkit.cli_commands import (
     cmd_evaluate,
     cmd_experiment,
     cmd_inspect,
+    cmd_score,
     cmd_train,
     cmd_translate,
 )
@@ -152,6 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", help="also write the translations here")
     add_device(ev)
     ev.set_defaults(func=cmd_evaluate)
+
+    sc = sub.add_parser(
+        "score",
+        help="log-probability of given translations under a checkpoint (forced decoding): "
+        "one score per line",
+    )
+    sc.add_argument("checkpoint", nargs="+", metavar="CHECKPOINT", help=ENSEMBLE_HELP)
+    sc.add_argument("--src", required=True, help="source sentences, one per line")
+    sc.add_argument("--tgt", required=True, help="their translations, line-aligned")
+    sc.add_argument("--output", help="where to write the scores, one per line (default: stdout)")
+    sc.add_argument(
+        "--normalize",
+        action="store_true",
+        help="divide each score by its number of target tokens (EOS included)",
+    )
+    sc.add_argument(
+        "--batch-size", type=positive_int, help="pairs per batch (default: from checkpoint)"
+    )
+    add_device(sc)
+    sc.set_defaults(func=cmd_score)
 
     ins = sub.add_parser(
         "inspect",

@@ -263,6 +263,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from rnnkit.scoring import score_pairs, summary
+
+    src, tgt = read_text(args.src), read_text(args.tgt)
+    if len(src) != len(tgt):
+        raise UsageError(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}")
+    bundle, model = _models(args.checkpoint, args.device)
+    with sentence_bar(len(src)) as bar:
+        scores = score_pairs(bundle, src, tgt, args.batch_size, model=model, progress=bar)
+    write_text(
+        args.output,
+        [f"{s.log_prob / s.tokens if args.normalize else s.log_prob:.4f}" for s in scores],
+    )
+    total = summary(scores)
+    _log(
+        f"scored {total['pairs']} pairs, {total['tokens']} target tokens: log-probability "
+        f"{total['log_prob']:.2f}, {total['nll_per_token']:.4f} nats per token, "
+        f"perplexity {total['perplexity']:.2f}"
+    )
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from rnnkit.inspect import run_inspect
 

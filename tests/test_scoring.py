@@ -1,0 +1,162 @@
+"""Forced decoding (``rnnkit score``): the log-probability the model gives a translation,
+checked against the teacher-forced forward pass and against beam search's own scores."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from toy import one_thread
+
+from rnnkit.checkpoint import Bundle, build_model, save_checkpoint
+from rnnkit.cli import main
+from rnnkit.config import config_from_dict, config_to_dict
+from rnnkit.data import Vocab, WordTokenizer
+from rnnkit.ensemble import Ensemble
+from rnnkit.scoring import score_pairs, summary
+from rnnkit.search import beam_search
+
+WORDS = "a b c d e f g h".split()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+def bundle(seed: int = 0, cell: str = "gru", lowercase: bool = False) -> Bundle:
+    cfg = config_from_dict(
+        {
+            "data": {"task": "reverse", "tokenizer": "word", "lowercase": lowercase},
+            "model": {"cell": cell, "emb_size": 8, "hidden_size": 12, "dropout": 0.0},
+            "decode": {"beam_size": 3, "max_len_a": 1.0, "max_len_b": 3, "batch_size": 4},
+        }
+    )
+    vocab = Vocab.build([WORDS])
+    torch.manual_seed(seed)
+    model = build_model(cfg, len(vocab), len(vocab)).eval()
+    tok = WordTokenizer()
+    return Bundle(cfg, model, tok, tok, vocab, vocab, 0)
+
+
+def sentences(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=rng.randint(1, 7))) for _ in range(n)]
+
+
+@torch.no_grad()
+def token_log_probs(b: Bundle, src: str, tgt: str) -> torch.Tensor:
+    """log p(y_t | y_<t, x) of each target token, from one teacher-forced forward pass."""
+    x = b.src_vocab.encode(src.split())
+    y = b.tgt_vocab.encode(tgt.split())
+    tgt_in = torch.tensor([[b.tgt_vocab.bos_id] + y[:-1]])
+    logits, _ = b.model(torch.tensor([x]), torch.tensor([len(x)]), tgt_in)
+    logp = torch.log_softmax(logits[0].double(), -1)
+    return logp[torch.arange(len(y)), y]
+
+
+def forward_log_prob(b: Bundle, src: str, tgt: str) -> float:
+    return float(token_log_probs(b, src, tgt).sum())
+
+
+def test_equals_the_teacher_forced_forward_pass_in_any_batching():
+    b = bundle()
+    src, tgt = sentences(1, 11), sentences(2, 11)
+    one = score_pairs(b, src, tgt, batch_size=1)
+    many = score_pairs(b, src, tgt, batch_size=5)  # sorted by length inside, order restored
+    for s, t, x, y in zip(src, tgt, one, many):
+        want = forward_log_prob(b, s, t)
+        assert x.log_prob == pytest.approx(want, abs=1e-5)
+        assert y.log_prob == pytest.approx(want, abs=1e-5)
+        assert x.tokens == len(t.split()) + 1
+
+
+def test_scores_what_beam_search_scored():
+    """Beam search's hypotheses, with α = 0, score their summed log-probability: scoring
+    their text gives that number back."""
+    b = bundle(seed=3, cell="lstm")
+    src = sentences(4, 6)
+    ids = [b.src_vocab.encode(s.split()) for s in src]
+    for s, x in zip(src, ids):
+        (h,) = beam_search(b.model, torch.tensor([x]), torch.tensor([len(x)]), 3, 0.0, 1.0, 3)[0]
+        if len(h.tokens) == len(x) + 3:
+            continue  # cut at the length limit: no EOS, not a complete translation
+        text = " ".join(b.tgt_vocab.decode(h.tokens))
+        (got,) = score_pairs(b, [s], [text])
+        assert got.log_prob == pytest.approx(h.score, abs=1e-4)
+
+
+def test_ensemble_scores_the_mean_distribution():
+    a, c = bundle(0), bundle(5, "lstm")
+    src, tgt = sentences(6, 5), sentences(7, 5)
+    twice = score_pairs(a, src, tgt, model=Ensemble([a.model, a.model]))
+    for x, y in zip(twice, score_pairs(a, src, tgt)):
+        assert x.log_prob == pytest.approx(y.log_prob, abs=1e-5)
+    both = score_pairs(a, src, tgt, model=Ensemble([a.model, c.model]))
+    for s, t, x in zip(src, tgt, both):
+        pa, pc = token_log_probs(a, s, t), token_log_probs(c, s, t)
+        want = float(((pa.exp() + pc.exp()) / 2).log().sum())  # Σ_t log of the mean
+        assert x.log_prob == pytest.approx(want, abs=1e-5)
+        assert x.log_prob > float(pa.sum() + pc.sum()) / 2  # Jensen: above the mean of logs
+
+
+def test_unknown_words_empty_lines_and_lowercasing():
+    b = bundle()
+    (unk,) = score_pairs(b, ["a b"], ["zzz c"])
+    assert unk.tokens == 3 and b.tgt_vocab.encode(["zzz"]) == [
+        b.tgt_vocab.unk_id,
+        b.tgt_vocab.eos_id,
+    ]
+    assert unk.log_prob == pytest.approx(forward_log_prob(b, "a b", "zzz c"), abs=1e-5)
+    (empty,) = score_pairs(b, ["a b"], [""])
+    assert empty.tokens == 1 and empty.log_prob < 0  # EOS alone
+    low = bundle(lowercase=True)
+    assert score_pairs(low, ["A B"], ["C D"]) == score_pairs(low, ["a b"], ["c d"])
+    with pytest.raises(ValueError, match="2 sources but 1 targets"):
+        score_pairs(b, ["a", "b"], ["c"])
+    tot = summary(score_pairs(b, ["a b", "c"], ["c d", "e"]))
+    assert tot["pairs"] == 2 and tot["tokens"] == 5
+    assert tot["perplexity"] == pytest.approx(math.exp(-tot["log_prob"] / 5), rel=1e-3)
+
+
+def save(b: Bundle, path: Path) -> Path:
+    save_checkpoint(
+        path,
+        {
+            "config": config_to_dict(b.config),
+            "model": b.model.state_dict(),
+            "src_tokenizer": b.src_tokenizer.to_state(),
+            "tgt_tokenizer": b.tgt_tokenizer.to_state(),
+            "src_vocab": b.src_vocab.to_state(),
+            "tgt_vocab": b.tgt_vocab.to_state(),
+            "step": 0,
+        },
+    )
+    return path
+
+
+def test_cli_writes_one_score_per_pair(tmp_path, capsys):
+    b = bundle()
+    ckpt = save(b, tmp_path / "m.pt")
+    src, tgt = sentences(8, 5), sentences(9, 5)
+    (tmp_path / "s.txt").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (tmp_path / "t.txt").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    args = ["score", str(ckpt), "--src", str(tmp_path / "s.txt"), "--tgt", str(tmp_path / "t.txt")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    got = [float(x) for x in out.splitlines()]
+    want = score_pairs(b, src, tgt)
+    assert got == pytest.approx([w.log_prob for w in want], abs=1e-4)
+    assert "scored 5 pairs" in err and "perplexity" in err
+    assert main(args + ["--normalize", "--output", str(tmp_path / "o.txt")]) == 0
+    norm = [float(x) for x in (tmp_path / "o.txt").read_text().splitlines()]
+    assert norm == pytest.approx([w.log_prob / w.tokens for w in want], abs=1e-4)
+    (tmp_path / "t.txt").write_text("a\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "s.txt has 5 lines but" in err[0] and "t.txt has 1" in err[0]
