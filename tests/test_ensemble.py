@@ -4,19 +4,16 @@ search, in batches, from checkpoints and on the command line."""
 from __future__ import annotations
 
 import json
-import math
 import random
 from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor
-from toy import BOS, EOS, one_thread, reverse_batch, train_reverse
+from toy import BOS, EOS, WORDS, one_thread, reverse_batch, save_bundle, train_reverse, word_bundle
 
-from rnnkit.checkpoint import Bundle, CheckpointError, build_model, save_checkpoint
+from rnnkit.checkpoint import CheckpointError
 from rnnkit.cli import main
-from rnnkit.config import config_from_dict, config_to_dict
-from rnnkit.data import Vocab, WordTokenizer
 from rnnkit.ensemble import Ensemble, load_ensemble
 from rnnkit.model import Seq2Seq
 from rnnkit.search import beam_search, greedy_search, length_penalty
@@ -157,35 +154,9 @@ def test_members_must_share_the_target_vocabulary(members):
 
 # ------------------------------------------------------------------ checkpoints, CLI
 
-WORDS = "a b c d e f".split()
-
 
 def checkpoint(path: Path, seed: int, cell: str, words: list[str] = WORDS) -> Path:
-    cfg = config_from_dict(
-        {
-            "data": {"task": "reverse", "tokenizer": "word"},
-            "model": {"cell": cell, "emb_size": 8, "hidden_size": 12, "dropout": 0.0},
-            "decode": {"beam_size": 2, "max_len_a": 1.0, "max_len_b": 2},
-        }
-    )
-    vocab = Vocab.build([words])
-    torch.manual_seed(seed)
-    model = build_model(cfg, len(vocab), len(vocab))
-    tok = WordTokenizer()
-    b = Bundle(cfg, model, tok, tok, vocab, vocab, 0)
-    save_checkpoint(
-        path,
-        {
-            "config": config_to_dict(b.config),
-            "model": model.state_dict(),
-            "src_tokenizer": tok.to_state(),
-            "tgt_tokenizer": tok.to_state(),
-            "src_vocab": vocab.to_state(),
-            "tgt_vocab": vocab.to_state(),
-            "step": 0,
-        },
-    )
-    return path
+    return save_bundle(word_bundle(seed, cell, words), path)
 
 
 def test_load_ensemble_checks_vocabularies(tmp_path):
@@ -217,9 +188,12 @@ def test_cli_translate_and_evaluate_with_an_ensemble(tmp_path, capsys):
     want = [r[0].text for r in translate_lines(bundle, ["a b c", "", "d e", "f"], model=ens)]
     assert lines == want
     capsys.readouterr()
-    assert main(["evaluate", str(a), str(b), "--src", str(src), "--ref", str(out)]) == 0
+    hyp = tmp_path / "hyp.txt"
+    args = ["evaluate", str(a), str(b), "--src", str(src), "--ref", str(out), "--output", str(hyp)]
+    assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["models"] == 2 and math.isclose(result["bleu"], 100.0)
+    assert result["models"] == 2 and result["n"] == 4
+    assert hyp.read_text(encoding="utf-8").splitlines() == want
     c = checkpoint(tmp_path / "c.pt", 2, "gru", WORDS[:-1] + ["x"])
     assert main(["translate", str(a), str(c), "--input", str(src)]) != 0
     err = capsys.readouterr().err.strip().splitlines()

@@ -5,42 +5,22 @@ from __future__ import annotations
 
 import math
 import random
-from pathlib import Path
 
 import pytest
 import torch
-from toy import one_thread
+from toy import WORDS, one_thread, save_bundle, word_bundle
 
-from rnnkit.checkpoint import Bundle, build_model, save_checkpoint
+from rnnkit.checkpoint import Bundle
 from rnnkit.cli import main
-from rnnkit.config import config_from_dict, config_to_dict
-from rnnkit.data import Vocab, WordTokenizer
 from rnnkit.ensemble import Ensemble
 from rnnkit.scoring import score_pairs, summary
 from rnnkit.search import beam_search
-
-WORDS = "a b c d e f g h".split()
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     with one_thread():
         yield
-
-
-def bundle(seed: int = 0, cell: str = "gru", lowercase: bool = False) -> Bundle:
-    cfg = config_from_dict(
-        {
-            "data": {"task": "reverse", "tokenizer": "word", "lowercase": lowercase},
-            "model": {"cell": cell, "emb_size": 8, "hidden_size": 12, "dropout": 0.0},
-            "decode": {"beam_size": 3, "max_len_a": 1.0, "max_len_b": 3, "batch_size": 4},
-        }
-    )
-    vocab = Vocab.build([WORDS])
-    torch.manual_seed(seed)
-    model = build_model(cfg, len(vocab), len(vocab)).eval()
-    tok = WordTokenizer()
-    return Bundle(cfg, model, tok, tok, vocab, vocab, 0)
 
 
 def sentences(seed: int, n: int) -> list[str]:
@@ -64,7 +44,7 @@ def forward_log_prob(b: Bundle, src: str, tgt: str) -> float:
 
 
 def test_equals_the_teacher_forced_forward_pass_in_any_batching():
-    b = bundle()
+    b = word_bundle()
     src, tgt = sentences(1, 11), sentences(2, 11)
     one = score_pairs(b, src, tgt, batch_size=1)
     many = score_pairs(b, src, tgt, batch_size=5)  # sorted by length inside, order restored
@@ -78,7 +58,7 @@ def test_equals_the_teacher_forced_forward_pass_in_any_batching():
 def test_scores_what_beam_search_scored():
     """Beam search's hypotheses, with α = 0, score their summed log-probability: scoring
     their text gives that number back."""
-    b = bundle(seed=3, cell="lstm")
+    b = word_bundle(seed=3, cell="lstm")
     src = sentences(4, 6)
     ids = [b.src_vocab.encode(s.split()) for s in src]
     for s, x in zip(src, ids):
@@ -91,7 +71,7 @@ def test_scores_what_beam_search_scored():
 
 
 def test_ensemble_scores_the_mean_distribution():
-    a, c = bundle(0), bundle(5, "lstm")
+    a, c = word_bundle(0), word_bundle(5, "lstm")
     src, tgt = sentences(6, 5), sentences(7, 5)
     twice = score_pairs(a, src, tgt, model=Ensemble([a.model, a.model]))
     for x, y in zip(twice, score_pairs(a, src, tgt)):
@@ -105,7 +85,7 @@ def test_ensemble_scores_the_mean_distribution():
 
 
 def test_unknown_words_empty_lines_and_lowercasing():
-    b = bundle()
+    b = word_bundle()
     (unk,) = score_pairs(b, ["a b"], ["zzz c"])
     assert unk.tokens == 3 and b.tgt_vocab.encode(["zzz"]) == [
         b.tgt_vocab.unk_id,
@@ -114,7 +94,7 @@ def test_unknown_words_empty_lines_and_lowercasing():
     assert unk.log_prob == pytest.approx(forward_log_prob(b, "a b", "zzz c"), abs=1e-5)
     (empty,) = score_pairs(b, ["a b"], [""])
     assert empty.tokens == 1 and empty.log_prob < 0  # EOS alone
-    low = bundle(lowercase=True)
+    low = word_bundle(lowercase=True)
     assert score_pairs(low, ["A B"], ["C D"]) == score_pairs(low, ["a b"], ["c d"])
     with pytest.raises(ValueError, match="2 sources but 1 targets"):
         score_pairs(b, ["a", "b"], ["c"])
@@ -123,25 +103,9 @@ def test_unknown_words_empty_lines_and_lowercasing():
     assert tot["perplexity"] == pytest.approx(math.exp(-tot["log_prob"] / 5), rel=1e-3)
 
 
-def save(b: Bundle, path: Path) -> Path:
-    save_checkpoint(
-        path,
-        {
-            "config": config_to_dict(b.config),
-            "model": b.model.state_dict(),
-            "src_tokenizer": b.src_tokenizer.to_state(),
-            "tgt_tokenizer": b.tgt_tokenizer.to_state(),
-            "src_vocab": b.src_vocab.to_state(),
-            "tgt_vocab": b.tgt_vocab.to_state(),
-            "step": 0,
-        },
-    )
-    return path
-
-
 def test_cli_writes_one_score_per_pair(tmp_path, capsys):
-    b = bundle()
-    ckpt = save(b, tmp_path / "m.pt")
+    b = word_bundle()
+    ckpt = save_bundle(b, tmp_path / "m.pt")
     src, tgt = sentences(8, 5), sentences(9, 5)
     (tmp_path / "s.txt").write_text("\n".join(src) + "\n", encoding="utf-8")
     (tmp_path / "t.txt").write_text("\n".join(tgt) + "\n", encoding="utf-8")

@@ -9,10 +9,14 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from rnnkit.checkpoint import Bundle, build_model, save_checkpoint
+from rnnkit.config import config_from_dict, config_to_dict
+from rnnkit.data import Vocab, WordTokenizer
 from rnnkit.model import Seq2Seq, sequence_loss
 from rnnkit.search import greedy_search
 
@@ -88,3 +92,42 @@ def exact_match(model: Seq2Seq, seed: int, n: int, lo: int, hi: int) -> float:
         hyps = greedy_search(model, src, lengths, max_len_a=1.0, max_len_b=2)
     refs = [[y for y in row if y not in (PAD, BOS, EOS)] for row in tgt.tolist()]
     return sum(h.tokens == r for h, r in zip(hyps, refs)) / n
+
+
+WORDS = "a b c d e f g h".split()
+
+
+def word_bundle(
+    seed: int = 0, cell: str = "gru", words: list[str] = WORDS, lowercase: bool = False
+) -> Bundle:
+    """An untrained word-level model over ``words`` as a translation bundle (beam 3,
+    outputs of at most |x| + 3 tokens, batches of 4)."""
+    cfg = config_from_dict(
+        {
+            "data": {"task": "reverse", "tokenizer": "word", "lowercase": lowercase},
+            "model": {"cell": cell, "emb_size": 8, "hidden_size": 12, "dropout": 0.0},
+            "decode": {"beam_size": 3, "max_len_a": 1.0, "max_len_b": 3, "batch_size": 4},
+        }
+    )
+    vocab = Vocab.build([words])
+    torch.manual_seed(seed)
+    model = build_model(cfg, len(vocab), len(vocab)).eval()
+    tok = WordTokenizer()
+    return Bundle(cfg, model, tok, tok, vocab, vocab, 0)
+
+
+def save_bundle(b: Bundle, path: Path) -> Path:
+    """``b`` as a checkpoint that ``rnnkit translate`` reads."""
+    save_checkpoint(
+        path,
+        {
+            "config": config_to_dict(b.config),
+            "model": b.model.state_dict(),
+            "src_tokenizer": b.src_tokenizer.to_state(),
+            "tgt_tokenizer": b.tgt_tokenizer.to_state(),
+            "src_vocab": b.src_vocab.to_state(),
+            "tgt_vocab": b.tgt_vocab.to_state(),
+            "step": 0,
+        },
+    )
+    return path

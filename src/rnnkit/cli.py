@@ -115,6 +115,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="write the N best as 'line ||| text ||| score' (default: 1)",
     )
+    tr.add_argument(
+        "--sample",
+        action="store_true",
+        help="draw each output from the model's distribution instead of searching "
+        "(e.g. for back-translation); with --n-best N: N samples per line",
+    )
+    tr.add_argument(
+        "--temperature", type=float, default=1.0, help="--sample: logits / T (default: 1.0)"
+    )
+    tr.add_argument(
+        "--top-k",
+        type=int,
+        default=0,
+        help="--sample: from the K most probable tokens only (default: 0 = all)",
+    )
+    tr.add_argument(
+        "--top-p",
+        type=float,
+        default=1.0,
+        help="--sample: from the fewest tokens whose probability reaches P (nucleus; "
+        "default: 1.0 = all)",
+    )
+    tr.add_argument("--seed", type=int, default=1, help="--sample: random seed (default: 1)")
     add_device(tr)
     tr.set_defaults(func=cmd_translate)
 

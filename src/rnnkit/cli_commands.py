@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
+    from rnnkit.sampling import Sampling
     from rnnkit.search import Decoding
 
 
@@ -175,15 +176,23 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     interactive = args.input in (None, "-") and args.output in (None, "-") and sys.stdin.isatty()
     lines = [] if interactive else read_text(args.input)
+    sampling = _sampling(args)
     bundle, model = _models(args.checkpoint, args.device)
     beam = args.beam if args.beam is not None else bundle.config.decode.beam_size
-    if args.n_best > max(beam, 1):
+    if args.n_best > max(beam, 1) and sampling is None:
         raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
 
     def translated(lines: list[str], first: int = 0) -> list[str]:
         with sentence_bar(len(lines)) as bar:  # none for one typed line
             results = translate_lines(
-                bundle, lines, args.beam, args.batch_size, args.n_best, progress=bar, model=model
+                bundle,
+                lines,
+                args.beam,
+                args.batch_size,
+                args.n_best,
+                progress=bar,
+                model=model,
+                sampling=sampling,
             )
         if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
             return [
@@ -197,6 +206,27 @@ def cmd_translate(args: argparse.Namespace) -> int:
         return _interactive(translated)
     write_text(args.output, translated(lines))
     return 0
+
+
+def _sampling(args: argparse.Namespace) -> Sampling | None:
+    """``--sample`` and its options as a :class:`Sampling` (None without ``--sample``)."""
+    from rnnkit.sampling import Sampling
+
+    given = [
+        f"--{k.replace('_', '-')}"
+        for k, default in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("seed", 1))
+        if getattr(args, k) != default
+    ]
+    if not args.sample:
+        if given:
+            raise UsageError(f"{given[0]} needs --sample")
+        return None
+    if args.beam is not None:
+        raise UsageError("--sample draws instead of searching: leave out --beam")
+    try:
+        return Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+    except ValueError as e:
+        raise UsageError(f"--{str(e).replace('_', '-')}") from None
 
 
 @contextmanager

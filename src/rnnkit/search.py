@@ -24,7 +24,7 @@ Scores are summed log-probabilities divided by the GNMT length penalty
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -90,6 +90,26 @@ def greedy_search(
         lims = _max_lengths(src_lengths, max_len_a, max_len_b)
         ids, scores, att = greedy_tokens(model, src, src_lengths, lims)
         return _hypotheses(model, ids, scores, att, lims, src_lengths)
+    return decode_by(model, src, src_lengths, max_len_a, max_len_b, _argmax)
+
+
+def _argmax(logits: Tensor, logp: Tensor) -> Tensor:
+    return logp.argmax(-1)
+
+
+@torch.no_grad()
+def decode_by(
+    model: Decoding,
+    src: Tensor,
+    src_lengths: Tensor,
+    max_len_a: float,
+    max_len_b: int,
+    pick: Callable[[Tensor, Tensor], Tensor],
+) -> list[Hypothesis]:
+    """One hypothesis per row, growing by the token ``pick(logits, log_probs)`` chooses at
+    each step (``(n, V)`` each, float32 → ``(n,)`` ids): greedy search, or sampling
+    (:mod:`rnnkit.sampling`). Scores sum the model's log-probabilities of the picks; rows
+    that have written EOS leave the batch."""
     enc = model.encode(src, src_lengths)
     state = model.init_state(enc)
     B, dev = src.shape[0], src.device
@@ -103,8 +123,10 @@ def greedy_search(
     y = torch.full((B,), model.bos_id, dtype=torch.long, device=dev)
     for t in range(T):
         step = model.decode_step(y, state, enc)
-        best, y = torch.log_softmax(step.logits.float(), -1).max(-1)
-        scores[rows] += best
+        logits = step.logits.float()
+        logp = torch.log_softmax(logits, -1)
+        y = pick(logits, logp)
+        scores[rows] += logp.gather(1, y[:, None]).squeeze(1)
         ids[rows, t] = y
         if step.attention is not None:
             if att is None:

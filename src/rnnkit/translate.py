@@ -15,6 +15,7 @@ from torch import Tensor
 
 from rnnkit.checkpoint import Bundle
 from rnnkit.data import make_src_batches
+from rnnkit.sampling import Sampling, sample_search
 from rnnkit.search import Decoding, beam_search, greedy_search
 
 __all__ = ["Translation", "translate_lines"]
@@ -41,6 +42,7 @@ def translate_lines(
     progress: Callable[[int], None] | None = None,
     exact: bool | None = None,
     model: Decoding | None = None,
+    sampling: Sampling | None = None,
 ) -> list[list[Translation]]:
     """Translate ``lines``; for each line its ``n_best`` translations, best first.
 
@@ -53,11 +55,13 @@ def translate_lines(
         model: what decodes instead of ``bundle.model``, e.g. an
             :class:`rnnkit.ensemble.Ensemble` whose members share the bundle's
             tokenizers and vocabularies (:func:`rnnkit.ensemble.load_ensemble`).
+        sampling: draw ``n_best`` samples per line (:mod:`rnnkit.sampling`) instead of
+            searching; ``beam_size`` is then not used.
     """
     dec = bundle.config.decode
     K = dec.beam_size if beam_size is None else beam_size
     alpha = dec.length_penalty if length_penalty is None else length_penalty
-    if n_best > max(K, 1):
+    if n_best > max(K, 1) and sampling is None:
         raise ValueError(f"--n-best {n_best} exceeds the beam size {K}")
     model = bundle.model if model is None else model
     device = next(model.parameters()).device
@@ -73,10 +77,18 @@ def translate_lines(
         [ids[i] for i in todo], batch_size or dec.batch_size, bundle.src_vocab.pad_id
     )
     eos = bundle.tgt_vocab.eos_id
+    generator = None
+    if sampling is not None:  # one stream for all batches: a seed gives one output
+        generator = torch.Generator(device=device)
+        generator.manual_seed(sampling.seed)
     for batch in batches:
         src, lengths = batch.src.to(device), batch.src_lengths
         with torch.no_grad():
-            if K <= 1:
+            if sampling is not None:
+                hyps = sample_search(
+                    model, src, lengths, n_best, sampling, dec.max_len_a, dec.max_len_b, generator
+                )
+            elif K <= 1:
                 hyps = [
                     [h] for h in greedy_search(model, src, lengths, dec.max_len_a, dec.max_len_b)
                 ]
