@@ -31,6 +31,8 @@ __all__ = [
     "load_bundle",
     "average_checkpoints",
     "check_resumable",
+    "load_initial",
+    "kept_checkpoints",
 ]
 
 FORMAT = "rnnkit-checkpoint-1"
@@ -218,19 +220,52 @@ _SHAPE_KEYS = (
 )  # fmt: skip
 
 
-def check_resumable(saved: dict[str, Any], cfg: Config, path: str | Path) -> None:
+def check_resumable(
+    saved: dict[str, Any], cfg: Config, path: str | Path, fine_tune: bool = False
+) -> None:
     """Raise :class:`CheckpointError` when the checkpoint at ``path`` (its config dict
-    ``saved``) holds a model of another shape than ``cfg`` describes."""
+    ``saved``) holds a model of another shape than ``cfg`` describes, or vocabularies that
+    ``cfg`` cannot train with (``fine_tune``: for ``train.init_from``, not ``--resume``)."""
+    how, fix = (
+        ("train.init_from", "give the model section of that run")
+        if fine_tune
+        else ("--resume", "resume with that config, or train into a new --out")
+    )
     was, now = saved.get("model", {}), dataclasses.asdict(cfg.model)
     changed = [k for k in _SHAPE_KEYS if k in was and was[k] != now[k]]
     if changed:
         diff = ", ".join(f"model.{k} {was[k]!r} there, {now[k]!r} here" for k in changed)
-        raise CheckpointError(
-            f"{path}: --resume needs the model it was trained with ({diff}); "
-            "resume with that config, or train into a new --out"
-        )
+        raise CheckpointError(f"{path}: {how} needs the model it was trained with ({diff}); {fix}")
     if cfg.data.bpe_dropout and not saved.get("data", {}).get("bpe_dropout"):
         raise CheckpointError(
             f"{path}: trained without data.bpe_dropout, its vocabularies lack the pieces "
-            "of dropped merges; resume without it, or train into a new --out"
+            f"of dropped merges; {'fine-tune' if fine_tune else 'resume'} without it"
+            + ("" if fine_tune else ", or train into a new --out")
         )
+    lower = bool(saved.get("data", {}).get("lowercase", False))
+    if fine_tune and lower != cfg.data.lowercase:
+        raise CheckpointError(
+            f"{path}: trained with data.lowercase {str(lower).lower()}; its tokenizers and "
+            "vocabularies need the same"
+        )
+
+
+def kept_checkpoints(out: str | Path) -> list[Path]:
+    """The ``step-STEP.pt`` files in ``out``, oldest step first."""
+    found = []
+    for path in Path(out).glob("step-*.pt"):
+        step = path.stem.removeprefix("step-")
+        if step.isdigit():
+            found.append((int(step), path))
+    return [path for _, path in sorted(found)]
+
+
+def load_initial(path: str | Path, cfg: Config) -> dict[str, Any]:
+    """The checkpoint that ``train.init_from`` names, checked against ``cfg``: a new run
+    starts from its weights, tokenizers and vocabularies (fine-tuning)."""
+    ckpt = load_checkpoint(path)
+    for key in TRANSLATION_KEYS:
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    check_resumable(ckpt["config"], cfg, path, fine_tune=True)
+    return ckpt

@@ -141,6 +141,9 @@ class TrainConfig:
     patience: int = _field(5, ge=0)  # early stop after this many validations w/o dev-BLEU gain
     log_every: int = _field(50, gt=0)  # updates between log lines
     seed: int = _field(1, ge=0)  # seed of torch, python and data-order randomness
+    # fine-tuning: a new run starts from this checkpoint's weights, tokenizers and
+    # vocabularies (same model section); optimizer, schedule and step count start afresh
+    init_from: str | None = None
     # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
     device: str = _field(
         "auto", pattern=r"auto|cpu|mps|cuda(:\d+)?", pattern_help="auto, cpu, cuda, cuda:N or mps"

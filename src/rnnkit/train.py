@@ -35,7 +35,9 @@ from rnnkit.checkpoint import (
     build_model,
     check_cell,
     check_resumable,
+    kept_checkpoints,
     load_checkpoint,
+    load_initial,
     save_checkpoint,
 )
 from rnnkit.config import Config, config_to_dict
@@ -120,8 +122,16 @@ class Trainer:
             self.say("note: the config differs from the one in last.pt; using the given config")
         torch.manual_seed(self.t.seed)
         random.seed(self.t.seed)
-        self.data = d = self._prepare(config_dir, ckpt)
+        # fine-tuning: a new run from another's weights, tokenizers and vocabularies
+        init = load_initial(self.t.init_from, cfg) if self.t.init_from and not ckpt else None
+        self.data = d = self._prepare(config_dir, ckpt or init)
         self.model = build_model(cfg, len(d.src_vocab), len(d.tgt_vocab)).to(self.device)
+        if init is not None:
+            self.model.load_state_dict(init["model"])
+            self.say(
+                f"initialised from {self.t.init_from} (step {init.get('step', 0)}): weights, "
+                "tokenizers, vocabularies; optimizer and schedule start afresh"
+            )
         self.bundle = Bundle(
             cfg, self.model, d.src_tokenizer, d.tgt_tokenizer, d.src_vocab, d.tgt_vocab, 0
         )
@@ -358,16 +368,6 @@ class Trainer:
             f"checkpoints in {self.out}"
         )
         return TrainResult(at.step, at.best, stopped, self.history)
-
-
-def kept_checkpoints(out: str | Path) -> list[Path]:
-    """The ``step-STEP.pt`` files in ``out``, oldest step first."""
-    found = []
-    for path in Path(out).glob("step-*.pt"):
-        step = path.stem.removeprefix("step-")
-        if step.isdigit():
-            found.append((int(step), path))
-    return [path for _, path in sorted(found)]
 
 
 def train(
