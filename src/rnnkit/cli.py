@@ -23,6 +23,7 @@ from rnnkit.cli_commands import (
     cmd_score,
     cmd_train,
     cmd_translate,
+    non_negative_float,
 )
 
 # Names defined here before the split stay importable from rnnkit.cli.
@@ -40,6 +41,17 @@ ENSEMBLE_HELP = (
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def add_length_penalty(parser: argparse.ArgumentParser) -> None:
+    """``--length-penalty`` of the commands that run beam search."""
+    parser.add_argument(
+        "--length-penalty",
+        type=non_negative_float,
+        metavar="ALPHA",
+        help="α of beam search's length normalisation ((5 + |y|) / 6)^α; 0 = none "
+        "(default: from checkpoint)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--batch-size", type=positive_int, help="sentences per batch (default: from checkpoint)"
     )
+    add_length_penalty(tr)
     tr.add_argument(
         "--n-best",
         type=positive_int,
@@ -166,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--batch-size", type=positive_int, help="sentences per batch (default: from checkpoint)"
     )
+    add_length_penalty(ev)
     ev.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
     ev.add_argument(
         "--group-sources",

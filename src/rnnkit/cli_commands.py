@@ -36,6 +36,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number ≥ 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text}")
+    return value
+
+
 def read_text(path: str | None) -> list[str]:
     """Lines of a UTF-8 file (stdin when ``path`` is None or ``-``), newlines stripped."""
     name = "<stdin>" if path in (None, "-") else path
@@ -190,6 +201,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
                 args.beam,
                 args.batch_size,
                 args.n_best,
+                args.length_penalty,
                 progress=bar,
                 model=model,
                 sampling=sampling,
@@ -221,8 +233,10 @@ def _sampling(args: argparse.Namespace) -> Sampling | None:
         if given:
             raise UsageError(f"{given[0]} needs --sample")
         return None
-    if args.beam is not None:
-        raise UsageError("--sample draws instead of searching: leave out --beam")
+    for flag in ("beam", "length_penalty"):
+        if getattr(args, flag) is not None:
+            name = flag.replace("_", "-")
+            raise UsageError(f"--sample draws instead of searching: leave out --{name}")
     try:
         return Sampling(args.temperature, args.top_k, args.top_p, args.seed)
     except ValueError as e:
@@ -276,7 +290,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with sentence_bar(len(src)) as bar:
         results = translate_lines(
-            bundle, src, args.beam, args.batch_size, progress=bar, model=model
+            bundle,
+            src,
+            args.beam,
+            args.batch_size,
+            length_penalty=args.length_penalty,
+            progress=bar,
+            model=model,
         )
     hyps = [r[0].text for r in results]
     seconds = time.perf_counter() - t0  # translation alone, the model loaded
@@ -288,6 +308,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if len(args.checkpoint) > 1:
         result["models"] = len(args.checkpoint)
     result["beam"] = args.beam if args.beam is not None else bundle.config.decode.beam_size
+    lp = bundle.config.decode.length_penalty
+    result["length_penalty"] = args.length_penalty if args.length_penalty is not None else lp
     result["translate_seconds"] = round(seconds, 3)
     print(json.dumps(result, indent=2))
     return 0
