@@ -301,6 +301,17 @@ def test_average_refuses_checkpoints_of_different_models(tmp_path, capsys):
     ck["model"] = {k: v[..., :1] if v.dim() else v for k, v in ck["model"].items()}
     torch.save(ck, tmp_path / "other_shape.pt")
 
+    ck = load_checkpoint(good)
+    ck["config"]["train"]["seed"] = 2  # another run of the same config
+    torch.save(ck, tmp_path / "other_run.pt")
+    with pytest.raises(CheckpointError, match=r"other_run\.pt: from another run .* ensemble"):
+        average_checkpoints([good, tmp_path / "other_run.pt"])
+    ck["config"]["train"]["init_from"] = "parent.pt"  # both fine-tuned from one parent
+    torch.save(ck, tmp_path / "other_run.pt")
+    ck = load_checkpoint(good)
+    ck["config"]["train"]["init_from"] = "parent.pt"
+    torch.save(ck, tmp_path / "same_parent.pt")
+    assert average_checkpoints([tmp_path / "same_parent.pt", tmp_path / "other_run.pt"])["model"]
     with pytest.raises(CheckpointError, match=r"other_vocab\.pt: tgt_vocab differs"):
         average_checkpoints([good, tmp_path / "other_vocab.pt"])
     with pytest.raises(CheckpointError, match=r"other_shape\.pt: weights differ in shape"):

@@ -190,6 +190,7 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
                 raise CheckpointError(f"{path}: {key} differs from {first}'s")
         if ck.get("config", {}).get("model") != ckpts[0].get("config", {}).get("model"):
             raise CheckpointError(f"{path}: model config differs from {first}'s")
+        _same_start(path, ck, first, ckpts[0])
     states = [ck["model"] for ck in ckpts]
     for path, state in zip(paths, states):
         if state.keys() != states[-1].keys():
@@ -211,6 +212,20 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
     steps = [int(ck.get("step", 0)) for ck in ckpts]
     out.update(step=steps[-1], averaged=steps)
     return out
+
+
+def _same_start(path: str | Path, ck: dict[str, Any], first: Path, ck0: dict[str, Any]) -> None:
+    """Refuse to average checkpoints of runs that started from other weights: another
+    ``train.seed`` (another initialisation), unless both fine-tuned one parent
+    (``train.init_from``). Their weights lie in unrelated places; their mean is noise."""
+    t, t0 = ck.get("config", {}).get("train", {}), ck0.get("config", {}).get("train", {})
+    init, init0 = t.get("init_from"), t0.get("init_from")
+    if t.get("seed") != t0.get("seed") and not (init and init == init0):
+        raise CheckpointError(
+            f"{path}: from another run than {first} (train.seed {t.get('seed')} there, "
+            f"{t0.get('seed')} here): the weights of independent runs do not average; "
+            "translate with them as an ensemble instead (rnnkit translate A.pt B.pt)"
+        )
 
 
 # model keys that shape the parameters: a checkpoint resumes only into the same ones
