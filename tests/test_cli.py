@@ -535,3 +535,20 @@ def test_length_penalty_flag_reaches_beam_search(
         main(["translate", str(checkpoint), "--input", str(src), "--length-penalty", "-1"])
     assert stop.value.code == 2
     assert "--length-penalty: expected a number ≥ 0, got -1" in capsys.readouterr().err
+
+
+def test_translate_json_lines(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    src = write_lines(tmp_path / "s.txt", ["a b c", "", "d e f g"])
+    code, plain, _ = run_cli(capsys, "translate", checkpoint, "--input", src, "--beam", "3")
+    code2, out, _ = run_cli(capsys, "translate", checkpoint, "--input", src, "--beam", "3",
+                            "--json", "--n-best", "2")  # fmt: skip
+    assert code == code2 == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["text"] for r in rows] == plain.splitlines()
+    for r in rows:
+        assert len(r["attention"]) == len(r["target_tokens"])
+        assert all(len(a) == len(r["source_tokens"]) for a in r["attention"])
+        assert all(abs(sum(a) - 1) < 1e-3 for a in r["attention"])  # a distribution each
+        assert len(r["alternatives"]) in (1, 2) and r["alternatives"][0]["text"] == r["text"]
+    assert rows[1] == {"text": "", "score": 0.0, "source_tokens": [], "target_tokens": [],
+                       "attention": [], "alternatives": [rows[1]["alternatives"][0]]}  # fmt: skip

@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the N best as 'line ||| text ||| score' (default: 1)",
     )
     tr.add_argument(
+        "--json",
+        action="store_true",
+        help="write one JSON object per line: text, score, source_tokens, target_tokens, "
+        "attention (rows = target tokens), and alternatives with --n-best",
+    )
+    tr.add_argument(
         "--sample",
         action="store_true",
         help="draw each output from the model's distribution instead of searching "

@@ -183,7 +183,7 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from rnnkit.translate import translate_lines
+    from rnnkit.translate import as_json, translate_lines
 
     interactive = args.input in (None, "-") and args.output in (None, "-") and sys.stdin.isatty()
     lines = [] if interactive else read_text(args.input)
@@ -206,6 +206,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
                 model=model,
                 sampling=sampling,
             )
+        if args.json:  # one JSON object per line, as the server's entries
+            return [
+                json.dumps(as_json(r, alternatives=args.n_best > 1), ensure_ascii=False)
+                for r in results
+            ]
         if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
             return [
                 f"{first + i} ||| {t.text} ||| {t.score:.4f}"

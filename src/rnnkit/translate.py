@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,7 +19,7 @@ from rnnkit.data import make_src_batches
 from rnnkit.sampling import Sampling, sample_search
 from rnnkit.search import Decoding, beam_search, greedy_search
 
-__all__ = ["Translation", "translate_lines"]
+__all__ = ["Translation", "translate_lines", "as_json"]
 
 
 @dataclass
@@ -126,3 +127,31 @@ def translate_lines(
         if progress is not None:
             progress(len(batch.indices))
     return results
+
+
+def _rows(t: Tensor | None) -> list[list[float]] | None:
+    return None if t is None else [[round(float(v), 5) for v in row] for row in t.tolist()]
+
+
+def as_json(
+    nbest: list[Translation], attention: bool = True, alternatives: bool | None = None
+) -> dict[str, Any]:
+    """One line's translations as the server's ``/translate`` entries and ``rnnkit
+    translate --json`` write them: the best one's ``text``, ``score``, ``source_tokens``,
+    ``target_tokens``, ``attention`` (rows = target tokens; None without attention, [] for
+    an empty line; left out unless ``attention``), and ``alternatives`` (``text``,
+    ``score``, ``target_tokens`` of each, best first; by default when there are several)."""
+    best = nbest[0]
+    out: dict[str, Any] = {
+        "text": best.text,
+        "score": best.score,
+        "source_tokens": best.src_tokens,
+        "target_tokens": best.out_tokens,
+    }
+    if attention:
+        out["attention"] = _rows(best.attention) if best.src_tokens else []
+    if len(nbest) > 1 if alternatives is None else alternatives:
+        out["alternatives"] = [
+            {"text": h.text, "score": h.score, "target_tokens": h.out_tokens} for h in nbest
+        ]
+    return out

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import torch
-
 from rnnkit.checkpoint import Bundle
 from rnnkit.inspect_html import page_data
 from rnnkit.record import record
-from rnnkit.translate import Translation, translate_lines
+from rnnkit.translate import Translation, as_json, translate_lines
 
 __all__ = ["MAX_GATE_UNITS", "Decode", "info", "translate_batch"]
 
@@ -31,25 +29,8 @@ class Decode(NamedTuple):
     gates: bool
 
 
-def _rows(t: torch.Tensor | None) -> list[list[float]] | None:
-    return None if t is None else [[round(float(v), 5) for v in row] for row in t.tolist()]
-
-
 def _entry(nbest: list[Translation], opts: Decode) -> dict[str, Any]:
-    best = nbest[0]
-    out: dict[str, Any] = {
-        "text": best.text,
-        "score": best.score,
-        "source_tokens": best.src_tokens,
-        "target_tokens": best.out_tokens,
-    }
-    if opts.attention:
-        out["attention"] = _rows(best.attention) if best.src_tokens else []
-    if opts.n_best > 1:
-        out["alternatives"] = [
-            {"text": h.text, "score": h.score, "target_tokens": h.out_tokens} for h in nbest
-        ]
-    return out
+    return as_json(nbest, opts.attention, alternatives=opts.n_best > 1)
 
 
 def gates_of(bundle: Bundle, text: str) -> dict[str, Any] | None:
