@@ -25,6 +25,7 @@ SUBCOMMANDS = [
     "train",
     "translate",
     "evaluate",
+    "score",
     "average",
     "inspect",
     "serve",
