@@ -511,27 +511,29 @@ def test_data_tatoeba_command(capsys: pytest.CaptureFixture[str], tmp_path: Path
     ]
 
 
-def test_length_penalty_flag_reaches_beam_search(
+def test_length_and_coverage_penalty_flags_reach_beam_search(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
     import rnnkit.translate as tr
 
-    seen: list[float] = []
+    seen: list[tuple[float, float]] = []
     real = tr.beam_search
 
     def spy(*args: Any) -> Any:
-        seen.append(args[4])
+        seen.append((args[4], args[9]))
         return real(*args)
 
     monkeypatch.setattr(tr, "beam_search", spy)
     src = write_lines(tmp_path / "s.txt", ["a b c", "d e"])
     code, out, _ = run_cli(capsys, "translate", checkpoint, "--input", src, "--beam", "3",
                            "--length-penalty", "0.25")  # fmt: skip
-    assert code == 0 and len(out.splitlines()) == 2 and set(seen) == {0.25}
+    assert code == 0 and len(out.splitlines()) == 2 and set(seen) == {(0.25, 0.0)}
     seen.clear()
-    code, out, _ = run_cli(capsys, "evaluate", checkpoint, "--src", src, "--ref", src,
-                           "--beam", "2", "--length-penalty", "0")  # fmt: skip
-    assert code == 0 and json.loads(out)["length_penalty"] == 0.0 and set(seen) == {0.0}
+    flags = ["--beam", "2", "--length-penalty", "0", "--coverage-penalty", "0.2"]
+    code, out, _ = run_cli(capsys, "evaluate", checkpoint, "--src", src, "--ref", src, *flags)
+    result = json.loads(out)
+    assert code == 0 and result["length_penalty"] == 0.0 and result["coverage_penalty"] == 0.2
+    assert set(seen) == {(0.0, 0.2)}
     with pytest.raises(SystemExit) as stop:  # argparse's own error
         main(["translate", str(checkpoint), "--input", str(src), "--length-penalty", "-1"])
     assert stop.value.code == 2

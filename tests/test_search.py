@@ -283,3 +283,46 @@ def test_n_best_outside_one_to_beam_size_is_an_error():
     for n_best in (0, 4):
         with pytest.raises(ValueError, match="n_best"):
             beam_search(model, src, lengths, beam_size=3, n_best=n_best)
+
+
+# ----------------------------------------------------------------- coverage penalty
+
+
+@torch.no_grad()
+def test_coverage_penalty_scores_each_hypothesis_by_its_attention(trained: Seq2Seq):
+    """score = log p / lp + β Σ_i log(min(Σ_t α_ti, 1)), α from rescoring the output; the
+    n best sorted by it; batched = one sentence at a time; β = 0 changes nothing."""
+    src, lengths = sources(seed=8, B=5)
+    beta, alpha = 0.4, 1.0
+    penalised = 0
+    for model in models(trained):
+        plain = beam_search(model, src, lengths, 4, alpha, 1.0, 2, n_best=3)
+        assert [[h.tokens for h in b] for b in plain] == [
+            [h.tokens for h in b]
+            for b in beam_search(model, src, lengths, 4, alpha, 1.0, 2, 3, coverage=0.0)
+        ]
+        beams = beam_search(model, src, lengths, 4, alpha, 1.0, 2, n_best=3, coverage=beta)
+        for b, hyps in enumerate(beams):
+            n = int(lengths[b])
+            assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+            for h in hyps:
+                ys = full_sequence(h, n + 2)
+                logp, att = rescore(model, src[b], n, ys)
+                cp = beta * float(att.double().sum(0).clamp(max=1.0).log().sum())
+                assert cp <= 0
+                penalised += cp < -1e-3
+                want = logp / length_penalty(len(ys), alpha) + cp
+                assert h.score == pytest.approx(want, abs=1e-4)
+            (alone,) = beam_search(
+                model, src[b : b + 1, :n], lengths[b : b + 1], 4, alpha, 1.0, 2, 3, coverage=beta
+            )
+            assert [h.tokens for h in alone] == [h.tokens for h in hyps]
+    assert penalised > 0  # the penalty was at work
+
+
+def test_coverage_penalty_needs_attention_and_a_non_negative_beta():
+    src, lengths = sources(B=2)
+    with pytest.raises(ValueError, match="needs a model with attention"):
+        beam_search(random_model("gru", "none"), src, lengths, 3, coverage=0.2)
+    with pytest.raises(ValueError, match="coverage must be ≥ 0"):
+        beam_search(random_model(), src, lengths, 3, coverage=-0.1)

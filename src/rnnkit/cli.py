@@ -44,13 +44,20 @@ ENSEMBLE_HELP = (
 
 
 def add_length_penalty(parser: argparse.ArgumentParser) -> None:
-    """``--length-penalty`` of the commands that run beam search."""
+    """``--length-penalty`` and ``--coverage-penalty`` of the commands that run beam search."""
     parser.add_argument(
         "--length-penalty",
         type=non_negative_float,
         metavar="ALPHA",
         help="α of beam search's length normalisation ((5 + |y|) / 6)^α; 0 = none "
         "(default: from checkpoint)",
+    )
+    parser.add_argument(
+        "--coverage-penalty",
+        type=non_negative_float,
+        metavar="BETA",
+        help="β of beam search's coverage penalty (GNMT), against skipping source words; "
+        "0 = none (default: from checkpoint)",
     )
 
 

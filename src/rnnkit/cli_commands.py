@@ -205,6 +205,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
                 progress=bar,
                 model=model,
                 sampling=sampling,
+                coverage_penalty=args.coverage_penalty,
             )
         if args.json:  # one JSON object per line, as the server's entries
             return [
@@ -238,7 +239,7 @@ def _sampling(args: argparse.Namespace) -> Sampling | None:
         if given:
             raise UsageError(f"{given[0]} needs --sample")
         return None
-    for flag in ("beam", "length_penalty"):
+    for flag in ("beam", "length_penalty", "coverage_penalty"):
         if getattr(args, flag) is not None:
             name = flag.replace("_", "-")
             raise UsageError(f"--sample draws instead of searching: leave out --{name}")
@@ -302,6 +303,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             length_penalty=args.length_penalty,
             progress=bar,
             model=model,
+            coverage_penalty=args.coverage_penalty,
         )
     hyps = [r[0].text for r in results]
     seconds = time.perf_counter() - t0  # translation alone, the model loaded
@@ -315,6 +317,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result["beam"] = args.beam if args.beam is not None else bundle.config.decode.beam_size
     lp = bundle.config.decode.length_penalty
     result["length_penalty"] = args.length_penalty if args.length_penalty is not None else lp
+    cp = bundle.config.decode.coverage_penalty
+    result["coverage_penalty"] = args.coverage_penalty if args.coverage_penalty is not None else cp
     result["translate_seconds"] = round(seconds, 3)
     print(json.dumps(result, indent=2))
     return 0

@@ -161,6 +161,9 @@ class DecodeConfig:
 
     beam_size: int = _field(5, ge=1)  # 1 = greedy
     length_penalty: float = _field(1.0, ge=0)  # beam length-normalisation strength (0 = none)
+    # beam: GNMT coverage penalty β (0 = none): finished outputs lose β·Σ log(min(attention
+    # a source token received, 1)), against skipping part of the source; needs attention
+    coverage_penalty: float = _field(0.0, ge=0)
     max_len_a: float = _field(1.5, ge=0)  # output limit: max_len_a * source tokens + max_len_b
     max_len_b: int = _field(10, ge=0)  # output limit: additive part
     batch_size: int = _field(64, gt=0)  # sentences translated at once

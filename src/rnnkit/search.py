@@ -19,7 +19,14 @@ Scores are summed log-probabilities divided by the GNMT length penalty
 
     lp(Y) = ((5 + |Y|) / 6)^α            α = 0: no normalisation
 
-|Y| counts the output tokens, EOS included.
+|Y| counts the output tokens, EOS included. With a coverage penalty β > 0 (GNMT's
+second term, OpenNMT's ``-coverage_penalty wu``) a finished hypothesis also gets
+
+    cp(X; Y) = β Σ_i log(min(Σ_t α_{t,i}, 1))       i over the source tokens
+
+which is 0 when every source token received at least one unit of attention over the
+output and negative for each one left short: it counts against translations that skip
+part of the source. cp ≤ 0, so the stopping rules stay sound.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from rnnkit.graphs.beam import beam_tokens
 from rnnkit.graphs.seq2seq import greedy_tokens
 from rnnkit.model import DecoderStep, Seq2Seq, State
 
-__all__ = ["Hypothesis", "greedy_search", "beam_search", "length_penalty"]
+__all__ = ["Hypothesis", "greedy_search", "beam_search", "length_penalty", "coverage_penalty"]
 
 
 class Decoding(Protocol):
@@ -66,6 +73,15 @@ class Hypothesis:
 def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
     """GNMT length penalty ((5 + |Y|) / 6)^α."""
     return ((5 + length) / 6) ** alpha
+
+
+def coverage_penalty(attention: Tensor, beta: float) -> float:
+    """GNMT coverage penalty β Σ_i log(min(Σ_t α_{t,i}, 1)) of one hypothesis' attention
+    ``(len, S)`` (its own source tokens only)."""
+    if beta == 0:
+        return 0.0
+    cover = attention.double().sum(0).clamp(1e-10, 1.0)  # clamp: no -inf for an unread token
+    return beta * float(cover.log().sum())
 
 
 def _max_lengths(src_lengths: Tensor, a: float, b: int) -> list[int]:
@@ -175,11 +191,14 @@ class _Alive:
     enc: Any  # encoder output (an EncoderOutput for one model), n·K rows
 
     def hypothesis(
-        self, i: int, k: int, last: int | None, score: float, src_len: int
+        self, i: int, k: int, last: int | None, score: float, src_len: int, beta: float = 0.0
     ) -> Hypothesis:
-        """Row (i, k) as a finished hypothesis, plus ``last`` when it did not end in EOS."""
+        """Row (i, k) as a finished hypothesis, plus ``last`` when it did not end in EOS;
+        ``score`` plus the coverage penalty β of its attention."""
         tokens = self.tokens[i, k].tolist() + ([] if last is None else [last])
         att = None if self.attention is None else self.attention[i, k, :, :src_len].clone()
+        if beta and att is not None:
+            score += coverage_penalty(att, beta)
         return Hypothesis(tokens, score, att)
 
     def advance(self, beam: Tensor, token: Tensor, scores: Tensor, state: State) -> _Alive:
@@ -225,6 +244,7 @@ def beam_search(
     max_len_b: int = 10,
     n_best: int = 1,
     exact: bool = False,
+    coverage: float = 0.0,
 ) -> list[list[Hypothesis]]:
     """Batched beam search (see module docstring).
 
@@ -236,6 +256,8 @@ def beam_search(
         n_best: how many finished hypotheses to return per sentence (≤ K).
         exact: stop a sentence only when no alive hypothesis can still win (slower);
             default: when none wins at the current length.
+        coverage: β of the coverage penalty added to finished hypotheses' scores
+            (0: none; needs a model with attention).
     Returns:
         For each sentence, its n best hypotheses, best first; ``score`` is the
         length-normalised log-probability, ``attention`` is ``(len + 1, S)``
@@ -246,8 +268,10 @@ def beam_search(
     K, B, dev, alpha = beam_size, src.shape[0], src.device, length_penalty_alpha
     limits = _max_lengths(src_lengths, max_len_a, max_len_b)
     src_len = src_lengths.tolist()
+    if coverage < 0:
+        raise ValueError(f"coverage must be ≥ 0, got {coverage}")
     # one model on a GPU: static shapes, no host sync per step (rnnkit.graphs)
-    if isinstance(model, Seq2Seq) and graphs.active(dev):
+    if isinstance(model, Seq2Seq) and graphs.active(dev) and not coverage:
         found = beam_tokens(model, src, src_lengths, limits, K, alpha, n_best, exact)
         return _beam_hypotheses(found, src_len)
     enc = model.encode(src, src_lengths).index_select(
@@ -268,6 +292,8 @@ def beam_search(
     for t in range(max(limits)):
         step = model.decode_step(y, alive.state, alive.enc)
         n = len(alive.sentences)
+        if coverage and step.attention is None:
+            raise ValueError("a coverage penalty needs a model with attention")
         if step.attention is not None:
             a = step.attention.view(n, K, 1, -1)
             alive.attention = a if alive.attention is None else torch.cat([alive.attention, a], 2)
@@ -282,7 +308,9 @@ def beam_search(
         ):
             s = alive.sentences[i]
             finished[s].append(
-                alive.hypothesis(i, int(beam[i, j]), None, float(cand[i, j]) / lp_now, src_len[s])
+                alive.hypothesis(
+                    i, int(beam[i, j]), None, float(cand[i, j]) / lp_now, src_len[s], coverage
+                )
             )
         # the K best other candidates stay alive
         keep_scores, keep = cand.masked_fill(token == model.eos_id, float("-inf")).topk(K, 1)
@@ -298,6 +326,7 @@ def beam_search(
                             int(keep_tok[i, k]),
                             float(keep_scores[i, k]) / lp_now,
                             src_len[s],
+                            coverage,
                         )
                     )
             elif not _settled(

@@ -44,6 +44,7 @@ def translate_lines(
     exact: bool | None = None,
     model: Decoding | None = None,
     sampling: Sampling | None = None,
+    coverage_penalty: float | None = None,
 ) -> list[list[Translation]]:
     """Translate ``lines``; for each line its ``n_best`` translations, best first.
 
@@ -56,6 +57,8 @@ def translate_lines(
         model: what decodes instead of ``bundle.model``, e.g. an
             :class:`rnnkit.ensemble.Ensemble` whose members share the bundle's
             tokenizers and vocabularies (:func:`rnnkit.ensemble.load_ensemble`).
+        coverage_penalty: β of beam search's coverage penalty; default from
+            ``decode.coverage_penalty``.
         sampling: draw ``n_best`` samples per line (:mod:`rnnkit.sampling`) instead of
             searching; ``beam_size`` is then not used.
     """
@@ -104,6 +107,7 @@ def translate_lines(
                     dec.max_len_b,
                     n_best,
                     dec.exact if exact is None else exact,
+                    dec.coverage_penalty if coverage_penalty is None else coverage_penalty,
                 )
         for row, nbest in zip(batch.indices.tolist(), hyps):
             i = todo[row]
