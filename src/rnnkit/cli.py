@@ -17,12 +17,9 @@ from rnnkit.cli_commands import (
     cmd_bench,
     cmd_data,
     cmd_demo,
-    cmd_evaluate,
     cmd_experiment,
     cmd_inspect,
-    cmd_score,
     cmd_train,
-    cmd_translate,
     non_negative_float,
 )
 
@@ -31,6 +28,7 @@ from rnnkit.cli_commands import positive_int as positive_int
 from rnnkit.cli_commands import read_text as read_text
 from rnnkit.cli_commands import torchrun_command as torchrun_command
 from rnnkit.cli_commands import write_text as write_text
+from rnnkit.cli_decode import cmd_evaluate, cmd_score, cmd_translate
 
 __all__ = ["main"]
 

@@ -1,0 +1,198 @@
+"""The ``rnnkit`` sub-commands that decode with a trained model: ``translate``, ``evaluate``
+and ``score`` (one checkpoint or an ensemble); the others are in :mod:`rnnkit.cli_commands`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from rnnkit.cli_commands import UsageError, _bundle, _decoded, _log, read_text, write_text
+
+if TYPE_CHECKING:
+    from rnnkit.checkpoint import Bundle
+    from rnnkit.sampling import Sampling
+    from rnnkit.search import Decoding
+
+
+def _models(paths: list[str], device: str = "auto") -> tuple[Bundle, Decoding]:
+    """One checkpoint: its bundle and model; several: the first's bundle and the ensemble
+    of all (they must share vocabularies and tokenizers)."""
+    from rnnkit.ensemble import load_ensemble
+    from rnnkit.train import pick_device
+
+    if len(paths) == 1:
+        bundle = _bundle(paths[0], device)
+        return bundle, bundle.model
+    bundle, ensemble = load_ensemble(paths, device=pick_device(device, "--device"))
+    _log(f"ensemble of {len(paths)} models (their probabilities averaged at every step)")
+    return bundle, ensemble
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from rnnkit.translate import as_json, translate_lines
+
+    interactive = args.input in (None, "-") and args.output in (None, "-") and sys.stdin.isatty()
+    lines = [] if interactive else read_text(args.input)
+    sampling = _sampling(args)
+    bundle, model = _models(args.checkpoint, args.device)
+    beam = args.beam if args.beam is not None else bundle.config.decode.beam_size
+    if args.n_best > max(beam, 1) and sampling is None:
+        raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
+
+    def translated(lines: list[str], first: int = 0) -> list[str]:
+        with sentence_bar(len(lines)) as bar:  # none for one typed line
+            results = translate_lines(
+                bundle,
+                lines,
+                args.beam,
+                args.batch_size,
+                args.n_best,
+                args.length_penalty,
+                progress=bar,
+                model=model,
+                sampling=sampling,
+                coverage_penalty=args.coverage_penalty,
+            )
+        if args.json:  # one JSON object per line, as the server's entries
+            return [
+                json.dumps(as_json(r, alternatives=args.n_best > 1), ensure_ascii=False)
+                for r in results
+            ]
+        if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
+            return [
+                f"{first + i} ||| {t.text} ||| {t.score:.4f}"
+                for i, r in enumerate(results)
+                for t in r
+            ]
+        return [r[0].text for r in results]
+
+    if interactive:
+        return _interactive(translated)
+    write_text(args.output, translated(lines))
+    return 0
+
+
+def _sampling(args: argparse.Namespace) -> Sampling | None:
+    """``--sample`` and its options as a :class:`Sampling` (None without ``--sample``)."""
+    from rnnkit.sampling import Sampling
+
+    given = [
+        f"--{k.replace('_', '-')}"
+        for k, default in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("seed", 1))
+        if getattr(args, k) != default
+    ]
+    if not args.sample:
+        if given:
+            raise UsageError(f"{given[0]} needs --sample")
+        return None
+    for flag in ("beam", "length_penalty", "coverage_penalty"):
+        if getattr(args, flag) is not None:
+            name = flag.replace("_", "-")
+            raise UsageError(f"--sample draws instead of searching: leave out --{name}")
+    try:
+        return Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+    except ValueError as e:
+        raise UsageError(f"--{str(e).replace('_', '-')}") from None
+
+
+@contextmanager
+def sentence_bar(total: int) -> Iterator[Callable[[int], None] | None]:
+    """A progress callback drawing a bar of ``total`` sentences on stderr when it is a
+    terminal and the work is long enough to want one (None otherwise)."""
+    from rnnkit.progress import progress_bar
+
+    bar = progress_bar(total >= 200, total, 0, unit="sent")
+    if bar is None or bar.disable:
+        yield None
+        return
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+def _interactive(translated: Callable[[list[str], int], list[str]]) -> int:
+    """A terminal on stdin: each line translated as soon as it is typed, until Ctrl-D
+    (a line that is not UTF-8 is said so on stderr and gives an empty line)."""
+    _log("rnnkit translate: type a sentence and press Enter (Ctrl-D to end)")
+    n = 0
+    while raw := sys.stdin.buffer.readline():
+        try:
+            line = _decoded(raw, "<stdin>", n + 1)
+        except UsageError as e:
+            _log(f"rnnkit: error: {e}")
+            line = ""
+        write_text(None, translated([line], n))
+        n += 1
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rnnkit.evaluate import group_by_source, score
+    from rnnkit.translate import translate_lines
+
+    src, refs = read_text(args.src), [read_text(f) for f in args.ref]
+    for name, ref in zip(args.ref, refs):
+        if len(src) != len(ref):
+            raise UsageError(f"{args.src} has {len(src)} lines but {name} has {len(ref)}")
+    line_of = list(range(len(src)))
+    if args.group_sources:
+        src, refs, line_of = group_by_source(src, refs)
+    bundle, model = _models(args.checkpoint, args.device)
+    t0 = time.perf_counter()
+    with sentence_bar(len(src)) as bar:
+        results = translate_lines(
+            bundle,
+            src,
+            args.beam,
+            args.batch_size,
+            length_penalty=args.length_penalty,
+            progress=bar,
+            model=model,
+            coverage_penalty=args.coverage_penalty,
+        )
+    hyps = [r[0].text for r in results]
+    seconds = time.perf_counter() - t0  # translation alone, the model loaded
+    if args.output:  # one line per input line, also when lines were grouped
+        write_text(args.output, [hyps[j] for j in line_of])
+    result = score(hyps, refs[0], lowercase=args.lowercase, extra_references=refs[1:])
+    if args.group_sources:
+        result["lines"] = len(line_of)
+    if len(args.checkpoint) > 1:
+        result["models"] = len(args.checkpoint)
+    result["beam"] = args.beam if args.beam is not None else bundle.config.decode.beam_size
+    lp = bundle.config.decode.length_penalty
+    result["length_penalty"] = args.length_penalty if args.length_penalty is not None else lp
+    cp = bundle.config.decode.coverage_penalty
+    result["coverage_penalty"] = args.coverage_penalty if args.coverage_penalty is not None else cp
+    result["translate_seconds"] = round(seconds, 3)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rnnkit.scoring import score_pairs, summary
+
+    src, tgt = read_text(args.src), read_text(args.tgt)
+    if len(src) != len(tgt):
+        raise UsageError(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}")
+    bundle, model = _models(args.checkpoint, args.device)
+    with sentence_bar(len(src)) as bar:
+        scores = score_pairs(bundle, src, tgt, args.batch_size, model=model, progress=bar)
+    write_text(
+        args.output,
+        [f"{s.log_prob / s.tokens if args.normalize else s.log_prob:.4f}" for s in scores],
+    )
+    total = summary(scores)
+    _log(
+        f"scored {total['pairs']} pairs, {total['tokens']} target tokens: log-probability "
+        f"{total['log_prob']:.2f}, {total['nll_per_token']:.4f} nats per token, "
+        f"perplexity {total['perplexity']:.2f}"
+    )
+    return 0
