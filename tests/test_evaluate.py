@@ -45,6 +45,10 @@ def test_lowercase_flag():
 def test_equals_sacrebleu_corpus_functions():
     result = score(HYPS, REFS)
     assert result["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS]).score)
+    ref_words = sum(len(r.split()) for r in REFS)  # 13a splits nothing else in these
+    assert result["length_ratio"] == pytest.approx(
+        sum(len(h.split()) for h in HYPS) / ref_words, abs=1e-4
+    )
     assert result["chrf"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS]).score)
     assert 0.0 < result["bleu"] < 100.0
 

@@ -44,9 +44,11 @@ def score(
             of that stream for that line, so sentences may have different numbers.
 
     Returns:
-        ``{"bleu": float, "chrf": float, "bleu_signature": str, "chrf_signature": str,
-        "n": int, "n_refs": int}``; scores are on sacrebleu's 0-100 scale, ``n_refs`` the
-        number of reference streams (``nrefs`` of the signatures).
+        ``{"bleu": float, "chrf": float, "length_ratio": float, "bleu_signature": str,
+        "chrf_signature": str, "n": int, "n_refs": int}``; scores are on sacrebleu's 0-100
+        scale, ``length_ratio`` is BLEU's hypothesis / reference length in tokens (below 1:
+        the brevity penalty applies), ``n_refs`` the number of reference streams (``nrefs``
+        of the signatures).
 
     Raises:
         ValueError: the lists differ in length, or are empty.
@@ -59,11 +61,12 @@ def score(
     hyps = list(hypotheses)
     refs = [list(references)] + [list(stream) for stream in extra_references]
     bleu, chrf = BLEU(lowercase=lowercase), CHRF(lowercase=lowercase)
-    bleu_score = bleu.corpus_score(hyps, refs).score
+    b = bleu.corpus_score(hyps, refs)
     chrf_score = chrf.corpus_score(hyps, refs).score
     return {
-        "bleu": float(bleu_score),
+        "bleu": float(b.score),
         "chrf": float(chrf_score),
+        "length_ratio": round(b.sys_len / b.ref_len, 4) if b.ref_len else 0.0,
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
         "n": len(hyps),
