@@ -4,6 +4,7 @@ as one-by-one translation does, a model error that fails only its batch, SIGTERM
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import signal
 import socket
@@ -18,12 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 import uvicorn
 from serve_util import dates_checkpoint, env, serving
 from toy import one_thread
 
 import rnnkit.serve.app as serve_app
 from rnnkit.checkpoint import Bundle, load_bundle
+from rnnkit.ensemble import Ensemble
 from rnnkit.serve.app import Settings, create_app
 from rnnkit.translate import translate_lines
 
@@ -48,9 +51,9 @@ def bundle(ckpt: Path) -> Bundle:
 
 
 @contextmanager
-def running(bundle: Bundle, **settings: Any) -> Iterator[str]:
+def running(bundle: Bundle, ensemble: Ensemble | None = None, **settings: Any) -> Iterator[str]:
     """The app served by uvicorn in a thread on a free 127.0.0.1 port; stopped on exit."""
-    app = create_app(bundle, Settings(**settings), "dates.pt")
+    app = create_app(bundle, Settings(**settings), "dates.pt", ensemble)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -218,9 +221,9 @@ def test_batching_answers_as_one_by_one(bundle: Bundle, beam: int) -> None:
 
 
 def _slow(real: Any, delay: float) -> Any:
-    def run(bundle: Bundle, texts: list[str], opts: Any) -> Any:
+    def run(bundle: Bundle, texts: list[str], *rest: Any) -> Any:
         time.sleep(delay)
-        return real(bundle, texts, opts)
+        return real(bundle, texts, *rest)
 
     return run
 
@@ -240,10 +243,10 @@ def test_queue_full_is_503_with_retry_after(bundle: Bundle, monkeypatch: Any) ->
 def test_model_error_fails_its_batch_only(bundle: Bundle, monkeypatch: Any) -> None:
     real = serve_app.translate_batch
 
-    def run(b: Bundle, texts: list[str], opts: Any) -> Any:
+    def run(b: Bundle, texts: list[str], *rest: Any) -> Any:
         if "boom" in texts:
             raise RuntimeError("the model broke")
-        return real(b, texts, opts)
+        return real(b, texts, *rest)
 
     monkeypatch.setattr(serve_app, "translate_batch", run)
     with running(bundle, max_wait_ms=0) as url:
@@ -334,3 +337,23 @@ def test_launch_reports_a_server_that_does_not_start(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="checkpoint not found"):
         with started(str(tmp_path / "missing.pt"), timeout=60):
             pass
+
+
+def test_an_ensemble_serves_its_mean_distribution_without_gates(bundle: Bundle) -> None:
+    other = copy.deepcopy(bundle.model)
+    with torch.no_grad():  # a second member that disagrees a little
+        for w in other.parameters():
+            w.add_(0.05 * torch.randn_like(w))
+    ens = Ensemble([bundle.model, other]).eval()
+    with running(bundle, ens, beam=2) as u:
+        info = httpx.get(u + "/info", timeout=10).json()
+        assert info["models"] == 2
+        assert info["parameters"] == 2 * sum(p.numel() for p in bundle.model.parameters())
+        got = post(u, {"texts": DATES, "n_best": 2}).json()["translations"]
+        want = translate_lines(bundle, DATES, 2, n_best=2, model=ens)
+        assert [g["text"] for g in got] == [w[0].text for w in want]
+        assert [g["score"] for g in got] == pytest.approx([w[0].score for w in want], abs=1e-5)
+        assert [a["text"] for a in got[0]["alternatives"]] == [w.text for w in want[0]]
+        refused = post(u, {"text": DATES[0], "gates": True})
+        assert refused.status_code == 422
+        assert "need one model" in refused.json()["detail"]

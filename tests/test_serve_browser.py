@@ -17,6 +17,8 @@ import pytest
 from serve_util import dates_checkpoint, serving
 from toy import one_thread
 
+from rnnkit.serve.launch import started
+
 sync_api = pytest.importorskip("playwright.sync_api")
 
 
@@ -131,5 +133,30 @@ def test_inspect_page_shares_the_gate_view(ckpt: Path, tmp_path: Path) -> None:
             assert page.inner_text("#legend").startswith("decoder layer 0")
             assert page.locator("#att-src .tok").count() == 7
             assert errors == []
+        finally:
+            browser.close()
+
+
+def test_page_of_an_ensemble(ckpt: Path) -> None:
+    """Two checkpoints: the page says so, translates with attention, asks for no gates."""
+    exe = chromium()
+    if exe is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    with started([str(ckpt)] * 2) as (url, _), sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, headless=True, timeout=60_000)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.set_default_timeout(30_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_function("document.getElementById('model').textContent.length > 0")
+            assert page.inner_text("#model").startswith("ensemble of 2 (last.pt + last.pt)")
+            page.fill("#src", "5/9/18")
+            page.press("#src", "Enter")
+            page.wait_for_selector("#heat rect.c")
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d", page.inner_text("#out").strip())
+            assert "ensemble" in page.inner_text("#gnote")
+            assert page.inner_text("#err") == "" and errors == []
         finally:
             browser.close()

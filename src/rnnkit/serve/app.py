@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rnnkit.checkpoint import Bundle
+from rnnkit.ensemble import Ensemble
 from rnnkit.serve.batcher import Batcher, QueueFull
 from rnnkit.serve.page import page_html
 from rnnkit.serve.translator import Decode, info, translate_batch
@@ -203,10 +204,10 @@ async def _answer(batcher: Batcher, texts: list[str], opts: Decode, timeout: flo
         raise ApiError(500, f"the model failed on this batch: {type(e).__name__}: {e}") from None
 
 
-def _batcher(bundle: Bundle, s: Settings, metrics: Metrics) -> Batcher:
+def _batcher(bundle: Bundle, s: Settings, metrics: Metrics, ensemble: Ensemble | None) -> Batcher:
     threads = torch.get_num_threads()  # the worker runs with the threads of its creator
     return Batcher(
-        lambda texts, opts: translate_batch(bundle, texts, opts),  # type: ignore[arg-type]
+        lambda texts, opts: translate_batch(bundle, texts, opts, ensemble),  # type: ignore[arg-type]
         s.max_batch,
         s.max_wait_ms / 1000,
         s.max_queue,
@@ -223,13 +224,16 @@ async def _http_error(request: Request, e: StarletteHTTPException) -> JSONRespon
     return _error(e.status_code, str(e.detail))
 
 
-def create_app(bundle: Bundle, settings: Settings, checkpoint: str = "") -> FastAPI:
-    """The server for ``bundle``; the batcher's worker starts and stops with the app."""
+def create_app(
+    bundle: Bundle, settings: Settings, checkpoint: str = "", ensemble: Ensemble | None = None
+) -> FastAPI:
+    """The server for ``bundle`` (or for ``ensemble``, whose members share ``bundle``'s
+    vocabularies); the batcher's worker starts and stops with the app."""
     s = settings
     metrics = Metrics()
     default_beam = s.beam if s.beam is not None else bundle.config.decode.beam_size
-    batcher = _batcher(bundle, s, metrics)
-    about = info(bundle, checkpoint)
+    batcher = _batcher(bundle, s, metrics, ensemble)
+    about = info(bundle, checkpoint, ensemble)
     about["decode"]["beam"] = default_beam
     about["limits"] = _limits(s)
 
@@ -274,6 +278,10 @@ def create_app(bundle: Bundle, settings: Settings, checkpoint: str = "") -> Fast
         beam = req.beam if req.beam is not None else default_beam
         if req.n_best > max(beam, 1):
             raise ApiError(422, f"n_best {req.n_best} exceeds the beam size {beam}")
+        if req.gates and ensemble is not None:
+            raise ApiError(
+                422, f'"gates" need one model; this server runs an ensemble of {about["models"]}'
+            )
         results = await _answer(
             batcher, texts, Decode(beam, req.n_best, req.attention, req.gates), s.timeout_s
         )

@@ -26,12 +26,17 @@ def add_parser(sub: Any) -> None:
     s = sub.add_parser(
         "serve",
         help="serve a checkpoint over HTTP: a JSON API with dynamic batching and a web page",
-        description="Serve CHECKPOINT: GET / (page), GET /health, GET /info, POST /translate, "
-        "GET /metrics (Prometheus), /docs (OpenAPI). Concurrent requests are translated "
+        description="Serve CHECKPOINT (several: their ensemble): GET / (page), GET /health, "
+        "GET /info, POST /translate, GET /metrics (Prometheus), /docs (OpenAPI). "
+        "Concurrent requests are translated "
         "together in batches. SIGTERM or Ctrl-C: stop accepting, answer what is queued, "
         "exit 0.",
     )
-    s.add_argument("checkpoint", help="a checkpoint written by rnnkit train (.pt)")
+    s.add_argument(
+        "checkpoint", nargs="+", metavar="CHECKPOINT",
+        help="a checkpoint written by rnnkit train (.pt); several: an ensemble (their "
+        "probabilities averaged at every step; same vocabularies; no gates)",
+    )  # fmt: skip
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free)")
     s.add_argument(
@@ -71,10 +76,12 @@ def _socket(host: str, port: int) -> socket.socket:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from rnnkit.cli_commands import _bundle
+    from rnnkit.cli_decode import _models
+    from rnnkit.ensemble import Ensemble
     from rnnkit.serve.app import Settings, create_app
 
-    bundle = _bundle(args.checkpoint, args.device)  # auto: the GPU when there is one
+    bundle, model = _models(args.checkpoint, args.device)  # auto: the GPU when there is one
+    ensemble = model if isinstance(model, Ensemble) else None
     settings = Settings(
         beam=args.beam,
         max_batch=args.max_batch,
@@ -84,7 +91,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_texts=args.max_texts,
         api_key=args.api_key or os.environ.get("RNNKIT_API_KEY") or None,
     )
-    app = create_app(bundle, settings, os.path.basename(args.checkpoint))
+    name = " + ".join(os.path.basename(c) for c in args.checkpoint)
+    app = create_app(bundle, settings, name, ensemble)
     try:
         sock = _socket(args.host, args.port)
     except OSError as e:

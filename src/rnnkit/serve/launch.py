@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 __all__ = ["started"]
@@ -26,13 +26,18 @@ _URL = re.compile(r"(http://127\.0\.0\.1:\d+/)")
 
 @contextmanager
 def started(
-    checkpoint: str, *args: str, timeout: float = 60.0, stop_timeout: float = 30.0
+    checkpoint: str | Sequence[str],
+    *args: str,
+    timeout: float = 60.0,
+    stop_timeout: float = 30.0,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``rnnkit serve checkpoint --port 0 *args`` on 127.0.0.1 with one torch thread;
-    yields (its URL, the process) once it prints the URL. A server that exits or stays
-    silent for ``timeout`` seconds raises RuntimeError with what it printed."""
+    """``rnnkit serve checkpoint --port 0 *args`` on 127.0.0.1 with one torch thread
+    (several checkpoints: their ensemble); yields (its URL, the process) once it prints
+    the URL. A server that exits or stays silent for ``timeout`` seconds raises
+    RuntimeError with what it printed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "rnnkit", "serve", checkpoint, "--host", "127.0.0.1"]
+    paths = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
+    cmd = [sys.executable, "-m", "rnnkit", "serve", *paths, "--host", "127.0.0.1"]
     proc = subprocess.Popen(
         [*cmd, "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, env=env,

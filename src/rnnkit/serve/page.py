@@ -125,10 +125,13 @@ function shown(t) {
       (few ? `; the first ${g.units_sent} of ${g.units_total} units` : "") + ").";
     D.src = g.src; wireGates();
     if (t.attention && t.attention.length) { D.src = t.source_tokens; pick(0); }
-  } else { $("gnote").textContent = "(an empty text has no gates)"; }
+  } else {
+    $("gnote").textContent = GATES ? "(an empty text has no gates)"
+      : "(gates need one model; this server runs an ensemble)";
+  }
 }
 async function translate() {
-  const text = $("src").value, body = {text, attention: true, gates: true};
+  const text = $("src").value, body = {text, attention: true, gates: GATES};
   const beam = parseInt($("beam").value, 10), nb = parseInt($("nb").value, 10);
   if (beam) body.beam = beam;
   if (nb > 1) body.n_best = Math.min(nb, beam || DEFAULT_BEAM);
@@ -146,7 +149,7 @@ async function translate() {
     $("err").textContent = "Error: " + e.message;
   } finally { document.body.classList.remove("busy"); }
 }
-let DEFAULT_BEAM = 1;
+let DEFAULT_BEAM = 1, GATES = true;
 $("go").onclick = translate;
 $("src").addEventListener("keydown", (e) => {
   if (e.key === "Enter") { e.preventDefault(); translate(); }
@@ -155,9 +158,12 @@ fetch("info", {headers: $("key").value ? {"X-API-Key": $("key").value} : {}})
   .then((r) => (r.ok ? r.json() : null)).then((m) => {
     if (!m) return;
     DEFAULT_BEAM = m.decode.beam; $("beam").value = m.decode.beam;
-    $("model").textContent = `${m.checkpoint}: ${m.cell}, attention ${m.attention}, ` +
-      `${m.encoder_layers}+${m.decoder_layers} layers, hidden ${m.hidden_size}, ` +
-      `${m.parameters.toLocaleString()} parameters`;
+    GATES = (m.models || 1) === 1;
+    const arch = `${m.cell}, attention ${m.attention}, ` +
+      `${m.encoder_layers}+${m.decoder_layers} layers, hidden ${m.hidden_size}`;
+    const n = `${m.parameters.toLocaleString()} parameters`;
+    $("model").textContent = GATES ? `${m.checkpoint}: ${arch}, ${n}`
+      : `ensemble of ${m.models} (${m.checkpoint}), ${n} in all; the first: ${arch}`;
   }).catch(() => {});
 """
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from rnnkit.checkpoint import Bundle
+from rnnkit.ensemble import Ensemble
 from rnnkit.inspect_html import page_data
 from rnnkit.record import record
 from rnnkit.translate import Translation, as_json, translate_lines
@@ -50,9 +51,15 @@ def gates_of(bundle: Bundle, text: str) -> dict[str, Any] | None:
     return data
 
 
-def translate_batch(bundle: Bundle, texts: list[str], opts: Decode) -> list[dict[str, Any]]:
-    """Translate ``texts`` in one batch; one JSON-ready entry per text, in order."""
-    results = translate_lines(bundle, texts, opts.beam, max(1, len(texts)), opts.n_best)
+def translate_batch(
+    bundle: Bundle, texts: list[str], opts: Decode, ensemble: Ensemble | None = None
+) -> list[dict[str, Any]]:
+    """Translate ``texts`` in one batch; one JSON-ready entry per text, in order. With an
+    ``ensemble`` (its members share ``bundle``'s vocabularies) it decodes; gates need one
+    model (the app refuses them for an ensemble)."""
+    results = translate_lines(
+        bundle, texts, opts.beam, max(1, len(texts)), opts.n_best, model=ensemble
+    )
     entries = [_entry(r, opts) for r in results]
     if opts.gates:  # record() runs without autograd
         for text, entry in zip(texts, entries):
@@ -60,8 +67,10 @@ def translate_batch(bundle: Bundle, texts: list[str], opts: Decode) -> list[dict
     return entries
 
 
-def info(bundle: Bundle, checkpoint: str) -> dict[str, Any]:
-    """What ``GET /info`` tells: the model, its vocabularies and the decode defaults."""
+def info(bundle: Bundle, checkpoint: str, ensemble: Ensemble | None = None) -> dict[str, Any]:
+    """What ``GET /info`` tells: the model (the first of an ensemble; ``models`` counts
+    them, ``parameters`` adds them up), its vocabularies and the decode defaults."""
+    decoding = bundle.model if ensemble is None else ensemble
     cfg = bundle.config
     m, d = cfg.model, cfg.decode
     known = cfg.data.task is None  # a built-in task's sides are named "src" / "tgt"
@@ -78,7 +87,8 @@ def info(bundle: Bundle, checkpoint: str) -> dict[str, Any]:
         "bidirectional": m.bidirectional,
         "embedding_size": m.emb_size,
         "hidden_size": m.hidden_size,
-        "parameters": sum(p.numel() for p in bundle.model.parameters()),
+        "models": 1 if ensemble is None else len(ensemble.members),
+        "parameters": sum(p.numel() for p in decoding.parameters()),
         "source_vocab_size": len(bundle.src_vocab),
         "target_vocab_size": len(bundle.tgt_vocab),
         "tokenizer": cfg.data.tokenizer,
