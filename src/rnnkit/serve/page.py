@@ -47,10 +47,10 @@ _BODY = """
 Point at a cell for α; click a target token to lay its row over the source sentence.</p>
 <svg id="heat" xmlns="http://www.w3.org/2000/svg"></svg>
 <div id="att-src" class="tokens"></div><div id="att-out" hidden></div>
-<h2>Gates</h2>
+<div id="gview"><h2>Gates</h2>
 <p class="legend" id="gnote"></p>
 %CONTROLS%
-</div>
+</div></div>
 <div id="tip"></div>
 """
 
@@ -125,10 +125,7 @@ function shown(t) {
       (few ? `; the first ${g.units_sent} of ${g.units_total} units` : "") + ").";
     D.src = g.src; wireGates();
     if (t.attention && t.attention.length) { D.src = t.source_tokens; pick(0); }
-  } else {
-    $("gnote").textContent = GATES ? "(an empty text has no gates)"
-      : "(gates need one model; this server runs an ensemble)";
-  }
+  } else { $("gnote").textContent = "(an empty text has no gates)"; }
 }
 async function translate() {
   const text = $("src").value, body = {text, attention: true, gates: GATES};
@@ -159,6 +156,7 @@ fetch("info", {headers: $("key").value ? {"X-API-Key": $("key").value} : {}})
     if (!m) return;
     DEFAULT_BEAM = m.decode.beam; $("beam").value = m.decode.beam;
     GATES = (m.models || 1) === 1;
+    $("gview").hidden = !GATES;  // an ensemble has no gates to show
     const arch = `${m.cell}, attention ${m.attention}, ` +
       `${m.encoder_layers}+${m.decoder_layers} layers, hidden ${m.hidden_size}`;
     const n = `${m.parameters.toLocaleString()} parameters`;
