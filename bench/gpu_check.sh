@@ -37,7 +37,7 @@ say "environment"
 if has tests; then
   say "CUDA tests (graph = eager, recapture, no sync, precision)"
   timeout 120 $PY -m pytest -q -rs -p no:cacheprovider tests/test_graphs.py \
-    tests/test_graphs_seq2seq.py tests/test_precision.py -k cuda 2>&1 | tail -40 | tee -a "$LOG"
+    tests/test_graphs_seq2seq.py tests/test_precision.py tests/test_ensemble.py -k cuda 2>&1 | tail -40 | tee -a "$LOG"
   say "autocast: what torch.nn.LSTM returns under each autocast dtype"
   $PY - <<'PYEOF' 2>&1 | tee -a "$LOG"
 import torch
