@@ -364,3 +364,25 @@ def test_fetch_tatoeba_network_failure_is_one_line(tmp_path: Path) -> None:
         fetch_tatoeba(tmp_path / "out", url=(tmp_path / "missing.zip").as_uri())
     with pytest.raises(DataError, match=r"no fra-eng.zip, data.zip, fra.txt or eng-fra.txt"):
         fetch_tatoeba(tmp_path / "out", from_path=tmp_path)
+
+
+def test_min_freq_and_max_vocab_bound_the_vocabularies(tmp_path: Path) -> None:
+    """data.min_freq / data.max_vocab: rare words and those beyond the N most frequent
+    become <unk> in training; the defaults keep every word."""
+    from rnnkit.config import config_from_dict
+    from rnnkit.prepare import prepare
+
+    words = [f"w{i}" for i in range(12)]
+    src = [" ".join(words[: 1 + i % 12]) for i in range(40)]  # w0 in all, w11 in 3
+    (tmp_path / "c.src").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (tmp_path / "c.tgt").write_text("\n".join(src) + "\n", encoding="utf-8")
+
+    def vocab(**keys: object) -> list[str]:
+        data = {"train": str(tmp_path / "c"), "dev_size": 1, "tokenizer": "word", **keys}
+        d = prepare(config_from_dict({"data": data}), tmp_path / "run", write=False)
+        return d.src_vocab.to_state()["tokens"][4:]
+
+    assert sorted(vocab()) == sorted(words)
+    counts = {w: sum(w in s.split() for s in src) for w in words}
+    assert set(vocab(min_freq=7)) == {w for w, c in counts.items() if c >= 7}  # no count near 7
+    assert vocab(max_vocab=5) == words[:5]  # the most frequent, in order

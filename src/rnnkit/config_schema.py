@@ -55,6 +55,11 @@ class DataConfig:
     test_size: int = _field(0, ge=0)
     tokenizer: str = _field("bpe", choices=("bpe", "unigram", "word", "char"))  # token unit
     vocab_size: int = _field(8000, gt=0)  # subword vocabulary size (bpe, unigram)
+    # each side's vocabulary: tokens seen fewer times in training, and beyond the max_vocab
+    # most frequent (null: no cap), become <unk> (for word / char tokens; with subwords
+    # vocab_size already bounds it)
+    min_freq: int = _field(1, gt=0)
+    max_vocab: int | None = _field(None, gt=0)
     # one subword model for both sides (each side's vocabulary: the pieces it uses)
     joint_vocab: bool = True
     lowercase: bool = False  # lowercase all text before tokenising

@@ -202,8 +202,11 @@ def prepare(
     else:
         say(f"training tokenizers ({cfg.data.tokenizer}) on {len(train_pairs)} pairs")
         src_tok, tgt_tok = build_tokenizers(cfg, train_pairs)
-        src_vocab = Vocab.build(src_tok.encode(s) for s, _ in train_pairs)
-        tgt_vocab = Vocab.build(tgt_tok.encode(t) for _, t in train_pairs)
+        cap, least = cfg.data.max_vocab, cfg.data.min_freq
+        src_vocab = Vocab.build((src_tok.encode(s) for s, _ in train_pairs), cap, least)
+        tgt_vocab = Vocab.build((tgt_tok.encode(t) for _, t in train_pairs), cap, least)
+        if cap or least > 1:
+            say(f"vocabularies: {len(src_vocab)} / {len(tgt_vocab)} tokens (specials included)")
         if cfg.data.bpe_dropout:  # the pieces of dropped merges too
             check_bpe(src_tok, tgt_tok, train_pairs)
             src_vocab = src_vocab.extended(src_tok.pieces_within(s for s, _ in train_pairs))
