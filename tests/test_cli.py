@@ -26,6 +26,7 @@ SUBCOMMANDS = [
     "translate",
     "evaluate",
     "score",
+    "info",
     "average",
     "inspect",
     "serve",
@@ -555,3 +556,26 @@ def test_translate_json_lines(checkpoint: Path, tmp_path: Path, capsys) -> None:
         assert len(r["alternatives"]) in (1, 2) and r["alternatives"][0]["text"] == r["text"]
     assert rows[1] == {"text": "", "score": 0.0, "source_tokens": [], "target_tokens": [],
                        "attention": [], "alternatives": [rows[1]["alternatives"][0]]}  # fmt: skip
+
+
+def test_info_says_what_a_checkpoint_holds(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    from rnnkit.checkpoint import load_bundle, load_checkpoint
+
+    code, out, _ = run_cli(capsys, "info", checkpoint)
+    info = json.loads(out)
+    bundle, ckpt = load_bundle(checkpoint), load_checkpoint(checkpoint)
+    assert code == 0 and info["checkpoint"] == checkpoint.name
+    assert info["parameters"] == sum(p.numel() for p in bundle.model.parameters())
+    assert info["target_vocab_size"] == len(bundle.tgt_vocab) and info["models"] == 1
+    t = info["training"]
+    assert t["step"] == ckpt["step"] and t["resumable"] is True
+    assert t["best_dev_bleu"] == pytest.approx(ckpt["progress"]["best"])
+    assert t["epoch"] == ckpt["progress"]["epoch"] + 1
+    code, out, _ = run_cli(capsys, "info", checkpoint, "--config")
+    assert code == 0 and yaml.safe_load(out) == ckpt["config"]
+    avg = tmp_path / "avg.pt"
+    assert main(["average", str(checkpoint), str(checkpoint), "--out", str(avg)]) == 0
+    capsys.readouterr()
+    code, out, _ = run_cli(capsys, "info", avg)
+    info = json.loads(out)
+    assert info["training"]["resumable"] is False and info["averaged"] == [ckpt["step"]] * 2

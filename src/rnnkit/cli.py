@@ -18,6 +18,7 @@ from rnnkit.cli_commands import (
     cmd_data,
     cmd_demo,
     cmd_experiment,
+    cmd_info,
     cmd_inspect,
     cmd_train,
     non_negative_float,
@@ -221,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_device(sc)
     sc.set_defaults(func=cmd_score)
+
+    inf = sub.add_parser(
+        "info",
+        help="what a checkpoint holds: model, vocabularies, decoding defaults, how far it "
+        "was trained, as JSON",
+    )
+    inf.add_argument("checkpoint", help="a .pt file written by rnnkit train or average")
+    inf.add_argument("--config", action="store_true", help="print its whole config as YAML instead")
+    inf.set_defaults(func=cmd_info)
 
     ins = sub.add_parser(
         "inspect",

@@ -6,6 +6,7 @@ that decode (translate, evaluate, score) in :mod:`rnnkit.cli_decode`.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -162,6 +163,23 @@ def add_device(parser: argparse.ArgumentParser) -> None:
         help="where the model runs: auto (a GPU when there is one), cpu, cuda, cuda:N "
         "(default: auto)",
     )
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    if args.config:
+        import yaml
+
+        from rnnkit.checkpoint import CheckpointError, load_checkpoint
+
+        config = load_checkpoint(args.checkpoint).get("config")
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{args.checkpoint}: checkpoint lacks 'config'")
+        print(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), end="")
+        return 0
+    from rnnkit.about import checkpoint_info
+
+    print(json.dumps(checkpoint_info(args.checkpoint), indent=2))
+    return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

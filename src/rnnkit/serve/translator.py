@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from rnnkit.about import model_info as info
 from rnnkit.checkpoint import Bundle
 from rnnkit.ensemble import Ensemble
 from rnnkit.inspect_html import page_data
@@ -65,37 +66,3 @@ def translate_batch(
         for text, entry in zip(texts, entries):
             entry["gates"] = gates_of(bundle, text)
     return entries
-
-
-def info(bundle: Bundle, checkpoint: str, ensemble: Ensemble | None = None) -> dict[str, Any]:
-    """What ``GET /info`` tells: the model (the first of an ensemble; ``models`` counts
-    them, ``parameters`` adds them up), its vocabularies and the decode defaults."""
-    decoding = bundle.model if ensemble is None else ensemble
-    cfg = bundle.config
-    m, d = cfg.model, cfg.decode
-    known = cfg.data.task is None  # a built-in task's sides are named "src" / "tgt"
-    return {
-        "checkpoint": checkpoint,
-        "step": bundle.step,
-        "source_language": cfg.data.src if known else None,
-        "target_language": cfg.data.tgt if known else None,
-        "task": cfg.data.task,
-        "cell": bundle.model.decoder.kind,
-        "attention": m.attention,
-        "encoder_layers": m.enc_layers,
-        "decoder_layers": m.dec_layers,
-        "bidirectional": m.bidirectional,
-        "embedding_size": m.emb_size,
-        "hidden_size": m.hidden_size,
-        "models": 1 if ensemble is None else len(ensemble.members),
-        "parameters": sum(p.numel() for p in decoding.parameters()),
-        "source_vocab_size": len(bundle.src_vocab),
-        "target_vocab_size": len(bundle.tgt_vocab),
-        "tokenizer": cfg.data.tokenizer,
-        "decode": {
-            "beam": d.beam_size,
-            "length_penalty": d.length_penalty,
-            "max_len_a": d.max_len_a,
-            "max_len_b": d.max_len_b,
-        },
-    }

@@ -1,0 +1,70 @@
+"""What a trained model is: the description ``GET /info`` serves and ``rnnkit info``
+prints (architecture, vocabularies, decoding defaults; for a file also how far it was
+trained)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rnnkit.checkpoint import Bundle, load_bundle, load_checkpoint
+from rnnkit.ensemble import Ensemble
+
+__all__ = ["model_info", "checkpoint_info"]
+
+
+def model_info(bundle: Bundle, checkpoint: str, ensemble: Ensemble | None = None) -> dict[str, Any]:
+    """What ``GET /info`` tells: the model (the first of an ensemble; ``models`` counts
+    them, ``parameters`` adds them up), its vocabularies and the decode defaults."""
+    decoding = bundle.model if ensemble is None else ensemble
+    cfg = bundle.config
+    m, d = cfg.model, cfg.decode
+    known = cfg.data.task is None  # a built-in task's sides are named "src" / "tgt"
+    return {
+        "checkpoint": checkpoint,
+        "step": bundle.step,
+        "source_language": cfg.data.src if known else None,
+        "target_language": cfg.data.tgt if known else None,
+        "task": cfg.data.task,
+        "cell": bundle.model.decoder.kind,
+        "attention": m.attention,
+        "encoder_layers": m.enc_layers,
+        "decoder_layers": m.dec_layers,
+        "bidirectional": m.bidirectional,
+        "embedding_size": m.emb_size,
+        "hidden_size": m.hidden_size,
+        "models": 1 if ensemble is None else len(ensemble.members),
+        "parameters": sum(p.numel() for p in decoding.parameters()),
+        "source_vocab_size": len(bundle.src_vocab),
+        "target_vocab_size": len(bundle.tgt_vocab),
+        "tokenizer": cfg.data.tokenizer,
+        "decode": {
+            "beam": d.beam_size,
+            "length_penalty": d.length_penalty,
+            "coverage_penalty": d.coverage_penalty,
+            "max_len_a": d.max_len_a,
+            "max_len_b": d.max_len_b,
+        },
+    }
+
+
+def checkpoint_info(path: str | Path) -> dict[str, Any]:
+    """:func:`model_info` of the checkpoint at ``path``, plus ``training``: its step,
+    epoch, best dev BLEU so far, training minutes and whether ``--resume`` can continue
+    from it (an averaged or kept ``step-*.pt`` file holds weights only), or ``averaged``:
+    the steps whose weights it averages; and ``file_mb``."""
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    out = model_info(load_bundle(path), path.name)
+    progress = ckpt.get("progress") or {}
+    out["training"] = {
+        "step": int(ckpt.get("step", 0)),
+        "epoch": int(progress["epoch"]) + 1 if "epoch" in progress else None,
+        "best_dev_bleu": progress.get("best") if progress.get("best", -1) > -1 else None,
+        "minutes": round(progress["elapsed"] / 60, 1) if "elapsed" in progress else None,
+        "resumable": "optimizer" in ckpt,
+    }
+    if ckpt.get("averaged"):
+        out["averaged"] = list(ckpt["averaged"])
+    out["file_mb"] = round(path.stat().st_size / 2**20, 1)
+    return out
