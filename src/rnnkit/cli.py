@@ -147,22 +147,30 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. for back-translation); with --n-best N: N samples per line",
     )
     tr.add_argument(
-        "--temperature", type=float, default=1.0, help="--sample: logits / T (default: 1.0)"
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="--sample: logits / T (default: 1.0)",
     )
     tr.add_argument(
         "--top-k",
         type=int,
         default=0,
+        metavar="K",
         help="--sample: from the K most probable tokens only (default: 0 = all)",
     )
     tr.add_argument(
         "--top-p",
         type=float,
         default=1.0,
+        metavar="P",
         help="--sample: from the fewest tokens whose probability reaches P (nucleus; "
         "default: 1.0 = all)",
     )
-    tr.add_argument("--seed", type=int, default=1, help="--sample: random seed (default: 1)")
+    tr.add_argument(
+        "--seed", type=int, default=1, metavar="S", help="--sample: random seed (default: 1)"
+    )
     add_device(tr)
     tr.set_defaults(func=cmd_translate)
 
