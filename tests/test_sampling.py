@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 from torch import Tensor
-from toy import BOS, EOS, one_thread, reverse_batch, save_bundle, word_bundle
+from toy import BOS, EOS, PAD, UNK, one_thread, reverse_batch, save_bundle, word_bundle
 
 from rnnkit.cli import main
 from rnnkit.model import Seq2Seq
@@ -45,10 +45,11 @@ def first_step_logits(m: Seq2Seq, src: Tensor, lengths: Tensor) -> Tensor:
 
 
 def reference(logits: Tensor, s: Sampling) -> Tensor:
-    """The distribution to draw from, by the definitions: softmax(logits / τ), then only
-    the k most probable tokens, then only the fewest most probable whose mass reaches p
-    (each time renormalised)."""
-    p = torch.softmax(logits.double() / s.temperature, -1)
+    """The distribution to draw from, by the definitions: PAD and BOS out, softmax(logits
+    / τ), then only the k most probable tokens, then only the fewest most probable whose
+    mass reaches p (each time renormalised)."""
+    logits = logits.double().index_fill(0, torch.tensor([PAD, BOS]), float("-inf"))
+    p = torch.softmax(logits / s.temperature, -1)  # padding and BOS are never drawn
     order = p.argsort(descending=True).tolist()
     keep = order[: s.top_k] if s.top_k else order
     q = torch.zeros_like(p)
@@ -166,3 +167,12 @@ def test_cli_samples_n_per_line_reproducibly(tmp_path, capsys):
         assert main(["translate", str(ckpt), "--input", str(src), *bad]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0]
+
+
+def test_padding_and_bos_are_never_drawn():
+    """Even from a near-uniform distribution (τ = 100) no PAD or BOS is drawn; UNK may be."""
+    m = model(seed=5)
+    src, lengths = sources(B=4)
+    out = sample_search(m, src, lengths, 50, Sampling(temperature=100.0), 1.0, 3)
+    drawn = {t for samples in out for h in samples for t in h.tokens}
+    assert PAD not in drawn and BOS not in drawn and UNK in drawn

@@ -9,7 +9,8 @@ Back-Translation at Scale"): they cover the variety of the data where beam searc
 its most probable, blandest output. The draws come from one seeded generator, so the
 same seed gives the same samples; a hypothesis' score is the *model's* summed
 log-probability of its tokens (τ and the truncation do not enter it), as greedy search
-reports, so scores are comparable across settings and with ``rnnkit score``.
+reports, so scores are comparable across settings and with ``rnnkit score``. Padding
+and BOS are never drawn; ``<unk>`` may be, as the model was trained to write it.
 """
 
 from __future__ import annotations
@@ -84,8 +85,13 @@ def sample_search(
         generator = torch.Generator(device=src.device)
         generator.manual_seed(s.seed)
 
+    never = torch.tensor([model.pad_id, model.bos_id], device=src.device)
+
     def draw(logits: Tensor, logp: Tensor) -> Tensor:
-        probs = torch.softmax(_filtered(logits, s), -1)
+        # padding and BOS are never outputs (the loss ignores padding: its probability
+        # is arbitrary, and a flat temperature would let it through)
+        z = logits.index_fill(1, never, float("-inf"))
+        probs = torch.softmax(_filtered(z, s), -1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     hyps = decode_by(
