@@ -11,7 +11,9 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serve_util import dates_checkpoint, serving
@@ -47,11 +49,14 @@ def not_blank(png: Path) -> None:
     assert top < 0.97, "the screenshot is nearly one colour"
 
 
-def test_page_in_chromium(ckpt: Path, tmp_path: Path) -> None:
+@contextmanager
+def server_page(server: Any) -> Iterator[tuple[Any, list[str]]]:
+    """Headless Chromium on the page of ``server`` (a ``serving`` / ``started`` context):
+    yields the page and the list its script errors land in; all closed on exit."""
     exe = chromium()
     if exe is None:
         pytest.skip("Debian's chromium is not installed (make test installs it)")
-    with serving(ckpt, "--beam", "3") as (url, _), sync_api.sync_playwright() as pw:
+    with server as (url, _), sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, headless=True, timeout=60_000)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
@@ -59,26 +64,31 @@ def test_page_in_chromium(ckpt: Path, tmp_path: Path) -> None:
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url)
-            page.wait_for_function("document.getElementById('beam').value === '3'")
-            page.fill("#src", "9th of May, 2018")
-            page.press("#src", "Enter")
-            page.wait_for_selector("#heat rect.c")
-            assert re.fullmatch(r"\d{4}-\d\d-\d\d", page.inner_text("#out").strip())
-            assert page.locator("#nbest tr").count() == 3
-            _heatmap(page)
-            _gates(page)
-            shot = tmp_path / "serve_page.png"
-            page.screenshot(path=str(shot), full_page=True)
-            not_blank(shot)
-            if os.environ.get("RNNKIT_SCREENSHOT"):
-                shutil.copyfile(shot, os.environ["RNNKIT_SCREENSHOT"])
-            page.fill("#beam", "99")  # an API error is shown, not swallowed
-            page.press("#src", "Enter")
-            page.wait_for_function("document.getElementById('err').textContent.includes('422')")
-            assert "beam" in page.inner_text("#err")
-            assert errors == []
+            yield page, errors
         finally:
             browser.close()
+
+
+def test_page_in_chromium(ckpt: Path, tmp_path: Path) -> None:
+    with server_page(serving(ckpt, "--beam", "3")) as (page, errors):
+        page.wait_for_function("document.getElementById('beam').value === '3'")
+        page.fill("#src", "9th of May, 2018")
+        page.press("#src", "Enter")
+        page.wait_for_selector("#heat rect.c")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d", page.inner_text("#out").strip())
+        assert page.locator("#nbest tr").count() == 3
+        _heatmap(page)
+        _gates(page)
+        shot = tmp_path / "serve_page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        not_blank(shot)
+        if os.environ.get("RNNKIT_SCREENSHOT"):
+            shutil.copyfile(shot, os.environ["RNNKIT_SCREENSHOT"])
+        page.fill("#beam", "99")  # an API error is shown, not swallowed
+        page.press("#src", "Enter")
+        page.wait_for_function("document.getElementById('err').textContent.includes('422')")
+        assert "beam" in page.inner_text("#err")
+        assert errors == []
 
 
 def _heatmap(page: object) -> None:
@@ -139,24 +149,12 @@ def test_inspect_page_shares_the_gate_view(ckpt: Path, tmp_path: Path) -> None:
 
 def test_page_of_an_ensemble(ckpt: Path) -> None:
     """Two checkpoints: the page says so, translates with attention, shows no gate view."""
-    exe = chromium()
-    if exe is None:
-        pytest.skip("Debian's chromium is not installed (make test installs it)")
-    with started([str(ckpt)] * 2) as (url, _), sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=exe, headless=True, timeout=60_000)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.set_default_timeout(30_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url)
-            page.wait_for_function("document.getElementById('model').textContent.length > 0")
-            assert page.inner_text("#model").startswith("ensemble of 2 (last.pt + last.pt)")
-            page.fill("#src", "5/9/18")
-            page.press("#src", "Enter")
-            page.wait_for_selector("#heat rect.c")
-            assert re.fullmatch(r"\d{4}-\d\d-\d\d", page.inner_text("#out").strip())
-            assert not page.locator("#gview").is_visible()  # no gates to show
-            assert page.inner_text("#err") == "" and errors == []
-        finally:
-            browser.close()
+    with server_page(started([str(ckpt)] * 2)) as (page, errors):
+        page.wait_for_function("document.getElementById('model').textContent.length > 0")
+        assert page.inner_text("#model").startswith("ensemble of 2 (last.pt + last.pt)")
+        page.fill("#src", "5/9/18")
+        page.press("#src", "Enter")
+        page.wait_for_selector("#heat rect.c")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d", page.inner_text("#out").strip())
+        assert not page.locator("#gview").is_visible()  # no gates to show
+        assert page.inner_text("#err") == "" and errors == []

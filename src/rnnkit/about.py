@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rnnkit.checkpoint import Bundle, load_bundle, load_checkpoint
+from rnnkit.checkpoint import Bundle, bundle_of, load_checkpoint
 from rnnkit.ensemble import Ensemble
 
 __all__ = ["model_info", "checkpoint_info"]
@@ -55,7 +55,7 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
     the steps whose weights it averages; and ``file_mb``."""
     path = Path(path)
     ckpt = load_checkpoint(path)
-    out = model_info(load_bundle(path), path.name)
+    out = model_info(bundle_of(ckpt, path), path.name)  # the file is read once
     progress = ckpt.get("progress") or {}
     out["training"] = {
         "step": int(ckpt.get("step", 0)),

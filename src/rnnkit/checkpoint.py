@@ -29,6 +29,7 @@ __all__ = [
     "load_checkpoint",
     "build_model",
     "load_bundle",
+    "bundle_of",
     "average_checkpoints",
     "check_resumable",
     "load_initial",
@@ -148,7 +149,16 @@ def load_bundle(
 
     ``engine`` overrides the configured one (``"explicit"`` to record gates).
     """
-    ckpt = load_checkpoint(path)
+    return bundle_of(load_checkpoint(path), path, device, engine)
+
+
+def bundle_of(
+    ckpt: dict[str, Any],
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    engine: str | None = None,
+) -> Bundle:
+    """:func:`load_bundle` of a checkpoint already read from ``path``."""
     try:
         cfg = config_from_dict(ckpt["config"], source=str(path))
         if engine is not None:

@@ -16,19 +16,19 @@ from rnnkit.cli_commands import UsageError, _bundle, _decoded, _log, read_text, 
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
+    from rnnkit.ensemble import Ensemble
     from rnnkit.sampling import Sampling
-    from rnnkit.search import Decoding
 
 
-def _models(paths: list[str], device: str = "auto") -> tuple[Bundle, Decoding]:
-    """One checkpoint: its bundle and model; several: the first's bundle and the ensemble
-    of all (they must share vocabularies and tokenizers)."""
+def _models(paths: list[str], device: str = "auto") -> tuple[Bundle, Ensemble | None]:
+    """One checkpoint: its bundle and None; several: the first's bundle and the ensemble
+    of all (they must share vocabularies and tokenizers). The second is what the
+    ``model=`` of :func:`rnnkit.translate.translate_lines` takes (None: the bundle's)."""
     from rnnkit.ensemble import load_ensemble
     from rnnkit.train import pick_device
 
     if len(paths) == 1:
-        bundle = _bundle(paths[0], device)
-        return bundle, bundle.model
+        return _bundle(paths[0], device), None
     bundle, ensemble = load_ensemble(paths, device=pick_device(device, "--device"))
     _log(f"ensemble of {len(paths)} models (their probabilities averaged at every step)")
     return bundle, ensemble

@@ -43,6 +43,12 @@ class Sampling:
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must lie in (0, 1], got {self.top_p}")
 
+    def generator(self, device: torch.device | str) -> torch.Generator:
+        """A new generator on ``device``, seeded with ``seed``."""
+        g = torch.Generator(device=device)
+        g.manual_seed(self.seed)
+        return g
+
 
 def _filtered(logits: Tensor, s: Sampling) -> Tensor:
     """``logits / τ`` with the tokens outside top-k / the nucleus at -inf."""
@@ -81,9 +87,7 @@ def sample_search(
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
     s = sampling or Sampling()
-    if generator is None:
-        generator = torch.Generator(device=src.device)
-        generator.manual_seed(s.seed)
+    generator = generator or s.generator(src.device)
 
     never = torch.tensor([model.pad_id, model.bos_id], device=src.device)
 

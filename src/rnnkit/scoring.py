@@ -21,7 +21,8 @@ from typing import NamedTuple
 import torch
 
 from rnnkit.checkpoint import Bundle
-from rnnkit.data import Tokenizer, Vocab, make_src_batches, pad_sequences
+from rnnkit.data import Batch, encode_pairs, make_batches
+from rnnkit.prepare import lowercase_pairs
 from rnnkit.search import Decoding
 
 __all__ = ["PairScore", "score_pairs", "summary"]
@@ -56,44 +57,41 @@ def score_pairs(
         raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
     model = bundle.model if model is None else model
     device = next(model.parameters()).device
-    lower = bundle.config.data.lowercase
-
-    def ids(lines: Sequence[str], tok: Tokenizer, vocab: Vocab) -> list[list[int]]:
-        return [
-            vocab.encode(tok.encode(s.lower() if lower else s) if s.strip() else []) for s in lines
-        ]  # an empty line is EOS alone
-
-    src = ids(sources, bundle.src_tokenizer, bundle.src_vocab)
-    tgt = ids(targets, bundle.tgt_tokenizer, bundle.tgt_vocab)
-    out: list[PairScore] = [PairScore(0.0, 0)] * len(src)
+    pairs = [(x if x.strip() else "", y if y.strip() else "") for x, y in zip(sources, targets)]
+    examples = encode_pairs(
+        lowercase_pairs(pairs, bundle.config.data.lowercase),
+        bundle.src_tokenizer,
+        bundle.tgt_tokenizer,
+        bundle.src_vocab,
+        bundle.tgt_vocab,
+    )  # an empty line is EOS alone
     pad = bundle.tgt_vocab.pad_id
-    for batch in make_src_batches(src, batch_size or bundle.config.decode.batch_size, pad):
-        rows = batch.indices.tolist()
-        y, y_len = pad_sequences([tgt[i] for i in rows], pad)
-        logp = _forced(model, batch.src.to(device), batch.src_lengths, y.to(device))
-        for r, i in enumerate(rows):
-            out[i] = PairScore(float(logp[r, : int(y_len[r])].sum()), int(y_len[r]))
+    size = batch_size or bundle.config.decode.batch_size
+    out: list[PairScore] = [PairScore(0.0, 0)] * len(examples)
+    for b in make_batches(examples, None, size, False, 0, pad):
+        logp, real = _forced(model, b.to(device), pad)
+        for r, i in enumerate(b.indices.tolist()):
+            out[i] = PairScore(float(logp[r].sum()), int(real[r]))
         if progress is not None:
-            progress(len(rows))
+            progress(len(b.indices))
     return out
 
 
 @torch.no_grad()
-def _forced(
-    model: Decoding, src: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
-    """log p(y_t | y_<t, x) of every target token ``(B, T)`` (padding positions hold
-    whatever the model says there; the caller cuts each row at its length)."""
-    enc = model.encode(src, lengths)
+def _forced(model: Decoding, b: Batch, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(y_t | y_<t, x) of every target token of batch ``b`` (``tgt`` = BOS y EOS),
+    0 at padding, ``(B, T)`` on the CPU; and each row's number of real tokens."""
+    enc = model.encode(b.src, b.src_lengths)
     state = model.init_state(enc)
-    prev = torch.full((y.shape[0],), model.bos_id, dtype=torch.long, device=y.device)
+    gold = b.tgt[:, 1:]
     cols = []
-    for t in range(y.shape[1]):
-        step = model.decode_step(prev, state, enc)
+    for t in range(gold.shape[1]):
+        step = model.decode_step(b.tgt[:, t], state, enc)
         logp = torch.log_softmax(step.logits.double(), -1)
-        cols.append(logp.gather(1, y[:, t : t + 1]).squeeze(1))
-        state, prev = step.state, y[:, t]
-    return torch.stack(cols, 1).cpu()
+        cols.append(logp.gather(1, gold[:, t : t + 1]).squeeze(1))
+        state = step.state
+    real = gold != pad
+    return torch.stack(cols, 1).masked_fill(~real, 0.0).cpu(), real.sum(1).cpu()
 
 
 def summary(scores: Sequence[PairScore]) -> dict[str, float]:

@@ -81,10 +81,8 @@ def translate_lines(
         [ids[i] for i in todo], batch_size or dec.batch_size, bundle.src_vocab.pad_id
     )
     eos = bundle.tgt_vocab.eos_id
-    generator = None
-    if sampling is not None:  # one stream for all batches: a seed gives one output
-        generator = torch.Generator(device=device)
-        generator.manual_seed(sampling.seed)
+    # one stream for all batches: a seed gives one output
+    generator = None if sampling is None else sampling.generator(device)
     for batch in batches:
         src, lengths = batch.src.to(device), batch.src_lengths
         with torch.no_grad():
@@ -138,13 +136,13 @@ def _rows(t: Tensor | None) -> list[list[float]] | None:
 
 
 def as_json(
-    nbest: list[Translation], attention: bool = True, alternatives: bool | None = None
+    nbest: list[Translation], attention: bool = True, alternatives: bool = False
 ) -> dict[str, Any]:
     """One line's translations as the server's ``/translate`` entries and ``rnnkit
     translate --json`` write them: the best one's ``text``, ``score``, ``source_tokens``,
     ``target_tokens``, ``attention`` (rows = target tokens; None without attention, [] for
     an empty line; left out unless ``attention``), and ``alternatives`` (``text``,
-    ``score``, ``target_tokens`` of each, best first; by default when there are several)."""
+    ``score``, ``target_tokens`` of each, best first; when asked for)."""
     best = nbest[0]
     out: dict[str, Any] = {
         "text": best.text,
@@ -154,7 +152,7 @@ def as_json(
     }
     if attention:
         out["attention"] = _rows(best.attention) if best.src_tokens else []
-    if len(nbest) > 1 if alternatives is None else alternatives:
+    if alternatives:
         out["alternatives"] = [
             {"text": h.text, "score": h.score, "target_tokens": h.out_tokens} for h in nbest
         ]

@@ -77,11 +77,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from rnnkit.cli_decode import _models
-    from rnnkit.ensemble import Ensemble
     from rnnkit.serve.app import Settings, create_app
 
-    bundle, model = _models(args.checkpoint, args.device)  # auto: the GPU when there is one
-    ensemble = model if isinstance(model, Ensemble) else None
+    bundle, ensemble = _models(args.checkpoint, args.device)  # auto: the GPU if there is one
     settings = Settings(
         beam=args.beam,
         max_batch=args.max_batch,
