@@ -4,10 +4,12 @@ trained)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from rnnkit.checkpoint import Bundle, bundle_of, load_checkpoint
+from rnnkit.config_schema import LOWER_IS_BETTER
 from rnnkit.ensemble import Ensemble
 
 __all__ = ["model_info", "checkpoint_info"]
@@ -50,8 +52,9 @@ def model_info(bundle: Bundle, checkpoint: str, ensemble: Ensemble | None = None
 
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
     """:func:`model_info` of the checkpoint at ``path``, plus ``training``: its step,
-    epoch, best dev BLEU so far, training minutes and whether ``--resume`` can continue
-    from it (an averaged or kept ``step-*.pt`` file holds weights only), or ``averaged``:
+    epoch, best dev score so far (by ``train.early_stopping_metric``; with its step and
+    dev BLEU), training minutes and whether ``--resume`` can continue from it (an
+    averaged or kept ``step-*.pt`` file holds weights only), or ``averaged``:
     the steps whose weights it averages; and ``file_mb``."""
     path = Path(path)
     ckpt = load_checkpoint(path)
@@ -60,7 +63,7 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
     out["training"] = {
         "step": int(ckpt.get("step", 0)),
         "epoch": int(progress["epoch"]) + 1 if "epoch" in progress else None,
-        "best_dev_bleu": progress.get("best") if progress.get("best", -1) > -1 else None,
+        **_best(ckpt),
         "minutes": round(progress["elapsed"] / 60, 1) if "elapsed" in progress else None,
         "resumable": "optimizer" in ckpt,
     }
@@ -68,3 +71,17 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         out["averaged"] = list(ckpt["averaged"])
     out["file_mb"] = round(path.stat().st_size / 2**20, 1)
     return out
+
+
+def _best(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The best validation so far: its dev BLEU, metric, value and step (None before one)."""
+    progress = ckpt.get("progress") or {}
+    metric = (ckpt.get("config") or {}).get("train", {}).get("early_stopping_metric", "bleu")
+    seen = progress.get("best", -math.inf) > -math.inf
+    bleu = progress.get("best_bleu", progress.get("best") if metric == "bleu" else None)
+    return {
+        "best_dev_bleu": bleu if seen else None,
+        "early_stopping_metric": metric,
+        "best_dev": (-1 if metric in LOWER_IS_BETTER else 1) * progress["best"] if seen else None,
+        "best_step": progress.get("best_step") if seen else None,
+    }

@@ -267,6 +267,12 @@ def check_resumable(
             f"of dropped merges; {'fine-tune' if fine_tune else 'resume'} without it"
             + ("" if fine_tune else ", or train into a new --out")
         )
+    metric = saved.get("train", {}).get("early_stopping_metric", "bleu")
+    if not fine_tune and metric != cfg.train.early_stopping_metric:
+        raise CheckpointError(
+            f"{path}: trained with train.early_stopping_metric {metric}, which its best.pt and "
+            f"patience count in; resume with it, or train into a new --out (train.init_from)"
+        )
     lower = bool(saved.get("data", {}).get("lowercase", False))
     if fine_tune and lower != cfg.data.lowercase:
         raise CheckpointError(

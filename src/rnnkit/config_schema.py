@@ -13,6 +13,9 @@ from rnnkit.config_checks import ConfigError, _field, _validate_fields
 
 # The built-in tasks of rnnkit.data.tasks.TASKS, repeated so that config stays light.
 TASK_NAMES = ("dates", "copy", "reverse", "sort")
+# dev scores that can pick the best checkpoint; loss and ppl count lower as better
+METRICS = ("bleu", "chrf", "accuracy", "loss", "ppl")
+LOWER_IS_BETTER = ("loss", "ppl")
 # The cells of rnnkit.cells.names.CELLS, likewise; "module:Class" names a custom rnnkit.Cell.
 CELL_NAMES = (
     "rnn",
@@ -143,7 +146,10 @@ class TrainConfig:
     validate_every: int = _field(500, gt=0)  # updates between dev evaluations
     checkpoint_every: int = _field(500, gt=0)  # updates between checkpoints
     keep_checkpoints: int = _field(0, ge=0)  # also keep the last N as step-STEP.pt (0 = none)
-    patience: int = _field(5, ge=0)  # early stop after this many validations w/o dev-BLEU gain
+    patience: int = _field(5, ge=0)  # early stop after this many validations without a gain
+    # what "a gain" means: the dev score that picks best.pt, counts towards patience and
+    # drives the plateau schedule: bleu | chrf | accuracy (exact match) | loss | ppl
+    early_stopping_metric: str = _field("bleu", choices=METRICS)
     log_every: int = _field(50, gt=0)  # updates between log lines
     seed: int = _field(1, ge=0)  # seed of torch, python and data-order randomness
     # fine-tuning: a new run starts from this checkpoint's weights, tokenizers and

@@ -30,7 +30,7 @@ model: {cell: gru, emb_size: 64, hidden_size: 128, bidirectional: true, attentio
         dropout: 0.1, emb_dropout: 0.0}
 train: {batch_tokens: 2000, lr: 0.003, scheduler: none, label_smoothing: 0.0, max_epochs: 20,
         max_minutes: 1.5, validate_every: 500, checkpoint_every: 500, patience: 0,
-        log_every: 50, seed: 1}
+        early_stopping_metric: accuracy, log_every: 50, seed: 1}
 decode: {beam_size: 1, max_len_a: 0.0, max_len_b: 12, batch_size: 200}
 """
 

@@ -44,11 +44,13 @@ def score(
             of that stream for that line, so sentences may have different numbers.
 
     Returns:
-        ``{"bleu": float, "chrf": float, "length_ratio": float, "bleu_signature": str,
-        "chrf_signature": str, "n": int, "n_refs": int}``; scores are on sacrebleu's 0-100
-        scale, ``length_ratio`` is BLEU's hypothesis / reference length in tokens (below 1:
-        the brevity penalty applies), ``n_refs`` the number of reference streams (``nrefs``
-        of the signatures).
+        ``{"bleu": float, "chrf": float, "length_ratio": float, "accuracy": float,
+        "bleu_signature": str, "chrf_signature": str, "n": int, "n_refs": int}``; BLEU and
+        chrF are on sacrebleu's 0-100 scale, ``length_ratio`` is BLEU's hypothesis /
+        reference length in tokens (below 1: the brevity penalty applies), ``accuracy`` the
+        fraction (0 to 1) of hypotheses equal to one of their references (as
+        :func:`exact_match`), ``n_refs`` the number of reference streams (``nrefs`` of the
+        signatures).
 
     Raises:
         ValueError: the lists differ in length, or are empty.
@@ -63,10 +65,15 @@ def score(
     bleu, chrf = BLEU(lowercase=lowercase), CHRF(lowercase=lowercase)
     b = bleu.corpus_score(hyps, refs)
     chrf_score = chrf.corpus_score(hyps, refs).score
+    hits = sum(
+        any(_same(h, stream[i], lowercase) for k, stream in enumerate(refs) if k == 0 or stream[i])
+        for i, h in enumerate(hyps)
+    )  # "" in a further stream is no reference (see extra_references)
     return {
         "bleu": float(b.score),
         "chrf": float(chrf_score),
         "length_ratio": round(b.sys_len / b.ref_len, 4) if b.ref_len else 0.0,
+        "accuracy": hits / len(hyps),
         "bleu_signature": str(bleu.get_signature()),
         "chrf_signature": str(chrf.get_signature()),
         "n": len(hyps),
@@ -181,9 +188,11 @@ def exact_match(
     _check_lengths(hypotheses, references)
     if not hypotheses:
         raise ValueError("no sentences to compare")
-
-    def norm(s: str) -> str:
-        return s.strip().lower() if lowercase else s.strip()
-
-    hits = sum(norm(h) == norm(r) for h, r in zip(hypotheses, references))
+    hits = sum(_same(h, r, lowercase) for h, r in zip(hypotheses, references))
     return hits / len(hypotheses)
+
+
+def _same(hypothesis: str, reference: str, lowercase: bool) -> bool:
+    """Equal but for surrounding whitespace (and case, with ``lowercase``)."""
+    h, r = hypothesis.strip(), reference.strip()
+    return h.lower() == r.lower() if lowercase else h == r

@@ -1,8 +1,9 @@
 """Optimizer and learning-rate schedule of a training run.
 
 The schedule is linear warm-up over ``train.warmup_steps``, then either a decay by
-``decay_factor`` after ``lr_patience`` + 1 validations without a better dev BLEU
-(``plateau``, as torch's ReduceLROnPlateau in "max" mode), or ``lr·√(warmup / step)``
+``decay_factor`` after ``lr_patience`` + 1 validations without a better dev score
+(``plateau``, as torch's ReduceLROnPlateau in "max" mode, on ``early_stopping_metric``:
+BLEU by default, loss and perplexity negated), or ``lr·√(warmup / step)``
 (``inverse_sqrt``, Vaswani et al. 2017), or constant (``none``).
 """
 
@@ -19,7 +20,7 @@ __all__ = ["Schedule", "make_optimizer"]
 
 
 class Schedule:
-    """Learning rate: linear warm-up, then plateau decay (on dev BLEU) or 1/√step."""
+    """Learning rate: linear warm-up, then plateau decay (on the dev score) or 1/√step."""
 
     def __init__(self, cfg: Config, optimizer: torch.optim.Optimizer) -> None:
         self.t, self.opt = cfg.train, optimizer
@@ -38,11 +39,12 @@ class Schedule:
             g["lr"] = lr
         return lr
 
-    def validated(self, bleu: float) -> None:
+    def validated(self, score: float) -> None:
+        """A validation's dev score (higher is better)."""
         if self.t.scheduler != "plateau":
             return
-        if bleu > self.best:
-            self.best, self.bad = bleu, 0
+        if score > self.best:
+            self.best, self.bad = score, 0
         else:
             self.bad += 1
             if self.bad > self.t.lr_patience:

@@ -35,6 +35,7 @@ class CsvLog:
         "chrf",
         "elapsed_s",
         "bleu_lc",
+        "accuracy",
     ]
 
     def __init__(self, out: Path, resume_step: int | None = None) -> None:
@@ -111,6 +112,18 @@ def progress_bar(on: bool, total: int | None, initial: int, unit: str = "step") 
     return tqdm(
         total=total, initial=initial, unit=unit, dynamic_ncols=True, disable=not os.isatty(2)
     )
+
+
+def above(bar: Any, say: Log) -> Log:
+    """``say`` writing its lines above the bar while one is shown (not through it)."""
+    if bar is None or bar.disable:
+        return say
+
+    def say_above(msg: str) -> None:
+        with bar.external_write_mode():
+            say(msg)
+
+    return say_above
 
 
 def report(bar: Any, say: Log, row: dict[str, Any]) -> None:

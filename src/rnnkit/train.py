@@ -1,10 +1,10 @@
 """Training: data → tokenizers and vocabularies → batches → Adam steps → checkpoints.
 
-``train(cfg, out_dir)`` runs the loop the config describes: Adam with gradient
-clipping, learning-rate warm-up and decay (plateau on dev BLEU, or inverse square
-root), label smoothing, validation with sacreBLEU every ``validate_every`` steps,
-early stopping, ``best.pt`` / ``last.pt`` written atomically (and the weights of the last
-``keep_checkpoints`` checkpoints as ``step-STEP.pt``, for averaging), and a CSV log.
+``train(cfg, out_dir)`` runs the loop the config describes: Adam with gradient clipping,
+learning-rate warm-up and decay (plateau on the dev score, or inverse square root), label
+smoothing, validation (loss, BLEU, chrF, accuracy) every ``validate_every`` steps, early
+stopping and ``best.pt`` by ``early_stopping_metric`` (dev BLEU by default), checkpoints
+written atomically (``step-STEP.pt`` too, with ``keep_checkpoints``) and a CSV log.
 
 Resuming is exact: ``last.pt`` holds the optimizer, scheduler and RNG states and the
 position in the epoch's (seeded) batch order, so a run killed and resumed ends with
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rnnkit import graphs
+from rnnkit import graphs, validation
 from rnnkit.checkpoint import (
     Bundle,
     build_model,
@@ -53,7 +53,7 @@ from rnnkit.distributed import (
 )
 from rnnkit.optim import Schedule, make_optimizer
 from rnnkit.prepare import Prepared, load_pairs, prepare, tokenizer_states
-from rnnkit.progress import CsvLog, Meter, progress_bar, report
+from rnnkit.progress import CsvLog, Meter, above, progress_bar, report
 from rnnkit.update import Updater
 from rnnkit.validation import validate, validate_and_log
 
@@ -74,9 +74,12 @@ Log = Callable[[str], None]
 @dataclass
 class TrainResult:
     steps: int
-    best_bleu: float
+    best_bleu: float  # dev BLEU of best.pt (the best by train.early_stopping_metric)
     stopped: str  # why training ended: max_steps, max_epochs, max_minutes, early_stopping, ...
     history: list[dict[str, Any]] = field(default_factory=list)
+    metric: str = "bleu"  # train.early_stopping_metric
+    best: float = -math.inf  # its value at best.pt (loss and ppl as they are: lower is better)
+    best_step: int = 0
 
 
 class _Stop(Exception):
@@ -90,9 +93,11 @@ class _Position:
     step: int = 0
     epoch: int = 0
     pos: int = 0  # batches of this epoch already done
-    best: float = -math.inf  # best dev BLEU
+    best: float = -math.inf  # best dev score (train.early_stopping_metric, higher = better)
     bad: int = 0  # validations since the best one
     elapsed: float = 0.0  # training seconds before this process started
+    best_step: int = 0  # the step of best.pt
+    best_bleu: float = -math.inf  # its dev BLEU
 
 
 class Trainer:
@@ -143,7 +148,8 @@ class Trainer:
             self.model.load_state_dict(ckpt["model"])
             self.opt.load_state_dict(ckpt["optimizer"])
             self.sched.load_state_dict(ckpt["scheduler"])
-            self.at = _Position(**ckpt["progress"])
+            saved = ckpt["progress"]  # (no best_bleu before the metric could be chosen)
+            self.at = _Position(**{"best_bleu": saved["best"], **saved})
             if not restore_rng(ckpt.get("rng_ranks") or [ckpt["rng"]], self.dist):
                 self.say("note: last.pt was written by another number of processes")
             self.say(
@@ -233,11 +239,11 @@ class Trainer:
         return (*self.update(group), lr)
 
     def validate(self) -> None:
-        """Dev BLEU (on rank 0; the others wait for it); keep ``best.pt``; count
-        validations without improvement."""
-        v = 0.0
+        """Dev scores (on rank 0; the others wait for them); keep ``best.pt`` by
+        ``train.early_stopping_metric``; count validations without improvement."""
+        scores = (0.0, 0.0)
         if self.csv is not None:
-            v = validate_and_log(
+            row = validate_and_log(
                 self.bundle,
                 self.data.dev,
                 self.at.step,
@@ -247,10 +253,12 @@ class Trainer:
                 self.say,
                 self.elapsed(),
             )
-        v = float(self.dist.broadcast(v))
+            scores = (validation.metric_score(row, self.t.early_stopping_metric), row["bleu"])
+        v, bleu = self.dist.broadcast(scores)
         self.sched.validated(v)
         if v > self.at.best:
             self.at.best, self.at.bad = v, 0
+            self.at.best_step, self.at.best_bleu = self.at.step, bleu
             self.save("best.pt")
         else:
             self.at.bad += 1
@@ -279,14 +287,7 @@ class Trainer:
         bar = progress_bar(
             self.progress, min(total, t.max_steps) if t.max_steps else total, at.step
         )
-        if bar is not None and not bar.disable:  # log lines above the bar, not through it
-            plain_say = self.say
-
-            def say_above(msg: str) -> None:
-                with bar.external_write_mode():
-                    plain_say(msg)
-
-            self.say = say_above
+        self.say = above(bar, self.say)
         stopped = "max_epochs"
         meter = Meter(self.device)
         self.update.net.train()
@@ -363,11 +364,13 @@ class Trainer:
             self.save("best.pt")
         if self.csv is not None:
             self.csv.close()
+        metric = self.t.early_stopping_metric
+        best = validation.metric_value(at.best, metric)
+        text = validation.describe_best(metric, best, at.best_step, at.best_bleu)
         self.say(
-            f"stopped ({stopped}) after {at.step} steps; best dev BLEU {at.best:.2f}; "
-            f"checkpoints in {self.out}"
+            f"stopped ({stopped}) after {at.step} steps; best {text}; checkpoints in {self.out}"
         )
-        return TrainResult(at.step, at.best, stopped, self.history)
+        return TrainResult(at.step, at.best_bleu, stopped, self.history, metric, best, at.best_step)
 
 
 def train(

@@ -1,5 +1,6 @@
-"""Validation during training: dev-set loss, perplexity, and sacreBLEU / chrF of the
-model's own translations, logged as a ``dev`` row of ``log.csv``."""
+"""Validation during training: dev-set loss, perplexity, and sacreBLEU / chrF / exact-match
+accuracy of the model's own translations, logged as a ``dev`` row of ``log.csv``; and
+which of them is better (:func:`metric_score`, for ``train.early_stopping_metric``)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,22 @@ from typing import Any
 import torch
 
 from rnnkit.checkpoint import Bundle
+from rnnkit.config_schema import LOWER_IS_BETTER
 from rnnkit.data import encode_pairs, make_batches
 from rnnkit.evaluate import score
 from rnnkit.model import sequence_loss
 from rnnkit.progress import CsvLog
 from rnnkit.translate import translate_lines
 
-__all__ = ["validate", "validate_and_log"]
+__all__ = ["describe_best", "metric_score", "metric_value", "validate", "validate_and_log"]
 
 Pair = tuple[str, str]
 Log = Callable[[str], None]
 
 
 def validate(bundle: Bundle, pairs: list[Pair], beam_size: int = 1) -> dict[str, Any]:
-    """Dev-set loss, perplexity and sacreBLEU / chrF of the model's translations."""
+    """Dev-set loss, perplexity, and sacreBLEU / chrF / exact-match accuracy (0 to 1) of
+    the model's greedy translations."""
     model, cfg = bundle.model, bundle.config
     was_training = model.training
     model.eval()
@@ -55,6 +58,7 @@ def validate(bundle: Bundle, pairs: list[Pair], beam_size: int = 1) -> dict[str,
         "ppl": math.exp(min(nll / max(n, 1), 50)),
         "bleu": scores["bleu"],
         "chrf": scores["chrf"],
+        "accuracy": scores["accuracy"],
         "bleu_lc": lowercased,
         "hyps": hyps,
     }
@@ -69,8 +73,8 @@ def validate_and_log(
     history: list[dict[str, Any]],
     say: Log,
     elapsed: float,
-) -> float:
-    """:func:`validate`, written to ``csv_log`` and ``history`` and said; returns BLEU."""
+) -> dict[str, Any]:
+    """:func:`validate`, written to ``csv_log`` and ``history`` and said; returns the row."""
     v = validate(bundle, dev)
     row = {
         "step": step,
@@ -82,13 +86,36 @@ def validate_and_log(
         "chrf": v["chrf"],
         "elapsed_s": elapsed,
         "bleu_lc": v["bleu_lc"],
+        "accuracy": v["accuracy"],
     }
     csv_log.write(row)
     history.append(row)
     say(
         f"dev step {step}: loss {v['loss']:.3f} ppl {v['ppl']:.2f} BLEU {v['bleu']:.2f} "
-        f"(lowercased {v['bleu_lc']:.2f}) chrF {v['chrf']:.2f}"
+        f"(lowercased {v['bleu_lc']:.2f}) chrF {v['chrf']:.2f} "
+        f"accuracy {v['accuracy']:.3f}"
     )
     for (src, ref), hyp in list(zip(dev, v["hyps"]))[:3]:
         say(f"  src: {src}\n  ref: {ref}\n  hyp: {hyp}")
-    return float(v["bleu"])
+    return row
+
+
+def metric_score(row: dict[str, Any], metric: str) -> float:
+    """The value of ``metric`` in a dev ``row`` as a score where higher is better (loss
+    and perplexity negated), for picking the best checkpoint and the plateau schedule."""
+    value = float(row[metric])
+    return -value if metric in LOWER_IS_BETTER else value
+
+
+def metric_value(score: float, metric: str) -> float:
+    """The inverse of :func:`metric_score`: the dev value of ``metric`` as it is."""
+    return -score if metric in LOWER_IS_BETTER else score
+
+
+_NAMES = {"bleu": "BLEU", "chrf": "chrF", "accuracy": "accuracy", "loss": "loss", "ppl": "ppl"}
+
+
+def describe_best(metric: str, value: float, step: int, bleu: float) -> str:
+    """``dev BLEU 38.12``, or ``dev loss 1.234 (step 3000, BLEU 37.80)`` for another metric."""
+    text = f"dev {_NAMES[metric]} {value:.{3 if metric in ('accuracy', 'loss') else 2}f}"
+    return text if metric == "bleu" else f"{text} (step {step}, BLEU {bleu:.2f})"
