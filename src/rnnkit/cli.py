@@ -42,8 +42,9 @@ ENSEMBLE_HELP = (
 # --------------------------------------------------------------------------- parser
 
 
-def add_length_penalty(parser: argparse.ArgumentParser) -> None:
-    """``--length-penalty`` and ``--coverage-penalty`` of the commands that run beam search."""
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """``--length-penalty``, ``--coverage-penalty`` and ``--replace-unk`` of the commands
+    that translate (translate, evaluate)."""
     parser.add_argument(
         "--length-penalty",
         type=non_negative_float,
@@ -57,6 +58,12 @@ def add_length_penalty(parser: argparse.ArgumentParser) -> None:
         metavar="BETA",
         help="β of beam search's coverage penalty (GNMT), against skipping source words; "
         "0 = none (default: from checkpoint)",
+    )
+    parser.add_argument(
+        "--replace-unk",
+        action="store_true",
+        help="write each output <unk> as the source token it attends to most (copies names "
+        "and numbers a word-level model cannot spell; models with attention)",
     )
 
 
@@ -127,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--batch-size", type=positive_int, help="sentences per batch (default: from checkpoint)"
     )
-    add_length_penalty(tr)
+    add_search_options(tr)
     tr.add_argument(
         "--n-best",
         type=positive_int,
@@ -199,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--batch-size", type=positive_int, help="sentences per batch (default: from checkpoint)"
     )
-    add_length_penalty(ev)
+    add_search_options(ev)
     ev.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
     ev.add_argument(
         "--group-sources",

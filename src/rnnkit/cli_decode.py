@@ -58,6 +58,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
                 model=model,
                 sampling=sampling,
                 coverage_penalty=args.coverage_penalty,
+                replace_unk=args.replace_unk,
             )
         if args.json:  # one JSON object per line, as the server's entries
             return [
@@ -156,6 +157,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             progress=bar,
             model=model,
             coverage_penalty=args.coverage_penalty,
+            replace_unk=args.replace_unk,
         )
     hyps = [r[0].text for r in results]
     seconds = time.perf_counter() - t0  # translation alone, the model loaded
@@ -171,6 +173,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result["length_penalty"] = args.length_penalty if args.length_penalty is not None else lp
     cp = bundle.config.decode.coverage_penalty
     result["coverage_penalty"] = args.coverage_penalty if args.coverage_penalty is not None else cp
+    if args.replace_unk:
+        result["replace_unk"] = True
     result["translate_seconds"] = round(seconds, 3)
     print(json.dumps(result, indent=2))
     return 0

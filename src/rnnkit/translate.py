@@ -16,6 +16,7 @@ from torch import Tensor
 
 from rnnkit.checkpoint import Bundle
 from rnnkit.data import make_src_batches
+from rnnkit.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK
 from rnnkit.sampling import Sampling, sample_search
 from rnnkit.search import Decoding, beam_search, greedy_search
 
@@ -45,6 +46,7 @@ def translate_lines(
     model: Decoding | None = None,
     sampling: Sampling | None = None,
     coverage_penalty: float | None = None,
+    replace_unk: bool = False,
 ) -> list[list[Translation]]:
     """Translate ``lines``; for each line its ``n_best`` translations, best first.
 
@@ -61,6 +63,10 @@ def translate_lines(
             ``decode.coverage_penalty``.
         sampling: draw ``n_best`` samples per line (:mod:`rnnkit.sampling`) instead of
             searching; ``beam_size`` is then not used.
+        replace_unk: in each text, an output ``<unk>`` becomes the source token it
+            attends to most (Luong et al. 2015; OpenNMT's ``-replace_unk``): names and
+            numbers a word-level model cannot spell are copied. ``out_tokens`` keep the
+            ``<unk>``. Needs a model with attention.
     """
     dec = bundle.config.decode
     K = dec.beam_size if beam_size is None else beam_size
@@ -68,6 +74,8 @@ def translate_lines(
     if n_best > max(K, 1) and sampling is None:
         raise ValueError(f"--n-best {n_best} exceeds the beam size {K}")
     model = bundle.model if model is None else model
+    if replace_unk and bundle.config.model.attention == "none":
+        raise ValueError("--replace-unk copies the source token attended to: needs attention")
     device = next(model.parameters()).device
     lower = bundle.config.data.lowercase
     src_tokens = [
@@ -114,6 +122,8 @@ def translate_lines(
             for h in nbest:
                 pieces = bundle.tgt_vocab.decode(h.tokens)
                 toks = [bundle.tgt_vocab.token(t) for t in h.tokens]
+                if replace_unk and h.attention is not None and UNK in pieces:
+                    pieces = _copy_unk(list(h.tokens), pieces, src_tokens[i], h.attention)
                 if h.attention is not None and h.attention.shape[0] > len(toks):
                     toks.append(bundle.tgt_vocab.token(eos))
                 out.append(
@@ -129,6 +139,21 @@ def translate_lines(
         if progress is not None:
             progress(len(batch.indices))
     return results
+
+
+def _copy_unk(ids: list[int], pieces: list[str], source: list[str], attention: Tensor) -> list[str]:
+    """``pieces`` (``Vocab.decode(ids)``) with each ``<unk>`` replaced by the source token
+    (EOS aside) that its row of ``attention`` weighs most."""
+    rows = []  # the output step of each piece: decode skips PAD and BOS, stops at EOS
+    for k, i in enumerate(ids):
+        if i == EOS_ID:
+            break
+        if i not in (PAD_ID, BOS_ID):
+            rows.append(k)
+    return [
+        source[int(attention[k, : len(source)].argmax())] if p == UNK else p
+        for k, p in zip(rows, pieces)
+    ]
 
 
 def _rows(t: Tensor | None) -> list[list[float]] | None:

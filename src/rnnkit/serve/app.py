@@ -72,6 +72,7 @@ class TranslateRequest(BaseModel):
     n_best: int = Field(1, ge=1, le=MAX_BEAM, description="alternatives, ≤ beam")
     attention: bool = False
     gates: bool = False
+    replace_unk: bool = Field(False, description="each <unk> as the source token attended most")
 
 
 class ApiError(Exception):
@@ -282,9 +283,10 @@ def create_app(
             raise ApiError(
                 422, f'"gates" need one model; this server runs an ensemble of {about["models"]}'
             )
-        results = await _answer(
-            batcher, texts, Decode(beam, req.n_best, req.attention, req.gates), s.timeout_s
-        )
+        if req.replace_unk and bundle.config.model.attention == "none":
+            raise ApiError(422, '"replace_unk" copies the source token attended to: no attention')
+        opts = Decode(beam, req.n_best, req.attention, req.gates, req.replace_unk)
+        results = await _answer(batcher, texts, opts, s.timeout_s)
         return JSONResponse({"translations": results})  # plain JSON: no re-validation
 
     return app

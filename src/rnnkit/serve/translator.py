@@ -29,6 +29,7 @@ class Decode(NamedTuple):
     n_best: int
     attention: bool
     gates: bool
+    replace_unk: bool = False
 
 
 def _entry(nbest: list[Translation], opts: Decode) -> dict[str, Any]:
@@ -59,7 +60,13 @@ def translate_batch(
     ``ensemble`` (its members share ``bundle``'s vocabularies) it decodes; gates need one
     model (the app refuses them for an ensemble)."""
     results = translate_lines(
-        bundle, texts, opts.beam, max(1, len(texts)), opts.n_best, model=ensemble
+        bundle,
+        texts,
+        opts.beam,
+        max(1, len(texts)),
+        opts.n_best,
+        model=ensemble,
+        replace_unk=opts.replace_unk,
     )
     entries = [_entry(r, opts) for r in results]
     if opts.gates:  # record() runs without autograd
