@@ -100,6 +100,10 @@ class ModelConfig:
     # target embeddings: normal = torch's N(0, 1), scaled = N(0, 1/emb_size); auto: scaled
     # when tied (the untrained tied model then starts near uniform, not at twice its loss)
     tgt_embed_init: str = _field("auto", choices=("auto", "normal", "scaled"))
+    # pretrained vectors (word2vec / GloVe / fastText text format, emb_size numbers a line)
+    # as the initial embeddings of the tokens they have; paths resolve as corpus paths do
+    src_embeddings: str | None = None
+    tgt_embeddings: str | None = None
     # LSTM family: the forget-gate biases sum to this at initialisation (null: torch's init)
     forget_bias: float | None = None
     # regularisers of the recurrent layers of the side(s) `regularise` names (on the encoder

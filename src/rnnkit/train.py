@@ -53,6 +53,7 @@ from rnnkit.distributed import (
 )
 from rnnkit.optim import Schedule, make_optimizer
 from rnnkit.prepare import Prepared, load_pairs, prepare, tokenizer_states
+from rnnkit.pretrained import first_weights
 from rnnkit.progress import CsvLog, Meter, above, progress_bar, report
 from rnnkit.update import Updater
 from rnnkit.validation import validate, validate_and_log
@@ -131,12 +132,8 @@ class Trainer:
         init = load_initial(self.t.init_from, cfg) if self.t.init_from and not ckpt else None
         self.data = d = self._prepare(config_dir, ckpt or init)
         self.model = build_model(cfg, len(d.src_vocab), len(d.tgt_vocab)).to(self.device)
-        if init is not None:
-            self.model.load_state_dict(init["model"])
-            self.say(
-                f"initialised from {self.t.init_from} (step {init.get('step', 0)}): weights, "
-                "tokenizers, vocabularies; optimizer and schedule start afresh"
-            )
+        if ckpt is None:  # a new run (every rank): the parent's weights, or pretrained vectors
+            first_weights(self.model, cfg, init, d.src_vocab, d.tgt_vocab, config_dir, self.say)
         self.bundle = Bundle(
             cfg, self.model, d.src_tokenizer, d.tgt_tokenizer, d.src_vocab, d.tgt_vocab, 0
         )

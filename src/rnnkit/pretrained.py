@@ -1,0 +1,131 @@
+"""A new run's first weights: a parent checkpoint's (``train.init_from``), or the
+model's initialisation with pretrained vectors as embeddings (``model.src_embeddings`` /
+``tgt_embeddings``).
+
+The files are in the text format of word2vec, GloVe and fastText (``.vec``): one
+``token v_1 ... v_E`` per line, separated by spaces, optionally below a header line
+``N E``. A vocabulary token found in the file gets its vector as its initial
+embedding; the others (and ``<pad>``, ``<unk>``, ``<s>``, ``</s>``) keep the model's
+initialisation. Only lines whose token is in the vocabulary are parsed, so a file of
+millions of words costs one pass of reading. With ``tie_embeddings`` the target vectors
+also start the output layer. Training then adjusts them like any other weight (as
+OpenNMT's ``-src_embeddings`` and Joey NMT's ``load_pretrained`` do).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnkit.config import Config, resolve_data_path
+from rnnkit.data import DataError, Vocab
+from rnnkit.data.vocab import SPECIALS
+from rnnkit.model import Seq2Seq
+
+__all__ = ["first_weights", "read_vectors", "load_pretrained"]
+
+
+def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[float]]:
+    """The vectors of ``path`` for the tokens of ``vocab`` (specials aside), by id; the
+    first line of a token counts.
+
+    Raises:
+        DataError: naming the file (and line): missing, not UTF-8, a vector of another
+            size than ``dim``, or a value that is not a number.
+    """
+    wanted = {tok: i for i, tok in enumerate(vocab.tokens) if tok not in SPECIALS}
+    found: dict[int, list[float]] = {}
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the embeddings file ({e.strerror})") from None
+    with f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{path}, line {n}: not UTF-8") from None
+            parts = line.rstrip().split(" ")
+            if n == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):  # N E header
+                if int(parts[1]) != dim:
+                    raise DataError(
+                        f"{path}, line 1: vectors of size {parts[1]}, but model.emb_size is {dim}"
+                    )
+                continue
+            i = wanted.get(parts[0])
+            if i is None or i in found:
+                continue
+            if len(parts) - 1 != dim:
+                raise DataError(
+                    f"{path}, line {n}: {len(parts) - 1} numbers after {parts[0]!r}, but "
+                    f"model.emb_size is {dim}"
+                )
+            try:
+                found[i] = [float(v) for v in parts[1:]]
+            except ValueError:
+                raise DataError(
+                    f"{path}, line {n}: a value of {parts[0]!r} is not a number"
+                ) from None
+    return found
+
+
+def load_pretrained(
+    model: Seq2Seq,
+    cfg: Config,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    config_dir: Path | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> None:
+    """Copy the vectors that ``cfg.model.src_embeddings`` / ``tgt_embeddings`` name into
+    the embeddings of ``model`` (paths resolve as corpus paths do); says how many tokens
+    of each vocabulary were found."""
+    sides = (
+        ("source", cfg.model.src_embeddings, src_vocab, model.encoder.embed.weight),
+        ("target", cfg.model.tgt_embeddings, tgt_vocab, model.decoder.embed.weight),
+    )
+    for side, name, vocab, weight in sides:
+        if not name:
+            continue
+        path = resolve_data_path(cfg.data, name, config_dir)
+        vectors = read_vectors(path, vocab, weight.shape[1])
+        if vectors:
+            with torch.no_grad():
+                ids = torch.tensor(list(vectors), device=weight.device)
+                weight[ids] = torch.tensor(list(vectors.values()), dtype=weight.dtype).to(
+                    ids.device
+                )
+        n = len(vocab) - len(SPECIALS)
+        say(
+            f"{side} embeddings: {len(vectors):,} of {n:,} tokens from {path} "
+            f"({100 * len(vectors) / max(n, 1):.0f}%; the rest keep their initialisation)"
+        )
+
+
+def first_weights(
+    model: Seq2Seq,
+    cfg: Config,
+    parent: dict[str, Any] | None,
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    config_dir: Path | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> None:
+    """A new run's weights: those of ``parent`` (the checkpoint ``train.init_from`` names,
+    whose vocabularies the run took), else the model's initialisation with the pretrained
+    vectors of :func:`load_pretrained`."""
+    if parent is None:
+        load_pretrained(model, cfg, src_vocab, tgt_vocab, config_dir, say)
+        return
+    model.load_state_dict(parent["model"])
+    say(
+        f"initialised from {cfg.train.init_from} (step {parent.get('step', 0)}): weights, "
+        "tokenizers, vocabularies; optimizer and schedule start afresh"
+    )
+    if cfg.model.src_embeddings or cfg.model.tgt_embeddings:
+        say(
+            "note: model.src_embeddings / tgt_embeddings are not used: the weights are the parent's"
+        )
