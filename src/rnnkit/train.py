@@ -386,7 +386,8 @@ def train(
         log: receives human-readable lines (the library itself never prints).
         progress: show a tqdm progress bar on stderr when it is a terminal.
     Returns:
-        steps done, best dev BLEU, why training stopped, and the logged rows.
+        steps, best.pt's dev BLEU, why training stopped, the logged rows, and the
+        early-stopping metric with its best value and step.
     """
     check_cell(cfg)  # a custom cell that cannot be had fails before any data work
     trainer = Trainer(cfg, out_dir, resume, config_dir, log, progress)
