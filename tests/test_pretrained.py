@@ -136,3 +136,20 @@ def test_cli_error_names_the_file_and_line(tmp_path, capsys):
     assert err[-1] == (
         f"rnnkit: error: {f}, line 1: 3 numbers after {token!r}, but model.emb_size is {E}"
     )
+
+
+def test_a_missing_file_fails_before_the_data_work(tmp_path, capsys):
+    cfg = config_from_dict(tiny(model={"src_embeddings": str(tmp_path / "none.vec")}))
+    lines: list[str] = []
+    with pytest.raises(DataError, match="none.vec: cannot read the embeddings file"):
+        Trainer(cfg, tmp_path / "run", log=lines.append)
+    assert lines == []  # no tokenizer was trained
+
+
+def test_a_file_without_the_vocabulary_tokens_says_so(tmp_path):
+    f = write_vectors(tmp_path / "other.vec", {"zzz": vec(1), "yyy": vec(2)})
+    lines: list[str] = []
+    cfg = config_from_dict(tiny(model={"tgt_embeddings": str(f)}))
+    Trainer(cfg, tmp_path / "run", log=lines.append)
+    assert any(line.startswith("target embeddings: 0 of") for line in lines)
+    assert any(line.startswith("note: no target token is in") for line in lines)

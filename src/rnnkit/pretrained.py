@@ -25,7 +25,7 @@ from rnnkit.data import DataError, Vocab
 from rnnkit.data.vocab import SPECIALS
 from rnnkit.model import Seq2Seq
 
-__all__ = ["first_weights", "read_vectors", "load_pretrained"]
+__all__ = ["check_files", "first_weights", "read_vectors", "load_pretrained"]
 
 
 def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[float]]:
@@ -103,6 +103,23 @@ def load_pretrained(
             f"{side} embeddings: {len(vectors):,} of {n:,} tokens from {path} "
             f"({100 * len(vectors) / max(n, 1):.0f}%; the rest keep their initialisation)"
         )
+        if not vectors:
+            say(
+                f"note: no {side} token is in {path}: its tokens must be the vocabulary's "
+                f"(data.tokenizer {cfg.data.tokenizer}, lowercase {cfg.data.lowercase})"
+            )
+
+
+def check_files(cfg: Config, config_dir: Path | None = None) -> None:
+    """Fail before any data work when a file of ``model.src_embeddings`` /
+    ``tgt_embeddings`` cannot be opened (:class:`DataError` naming it)."""
+    for name in (cfg.model.src_embeddings, cfg.model.tgt_embeddings):
+        if name:
+            path = resolve_data_path(cfg.data, name, config_dir)
+            try:
+                open(path, "rb").close()
+            except OSError as e:
+                raise DataError(f"{path}: cannot read the embeddings file ({e.strerror})") from None
 
 
 def first_weights(

@@ -53,7 +53,7 @@ from rnnkit.distributed import (
 )
 from rnnkit.optim import Schedule, make_optimizer
 from rnnkit.prepare import Prepared, load_pairs, prepare, tokenizer_states
-from rnnkit.pretrained import first_weights
+from rnnkit.pretrained import check_files, first_weights
 from rnnkit.progress import CsvLog, Meter, above, progress_bar, report
 from rnnkit.update import Updater
 from rnnkit.validation import validate, validate_and_log
@@ -130,6 +130,8 @@ class Trainer:
         random.seed(self.t.seed)
         # fine-tuning: a new run from another's weights, tokenizers and vocabularies
         init = load_initial(self.t.init_from, cfg) if self.t.init_from and not ckpt else None
+        if ckpt is None and init is None:  # before the data work: the vectors can be read
+            check_files(cfg, config_dir)
         self.data = d = self._prepare(config_dir, ckpt or init)
         self.model = build_model(cfg, len(d.src_vocab), len(d.tgt_vocab)).to(self.device)
         if ckpt is None:  # a new run (every rank): the parent's weights, or pretrained vectors
