@@ -18,6 +18,7 @@ import yaml
 
 from rnnkit.checkpoint import load_bundle
 from rnnkit.cli import main
+from rnnkit.evaluate import score
 from rnnkit.translate import translate_lines
 
 SUBCOMMANDS = [
@@ -283,6 +284,24 @@ def test_evaluate_several_references_and_grouped_sources(checkpoint, tmp_path, c
     assert read_output(out_path) == own
     _, out, _ = run_cli(capsys, "evaluate", checkpoint, "--src", src, "--ref", mixed)
     assert json.loads(out)["bleu"] < 100  # line by line, the wrong reference counts
+
+
+def test_evaluate_by_length_scores_each_bucket(checkpoint, tmp_path, capsys):
+    lines = [s for s in LINES if s.strip()]
+    src = write_lines(tmp_path / "src.txt", lines)
+    ref = write_lines(tmp_path / "ref.txt", ["2018-05-09"] * len(lines))
+    hyps = tmp_path / "hyps.txt"
+    argv = ["evaluate", checkpoint, "--src", src, "--ref", ref, "--by-length"]
+    status, out, _ = run_cli(capsys, *argv, "--output", hyps)
+    result = json.loads(out)
+    assert status == 0 and sum(b["count"] for b in result["by_length"]) == len(lines)
+    own = read_output(hyps)
+    for b in result["by_length"]:  # each bucket's BLEU: of the lines whose source fits it
+        hi = b["hi"] if b["hi"] is not None else 10**9
+        idx = [i for i, s in enumerate(lines) if b["lo"] <= len(s.split()) <= hi]
+        assert len(idx) == b["count"]
+        want = score([own[i] for i in idx], ["2018-05-09"] * len(idx))["bleu"]
+        assert b["bleu"] == pytest.approx(want)
 
 
 def test_evaluate_src_and_ref_of_different_lengths(checkpoint, tmp_path, capsys):

@@ -85,6 +85,16 @@ def test_bucket_bleu_is_bleu_of_its_members():
     assert by_label["5-19"]["count"] == 1
 
 
+def test_bucket_bleu_with_several_references():
+    sources = ["a b", "a b c d e f g h i j k l", "a", "x " * 30]
+    other = ["x", REFS[1], "he read the book", "x"]
+    buckets = bucket_scores(sources, HYPS, REFS, edges=(5, 20), extra_references=[other])
+    by_label = {b["bucket"]: b for b in buckets}
+    short = score([HYPS[0], HYPS[2]], [REFS[0], REFS[2]], extra_references=[[other[0], other[2]]])
+    assert by_label["0-4"]["bleu"] == pytest.approx(short["bleu"])
+    assert by_label["0-4"]["bleu"] == pytest.approx(100.0)  # "he read the book" matches
+
+
 def test_bucket_key_and_edges():
     sources = ["abcdef", "ab", "abcdefghijkl"]
     buckets = bucket_scores(sources, REFS[:3], REFS[:3], edges=(5, 10), key=len)

@@ -214,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="score each distinct source line once, against the references of all its "
         "lines (corpora that list one sentence with several translations, e.g. Tatoeba)",
     )
+    ev.add_argument(
+        "--by-length",
+        action="store_true",
+        help="also BLEU per source length in words (0-9, 10-19, ..., 60+): by_length",
+    )
     ev.add_argument("--output", help="also write the translations here")
     add_device(ev)
     ev.set_defaults(func=cmd_evaluate)

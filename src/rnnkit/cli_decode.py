@@ -135,7 +135,7 @@ def _interactive(translated: Callable[[list[str], int], list[str]]) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rnnkit.evaluate import group_by_source, score
+    from rnnkit.evaluate import bucket_scores, group_by_source, score
     from rnnkit.translate import translate_lines
 
     src, refs = read_text(args.src), [read_text(f) for f in args.ref]
@@ -166,6 +166,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = score(hyps, refs[0], lowercase=args.lowercase, extra_references=refs[1:])
     if args.group_sources:
         result["lines"] = len(line_of)
+    if args.by_length:  # BLEU per source length in words (Bahdanau et al. 2015, Fig. 2)
+        result["by_length"] = bucket_scores(
+            src, hyps, refs[0], lowercase=args.lowercase, extra_references=refs[1:]
+        )
     if len(args.checkpoint) > 1:
         result["models"] = len(args.checkpoint)
     result["beam"] = args.beam if args.beam is not None else bundle.config.decode.beam_size

@@ -127,6 +127,7 @@ def bucket_scores(
     edges: Sequence[int] = (10, 20, 30, 40, 50, 60),
     key: Callable[[str], int] = word_count,
     lowercase: bool = False,
+    extra_references: Sequence[Sequence[str]] = (),
 ) -> list[dict[str, Any]]:
     """Corpus BLEU within each source-length bucket (Bahdanau et al. 2015, Fig. 2).
 
@@ -140,6 +141,7 @@ def bucket_scores(
         edges: strictly increasing positive bucket boundaries.
         key: the length of a source sentence (default: words).
         lowercase: compare case-insensitively.
+        extra_references: further reference streams, as :func:`score` takes them.
 
     Returns:
         one dict per non-empty bucket, shortest first: ``{"bucket": "10-19", "lo": 10,
@@ -165,8 +167,9 @@ def bucket_scores(
             continue
         hi = lows[b + 1] - 1 if b + 1 < len(lows) else None
         label = f"{lows[b]}-{hi}" if hi is not None else f"{lows[b]}+"
+        streams = [references, *extra_references]
         bleu = BLEU(lowercase=lowercase).corpus_score(
-            [hypotheses[i] for i in idx], [[references[i] for i in idx]]
+            [hypotheses[i] for i in idx], [[r[i] for i in idx] for r in streams]
         )
         out.append(
             {"bucket": label, "lo": lows[b], "hi": hi, "count": len(idx), "bleu": float(bleu.score)}
