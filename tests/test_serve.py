@@ -24,7 +24,7 @@ import uvicorn
 from serve_util import dates_checkpoint, env, serving
 from toy import one_thread
 
-import rnnkit.serve.app as serve_app
+import rnnkit.serve.served as served
 from rnnkit.checkpoint import Bundle, load_bundle
 from rnnkit.ensemble import Ensemble
 from rnnkit.serve.app import Settings, create_app
@@ -53,7 +53,13 @@ def bundle(ckpt: Path) -> Bundle:
 @contextmanager
 def running(bundle: Bundle, ensemble: Ensemble | None = None, **settings: Any) -> Iterator[str]:
     """The app served by uvicorn in a thread on a free 127.0.0.1 port; stopped on exit."""
-    app = create_app(bundle, Settings(**settings), "dates.pt", ensemble)
+    with running_app(create_app(bundle, Settings(**settings), "dates.pt", ensemble)) as url:
+        yield url
+
+
+@contextmanager
+def running_app(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn in a thread on a free 127.0.0.1 port; stopped on exit."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -229,7 +235,7 @@ def _slow(real: Any, delay: float) -> Any:
 
 
 def test_queue_full_is_503_with_retry_after(bundle: Bundle, monkeypatch: Any) -> None:
-    monkeypatch.setattr(serve_app, "translate_batch", _slow(serve_app.translate_batch, 0.3))
+    monkeypatch.setattr(served, "translate_batch", _slow(served.translate_batch, 0.3))
     with running(bundle, max_queue=2, max_batch=1, max_wait_ms=0) as url:
         responses = asyncio.run(_concurrent(url, [{"text": DATES[0]}] * 10))
         assert httpx.get(url + "/health", timeout=10).status_code == 200
@@ -241,14 +247,14 @@ def test_queue_full_is_503_with_retry_after(bundle: Bundle, monkeypatch: Any) ->
 
 
 def test_model_error_fails_its_batch_only(bundle: Bundle, monkeypatch: Any) -> None:
-    real = serve_app.translate_batch
+    real = served.translate_batch
 
     def run(b: Bundle, texts: list[str], *rest: Any) -> Any:
         if "boom" in texts:
             raise RuntimeError("the model broke")
         return real(b, texts, *rest)
 
-    monkeypatch.setattr(serve_app, "translate_batch", run)
+    monkeypatch.setattr(served, "translate_batch", run)
     with running(bundle, max_wait_ms=0) as url:
         bad = post(url, {"texts": [DATES[0], "boom"]})
         assert bad.status_code == 500 and "the model broke" in bad.json()["detail"]

@@ -35,7 +35,8 @@ from rnnkit.checkpoint import Bundle
 from rnnkit.ensemble import Ensemble
 from rnnkit.serve.batcher import Batcher, QueueFull
 from rnnkit.serve.page import page_html
-from rnnkit.serve.translator import Decode, info, translate_batch
+from rnnkit.serve.served import Loader, Served
+from rnnkit.serve.translator import Decode
 
 __all__ = ["Settings", "TranslateRequest", "create_app"]
 
@@ -103,6 +104,9 @@ class Metrics:
             "rnnkit_batch_size", "sentences per model call", registry=r,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         )  # fmt: skip
+        self.reloads = Counter(
+            "rnnkit_reloads", "checkpoint reloads (SIGHUP) by result", ["result"], registry=r
+        )
 
 
 def _parse(body: bytes, s: Settings) -> tuple[TranslateRequest, list[str]]:
@@ -205,10 +209,10 @@ async def _answer(batcher: Batcher, texts: list[str], opts: Decode, timeout: flo
         raise ApiError(500, f"the model failed on this batch: {type(e).__name__}: {e}") from None
 
 
-def _batcher(bundle: Bundle, s: Settings, metrics: Metrics, ensemble: Ensemble | None) -> Batcher:
+def _batcher(served: Served, s: Settings, metrics: Metrics) -> Batcher:
     threads = torch.get_num_threads()  # the worker runs with the threads of its creator
     return Batcher(
-        lambda texts, opts: translate_batch(bundle, texts, opts, ensemble),  # type: ignore[arg-type]
+        served.translate,  # type: ignore[arg-type]
         s.max_batch,
         s.max_wait_ms / 1000,
         s.max_queue,
@@ -226,17 +230,27 @@ async def _http_error(request: Request, e: StarletteHTTPException) -> JSONRespon
 
 
 def create_app(
-    bundle: Bundle, settings: Settings, checkpoint: str = "", ensemble: Ensemble | None = None
+    bundle: Bundle,
+    settings: Settings,
+    checkpoint: str = "",
+    ensemble: Ensemble | None = None,
+    loader: Loader | None = None,
 ) -> FastAPI:
     """The server for ``bundle`` (or for ``ensemble``, whose members share ``bundle``'s
-    vocabularies); the batcher's worker starts and stops with the app."""
+    vocabularies); the batcher's worker starts and stops with the app. ``loader`` reads
+    the checkpoints again: ``app.state.reload()`` then serves what it returns (SIGHUP)."""
     s = settings
     metrics = Metrics()
-    default_beam = s.beam if s.beam is not None else bundle.config.decode.beam_size
-    batcher = _batcher(bundle, s, metrics, ensemble)
-    about = info(bundle, checkpoint, ensemble)
-    about["decode"]["beam"] = default_beam
-    about["limits"] = _limits(s)
+    served = Served(
+        bundle,
+        ensemble,
+        checkpoint,
+        s.beam,
+        _limits(s),
+        loader,
+        on_reload=lambda ok: metrics.reloads.labels("ok" if ok else "error").inc(),
+    )
+    batcher = _batcher(served, s, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -245,6 +259,7 @@ def create_app(
         await asyncio.to_thread(batcher.close)  # queued requests are answered first
 
     app = FastAPI(title="rnnkit serve", lifespan=lifespan, version="0.1.0")
+    app.state.reload = served.reload
     metrics.queue.set_function(lambda: batcher.depth)  # read at each scrape
     app.add_middleware(_Count, metrics=metrics)
 
@@ -258,7 +273,7 @@ def create_app(
     @app.get("/info")
     async def get_info(request: Request) -> dict[str, Any]:
         _check_key(request, s.api_key)
-        return about
+        return served.now.about
 
     @app.get("/metrics")
     async def get_metrics() -> Response:
@@ -276,14 +291,15 @@ def create_app(
     async def translate(request: Request) -> JSONResponse:
         _check_key(request, s.api_key)
         req, texts = _parse(await _read_body(request, s.max_body), s)
-        beam = req.beam if req.beam is not None else default_beam
+        m = served.now
+        beam = req.beam if req.beam is not None else m.default_beam
         if req.n_best > max(beam, 1):
             raise ApiError(422, f"n_best {req.n_best} exceeds the beam size {beam}")
-        if req.gates and ensemble is not None:
+        if req.gates and m.ensemble is not None:
             raise ApiError(
-                422, f'"gates" need one model; this server runs an ensemble of {about["models"]}'
+                422, f'"gates" need one model; this server runs an ensemble of {m.about["models"]}'
             )
-        if req.replace_unk and bundle.config.model.attention == "none":
+        if req.replace_unk and m.bundle.config.model.attention == "none":
             raise ApiError(422, '"replace_unk" copies the source token attended to: no attention')
         opts = Decode(beam, req.n_best, req.attention, req.gates, req.replace_unk)
         results = await _answer(batcher, texts, opts, s.timeout_s)

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 from rnnkit.cli_commands import add_device, positive_int
@@ -30,7 +31,8 @@ def add_parser(sub: Any) -> None:
         "GET /info, POST /translate, GET /metrics (Prometheus), /docs (OpenAPI). "
         "Concurrent requests are translated "
         "together in batches. SIGTERM or Ctrl-C: stop accepting, answer what is queued, "
-        "exit 0.",
+        "exit 0. SIGHUP: read the checkpoints again and serve them (a file that fails to "
+        "load leaves the current model serving).",
     )
     s.add_argument(
         "checkpoint", nargs="+", metavar="CHECKPOINT",
@@ -90,7 +92,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         api_key=args.api_key or os.environ.get("RNNKIT_API_KEY") or None,
     )
     name = " + ".join(os.path.basename(c) for c in args.checkpoint)
-    app = create_app(bundle, settings, name, ensemble)
+    app = create_app(
+        bundle, settings, name, ensemble, lambda: _models(args.checkpoint, args.device)
+    )
     try:
         sock = _socket(args.host, args.port)
     except OSError as e:
@@ -111,6 +115,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # then makes a graceful stop exit 0 instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    if hasattr(signal, "SIGHUP"):  # reload in a thread: the event loop keeps answering
+        reload = app.state.reload
+        signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload).start())
     Server(config).run(sockets=[sock])
     print("rnnkit serve: stopped", file=sys.stderr, flush=True)
     return 0

@@ -1,0 +1,84 @@
+"""The model a server translates with, replaced whole when its checkpoints are read again
+(``rnnkit serve`` on SIGHUP, as nginx and gunicorn reload): a batch already running
+finishes on the model it started with, the next one takes the new model, and a reload
+that fails (a missing or half-written file) leaves the current model serving."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rnnkit.checkpoint import Bundle
+from rnnkit.ensemble import Ensemble
+from rnnkit.serve.translator import Decode, info, translate_batch
+
+__all__ = ["Loaded", "Served"]
+
+Loader = Callable[[], tuple[Bundle, "Ensemble | None"]]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One loaded model and what ``GET /info`` says of it."""
+
+    bundle: Bundle
+    ensemble: Ensemble | None
+    about: dict[str, Any]
+    default_beam: int
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Served:
+    """The current :class:`Loaded` (``now``, replaced in one assignment) and its reload."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        ensemble: Ensemble | None,
+        checkpoint: str,
+        beam: int | None,
+        limits: dict[str, Any],
+        loader: Loader | None = None,
+        on_reload: Callable[[bool], None] = lambda _ok: None,
+        say: Callable[[str], None] = _stderr,
+    ) -> None:
+        self.checkpoint, self.beam, self.limits = checkpoint, beam, limits
+        self.loader, self.on_reload, self.say = loader, on_reload, say
+        self.now = self._loaded(bundle, ensemble)
+        self._lock = threading.Lock()  # one reload at a time
+
+    def _loaded(self, bundle: Bundle, ensemble: Ensemble | None) -> Loaded:
+        beam = self.beam if self.beam is not None else bundle.config.decode.beam_size
+        about = info(bundle, self.checkpoint, ensemble)
+        about["decode"]["beam"] = beam
+        about["limits"] = self.limits
+        return Loaded(bundle, ensemble, about, beam)
+
+    def translate(self, texts: list[str], opts: Decode) -> list[dict[str, Any]]:
+        """One batch, on the model current when it starts."""
+        m = self.now
+        return translate_batch(m.bundle, texts, opts, m.ensemble)
+
+    def reload(self) -> bool:
+        """Read the checkpoints again and serve them; False (and the current model kept)
+        when there is no loader or loading fails."""
+        if self.loader is None:
+            return False
+        with self._lock:
+            step = self.now.bundle.step
+            try:
+                bundle, ensemble = self.loader()
+            except Exception as e:  # the server must outlive a bad file
+                self.say(f"rnnkit serve: reload failed, still serving step {step}: {e}")
+                self.on_reload(False)
+                return False
+            self.now = self._loaded(bundle, ensemble)
+            self.say(f"rnnkit serve: reloaded {self.checkpoint} (step {step} → {bundle.step})")
+            self.on_reload(True)
+            return True
