@@ -373,3 +373,22 @@ def test_graphs_and_precision_keys(tmp_path):
         config_from_dict({"data": {"task": "dates"}, "train": {"graphs": "always"}})
     with pytest.raises(ConfigError, match="train.precision"):
         config_from_dict({"data": {"task": "dates"}, "train": {"precision": 16}})
+
+
+def test_train_takes_one_corpus_or_a_list(tmp_path):
+    one = load_config(write(tmp_path, "data:\n  train: a/train\n"))
+    assert one.data.train == "a/train"
+    two = load_config(write(tmp_path, "data:\n  train: [a/train, b/train, a/train]\n"))
+    assert two.data.train == ["a/train", "b/train", "a/train"]
+    assert load_config(write(tmp_path, dump_config(two))).data.train == two.data.train
+    cfg = apply_overrides(one, ["data.train=[x, y]"])
+    assert cfg.data.train == ["x", "y"] and one.data.train == "a/train"
+    for text, tail in (
+        ("data:\n  train: [a, 3]\n", "data.train must be a string or a list of strings or null"),
+        ("data:\n  train: 3\n", "data.train must be a string or a list of strings or null"),
+        ("data:\n  train: []\n", "data.train must not be an empty list"),
+        ("data:\n  train: [a, ' ']\n", "data.train must not be empty"),
+        ("data:\n  train: ''\n", "data.train must not be empty"),
+    ):
+        path = write(tmp_path, text)
+        assert error_of(load_config, path).startswith(f"{path}: {tail}"), text

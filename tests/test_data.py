@@ -386,3 +386,22 @@ def test_min_freq_and_max_vocab_bound_the_vocabularies(tmp_path: Path) -> None:
     counts = {w: sum(w in s.split() for s in src) for w in words}
     assert set(vocab(min_freq=7)) == {w for w, c in counts.items() if c >= 7}  # no count near 7
     assert vocab(max_vocab=5) == words[:5]  # the most frequent, in order
+
+
+def test_several_training_corpora_are_read_in_order(tmp_path: Path) -> None:
+    from rnnkit.config import config_from_dict
+    from rnnkit.prepare import load_pairs
+
+    for name, n in (("a", 3), ("b", 2)):
+        for side in ("de", "en"):
+            lines = [f"{name}{i} {side}" for i in range(n)]
+            (tmp_path / f"{name}.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = {"data_dir": str(tmp_path), "src": "de", "tgt": "en", "dev": "b"}
+    cfg = config_from_dict({"data": {**data, "train": ["a", "b", "a"]}})
+    train = load_pairs(cfg)["train"]
+    a = [(f"a{i} de", f"a{i} en") for i in range(3)]
+    assert train == a + [("b0 de", "b0 en"), ("b1 de", "b1 en")] + a  # "a" twice: oversampled
+    assert load_pairs(config_from_dict({"data": {**data, "train": "a"}}))["train"] == a
+    missing = config_from_dict({"data": {**data, "train": ["a", "nope"]}})
+    with pytest.raises(DataError, match="nope"):
+        load_pairs(missing)

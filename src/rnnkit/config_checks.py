@@ -53,6 +53,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 _KINDS = {bool: "a bool (true or false)", int: "an int", float: "a float", str: "a string"}
 _KINDS[dict] = "a mapping with string keys"
+_KINDS[list] = "a list of strings"  # the one list type the config has
 # PyYAML (YAML 1.1) reads 1e-3 as a string; a float field takes such a literal.
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _BOUNDS: tuple[tuple[str, str, Any], ...] = (
@@ -70,27 +71,42 @@ def _check(value: Any, tp: Any, meta: Mapping[str, Any], name: str, source: str)
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         nullable = type(None) in args
-        (tp,) = [a for a in args if a is not type(None)]  # only "X | None" is used
-        if value is None:
+        if value is None and nullable:
             return None
+        kinds = [a for a in args if a is not type(None)]  # "X | None", "str | list[str]"
+        tp = next((a for a in kinds if _is_kind(value, a)), kinds[0])
+        if len(kinds) > 1 and not _is_kind(value, tp):
+            null = " or null" if nullable else ""
+            wanted = " or ".join(_KINDS[typing.get_origin(a) or a] for a in kinds)
+            raise ConfigError(f"{source}: {name} must be {wanted}{null}, got {value!r}")
     kind = typing.get_origin(tp) or tp
     if kind is float and isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
         value = float(value)
     if kind is str and isinstance(value, bool) and {"on", "off"} <= set(meta.get("choices", ())):
         value = "on" if value else "off"  # YAML 1.1 reads a bare on / off as a bool
-    if not _is_kind(value, kind):
+    if not _is_kind(value, tp):
         null = " or null" if nullable else ""
         finite = "a finite float" if kind is float and isinstance(value, float) else _KINDS[kind]
         raise ConfigError(f"{source}: {name} must be {finite}{null}, got {value!r}")
     if kind is float:
         value = float(value)
-    if kind is dict:
+    if kind is dict or kind is list:
         value = copy.deepcopy(value)
+    if kind is list:  # the checks apply to each item
+        for item in value:
+            _check_meta(item, meta, name, source, nullable)
+        if meta.get("nonempty") and not value:
+            raise ConfigError(f"{source}: {name} must not be an empty list")
+        return value
     _check_meta(value, meta, name, source, nullable)
     return value
 
 
-def _is_kind(value: Any, kind: type) -> bool:
+def _is_kind(value: Any, tp: Any) -> bool:
+    kind = typing.get_origin(tp) or tp
+    if kind is list:  # list[X]: a list of X
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_is_kind(v, item) for v in value)
     if kind is bool or kind is str:
         return isinstance(value, kind)
     if kind is int:

@@ -44,7 +44,9 @@ class DataConfig:
     task_test: int = _field(1000, gt=0)  # test pairs generated for the task
     task_options: dict[str, Any] = field(default_factory=dict)  # kwargs of the task generator
     data_dir: str | None = None  # base directory of relative corpus paths (resolve_data_path)
-    train: str | None = None  # PREFIX of PREFIX.<src> / PREFIX.<tgt>, or a TSV file
+    # PREFIX of PREFIX.<src> / PREFIX.<tgt>, or a TSV file; a list: the corpora concatenated
+    # (a corpus listed twice counts twice: oversampling)
+    train: str | list[str] | None = _field(None, nonempty=True)
     dev: str | None = None  # dev corpus, given as train is
     test: str | None = None  # test corpus, given as train is
     src: str = _field("src", nonempty=True)  # source-side file suffix (language code)

@@ -88,17 +88,16 @@ def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pa
                 f"config: data.{split} and data.{split}_size are both given: read {split} "
                 f"pairs from a file, or hold some out of train, not both"
             )
-    out = {}
+    out: dict[str, list[Pair]] = {}
     for split in ("train", "dev", "test"):
-        name = getattr(d, split)
-        if not name:
-            continue
-        path = resolve_data_path(d, name, config_dir)
-        out[split] = (
-            read_tsv(path, d.src_col, d.tgt_col)
-            if d.format == "tsv"
-            else read_parallel(path, d.src, d.tgt)
-        )
+        names = getattr(d, split)
+        for name in [names] if isinstance(names, str) else names or []:
+            path = resolve_data_path(d, name, config_dir)
+            out.setdefault(split, []).extend(
+                read_tsv(path, d.src_col, d.tgt_col)
+                if d.format == "tsv"
+                else read_parallel(path, d.src, d.tgt)
+            )
     n_dev, n_test = d.dev_size, d.test_size
     if n_dev or n_test:  # no sentence in two splits (see split_held_out)
         held = split_held_out(out["train"], n_dev, n_test, cfg.train.seed)
