@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
     from rnnkit.ensemble import Ensemble
     from rnnkit.sampling import Sampling
+    from rnnkit.translate import Translation
 
 
 def _models(paths: list[str], device: str = "auto") -> tuple[Bundle, Ensemble | None]:
@@ -35,7 +36,7 @@ def _models(paths: list[str], device: str = "auto") -> tuple[Bundle, Ensemble | 
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from rnnkit.translate import as_json, translate_lines
+    from rnnkit.translate import CHUNK, translate_chunks
 
     interactive = args.input in (None, "-") and args.output in (None, "-") and sys.stdin.isatty()
     lines = [] if interactive else read_text(args.input)
@@ -44,39 +45,51 @@ def cmd_translate(args: argparse.Namespace) -> int:
     beam = args.beam if args.beam is not None else bundle.config.decode.beam_size
     if args.n_best > max(beam, 1) and sampling is None:
         raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
+    device = next((model or bundle.model).parameters()).device
+    generator = None if sampling is None else sampling.generator(device)  # one stream for all
 
     def translated(lines: list[str], first: int = 0) -> list[str]:
+        out: list[str] = []
         with sentence_bar(len(lines)) as bar:  # none for one typed line
-            results = translate_lines(
+            chunks = translate_chunks(
                 bundle,
                 lines,
-                args.beam,
-                args.batch_size,
-                args.n_best,
-                args.length_penalty,
+                CHUNK,
+                beam_size=args.beam,
+                batch_size=args.batch_size,
+                n_best=args.n_best,
+                length_penalty=args.length_penalty,
                 progress=bar,
                 model=model,
                 sampling=sampling,
                 coverage_penalty=args.coverage_penalty,
                 replace_unk=args.replace_unk,
+                generator=generator,
             )
-        if args.json:  # one JSON object per line, as the server's entries
-            return [
-                json.dumps(as_json(r, alternatives=args.n_best > 1), ensure_ascii=False)
-                for r in results
-            ]
-        if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
-            return [
-                f"{first + i} ||| {t.text} ||| {t.score:.4f}"
-                for i, r in enumerate(results)
-                for t in r
-            ]
-        return [r[0].text for r in results]
+            for k, results in enumerate(chunks):  # only the text of a chunk is kept
+                out.extend(_formatted(results, args, first + k * CHUNK))
+        return out
 
     if interactive:
         return _interactive(translated)
     write_text(args.output, translated(lines))
     return 0
+
+
+def _formatted(results: list[list[Translation]], args: argparse.Namespace, first: int) -> list[str]:
+    """What ``rnnkit translate`` writes for ``results`` (of lines ``first``, ``first`` + 1, ...)."""
+    from rnnkit.translate import as_json
+
+    if args.json:  # one JSON object per line, as the server's entries
+        return [
+            json.dumps(as_json(r, alternatives=args.n_best > 1), ensure_ascii=False)
+            for r in results
+        ]
+    if args.n_best > 1:  # Moses-style n-best: index ||| text ||| score
+        return [
+            f"{first + i} ||| {t.text} ||| {t.score:.4f}" for i, r in enumerate(results) for t in r
+        ]
+    return [r[0].text for r in results]
 
 
 def _sampling(args: argparse.Namespace) -> Sampling | None:
@@ -136,7 +149,7 @@ def _interactive(translated: Callable[[list[str], int], list[str]]) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from rnnkit.evaluate import bucket_scores, group_by_source, score
-    from rnnkit.translate import translate_lines
+    from rnnkit.translate import CHUNK, translate_chunks
 
     src, refs = read_text(args.src), [read_text(f) for f in args.ref]
     for name, ref in zip(args.ref, refs):
@@ -147,19 +160,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         src, refs, line_of = group_by_source(src, refs)
     bundle, model = _models(args.checkpoint, args.device)
     t0 = time.perf_counter()
+    hyps: list[str] = []
     with sentence_bar(len(src)) as bar:
-        results = translate_lines(
+        for results in translate_chunks(
             bundle,
             src,
-            args.beam,
-            args.batch_size,
+            CHUNK,
+            beam_size=args.beam,
+            batch_size=args.batch_size,
             length_penalty=args.length_penalty,
             progress=bar,
             model=model,
             coverage_penalty=args.coverage_penalty,
             replace_unk=args.replace_unk,
-        )
-    hyps = [r[0].text for r in results]
+        ):
+            hyps.extend(r[0].text for r in results)  # only the text of a chunk is kept
     seconds = time.perf_counter() - t0  # translation alone, the model loaded
     if args.output:  # one line per input line, also when lines were grouped
         write_text(args.output, [hyps[j] for j in line_of])

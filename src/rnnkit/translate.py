@@ -7,7 +7,7 @@ padding.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,9 @@ from rnnkit.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK
 from rnnkit.sampling import Sampling, sample_search
 from rnnkit.search import Decoding, beam_search, greedy_search
 
-__all__ = ["Translation", "translate_lines", "as_json"]
+__all__ = ["Translation", "translate_lines", "translate_chunks", "as_json"]
+
+CHUNK = 10_000  # lines per chunk of translate_chunks
 
 
 @dataclass
@@ -47,6 +49,7 @@ def translate_lines(
     sampling: Sampling | None = None,
     coverage_penalty: float | None = None,
     replace_unk: bool = False,
+    generator: torch.Generator | None = None,
 ) -> list[list[Translation]]:
     """Translate ``lines``; for each line its ``n_best`` translations, best first.
 
@@ -63,6 +66,7 @@ def translate_lines(
             ``decode.coverage_penalty``.
         sampling: draw ``n_best`` samples per line (:mod:`rnnkit.sampling`) instead of
             searching; ``beam_size`` is then not used.
+        generator: the random stream of ``sampling`` (default: a new one from its seed).
         replace_unk: in each text, an output ``<unk>`` becomes the source token it
             attends to most (Luong et al. 2015; OpenNMT's ``-replace_unk``): names and
             numbers a word-level model cannot spell are copied. ``out_tokens`` keep the
@@ -90,7 +94,8 @@ def translate_lines(
     )
     eos = bundle.tgt_vocab.eos_id
     # one stream for all batches: a seed gives one output
-    generator = None if sampling is None else sampling.generator(device)
+    if generator is None and sampling is not None:
+        generator = sampling.generator(device)
     for batch in batches:
         src, lengths = batch.src.to(device), batch.src_lengths
         with torch.no_grad():
@@ -139,6 +144,22 @@ def translate_lines(
         if progress is not None:
             progress(len(batch.indices))
     return results
+
+
+def translate_chunks(
+    bundle: Bundle, lines: Sequence[str], chunk: int = CHUNK, **kwargs: Any
+) -> Iterator[list[list[Translation]]]:
+    """:func:`translate_lines` (``kwargs`` are its arguments) over consecutive chunks of
+    ``chunk`` lines, yielded in order: each chunk's results (attention matrices included)
+    can be written and dropped before the next is translated, so the memory of a file of
+    millions of lines stays that of one chunk. Lengths are sorted within a chunk. Sampling
+    draws from one random stream across the chunks."""
+    sampling: Sampling | None = kwargs.get("sampling")
+    if sampling is not None and kwargs.get("generator") is None:
+        model = kwargs.get("model") or bundle.model
+        kwargs["generator"] = sampling.generator(next(model.parameters()).device)
+    for i in range(0, len(lines), chunk):
+        yield translate_lines(bundle, lines[i : i + chunk], **kwargs)
 
 
 def _copy_unk(ids: list[int], pieces: list[str], source: list[str], attention: Tensor) -> list[str]:
