@@ -7,7 +7,6 @@ import copy
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 import torch
 from serve_util import dates_checkpoint, serving
-from test_serve import running_app
+from test_serve import _one_thread, running_app  # noqa: F401 (an autouse fixture)
 from toy import one_thread
 
 from rnnkit.checkpoint import Bundle, CheckpointError, load_bundle, load_checkpoint, save_checkpoint
@@ -23,12 +22,6 @@ from rnnkit.serve.app import Settings, create_app
 from rnnkit.translate import translate_lines
 
 DATES = ["9th of May, 2018", "5/9/18", "sun, 25 dec 2005"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="module")
