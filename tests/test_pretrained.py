@@ -153,3 +153,35 @@ def test_a_file_without_the_vocabulary_tokens_says_so(tmp_path):
     Trainer(cfg, tmp_path / "run", log=lines.append)
     assert any(line.startswith("target embeddings: 0 of") for line in lines)
     assert any(line.startswith("note: no target token is in") for line in lines)
+
+
+def test_info_embeddings_writes_what_read_vectors_reads(tmp_path, capsys):
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny(train={"max_steps": 3})), encoding="utf-8")
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    from rnnkit.checkpoint import load_bundle
+
+    b = load_bundle(tmp_path / "run" / "best.pt")
+    for side, vocab, weight in (
+        ("src", b.src_vocab, b.model.encoder.embed.weight),
+        ("tgt", b.tgt_vocab, b.model.decoder.embed.weight),
+    ):
+        capsys.readouterr()
+        assert main(["info", str(tmp_path / "run" / "best.pt"), "--embeddings", side]) == 0
+        f = tmp_path / f"{side}.vec"
+        f.write_text(capsys.readouterr().out, encoding="utf-8")
+        assert f.read_text(encoding="utf-8").splitlines()[0] == f"{len(vocab) - 4} {E}"
+        found = read_vectors(f, vocab, E)
+        assert sorted(found) == list(range(4, len(vocab)))  # every token but the specials
+        for i, vec in found.items():
+            assert torch.allclose(torch.tensor(vec), weight[i].detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_tokens_holding_whitespace_are_left_out():
+    from rnnkit.pretrained import vector_lines
+
+    vocab = Vocab.build([["a", " ", "b"]])
+    lines = vector_lines(torch.ones(len(vocab), 2), vocab)
+    assert lines[0] == "2 2" and sorted(line.split()[0] for line in lines[1:]) == ["a", "b"]

@@ -250,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inf.add_argument("checkpoint", help="a .pt file written by rnnkit train or average")
     inf.add_argument("--config", action="store_true", help="print its whole config as YAML instead")
+    inf.add_argument(
+        "--embeddings",
+        choices=("src", "tgt"),
+        help="print that side's embeddings instead, as word2vec text (what "
+        "model.src_embeddings / tgt_embeddings read)",
+    )
     inf.set_defaults(func=cmd_info)
 
     ins = sub.add_parser(

@@ -166,6 +166,15 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    if args.embeddings:
+        from rnnkit.checkpoint import load_bundle
+        from rnnkit.pretrained import vector_lines
+
+        b = load_bundle(args.checkpoint, device="cpu")
+        src = args.embeddings == "src"
+        embed = (b.model.encoder if src else b.model.decoder).embed.weight
+        write_text(None, vector_lines(embed, b.src_vocab if src else b.tgt_vocab))
+        return 0
     if args.config:
         import yaml
 

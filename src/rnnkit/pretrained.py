@@ -25,7 +25,7 @@ from rnnkit.data import DataError, Vocab
 from rnnkit.data.vocab import SPECIALS
 from rnnkit.model import Seq2Seq
 
-__all__ = ["check_files", "first_weights", "read_vectors", "load_pretrained"]
+__all__ = ["check_files", "first_weights", "read_vectors", "load_pretrained", "vector_lines"]
 
 
 def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[float]]:
@@ -146,3 +146,17 @@ def first_weights(
         say(
             "note: model.src_embeddings / tgt_embeddings are not used: the weights are the parent's"
         )
+
+
+def vector_lines(weight: torch.Tensor, vocab: Vocab) -> list[str]:
+    """An embedding matrix as the text format :func:`read_vectors` reads (a header ``N E``,
+    then ``token v_1 ... v_E``; the specials and tokens holding whitespace, such as a
+    character model's space, are left out): what ``rnnkit info --embeddings`` writes."""
+    rows = [
+        (tok, vec)
+        for tok, vec in zip(vocab.tokens, weight.detach().float().cpu().tolist())
+        if tok not in SPECIALS and tok and not any(c.isspace() for c in tok)
+    ]
+    return [f"{len(rows)} {weight.shape[1]}"] + [
+        f"{tok} {' '.join(f'{v:.6g}' for v in vec)}" for tok, vec in rows
+    ]
