@@ -84,6 +84,11 @@ def test_page_in_chromium(ckpt: Path, tmp_path: Path) -> None:
         not_blank(shot)
         if os.environ.get("RNNKIT_SCREENSHOT"):
             shutil.copyfile(shot, os.environ["RNNKIT_SCREENSHOT"])
+        page.check("#unk")  # "copy <unk>" asks for replace_unk
+        with page.expect_response(lambda r: r.url.endswith("/translate")) as answer:
+            page.press("#src", "Enter")
+        assert answer.value.status == 200
+        assert answer.value.request.post_data_json["replace_unk"] is True
         page.fill("#beam", "99")  # an API error is shown, not swallowed
         page.press("#src", "Enter")
         page.wait_for_function("document.getElementById('err').textContent.includes('422')")

@@ -36,6 +36,8 @@ _BODY = """
 <button id="go">Translate</button>
 <label>beam <input id="beam" type="number" min="1" max="32" style="width:4em"></label>
 <label>n-best <input id="nb" type="number" min="1" max="32" value="3" style="width:4em"></label>
+<label id="unkl" title="write each &lt;unk&gt; as the source token it attends to most"><input
+id="unk" type="checkbox"> copy &lt;unk&gt;</label>
 <details style="display:inline"><summary>API key</summary>
 <input id="key" type="password" placeholder="if the server needs one"></details></p>
 <p id="err" role="alert"></p>
@@ -132,6 +134,7 @@ async function translate() {
   const beam = parseInt($("beam").value, 10), nb = parseInt($("nb").value, 10);
   if (beam) body.beam = beam;
   if (nb > 1) body.n_best = Math.min(nb, beam || DEFAULT_BEAM);
+  if ($("unk").checked) body.replace_unk = true;
   const headers = {"Content-Type": "application/json"};
   if ($("key").value) headers["Authorization"] = "Bearer " + $("key").value;
   $("err").textContent = ""; document.body.classList.add("busy");
@@ -157,6 +160,7 @@ fetch("info", {headers: $("key").value ? {"X-API-Key": $("key").value} : {}})
     DEFAULT_BEAM = m.decode.beam; $("beam").value = m.decode.beam;
     GATES = (m.models || 1) === 1;
     $("gview").hidden = !GATES;  // an ensemble has no gates to show
+    $("unkl").hidden = m.attention === "none";  // nothing attended to copy from
     const arch = `${m.cell}, attention ${m.attention}, ` +
       `${m.encoder_layers}+${m.decoder_layers} layers, hidden ${m.hidden_size}`;
     const n = `${m.parameters.toLocaleString()} parameters`;
