@@ -249,8 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
         "was trained, as JSON",
     )
     inf.add_argument("checkpoint", help="a .pt file written by rnnkit train or average")
-    inf.add_argument("--config", action="store_true", help="print its whole config as YAML instead")
-    inf.add_argument(
+    what = inf.add_mutually_exclusive_group()
+    what.add_argument(
+        "--config", action="store_true", help="print its whole config as YAML instead"
+    )
+    what.add_argument(
         "--embeddings",
         choices=("src", "tgt"),
         help="print that side's embeddings instead, as word2vec text (what "
