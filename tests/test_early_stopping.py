@@ -169,3 +169,8 @@ def test_evaluate_prints_accuracy(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     hyps = (tmp_path / "h").read_text(encoding="utf-8").splitlines()
     assert result["accuracy"] == sum(h == s for h, s in zip(hyps, src)) / 4
+    # references: the model's own outputs for two lines, something else for the others
+    refs = [hyps[0], hyps[1], "zzz", "zzz"]
+    (tmp_path / "ref.txt").write_text("\n".join(refs) + "\n", encoding="utf-8")
+    assert main([*args, "--ref", str(tmp_path / "ref.txt")]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 0.5

@@ -84,9 +84,10 @@ def test_cli_translate_and_evaluate(tmp_path, capsys):
     assert texts == [t[0].text for t in translate_lines(unk_bundle(), LINES, replace_unk=True)]
     capsys.readouterr()
     ev = ["evaluate", str(ckpt), "--src", str(src), "--ref", str(src), "--replace-unk"]
-    assert main(ev) == 0
+    assert main([*ev, "--output", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["replace_unk"] is True
+    assert out.read_text(encoding="utf-8").splitlines() == texts  # evaluate copies too
 
 
 def test_served():

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rnnkit.cli_commands import UsageError, _bundle, _decoded, _log, read_text, write_text
 
@@ -55,15 +55,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
                 bundle,
                 lines,
                 CHUNK,
-                beam_size=args.beam,
-                batch_size=args.batch_size,
+                **_search_options(args),
                 n_best=args.n_best,
-                length_penalty=args.length_penalty,
                 progress=bar,
                 model=model,
                 sampling=sampling,
-                coverage_penalty=args.coverage_penalty,
-                replace_unk=args.replace_unk,
                 generator=generator,
             )
             for k, results in enumerate(chunks):  # only the text of a chunk is kept
@@ -74,6 +70,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
         return _interactive(translated)
     write_text(args.output, translated(lines))
     return 0
+
+
+def _search_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options translate and evaluate share, as ``translate_lines`` takes them."""
+    return {
+        "beam_size": args.beam,
+        "batch_size": args.batch_size,
+        "length_penalty": args.length_penalty,
+        "coverage_penalty": args.coverage_penalty,
+        "replace_unk": args.replace_unk,
+    }
 
 
 def _formatted(results: list[list[Translation]], args: argparse.Namespace, first: int) -> list[str]:
@@ -163,16 +170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     hyps: list[str] = []
     with sentence_bar(len(src)) as bar:
         for results in translate_chunks(
-            bundle,
-            src,
-            CHUNK,
-            beam_size=args.beam,
-            batch_size=args.batch_size,
-            length_penalty=args.length_penalty,
-            progress=bar,
-            model=model,
-            coverage_penalty=args.coverage_penalty,
-            replace_unk=args.replace_unk,
+            bundle, src, CHUNK, **_search_options(args), progress=bar, model=model
         ):
             hyps.extend(r[0].text for r in results)  # only the text of a chunk is kept
     seconds = time.perf_counter() - t0  # translation alone, the model loaded

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -28,6 +28,14 @@ from rnnkit.model import Seq2Seq
 __all__ = ["check_files", "first_weights", "read_vectors", "load_pretrained", "vector_lines"]
 
 
+def _opened(path: str | Path) -> BinaryIO:
+    """``path`` open for reading, or a :class:`DataError` naming it."""
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the embeddings file ({e.strerror})") from None
+
+
 def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[float]]:
     """The vectors of ``path`` for the tokens of ``vocab`` (specials aside), by id; the
     first line of a token counts.
@@ -36,13 +44,8 @@ def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[flo
         DataError: naming the file (and line): missing, not UTF-8, a vector of another
             size than ``dim``, or a value that is not a number.
     """
-    wanted = {tok: i for i, tok in enumerate(vocab.tokens) if tok not in SPECIALS}
     found: dict[int, list[float]] = {}
-    try:
-        f = open(path, "rb")  # noqa: SIM115 (closed below)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the embeddings file ({e.strerror})") from None
-    with f:
+    with _opened(path) as f:
         for n, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
@@ -55,9 +58,9 @@ def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[flo
                         f"{path}, line 1: vectors of size {parts[1]}, but model.emb_size is {dim}"
                     )
                 continue
-            i = wanted.get(parts[0])
-            if i is None or i in found:
+            if parts[0] not in vocab or parts[0] in SPECIALS or vocab[parts[0]] in found:
                 continue
+            i = vocab[parts[0]]
             if len(parts) - 1 != dim:
                 raise DataError(
                     f"{path}, line {n}: {len(parts) - 1} numbers after {parts[0]!r}, but "
@@ -115,11 +118,7 @@ def check_files(cfg: Config, config_dir: Path | None = None) -> None:
     ``tgt_embeddings`` cannot be opened (:class:`DataError` naming it)."""
     for name in (cfg.model.src_embeddings, cfg.model.tgt_embeddings):
         if name:
-            path = resolve_data_path(cfg.data, name, config_dir)
-            try:
-                open(path, "rb").close()
-            except OSError as e:
-                raise DataError(f"{path}: cannot read the embeddings file ({e.strerror})") from None
+            _opened(resolve_data_path(cfg.data, name, config_dir)).close()
 
 
 def first_weights(
