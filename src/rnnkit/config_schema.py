@@ -140,6 +140,9 @@ class TrainConfig:
     min_lr: float = _field(1e-5, ge=0)  # plateau: the lr never decays below this
     label_smoothing: float = _field(0.1, ge=0, lt=1)  # mass spread over the vocabulary
     teacher_forcing: float = _field(1.0, ge=0, le=1)  # probability of feeding the gold token
+    # an exponential moving average of the weights (e.g. 0.999; 0 = none): validated,
+    # kept in every checkpoint's model, translated with (rnnkit.ema)
+    ema_decay: float = _field(0.0, ge=0, lt=1)
     # batches whose gradients add up to one update (loss / their target tokens together)
     accumulate: int = _field(1, gt=0)
     # forward arithmetic: fp32, or autocast to bf16 / fp16 (fp16 with loss scaling)

@@ -18,11 +18,9 @@ rank, each on its share of every batch (:mod:`rnnkit.distributed`); rank 0 write
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +49,9 @@ from rnnkit.distributed import (
     setup,
     wrap,
 )
+from rnnkit.ema import Ema, training_weights
 from rnnkit.optim import Schedule, make_optimizer
+from rnnkit.position import Position, Stop, TrainResult
 from rnnkit.prepare import Prepared, load_pairs, prepare, tokenizer_states
 from rnnkit.pretrained import check_files, first_weights
 from rnnkit.progress import CsvLog, Meter, above, progress_bar, report
@@ -70,35 +70,6 @@ __all__ = [
 
 Pair = tuple[str, str]
 Log = Callable[[str], None]
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    best_bleu: float  # dev BLEU of best.pt (the best by train.early_stopping_metric)
-    stopped: str  # why training ended: max_steps, max_epochs, max_minutes, early_stopping, ...
-    history: list[dict[str, Any]] = field(default_factory=list)
-    metric: str = "bleu"  # train.early_stopping_metric
-    best: float = -math.inf  # its value at best.pt (loss and ppl as they are: lower is better)
-    best_step: int = 0
-
-
-class _Stop(Exception):
-    """Raised inside the loop when a stopping criterion is met."""
-
-
-@dataclass
-class _Position:
-    """Where training stands; saved in every checkpoint, restored by ``--resume``."""
-
-    step: int = 0
-    epoch: int = 0
-    pos: int = 0  # batches of this epoch already done
-    best: float = -math.inf  # best dev score (train.early_stopping_metric, higher = better)
-    bad: int = 0  # validations since the best one
-    elapsed: float = 0.0  # training seconds before this process started
-    best_step: int = 0  # the step of best.pt
-    best_bleu: float = -math.inf  # its dev BLEU
 
 
 class Trainer:
@@ -141,20 +112,21 @@ class Trainer:
         )
         self.opt = make_optimizer(cfg, self.model)
         self.sched = Schedule(cfg, self.opt)
-        self.at = _Position()
+        self.at = Position()
         seed_rank(self.t.seed, self.dist)  # each rank its own dropout masks
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
+            self.model.load_state_dict(training_weights(ckpt))
             self.opt.load_state_dict(ckpt["optimizer"])
             self.sched.load_state_dict(ckpt["scheduler"])
             saved = ckpt["progress"]  # (no best_bleu before the metric could be chosen)
-            self.at = _Position(**{"best_bleu": saved["best"], **saved})
+            self.at = Position(**{"best_bleu": saved["best"], **saved})
             if not restore_rng(ckpt.get("rng_ranks") or [ckpt["rng"]], self.dist):
                 self.say("note: last.pt was written by another number of processes")
             self.say(
                 f"resumed from {self.out / 'last.pt'} at step {self.at.step} "
                 f"(epoch {self.at.epoch + 1})"
             )
+        self.ema = Ema(self.model, self.t.ema_decay, ckpt)  # of the weights loaded or drawn
         net = wrap(self.model, self.dist, self.device)  # what trains: DDP or the model
         self.update = Updater(self.t, self.model, net, self.opt, self.dist, self.device)
         if ckpt is not None:
@@ -187,7 +159,7 @@ class Trainer:
         """What translating needs: config, tokenizers, vocabularies, weights, step."""
         return {
             "config": config_to_dict(self.cfg),
-            "model": self.model.state_dict(),
+            "model": self.ema.weights(),  # the average, when one is kept
             **tokenizer_states(self.data),
             "step": self.at.step,
         }
@@ -205,6 +177,7 @@ class Trainer:
             "rng_ranks": rngs,
             "progress": dataclasses.asdict(at),
             "scaler": self.update.amp.state_dict(),
+            **self.ema.state(),
         }
 
     def save(self, name: str, rngs: list[dict[str, Any]] | None = None) -> None:
@@ -235,23 +208,27 @@ class Trainer:
         """
         self.dist.check_fault(self.at.step + 1)
         lr = self.sched.set(self.at.step + 1)
-        return (*self.update(group), lr)
+        loss, n = self.update(group)
+        self.ema.update()
+        return loss, n, lr
 
     def validate(self) -> None:
         """Dev scores (on rank 0; the others wait for them); keep ``best.pt`` by
         ``train.early_stopping_metric``; count validations without improvement."""
         scores = (0.0, 0.0)
         if self.csv is not None:
-            row = validate_and_log(
-                self.bundle,
-                self.data.dev,
-                self.at.step,
-                self.at.epoch,
-                self.csv,
-                self.history,
-                self.say,
-                self.elapsed(),
-            )
+            at, d = self.at, self.data
+            with self.ema.applied():  # the average is what is scored and kept
+                row = validate_and_log(
+                    self.bundle,
+                    d.dev,
+                    at.step,
+                    at.epoch,
+                    self.csv,
+                    self.history,
+                    self.say,
+                    self.elapsed(),
+                )
             scores = (validation.metric_score(row, self.t.early_stopping_metric), row["bleu"])
         v, bleu = self.dist.broadcast(scores)
         self.sched.validated(v)
@@ -293,7 +270,7 @@ class Trainer:
         done_rng = rng_state()  # RNG after the last completed step: what Ctrl-C saves
         try:
             if t.max_steps and at.step >= t.max_steps:  # resuming a run that already finished
-                raise _Stop("max_steps")
+                raise Stop("max_steps")
             while at.epoch < t.max_epochs:
                 examples = self.data.epoch_examples(bpe_dropout, t.seed + at.epoch)
                 batches = make_batches(
@@ -316,7 +293,7 @@ class Trainer:
                         bar.update(1)
                     self._after_step()
                 at.epoch, at.pos = at.epoch + 1, 0
-        except _Stop as stop:
+        except Stop as stop:
             stopped = str(stop)
         except KeyboardInterrupt:
             stopped = "interrupted"
@@ -334,14 +311,14 @@ class Trainer:
         if at.step % t.validate_every == 0:
             self.validate()
             if t.patience and at.bad >= t.patience:
-                raise _Stop("early_stopping")
+                raise Stop("early_stopping")
         if at.step % t.checkpoint_every == 0:
             self.save_last()
             self.keep()
         if t.max_steps and at.step >= t.max_steps:
-            raise _Stop("max_steps")
+            raise Stop("max_steps")
         if t.max_minutes and self.dist.any(self.elapsed() >= 60 * t.max_minutes):
-            raise _Stop("max_minutes")  # agreed by all ranks: their clocks differ
+            raise Stop("max_minutes")  # agreed by all ranks: their clocks differ
 
     def _finish(self, stopped: str) -> TrainResult:
         at = self.at
