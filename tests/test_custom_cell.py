@@ -314,15 +314,20 @@ class _OneGate(NamedTuple):
     hidden: Tensor
 
 
+class _TwoGates(NamedTuple):
+    hidden: Tensor
+    cell: Tensor
+
+
 class _ForgetsItsCell(rnnkit.Cell):
     """Declares two states, returns one."""
 
-    Gates = _OneGate
+    Gates = _TwoGates
     state = ("hidden", "cell")
 
     def step(self, gi, state):
         h = torch.tanh(gi + self.hh(state[0]))
-        return (h,), _OneGate(h)
+        return (h,), _TwoGates(h, h)
 
 
 class _PlainTupleGates(rnnkit.Cell):

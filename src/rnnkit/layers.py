@@ -183,6 +183,8 @@ class _Recurrent:
         self._cell = _stock_cell(self._kind, m)
         self.forget_bias = forget_bias
         if forget_bias is not None:
+            if not m.bias:
+                raise ValueError(f"{type(self).__name__}: forget_bias needs bias=True")
             self._set_forget_bias()
 
     def extra_repr(self) -> str:

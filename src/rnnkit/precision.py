@@ -87,6 +87,7 @@ def outside_autocast(method: F) -> F:
             return method(self, input, *args, **kwargs)
         dt = next(self.parameters()).dtype
         with torch.autocast(device.type, enabled=False):
+            kwargs = {k: to_dtype(v, dt) for k, v in kwargs.items()}  # hx= too
             return method(self, to_dtype(input, dt), *to_dtype(args, dt), **kwargs)
 
     return cast(F, run)

@@ -101,22 +101,45 @@ class Recurrent(nn.Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional = bidirectional
+        has_cell = "cell" in cell_class.state  # (z_c, z_h): z_c for the state named cell
         self.regularisers = Regularisers.make(
-            zoneout, recurrent_dropout, weight_drop, f"Recurrent({name})", len(cell_class.state) > 1
+            zoneout, recurrent_dropout, weight_drop, f"Recurrent({name})", has_cell
         )
         self.cell_kwargs = cell_kwargs
         D = 2 if bidirectional else 1
-        self._cells: list[tuple[Cell, str, list[str]]] = []  # (cell, suffix, parameter names)
+        self._cells: list[tuple[Cell, str, list[str]]] = []  # (cell, suffix, tensor names)
+        size = input_size
         for layer in range(num_layers):
             for d in range(D):
-                size = input_size if layer == 0 else D * hidden_size
                 cell = cell_class(
                     size, hidden_size, bias, device=device, dtype=dtype, **cell_kwargs
                 )
-                sfx = f"_l{layer}" + ("_reverse" if d else "")
-                for pname, p in list(cell._parameters.items()):
-                    self.register_parameter(pname + sfx, p)
-                self._cells.append((cell, sfx, strip(cell)))
+                self._cells.append((cell, self._adopt(cell, layer, d), strip(cell)))
+            size = D * cell.state_size(cell.state[0])  # the next layer reads the outputs
+
+    def _adopt(self, cell: Cell, layer: int, d: int) -> str:
+        """Register the cell's parameters, buffers and submodules on this layer under
+        torch.nn-style names (``weight_ih_l0_reverse``, ``norm_l1``); their suffix."""
+        sfx = f"_l{layer}" + ("_reverse" if d else "")
+        for pname, p in cell._parameters.items():
+            self.register_parameter(pname + sfx, p)
+        for bname, b in cell._buffers.items():
+            self.register_buffer(bname + sfx, b, bname not in cell._non_persistent_buffers_set)
+        for mname, m in cell.named_children():  # shared: .to(), eval() reach the cell's
+            self.add_module(mname + sfx, m)
+        return sfx
+
+    def train(self, mode: bool = True) -> Recurrent:
+        """As ``nn.Module.train``, and the cells (not submodules) follow: a custom cell may
+        read ``self.training``."""
+        super().train(mode)
+        for cell, _, _ in self._cells:
+            cell.train(mode)
+        return self
+
+    def flatten_parameters(self) -> None:
+        """Nothing to do (torch.nn packs its weights for cuDNN here); for code written for
+        ``torch.nn.LSTM``."""
 
     @property
     def num_states(self) -> int:

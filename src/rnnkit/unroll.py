@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from rnnkit.cells.base import Cell, State
+from rnnkit.cells.base import Cell, State, check_step
 from rnnkit.cells.regularisers import ZoneMask
 
 __all__ = [
@@ -142,7 +142,7 @@ def unroll(
     for t, gi_t in enumerate(gi.unbind(0)):  # unbind: one backward node, not T
         new, gates = cell.step(gi_t, state)
         if t == 0:
-            _check_step(cell, new, gates, state)
+            check_step(cell, new, gates, state)
         if masks is not None:  # s_t = d ⊙ s_{t-1} + (1 - d) ⊙ s̃_t
             new = tuple(
                 s if d is None else torch.lerp(s, old, d if isinstance(d, float) else d[t])
@@ -161,30 +161,6 @@ def unroll(
     out = [torch.stack(s) for s in seqs] if grad else bufs
     trace = type(steps[0])(*(torch.stack(f) for f in zip(*steps))) if record else None
     return out, trace
-
-
-def _check_step(cell: Cell, new: Any, gates: Any, state: State) -> None:
-    """A cell's first step returned what the API says: one tensor per declared state,
-    each the shape of the state it replaces, and gates with a field per state name."""
-    name = type(cell).__name__
-    if not isinstance(new, tuple) or len(new) != len(state):
-        got = f"{len(new)} tensor(s)" if isinstance(new, tuple) else type(new).__name__
-        raise ValueError(
-            f"{name}.step must return (new_state, gates) with new_state a tuple of "
-            f"{len(state)} tensor(s) {cell.state}; got {got}"
-        )
-    for key, s, old in zip(cell.state, new, state):
-        if not isinstance(s, Tensor) or s.shape != old.shape:
-            shape = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
-            raise ValueError(
-                f"{name}.step: state {key!r} must keep its shape {tuple(old.shape)}, got {shape}"
-            )
-    fields = getattr(gates, "_fields", None)
-    if fields is None or not set(cell.state) <= set(fields):
-        raise ValueError(
-            f"{name}.step must return its gates as a NamedTuple with fields for "
-            f"{cell.state} (declare it as {name}.Gates); got {type(gates).__name__}"
-        )
 
 
 def run_cell(

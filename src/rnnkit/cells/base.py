@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Cell", "State"]
+__all__ = ["Cell", "State", "check_declarations", "check_step"]
 
 State = tuple[Tensor, ...]  # one (B, H) tensor per name in Cell.state
 
@@ -62,6 +62,7 @@ class Cell(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        check_declarations(type(self))
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         for name, shape in self.parameter_shapes().items():
             self.register_parameter(
@@ -158,7 +159,8 @@ class Cell(nn.Module):
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One step from raw input: x ``(B, I)`` (or ``(I,)``) → ``(h, state)``."""
         x, state, unbatched = self.batched(x, state)
-        new, _ = self.step(self.project(x), state)
+        new, gates = self.step(self.project(x), state)
+        check_step(self, new, gates, state)
         new = tuple(s.squeeze(0) for s in new) if unbatched else new
         return new[0], new
 
@@ -166,12 +168,63 @@ class Cell(nn.Module):
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
 
 
+def check_declarations(cls: type) -> None:
+    """Raise ``TypeError`` when a cell class's ``state``, ``Gates`` or ``chunks`` is not
+    what the API says (checked when a cell is made, before any step runs)."""
+    name = cls.__name__
+    state = getattr(cls, "state", None)
+    if not (isinstance(state, tuple) and state and all(isinstance(n, str) for n in state)):
+        raise TypeError(
+            f"{name}.state must be a non-empty tuple of state names, the output first, "
+            f"e.g. ('hidden',) or ('hidden', 'cell'); got {state!r}"
+        )
+    fields = getattr(getattr(cls, "Gates", None), "_fields", None)
+    if fields is None:
+        raise TypeError(
+            f"{name} must declare Gates, a NamedTuple class naming what one step computes "
+            f"(its state {state} included)"
+        )
+    if missing := [n for n in state if n not in fields]:
+        raise TypeError(f"{name}.Gates must have a field for each state name; missing {missing}")
+    chunks = getattr(cls, "chunks", None)
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+        raise TypeError(
+            f"{name}.chunks must be a positive integer (gate blocks in weight_ih); got {chunks!r}"
+        )
+
+
+def check_step(cell: Cell, new: Any, gates: Any, state: State) -> None:
+    """A cell's first step returned what the API says: one tensor per declared state,
+    each the shape of the state it replaces, and gates with a field per state name."""
+    name = type(cell).__name__
+    if not isinstance(new, tuple) or len(new) != len(state):
+        got = f"{len(new)} tensor(s)" if isinstance(new, tuple) else type(new).__name__
+        raise ValueError(
+            f"{name}.step must return (new_state, gates) with new_state a tuple of "
+            f"{len(state)} tensor(s) {cell.state}; got {got}"
+        )
+    for key, s, old in zip(cell.state, new, state):
+        if not isinstance(s, Tensor) or s.shape != old.shape:
+            shape = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
+            raise ValueError(
+                f"{name}.step: state {key!r} must keep its shape {tuple(old.shape)}, got {shape}"
+            )
+    fields = getattr(gates, "_fields", None)
+    if fields is None or not set(cell.state) <= set(fields):
+        raise ValueError(
+            f"{name}.step must return its gates as a NamedTuple with fields for "
+            f"{cell.state} (declare it as {name}.Gates); got {type(gates).__name__}"
+        )
+
+
+
 def strip(cell: Cell) -> list[str]:
-    """Take the parameters off ``cell`` (a layer owns them under torch.nn names) and
-    return their names; :func:`bind` hands tensors back for one forward pass."""
-    names = list(cell._parameters)
+    """Take the parameters and buffers off ``cell`` (a layer owns them under torch.nn
+    names) and return their names; :func:`bind` hands tensors back for one forward pass."""
+    names = list(cell._parameters) + list(cell._buffers)
     for name in names:
-        del cell._parameters[name]
+        cell._parameters.pop(name, None)
+        cell._buffers.pop(name, None)
         object.__setattr__(cell, name, None)
     return names
 

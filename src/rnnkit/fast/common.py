@@ -9,6 +9,18 @@ import torch
 from torch import Tensor
 
 
+def first_order_only() -> None:
+    """Called first in a hand-written backward: under ``create_graph=True`` (grad mode on
+    there) its gradients would silently carry no graph, so a second derivative (a
+    gradient penalty, MAML) would come out as zeros; say so instead."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            "rnnkit: engine 'explicit' has a hand-written backward, which cannot be "
+            "differentiated again (create_graph=True); for second derivatives use "
+            "engine='reference' (or 'native' for RNN / LSTM / GRU)"
+        )
+
+
 def _zone_grad(d: Tensor, keep: Any, t: int, carry: Tensor) -> None:
     """Split the gradient ``d`` of a zoned-out state: ``carry`` gets the part that flows to
     the previous state (d ⊙ keep), ``d`` keeps the part of the new candidate (d ⊙ (1 - keep))."""

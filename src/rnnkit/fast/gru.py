@@ -13,6 +13,7 @@ from rnnkit.fast.common import (
     _masked,
     _weight_grads,
     _zone_grad,
+    first_order_only,
 )
 
 
@@ -58,6 +59,7 @@ class _GRU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dH: Tensor) -> tuple[Any, ...]:
+        first_order_only()
         x, w_ih, w_hh, acts, gh, hs = ctx.saved_tensors
         T, B, _ = x.shape
         H = hs.shape[2]

@@ -7,7 +7,13 @@ from typing import Any, cast, overload
 import torch
 from torch import Tensor
 
-from rnnkit.fast.common import _input_projection, _masked, _weight_grads, _zone_grad
+from rnnkit.fast.common import (
+    _input_projection,
+    _masked,
+    _weight_grads,
+    _zone_grad,
+    first_order_only,
+)
 
 
 # torch stacks LSTM gates as i f g o; inside the loop we use i f o g.
@@ -97,6 +103,7 @@ class _LSTM(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dH: Tensor, dc_n: Tensor) -> tuple[Any, ...]:
+        first_order_only()
         x, w_ih_p, w_hh_p, acts, hs, cs, tanh_c = ctx.saved_tensors
         T, B, _ = x.shape
         H = hs.shape[2]

@@ -8,7 +8,13 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from rnnkit.fast.common import _input_projection, _masked, _weight_grads, _zone_grad
+from rnnkit.fast.common import (
+    _input_projection,
+    _masked,
+    _weight_grads,
+    _zone_grad,
+    first_order_only,
+)
 
 
 class _RNN(torch.autograd.Function):
@@ -51,6 +57,7 @@ class _RNN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dH: Tensor) -> tuple[Any, ...]:
+        first_order_only()
         x, w_ih, w_hh, ht, hs = ctx.saved_tensors
         T, B, _ = x.shape
         z_h, _, rmask = ctx.reg

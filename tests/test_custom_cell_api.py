@@ -1,0 +1,212 @@
+"""What a custom cell may hold and declare: submodules and buffers become the layer's,
+train / eval reach the cell, a narrower output state stacks, bad declarations are clear
+errors when the cell is made; and the stock layers' guards (forget_bias without bias,
+second derivatives of the explicit engine, ``hx=`` under autocast)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import rnnkit
+
+I, H, T, B = 3, 5, 4, 2
+
+
+class _Hidden(NamedTuple):
+    hidden: Tensor
+
+
+class NormCell(rnnkit.Cell):
+    """h = tanh(LayerNorm(W x + U h) · scale), with its own dropout on the input sum."""
+
+    Gates = _Hidden
+
+    def __init__(self, input_size, hidden_size, bias=True, **kw):
+        super().__init__(input_size, hidden_size, bias, **kw)
+        self.norm = nn.LayerNorm(hidden_size)
+        self.drop = nn.Dropout(0.5)
+        self.register_buffer("scale", torch.full((hidden_size,), 2.0))
+
+    def step(self, gi, state):
+        h = torch.tanh(self.norm(self.drop(gi + self.hh(state[0]))) * self.scale)
+        return (h,), _Hidden(h)
+
+
+def by_hand(layer: rnnkit.Recurrent, x: Tensor) -> Tensor:
+    """Two stacked layers of NormCell written out with the layer's own tensors (eval)."""
+    for k in range(2):
+        norm = getattr(layer, f"norm_l{k}")
+        h, outs = x.new_zeros(x.shape[1], H), []
+        for t in range(x.shape[0]):
+            a = x[t] @ getattr(layer, f"weight_ih_l{k}").T + getattr(layer, f"bias_ih_l{k}")
+            a = a + h @ getattr(layer, f"weight_hh_l{k}").T + getattr(layer, f"bias_hh_l{k}")
+            h = torch.tanh(norm(a) * getattr(layer, f"scale_l{k}"))
+            outs.append(h)
+        x = torch.stack(outs)
+    return x
+
+
+def test_submodules_and_buffers_are_the_layers():
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(NormCell, I, H, num_layers=2)
+    names = {n for n, _ in layer.named_parameters()}
+    assert {"norm_l0.weight", "norm_l0.bias", "norm_l1.weight"} <= names
+    assert {"scale_l0", "scale_l1"} <= set(layer.state_dict())
+    with torch.no_grad():  # what the state dict holds is what the step reads
+        layer.norm_l1.weight.mul_(3.0)
+        layer.scale_l0.fill_(0.5)
+    layer.eval()
+    x = torch.randn(T, B, I)
+    torch.testing.assert_close(layer(x)[0], by_hand(layer, x))
+    layer.train()
+    layer(x)[0].sum().backward()
+    assert layer.norm_l0.weight.grad is not None and layer.norm_l0.weight.grad.abs().sum() > 0
+
+    double = layer.double().eval()
+    assert double.scale_l1.dtype == torch.float64 and double.norm_l0.weight.dtype == torch.float64
+    torch.testing.assert_close(double(x.double())[0], by_hand(double, x.double()))
+    fresh = rnnkit.Recurrent(NormCell, I, H, num_layers=2).double().eval()
+    fresh.load_state_dict(double.state_dict())
+    assert torch.equal(fresh(x.double())[0], double(x.double())[0])
+
+
+def test_eval_reaches_the_cells():
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(NormCell, I, H)
+    x = torch.randn(T, B, I)
+    assert not torch.equal(layer(x)[0], layer(x)[0])  # the cell's dropout in training
+    layer.eval()
+    assert all(not cell.training for cell, _, _ in layer._cells)
+    assert torch.equal(layer(x)[0], layer(x)[0])
+    layer.train()
+    assert all(cell.training and cell.drop.training for cell, _, _ in layer._cells)
+
+
+class _ProjGates(NamedTuple):
+    cell: Tensor
+    hidden: Tensor
+
+
+class ProjCell(rnnkit.Cell):
+    """c = tanh(W x + U h + b) of width H; h = P c of width 2 (a projected output)."""
+
+    Gates = _ProjGates
+    state = ("hidden", "cell")
+
+    def parameter_shapes(self):
+        shapes = super().parameter_shapes()
+        shapes["weight_hh"] = (self.hidden_size, 2)
+        shapes["weight_hr"] = (2, self.hidden_size)
+        return shapes
+
+    def state_size(self, name):
+        return 2 if name == "hidden" else self.hidden_size
+
+    def step(self, gi, state):
+        c = torch.tanh(gi + self.hh(state[0]))
+        h = c @ self.weight_hr.T
+        return (h, c), _ProjGates(c, h)
+
+
+def test_a_narrower_output_state_stacks():
+    layer = rnnkit.Recurrent(ProjCell, I, H, num_layers=2, bidirectional=True)
+    assert layer.weight_ih_l1.shape == (H, 2 * 2) and layer.weight_ih_l1_reverse.shape == (H, 4)
+    out, (h, c) = layer(torch.randn(T, B, I))
+    assert out.shape == (T, B, 4) and h.shape == (4, B, 2) and c.shape == (4, B, H)
+
+
+class _TwoStates(NamedTuple):
+    hidden: Tensor
+    memory: Tensor
+
+
+class MemoryCell(rnnkit.Cell):
+    Gates = _TwoStates
+    state = ("hidden", "memory")
+
+    def step(self, gi, state):
+        m = 0.5 * state[1] + torch.tanh(gi + self.hh(state[0]))
+        return (torch.tanh(m), m), _TwoStates(torch.tanh(m), m)
+
+
+def test_a_zoneout_pair_needs_a_state_named_cell():
+    with pytest.raises(ValueError, match=r"zoneout=\(z_c, z_h\) needs a cell with a cell state"):
+        rnnkit.Recurrent(MemoryCell, I, H, zoneout=(0.9, 0.0))
+    rnnkit.Recurrent(MemoryCell, I, H, zoneout=0.1)  # one rate for both: fine
+
+
+def _cell(**declarations: object) -> type:
+    body = {"Gates": _Hidden, "step": lambda self, gi, s: ((gi,), _Hidden(gi)), **declarations}
+    return type("Declared", (rnnkit.Cell,), body)
+
+
+@pytest.mark.parametrize(
+    ("declarations", "says"),
+    [
+        ({"state": "hidden"}, "Declared.state must be a non-empty tuple of state names"),
+        ({"state": ()}, "Declared.state must be a non-empty tuple"),
+        ({"Gates": None}, "Declared must declare Gates, a NamedTuple"),
+        ({"state": ("hidden", "cell")}, r"Gates must have a field for each state name; "),
+        ({"chunks": 0}, "Declared.chunks must be a positive integer"),
+    ],
+)
+def test_bad_declarations_fail_when_the_cell_is_made(declarations, says):
+    cls = _cell(**declarations)
+    for make in (lambda: cls(I, H), lambda: rnnkit.Recurrent(cls, I, H)):
+        with pytest.raises(TypeError, match=says):
+            make()
+
+
+def test_cell_alone_checks_what_its_step_returns():
+    bare = _cell(step=lambda self, gi, s: (torch.tanh(gi), _Hidden(torch.tanh(gi))))
+    with pytest.raises(ValueError, match=r"Declared.step must return \(new_state, gates\)"):
+        bare(I, H)(torch.randn(B, I))
+
+
+def test_recurrent_takes_flatten_parameters_as_torch_code_calls_it():
+    layer = rnnkit.Recurrent(NormCell, I, H)
+    layer.flatten_parameters()  # a no-op, as generic torch.nn RNN code calls it
+
+
+def test_forget_bias_without_bias_is_refused_by_every_engine():
+    for engine in ("auto", "native", "explicit", "reference"):
+        with pytest.raises(ValueError, match="LSTM: forget_bias needs bias=True"):
+            rnnkit.LSTM(I, H, bias=False, forget_bias=1.0, engine=engine)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_second_derivatives_of_the_explicit_engine_are_an_error(kind):
+    """The hand-written backward builds no graph: a gradient penalty through it would be
+    zero (the LSTM's was, silently); now it says what to use, and 'reference' gives the
+    penalty torch.nn gives."""
+    torch.manual_seed(0)
+    ref = getattr(nn, kind)(I, H, dtype=torch.float64)
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+
+    def penalty_grad(m: nn.Module) -> Tensor:
+        (g,) = torch.autograd.grad(m(x)[0].sum(), x, create_graph=True)
+        (w,) = torch.autograd.grad(g.pow(2).sum(), m.weight_hh_l0)
+        return w
+
+    want = penalty_grad(ref)
+    for engine in ("explicit", "reference"):
+        m = getattr(rnnkit, kind)(I, H, dtype=torch.float64, engine=engine)
+        m.load_state_dict(ref.state_dict())
+        if engine == "explicit":
+            with pytest.raises(RuntimeError, match="engine='reference'"):
+                penalty_grad(m)
+        else:
+            torch.testing.assert_close(penalty_grad(m), want)
+
+
+def test_hx_by_keyword_is_cast_under_autocast_as_positional_hx_is():
+    m = rnnkit.LSTM(I, H)
+    x = torch.randn(T, B, I)
+    h0 = (torch.zeros(1, B, H, dtype=torch.bfloat16), torch.zeros(1, B, H, dtype=torch.bfloat16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        by_position, by_keyword = m(x, h0), m(x, hx=h0)
+    assert torch.equal(by_position[0], by_keyword[0]) and by_keyword[0].dtype == torch.float32
