@@ -217,7 +217,6 @@ def check_step(cell: Cell, new: Any, gates: Any, state: State) -> None:
         )
 
 
-
 def strip(cell: Cell) -> list[str]:
     """Take the parameters and buffers off ``cell`` (a layer owns them under torch.nn
     names) and return their names; :func:`bind` hands tensors back for one forward pass."""
