@@ -163,3 +163,18 @@ def test_page_of_an_ensemble(ckpt: Path) -> None:
         assert re.fullmatch(r"\d{4}-\d\d-\d\d", page.inner_text("#out").strip())
         assert not page.locator("#gview").is_visible()  # no gates to show
         assert page.inner_text("#err") == "" and errors == []
+
+
+def test_page_asks_for_the_key_and_then_learns_the_model(ckpt: Path) -> None:
+    """With --api-key the page's first /info gets a 401: it says a key is needed, and
+    once one is typed it reads /info again (an ensemble: no gates asked for)."""
+    with server_page(started([str(ckpt)] * 2, "--api-key", "s3cret")) as (page, errors):
+        page.wait_for_function("document.getElementById('model').textContent.length > 0")
+        assert page.inner_text("#model") == "This server needs an API key."
+        page.fill("#key", "s3cret")
+        page.fill("#src", "5/9/18")
+        page.press("#src", "Enter")
+        page.wait_for_selector("#heat rect.c")
+        assert page.inner_text("#model").startswith("ensemble of 2")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d", page.inner_text("#out").strip())
+        assert page.inner_text("#err") == "" and errors == []

@@ -3,7 +3,9 @@
 Endpoints: ``GET /health``, ``GET /info``, ``POST /translate``, ``GET /metrics``
 (Prometheus text), ``GET /`` (the page), ``/docs`` (OpenAPI). Every error is JSON
 ``{"detail": message}``: 400 undecodable body, 401 API key, 413 too big, 422 malformed
-request, 500 model failure (that batch only), 503 queue full (with ``Retry-After``).
+request, 500 model failure (that batch only), 503 queue full (with ``Retry-After``),
+408 a body that stops arriving. A request whose client disconnects is dropped from the
+queue; responses are serialised off the event loop.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -34,13 +36,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from rnnkit.checkpoint import Bundle
 from rnnkit.ensemble import Ensemble
 from rnnkit.serve.batcher import Batcher, QueueFull
+from rnnkit.serve.command import MAX_BEAM
 from rnnkit.serve.page import page_html
-from rnnkit.serve.served import Loader, Served
+from rnnkit.serve.served import Loader, Refused, Served, refusal
 from rnnkit.serve.translator import Decode
 
 __all__ = ["Settings", "TranslateRequest", "create_app"]
-
-MAX_BEAM = 32
 
 
 @dataclass
@@ -55,11 +56,13 @@ class Settings:
     max_texts: int = 64
     api_key: str | None = None
     timeout_s: float = 120.0  # a request never waits longer than this for its batch
+    body_timeout_s: float = 15.0  # a body whose next part takes longer: 408
 
     @property
     def max_body(self) -> int:
-        """Bytes a request body may have: every text at its longest, JSON-escaped."""
-        return 6 * self.max_chars * self.max_texts + 64 * 1024
+        """Bytes a request body may have: every text at its longest, JSON-escaped (an
+        emoji is 12 bytes as ``\\ud83d\\ude00``)."""
+        return 12 * self.max_chars * self.max_texts + 64 * 1024
 
 
 class TranslateRequest(BaseModel):
@@ -82,7 +85,7 @@ class ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
@@ -107,6 +110,8 @@ class Metrics:
         self.reloads = Counter(
             "rnnkit_reloads", "checkpoint reloads (SIGHUP) by result", ["result"], registry=r
         )
+        for result in ("ok", "error"):  # listed at 0 before the first reload
+            self.reloads.labels(result)
 
 
 def _parse(body: bytes, s: Settings) -> tuple[TranslateRequest, list[str]]:
@@ -120,6 +125,10 @@ def _parse(body: bytes, s: Settings) -> tuple[TranslateRequest, list[str]]:
         raise ApiError(
             422, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}"
         ) from None
+    except RecursionError:
+        raise ApiError(422, "malformed JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ApiError(422, f"malformed JSON: {str(e)[:160]}") from None
     try:
         req = TranslateRequest.model_validate(data)
     except ValidationError as e:
@@ -134,15 +143,31 @@ def _parse(body: bytes, s: Settings) -> tuple[TranslateRequest, list[str]]:
     for i, t in enumerate(texts):
         if len(t) > s.max_chars:
             raise ApiError(413, f"text {i} has {len(t)} characters; at most {s.max_chars}")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:  # JSON lets "\ud800" through; Unicode does not
+            raise ApiError(422, f"text {i}: a lone surrogate at character {e.start}") from None
+    chars = sum(len(t) for t in texts)
+    if req.gates and chars > s.max_chars:  # every gate of every token: megabytes per text
+        raise ApiError(
+            413, f'"gates": at most {s.max_chars} characters in all (--max-chars); got {chars}'
+        )
     return req, texts
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the body has {declared} bytes; at most {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
+    parts = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(parts.__anext__(), timeout)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"the body stopped arriving ({timeout:g} s without data)") from None
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"the body is over {limit} bytes")
@@ -156,8 +181,14 @@ def _check_key(request: Request, key: str | None) -> None:
     auth = request.headers.get("authorization", "")
     given = auth[7:].strip() if auth.lower().startswith("bearer ") else None
     given = given or request.headers.get("x-api-key")
-    if not given or not hmac.compare_digest(given.encode(), key.encode()):
-        raise ApiError(401, "a valid API key is needed: Authorization: Bearer KEY or X-API-Key")
+    # headers arrive as latin-1: their bytes, compared with the key's UTF-8 bytes
+    raw = given.encode("latin-1", "replace") if given else b""
+    if not raw or not hmac.compare_digest(raw, key.encode("utf-8")):
+        raise ApiError(
+            401,
+            "a valid API key is needed: Authorization: Bearer KEY or X-API-Key",
+            {"WWW-Authenticate": "Bearer"},
+        )
 
 
 class _Count:
@@ -194,19 +225,44 @@ def _limits(s: Settings) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def _answer(batcher: Batcher, texts: list[str], opts: Decode, timeout: float) -> Any:
+async def _gone(request: Request) -> None:
+    """Return when the client disconnects (the body has been read: the next message is
+    the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _answer(
+    request: Request, batcher: Batcher, texts: list[str], opts: Decode, timeout: float
+) -> Any:
     """Queue ``texts`` and await their batch: 503 when the queue is full or no answer
-    comes in time, 500 when the model fails on the batch."""
+    comes in time, 422 when the model now served cannot take the options (reloaded),
+    500 when the model fails on the batch; a client that disconnects takes its request
+    out of the queue (499, logged only)."""
     try:
         future = batcher.submit(texts, opts)
     except QueueFull as e:
         raise ApiError(503, f"busy: {e}; retry shortly", {"Retry-After": "1"}) from None
+    watch = asyncio.ensure_future(_gone(request))
     try:
-        return await asyncio.wait_for(future, timeout)
-    except asyncio.TimeoutError:
-        raise ApiError(503, f"no answer within {timeout:g} s", {"Retry-After": "1"}) from None
+        done, _ = await asyncio.wait(
+            {future, watch}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if future in done:
+            return future.result()
+        future.cancel()  # the worker skips a cancelled request
+        if watch in done:
+            raise ApiError(499, "the client closed the connection")
+        raise ApiError(503, f"no answer within {timeout:g} s", {"Retry-After": "1"})
+    except (ApiError, asyncio.CancelledError):
+        raise
+    except Refused as e:
+        raise ApiError(422, str(e)) from None
     except Exception as e:
         raise ApiError(500, f"the model failed on this batch: {type(e).__name__}: {e}") from None
+    finally:
+        watch.cancel()
+        future.cancel()
 
 
 def _batcher(served: Served, s: Settings, metrics: Metrics) -> Batcher:
@@ -226,7 +282,12 @@ async def _api_error(request: Request, e: ApiError) -> JSONResponse:
 
 
 async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-    return _error(e.status_code, str(e.detail))
+    return _error(e.status_code, str(e.detail), e.headers)  # 405's Allow
+
+
+def _dumps(content: Any) -> bytes:
+    """JSON as ``JSONResponse`` renders it."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def create_app(
@@ -259,7 +320,7 @@ def create_app(
         await asyncio.to_thread(batcher.close)  # queued requests are answered first
 
     app = FastAPI(title="rnnkit serve", lifespan=lifespan, version="0.1.0")
-    app.state.reload = served.reload
+    app.state.reload, app.state.batcher = served.reload, batcher
     metrics.queue.set_function(lambda: batcher.depth)  # read at each scrape
     app.add_middleware(_Count, metrics=metrics)
 
@@ -267,8 +328,10 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> JSONResponse:
+        if not batcher.alive:  # the worker thread died: nothing would be translated
+            return _error(503, "the batch worker has stopped; restart the server")
+        return JSONResponse({"status": "ok"})
 
     @app.get("/info")
     async def get_info(request: Request) -> dict[str, Any]:
@@ -283,26 +346,27 @@ def create_app(
     async def page() -> HTMLResponse:
         return HTMLResponse(page_html())
 
+    for path, endpoint in (("/health", health), ("/info", get_info), ("/metrics", get_metrics),
+                           ("/", page)):  # fmt: skip
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)  # uptime
+
     body_schema = {
         "content": {"application/json": {"schema": TranslateRequest.model_json_schema()}}
     }
 
     @app.post("/translate", openapi_extra={"requestBody": body_schema})
-    async def translate(request: Request) -> JSONResponse:
+    async def translate(request: Request) -> Response:
         _check_key(request, s.api_key)
-        req, texts = _parse(await _read_body(request, s.max_body), s)
+        req, texts = _parse(await _read_body(request, s.max_body, s.body_timeout_s), s)
         m = served.now
         beam = req.beam if req.beam is not None else m.default_beam
         if req.n_best > max(beam, 1):
             raise ApiError(422, f"n_best {req.n_best} exceeds the beam size {beam}")
-        if req.gates and m.ensemble is not None:
-            raise ApiError(
-                422, f'"gates" need one model; this server runs an ensemble of {m.about["models"]}'
-            )
-        if req.replace_unk and m.bundle.config.model.attention == "none":
-            raise ApiError(422, '"replace_unk" copies the source token attended to: no attention')
         opts = Decode(beam, req.n_best, req.attention, req.gates, req.replace_unk)
-        results = await _answer(batcher, texts, opts, s.timeout_s)
-        return JSONResponse({"translations": results})  # plain JSON: no re-validation
+        if why := refusal(m, opts):
+            raise ApiError(422, why)
+        results = await _answer(request, batcher, texts, opts, s.timeout_s)
+        body = await asyncio.to_thread(_dumps, {"translations": results})  # off the loop
+        return Response(body, media_type="application/json")
 
     return app

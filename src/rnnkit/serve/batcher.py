@@ -81,6 +81,11 @@ class Batcher:
         self._closed = False
 
     @property
+    def alive(self) -> bool:
+        """The worker thread is running (False before start and after close)."""
+        return self._thread.is_alive()
+
+    @property
     def depth(self) -> int:
         """Requests waiting in the queue."""
         return self._waiting

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import socket
@@ -12,14 +13,29 @@ from typing import Any
 
 from rnnkit.cli_commands import add_device, positive_int
 
-__all__ = ["add_parser", "cmd_serve"]
+__all__ = ["MAX_BEAM", "add_parser", "cmd_serve"]
+
+MAX_BEAM = 32  # the widest beam a request (or --beam) may ask for
 
 
 def _wait(text: str) -> float:
     x = float(text)
-    if not x >= 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {text}")
+    if not (math.isfinite(x) and 0 <= x <= 60_000):
+        raise argparse.ArgumentTypeError(f"must be a number of ms from 0 to 60000, got {text}")
     return x
+
+
+def _port(text: str) -> int:
+    if not (text.isdigit() and int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text}")
+    return int(text)
+
+
+def _beam(text: str) -> int:
+    k = positive_int(text)
+    if k > MAX_BEAM:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BEAM}, got {text}")
+    return k
 
 
 def add_parser(sub: Any) -> None:
@@ -40,10 +56,11 @@ def add_parser(sub: Any) -> None:
         "probabilities averaged at every step; same vocabularies; no gates)",
     )  # fmt: skip
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free)")
+    s.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0: any free)")
     s.add_argument(
-        "--beam", type=positive_int, default=None,
-        help="default beam size, 1 = greedy (default: the checkpoint's decode.beam_size)",
+        "--beam", type=_beam, default=None,
+        help=f"default beam size, 1 = greedy, at most {MAX_BEAM} (default: the checkpoint's "
+        "decode.beam_size)",
     )  # fmt: skip
     add_device(s)
     s.add_argument("--max-batch", type=positive_int, default=32, help="sentences per batch (32)")
@@ -75,7 +92,29 @@ def _socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Stopped(Exception):
+    """SIGTERM before the server was up."""
+
+
+def _raise_stopped(*_: Any) -> None:
+    raise _Stopped
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Load, listen, serve until SIGTERM / Ctrl-C (exit 0). A SIGTERM while the
+    checkpoints load also exits 0; a SIGHUP then reloads once the server is up."""
+    hup = threading.Event()
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: hup.set())
+    try:
+        return _serve(args, hup)
+    except _Stopped:
+        print("rnnkit serve: stopped", file=sys.stderr, flush=True)
+        return 0
+
+
+def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
     import uvicorn
 
     from rnnkit.cli_decode import _models
@@ -110,7 +149,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if not self.should_exit:
                 print(f"rnnkit serve: {url} (API docs: {url}docs)", flush=True)
 
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=60)
+    # a request waits at most timeout_s for its batch: a stop answers every one in flight
+    grace = int(settings.timeout_s + 10)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=grace)
     # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler
     # then makes a graceful stop exit 0 instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -118,6 +159,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if hasattr(signal, "SIGHUP"):  # reload in a thread: the event loop keeps answering
         reload = app.state.reload
         signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload).start())
+        if hup.is_set():  # asked for while loading
+            threading.Thread(target=reload).start()
     Server(config).run(sockets=[sock])
     print("rnnkit serve: stopped", file=sys.stderr, flush=True)
     return 0

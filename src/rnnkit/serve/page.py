@@ -149,14 +149,23 @@ async function translate() {
     $("err").textContent = "Error: " + e.message;
   } finally { document.body.classList.remove("busy"); }
 }
-let DEFAULT_BEAM = 1, GATES = true;
-$("go").onclick = translate;
+let DEFAULT_BEAM = 1, GATES = true, INFO = false;
+$("go").onclick = async () => { if (!INFO) await loadInfo(); translate(); };
 $("src").addEventListener("keydown", (e) => {
-  if (e.key === "Enter") { e.preventDefault(); translate(); }
+  if (e.key === "Enter") { e.preventDefault(); $("go").onclick(); }
 });
-fetch("info", {headers: $("key").value ? {"X-API-Key": $("key").value} : {}})
-  .then((r) => (r.ok ? r.json() : null)).then((m) => {
-    if (!m) return;
+async function loadInfo() {  // at load, and again once a key is typed (a 401 before)
+  const key = $("key").value;
+  try {
+    const r = await fetch("info", {headers: key ? {"X-API-Key": key} : {}});
+    if (r.status === 401) {
+      $("key").parentElement.open = true;
+      $("model").textContent = "This server needs an API key.";
+      return;
+    }
+    if (!r.ok) return;
+    const m = await r.json();
+    INFO = true;
     DEFAULT_BEAM = m.decode.beam; $("beam").value = m.decode.beam;
     GATES = (m.models || 1) === 1;
     $("gview").hidden = !GATES;  // an ensemble has no gates to show
@@ -166,7 +175,10 @@ fetch("info", {headers: $("key").value ? {"X-API-Key": $("key").value} : {}})
     const n = `${m.parameters.toLocaleString()} parameters`;
     $("model").textContent = GATES ? `${m.checkpoint}: ${arch}, ${n}`
       : `ensemble of ${m.models} (${m.checkpoint}), ${n} in all; the first: ${arch}`;
-  }).catch(() => {});
+  } catch (e) { /* the server is away: translate() will say so */ }
+}
+$("key").addEventListener("change", loadInfo);
+loadInfo();
 """
 
 

@@ -15,7 +15,7 @@ from rnnkit.checkpoint import Bundle
 from rnnkit.ensemble import Ensemble
 from rnnkit.serve.translator import Decode, info, translate_batch
 
-__all__ = ["Loaded", "Served"]
+__all__ = ["Loaded", "Refused", "Served", "refusal"]
 
 Loader = Callable[[], tuple[Bundle, "Ensemble | None"]]
 
@@ -28,6 +28,20 @@ class Loaded:
     ensemble: Ensemble | None
     about: dict[str, Any]
     default_beam: int
+
+
+class Refused(ValueError):
+    """The options of a batch cannot be served by the model now current (see
+    :func:`refusal`): a 422, not a model failure."""
+
+
+def refusal(m: Loaded, opts: Decode) -> str | None:
+    """Why ``m`` cannot translate with ``opts``, or None."""
+    if opts.gates and m.ensemble is not None:
+        return f'"gates" need one model; this server runs an ensemble of {m.about["models"]}'
+    if opts.replace_unk and m.bundle.config.model.attention == "none":
+        return '"replace_unk" copies the source token attended to: the model has no attention'
+    return None
 
 
 def _stderr(msg: str) -> None:
@@ -63,6 +77,8 @@ class Served:
     def translate(self, texts: list[str], opts: Decode) -> list[dict[str, Any]]:
         """One batch, on the model current when it starts."""
         m = self.now
+        if why := refusal(m, opts):  # checked again: a reload may have come in between
+            raise Refused(why)
         return translate_batch(m.bundle, texts, opts, m.ensemble)
 
     def reload(self) -> bool:

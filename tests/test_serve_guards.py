@@ -1,0 +1,173 @@
+"""rnnkit serve against abuse: bodies that broke the JSON parser or the encoder, gate
+output that would run to gigabytes, bodies that stop arriving, clients that leave,
+a reload that changes what a queued request can have, HTTP details (HEAD, Allow,
+WWW-Authenticate), non-ASCII keys, and serve options out of range."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from serve_util import dates_checkpoint, env
+from test_serve import DATES, _slow, post, running, running_app
+from toy import one_thread
+
+import rnnkit.serve.served as served
+from rnnkit.checkpoint import Bundle, load_bundle
+from rnnkit.serve.app import Settings, create_app
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    with one_thread():
+        return load_bundle(dates_checkpoint(tmp_path_factory))
+
+
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        (b'{"text": "\\ud800"}', "text 0: a lone surrogate at character 0"),
+        (b'{"text": "a", "beam": ' + b"9" * 5000 + b"}", "malformed JSON"),
+        (b'{"text": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "nested too deeply"),
+    ],
+)
+def test_bodies_that_broke_the_parser_are_422(bundle: Bundle, body: bytes, says: str) -> None:
+    with running(bundle) as url:
+        r = httpx.post(url + "/translate", content=body, timeout=30)
+        assert r.status_code == 422 and says in r.json()["detail"], r.text
+        assert post(url, {"text": DATES[0]}).status_code == 200  # and the server goes on
+
+
+def test_gates_take_at_most_max_chars_in_all(bundle: Bundle) -> None:
+    with running(bundle, max_chars=40, max_texts=8) as url:
+        ok = post(url, {"texts": ["5/9/18"] * 6, "gates": True})  # 36 characters
+        assert ok.status_code == 200
+        r = post(url, {"texts": ["5/9/18"] * 7, "gates": True})
+        assert r.status_code == 413 and '"gates": at most 40 characters' in r.json()["detail"]
+        assert post(url, {"texts": ["5/9/18"] * 7}).status_code == 200  # without gates: fine
+
+
+def test_a_body_that_stops_arriving_is_408(bundle: Bundle) -> None:
+    with running(bundle, body_timeout_s=0.5) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(
+                b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"text": '
+            )
+            reply = s.recv(65536).decode()
+        assert reply.startswith("HTTP/1.1 408") and "the body stopped arriving" in reply
+
+
+def test_a_client_that_leaves_costs_no_model_time(bundle: Bundle, monkeypatch: Any) -> None:
+    seen: list[list[str]] = []
+    slow = _slow(served.translate_batch, 1.5)
+
+    def run(b: Bundle, texts: list[str], *rest: Any) -> Any:
+        seen.append(list(texts))
+        return slow(b, texts, *rest)
+
+    monkeypatch.setattr(served, "translate_batch", run)
+
+    async def leave(client: httpx.AsyncClient, url: str, i: int) -> None:
+        with pytest.raises(httpx.TimeoutException):
+            await client.post(url + "/translate", json={"text": f"gone {i}"})
+
+    async def scenario(url: str) -> int:
+        async with httpx.AsyncClient(timeout=30) as client:
+            first = asyncio.ensure_future(client.post(url + "/translate", json={"text": "first"}))
+            await asyncio.sleep(0.2)  # the worker is busy with it for 1.5 s
+            async with httpx.AsyncClient(timeout=0.3) as impatient:  # all gone by then
+                await asyncio.gather(*(leave(impatient, url, i) for i in range(5)))
+            last = await client.post(url + "/translate", json={"text": "last"})
+            await first
+            return last.status_code
+
+    with running(bundle, max_batch=1, max_wait_ms=0) as url:
+        assert asyncio.run(scenario(url)) == 200
+        metrics = httpx.get(url + "/metrics", timeout=10).text
+    assert seen == [["first"], ["last"]]
+    assert 'rnnkit_requests_total{path="/translate",status="499"} 5.0' in metrics
+
+
+def test_a_reload_that_removes_attention_refuses_queued_replace_unk(
+    bundle: Bundle, monkeypatch: Any
+) -> None:
+    """The endpoint checks the model current when the request arrives; the batch checks
+    again, on the model it runs (a SIGHUP may have come in between): 422, not 500."""
+    plain = copy.copy(bundle)
+    plain.config = copy.deepcopy(bundle.config)
+    plain.config.model.attention = "none"
+    monkeypatch.setattr(served, "translate_batch", _slow(served.translate_batch, 0.6))
+    app = create_app(
+        bundle, Settings(max_batch=1, max_wait_ms=0), "m.pt", None, lambda: (plain, None)
+    )
+
+    async def scenario(url: str) -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            first = asyncio.ensure_future(client.post(url + "/translate", json={"text": "a"}))
+            await asyncio.sleep(0.2)  # the worker is busy with it, on the first model
+            body = {"text": "x", "replace_unk": True}
+            queued = asyncio.ensure_future(client.post(url + "/translate", json=body))
+            await asyncio.sleep(0.1)  # accepted by the endpoint: the model has attention
+            assert await asyncio.to_thread(app.state.reload)
+            return await first, await queued
+
+    with running_app(app) as url:
+        first, queued = asyncio.run(scenario(url))
+    assert first.status_code == 200
+    assert queued.status_code == 422, queued.text
+    assert '"replace_unk" copies the source token' in queued.json()["detail"]
+
+
+def test_http_details(bundle: Bundle) -> None:
+    with running(bundle, api_key="clé") as url:
+        for path in ("/health", "/", "/metrics"):
+            assert httpx.head(url + path, timeout=10).status_code == 200
+        wrong = httpx.delete(url + "/health", timeout=10)
+        assert wrong.status_code == 405 and "GET" in wrong.headers["allow"]
+        denied = post(url, {"text": "a"})
+        assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
+        utf8 = {"X-API-Key": "clé".encode()}  # as curl sends it
+        assert post(url, {"text": DATES[0]}, headers=utf8).status_code == 200
+        metrics = httpx.get(url + "/metrics", timeout=10).text
+    assert 'rnnkit_reloads_total{result="ok"} 0.0' in metrics
+    assert 'rnnkit_reloads_total{result="error"} 0.0' in metrics
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--port", "70000"], "--port: must be a port number from 0 to 65535"),
+        (["--max-wait-ms", "inf"], "--max-wait-ms: must be a number of ms from 0 to 60000"),
+        (["--beam", "100"], "--beam: must be at most 32"),
+    ],
+)
+def test_serve_options_out_of_range_are_usage_errors(args: list[str], says: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "rnnkit", "serve", "any.pt", *args],
+        capture_output=True, text=True, timeout=60, env=env(),
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr and says in r.stderr, r.stderr
+
+
+def test_health_says_when_the_worker_is_gone(bundle: Bundle) -> None:
+    app = create_app(bundle, Settings(), "m.pt")
+    with running_app(app) as url:
+        assert httpx.get(url + "/health", timeout=10).json() == {"status": "ok"}
+        app.state.batcher.close()  # the worker thread ends, as if it had died
+        r = httpx.get(url + "/health", timeout=10)
+        assert r.status_code == 503 and "batch worker has stopped" in r.json()["detail"]
