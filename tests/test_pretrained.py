@@ -48,6 +48,8 @@ def test_read_vectors_keeps_the_vocabulary_tokens_of_the_file(tmp_path):
         ("cat 1 2\n", r"v.vec, line 1: 2 numbers after 'cat', but model.emb_size is 3"),
         ("2 4\ncat 1 2 3 4\n", r"v.vec, line 1: vectors of size 4, but model.emb_size is 3"),
         ("dog 1 2\ncat 1 x 3\n", r"v.vec, line 2: a value of 'cat' is not a number"),
+        ("cat 1 nan 3\n", r"v.vec, line 1: a value of 'cat' is not a number"),
+        ("cat 1 2 -inf\n", r"v.vec, line 1: a value of 'cat' is not a number"),
         (b"dog 1 2 3\n\xff\xfe 1 2 3\n", r"v.vec, line 2: not UTF-8"),
     ],
 )

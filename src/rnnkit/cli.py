@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in an OUT that holds a run (its checkpoints and log are removed); "
+        "without it such an OUT is an error",
+    )
+    t.add_argument(
         "--nproc",
         type=positive_int,
         default=1,
@@ -339,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rnnkit import graphs
+    from rnnkit.atomic import OutputError
     from rnnkit.checkpoint import CheckpointError
     from rnnkit.config import ConfigError
     from rnnkit.data import DataError
@@ -351,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (UsageError, ConfigError, DataError, CheckpointError) as e:
+    except (UsageError, ConfigError, DataError, CheckpointError, OutputError) as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return 2
     except Diverged as e:

@@ -9,10 +9,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rnnkit.atomic import check_writable, write_atomically
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
@@ -44,8 +45,10 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def read_text(path: str | None) -> list[str]:
-    """Lines of a UTF-8 file (stdin when ``path`` is None or ``-``), newlines stripped."""
+def read_text(path: str | None, need_lines: bool = False) -> list[str]:
+    """Lines of a UTF-8 file (stdin when ``path`` is None or ``-``), newlines stripped and a
+    byte-order mark at the start dropped, as training reads corpora; ``need_lines``: an
+    empty file is a UsageError."""
     name = "<stdin>" if path in (None, "-") else path
     try:
         data = sys.stdin.buffer.read() if name == "<stdin>" else Path(name).read_bytes()
@@ -54,30 +57,30 @@ def read_text(path: str | None) -> list[str]:
     raw = data.split(b"\n")
     if raw and raw[-1] == b"":
         raw.pop()
+    if need_lines and not raw:
+        raise UsageError(f"{name}: file is empty")
     return [_decoded(b, name, n) for n, b in enumerate(raw, 1)]
 
 
 def _decoded(raw: bytes, name: str, n: int) -> str:
-    """Line ``n`` of ``name`` as text (its line ending stripped), or a UsageError."""
+    """Line ``n`` of ``name`` as text (its line ending stripped, and on line 1 a byte-order
+    mark), or a UsageError."""
     try:
-        return raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+        text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
     except UnicodeDecodeError as e:
         raise UsageError(f"{name}:{n}: invalid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+    return text.removeprefix("\ufeff") if n == 1 else text
 
 
 def write_text(path: str | None, lines: Sequence[str]) -> None:
-    """Write lines to ``path`` atomically, or to stdout when ``path`` is None or ``-``."""
+    """Write lines to ``path`` atomically (:mod:`rnnkit.atomic`), or to stdout when
+    ``path`` is None or ``-``."""
     text = "".join(line + "\n" for line in lines)
     if path in (None, "-"):
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, out)
+    write_atomically(path, lambda f: f.write(text))
 
 
 def _log(msg: str) -> None:
@@ -110,7 +113,25 @@ def torchrun_command(args: argparse.Namespace) -> list[str]:
         cmd += ["--out", args.out]
     if args.resume:
         cmd.append("--resume")
-    return cmd
+    return cmd  # (--overwrite: done here, before the processes start)
+
+
+def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """``--out`` of ``rnnkit train``: a folder (or a new one) that holds no other run,
+    unless ``--overwrite``, which removes that run's files (rank 0 of torchrun's)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder")
+    if resume or not ((out / "last.pt").exists() or (out / "best.pt").exists()):
+        return
+    if not overwrite:
+        raise UsageError(
+            f"--out {out}: holds a run already (last.pt / best.pt); --resume continues it, "
+            "--overwrite starts again in its place, or give another --out"
+        )
+    if int(os.environ.get("RANK", "0")) == 0:
+        for pattern in ("last.pt", "best.pt", "step-*.pt", "log.csv", "events.out.tfevents.*"):
+            for old in out.glob(pattern):
+                old.unlink(missing_ok=True)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -118,6 +139,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit.train import train
 
     cfg = load_config(args.config, args.set)  # a bad config fails here, not in N processes
+    if cfg.data.task:
+        from rnnkit.data.tasks import check_task_options
+
+        check_task_options(cfg.data.task, cfg.data.task_options)
+    out = args.out or str(Path("runs") / Path(args.config).stem)
+    _check_out(Path(out), args.resume, args.overwrite)
     if args.nproc > 1:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UsageError("--nproc: already one of several processes (torchrun)")
@@ -125,7 +152,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         cmd = torchrun_command(args)
         os.execv(cmd[0], cmd)  # torchrun takes this process's place (and its signals)
-    out = args.out or str(Path("runs") / Path(args.config).stem)
     result = train(
         cfg,
         out,
@@ -140,10 +166,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_average(args: argparse.Namespace) -> int:
     from rnnkit.checkpoint import average_checkpoints, save_checkpoint
 
+    check_writable(args.out)
     payload = average_checkpoints(args.checkpoints)
     save_checkpoint(args.out, payload)
-    steps = ", ".join(str(s) for s in payload["averaged"])
-    _log(f"averaged {len(args.checkpoints)} checkpoints (steps {steps}) into {args.out}")
+    steps = payload["averaged"]  # an averaged input counts as the checkpoints it averages
+    _log(f"averaged {len(steps)} checkpoints (steps {', '.join(map(str, steps))}) into {args.out}")
     return 0
 
 
@@ -221,12 +248,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     from rnnkit.data import fetch_multi30k, fetch_tatoeba
 
+    # a source given with --from replaces what an earlier run left; a download keeps
+    # the files already there that read well (no need to fetch them again)
+    overwrite = args.from_dir is not None
     if args.corpus == "tatoeba":
-        files = fetch_tatoeba(args.out, from_path=args.from_dir)
+        fetch_tatoeba(args.out, from_path=args.from_dir, overwrite=overwrite, log=_log)
     else:
-        files = fetch_multi30k(args.out, from_dir=args.from_dir)
-    for f in files:
-        _log(f"wrote {f}")
+        fetch_multi30k(args.out, from_dir=args.from_dir, overwrite=overwrite, log=_log)
     return 0
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from rnnkit.atomic import check_writable
 from rnnkit.cli_commands import UsageError, _bundle, _decoded, _log, read_text, write_text
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from rnnkit.translate import CHUNK, translate_chunks
 
     interactive = args.input in (None, "-") and args.output in (None, "-") and sys.stdin.isatty()
+    if args.output not in (None, "-"):
+        check_writable(args.output)  # before the work, not after
     lines = [] if interactive else read_text(args.input)
     sampling = _sampling(args)
     bundle, model = _models(args.checkpoint, args.device)
@@ -55,7 +58,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
                 bundle,
                 lines,
                 CHUNK,
-                **_search_options(args),
+                **_search_options(args, bundle),
                 n_best=args.n_best,
                 progress=bar,
                 model=model,
@@ -72,8 +75,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options translate and evaluate share, as ``translate_lines`` takes them."""
+def _search_options(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
+    """The options translate and evaluate share, as ``translate_lines`` takes them;
+    those the model cannot have are a UsageError."""
+    if bundle.config.model.attention == "none":  # nothing attended to copy or to cover
+        if args.replace_unk:
+            raise UsageError("--replace-unk: the model has no attention to copy from")
+        cover = args.coverage_penalty
+        if cover is None:
+            cover = bundle.config.decode.coverage_penalty
+        if cover and (args.beam or bundle.config.decode.beam_size) > 1:
+            raise UsageError("--coverage-penalty: the model has no attention to measure")
     return {
         "beam_size": args.beam,
         "batch_size": args.batch_size,
@@ -158,7 +170,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rnnkit.evaluate import bucket_scores, group_by_source, score
     from rnnkit.translate import CHUNK, translate_chunks
 
-    src, refs = read_text(args.src), [read_text(f) for f in args.ref]
+    if args.output:
+        check_writable(args.output)
+    src = read_text(args.src, need_lines=True)  # nothing to score is an error
+    refs = [read_text(f, need_lines=True) for f in args.ref]
     for name, ref in zip(args.ref, refs):
         if len(src) != len(ref):
             raise UsageError(f"{args.src} has {len(src)} lines but {name} has {len(ref)}")
@@ -170,7 +185,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     hyps: list[str] = []
     with sentence_bar(len(src)) as bar:
         for results in translate_chunks(
-            bundle, src, CHUNK, **_search_options(args), progress=bar, model=model
+            bundle, src, CHUNK, **_search_options(args, bundle), progress=bar, model=model
         ):
             hyps.extend(r[0].text for r in results)  # only the text of a chunk is kept
     seconds = time.perf_counter() - t0  # translation alone, the model loaded
@@ -200,6 +215,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_score(args: argparse.Namespace) -> int:
     from rnnkit.scoring import score_pairs, summary
 
+    if args.output not in (None, "-"):
+        check_writable(args.output)
     src, tgt = read_text(args.src), read_text(args.tgt)
     if len(src) != len(tgt):
         raise UsageError(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}")

@@ -160,7 +160,7 @@ class TrainConfig:
     # drives the plateau schedule: bleu | chrf | accuracy (exact match) | loss | ppl
     early_stopping_metric: str = _field("bleu", choices=METRICS)
     log_every: int = _field(50, gt=0)  # updates between log lines
-    seed: int = _field(1, ge=0)  # seed of torch, python and data-order randomness
+    seed: int = _field(1, ge=0, le=2**63 - 1)  # seed of torch, python and data-order randomness
     # fine-tuning: a new run starts from this checkpoint's weights, tokenizers and
     # vocabularies (same model section); optimizer, schedule and step count start afresh
     init_from: str | None = None
@@ -230,6 +230,11 @@ def _check_cross(cfg: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: data.bpe_dropout drops BPE merges: it needs data.tokenizer bpe "
             f"(or a BPE data.sp_model), not {d.tokenizer}"
+        )
+    if cfg.decode.coverage_penalty and cfg.model.attention == "none":
+        raise ConfigError(
+            f"{source}: decode.coverage_penalty needs attention (what it measures); "
+            "model.attention is none"
         )
     if cfg.decode.max_len_a == 0 and cfg.decode.max_len_b == 0:
         raise ConfigError(f"{source}: decode.max_len_a and decode.max_len_b are both 0")

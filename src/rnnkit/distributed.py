@@ -69,7 +69,9 @@ def pick_device(name: str, key: str = "train.device") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"{key}={name}: use auto, cpu, cuda, cuda:N or mps") from None
+        device = torch.device("meta")
+    if device.type not in ("cpu", "cuda", "mps"):  # xpu, meta, ...: not what rnnkit runs on
+        raise ConfigError(f"{key}={name}: use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:

@@ -32,6 +32,7 @@ from rnnkit.record import Part, Recording, SatKey  # noqa: E402
 
 __all__ = [
     "GATE_PANELS",
+    "MAX_TOKENS",
     "gate_panels",
     "InspectResult",
     "plot_attention",
@@ -48,6 +49,10 @@ GATE_PANELS: dict[str, tuple[str, ...]] = {
     "GRU": ("update", "reset", "candidate"),
     "RNN": ("hidden",),
 }
+# inspect draws a column per token in every figure and keeps every gate of every step:
+# at 150 tokens a figure is some 7000 px wide and a CPU run takes seconds; beyond, the
+# labels are unreadable, and a few thousand tokens take minutes and gigabytes.
+MAX_TOKENS = 150
 
 
 def gate_panels(cell: str, fields: Sequence[str]) -> list[str]:
@@ -296,12 +301,14 @@ def run_inspect(
         log: receives progress lines.
     Raises:
         CheckpointError: the checkpoint is missing or unreadable.
-        DataError: an empty sentence or corpus, or ``top_units`` < 1.
+        DataError: an empty sentence or corpus, a sentence of more than
+            :data:`MAX_TOKENS` source tokens, ``top_units`` < 1, or an ``out_dir`` that
+            cannot be a folder. The output is cut at :data:`MAX_TOKENS` tokens too.
     """
     from rnnkit.checkpoint import load_bundle
     from rnnkit.data import DataError
     from rnnkit.inspect_html import write_html
-    from rnnkit.record import record, saturation
+    from rnnkit.record import _max_len, record, saturation, source_ids
 
     say = log or (lambda _msg: None)
     if top_units < 1:
@@ -310,9 +317,19 @@ def run_inspect(
         raise DataError("inspect: the sentence is empty")
     if corpus is not None and not any(line.strip() for line in corpus):
         raise DataError("inspect: the corpus has no non-empty line")
-    bundle = load_bundle(checkpoint, device=device, engine="explicit")
-    rec = record(bundle, sentence)
     out = Path(out_dir)
+    _check_folder(out)
+    bundle = load_bundle(checkpoint, device=device, engine="explicit")
+    n_src = len(source_ids(bundle, sentence)[1])  # </s> included
+    if n_src - 1 > MAX_TOKENS:
+        raise DataError(
+            f"inspect: the sentence has {n_src - 1} source tokens; at most {MAX_TOKENS} are "
+            "allowed, as inspect draws every token in its figures"
+        )
+    _make_folder(out)
+    rec = record(bundle, sentence, max_len=min(_max_len(bundle, n_src), MAX_TOKENS))
+    if len(rec.out_tokens) == MAX_TOKENS and rec.out_tokens[-1] != "</s>":
+        say(f"note: the output is cut at {MAX_TOKENS} tokens (inspect draws every token)")
     files: list[Path] = []
     figures: dict[str, Path] = {}
     if rec.attention is not None:
@@ -341,3 +358,25 @@ def run_inspect(
     files += figures.values()
     files.append(write_html(rec, out / "inspect.html", figures, sat, sentence=sentence))
     return InspectResult(rec.translation, files, rec, sat)
+
+
+def _check_folder(out: Path) -> None:
+    """Raise DataError, before any work, for an ``out_dir`` that cannot be a folder."""
+    from rnnkit.data import DataError
+
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent == out and not out.is_dir():
+        raise DataError(f"inspect: {out} is a file, not a folder for the figures")
+    if not parent.is_dir():
+        raise DataError(f"inspect: cannot make the folder {out} ({parent} is a file)")
+
+
+def _make_folder(out: Path) -> None:
+    from rnnkit.data import DataError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"inspect: cannot make the folder {out} ({e.strerror})") from None

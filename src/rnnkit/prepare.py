@@ -117,7 +117,14 @@ def build_tokenizers(cfg: Config, pairs: list[Pair]) -> tuple[Tokenizer, Tokeniz
     if d.sp_model:
         from rnnkit.data import SentencePieceTokenizer
 
-        tok: Tokenizer = SentencePieceTokenizer(resolve_data_path(d, d.sp_model).read_bytes())
+        path = resolve_data_path(d, d.sp_model)
+        try:
+            tok: Tokenizer = SentencePieceTokenizer(path.read_bytes())
+        except OSError as e:
+            raise DataError(f"data.sp_model {path}: cannot read ({e.strerror})") from None
+        except RuntimeError as e:  # sentencepiece's own error for a file of another kind
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "unreadable"
+            raise DataError(f"data.sp_model {path}: not a sentencepiece model ({first})") from None
         return tok, tok
     if d.tokenizer in ("bpe", "unigram") and d.joint_vocab:
         lines = [s for s, _ in pairs] + [t for _, t in pairs]
@@ -199,7 +206,10 @@ def prepare(
         src_vocab = Vocab.from_state(resumed["src_vocab"])
         tgt_vocab = Vocab.from_state(resumed["tgt_vocab"])
     else:
-        say(f"training tokenizers ({cfg.data.tokenizer}) on {len(train_pairs)} pairs")
+        if cfg.data.sp_model:
+            say(f"tokenizer: data.sp_model {cfg.data.sp_model} (both sides)")
+        else:
+            say(f"training tokenizers ({cfg.data.tokenizer}) on {len(train_pairs)} pairs")
         src_tok, tgt_tok = build_tokenizers(cfg, train_pairs)
         cap, least = cfg.data.max_vocab, cfg.data.min_freq
         src_vocab = Vocab.build((src_tok.encode(s) for s, _ in train_pairs), cap, least)

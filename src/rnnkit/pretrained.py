@@ -14,6 +14,7 @@ OpenNMT's ``-src_embeddings`` and Joey NMT's ``load_pretrained`` do).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -69,9 +70,9 @@ def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[flo
             try:
                 found[i] = [float(v) for v in parts[1:]]
             except ValueError:
-                raise DataError(
-                    f"{path}, line {n}: a value of {parts[0]!r} is not a number"
-                ) from None
+                found[i] = [math.nan]
+            if not all(math.isfinite(v) for v in found[i]):  # nan / inf would be one too
+                raise DataError(f"{path}, line {n}: a value of {parts[0]!r} is not a number")
     return found
 
 

@@ -47,8 +47,8 @@ class CsvLog:
                 w = csv.DictWriter(f, fieldnames=self.FIELDS)
                 w.writeheader()
                 w.writerows(rows)
-        new = not self.path.exists()
-        self.f = open(self.path, "a", newline="", encoding="utf-8")  # noqa: SIM115
+        new = resume_step is None or not self.path.exists()  # a new run: a new log
+        self.f = open(self.path, "w" if new else "a", newline="", encoding="utf-8")  # noqa: SIM115
         self.w = csv.DictWriter(self.f, fieldnames=self.FIELDS)
         if new:
             self.w.writeheader()

@@ -15,6 +15,7 @@ and BOS are never drawn; ``<unk>`` may be, as the model was trained to write it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,8 +37,10 @@ class Sampling:
     seed: int = 1
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be > 0 and finite, got {self.temperature}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be in 0 .. 2**63 - 1, got {self.seed}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be ≥ 0 (0: no cut), got {self.top_k}")
         if not 0 < self.top_p <= 1:

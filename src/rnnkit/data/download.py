@@ -22,6 +22,7 @@ import gzip
 import io
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from .corpus import decode_lines, read_parallel, read_tsv, tsv_pairs, write_atomic
@@ -41,8 +42,13 @@ def fetch_multi30k(
     base_url: str = MULTI30K_URL,
     overwrite: bool = False,
     timeout: float = 60.0,
+    log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Put ``train|val|test2016 .de|.en`` into ``out_dir``.
+
+    Every source file is read and checked (UTF-8, not empty, the two languages of a
+    split aligned) before anything is written, and each file is written atomically:
+    a bad source leaves ``out_dir`` as it was.
 
     Args:
         out_dir: destination folder (created if needed).
@@ -50,31 +56,41 @@ def fetch_multi30k(
             the local names (``test2016.de``), the official ones
             (``test_2016_flickr.de``) or either gzipped (``.gz``).
         base_url: where the official ``*.gz`` files are (default: the GitHub repository).
-        overwrite: replace files already present in ``out_dir``; otherwise keep them.
+        overwrite: replace the files already in ``out_dir``; otherwise a split whose two
+            files are there, readable and aligned is kept (one that is not is fetched).
         timeout: seconds allowed per network request.
+        log: receives a line per file: ``wrote PATH`` or ``kept PATH (why)``.
 
     Returns:
         the six paths in ``out_dir``.
 
     Raises:
-        DataError: a source file is missing, not gzip / UTF-8, the network fails, or
-            the two languages of a split have different line counts.
+        DataError: ``out_dir`` cannot be a folder, a source file is missing, not gzip /
+            UTF-8 or empty, the network fails, the two languages of a split have
+            different line counts, or a file cannot be written.
     """
     out = Path(out_dir)
-    written: list[Path] = []
+    _check_folder(out)
+    files: dict[Path, bytes | None] = {}  # None: kept as it is
     for local, official in MULTI30K_SPLITS.items():
+        dests = [out / f"{local}.{lang}" for lang in MULTI30K_LANGS]
+        if not overwrite and _sound(read_parallel, out / local, *MULTI30K_LANGS):
+            files.update(dict.fromkeys(dests))
+            continue
+        sides: list[tuple[str, bytes]] = []
         for lang in MULTI30K_LANGS:
-            dest = out / f"{local}.{lang}"
-            written.append(dest)
-            if dest.is_file() and dest.stat().st_size > 0 and not overwrite:
-                continue
             if from_dir is not None:
-                data = _read_local(Path(from_dir), local, official, lang)
+                sides.append(_read_local(Path(from_dir), local, official, lang))
             else:
-                data = _download(f"{base_url.rstrip('/')}/{official}.{lang}.gz", timeout)
-            write_atomic(dest, data)
-        read_parallel(out / local, *MULTI30K_LANGS)  # both exist, UTF-8, aligned
-    return written
+                url = f"{base_url.rstrip('/')}/{official}.{lang}.gz"
+                sides.append((url, _download(url, timeout)))
+        (a, data_a), (b, data_b) = sides
+        n_a, n_b = len(decode_lines(data_a, a)), len(decode_lines(data_b, b))
+        if n_a != n_b:
+            raise DataError(f"{a} and {b} have different line counts ({n_a} vs {n_b})")
+        files.update({dests[0]: data_a, dests[1]: data_b})
+    _write_files(out, files, log)
+    return list(files)
 
 
 def fetch_tatoeba(
@@ -83,8 +99,12 @@ def fetch_tatoeba(
     url: str = TATOEBA_URL,
     overwrite: bool = False,
     timeout: float = 60.0,
+    log: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Put Tatoeba's English–French pairs into ``out_dir/eng-fra.txt``.
+
+    The source is read and checked whole before anything is written, and each file is
+    written atomically: a bad source leaves ``out_dir`` as it was.
 
     Args:
         out_dir: destination folder (created if needed).
@@ -92,8 +112,10 @@ def fetch_tatoeba(
             the PyTorch tutorial's ``data.zip``, their ``fra.txt`` / ``eng-fra.txt``, or a
             folder holding one of them.
         url: where ``fra-eng.zip`` is.
-        overwrite: replace a file already present in ``out_dir``; otherwise keep it.
+        overwrite: replace a file already present in ``out_dir``; otherwise keep it if
+            it reads as pairs (one that does not is fetched).
         timeout: seconds allowed for the download.
+        log: receives a line per file: ``wrote PATH`` or ``kept PATH (why)``.
 
     Returns:
         the paths written or kept (``eng-fra.txt``, and ``manythings_about.txt`` when
@@ -102,12 +124,13 @@ def fetch_tatoeba(
     Raises:
         DataError: the source is missing, not a zip holding ``fra.txt`` /
             ``eng-fra.txt``, not UTF-8, a line has fewer than two tab-separated
-            columns, or the network fails.
+            columns, or the network fails; ``out_dir`` cannot be a folder or written.
     """
     out = Path(out_dir)
+    _check_folder(out)
     dest = out / "eng-fra.txt"
-    if dest.is_file() and dest.stat().st_size > 0 and not overwrite:
-        read_tsv(dest)
+    if not overwrite and _sound(read_tsv, dest):
+        _write_files(out, {dest: None}, log)
         return [dest]
     if from_path is None:
         try:
@@ -124,9 +147,51 @@ def fetch_tatoeba(
         files, member = _unzip_tatoeba(payload, name)
         name += f":{member}"
     tsv_pairs(decode_lines(files[dest.name], name), name)  # UTF-8, two columns per line
-    for fname, data in files.items():
-        write_atomic(out / fname, data)
+    _write_files(out, {out / fname: data for fname, data in files.items()}, log)
     return [out / fname for fname in files]
+
+
+def _sound(read: Callable[..., object], *args: object) -> bool:
+    """Whether ``read(*args)`` (of files already in the destination) raises no DataError."""
+    try:
+        read(*args)
+    except DataError:
+        return False
+    return True
+
+
+def _check_folder(out: Path) -> None:
+    """Raise DataError, before any work, for an ``out_dir`` that cannot be a folder."""
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent == out and not out.is_dir():
+        raise DataError(f"{out}: is a file, not a folder")
+    if not parent.is_dir():
+        raise DataError(f"{out}: cannot make this folder ({parent} is a file)")
+
+
+def _write_files(
+    out: Path, files: dict[Path, bytes | None], log: Callable[[str], None] | None
+) -> None:
+    """Write each file atomically, saying what happened to each: a file already holding
+    the same bytes, or given as None (kept as found), is not rewritten."""
+    say = log or (lambda _msg: None)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{out}: cannot make this folder ({e.strerror})") from None
+    for dest, data in files.items():
+        try:
+            if data is None:
+                say(f"kept {dest} (already there)")
+            elif dest.is_file() and dest.read_bytes() == data:
+                say(f"kept {dest} (the same as the source)")
+            else:
+                write_atomic(dest, data)
+                say(f"wrote {dest}")
+        except OSError as e:
+            raise DataError(f"{dest}: cannot write ({e.strerror})") from None
 
 
 def _local_tatoeba(path: Path) -> tuple[str, bytes]:
@@ -160,14 +225,16 @@ def _unzip_tatoeba(payload: bytes, name: str) -> tuple[dict[str, bytes], str]:
         raise DataError(f"{name}: not a valid zip file ({e})") from None
 
 
-def _read_local(folder: Path, local: str, official: str, lang: str) -> bytes:
-    """Bytes of the first of ``local.lang``, ``official.lang`` (optionally ``.gz``) found."""
+def _read_local(folder: Path, local: str, official: str, lang: str) -> tuple[str, bytes]:
+    """Name and bytes of the first of ``local.lang``, ``official.lang`` (optionally
+    ``.gz``) found."""
     names = [f"{local}.{lang}", f"{official}.{lang}"]
     for name in names:
         if (folder / name).is_file():
-            return (folder / name).read_bytes()
+            return str(folder / name), (folder / name).read_bytes()
         if (folder / f"{name}.gz").is_file():
-            return _gunzip((folder / f"{name}.gz").read_bytes(), str(folder / f"{name}.gz"))
+            gz = str(folder / f"{name}.gz")
+            return gz, _gunzip((folder / f"{name}.gz").read_bytes(), gz)
     raise DataError(f"{folder / names[0]}: file not found (nor {names[1]} or .gz variants)")
 
 

@@ -25,6 +25,7 @@ makes batches of it directly as tensors.
 from __future__ import annotations
 
 import datetime
+import inspect
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -233,6 +234,7 @@ def make_task(name: str, n: int, seed: int, **kw: Any) -> list[Pair]:
         DataError: unknown task or bad options.
     """
     sample = _task(name)
+    check_task_options(name, kw)
     rng = random.Random(seed)
     return [sample(rng, **kw) for _ in range(n)]
 
@@ -252,6 +254,7 @@ def task_splits(
         DataError: the task's source space is too small for the requested sizes.
     """
     sample = _task(name)
+    check_task_options(name, kw)
     rng = random.Random(seed)
     budget = 20 * (n_train + n_dev + n_test) + 1000
     held: set[str] = set()
@@ -277,6 +280,29 @@ def _task(name: str) -> Callable[..., Pair]:
     if name not in TASKS:
         raise DataError(f"unknown task {name!r} (known: {', '.join(TASKS)})")
     return TASKS[name]
+
+
+def check_task_options(name: str, options: dict[str, Any]) -> None:
+    """Raise :class:`DataError` for an option task ``name`` does not take, or a value of
+    another kind than its default (``vocab``: a string of symbols or a list of them)."""
+    params = dict(inspect.signature(_task(name)).parameters)
+    params.pop("rng")
+    for key, value in options.items():
+        where = f"data.task_options.{key}"
+        if key not in params:
+            raise DataError(f"{where}: task {name} takes {', '.join(params)}; not {key!r}")
+        default = params[key].default
+        if key == "vocab":
+            ok = isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            )
+            kind = "a string of symbols or a list of strings"
+        elif isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        else:
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        if not ok:
+            raise DataError(f"{where} must be {kind}, got {value!r}")
 
 
 def adding_batch(

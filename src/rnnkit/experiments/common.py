@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from rnnkit.atomic import write_atomically
 
 __all__ = ["Report", "machine", "markdown_table", "update_results"]
 
@@ -74,9 +75,5 @@ def update_results(path: str | Path, name: str, markdown: str) -> Path:
         text = pattern.sub(lambda _m: block, text)
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomically(path, lambda f: f.write(text))
     return path

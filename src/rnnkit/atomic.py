@@ -1,0 +1,93 @@
+"""Writing a file so that a reader never sees half of it, and a failure leaves nothing
+behind: a temp file beside the target, then ``os.replace``.
+
+What a user's path may be, and what happens:
+
+- a regular file or a new name: replaced atomically; an existing file keeps its mode, a
+  new one gets ``0o666`` less the umask (as ``open`` would make it);
+- a symlink: the file it points to is replaced (the link stays a link);
+- a device, FIFO or other special file (``/dev/null``, ``/dev/stdout``, a named pipe,
+  ``>(gzip > x.gz)``): written into, not replaced (there is nothing to tear);
+- a folder, a missing folder that cannot be made, no permission: :class:`OutputError`,
+  one line naming the path (the CLI prints it as ``rnnkit: error: ...``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["OutputError", "check_writable", "write_atomically"]
+
+
+class OutputError(ValueError):
+    """An output path that cannot be written, named with the reason."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _target(path: str | Path) -> tuple[Path, os.stat_result | None]:
+    """The file to write and its stat (None for a new file): a special file as given (it
+    is written into), a symlink to a regular or missing file resolved (it is replaced)."""
+    p = Path(path)
+    try:
+        st: os.stat_result | None = os.stat(p)  # through links
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return p, st
+    return (Path(os.path.realpath(p)) if p.is_symlink() else p), st
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise :class:`OutputError` now for a path :func:`write_atomically` could not write
+    (before long work whose result would be lost): a folder, or a parent that is a file."""
+    real, st = _target(path)
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{path}: is a folder, not a file")
+    parent = real.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{path}: cannot write ({parent} is not a folder)")
+    if st is None and not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot write (no permission in {parent})")
+
+
+def write_atomically(
+    path: str | Path, write: Callable[[IO[Any]], object], binary: bool = False
+) -> None:
+    """Write ``path`` with ``write(f)`` (see the module docstring for what ``path`` may be)."""
+    check_writable(path)
+    real, st = _target(path)
+    mode, enc = ("wb", None) if binary else ("w", "utf-8")
+    try:
+        if st is not None and not stat.S_ISREG(st.st_mode):  # /dev/null, a pipe: write into it
+            with open(real, mode, encoding=enc) as f:
+                write(f)
+            return
+        real.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, mode, encoding=enc) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
+        os.replace(tmp, real)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,100 @@
+"""User errors found by a review as a user, each one line: a model without attention
+asked to copy or cover, task options the task lacks, numbers out of range, devices
+rnnkit does not run on, a data.sp_model that is missing or not a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_cli import one_line_error, run_cli
+from test_train import one_thread, tiny, write_yaml
+
+from rnnkit.config import ConfigError, config_from_dict
+from rnnkit.data import DataError
+from rnnkit.data.tasks import make_task, task_splits
+from rnnkit.distributed import pick_device
+from rnnkit.sampling import Sampling
+
+assert one_thread  # an autouse fixture of test_train
+
+
+def test_coverage_without_attention_is_a_config_error():
+    with pytest.raises(ConfigError, match="decode.coverage_penalty needs attention"):
+        config_from_dict(tiny(model={"attention": "none"}, decode={"coverage_penalty": 0.5}))
+
+
+@pytest.fixture(scope="module")
+def plain_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained model without attention."""
+    from rnnkit.train import train
+
+    out = tmp_path_factory.mktemp("plain")
+    train(config_from_dict(tiny(model={"attention": "none"}, train={"max_steps": 2})), out)
+    return out / "last.pt"
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--replace-unk"], "--replace-unk: the model has no attention to copy from"),
+        (["--coverage-penalty", "1", "--beam", "2"], "--coverage-penalty: the model has no"),
+    ],
+)
+def test_options_a_model_without_attention_cannot_have(
+    plain_model, tmp_path, capsys, options, says
+):
+    src = tmp_path / "in.txt"
+    src.write_text("a b c\n")
+    translate = ["translate", plain_model, "--input", src]
+    for command in (translate, ["evaluate", plain_model, "--src", src, "--ref", src]):
+        code, _, err = run_cli(capsys, *command, *options)
+        assert code == 2 and says in one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    ("task", "options", "says"),
+    [
+        ("dates", {"a": 1}, "data.task_options.a: task dates takes long, max_filler; not 'a'"),
+        ("dates", {"max_filler": "abc"}, "data.task_options.max_filler must be an integer"),
+        ("dates", {"long": 1}, "data.task_options.long must be true or false"),
+        ("copy", {"vocab": 5}, "data.task_options.vocab must be a string of symbols"),
+    ],
+)
+def test_task_options_are_checked(tmp_path, capsys, task, options, says):
+    with pytest.raises(DataError, match=says):
+        make_task(task, 3, 1, **options)
+    with pytest.raises(DataError, match=says):
+        task_splits(task, 3, 1, 1, 1, **options)
+    cfg = write_yaml(tmp_path / "c.yaml", tiny(data={"task": task, "task_options": options}))
+    code, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "out", "--nproc", "2")
+    assert code == 2 and says in one_line_error(err)  # before any process starts
+    assert not (tmp_path / "out").exists()
+
+
+def test_numbers_out_of_range():
+    with pytest.raises(ConfigError, match="train.seed must be >= 0 and <= 9223372036854775807"):
+        config_from_dict(tiny(train={"seed": 2**64}))
+    with pytest.raises(ValueError, match="temperature must be > 0 and finite"):
+        Sampling(temperature=float("inf"))
+    with pytest.raises(ValueError, match="seed must be in 0 .. 2\\*\\*63 - 1"):
+        Sampling(seed=2**70)
+
+
+@pytest.mark.parametrize("name", ["xpu", "meta", "vulkan", "nonsense"])
+def test_devices_rnnkit_does_not_run_on(name):
+    with pytest.raises(ConfigError, match=f"--device={name}: use auto, cpu, cuda, cuda:N or mps"):
+        pick_device(name, "--device")
+
+
+def test_sp_model_missing_or_not_a_model(tmp_path, capsys):
+    bad = tmp_path / "bad.model"
+    bad.write_text("not a model\n")
+    for path, says in ((tmp_path / "missing.model", "cannot read"), (bad, "not a sentencepiece")):
+        cfg = tiny(data={"tokenizer": "bpe", "sp_model": str(path)})
+        code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "c.yaml", cfg), "--out",
+                               tmp_path / f"out_{path.stem}")  # fmt: skip
+        assert code == 2 and "Traceback" not in err
+        assert (
+            err.strip().splitlines()[-1].startswith(f"rnnkit: error: data.sp_model {path}: {says}")
+        )
