@@ -8,18 +8,18 @@ a run killed mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import dataclasses
-import os
-import pickle
-import tempfile
-import zipfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from pickle import UnpicklingError
 from typing import Any
+from zipfile import BadZipFile
 
 import torch
 
+from rnnkit.atomic import write_atomically
 from rnnkit.config import Config, ConfigError, config_from_dict
-from rnnkit.data import Tokenizer, Vocab, tokenizer_from_state
+from rnnkit.data import DataError, Tokenizer, Vocab, tokenizer_from_state
 from rnnkit.model import Seq2Seq, resolve_cell
 
 __all__ = [
@@ -42,6 +42,10 @@ FORMAT = "rnnkit-checkpoint-1"
 TRANSLATION_KEYS = ("config", "model", "src_tokenizer", "tgt_tokenizer", "src_vocab", "tgt_vocab")
 
 
+# what torch.load raises for a file that is not a (whole, safe) checkpoint
+_UNREADABLE = (RuntimeError, EOFError, UnpicklingError, BadZipFile, OSError, ValueError)
+
+
 class CheckpointError(ValueError):
     """A checkpoint that is missing, truncated or not rnnkit's (one-line message)."""
 
@@ -61,36 +65,29 @@ class Bundle:
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (plus a format tag) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda f: torch.save({"format": FORMAT, **payload}, f), binary=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint; a missing, truncated or foreign file is a :class:`CheckpointError`."""
+    """Read a checkpoint; a missing, truncated or foreign file is a :class:`CheckpointError`,
+    and so is one that holds more than tensors and plain data (what rnnkit writes): torch's
+    ``weights_only`` unpickler refuses it, since unpickling other objects can run code."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except (
-        RuntimeError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        OSError,
-        ValueError,
-    ) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        with warnings.catch_warnings():  # a foreign pickle's protocol: refused or read anyway
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except _UNREADABLE as e:
+        text = str(e).strip()
+        if isinstance(e, UnpicklingError) and "WeightsUnpickler error:" in text:
+            why = text.split("WeightsUnpickler error:")[1].strip().split(". Please")[0]
+            raise CheckpointError(
+                f"{path}: refused: it holds objects other than tensors and plain data, and "
+                f"loading those could run code ({why.splitlines()[0]})"
+            ) from None
+        first = text.splitlines()[0] if text else type(e).__name__
         raise CheckpointError(
             f"{path}: not a readable rnnkit checkpoint (truncated or corrupt: {first})"
         ) from None
@@ -158,27 +155,93 @@ def bundle_of(
     device: str | torch.device = "cpu",
     engine: str | None = None,
 ) -> Bundle:
-    """:func:`load_bundle` of a checkpoint already read from ``path``."""
+    """:func:`load_bundle` of a checkpoint already read from ``path``; an entry that is
+    missing or malformed is a :class:`CheckpointError` that names ``path`` and the entry."""
+    for key in TRANSLATION_KEYS:
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    cfg = config_from_dict(ckpt["config"], source=str(path))
+    if engine is not None:
+        cfg.model.engine = engine
+    src_vocab, tgt_vocab = _vocab(ckpt, "src_vocab", path), _vocab(ckpt, "tgt_vocab", path)
+    model = build_model(cfg, len(src_vocab), len(tgt_vocab))
+    sizes = f"{len(src_vocab)} and {len(tgt_vocab)} tokens"
+    _load_weights(model, _weights(ckpt, path), path, sizes)
+    return Bundle(
+        cfg,
+        model.to(device).eval(),
+        _tokenizer(ckpt, "src_tokenizer", path),
+        _tokenizer(ckpt, "tgt_tokenizer", path),
+        src_vocab,
+        tgt_vocab,
+        _step(ckpt, path),
+    )
+
+
+def _vocab(ckpt: dict[str, Any], key: str, path: str | Path) -> Vocab:
+    state = ckpt[key]
+    tokens = state.get("tokens") if isinstance(state, dict) else None
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise CheckpointError(f"{path}: {key} is not a vocabulary (a list of tokens)")
     try:
-        cfg = config_from_dict(ckpt["config"], source=str(path))
-        if engine is not None:
-            cfg.model.engine = engine
-        src_vocab = Vocab.from_state(ckpt["src_vocab"])
-        tgt_vocab = Vocab.from_state(ckpt["tgt_vocab"])
-        model = build_model(cfg, len(src_vocab), len(tgt_vocab))
-        model.load_state_dict(ckpt["model"])
-        bundle = Bundle(
-            cfg,
-            model.to(device).eval(),
-            tokenizer_from_state(ckpt["src_tokenizer"]),
-            tokenizer_from_state(ckpt["tgt_tokenizer"]),
-            src_vocab,
-            tgt_vocab,
-            int(ckpt.get("step", 0)),
-        )
+        return Vocab.from_state(state)
+    except DataError as e:  # specials not first, a duplicate token
+        raise CheckpointError(f"{path}: {key}: {str(e).removeprefix('vocab: ')}") from None
+
+
+def _tokenizer(ckpt: dict[str, Any], key: str, path: str | Path) -> Tokenizer:
+    state = ckpt[key]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: {key} is a {type(state).__name__}, not a tokenizer state")
+    try:
+        return tokenizer_from_state(state)
     except KeyError as e:
-        raise CheckpointError(f"{path}: checkpoint lacks {e}") from None
-    return bundle
+        raise CheckpointError(f"{path}: {key} lacks {e}") from None
+    except (DataError, TypeError, RuntimeError) as e:  # an unknown kind, a model that won't parse
+        why = (
+            str(e).strip().partition("\n")[0].removeprefix("tokenizer state: ") or type(e).__name__
+        )
+        raise CheckpointError(f"{path}: {key} does not rebuild a tokenizer: {why}") from None
+
+
+def _weights(ckpt: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's ``model`` entry, checked to map names to tensors."""
+    if "model" not in ckpt:
+        raise CheckpointError(f"{path}: checkpoint lacks 'model'")
+    state = ckpt["model"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: model is a {type(state).__name__}, not a dict of weights")
+    for name, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{path}: weight {name!r} is a {type(t).__name__}, not a tensor")
+    return state
+
+
+def _load_weights(model: Seq2Seq, state: dict[str, Any], path: str | Path, sizes: str) -> None:
+    """``model.load_state_dict(state)``, or a :class:`CheckpointError` that names the first
+    weight that does not fit (``sizes``: the vocabularies' sizes, for the message)."""
+    want = model.state_dict()
+    wrong = [
+        f"{k} is {tuple(state[k].shape)} there, {tuple(w.shape)} in the model"
+        for k, w in want.items()
+        if k in state and state[k].shape != w.shape
+    ]
+    wrong += [f"{k} is missing" for k in want if k not in state]
+    wrong += [f"{k} is not in the model" for k in state if k not in want]
+    if wrong:
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model that its config and vocabularies "
+            f"({sizes}) describe: {wrong[0]}{more}"
+        )
+    model.load_state_dict(state)
+
+
+def _step(ckpt: dict[str, Any], path: str | Path) -> int:
+    step = ckpt.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise CheckpointError(f"{path}: step is a {type(step).__name__}, not an integer")
+    return step
 
 
 def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
@@ -186,54 +249,70 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
     OpenNMT's and fairseq's checkpoint averaging), as a translation-only payload.
 
     All checkpoints must come from the same model: the same model config and vocabularies
-    (a :class:`CheckpointError` names the first that differs). Tokenizers, vocabularies
+    (a :class:`CheckpointError` names the first that differs). An averaged input counts as
+    the checkpoints it averages (its weight in the mean is their number), so averaging
+    ``avg(30, 60)`` with step 80 equals averaging 30, 60 and 80. Tokenizers, vocabularies
     and config are those of the last; ``step`` is the last one's and ``averaged`` lists
-    the steps averaged.
+    every step averaged.
     """
     if not paths:
         raise CheckpointError("no checkpoints to average")
     ckpts = [load_checkpoint(p) for p in paths]
+    cfgs = [_config(ck, p) for ck, p in zip(ckpts, paths)]
     first, last = Path(paths[0]), ckpts[-1]
-    for path, ck in zip(paths[1:], ckpts[1:]):
+    for path, ck, cfg in zip(paths[1:], ckpts[1:], cfgs[1:]):
         for key in ("src_vocab", "tgt_vocab"):
             if ck.get(key) != ckpts[0].get(key):
                 raise CheckpointError(f"{path}: {key} differs from {first}'s")
-        if ck.get("config", {}).get("model") != ckpts[0].get("config", {}).get("model"):
+        if cfg.model != cfgs[0].model:
             raise CheckpointError(f"{path}: model config differs from {first}'s")
-        _same_start(path, ck, first, ckpts[0])
-    states = [ck["model"] for ck in ckpts]
+        _same_start(path, cfg, first, cfgs[0])
+    states = [_weights(ck, p) for ck, p in zip(ckpts, paths)]
     for path, state in zip(paths, states):
         if state.keys() != states[-1].keys():
             raise CheckpointError(f"{path}: weights differ in names from {paths[-1]}'s")
+    steps = [_steps(ck, p) for ck, p in zip(ckpts, paths)]
     mean: dict[str, torch.Tensor] = {}
     for name, ref in states[-1].items():
         if not torch.is_floating_point(ref):
             mean[name] = ref  # integer buffers: the last checkpoint's
             continue
         total = torch.zeros(ref.shape, dtype=torch.float64, device=ref.device)
-        for path, state in zip(paths, states):
+        for path, state, n in zip(paths, states, map(len, steps)):
             t = state[name]
             if t.shape != ref.shape:
                 raise CheckpointError(f"{path}: weights differ in shape from {paths[-1]}'s")
-            total += t.to(torch.float64)
-        mean[name] = (total / len(states)).to(ref.dtype)
+            total += n * t.to(torch.float64)
+        mean[name] = (total / sum(map(len, steps))).to(ref.dtype)
     out = {k: last[k] for k in TRANSLATION_KEYS if k in last}
-    out["model"] = mean
-    steps = [int(ck.get("step", 0)) for ck in ckpts]
-    out.update(step=steps[-1], averaged=steps)
+    out.update(model=mean, step=_step(last, paths[-1]), averaged=[s for ss in steps for s in ss])
+    bundle_of(out, paths[-1])  # the average translates: its config, vocabularies, tokenizers
     return out
 
 
-def _same_start(path: str | Path, ck: dict[str, Any], first: Path, ck0: dict[str, Any]) -> None:
+def _config(ckpt: dict[str, Any], path: str | Path) -> Config:
+    if "config" not in ckpt:
+        raise CheckpointError(f"{path}: checkpoint lacks 'config'")
+    return config_from_dict(ckpt["config"], source=str(path))
+
+
+def _steps(ckpt: dict[str, Any], path: str | Path) -> list[int]:
+    """The steps whose weights ``ckpt`` holds: those it averages, or its own."""
+    steps = ckpt.get("averaged", [_step(ckpt, path)])
+    if not isinstance(steps, list) or not steps or not all(type(s) is int for s in steps):
+        raise CheckpointError(f"{path}: averaged is not a list of steps")
+    return steps
+
+
+def _same_start(path: str | Path, cfg: Config, first: Path, cfg0: Config) -> None:
     """Refuse to average checkpoints of runs that started from other weights: another
     ``train.seed`` (another initialisation), unless both fine-tuned one parent
     (``train.init_from``). Their weights lie in unrelated places; their mean is noise."""
-    t, t0 = ck.get("config", {}).get("train", {}), ck0.get("config", {}).get("train", {})
-    init, init0 = t.get("init_from"), t0.get("init_from")
-    if t.get("seed") != t0.get("seed") and not (init and init == init0):
+    t, t0 = cfg.train, cfg0.train
+    if t.seed != t0.seed and not (t.init_from and t.init_from == t0.init_from):
         raise CheckpointError(
-            f"{path}: from another run than {first} (train.seed {t.get('seed')} there, "
-            f"{t0.get('seed')} here): the weights of independent runs do not average; "
+            f"{path}: from another run than {first} (train.seed {t.seed} there, "
+            f"{t0.seed} here): the weights of independent runs do not average; "
             "translate with them as an ensemble instead (rnnkit translate A.pt B.pt)"
         )
 
@@ -250,7 +329,10 @@ def check_resumable(
 ) -> None:
     """Raise :class:`CheckpointError` when the checkpoint at ``path`` (its config dict
     ``saved``) holds a model of another shape than ``cfg`` describes, or vocabularies that
-    ``cfg`` cannot train with (``fine_tune``: for ``train.init_from``, not ``--resume``)."""
+    ``cfg`` cannot train with (``fine_tune``: for ``train.init_from``, not ``--resume``),
+    or (``--resume``) holds weights only, or entries that do not load."""
+    if not fine_tune and Path(path).is_file():  # (a rank on another machine may lack it)
+        _check_full(load_checkpoint(path), path)
     how, fix = (
         ("train.init_from", "give the model section of that run")
         if fine_tune
@@ -281,6 +363,23 @@ def check_resumable(
         )
 
 
+def _check_full(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint that holds weights only (no optimizer, schedule, RNG states or
+    data position: an average, a kept step file) or that does not load."""
+    if "optimizer" not in ckpt:
+        what = "a kept step-*.pt file"
+        if "averaged" in ckpt:
+            what = f"an average of steps {', '.join(map(str, _steps(ckpt, path)))}"
+        raise CheckpointError(
+            f"{path}: holds weights only ({what}) and cannot be resumed; "
+            "start a new run from it with train.init_from"
+        )
+    for key in ("scheduler", "progress", "rng"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint lacks {key!r}, which --resume needs")
+    bundle_of(ckpt, path)
+
+
 def kept_checkpoints(out: str | Path) -> list[Path]:
     """The ``step-STEP.pt`` files in ``out``, oldest step first."""
     found = []
@@ -295,8 +394,6 @@ def load_initial(path: str | Path, cfg: Config) -> dict[str, Any]:
     """The checkpoint that ``train.init_from`` names, checked against ``cfg``: a new run
     starts from its weights, tokenizers and vocabularies (fine-tuning)."""
     ckpt = load_checkpoint(path)
-    for key in TRANSLATION_KEYS:
-        if key not in ckpt:
-            raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    bundle_of(ckpt, path)  # its entries load: a broken parent fails here, in one line
     check_resumable(ckpt["config"], cfg, path, fine_tune=True)
     return ckpt

@@ -328,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="from_dir",
         metavar="PATH",
         help="copy from a local folder (or, for tatoeba, fra-eng.zip or fra.txt) "
-        "instead of downloading",
+        "instead of downloading; replaces the files an earlier run left in OUT",
     )
     da.set_defaults(func=cmd_data)
 
