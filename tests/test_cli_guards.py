@@ -98,3 +98,10 @@ def test_sp_model_missing_or_not_a_model(tmp_path, capsys):
         assert (
             err.strip().splitlines()[-1].startswith(f"rnnkit: error: data.sp_model {path}: {says}")
         )
+
+
+def test_a_missing_corpus_fails_before_nproc_starts_processes(tmp_path, capsys):
+    d = tiny(data={"task": None, "train": str(tmp_path / "missing"), "dev_size": 5})
+    cfg = write_yaml(tmp_path / "c.yaml", d)
+    code, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "out", "--nproc", "2")
+    assert code == 2 and one_line_error(err).endswith(f"{tmp_path / 'missing'}.src: file not found")

@@ -7,6 +7,7 @@ Errors in what the user gave (config, data, checkpoint, input text) end with a o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -367,6 +368,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as e:  # under torchrun: a peer that stopped breaks the collectives
+        rank, world = os.environ.get("RANK", "0"), int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1 and "by peer" in str(e):
+            print(f"rnnkit: error: process {rank}: another process stopped (see its error)",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        raise
     except BrokenPipeError:
         return 0
 

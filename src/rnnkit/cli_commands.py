@@ -136,13 +136,11 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit.config import load_config
+    from rnnkit.prepare import check_corpora
     from rnnkit.train import train
 
     cfg = load_config(args.config, args.set)  # a bad config fails here, not in N processes
-    if cfg.data.task:
-        from rnnkit.data.tasks import check_task_options
-
-        check_task_options(cfg.data.task, cfg.data.task_options)
+    check_corpora(cfg, Path(args.config).resolve().parent)  # here, not in N processes
     out = args.out or str(Path("runs") / Path(args.config).stem)
     _check_out(Path(out), args.resume, args.overwrite)
     if args.nproc > 1:

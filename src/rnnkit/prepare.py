@@ -30,6 +30,7 @@ from rnnkit.data import (
     write_atomic,
     write_lines,
 )
+from rnnkit.data.tasks import check_task_options
 
 __all__ = ["Prepared", "load_pairs", "prepare", "tokenizer_states"]
 
@@ -71,13 +72,14 @@ class Prepared:
         return examples
 
 
-def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pair]]:
-    """Train / dev (/ test) pairs from a built-in task or from corpus files."""
+def check_corpora(cfg: Config, config_dir: Path | None = None) -> None:
+    """Raise :class:`DataError` for corpus settings that cannot work (a split missing or
+    given twice) or a corpus file that is not there: cheap checks, made before the data
+    is read (and before ``--nproc`` starts its processes)."""
     d = cfg.data
     if d.task:
-        return task_splits(
-            d.task, d.task_size, d.task_dev, d.task_test, cfg.train.seed, **d.task_options
-        )
+        check_task_options(d.task, d.task_options)
+        return
     if not d.train:
         raise DataError("config: data.train is required unless data.task is set")
     if not d.dev and not d.dev_size:
@@ -88,6 +90,24 @@ def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pa
                 f"config: data.{split} and data.{split}_size are both given: read {split} "
                 f"pairs from a file, or hold some out of train, not both"
             )
+    for split in ("train", "dev", "test"):
+        names = getattr(d, split)
+        for name in [names] if isinstance(names, str) else names or []:
+            path = resolve_data_path(d, name, config_dir)
+            files = [path] if d.format == "tsv" else [Path(f"{path}.{x}") for x in (d.src, d.tgt)]
+            for f in files:
+                if not f.is_file():
+                    raise DataError(f"{f}: file not found")
+
+
+def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pair]]:
+    """Train / dev (/ test) pairs from a built-in task or from corpus files."""
+    d = cfg.data
+    if d.task:
+        return task_splits(
+            d.task, d.task_size, d.task_dev, d.task_test, cfg.train.seed, **d.task_options
+        )
+    check_corpora(cfg, config_dir)
     out: dict[str, list[Pair]] = {}
     for split in ("train", "dev", "test"):
         names = getattr(d, split)
