@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from pickle import UnpicklingError
 from typing import Any
-from zipfile import BadZipFile
 
 import torch
 
@@ -40,10 +39,6 @@ FORMAT = "rnnkit-checkpoint-1"
 
 # What translating needs; a kept or averaged checkpoint holds only these (no optimizer).
 TRANSLATION_KEYS = ("config", "model", "src_tokenizer", "tgt_tokenizer", "src_vocab", "tgt_vocab")
-
-
-# what torch.load raises for a file that is not a (whole, safe) checkpoint
-_UNREADABLE = (RuntimeError, EOFError, UnpicklingError, BadZipFile, OSError, ValueError)
 
 
 class CheckpointError(ValueError):
@@ -76,20 +71,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        with warnings.catch_warnings():  # a foreign pickle's protocol: refused or read anyway
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        with warnings.catch_warnings():  # torch warns of a foreign file: refused or read anyway
+            warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except _UNREADABLE as e:
-        text = str(e).strip()
-        if isinstance(e, UnpicklingError) and "WeightsUnpickler error:" in text:
-            why = text.split("WeightsUnpickler error:")[1].strip().split(". Please")[0]
-            raise CheckpointError(
-                f"{path}: refused: it holds objects other than tensors and plain data, and "
-                f"loading those could run code ({why.splitlines()[0]})"
-            ) from None
-        first = text.splitlines()[0] if text else type(e).__name__
+    except Exception as e:  # torch's safe unpickler meets garbage with whatever it trips on
+        why = str(e).rpartition("WeightsUnpickler error:")[2].strip().split(". Please")[0]
+        how = "truncated or corrupt"
+        if isinstance(e, UnpicklingError):  # what anything but tensors and plain data meets
+            how = "refused by the safe unpickler, as loading other objects could run code"
         raise CheckpointError(
-            f"{path}: not a readable rnnkit checkpoint (truncated or corrupt: {first})"
+            f"{path}: not a readable rnnkit checkpoint ({how}: "
+            f"{type(e).__name__}{': ' + why.splitlines()[0] if why else ''})"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an rnnkit checkpoint")

@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         nargs="+",
         metavar="FILE",
-        help="reference translations, line-aligned; several files: multi-reference scores",
+        help="reference translations, line-aligned; several files: multi-reference scores "
+        "(it takes every file name after it: give CHECKPOINT first)",
     )
     ev.add_argument(
         "--beam", type=positive_int, help="beam size; 1 = greedy (default: from checkpoint)"
