@@ -162,7 +162,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
-    from rnnkit.checkpoint import average_checkpoints, save_checkpoint
+    from rnnkit.checkpoint import save_checkpoint
+    from rnnkit.runs import average_checkpoints
 
     check_writable(args.out)
     payload = average_checkpoints(args.checkpoints)

@@ -28,16 +28,7 @@ import torch
 from torch import Tensor
 
 from rnnkit import graphs, validation
-from rnnkit.checkpoint import (
-    Bundle,
-    build_model,
-    check_cell,
-    check_resumable,
-    kept_checkpoints,
-    load_checkpoint,
-    load_initial,
-    save_checkpoint,
-)
+from rnnkit.checkpoint import Bundle, build_model, check_cell, load_checkpoint, save_checkpoint
 from rnnkit.config import Config, config_to_dict
 from rnnkit.data import Batch, make_batches
 from rnnkit.distributed import (
@@ -55,6 +46,7 @@ from rnnkit.position import Position, Stop, TrainResult
 from rnnkit.prepare import Prepared, load_pairs, prepare, tokenizer_states
 from rnnkit.pretrained import check_files, first_weights
 from rnnkit.progress import CsvLog, Meter, above, progress_bar, report
+from rnnkit.runs import check_resumable, kept_checkpoints, load_initial
 from rnnkit.update import Updater
 from rnnkit.validation import validate, validate_and_log
 
@@ -94,9 +86,10 @@ class Trainer:
         ckpt = load_checkpoint(self.out / "last.pt") if resume and main else None
         if resume and self.dist.on:  # rank 0's file: OUT need not be shared between machines
             ckpt = self.dist.broadcast(ckpt)
-        if ckpt is not None and ckpt["config"] != config_to_dict(cfg):
-            check_resumable(ckpt["config"], cfg, self.out / "last.pt")
-            self.say("note: the config differs from the one in last.pt; using the given config")
+        if ckpt is not None:
+            check_resumable(ckpt["config"], cfg, self.out / "last.pt", ckpt=ckpt)
+            if ckpt["config"] != config_to_dict(cfg):
+                self.say("note: the config differs from the one in last.pt; using the given config")
         torch.manual_seed(self.t.seed)
         random.seed(self.t.seed)
         # fine-tuning: a new run from another's weights, tokenizers and vocabularies

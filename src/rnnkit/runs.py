@@ -1,0 +1,197 @@
+"""Checkpoints across runs: what ``--resume`` and ``train.init_from`` accept, the kept
+``step-STEP.pt`` files, and their average (:mod:`rnnkit.checkpoint` reads and writes one)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnkit.checkpoint import (
+    TRANSLATION_KEYS,
+    CheckpointError,
+    _config,
+    _step,
+    _weights,
+    bundle_of,
+    load_checkpoint,
+)
+from rnnkit.config import Config
+
+__all__ = ["average_checkpoints", "check_resumable", "kept_checkpoints", "load_initial"]
+
+
+def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
+    """The element-wise mean of the weights of ``paths`` (Junczys-Dowmunt et al. 2016;
+    OpenNMT's and fairseq's checkpoint averaging), as a translation-only payload.
+
+    All checkpoints must come from the same model: the same model config and vocabularies
+    (a :class:`CheckpointError` names the first that differs). An averaged input counts as
+    the checkpoints it averages (its weight in the mean is their number), so averaging
+    ``avg(30, 60)`` with step 80 equals averaging 30, 60 and 80. Tokenizers, vocabularies
+    and config are those of the last; ``step`` is the last one's and ``averaged`` lists
+    every step averaged.
+    """
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    ckpts = [load_checkpoint(p) for p in paths]
+    cfgs = [_config(ck, p) for ck, p in zip(ckpts, paths)]
+    first, last = Path(paths[0]), ckpts[-1]
+    for path, ck, cfg in zip(paths[1:], ckpts[1:], cfgs[1:]):
+        for key in ("src_vocab", "tgt_vocab"):
+            if ck.get(key) != ckpts[0].get(key):
+                raise CheckpointError(f"{path}: {key} differs from {first}'s")
+        if cfg.model != cfgs[0].model:
+            raise CheckpointError(f"{path}: model config differs from {first}'s")
+        _same_start(path, cfg, first, cfgs[0])
+    states = [_weights(ck, p) for ck, p in zip(ckpts, paths)]
+    for path, state in zip(paths, states):
+        if state.keys() != states[-1].keys():
+            raise CheckpointError(f"{path}: weights differ in names from {paths[-1]}'s")
+    steps = [_steps(ck, p) for ck, p in zip(ckpts, paths)]
+    mean: dict[str, torch.Tensor] = {}
+    for name, ref in states[-1].items():
+        if not torch.is_floating_point(ref):
+            mean[name] = ref  # integer buffers: the last checkpoint's
+            continue
+        total = torch.zeros(ref.shape, dtype=torch.float64, device=ref.device)
+        for path, state, n in zip(paths, states, map(len, steps)):
+            t = state[name]
+            if t.shape != ref.shape:
+                raise CheckpointError(f"{path}: weights differ in shape from {paths[-1]}'s")
+            total += n * t.to(torch.float64)
+        mean[name] = (total / sum(map(len, steps))).to(ref.dtype)
+    out = {k: last[k] for k in TRANSLATION_KEYS if k in last}
+    out.update(model=mean, step=_step(last, paths[-1]), averaged=[s for ss in steps for s in ss])
+    bundle_of(out, paths[-1])  # the average translates: its config, vocabularies, tokenizers
+    return out
+
+
+def _steps(ckpt: dict[str, Any], path: str | Path) -> list[int]:
+    """The steps whose weights ``ckpt`` holds: those it averages, or its own."""
+    steps = ckpt.get("averaged", [_step(ckpt, path)])
+    if not isinstance(steps, list) or not steps or not all(type(s) is int for s in steps):
+        raise CheckpointError(f"{path}: averaged is not a list of steps")
+    return steps
+
+
+def _same_start(path: str | Path, cfg: Config, first: Path, cfg0: Config) -> None:
+    """Refuse to average checkpoints of runs that started from other weights: another
+    ``train.seed`` (another initialisation), unless both fine-tuned one parent
+    (``train.init_from``). Their weights lie in unrelated places; their mean is noise."""
+    t, t0 = cfg.train, cfg0.train
+    if t.seed != t0.seed and not (t.init_from and t.init_from == t0.init_from):
+        raise CheckpointError(
+            f"{path}: from another run than {first} (train.seed {t.seed} there, "
+            f"{t0.seed} here): the weights of independent runs do not average; "
+            "translate with them as an ensemble instead (rnnkit translate A.pt B.pt)"
+        )
+
+
+# model keys that shape the parameters: a checkpoint resumes only into the same ones
+_SHAPE_KEYS = (
+    "cell", "emb_size", "hidden_size", "enc_layers", "dec_layers", "bidirectional",
+    "attention", "luong_score", "bridge", "tie_embeddings",
+)  # fmt: skip
+
+
+def check_resumable(
+    saved: dict[str, Any],
+    cfg: Config,
+    path: str | Path,
+    fine_tune: bool = False,
+    ckpt: dict[str, Any] | None = None,
+) -> None:
+    """Raise :class:`CheckpointError` when the checkpoint at ``path`` (its config dict
+    ``saved``) holds a model of another shape than ``cfg`` describes, or vocabularies that
+    ``cfg`` cannot train with (``fine_tune``: for ``train.init_from``, not ``--resume``),
+    or (``--resume``, the read ``ckpt``) holds weights only, or entries that do not load,
+    or was made by other tokenizer settings."""
+    if ckpt is not None:
+        _check_full(ckpt, path)
+    if not fine_tune:
+        was_data, now_data = saved.get("data", {}), dataclasses.asdict(cfg.data)
+        moved = [k for k in _TOKENIZER_KEYS if k in was_data and was_data[k] != now_data[k]]
+        if moved:
+            diff = ", ".join(f"data.{k} {was_data[k]!r} there, {now_data[k]!r} here" for k in moved)
+            raise CheckpointError(
+                f"{path}: --resume keeps its tokenizers and vocabularies ({diff}); resume "
+                "with that config, or train into a new --out (train.init_from)"
+            )
+    how, fix = (
+        ("train.init_from", "give the model section of that run")
+        if fine_tune
+        else ("--resume", "resume with that config, or train into a new --out")
+    )
+    was, now = saved.get("model", {}), dataclasses.asdict(cfg.model)
+    changed = [k for k in _SHAPE_KEYS if k in was and was[k] != now[k]]
+    if changed:
+        diff = ", ".join(f"model.{k} {was[k]!r} there, {now[k]!r} here" for k in changed)
+        raise CheckpointError(f"{path}: {how} needs the model it was trained with ({diff}); {fix}")
+    if cfg.data.bpe_dropout and not saved.get("data", {}).get("bpe_dropout"):
+        raise CheckpointError(
+            f"{path}: trained without data.bpe_dropout, its vocabularies lack the pieces "
+            f"of dropped merges; {'fine-tune' if fine_tune else 'resume'} without it"
+            + ("" if fine_tune else ", or train into a new --out")
+        )
+    metric = saved.get("train", {}).get("early_stopping_metric", "bleu")
+    if not fine_tune and metric != cfg.train.early_stopping_metric:
+        raise CheckpointError(
+            f"{path}: trained with train.early_stopping_metric {metric}, which its best.pt and "
+            f"patience count in; resume with it, or train into a new --out (train.init_from)"
+        )
+    lower = bool(saved.get("data", {}).get("lowercase", False))
+    if fine_tune and lower != cfg.data.lowercase:
+        raise CheckpointError(
+            f"{path}: trained with data.lowercase {str(lower).lower()}; its tokenizers and "
+            "vocabularies need the same"
+        )
+
+
+_TOKENIZER_KEYS = (
+    "tokenizer",
+    "vocab_size",
+    "joint_vocab",
+    "min_freq",
+    "max_vocab",
+    "sp_model",
+    "lowercase",
+)  # fmt: skip  (what made a run's tokenizers and vocabularies)
+
+
+def _check_full(ckpt: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint that holds weights only (no optimizer, schedule, RNG states or
+    data position: an average, a kept step file) or that does not load."""
+    if "optimizer" not in ckpt:
+        what = "a kept step-*.pt file"
+        if "averaged" in ckpt:
+            what = f"an average of steps {', '.join(map(str, _steps(ckpt, path)))}"
+        raise CheckpointError(
+            f"{path}: holds weights only ({what}) and cannot be resumed; "
+            "start a new run from it with train.init_from"
+        )
+    for key in ("scheduler", "progress", "rng"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint lacks {key!r}, which --resume needs")
+    bundle_of(ckpt, path)
+
+
+def kept_checkpoints(out: str | Path) -> list[Path]:
+    """The ``step-STEP.pt`` files in ``out``, oldest step first."""
+    found = []
+    for path in Path(out).glob("step-*.pt"):
+        step = path.stem.removeprefix("step-")
+        if step.isdigit():
+            found.append((int(step), path))
+    return [path for _, path in sorted(found)]
+
+
+def load_initial(path: str | Path, cfg: Config) -> dict[str, Any]:
+    """The checkpoint that ``train.init_from`` names, checked against ``cfg``: a new run
+    starts from its weights, tokenizers and vocabularies (fine-tuning)."""
+    ckpt = load_checkpoint(path)
+    bundle_of(ckpt, path)  # its entries load: a broken parent fails here, in one line
+    check_resumable(ckpt["config"], cfg, path, fine_tune=True)
+    return ckpt

@@ -1,0 +1,252 @@
+"""Checkpoints that are not what rnnkit writes: read with torch's safe unpickler (a pickle
+that would run code is refused and runs nothing); malformed entries, weights-only files
+given to ``--resume``: each a one-line :class:`CheckpointError` that names the file. And an
+average of averages: each input counts as the checkpoints it averages."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from test_train import one_thread, tiny, write_yaml  # noqa: F401 (fixture)
+
+from rnnkit.checkpoint import (
+    FORMAT,
+    CheckpointError,
+    average_checkpoints,
+    load_bundle,
+    load_checkpoint,
+    save_checkpoint,
+)
+from rnnkit.cli import main
+from rnnkit.config import ConfigError, config_from_dict
+from rnnkit.data import make_tokenizer, tokenizer_from_state
+from rnnkit.train import train
+
+KEPT = {"keep_checkpoints": 3, "ema_decay": 0.9}  # 30 steps: step-10, -20, -30.pt kept
+AVG = ["step-10.pt", "step-20.pt"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy-task run of 30 steps that keeps its step files and an average of its weights."""
+    out = tmp_path_factory.mktemp("run")
+    train(config_from_dict(tiny(train=KEPT)), out, log=lambda _: None)
+    return out
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """``rnnkit ARGV``'s error: exit status 2, one line, no traceback."""
+    capsys.readouterr()
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnkit: error: ") and err.count("\n") == 1, err
+    return err
+
+
+def changed(run: Path, tmp_path: Path, name: str, change: Callable[[dict[str, Any]], Any]) -> Path:
+    """``step-30.pt`` of ``run`` with ``change`` applied, written to ``tmp_path/NAME.pt``."""
+    ck = load_checkpoint(run / "step-30.pt")
+    change(ck)
+    torch.save(ck, tmp_path / f"{name}.pt")
+    return tmp_path / f"{name}.pt"
+
+
+# ---------------------------------------------------------------- the safe unpickler
+
+
+def test_what_rnnkit_writes_loads_with_the_safe_unpickler(run, tmp_path):
+    """Every file a run writes (with an EMA, kept steps, RNG states, progress), an average
+    and a sentencepiece tokenizer (bytes) load with ``weights_only=True``, and resume."""
+    avg = tmp_path / "avg.pt"
+    assert main(["average", *(str(run / k) for k in AVG), "--out", str(avg)]) == 0
+    files = [run / "last.pt", run / "best.pt", *sorted(run.glob("step-*.pt")), avg]
+    for path in files:
+        assert torch.load(path, weights_only=True)["format"] == FORMAT
+        load_bundle(path)
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert {"optimizer", "scheduler", "rng", "rng_ranks", "progress", "ema"} <= last.keys()
+    assert isinstance(last["rng"]["python"], tuple) and last["rng"]["torch"].dtype == torch.uint8
+
+    lines = [" ".join(random.Random(i).choices(["one", "two", "six"], k=5)) for i in range(99)]
+    tok = make_tokenizer("bpe", lines, vocab_size=20)
+    save_checkpoint(tmp_path / "sp.pt", {"src_tokenizer": tok.to_state()})
+    state = load_checkpoint(tmp_path / "sp.pt")["src_tokenizer"]
+    assert tokenizer_from_state(state).encode(lines[0]) == tok.encode(lines[0])
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run, resumed)
+    train(config_from_dict(tiny(train={**KEPT, "max_steps": 35})), resumed, resume=True)
+    assert load_checkpoint(resumed / "last.pt")["progress"]["step"] == 35
+
+
+class _Touch:
+    """Unpickled by the unsafe loader, it calls ``open(path, "w")``: the file appears."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (str(self.path), "w"))
+
+
+@pytest.mark.parametrize("kind", ["torch.save", "pickle"])
+def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, capsys, kind):
+    made = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    payload = {"format": FORMAT, "config": {}, "model": _Touch(made)}
+    if kind == "torch.save":
+        torch.save(payload, evil)
+    else:
+        evil.write_bytes(pickle.dumps(payload, protocol=4))
+    refused = "evil.pt: not a readable rnnkit checkpoint (refused by the safe unpickler"
+    with pytest.raises(CheckpointError, match=re.escape(refused)):
+        load_checkpoint(evil)
+    assert refused in one_line_error(capsys, "info", str(evil))
+    assert refused in one_line_error(capsys, "average", str(evil), "--out", "x.pt")
+    assert not made.exists()
+
+
+# ---------------------------------------------------------------- malformed entries
+
+
+def _set(key: str, value: Any) -> Callable[[dict[str, Any]], Any]:
+    return lambda ck: ck.__setitem__(key, value)
+
+
+def _wider(ck: dict[str, Any]) -> None:
+    ck["config"]["model"]["hidden_size"] *= 2
+
+
+def _shorter_vocab(ck: dict[str, Any]) -> None:
+    ck["tgt_vocab"]["tokens"] = ck["tgt_vocab"]["tokens"][:-2]
+
+
+def _dup_token(ck: dict[str, Any]) -> None:
+    tokens = ck["tgt_vocab"]["tokens"]
+    tokens[-1] = tokens[-2]
+
+
+def _coverage_without_attention(ck: dict[str, Any]) -> None:  # a check across sections
+    ck["config"]["model"]["attention"] = "none"
+    ck["config"]["decode"]["coverage_penalty"] = 0.2
+
+
+def _list_weight(ck: dict[str, Any]) -> None:
+    ck["model"]["encoder.embed.weight"] = [1.0, 2.0]
+
+
+MALFORMED = [
+    ("wider", _wider, r"its weights do not fit .*: \S+ is \(\d+, \d+\) there, \(\d+, \d+\)"),
+    ("short_vocab", _shorter_vocab, r"its weights do not fit .* \(\d+ and \d+ tokens\) describe"),
+    ("model_str", _set("model", "xyz"), "model is a str, not a dict of weights"),
+    ("weight_list", _list_weight, "weight 'encoder.embed.weight' is a list, not a tensor"),
+    ("vocab_int", _set("src_vocab", {"tokens": 5}), "src_vocab is not a vocabulary"),
+    ("vocab_dup", _dup_token, "tgt_vocab: duplicate token"),
+    ("tok_kind", _set("src_tokenizer", {"kind": "weird"}), "src_tokenizer does not .* kind"),
+    ("tok_list", _set("src_tokenizer", [1]), "src_tokenizer is a list, not a tokenizer state"),
+    ("tok_key", _set("src_tokenizer", {"kind": "word"}), "src_tokenizer lacks 'lowercase'"),
+    (
+        "tok_sp",
+        _set("tgt_tokenizer", {"kind": "sentencepiece", "model": b"x"}),
+        "tgt_tokenizer does not rebuild",
+    ),
+    ("step_str", _set("step", "x"), "step is a str, not an integer"),
+    ("coverage", _coverage_without_attention, "decode.coverage_penalty needs attention"),
+]
+
+
+@pytest.mark.parametrize(("name", "change", "words"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_a_malformed_checkpoint_is_one_line_naming_the_file(
+    run, tmp_path, capsys, name, change, words
+):
+    path = changed(run, tmp_path, name, change)
+    with pytest.raises((CheckpointError, ConfigError), match=rf"{name}\.pt: {words}"):
+        load_bundle(path)
+    assert f"{name}.pt: " in one_line_error(capsys, "info", str(path))
+    (tmp_path / "in.txt").write_text("a b\n", encoding="utf-8")
+    translate = ["translate", str(path), "--input", str(tmp_path / "in.txt"), "--device", "cpu"]
+    assert f"{name}.pt: " in one_line_error(capsys, *translate)
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "words"),
+    [
+        ("model_str", _set("model", "xyz"), "model is a str"),
+        ("config_list", _set("config", [1]), "top level must be a mapping"),
+        ("averaged_str", _set("averaged", "x"), "averaged is not a list of steps"),
+        ("wider", _wider, "its weights do not fit"),
+    ],
+)
+def test_average_names_the_malformed_input(run, tmp_path, capsys, name, change, words):
+    path = changed(run, tmp_path, name, change)
+    out = tmp_path / "avg.pt"
+    inputs = [path] if name == "wider" else [run / "step-20.pt", path]  # (wider: another model)
+    err = one_line_error(capsys, "average", *map(str, inputs), "--out", str(out))
+    assert f"{name}.pt: {words}" in err and not out.exists()
+
+
+def test_init_from_a_malformed_parent_names_it(run, tmp_path):
+    parent = changed(run, tmp_path, "parent", _shorter_vocab)
+    cfg = config_from_dict(tiny(train={"init_from": str(parent), "max_steps": 2}))
+    with pytest.raises(CheckpointError, match=r"parent\.pt: its weights do not fit"):
+        train(cfg, tmp_path / "child")
+
+
+# ---------------------------------------------------------------- resume, averages
+
+
+@pytest.mark.parametrize(
+    ("kept", "what"),
+    [(["step-30.pt"], "a kept step-*.pt file"), (AVG, "an average of steps 10, 20")],
+)
+def test_resume_from_weights_only_is_one_line_that_says_so(run, tmp_path, capsys, kept, what):
+    """A kept step file or an average copied to last.pt: no optimizer, schedule, position."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if len(kept) == 1:
+        shutil.copy(run / kept[0], out / "last.pt")
+    else:
+        assert main(["average", *(str(run / k) for k in kept), "--out", str(out / "last.pt")]) == 0
+    for steps in (40, 30):  # 30: the very config the file holds, checked all the same
+        cfg = write_yaml(tmp_path / "c.yaml", tiny(train={**KEPT, "max_steps": steps}))
+        err = one_line_error(capsys, "train", str(cfg), "--out", str(out), "--resume")
+        assert f"last.pt: holds weights only ({what}) and cannot be resumed" in err
+        assert "train.init_from" in err
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("tokenizer", "char"), ("min_freq", 2), ("lowercase", True)]
+)
+def test_resume_keeps_the_tokenizer_settings(run, tmp_path, capsys, key, value):
+    """The tokenizers and vocabularies come from last.pt: a config that would have made
+    others is refused, not trained on and then saved as if it had been used."""
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    d = tiny(train={**KEPT, "max_steps": 40})
+    d["data"][key] = value
+    err = one_line_error(capsys, "train", str(write_yaml(tmp_path / "c.yaml", d)), "--out",
+                         str(out), "--resume")  # fmt: skip
+    assert f"--resume keeps its tokenizers and vocabularies (data.{key} " in err
+
+
+def test_an_average_counts_as_the_checkpoints_it_averages(run, tmp_path, capsys):
+    s10, s20, s30 = (str(run / f"step-{n}.pt") for n in (10, 20, 30))
+    avg, avg3 = tmp_path / "avg.pt", tmp_path / "avg3.pt"
+    assert main(["average", s10, s20, "--out", str(avg)]) == 0
+    capsys.readouterr()
+    assert main(["average", str(avg), s30, "--out", str(avg3)]) == 0
+    assert "averaged 3 checkpoints (steps 10, 20, 30)" in capsys.readouterr().err
+    nested, flat = load_checkpoint(avg3), average_checkpoints([s10, s20, s30])
+    assert nested["averaged"] == flat["averaged"] == [10, 20, 30] and nested["step"] == 30
+    weights = [load_checkpoint(s)["model"] for s in (s10, s20, s30)]
+    for k, w in nested["model"].items():
+        torch.testing.assert_close(w, flat["model"][k])
+        torch.testing.assert_close(w, sum(m[k] for m in weights) / 3)
