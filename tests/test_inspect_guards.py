@@ -72,8 +72,8 @@ def test_an_out_that_cannot_be_a_folder_is_a_one_line_error(model, tmp_path, cap
     a_file = tmp_path / "in.txt"
     a_file.write_text("keep me\n", encoding="utf-8")
     for out, says in (
-        (a_file, f"inspect: {a_file} is a file, not a folder for the figures"),
-        (a_file / "d", f"inspect: cannot make the folder {a_file / 'd'} ({a_file} is a file)"),
+        (a_file, f"inspect: {a_file}: is a file, not a folder"),
+        (a_file / "d", f"inspect: {a_file / 'd'}: cannot make this folder ({a_file} is a file)"),
     ):
         status, _, err = run_cli(capsys, "inspect", model, "a b c", "--out", out)
         assert status == 2 and one_line_error(err) == f"rnnkit: error: {says}"

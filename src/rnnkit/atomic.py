@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["OutputError", "check_writable", "write_atomically"]
+__all__ = ["OutputError", "check_folder", "check_writable", "make_folder", "write_atomically"]
 
 
 class OutputError(ValueError):
@@ -47,6 +47,28 @@ def _target(path: str | Path) -> tuple[Path, os.stat_result | None]:
     if st is not None and not stat.S_ISREG(st.st_mode):
         return p, st
     return (Path(os.path.realpath(p)) if p.is_symlink() else p), st
+
+
+def check_folder(out: str | Path, prefix: str = "") -> None:
+    """Raise :class:`OutputError` (``prefix`` before the message) for an output folder
+    that cannot be made: a file, or a path through a file."""
+    out = Path(out)
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent == out and not out.is_dir():
+        raise OutputError(f"{prefix}{out}: is a file, not a folder")
+    if not parent.is_dir():
+        raise OutputError(f"{prefix}{out}: cannot make this folder ({parent} is a file)")
+
+
+def make_folder(out: str | Path, prefix: str = "") -> None:
+    """``mkdir -p out``, or :class:`OutputError` saying why not."""
+    check_folder(out, prefix)
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{prefix}{out}: cannot make this folder ({e.strerror})") from None
 
 
 def check_writable(path: str | Path) -> None:

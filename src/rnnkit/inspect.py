@@ -15,8 +15,6 @@ Figures are written with matplotlib's Agg backend (no display needed), atomicall
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from rnnkit.atomic import write_atomically  # noqa: E402
 from rnnkit.record import Part, Recording, SatKey  # noqa: E402
 
 __all__ = [
@@ -90,18 +89,16 @@ _GATE_COLOURS = {
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
-    """Save ``fig`` to ``path`` atomically (temp file, then rename) and close it."""
+    """Save ``fig`` to ``path`` atomically (:mod:`rnnkit.atomic`; the format from the
+    suffix) and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    kind = path.suffix.lstrip(".") or "png"
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a figure is meant to be shared
-        os.replace(tmp, path)
+        write_atomically(
+            path, lambda f: fig.savefig(f, format=kind, dpi=dpi, bbox_inches="tight"), binary=True
+        )
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 
@@ -305,6 +302,7 @@ def run_inspect(
             :data:`MAX_TOKENS` source tokens, ``top_units`` < 1, or an ``out_dir`` that
             cannot be a folder. The output is cut at :data:`MAX_TOKENS` tokens too.
     """
+    from rnnkit.atomic import check_folder, make_folder
     from rnnkit.checkpoint import load_bundle
     from rnnkit.data import DataError
     from rnnkit.inspect_html import write_html
@@ -318,7 +316,7 @@ def run_inspect(
     if corpus is not None and not any(line.strip() for line in corpus):
         raise DataError("inspect: the corpus has no non-empty line")
     out = Path(out_dir)
-    _check_folder(out)
+    check_folder(out, "inspect: ")
     bundle = load_bundle(checkpoint, device=device, engine="explicit")
     n_src = len(source_ids(bundle, sentence)[1])  # </s> included
     if n_src - 1 > MAX_TOKENS:
@@ -326,7 +324,7 @@ def run_inspect(
             f"inspect: the sentence has {n_src - 1} source tokens; at most {MAX_TOKENS} are "
             "allowed, as inspect draws every token in its figures"
         )
-    _make_folder(out)
+    make_folder(out, "inspect: ")
     rec = record(bundle, sentence, max_len=min(_max_len(bundle, n_src), MAX_TOKENS))
     if len(rec.out_tokens) == MAX_TOKENS and rec.out_tokens[-1] != "</s>":
         say(f"note: the output is cut at {MAX_TOKENS} tokens (inspect draws every token)")
@@ -358,25 +356,3 @@ def run_inspect(
     files += figures.values()
     files.append(write_html(rec, out / "inspect.html", figures, sat, sentence=sentence))
     return InspectResult(rec.translation, files, rec, sat)
-
-
-def _check_folder(out: Path) -> None:
-    """Raise DataError, before any work, for an ``out_dir`` that cannot be a folder."""
-    from rnnkit.data import DataError
-
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent == out and not out.is_dir():
-        raise DataError(f"inspect: {out} is a file, not a folder for the figures")
-    if not parent.is_dir():
-        raise DataError(f"inspect: cannot make the folder {out} ({parent} is a file)")
-
-
-def _make_folder(out: Path) -> None:
-    from rnnkit.data import DataError
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"inspect: cannot make the folder {out} ({e.strerror})") from None

@@ -11,12 +11,12 @@ misalign the two sides.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from rnnkit.atomic import write_atomically
 
 from .errors import DataError
 
@@ -223,21 +223,6 @@ def write_lines(path: str | Path, lines: Sequence[str]) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``.
-
-    A reader never sees a half-written file, and an interrupted write leaves the old
-    file in place.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a data file is meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to ``path`` atomically (:func:`rnnkit.atomic.write_atomically`): a
+    reader never sees a half-written file, an interrupted write leaves the old one."""
+    write_atomically(path, lambda f: f.write(data), binary=True)

@@ -25,6 +25,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from rnnkit.atomic import check_folder, make_folder
+
 from .corpus import decode_lines, read_parallel, read_tsv, tsv_pairs, write_atomic
 from .errors import DataError
 
@@ -70,7 +72,7 @@ def fetch_multi30k(
             different line counts, or a file cannot be written.
     """
     out = Path(out_dir)
-    _check_folder(out)
+    check_folder(out)
     files: dict[Path, bytes | None] = {}  # None: kept as it is
     for local, official in MULTI30K_SPLITS.items():
         dests = [out / f"{local}.{lang}" for lang in MULTI30K_LANGS]
@@ -127,7 +129,7 @@ def fetch_tatoeba(
             columns, or the network fails; ``out_dir`` cannot be a folder or written.
     """
     out = Path(out_dir)
-    _check_folder(out)
+    check_folder(out)
     dest = out / "eng-fra.txt"
     if not overwrite and _sound(read_tsv, dest):
         _write_files(out, {dest: None}, log)
@@ -160,27 +162,13 @@ def _sound(read: Callable[..., object], *args: object) -> bool:
     return True
 
 
-def _check_folder(out: Path) -> None:
-    """Raise DataError, before any work, for an ``out_dir`` that cannot be a folder."""
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if parent == out and not out.is_dir():
-        raise DataError(f"{out}: is a file, not a folder")
-    if not parent.is_dir():
-        raise DataError(f"{out}: cannot make this folder ({parent} is a file)")
-
-
 def _write_files(
     out: Path, files: dict[Path, bytes | None], log: Callable[[str], None] | None
 ) -> None:
     """Write each file atomically, saying what happened to each: a file already holding
     the same bytes, or given as None (kept as found), is not rewritten."""
     say = log or (lambda _msg: None)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"{out}: cannot make this folder ({e.strerror})") from None
+    make_folder(out)
     for dest, data in files.items():
         try:
             if data is None:
