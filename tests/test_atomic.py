@@ -108,3 +108,19 @@ def test_train_into_a_folder_holding_a_run_needs_overwrite(tmp_path: Path, capsy
     assert not (out / "step-99.pt").exists()
     code, _, err = run_cli(capsys, "train", cfg, "--out", cfg)
     assert code == 2 and err.strip().endswith("is a file, not a folder")
+
+
+def test_dev_stdout_redirected_to_a_file_is_written_into(tmp_path: Path) -> None:
+    """``--output /dev/stdout >> all.txt``: the file keeps what it had (it was replaced)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "all.txt"
+    out.write_text("earlier line\n")
+    code = (
+        "from rnnkit.atomic import write_atomically as w; "
+        "w('/dev/stdout', lambda f: f.write('new\\n'))"
+    )
+    with open(out, "a") as f:
+        subprocess.run([sys.executable, "-c", code], stdout=f, check=True, timeout=60)
+    assert out.read_text() == "earlier line\nnew\n"

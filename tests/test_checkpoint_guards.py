@@ -134,9 +134,9 @@ def _dup_token(ck: dict[str, Any]) -> None:
     tokens[-1] = tokens[-2]
 
 
-def _coverage_without_attention(ck: dict[str, Any]) -> None:  # a check across sections
-    ck["config"]["model"]["attention"] = "none"
-    ck["config"]["decode"]["coverage_penalty"] = 0.2
+def _no_length(ck: dict[str, Any]) -> None:  # a check across sections
+    ck["config"]["decode"]["max_len_a"] = 0.0
+    ck["config"]["decode"]["max_len_b"] = 0
 
 
 def _list_weight(ck: dict[str, Any]) -> None:
@@ -159,8 +159,18 @@ MALFORMED = [
         "tgt_tokenizer does not rebuild",
     ),
     ("step_str", _set("step", "x"), "step is a str, not an integer"),
-    ("coverage", _coverage_without_attention, "decode.coverage_penalty needs attention"),
+    ("no_length", _no_length, "decode.max_len_a and decode.max_len_b are both 0"),
 ]
+
+
+def test_an_older_checkpoint_with_coverage_but_no_attention_still_loads(tmp_path):
+    """Configs refuse the pair now; files written before keep loading, the penalty (which
+    never applied without attention) read as 0."""
+    train(config_from_dict(tiny(model={"attention": "none"}, train={"max_steps": 2})), tmp_path)
+    ck = load_checkpoint(tmp_path / "last.pt")
+    ck["config"]["decode"]["coverage_penalty"] = 0.2  # as an older rnnkit let it be saved
+    torch.save(ck, tmp_path / "old.pt")
+    assert load_bundle(tmp_path / "old.pt").config.decode.coverage_penalty == 0.0
 
 
 @pytest.mark.parametrize(("name", "change", "words"), MALFORMED, ids=[m[0] for m in MALFORMED])
@@ -250,3 +260,22 @@ def test_an_average_counts_as_the_checkpoints_it_averages(run, tmp_path, capsys)
     for k, w in nested["model"].items():
         torch.testing.assert_close(w, flat["model"][k])
         torch.testing.assert_close(w, sum(m[k] for m in weights) / 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda ck: ck.pop("config"), "lacks 'config'"),
+        (lambda ck: ck.__setitem__("ema", "x"), "its ema entry is not the one rnnkit writes"),
+        (lambda ck: ck["ema"].__setitem__("weights", {}), r"\(ema weights\)"),
+    ],
+)
+def test_resume_from_a_broken_last_pt_is_one_line(run, tmp_path, capsys, change, words):
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    ck = load_checkpoint(out / "last.pt")
+    change(ck)
+    torch.save(ck, out / "last.pt")
+    cfg = write_yaml(tmp_path / "c.yaml", tiny(train={**KEPT, "max_steps": 40}))
+    err = one_line_error(capsys, "train", str(cfg), "--out", str(out), "--resume")
+    assert re.search(words, err), err

@@ -33,6 +33,8 @@ class NormCell(rnnkit.Cell):
 
     def step(self, gi, state):
         h = torch.tanh(self.norm(self.drop(gi + self.hh(state[0]))) * self.scale)
+        if self.training:  # a cell may read its own mode (not only its submodules')
+            h = h + 1e-3 * torch.rand_like(h)
         return (h,), _Hidden(h)
 
 

@@ -6,8 +6,9 @@ What a user's path may be, and what happens:
 - a regular file or a new name: replaced atomically; an existing file keeps its mode, a
   new one gets ``0o666`` less the umask (as ``open`` would make it);
 - a symlink: the file it points to is replaced (the link stays a link);
-- a device, FIFO or other special file (``/dev/null``, ``/dev/stdout``, a named pipe,
-  ``>(gzip > x.gz)``): written into, not replaced (there is nothing to tear);
+- a device, FIFO or other special file (``/dev/null``, a named pipe, ``>(gzip > x.gz)``),
+  or a file reached through ``/dev`` or ``/proc`` (``/dev/stdout`` redirected to a
+  file): written into (appended to), not replaced;
 - a folder, a missing folder that cannot be made, no permission: :class:`OutputError`,
   one line naming the path (the CLI prints it as ``rnnkit: error: ...``).
 """
@@ -29,14 +30,34 @@ class OutputError(ValueError):
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """This process's umask, read without changing it where Linux tells it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (briefly process-wide)
     os.umask(mask)
     return mask
 
 
-def _target(path: str | Path) -> tuple[Path, os.stat_result | None]:
-    """The file to write and its stat (None for a new file): a special file as given (it
-    is written into), a symlink to a regular or missing file resolved (it is replaced)."""
+_SYSTEM = ("/dev/", "/proc/")  # /dev/stdout -> /proc/self/fd/1 -> whatever fd 1 is
+
+
+def _existing_parent(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _target(path: str | Path) -> tuple[Path, os.stat_result | None, bool]:
+    """The file to write, its stat (None for a new file), and whether it is written into
+    (a special file, or a file reached through /dev or /proc, e.g. ``/dev/stdout``
+    redirected to a file) rather than replaced (a symlink to a regular or missing file is
+    resolved, the file it names replaced)."""
     p = Path(path)
     try:
         st: os.stat_result | None = os.stat(p)  # through links
@@ -45,17 +66,17 @@ def _target(path: str | Path) -> tuple[Path, os.stat_result | None]:
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror})") from None
     if st is not None and not stat.S_ISREG(st.st_mode):
-        return p, st
-    return (Path(os.path.realpath(p)) if p.is_symlink() else p), st
+        return p, st, True
+    real = Path(os.path.realpath(p)) if p.is_symlink() else p
+    system = str(p.absolute()).startswith(_SYSTEM) or str(real).startswith(_SYSTEM)
+    return (p, st, True) if st is not None and system else (real, st, False)
 
 
 def check_folder(out: str | Path, prefix: str = "") -> None:
     """Raise :class:`OutputError` (``prefix`` before the message) for an output folder
     that cannot be made: a file, or a path through a file."""
     out = Path(out)
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = _existing_parent(out)
     if parent == out and not out.is_dir():
         raise OutputError(f"{prefix}{out}: is a file, not a folder")
     if not parent.is_dir():
@@ -74,15 +95,15 @@ def make_folder(out: str | Path, prefix: str = "") -> None:
 def check_writable(path: str | Path) -> None:
     """Raise :class:`OutputError` now for a path :func:`write_atomically` could not write
     (before long work whose result would be lost): a folder, or a parent that is a file."""
-    real, st = _target(path)
+    real, st, into = _target(path)
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{path}: is a folder, not a file")
-    parent = real.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    if into:
+        return
+    parent = _existing_parent(real.parent)
     if not parent.is_dir():
         raise OutputError(f"{path}: cannot write ({parent} is not a folder)")
-    if st is None and not os.access(parent, os.W_OK | os.X_OK):
+    if not os.access(parent, os.W_OK | os.X_OK):  # the temp file and the rename need it
         raise OutputError(f"{path}: cannot write (no permission in {parent})")
 
 
@@ -91,11 +112,11 @@ def write_atomically(
 ) -> None:
     """Write ``path`` with ``write(f)`` (see the module docstring for what ``path`` may be)."""
     check_writable(path)
-    real, st = _target(path)
+    real, st, into = _target(path)
     mode, enc = ("wb", None) if binary else ("w", "utf-8")
     try:
-        if st is not None and not stat.S_ISREG(st.st_mode):  # /dev/null, a pipe: write into it
-            with open(real, mode, encoding=enc) as f:
+        if into:  # /dev/null, a pipe, /dev/stdout (appended to, as `>>` would want)
+            with open(real, mode.replace("w", "a"), encoding=enc) as f:
                 write(f)
             return
         real.parent.mkdir(parents=True, exist_ok=True)

@@ -247,7 +247,12 @@ def _step(ckpt: dict[str, Any], path: str | Path) -> int:
 def _config(ckpt: dict[str, Any], path: str | Path) -> Config:
     if "config" not in ckpt:
         raise CheckpointError(f"{path}: checkpoint lacks 'config'")
+    saved = ckpt["config"]
+    if isinstance(saved, dict):  # written before configs refused it: it never applied
+        model, decode = saved.get("model") or {}, saved.get("decode") or {}
+        if model.get("attention") == "none" and decode.get("coverage_penalty"):
+            saved = {**saved, "decode": {**decode, "coverage_penalty": 0.0}}
     try:
-        return config_from_dict(ckpt["config"], source=str(path))
+        return config_from_dict(saved, source=str(path))
     except ConfigError as e:  # the checks across sections do not name the source
         raise ConfigError(str(e) if str(e).startswith(f"{path}: ") else f"{path}: {e}") from None

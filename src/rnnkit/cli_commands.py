@@ -119,6 +119,8 @@ def torchrun_command(args: argparse.Namespace) -> list[str]:
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     """``--out`` of ``rnnkit train``: a folder (or a new one) that holds no other run,
     unless ``--overwrite``, which removes that run's files (rank 0 of torchrun's)."""
+    if resume and overwrite:
+        raise UsageError("--resume continues the run in --out, --overwrite replaces it: not both")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
     if resume or not ((out / "last.pt").exists() or (out / "best.pt").exists()):

@@ -170,7 +170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rnnkit.evaluate import bucket_scores, group_by_source, score
     from rnnkit.translate import CHUNK, translate_chunks
 
-    if args.output:
+    if args.output not in (None, "-"):
         check_writable(args.output)
     src = read_text(args.src, need_lines=True)  # nothing to score is an error
     refs = [read_text(f, need_lines=True) for f in args.ref]

@@ -8,7 +8,7 @@ vocabularies, filters over-long pairs and numbers the rest.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,14 +90,20 @@ def check_corpora(cfg: Config, config_dir: Path | None = None) -> None:
                 f"config: data.{split} and data.{split}_size are both given: read {split} "
                 f"pairs from a file, or hold some out of train, not both"
             )
+    for _, path in _corpora(d, config_dir):
+        files = [path] if d.format == "tsv" else [Path(f"{path}.{x}") for x in (d.src, d.tgt)]
+        for f in files:
+            if not f.is_file():
+                raise DataError(f"{f}: file not found")
+
+
+def _corpora(d: DataConfig, config_dir: Path | None) -> Iterator[tuple[str, Path]]:
+    """(split, path) of every corpus the config names, in order (a list of train corpora
+    gives several)."""
     for split in ("train", "dev", "test"):
         names = getattr(d, split)
         for name in [names] if isinstance(names, str) else names or []:
-            path = resolve_data_path(d, name, config_dir)
-            files = [path] if d.format == "tsv" else [Path(f"{path}.{x}") for x in (d.src, d.tgt)]
-            for f in files:
-                if not f.is_file():
-                    raise DataError(f"{f}: file not found")
+            yield split, resolve_data_path(d, name, config_dir)
 
 
 def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pair]]:
@@ -109,15 +115,12 @@ def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pa
         )
     check_corpora(cfg, config_dir)
     out: dict[str, list[Pair]] = {}
-    for split in ("train", "dev", "test"):
-        names = getattr(d, split)
-        for name in [names] if isinstance(names, str) else names or []:
-            path = resolve_data_path(d, name, config_dir)
-            out.setdefault(split, []).extend(
-                read_tsv(path, d.src_col, d.tgt_col)
-                if d.format == "tsv"
-                else read_parallel(path, d.src, d.tgt)
-            )
+    for split, path in _corpora(d, config_dir):
+        out.setdefault(split, []).extend(
+            read_tsv(path, d.src_col, d.tgt_col)
+            if d.format == "tsv"
+            else read_parallel(path, d.src, d.tgt)
+        )
     n_dev, n_test = d.dev_size, d.test_size
     if n_dev or n_test:  # no sentence in two splits (see split_held_out)
         held = split_held_out(out["train"], n_dev, n_test, cfg.train.seed)

@@ -176,6 +176,12 @@ def _check_full(ckpt: dict[str, Any], path: str | Path) -> None:
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}, which --resume needs")
     bundle_of(ckpt, path)
+    ema = ckpt.get("ema")
+    if ema is not None:  # train.ema_decay: the weights that train, beside the average
+        updates = ema.get("updates") if isinstance(ema, dict) else None
+        if isinstance(updates, bool) or not isinstance(updates, int):
+            raise CheckpointError(f"{path}: its ema entry is not the one rnnkit writes")
+        bundle_of({**ckpt, "model": ema.get("weights")}, f"{path} (ema weights)")
 
 
 def kept_checkpoints(out: str | Path) -> list[Path]:

@@ -87,7 +87,7 @@ class Trainer:
         if resume and self.dist.on:  # rank 0's file: OUT need not be shared between machines
             ckpt = self.dist.broadcast(ckpt)
         if ckpt is not None:
-            check_resumable(ckpt["config"], cfg, self.out / "last.pt", ckpt=ckpt)
+            check_resumable(ckpt.get("config") or {}, cfg, self.out / "last.pt", ckpt=ckpt)
             if ckpt["config"] != config_to_dict(cfg):
                 self.say("note: the config differs from the one in last.pt; using the given config")
         torch.manual_seed(self.t.seed)

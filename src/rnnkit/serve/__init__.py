@@ -9,3 +9,5 @@
 
 Importing this package imports neither FastAPI nor torch.
 """
+
+MAX_BEAM = 32  # the widest beam a request (or ``rnnkit serve --beam``) may ask for

@@ -35,8 +35,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rnnkit.checkpoint import Bundle
 from rnnkit.ensemble import Ensemble
+from rnnkit.serve import MAX_BEAM
 from rnnkit.serve.batcher import Batcher, QueueFull
-from rnnkit.serve.command import MAX_BEAM
 from rnnkit.serve.page import page_html
 from rnnkit.serve.served import Loader, Refused, Served, refusal
 from rnnkit.serve.translator import Decode

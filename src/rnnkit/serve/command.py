@@ -12,10 +12,9 @@ import threading
 from typing import Any
 
 from rnnkit.cli_commands import add_device, positive_int
+from rnnkit.serve import MAX_BEAM
 
-__all__ = ["MAX_BEAM", "add_parser", "cmd_serve"]
-
-MAX_BEAM = 32  # the widest beam a request (or --beam) may ask for
+__all__ = ["add_parser", "cmd_serve"]
 
 
 def _wait(text: str) -> float:
@@ -102,7 +101,7 @@ def _raise_stopped(*_: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Load, listen, serve until SIGTERM / Ctrl-C (exit 0). A SIGTERM while the
-    checkpoints load also exits 0; a SIGHUP then reloads once the server is up."""
+    checkpoints load also exits 0; a SIGHUP then reads them again as the server starts."""
     hup = threading.Event()
     signal.signal(signal.SIGTERM, _raise_stopped)
     if hasattr(signal, "SIGHUP"):
@@ -152,15 +151,15 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
     # a request waits at most timeout_s for its batch: a stop answers every one in flight
     grace = int(settings.timeout_s + 10)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=grace)
-    # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler
-    # then makes a graceful stop exit 0 instead of dying by the signal.
+    # uvicorn re-raises the signal that stopped it once it has shut down; this handler
+    # then makes a graceful stop exit 0 instead of dying by the signal (and a signal
+    # before uvicorn has its own handlers stops the server the same way).
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
+        signal.signal(sig, _raise_stopped)
     if hasattr(signal, "SIGHUP"):  # reload in a thread: the event loop keeps answering
         reload = app.state.reload
         signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=reload).start())
         if hup.is_set():  # asked for while loading
             threading.Thread(target=reload).start()
     Server(config).run(sockets=[sock])
-    print("rnnkit serve: stopped", file=sys.stderr, flush=True)
-    return 0
+    raise _Stopped  # (said once, by cmd_serve)
