@@ -160,13 +160,13 @@ def bundle_of(
     for key in TRANSLATION_KEYS:
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
-    cfg = _config(ckpt, path)
+    cfg = config_of(ckpt, path)
     if engine is not None:
         cfg.model.engine = engine
     src_vocab, tgt_vocab = _vocab(ckpt, "src_vocab", path), _vocab(ckpt, "tgt_vocab", path)
     model = build_model(cfg, len(src_vocab), len(tgt_vocab))
     sizes = f"{len(src_vocab)} and {len(tgt_vocab)} tokens"
-    _load_weights(model, _weights(ckpt, path), path, sizes)
+    _load_weights(model, weights_of(ckpt, path), path, sizes)
     return Bundle(
         cfg,
         model.to(device).eval(),
@@ -174,7 +174,7 @@ def bundle_of(
         _tokenizer(ckpt, "tgt_tokenizer", path),
         src_vocab,
         tgt_vocab,
-        _step(ckpt, path),
+        step_of(ckpt, path),
     )
 
 
@@ -204,7 +204,7 @@ def _tokenizer(ckpt: dict[str, Any], key: str, path: str | Path) -> Tokenizer:
         raise CheckpointError(f"{path}: {key} does not rebuild a tokenizer: {why}") from None
 
 
-def _weights(ckpt: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
+def weights_of(ckpt: dict[str, Any], path: str | Path) -> dict[str, torch.Tensor]:
     """The checkpoint's ``model`` entry, checked to map names to tensors."""
     if "model" not in ckpt:
         raise CheckpointError(f"{path}: checkpoint lacks 'model'")
@@ -237,14 +237,16 @@ def _load_weights(model: Seq2Seq, state: dict[str, Any], path: str | Path, sizes
     model.load_state_dict(state)
 
 
-def _step(ckpt: dict[str, Any], path: str | Path) -> int:
+def step_of(ckpt: dict[str, Any], path: str | Path) -> int:
+    """The checkpoint's training step, checked to be an integer."""
     step = ckpt.get("step", 0)
     if isinstance(step, bool) or not isinstance(step, int):
         raise CheckpointError(f"{path}: step is a {type(step).__name__}, not an integer")
     return step
 
 
-def _config(ckpt: dict[str, Any], path: str | Path) -> Config:
+def config_of(ckpt: dict[str, Any], path: str | Path) -> Config:
+    """The checkpoint's config, validated (errors name ``path``)."""
     if "config" not in ckpt:
         raise CheckpointError(f"{path}: checkpoint lacks 'config'")
     saved = ckpt["config"]

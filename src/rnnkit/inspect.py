@@ -306,7 +306,7 @@ def run_inspect(
     from rnnkit.checkpoint import load_bundle
     from rnnkit.data import DataError
     from rnnkit.inspect_html import write_html
-    from rnnkit.record import _max_len, record, saturation, source_ids
+    from rnnkit.record import max_output_len, record, saturation, source_ids
 
     say = log or (lambda _msg: None)
     if top_units < 1:
@@ -325,7 +325,7 @@ def run_inspect(
             "allowed, as inspect draws every token in its figures"
         )
     make_folder(out, "inspect: ")
-    rec = record(bundle, sentence, max_len=min(_max_len(bundle, n_src), MAX_TOKENS))
+    rec = record(bundle, sentence, max_len=min(max_output_len(bundle, n_src), MAX_TOKENS))
     if len(rec.out_tokens) == MAX_TOKENS and rec.out_tokens[-1] != "</s>":
         say(f"note: the output is cut at {MAX_TOKENS} tokens (inspect draws every token)")
     files: list[Path] = []

@@ -101,7 +101,7 @@ def source_ids(bundle: Bundle, sentence: str) -> tuple[list[str], list[int]]:
     return tokens + ["</s>"], bundle.src_vocab.encode(tokens, add_eos=True)
 
 
-def _max_len(bundle: Bundle, n_src: int) -> int:
+def max_output_len(bundle: Bundle, n_src: int) -> int:
     """At most a·|x| + b output tokens, as greedy search allows."""
     dec = bundle.config.decode
     return max(1, int(dec.max_len_a * n_src + dec.max_len_b))
@@ -137,7 +137,7 @@ def record(bundle: Bundle, sentence: str, max_len: int | None = None) -> Recordi
             name: f[ld, 0].float().cpu() for name, f in zip(trace._fields, trace)
         }  # (S, H)
 
-    limit = _max_len(bundle, len(ids)) if max_len is None else max(1, max_len)
+    limit = max_output_len(bundle, len(ids)) if max_len is None else max(1, max_len)
     state = model.init_state(enc)
     y = torch.tensor([model.bos_id], device=device)
     out_ids: list[int] = []
@@ -268,7 +268,7 @@ def _decoder_saturation(
     model = bundle.model
     B = lengths.shape[0]
     device = enc.states.device
-    limits = torch.tensor([_max_len(bundle, int(n)) for n in lengths.tolist()], device=device)
+    limits = torch.tensor([max_output_len(bundle, int(n)) for n in lengths.tolist()], device=device)
     state = model.init_state(enc)
     y = torch.full((B,), model.bos_id, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)

@@ -12,11 +12,11 @@ import torch
 from rnnkit.checkpoint import (
     TRANSLATION_KEYS,
     CheckpointError,
-    _config,
-    _step,
-    _weights,
     bundle_of,
+    config_of,
     load_checkpoint,
+    step_of,
+    weights_of,
 )
 from rnnkit.config import Config
 
@@ -37,7 +37,7 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
     if not paths:
         raise CheckpointError("no checkpoints to average")
     ckpts = [load_checkpoint(p) for p in paths]
-    cfgs = [_config(ck, p) for ck, p in zip(ckpts, paths)]
+    cfgs = [config_of(ck, p) for ck, p in zip(ckpts, paths)]
     first, last = Path(paths[0]), ckpts[-1]
     for path, ck, cfg in zip(paths[1:], ckpts[1:], cfgs[1:]):
         for key in ("src_vocab", "tgt_vocab"):
@@ -46,7 +46,7 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
         if cfg.model != cfgs[0].model:
             raise CheckpointError(f"{path}: model config differs from {first}'s")
         _same_start(path, cfg, first, cfgs[0])
-    states = [_weights(ck, p) for ck, p in zip(ckpts, paths)]
+    states = [weights_of(ck, p) for ck, p in zip(ckpts, paths)]
     for path, state in zip(paths, states):
         if state.keys() != states[-1].keys():
             raise CheckpointError(f"{path}: weights differ in names from {paths[-1]}'s")
@@ -64,14 +64,14 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
             total += n * t.to(torch.float64)
         mean[name] = (total / sum(map(len, steps))).to(ref.dtype)
     out = {k: last[k] for k in TRANSLATION_KEYS if k in last}
-    out.update(model=mean, step=_step(last, paths[-1]), averaged=[s for ss in steps for s in ss])
+    out.update(model=mean, step=step_of(last, paths[-1]), averaged=[s for ss in steps for s in ss])
     bundle_of(out, paths[-1])  # the average translates: its config, vocabularies, tokenizers
     return out
 
 
 def _steps(ckpt: dict[str, Any], path: str | Path) -> list[int]:
     """The steps whose weights ``ckpt`` holds: those it averages, or its own."""
-    steps = ckpt.get("averaged", [_step(ckpt, path)])
+    steps = ckpt.get("averaged", [step_of(ckpt, path)])
     if not isinstance(steps, list) or not steps or not all(type(s) is int for s in steps):
         raise CheckpointError(f"{path}: averaged is not a list of steps")
     return steps
