@@ -254,9 +254,11 @@ def test_two_ranks_take_the_updates_of_one_process(tmp_path, accumulate, alpha):
 def test_two_rank_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     """Dropout on (each rank draws its own masks): a job SIGKILLed, torchrun and both
     ranks, after its second checkpoint and resumed ends with the parameters of a job
-    that never stopped; last.pt holds the RNG states of both ranks."""
+    that never stopped (the moving average of train.ema_decay, and the weights that
+    train); last.pt holds the RNG states of both ranks."""
     d = dates()
     d["model"] |= {"dropout": 0.3, "emb_dropout": 0.1}
+    d["train"]["ema_decay"] = 0.9
     cfg_path = write_yaml(tmp_path / "cfg.yaml", d)
     a, b = tmp_path / "a", tmp_path / "b"
     code, err = finish(torchrun(cfg_path, a), a)
@@ -281,7 +283,9 @@ def test_two_rank_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     assert code == 0, err[-3000:]
     assert f"resumed from {b / 'last.pt'} at step {step}" in err
     assert progress_step(b / "last.pt") == 40
-    assert max_difference(a / "last.pt", b / "last.pt") <= 1e-6
+    assert max_difference(a / "last.pt", b / "last.pt") <= 1e-6  # the averages
+    wa, wb = (torch.load(x / "last.pt", weights_only=True)["ema"]["weights"] for x in (a, b))
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
 
 
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
