@@ -95,24 +95,29 @@ def make_folder(out: str | Path, prefix: str = "") -> None:
 def check_writable(path: str | Path) -> None:
     """Raise :class:`OutputError` now for a path :func:`write_atomically` could not write
     (before long work whose result would be lost): a folder, or a parent that is a file."""
+    _checked(path)
+
+
+def _checked(path: str | Path) -> tuple[Path, os.stat_result | None, bool]:
+    """:func:`_target`, after the checks of :func:`check_writable`."""
     real, st, into = _target(path)
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{path}: is a folder, not a file")
     if into:
-        return
+        return real, st, into
     parent = _existing_parent(real.parent)
     if not parent.is_dir():
         raise OutputError(f"{path}: cannot write ({parent} is not a folder)")
     if not os.access(parent, os.W_OK | os.X_OK):  # the temp file and the rename need it
         raise OutputError(f"{path}: cannot write (no permission in {parent})")
+    return real, st, into
 
 
 def write_atomically(
     path: str | Path, write: Callable[[IO[Any]], object], binary: bool = False
 ) -> None:
     """Write ``path`` with ``write(f)`` (see the module docstring for what ``path`` may be)."""
-    check_writable(path)
-    real, st, into = _target(path)
+    real, st, into = _checked(path)
     mode, enc = ("wb", None) if binary else ("w", "utf-8")
     try:
         if into:  # /dev/null, a pipe, /dev/stdout (appended to, as `>>` would want)

@@ -51,14 +51,13 @@ class Ema:
     def __init__(self, model: nn.Module, decay: float, ckpt: dict[str, Any] | None = None):
         self.model, self.decay = model, decay
         self.params = [p for p in model.parameters() if p.is_floating_point()] if decay else []
-        self.names = {id(p): name for name, p in model.named_parameters()}
         self.updates = 0
         self.shadow = [p.detach().clone() for p in self.params]
         if ckpt is not None and decay:
-            saved = ckpt["model"]
+            saved, names = ckpt["model"], {id(p): n for n, p in model.named_parameters()}
             with torch.no_grad():
                 for p, s in zip(self.params, self.shadow, strict=True):
-                    s.copy_(saved[self.names[id(p)]])
+                    s.copy_(saved[names[id(p)]])
             self.updates = int(ckpt.get("ema", {}).get("updates", 0))
 
     @property
@@ -96,10 +95,10 @@ class Ema:
     def weights(self) -> dict[str, Tensor]:
         """The model's ``state_dict`` with the average in place of the parameters (its
         own ``state_dict`` when no average is kept)."""
-        state = self.model.state_dict(keep_vars=True)
         if not self.on:
-            return {k: v.detach() for k, v in state.items()}
+            return self.model.state_dict()
         avg = {id(p): s for p, s in zip(self.params, self.shadow, strict=True)}
+        state = self.model.state_dict(keep_vars=True)
         return {k: avg.get(id(v), v).detach() for k, v in state.items()}
 
     def state(self) -> dict[str, Any]:

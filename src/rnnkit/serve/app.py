@@ -250,17 +250,16 @@ async def _answer(
         )
         if future in done:
             return future.result()
-        future.cancel()  # the worker skips a cancelled request
         if watch in done:
             raise ApiError(499, "the client closed the connection")
         raise ApiError(503, f"no answer within {timeout:g} s", {"Retry-After": "1"})
-    except (ApiError, asyncio.CancelledError):
+    except ApiError:
         raise
     except Refused as e:
         raise ApiError(422, str(e)) from None
     except Exception as e:
         raise ApiError(500, f"the model failed on this batch: {type(e).__name__}: {e}") from None
-    finally:
+    finally:  # a request given up on stays queued, cancelled: the worker skips it
         watch.cancel()
         future.cancel()
 
