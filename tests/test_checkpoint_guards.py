@@ -262,6 +262,22 @@ def test_an_average_counts_as_the_checkpoints_it_averages(run, tmp_path, capsys)
         torch.testing.assert_close(w, sum(m[k] for m in weights) / 3)
 
 
+@pytest.mark.parametrize("case", ["an average and one of its steps", "one file twice", "last"])
+def test_average_refuses_a_step_that_two_inputs_hold(run, tmp_path, capsys, case):
+    avg, s20, last = tmp_path / "avg.pt", run / "step-20.pt", run / "last.pt"
+    assert main(["average", str(run / "step-10.pt"), str(s20), "--out", str(avg)]) == 0
+    capsys.readouterr()
+    step = load_checkpoint(last)["step"] if case == "last" else 20
+    first, second = {
+        "an average and one of its steps": (avg, s20),
+        "one file twice": (s20, s20),
+        "last": (run / f"step-{step}.pt", last),
+    }[case]
+    err = one_line_error(capsys, "average", str(first), str(second), "--out", str(tmp_path / "x"))
+    assert f"step {step} is already in {first} (it would count twice)" in err
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize(
     ("change", "words"),
     [

@@ -69,7 +69,30 @@ def test_a_body_that_stops_arriving_is_408(bundle: Bundle) -> None:
                 b'Content-Length: 100\r\n\r\n{"text": '
             )
             reply = s.recv(65536).decode()
-        assert reply.startswith("HTTP/1.1 408") and "the body stopped arriving" in reply
+        assert reply.startswith("HTTP/1.1 408") and "did not arrive within 0.5 s" in reply
+
+
+def test_a_body_that_drips_in_is_408(bundle: Bundle) -> None:
+    """A byte every 0.2 s never leaves a gap as long as the timeout; the whole body must
+    still arrive within it, or a few slow clients hold every connection."""
+    with running(bundle, body_timeout_s=1.0) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(
+                b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n"
+            )
+            s.settimeout(0.2)
+            reply = b""
+            for byte in b'{"text": "' + b"x" * 80:  # 81 bytes: 16 s at this pace
+                try:
+                    s.sendall(bytes([byte]))
+                    reply = s.recv(65536)
+                except (TimeoutError, OSError):
+                    continue
+                if reply:
+                    break
+        assert reply.decode().startswith("HTTP/1.1 408"), reply
 
 
 def test_a_client_that_leaves_costs_no_model_time(bundle: Bundle, monkeypatch: Any) -> None:

@@ -30,7 +30,8 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
     All checkpoints must come from the same model: the same model config and vocabularies
     (a :class:`CheckpointError` names the first that differs). An averaged input counts as
     the checkpoints it averages (its weight in the mean is their number), so averaging
-    ``avg(30, 60)`` with step 80 equals averaging 30, 60 and 80. Tokenizers, vocabularies
+    ``avg(30, 60)`` with step 80 equals averaging 30, 60 and 80; a step that two inputs
+    hold (``avg(30, 60)`` with step 60, or one file twice) is refused. Tokenizers, vocabularies
     and config are those of the last; ``step`` is the last one's and ``averaged`` lists
     every step averaged.
     """
@@ -51,6 +52,7 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
         if state.keys() != states[-1].keys():
             raise CheckpointError(f"{path}: weights differ in names from {paths[-1]}'s")
     steps = [_steps(ck, p) for ck, p in zip(ckpts, paths)]
+    _no_step_twice(paths, steps)
     mean: dict[str, torch.Tensor] = {}
     for name, ref in states[-1].items():
         if not torch.is_floating_point(ref):
@@ -75,6 +77,19 @@ def _steps(ckpt: dict[str, Any], path: str | Path) -> list[int]:
     if not isinstance(steps, list) or not steps or not all(type(s) is int for s in steps):
         raise CheckpointError(f"{path}: averaged is not a list of steps")
     return steps
+
+
+def _no_step_twice(paths: list[str | Path], steps: list[list[int]]) -> None:
+    """Refuse a step that two inputs hold (a file given twice, or an average given with
+    one of the checkpoints it already averages): it would count twice in the mean."""
+    seen: dict[int, str | Path] = {}
+    for path, held in zip(paths, steps):
+        for step in held:
+            if step in seen:
+                raise CheckpointError(
+                    f"{path}: step {step} is already in {seen[step]} (it would count twice)"
+                )
+        seen.update(dict.fromkeys(held, path))
 
 
 def _same_start(path: str | Path, cfg: Config, first: Path, cfg0: Config) -> None:

@@ -4,7 +4,7 @@ Endpoints: ``GET /health``, ``GET /info``, ``POST /translate``, ``GET /metrics``
 (Prometheus text), ``GET /`` (the page), ``/docs`` (OpenAPI). Every error is JSON
 ``{"detail": message}``: 400 undecodable body, 401 API key, 413 too big, 422 malformed
 request, 500 model failure (that batch only), 503 queue full (with ``Retry-After``),
-408 a body that stops arriving. A request whose client disconnects is dropped from the
+408 a body not in within 15 s. A request whose client disconnects is dropped from the
 queue; responses are serialised off the event loop.
 """
 
@@ -56,7 +56,7 @@ class Settings:
     max_texts: int = 64
     api_key: str | None = None
     timeout_s: float = 120.0  # a request never waits longer than this for its batch
-    body_timeout_s: float = 15.0  # a body whose next part takes longer: 408
+    body_timeout_s: float = 15.0  # a body that takes longer to arrive in full: 408
 
     @property
     def max_body(self) -> int:
@@ -161,13 +161,15 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
         raise ApiError(413, f"the body has {declared} bytes; at most {limit}")
     chunks, size = [], 0
     parts = request.stream().__aiter__()
-    while True:
+    deadline = asyncio.get_running_loop().time() + timeout  # for the whole body: a slow
+    while True:  # drip of a byte at a time holds a connection as long as a stop does
         try:
-            chunk = await asyncio.wait_for(parts.__anext__(), timeout)
+            left = deadline - asyncio.get_running_loop().time()
+            chunk = await asyncio.wait_for(parts.__anext__(), max(left, 0.0))
         except StopAsyncIteration:
             break
         except asyncio.TimeoutError:
-            raise ApiError(408, f"the body stopped arriving ({timeout:g} s without data)") from None
+            raise ApiError(408, f"the body did not arrive within {timeout:g} s") from None
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"the body is over {limit} bytes")
