@@ -105,3 +105,37 @@ def test_a_missing_corpus_fails_before_nproc_starts_processes(tmp_path, capsys):
     cfg = write_yaml(tmp_path / "c.yaml", d)
     code, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "out", "--nproc", "2")
     assert code == 2 and one_line_error(err).endswith(f"{tmp_path / 'missing'}.src: file not found")
+
+
+@pytest.mark.parametrize(
+    ("error", "size"),
+    [
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                "allocate memory: you tried to allocate 480000000000 bytes."
+            ),
+            "447.0 GiB",
+        ),  # fmt: skip
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has ..."), "2.00 GiB"),
+        (MemoryError(), None),
+    ],
+)
+def test_an_allocation_that_fails_is_one_line(tmp_path, capsys, monkeypatch, error, size):
+    """torch's words for a model too big for the machine (hidden_size: 200000 on 24 GiB)
+    are a C++ assertion under a traceback; a user needs one line that says what to shrink."""
+
+    def too_big(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("rnnkit.train.build_model", too_big)
+    cfg = write_yaml(tmp_path / "c.yaml", tiny())
+    code, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "out")
+    line = err.strip().splitlines()[-1]
+    assert (
+        "Traceback" not in err
+        and code == 1
+        and line.startswith("rnnkit: error: out of memory: an allocation")
+    )
+    assert (f"({size}) failed" if size else "allocation failed") in line
+    assert "smaller model (hidden_size" in line

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -369,7 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as e:
+        print(f"rnnkit: error: {_out_of_memory(e)}", file=sys.stderr)
+        return 1
     except RuntimeError as e:  # under torchrun: a peer that stopped breaks the collectives
+        if "can't allocate memory" in str(e) or "out of memory" in str(e):  # torch's words
+            print(f"rnnkit: error: {_out_of_memory(e)}", file=sys.stderr)
+            return 1
         rank, world = os.environ.get("RANK", "0"), int(os.environ.get("WORLD_SIZE", "1"))
         if world > 1 and "by peer" in str(e):
             print(f"rnnkit: error: process {rank}: another process stopped (see its error)",
@@ -378,6 +385,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     except BrokenPipeError:
         return 0
+
+
+def _out_of_memory(e: BaseException) -> str:
+    """One line for an allocation that failed (torch's own message is a C++ assertion)."""
+    wanted = re.search(r"allocate (\d+) bytes|Tried to allocate ([\d.]+ \w+)", str(e))
+    size = ""
+    if wanted:
+        size = f" ({int(wanted[1]) / 2**30:.1f} GiB)" if wanted[1] else f" ({wanted[2]})"
+    return (f"out of memory: an allocation{size} failed; try a smaller model (hidden_size, "
+            "embedding sizes, layers), data.batch_size or beam")  # fmt: skip
 
 
 if __name__ == "__main__":
