@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -267,13 +268,14 @@ def test_cli_help_lists_the_options() -> None:
         capture_output=True, text=True, timeout=60, env=env(),
     ).stdout  # fmt: skip
     for flag in ["--host", "--port", "--beam", "--max-batch", "--max-wait-ms", "--max-queue",
-                 "--max-chars", "--max-texts", "--api-key", "RNNKIT_API_KEY"]:  # fmt: skip
+                 "--max-chars", "--max-texts", "--api-key", "RNNKIT_API_KEY",
+                 "--access-log"]:  # fmt: skip
         assert flag in out
 
 
 def test_cli_serves_env_key_and_stops_gracefully_on_sigterm(ckpt: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv("RNNKIT_API_KEY", "k")
-    with serving(ckpt, "--beam", "5") as (url, proc):
+    with serving(ckpt, "--beam", "5", "--access-log") as (url, proc):
         assert url.startswith("http://127.0.0.1:")
         assert httpx.post(url + "translate", json={"text": "a"}, timeout=10).status_code == 401
         head = {"X-API-Key": "k"}
@@ -289,7 +291,12 @@ def test_cli_serves_env_key_and_stops_gracefully_on_sigterm(ckpt: Path, monkeypa
         proc.send_signal(signal.SIGTERM)
         worker.join(60)
         assert proc.wait(60) == 0
+        log = proc.stdout.read().splitlines()
     assert box and box[0].status_code == 200 and len(box[0].json()["translations"]) == 60
+    access = [line.split(" ", 2)[1:] for line in log if line.startswith("20")]
+    assert [a[0] for a in access] == ["127.0.0.1", "127.0.0.1"], log  # --access-log
+    assert re.fullmatch(r'"POST /translate" 401 [\d.]+ ms', access[0][1]), access
+    assert re.fullmatch(r'"POST /translate" 200 [\d.]+ ms', access[1][1]), access
 
 
 def test_cli_busy_port_is_a_one_line_error(ckpt: Path) -> None:

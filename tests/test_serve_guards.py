@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import socket
 import subprocess
 import sys
@@ -194,3 +195,23 @@ def test_health_says_when_the_worker_is_gone(bundle: Bundle) -> None:
         app.state.batcher.close()  # the worker thread ends, as if it had died
         r = httpx.get(url + "/health", timeout=10)
         assert r.status_code == 503 and "batch worker has stopped" in r.json()["detail"]
+
+
+def test_access_log_has_a_line_per_request_and_no_forged_ones(bundle: Bundle, caplog) -> None:
+    with caplog.at_level("INFO", logger="rnnkit.serve.access"):
+        with running(bundle, access_log=True) as url:
+            assert post(url, {"text": DATES[0]}).status_code == 200
+            assert (
+                httpx.get(url + "/x%0A2026-01-01T00:00:00Z 6.6.6.6 forged?q=1").status_code == 404
+            )
+    lines = [r.getMessage() for r in caplog.records if r.name == "rnnkit.serve.access"]
+    assert len(lines) == 2, lines
+    assert re.fullmatch(r"\S+Z 127\.0\.0\.1 \"POST /translate\" 200 [\d.]+ ms", lines[0])
+    assert '"GET /x%0A2026-01-01T00%3A00%3A00Z%206.6.6.6%20forged?q=1" 404' in lines[1]
+
+
+def test_no_access_log_by_default(bundle: Bundle, caplog) -> None:
+    with caplog.at_level("INFO", logger="rnnkit.serve.access"):
+        with running(bundle) as url:
+            assert post(url, {"text": DATES[0]}).status_code == 200
+    assert not [r for r in caplog.records if r.name == "rnnkit.serve.access"]

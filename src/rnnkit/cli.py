@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +23,7 @@ from rnnkit.cli_commands import (
     cmd_inspect,
     cmd_train,
     non_negative_float,
+    out_of_memory,
 )
 
 # Names defined here before the split stay importable from rnnkit.cli.
@@ -371,11 +371,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130
     except MemoryError as e:
-        print(f"rnnkit: error: {_out_of_memory(e)}", file=sys.stderr)
+        print(f"rnnkit: error: {out_of_memory(e)}", file=sys.stderr)
         return 1
     except RuntimeError as e:  # under torchrun: a peer that stopped breaks the collectives
         if "can't allocate memory" in str(e) or "out of memory" in str(e):  # torch's words
-            print(f"rnnkit: error: {_out_of_memory(e)}", file=sys.stderr)
+            print(f"rnnkit: error: {out_of_memory(e)}", file=sys.stderr)
             return 1
         rank, world = os.environ.get("RANK", "0"), int(os.environ.get("WORLD_SIZE", "1"))
         if world > 1 and "by peer" in str(e):
@@ -385,16 +385,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     except BrokenPipeError:
         return 0
-
-
-def _out_of_memory(e: BaseException) -> str:
-    """One line for an allocation that failed (torch's own message is a C++ assertion)."""
-    wanted = re.search(r"allocate (\d+) bytes|Tried to allocate ([\d.]+ \w+)", str(e))
-    size = ""
-    if wanted:
-        size = f" ({int(wanted[1]) / 2**30:.1f} GiB)" if wanted[1] else f" ({wanted[2]})"
-    return (f"out of memory: an allocation{size} failed; try a smaller model (hidden_size, "
-            "embedding sizes, layers), data.batch_size or beam")  # fmt: skip
 
 
 if __name__ == "__main__":

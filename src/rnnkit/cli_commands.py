@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -268,3 +269,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sys.argv = [str(script)] + (["--quick"] if args.quick else [])
     runpy.run_path(str(script), run_name="__main__")
     return 0
+
+
+def out_of_memory(e: BaseException) -> str:
+    """One line for an allocation that failed (torch's own message is a C++ assertion)."""
+    wanted = re.search(r"allocate (\d+) bytes|Tried to allocate ([\d.]+ \w+)", str(e))
+    size = ""
+    if wanted:
+        size = f" ({int(wanted[1]) / 2**30:.1f} GiB)" if wanted[1] else f" ({wanted[2]})"
+    return (f"out of memory: an allocation{size} failed; try a smaller model (hidden_size, "
+            "embedding sizes, layers), data.batch_size or beam")  # fmt: skip

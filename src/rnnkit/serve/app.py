@@ -11,9 +11,12 @@ queue; responses are serialised off the event loop.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hmac
 import json
+import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -57,6 +60,7 @@ class Settings:
     api_key: str | None = None
     timeout_s: float = 120.0  # a request never waits longer than this for its batch
     body_timeout_s: float = 15.0  # a body that takes longer to arrive in full: 408
+    access_log: bool = False  # a line per request on the rnnkit.serve.access logger
 
     @property
     def max_body(self) -> int:
@@ -194,12 +198,13 @@ def _check_key(request: Request, key: str | None) -> None:
 
 
 class _Count:
-    """Pure ASGI middleware: count every response by path and status, time it."""
+    """Pure ASGI middleware: count every response by path and status, time it, and with
+    ``access`` log it: ``TIME CLIENT "METHOD PATH" STATUS MS ms``."""
 
     PATHS = frozenset({"/", "/health", "/info", "/translate", "/metrics"})
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: Any, metrics: Metrics, access: bool = False) -> None:
+        self.app, self.metrics, self.access = app, metrics, access
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -216,7 +221,25 @@ class _Count:
             await self.app(scope, receive, sending)
         finally:
             self.metrics.requests.labels(path, str(status[0])).inc()
-            self.metrics.latency.labels(path).observe(time.perf_counter() - start)
+            took = time.perf_counter() - start
+            self.metrics.latency.labels(path).observe(took)
+            if self.access:
+                _access(scope, status[0], took)
+
+
+ACCESS_LOG = logging.getLogger("rnnkit.serve.access")
+
+
+def _access(scope: Any, status: int, took: float) -> None:
+    """One access-log line; the path is percent-encoded again (a decoded ``%0A`` would
+    start a forged line)."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    client = scope.get("client")
+    who = client[0] if client else "-"
+    path = urllib.parse.quote(scope["path"], safe="/")
+    query = "?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else ""
+    line = f'{now.replace("+00:00", "Z")} {who} "{scope["method"]} {path}{query}" {status}'
+    ACCESS_LOG.info("%s %.1f ms", line, took * 1000)
 
 
 def _limits(s: Settings) -> dict[str, Any]:
@@ -323,7 +346,7 @@ def create_app(
     app = FastAPI(title="rnnkit serve", lifespan=lifespan, version="0.1.0")
     app.state.reload, app.state.batcher = served.reload, batcher
     metrics.queue.set_function(lambda: batcher.depth)  # read at each scrape
-    app.add_middleware(_Count, metrics=metrics)
+    app.add_middleware(_Count, metrics=metrics, access=settings.access_log)
 
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import signal
@@ -80,6 +81,10 @@ def add_parser(sub: Any) -> None:
         help="require this key (Authorization: Bearer KEY or X-API-Key: KEY) on /translate "
         "and /info; default: $RNNKIT_API_KEY, else no key",
     )  # fmt: skip
+    s.add_argument(
+        "--access-log", action="store_true",
+        help='a line per request on stdout: TIME CLIENT "METHOD PATH" STATUS MS ms',
+    )  # fmt: skip
     s.set_defaults(func=cmd_serve)
 
 
@@ -89,6 +94,14 @@ def _socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     return sock
+
+
+def _log_to_stdout(log: logging.Logger) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 class _Stopped(Exception):
@@ -117,7 +130,7 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
     import uvicorn
 
     from rnnkit.cli_decode import _models
-    from rnnkit.serve.app import Settings, create_app
+    from rnnkit.serve.app import ACCESS_LOG, Settings, create_app
 
     bundle, ensemble = _models(args.checkpoint, args.device)  # auto: the GPU if there is one
     settings = Settings(
@@ -128,7 +141,10 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
         max_chars=args.max_chars,
         max_texts=args.max_texts,
         api_key=args.api_key or os.environ.get("RNNKIT_API_KEY") or None,
+        access_log=args.access_log,
     )
+    if args.access_log:
+        _log_to_stdout(ACCESS_LOG)
     name = " + ".join(os.path.basename(c) for c in args.checkpoint)
     app = create_app(
         bundle, settings, name, ensemble, lambda: _models(args.checkpoint, args.device)
