@@ -15,9 +15,10 @@ from test_train import one_thread, read_log, tiny, write_yaml  # noqa: F401 (fix
 
 import rnnkit.validation as validation
 from rnnkit.about import checkpoint_info
-from rnnkit.checkpoint import CheckpointError, load_checkpoint
+from rnnkit.checkpoint import CheckpointError, load_bundle, load_checkpoint
 from rnnkit.cli import main
 from rnnkit.config import ConfigError, config_from_dict
+from rnnkit.data.tasks import task_splits
 from rnnkit.evaluate import score
 from rnnkit.train import train
 
@@ -174,3 +175,19 @@ def test_evaluate_prints_accuracy(tmp_path, capsys):
     (tmp_path / "ref.txt").write_text("\n".join(refs) + "\n", encoding="utf-8")
     assert main([*args, "--ref", str(tmp_path / "ref.txt")]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == 0.5
+
+
+def test_dev_loss_is_on_text_lowercased_as_training_saw_it(tmp_path):
+    """With data.lowercase, dev text is lowercased before it is encoded for the loss (as
+    translate and score do): cased dev words were <unk>s, a wrong loss / ppl that picks
+    best.pt under early_stopping_metric loss."""
+    data = {"lowercase": True, "tokenizer": "bpe", "vocab_size": 40}  # sentencepiece keeps case
+    cfg = tiny(data=data, train={"max_steps": 20, "validate_every": 20})
+    train(config_from_dict(cfg), tmp_path / "r")
+    bundle = load_bundle(tmp_path / "r" / "best.pt")
+    dev = task_splits("copy", 300, 20, 20, bundle.config.train.seed)["dev"]
+    upper = [(s.upper(), t.upper()) for s, t in dev]
+    assert upper != dev
+    lower, cased = validation.validate(bundle, dev), validation.validate(bundle, upper)
+    assert cased["loss"] == pytest.approx(lower["loss"], rel=1e-6)
+    assert cased["hyps"] == lower["hyps"]

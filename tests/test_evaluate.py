@@ -120,12 +120,30 @@ def test_several_references_equal_sacrebleu_multi_reference():
     line with fewer references."""
     other = ["the cat sat on the mat", "a dog is running in the park", "", "it was cold"]
     result = score(HYPS, REFS, extra_references=[other])
-    assert result["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, [REFS, other]).score)
-    assert result["chrf"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, [REFS, other]).score)
-    assert result["n_refs"] == 2 and "nrefs:2" in result["bleu_signature"]
+    given = [REFS, [r or None for r in other]]  # sacrebleu's "no reference" is None
+    assert result["bleu"] == pytest.approx(sacrebleu.corpus_bleu(HYPS, given).score)
+    assert result["chrf"] == pytest.approx(sacrebleu.corpus_chrf(HYPS, given).score)
+    assert result["n_refs"] == 2 and "nrefs:var" in result["bleu_signature"]
     assert result["bleu"] > score(HYPS, REFS)["bleu"]
     with pytest.raises(ValueError, match="4 hypotheses but 3 references"):
         score(HYPS, REFS, extra_references=[other[:3]])
+
+
+def test_a_missing_reference_is_not_an_empty_one():
+    """A line with fewer references scores as if the stream had no entry for it: an empty
+    reference would be the closest in length to a short hypothesis (sacrebleu keeps "",
+    drops None) and take BLEU's brevity penalty away (3.7 BLEU became 100 here)."""
+    hyps = ["a dog runs in the", "the cat sat on"]
+    refs = ["a dog runs in the big green park", "the cat sat on the old red mat today"]
+    alone = score(hyps, refs)
+    for at in (0, 1):
+        holes = score(hyps, refs, extra_references=[["", ""]])
+        assert holes["bleu"] == pytest.approx(alone["bleu"]) and holes["length_ratio"] < 0.6
+        one = [hyps[0], ""] if at == 0 else ["", hyps[1]]  # one line: a perfect match
+        partial = score(hyps, refs, extra_references=[one])
+        assert partial["bleu"] > alone["bleu"] and partial["bleu"] < 100
+    edges = bucket_scores(["x y", "x y"], hyps, refs, edges=(5,), extra_references=[["", ""]])
+    assert edges[0]["bleu"] == pytest.approx(alone["bleu"])
 
 
 def test_group_by_source_gathers_the_references_of_repeated_sources():

@@ -61,7 +61,7 @@ def score(
     if not hypotheses:
         raise ValueError("no sentences to score")
     hyps = list(hypotheses)
-    refs = [list(references)] + [list(stream) for stream in extra_references]
+    refs: list[list[Any]] = [list(references), *_streams(extra_references)]
     bleu, chrf = BLEU(lowercase=lowercase), CHRF(lowercase=lowercase)
     b = bleu.corpus_score(hyps, refs)
     chrf_score = chrf.corpus_score(hyps, refs).score
@@ -167,7 +167,7 @@ def bucket_scores(
             continue
         hi = lows[b + 1] - 1 if b + 1 < len(lows) else None
         label = f"{lows[b]}-{hi}" if hi is not None else f"{lows[b]}+"
-        streams = [references, *extra_references]
+        streams: list[list[Any]] = [list(references), *_streams(extra_references)]
         bleu = BLEU(lowercase=lowercase).corpus_score(
             [hypotheses[i] for i in idx], [[r[i] for i in idx] for r in streams]
         )
@@ -175,6 +175,13 @@ def bucket_scores(
             {"bucket": label, "lo": lows[b], "hi": hi, "count": len(idx), "bleu": float(bleu.score)}
         )
     return out
+
+
+def _streams(extra_references: Sequence[Sequence[str]]) -> list[list[Any]]:
+    """Further reference streams as sacrebleu takes them: ``None`` where a line has no
+    reference (sacrebleu 2 drops ``None`` only; ``""`` would be a real empty reference,
+    the closest in length to a short hypothesis, so BLEU's brevity penalty would vanish)."""
+    return [[r if r else None for r in stream] for stream in extra_references]
 
 
 def exact_match(

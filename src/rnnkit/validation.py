@@ -15,6 +15,7 @@ from rnnkit.config_schema import LOWER_IS_BETTER
 from rnnkit.data import encode_pairs, make_batches
 from rnnkit.evaluate import score
 from rnnkit.model import sequence_loss
+from rnnkit.prepare import lowercase_pairs
 from rnnkit.progress import CsvLog
 from rnnkit.translate import translate_lines
 
@@ -31,8 +32,12 @@ def validate(bundle: Bundle, pairs: list[Pair], beam_size: int = 1) -> dict[str,
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    examples = encode_pairs(
-        pairs, bundle.src_tokenizer, bundle.tgt_tokenizer, bundle.src_vocab, bundle.tgt_vocab
+    examples = encode_pairs(  # as training saw text: lowercased with data.lowercase
+        lowercase_pairs(pairs, cfg.data.lowercase),
+        bundle.src_tokenizer,
+        bundle.tgt_tokenizer,
+        bundle.src_vocab,
+        bundle.tgt_vocab,
     )
     nll, n = 0.0, 0
     with torch.no_grad():
