@@ -155,6 +155,8 @@ def test_char_tokenizer_round_trip() -> None:
         'A man (in a red shirt) says "hi" to a dog.',
         "Don't stop... it's 3.5 km/h at 10:30; well-known [sic] 100%?",
         "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt.",
+        "हिन्दी एक भाषा है।",  # vowel signs and a virama (category M) inside words
+        unicodedata.normalize("NFD", "Déjà vu, naïve-ish café."),  # decomposed accents
     ],
 )
 def test_word_tokenizer_round_trip(text: str) -> None:
@@ -170,6 +172,7 @@ def test_word_tokenizer_round_trip(text: str) -> None:
 
 def test_word_tokenizer_splits_punctuation() -> None:
     assert WordTokenizer().encode("Hi, you!") == ["Hi", ",", "you", "!"]
+    assert WordTokenizer().encode("हिन्दी भाषा।") == ["हिन्दी", "भाषा", "।"]  # marks stay in
     assert WordTokenizer(lowercase=True).encode("Go\u202fNow") == ["go", "now"]
     with pytest.raises(DataError, match="unknown kind"):
         tokenizer_from_state({"kind": "nope"})

@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import random
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -203,10 +204,35 @@ class SentencePieceTokenizer(Tokenizer):
 # A number with inner separators (3.5, 10:30, 1,000), a word with inner hyphens or
 # apostrophes (well-known, don't, aujourd'hui), or any single other non-space symbol.
 _WORD_RE = re.compile(r"\d+(?:[.,:]\d+)+|\w+(?:[-'’]\w+)*|[^\w\s]")
-_NO_SPACE_BEFORE = frozenset(".,!?;:%)]}»…")
+_NO_SPACE_BEFORE = frozenset(".,!?;:%)]}»…।॥")  # and the dandas of Indic scripts
 _NO_SPACE_AFTER = frozenset("([{«¿¡$#@")
 _NO_SPACE_AROUND = frozenset("/")
 _QUOTES = frozenset("\"'")
+_WORD_CHAR = re.compile(r"\w")
+
+
+def _split_words(text: str) -> list[str]:
+    r"""``_WORD_RE``'s tokens, with combining marks kept in their word: ``\w`` matches no
+    mark (Unicode category M: the vowel signs and viramas of Indic scripts, the accents
+    of decomposed Latin), so "हिन्दी" would be six tokens and decode "ह ि न ् द ी"."""
+    tokens = _WORD_RE.findall(text)
+    if not any(len(t) == 1 and _is_mark(t) for t in tokens):  # a mark is a token alone
+        return tokens
+    out: list[str] = []
+    end = -1
+    for m in _WORD_RE.finditer(text):
+        tok = m.group()
+        touching = bool(out) and m.start() == end
+        if touching and (_is_mark(tok[0]) or (_is_mark(out[-1][-1]) and _WORD_CHAR.match(tok))):
+            out[-1] += tok  # a mark and the letters touching it: one word
+        else:
+            out.append(tok)
+        end = m.end()
+    return out
+
+
+def _is_mark(char: str) -> bool:
+    return unicodedata.category(char)[0] == "M"
 
 
 class WordTokenizer(Tokenizer):
@@ -230,7 +256,7 @@ class WordTokenizer(Tokenizer):
         if self.lowercase:
             text = text.lower()
         if self.split_punct:
-            return _WORD_RE.findall(text)
+            return _split_words(text)
         return text.split()
 
     def decode(self, pieces: list[str]) -> str:
