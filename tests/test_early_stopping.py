@@ -191,3 +191,46 @@ def test_dev_loss_is_on_text_lowercased_as_training_saw_it(tmp_path):
     lower, cased = validation.validate(bundle, dev), validation.validate(bundle, upper)
     assert cased["loss"] == pytest.approx(lower["loss"], rel=1e-6)
     assert cased["hyps"] == lower["hyps"]
+
+
+def test_resuming_an_early_stopped_run_stops_again_before_any_update(tmp_path, monkeypatch):
+    """--resume of a run that stopped on patience trains nothing more (it trained another
+    validate_every updates each time, and could write a new best.pt); a higher
+    patience on resume does continue."""
+    calls = scripted(monkeypatch, SCRIPT + [SCRIPT[-1]] * 6)
+    keys = {"max_steps": 200, "validate_every": 10, "checkpoint_every": 10, "patience": 3}
+    cfg = config_from_dict(tiny(train=keys))
+    first = train(cfg, tmp_path / "r")
+    assert (first.stopped, first.steps) == ("early_stopping", 80)
+    seen, rows = len(calls), read_log(tmp_path / "r")
+    last = load_checkpoint(tmp_path / "r" / "last.pt")
+    again = train(cfg, tmp_path / "r", resume=True)
+    assert (again.stopped, again.steps) == ("early_stopping", 80) and len(calls) == seen
+    assert read_log(tmp_path / "r") == rows
+    assert same_progress(load_checkpoint(tmp_path / "r" / "last.pt"), last)
+    more = config_from_dict(tiny(train={**keys, "patience": 4}))
+    assert train(more, tmp_path / "r", resume=True).steps == 90
+
+
+def test_resuming_a_finished_run_validates_it_no_more(tmp_path, monkeypatch):
+    """A run that ended off the validation grid (max_steps 65, validate_every 10) was
+    validated at its last step; resuming it again and again adds no dev row and counts
+    no validation without a gain (each one did, and decayed a plateau schedule)."""
+    calls = scripted(monkeypatch, SCRIPT + [SCRIPT[-1]] * 6)
+    keys = {"max_steps": 65, "validate_every": 10, "checkpoint_every": 10, "patience": 0,
+            "scheduler": "plateau", "lr_patience": 0}  # fmt: skip
+    cfg = config_from_dict(tiny(train=keys))
+    assert train(cfg, tmp_path / "r").steps == 65
+    assert len(calls) == 7  # steps 10, ..., 60 and 65
+    before = load_checkpoint(tmp_path / "r" / "last.pt")
+    rows = read_log(tmp_path / "r")
+    for _ in range(2):
+        assert train(cfg, tmp_path / "r", resume=True).steps == 65
+    after = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert len(calls) == 7 and read_log(tmp_path / "r") == rows
+    assert same_progress(after, before) and after["scheduler"] == before["scheduler"]
+
+
+def same_progress(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """The same position but for ``elapsed`` (the resumed process's seconds count)."""
+    return {**a["progress"], "elapsed": 0} == {**b["progress"], "elapsed": 0}

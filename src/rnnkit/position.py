@@ -39,3 +39,4 @@ class Position:
     elapsed: float = 0.0  # training seconds before this process started
     best_step: int = 0  # the step of best.pt
     best_bleu: float = -math.inf  # its dev BLEU
+    validated: int = -1  # the step last validated (a finished run resumed: not again)

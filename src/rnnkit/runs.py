@@ -52,7 +52,6 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
         if state.keys() != states[-1].keys():
             raise CheckpointError(f"{path}: weights differ in names from {paths[-1]}'s")
     steps = [_steps(ck, p) for ck, p in zip(ckpts, paths)]
-    _no_step_twice(paths, steps)
     mean: dict[str, torch.Tensor] = {}
     for name, ref in states[-1].items():
         if not torch.is_floating_point(ref):
@@ -65,6 +64,7 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
                 raise CheckpointError(f"{path}: weights differ in shape from {paths[-1]}'s")
             total += n * t.to(torch.float64)
         mean[name] = (total / sum(map(len, steps))).to(ref.dtype)
+    _no_step_twice(paths, steps, cfgs)
     out = {k: last[k] for k in TRANSLATION_KEYS if k in last}
     out.update(model=mean, step=step_of(last, paths[-1]), averaged=[s for ss in steps for s in ss])
     bundle_of(out, paths[-1])  # the average translates: its config, vocabularies, tokenizers
@@ -79,17 +79,20 @@ def _steps(ckpt: dict[str, Any], path: str | Path) -> list[int]:
     return steps
 
 
-def _no_step_twice(paths: list[str | Path], steps: list[list[int]]) -> None:
-    """Refuse a step that two inputs hold (a file given twice, or an average given with
-    one of the checkpoints it already averages): it would count twice in the mean."""
-    seen: dict[int, str | Path] = {}
-    for path, held in zip(paths, steps):
+def _no_step_twice(paths: list[str | Path], steps: list[list[int]], cfgs: list[Config]) -> None:
+    """Refuse a step of one run that two inputs hold (a file given twice, an average
+    given with one of the checkpoints it already averages): it would count twice in the
+    mean. One run: the same config (children of one parent with other settings may
+    share step numbers)."""
+    seen: list[tuple[int, Config, str | Path]] = []
+    for path, held, cfg in zip(paths, steps, cfgs):
         for step in held:
-            if step in seen:
+            twice = next((p for s, c, p in seen if s == step and c == cfg), None)
+            if twice is not None:
                 raise CheckpointError(
-                    f"{path}: step {step} is already in {seen[step]} (it would count twice)"
+                    f"{path}: step {step} is already in {twice} (it would count twice)"
                 )
-        seen.update(dict.fromkeys(held, path))
+        seen += [(step, cfg, path) for step in held]
 
 
 def _same_start(path: str | Path, cfg: Config, first: Path, cfg0: Config) -> None:

@@ -224,6 +224,7 @@ class Trainer:
                 )
             scores = (validation.metric_score(row, self.t.early_stopping_metric), row["bleu"])
         v, bleu = self.dist.broadcast(scores)
+        self.at.validated = self.at.step
         self.sched.validated(v)
         if v > self.at.best:
             self.at.best, self.at.bad = v, 0
@@ -262,8 +263,7 @@ class Trainer:
         self.update.net.train()
         done_rng = rng_state()  # RNG after the last completed step: what Ctrl-C saves
         try:
-            if t.max_steps and at.step >= t.max_steps:  # resuming a run that already finished
-                raise Stop("max_steps")
+            self._finished_already()
             while at.epoch < t.max_epochs:
                 examples = self.data.epoch_examples(bpe_dropout, t.seed + at.epoch)
                 batches = make_batches(
@@ -296,6 +296,17 @@ class Trainer:
                 bar.close()
         return self._finish(stopped)
 
+    def _finished_already(self) -> None:
+        """Resuming a run that met a stopping criterion: stop again before any update
+        (unless the resumed config moved it: more steps, minutes or patience)."""
+        t, at = self.t, self.at
+        if t.max_steps and at.step >= t.max_steps:
+            raise Stop("max_steps")
+        if t.patience and at.bad >= t.patience:
+            raise Stop("early_stopping")
+        if t.max_minutes and self.dist.any(self.elapsed() >= 60 * t.max_minutes):
+            raise Stop("max_minutes")
+
     def _after_step(self) -> None:
         """Validation, checkpoints and stopping criteria after an update."""
         t, at = self.t, self.at
@@ -324,8 +335,8 @@ class Trainer:
             self.save_last()
         else:
             self.update.check(at.step)
-            if at.step % self.t.validate_every != 0:
-                self.validate()
+            if at.step % self.t.validate_every != 0 and at.validated != at.step:
+                self.validate()  # (a finished run that is resumed was validated there)
             self.save_last()
             if not (self.out / f"step-{at.step}.pt").exists():
                 self.keep()
