@@ -247,6 +247,41 @@ def test_resume_keeps_the_tokenizer_settings(run, tmp_path, capsys, key, value):
     assert f"--resume keeps its tokenizers and vocabularies (data.{key} " in err
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [("train", "seed", 7), ("data", "task_size", 200), ("data", "task_options", {"min_len": 3})],
+)
+def test_resume_keeps_the_runs_data(run, tmp_path, capsys, section, key, value):
+    """The built-in task's pairs, the held-out split and every epoch's order are drawn
+    with train.seed: another seed or task size would train (and pick best.pt) on others."""
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    d = tiny(train={**KEPT, "max_steps": 40})
+    d[section][key] = value
+    err = one_line_error(capsys, "train", str(write_yaml(tmp_path / "c.yaml", d)), "--out",
+                         str(out), "--resume")  # fmt: skip
+    assert f"--resume needs the run's data and its order ({section}.{key} " in err
+
+
+@pytest.mark.parametrize(("key", "value"), [("batch_size", 8), ("batch_tokens", 100)])
+def test_resume_in_mid_epoch_keeps_the_batches_and_at_an_epochs_end_may_change_them(
+    tmp_path, capsys, key, value
+):
+    """The saved position counts batches into the epoch's list: other batch sizes there
+    would train some pairs twice and some never. At an epoch's end they may change."""
+    keys = {"max_steps": 0, "max_epochs": 2, "batch_size": 16}
+    train(config_from_dict(tiny(train={**keys, "max_steps": 25})), tmp_path / "r", log=print)
+    pos = load_checkpoint(tmp_path / "r" / "last.pt")["progress"]
+    assert pos["epoch"] == 1 and pos["pos"] > 0  # 19 batches an epoch: 6 into the second
+    other = write_yaml(tmp_path / "c.yaml", tiny(train={**keys, key: value}))
+    err = one_line_error(capsys, "train", str(other), "--out", str(tmp_path / "r"), "--resume")
+    assert f"continues {pos['pos']} batches into epoch 2, whose batches its settings made" in err
+    assert f"(train.{key} " in err and "train.max_epochs 2 stops at the epoch's end" in err
+    train(config_from_dict(tiny(train={**keys, "max_epochs": 1})), tmp_path / "e", log=print)
+    assert main(["train", str(other), "--out", str(tmp_path / "e"), "--resume"]) == 0
+    assert load_checkpoint(tmp_path / "e" / "last.pt")["progress"]["epoch"] == 2
+
+
 def test_an_average_counts_as_the_checkpoints_it_averages(run, tmp_path, capsys):
     s10, s20, s30 = (str(run / f"step-{n}.pt") for n in (10, 20, 30))
     avg, avg3 = tmp_path / "avg.pt", tmp_path / "avg3.pt"

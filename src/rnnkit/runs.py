@@ -138,6 +138,7 @@ def check_resumable(
                 f"{path}: --resume keeps its tokenizers and vocabularies ({diff}); resume "
                 "with that config, or train into a new --out (train.init_from)"
             )
+        _check_same_data(saved, cfg, path, ckpt)
     how, fix = (
         ("train.init_from", "give the model section of that run")
         if fine_tune
@@ -177,6 +178,40 @@ _TOKENIZER_KEYS = (
     "sp_model",
     "lowercase",
 )  # fmt: skip  (what made a run's tokenizers and vocabularies)
+
+
+# what the run's data is: the built-in task's pairs, the held-out split (both drawn with
+# train.seed), the order of every epoch's batches
+_RUN_KEYS = ("train.seed", "data.task", "data.task_size", "data.task_dev", "data.task_test",
+             "data.task_options", "data.dev_size", "data.test_size")  # fmt: skip
+# what makes an epoch's batches, which the saved position counts into
+_EPOCH_KEYS = ("train.batch_size", "train.batch_tokens", "data.max_len")
+
+
+def _check_same_data(
+    saved: dict[str, Any], cfg: Config, path: str | Path, ckpt: dict[str, Any] | None
+) -> None:
+    """--resume with other data or, in mid-epoch, other batches than the run's: the pairs
+    (and the dev set that ``best.pt`` was chosen on) would be others, or the saved
+    position would count into other batches (some pairs trained twice, some never)."""
+    now = dataclasses.asdict(cfg)
+    pos = ckpt.get("progress", {}).get("pos", 0) if ckpt is not None else 0
+    epoch = ckpt.get("progress", {}).get("epoch", 0) if ckpt is not None else 0
+    for key in _RUN_KEYS + (_EPOCH_KEYS if pos else ()):
+        section, name = key.split(".")
+        was = saved.get(section, {})
+        if name in was and was[name] != now[section][name]:
+            what = f"{key} {was[name]!r} there, {now[section][name]!r} here"
+            if key in _EPOCH_KEYS:
+                raise CheckpointError(
+                    f"{path}: --resume continues {pos} batches into epoch {epoch + 1}, whose "
+                    f"batches its settings made ({what}); resume with them (train.max_epochs "
+                    f"{epoch + 1} stops at the epoch's end), then change them"
+                )
+            raise CheckpointError(
+                f"{path}: --resume needs the run's data and its order ({what}); resume with "
+                "that config, or train into a new --out (train.init_from)"
+            )
 
 
 def _check_full(ckpt: dict[str, Any], path: str | Path) -> None:
