@@ -355,3 +355,32 @@ def test_inspect_draws_the_declared_gates_of_any_cell(cell, tmp_path, monkeypatc
         "layernorm_gru": {"reset", "update"},
     }.get(cell, set())
     assert {key[3] for key in sat} == sigmoid
+
+
+def test_inspect_records_the_translation_that_translate_gives(tmp_path):
+    """With the checkpoint's beam (or --beam K), inspect draws beam search's best
+    translation, the decoder reading it: the same tokens, and the attention beam search
+    computed for them; --beam 1 is greedy search's."""
+    bundle = make_bundle("lstm", enc_layers=1, dec_layers=1, seed=3)
+    ckpt = save_bundle(bundle, tmp_path / "m.pt")
+    for beam in (1, 4):
+        best = translate_lines(bundle, [SENTENCE], beam)[0][0]
+        result = run_inspect(ckpt, SENTENCE, tmp_path / f"out{beam}", beam=beam)
+        rec = result.recording
+        assert rec.out_tokens == best.out_tokens and result.translation == best.text
+        assert best.attention is not None and rec.attention is not None
+        torch.testing.assert_close(rec.attention, best.attention, atol=1e-5, rtol=1e-5)
+        said = "greedy" if beam == 1 else "beam 4"
+        assert rec.decoding == said
+        assert f"translation ({said})" in (tmp_path / f"out{beam}" / "inspect.html").read_text()
+    greedy = translate_lines(bundle, [SENTENCE], 1)[0][0].out_tokens
+    assert best.out_tokens != greedy  # (seed 3: beam 4 finds another output than greedy)
+
+
+def test_dollars_in_a_sentence_are_drawn_as_typed(tmp_path):
+    """matplotlib reads $...$ as math: "$^$" failed to draw; now every $ is plain text."""
+    from rnnkit.inspect import plot_attention
+
+    tokens = ["9", "$^$", "may", "</s>"]
+    path = plot_attention(tokens, tokens, torch.eye(4), tmp_path / "a.png", "for $5 or $^$")
+    assert _png(path)

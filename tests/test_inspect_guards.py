@@ -31,14 +31,15 @@ class Recorded(Exception):
 
 @pytest.fixture
 def record_calls(monkeypatch) -> list[int | None]:
-    """The ``max_len`` of each call to ``record``, which stops there (no figures)."""
+    """The ``max_len`` of each call to ``record_translation``, which stops there (no
+    figures)."""
     calls: list[int | None] = []
 
-    def stand_in(bundle, sentence, max_len=None):
+    def stand_in(bundle, sentence, beam, max_len=None):
         calls.append(max_len)
         raise Recorded
 
-    monkeypatch.setattr(rnnkit.record, "record", stand_in)
+    monkeypatch.setattr(rnnkit.record, "record_translation", stand_in)
     return calls
 
 

@@ -215,3 +215,25 @@ def test_no_access_log_by_default(bundle: Bundle, caplog) -> None:
         with running(bundle) as url:
             assert post(url, {"text": DATES[0]}).status_code == 200
     assert not [r for r in caplog.records if r.name == "rnnkit.serve.access"]
+
+
+def test_gates_are_those_of_the_translation_the_answer_gives() -> None:
+    """With a beam, "gates" are recorded with the decoder reading beam search's best
+    output (they were greedy search's, of another translation than the entry's)."""
+    import random
+
+    from toy import WORDS, word_bundle
+
+    from rnnkit.serve.translator import Decode, translate_batch
+    from rnnkit.translate import translate_lines
+
+    bundle = word_bundle()  # untrained: beam 3 and greedy differ on 5 of these 20 texts
+    rng = random.Random(0)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))) for _ in range(20)]
+    entries = translate_batch(bundle, texts, Decode(3, 1, True, True))
+    greedy = [t[0].out_tokens for t in translate_lines(bundle, texts, 1)]
+    assert sum(e["target_tokens"] != g for e, g in zip(entries, greedy)) > 0
+    for entry in entries:
+        assert entry["gates"]["out"] == entry["target_tokens"]
+        decoder = next(p for p in entry["gates"]["parts"] if p["tokens"] == "out")
+        assert all(len(rows) == len(entry["target_tokens"]) for rows in decoder["gates"].values())

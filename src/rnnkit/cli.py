@@ -289,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="units shown per gate heatmap, those that change most (default: 16)",
     )
+    ins.add_argument(
+        "--beam", type=positive_int, default=None,
+        help="record the translation of this beam size, as translate gives it: 1 = greedy, "
+        "K > 1: beam search's best, which the decoder then reads (default: from checkpoint)",
+    )  # fmt: skip
     ins.set_defaults(func=cmd_inspect)
 
     ex = sub.add_parser(

@@ -225,8 +225,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     corpus = read_text(args.corpus) if args.corpus else None
     result = run_inspect(
-        args.checkpoint, args.sentence, args.out, corpus=corpus, top_units=args.units, log=_log
-    )
+        args.checkpoint, args.sentence, args.out, corpus=corpus, top_units=args.units,
+        log=_log, beam=args.beam,
+    )  # fmt: skip
     print(f"translation: {result.translation}")
     for f in result.files:
         print(f"wrote {f}")

@@ -104,7 +104,13 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
 
 def _label(token: str) -> str:
     """A readable tick label: sentencepiece's ▁ shown as a visible space mark."""
-    return {"▁": "␣", "</s>": "</s>"}.get(token, token)
+    return _plain({"▁": "␣", "</s>": "</s>"}.get(token, token))
+
+
+def _plain(text: str) -> str:
+    """``text`` shown as typed: matplotlib reads ``$...$`` as math (a sentence with two
+    dollars lost them and its spaces, and ``$^$`` did not draw at all)."""
+    return text.replace("$", r"\$")
 
 
 def plot_attention(
@@ -138,7 +144,7 @@ def plot_attention(
     ax.set_xlabel("source tokens")
     ax.set_ylabel("output tokens")
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(_plain(title), fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="attention weight α")
     return save_figure(fig, path)
 
@@ -282,6 +288,7 @@ def run_inspect(
     top_units: int = 16,
     log: Callable[[str], None] | None = None,
     device: str = "cpu",
+    beam: int | None = None,
 ) -> InspectResult:
     """``rnnkit inspect``: record one sentence and write its figures and HTML page.
 
@@ -296,6 +303,9 @@ def run_inspect(
         corpus: source lines for the gate saturation statistics.
         top_units: units shown per gate panel (those that change most).
         log: receives progress lines.
+        beam: the translation recorded is the one ``translate`` gives with this beam
+            size (default: the checkpoint's ``decode.beam_size``): greedy search's for
+            1, else beam search's best, which the decoder then reads.
     Raises:
         CheckpointError: the checkpoint is missing or unreadable.
         DataError: an empty sentence or corpus, a sentence of more than
@@ -306,7 +316,7 @@ def run_inspect(
     from rnnkit.checkpoint import load_bundle
     from rnnkit.data import DataError
     from rnnkit.inspect_html import write_html
-    from rnnkit.record import max_output_len, record, saturation, source_ids
+    from rnnkit.record import max_output_len, record_translation, saturation, source_ids
 
     say = log or (lambda _msg: None)
     if top_units < 1:
@@ -325,7 +335,9 @@ def run_inspect(
             "allowed, as inspect draws every token in its figures"
         )
     make_folder(out, "inspect: ")
-    rec = record(bundle, sentence, max_len=min(max_output_len(bundle, n_src), MAX_TOKENS))
+    k = bundle.config.decode.beam_size if beam is None else beam  # as translate decodes
+    limit = min(max_output_len(bundle, n_src), MAX_TOKENS)
+    rec = record_translation(bundle, sentence, k, max_len=limit)
     if len(rec.out_tokens) == MAX_TOKENS and rec.out_tokens[-1] != "</s>":
         say(f"note: the output is cut at {MAX_TOKENS} tokens (inspect draws every token)")
     files: list[Path] = []

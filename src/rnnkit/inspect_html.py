@@ -268,7 +268,8 @@ def write_html(
     body = [
         f"<h1>rnnkit inspect: {esc(rec.cell)} encoder-decoder</h1>",
         f'<p>source<br><span class="sent">{esc(src_text)}</span></p>',
-        f'<p>translation (greedy)<br><span class="sent">{esc(rec.translation)}</span></p>',
+        f"<p>translation ({esc(rec.decoding)})<br>"
+        f'<span class="sent">{esc(rec.translation)}</span></p>',
         "<h2>Follow a unit</h2>",
         GATE_CONTROLS,
     ]

@@ -26,6 +26,7 @@ from torch import Tensor
 from rnnkit.checkpoint import Bundle
 from rnnkit.data import DataError, make_src_batches
 from rnnkit.model import EncoderOutput
+from rnnkit.translate import translate_lines
 
 __all__ = [
     "Part",
@@ -76,6 +77,8 @@ class Recording:
             output, cell, hidden; GRU: reset, update, candidate, hidden; RNN: hidden).
         cell: ``"LSTM"``, ``"GRU"``, ``"RNN"``, or a variant's or custom cell's class name
             without ``Cell`` (``"LayerNormLSTM"``); its traces hold the declared gates.
+        decoding: ``"greedy"``, or ``"beam K"`` when the output is beam search's (the
+            decoder then read that output, as in training).
     """
 
     src_tokens: list[str]
@@ -84,6 +87,7 @@ class Recording:
     attention: Tensor | None
     gates: dict[Part, dict[str, Tensor]] = field(default_factory=dict)
     cell: str = "GRU"
+    decoding: str = "greedy"  # how out_tokens were chosen: "greedy" or "beam K"
 
     def tokens(self, part: Part) -> list[str]:
         """The tokens on the time axis of ``part``: source for the encoder, output for the
@@ -108,8 +112,14 @@ def max_output_len(bundle: Bundle, n_src: int) -> int:
 
 
 @torch.no_grad()
-def record(bundle: Bundle, sentence: str, max_len: int | None = None) -> Recording:
-    """Greedy-translate ``sentence`` and keep every gate of every step.
+def record(
+    bundle: Bundle,
+    sentence: str,
+    max_len: int | None = None,
+    output: Sequence[int] | None = None,
+    decoding: str = "beam",
+) -> Recording:
+    """Greedy-translate ``sentence`` (or read ``output``) and keep every gate of every step.
 
     Args:
         bundle: a loaded model, engine ``auto`` or ``explicit`` (``native`` cannot
@@ -117,8 +127,12 @@ def record(bundle: Bundle, sentence: str, max_len: int | None = None) -> Recordi
         sentence: raw source text.
         max_len: at most this many output tokens (``</s>`` included); default a·|x| + b
             of the checkpoint's ``decode`` section, as ``translate`` uses.
+        output: target ids to decode instead of greedy choices (e.g. beam search's best
+            hypothesis, ``</s>`` included when it ended): the decoder reads them as in
+            training, so gates and attention are those of that translation.
+        decoding: how ``output`` was found, for :attr:`Recording.decoding`.
     Returns:
-        A :class:`Recording`; its output equals greedy search's.
+        A :class:`Recording`; its output equals greedy search's, or ``output``.
     Raises:
         DataError: the sentence has no token.
     """
@@ -143,9 +157,14 @@ def record(bundle: Bundle, sentence: str, max_len: int | None = None) -> Recordi
     out_ids: list[int] = []
     alphas: list[Tensor] = []
     steps: list[list[tuple[Tensor, ...]]] = []  # per step, per decoder layer
-    for _ in range(limit):
+    forced = None if output is None else list(output)
+    if forced is not None:
+        if not forced:
+            raise ValueError("record: output is empty (give at least </s>)")
+        limit = len(forced)
+    for t in range(limit):
         step = model.decode_step(y, state, enc, record=True)
-        y = step.logits.argmax(-1)
+        y = step.logits.argmax(-1) if forced is None else y.new_tensor([forced[t]])
         out_ids.append(int(y))
         steps.append(step.gates)
         if step.attention is not None:
@@ -167,7 +186,23 @@ def record(bundle: Bundle, sentence: str, max_len: int | None = None) -> Recordi
         attention=torch.stack(alphas) if alphas else None,  # (T, S)
         gates=gates,
         cell=model.decoder.kind,
+        decoding="greedy" if forced is None else decoding,
     )
+
+
+def record_translation(
+    bundle: Bundle, sentence: str, beam: int, max_len: int | None = None
+) -> Recording:
+    """:func:`record` of the translation ``translate`` gives with beam size ``beam``:
+    greedy search's for 1, else beam search's best hypothesis, which the decoder then
+    reads (cut at ``max_len`` tokens)."""
+    if beam <= 1:
+        return record(bundle, sentence, max_len)
+    best = translate_lines(bundle, [sentence], beam)[0][0]
+    ids = [bundle.tgt_vocab[token] for token in best.out_tokens]
+    if max_len is not None:
+        ids = ids[: max(1, max_len)]
+    return record(bundle, sentence, output=ids, decoding=f"beam {beam}")
 
 
 def _counts(values: Tensor, left: float, right: float) -> tuple[Tensor, Tensor, int]:

@@ -2,7 +2,8 @@
 
 One call translates a whole batch with :func:`rnnkit.translate.translate_lines` (one
 search over all its sentences); with ``gates`` it also records each sentence's gates
-with :func:`rnnkit.record.record` (greedy, as ``rnnkit inspect`` does) in the shape of
+with :func:`rnnkit.record.record` (the decoder reading the answer's best translation, so
+the gates are those of that translation, as ``rnnkit inspect`` records them) in the shape of
 :func:`rnnkit.inspect_html.page_data`, at most :data:`MAX_GATE_UNITS` units per gate.
 """
 
@@ -36,11 +37,18 @@ def _entry(nbest: list[Translation], opts: Decode) -> dict[str, Any]:
     return as_json(nbest, opts.attention, alternatives=opts.n_best > 1)
 
 
-def gates_of(bundle: Bundle, text: str) -> dict[str, Any] | None:
-    """The gate traces of ``text`` as the inspect page draws them; None for a blank text."""
+def gates_of(
+    bundle: Bundle, text: str, best: Translation | None = None, beam: int = 1
+) -> dict[str, Any] | None:
+    """The gate traces of ``text`` as the inspect page draws them, the decoder reading
+    ``best`` (greedy decoding's output when None); None for a blank text."""
     if not text.strip():
         return None
-    rec = record(bundle, text)
+    if best is None or beam <= 1:
+        rec = record(bundle, text)
+    else:
+        ids = [bundle.tgt_vocab[token] for token in best.out_tokens]
+        rec = record(bundle, text, output=ids, decoding=f"beam {beam}")
     units = 0
     for traces in rec.gates.values():
         for name, values in traces.items():
@@ -70,6 +78,6 @@ def translate_batch(
     )
     entries = [_entry(r, opts) for r in results]
     if opts.gates:  # record() runs without autograd
-        for text, entry in zip(texts, entries):
-            entry["gates"] = gates_of(bundle, text)
+        for text, entry, nbest in zip(texts, entries, results):
+            entry["gates"] = gates_of(bundle, text, nbest[0] if nbest else None, opts.beam)
     return entries
