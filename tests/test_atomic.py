@@ -103,9 +103,12 @@ def test_train_into_a_folder_holding_a_run_needs_overwrite(tmp_path: Path, capsy
     assert code == 2 and "holds a run already" in err and "--overwrite" in err
     assert read_log(out) == first  # untouched
     (out / "step-99.pt").write_bytes(b"an old kept checkpoint")
+    (out / "tensorboard").mkdir(exist_ok=True)  # where progress.py's SummaryWriter writes
+    (out / "tensorboard" / "events.out.tfevents.1.old").write_bytes(b"old events")
     assert run_cli(capsys, "train", cfg, "--out", out, "--overwrite")[0] == 0
     assert [r["step"] for r in read_log(out)] == [r["step"] for r in first]  # a new log
     assert not (out / "step-99.pt").exists()
+    assert not (out / "tensorboard" / "events.out.tfevents.1.old").exists()
     code, _, err = run_cli(capsys, "train", cfg, "--out", cfg)
     assert code == 2 and err.strip().endswith("is a file, not a folder")
 

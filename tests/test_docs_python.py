@@ -35,3 +35,18 @@ def test_from_python_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert scope["best"][1] == ""
     top = scope["top"]
     assert top.attention.shape == (len(top.out_tokens), len(top.src_tokens))
+
+
+def test_the_config_reference_lists_every_key_with_its_default() -> None:
+    """docs/usage.md's config block is every field of the schema at its default: a key
+    added, renamed or given another default without the page fails here."""
+    import yaml
+
+    from rnnkit.config import config_to_dict
+    from rnnkit.config_schema import Config
+
+    page = (ROOT / "docs" / "usage.md").read_text(encoding="utf-8")
+    section = page.split("## Configs", 1)[1]
+    match = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert match, "no yaml block under 'Configs'"
+    assert yaml.safe_load(match.group(1)) == config_to_dict(Config())

@@ -132,7 +132,13 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
             "--overwrite starts again in its place, or give another --out"
         )
     if int(os.environ.get("RANK", "0")) == 0:
-        for pattern in ("last.pt", "best.pt", "step-*.pt", "log.csv", "events.out.tfevents.*"):
+        for pattern in (
+            "last.pt",
+            "best.pt",
+            "step-*.pt",
+            "log.csv",
+            "tensorboard/events.out.tfevents.*",
+        ):
             for old in out.glob(pattern):
                 old.unlink(missing_ok=True)
 
@@ -189,8 +195,8 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default="auto",
-        help="where the model runs: auto (a GPU when there is one), cpu, cuda, cuda:N "
-        "(default: auto)",
+        help="where the model runs: auto (a CUDA GPU when there is one, else cpu), cpu, "
+        "cuda, cuda:N, mps (default: auto)",
     )
 
 

@@ -164,7 +164,7 @@ class TrainConfig:
     # fine-tuning: a new run starts from this checkpoint's weights, tokenizers and
     # vocabularies (same model section); optimizer, schedule and step count start afresh
     init_from: str | None = None
-    # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
+    # auto (cuda when there is a GPU, else cpu), cpu, cuda, cuda:N, mps (asked for by name)
     device: str = _field(
         "auto", pattern=r"auto|cpu|mps|cuda(:\d+)?", pattern_help="auto, cpu, cuda, cuda:N or mps"
     )

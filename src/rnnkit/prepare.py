@@ -196,12 +196,12 @@ def save_vocabularies(
 def save_held_out(
     out: Path, d: DataConfig, pairs: dict[str, list[Pair]], say: Callable[[str], None]
 ) -> None:
-    """The dev / test pairs held out of train (``data.dev_size`` / ``test_size``), as
-    line-aligned files beside the checkpoints (``dev.<src>``, ``dev.<tgt>``, ...), for
-    ``rnnkit evaluate`` and for people."""
+    """The dev / test pairs held out of train (``data.dev_size`` / ``test_size``), or a
+    built-in task's, as line-aligned files beside the checkpoints (``dev.<src>``,
+    ``dev.<tgt>``, ...), for ``rnnkit evaluate`` and for people."""
     src, tgt = (d.src, d.tgt) if d.src != d.tgt else ("src", "tgt")
     for split in ("dev", "test"):
-        if getattr(d, f"{split}_size"):
+        if getattr(d, f"{split}_size") or (d.task and pairs.get(split)):
             for side, lang in ((0, src), (1, tgt)):
                 write_lines(out / f"{split}.{lang}", [p[side] for p in pairs[split]])
             n = len(pairs[split])
@@ -234,7 +234,8 @@ def prepare(
         else:
             say(f"training tokenizers ({cfg.data.tokenizer}) on {len(train_pairs)} pairs")
         src_tok, tgt_tok = build_tokenizers(cfg, train_pairs)
-        cap, least = cfg.data.max_vocab, cfg.data.min_freq
+        train_pairs = _filtered(cfg, train_pairs, src_tok, tgt_tok, say)  # the vocabularies
+        cap, least = cfg.data.max_vocab, cfg.data.min_freq  # count what is trained on
         src_vocab = Vocab.build((src_tok.encode(s) for s, _ in train_pairs), cap, least)
         tgt_vocab = Vocab.build((tgt_tok.encode(t) for _, t in train_pairs), cap, least)
         if cap or least > 1:
@@ -246,13 +247,24 @@ def prepare(
     if write:
         save_vocabularies(out, src_tok, tgt_tok, src_vocab, tgt_vocab)
         save_held_out(out, cfg.data, pairs, say)
-    train_pairs, dropped = filter_pairs(
-        train_pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode
-    )
-    if dropped:
-        say(f"filtered {dropped} training pairs longer than {cfg.data.max_len} tokens or empty")
+    if resumed is not None:
+        train_pairs = _filtered(cfg, train_pairs, src_tok, tgt_tok, say)
     examples = encode_pairs(train_pairs, src_tok, tgt_tok, src_vocab, tgt_vocab)
     return Prepared(src_tok, tgt_tok, src_vocab, tgt_vocab, examples, pairs["dev"], train_pairs)
+
+
+def _filtered(
+    cfg: Config,
+    pairs: list[Pair],
+    src_tok: Tokenizer,
+    tgt_tok: Tokenizer,
+    say: Callable[[str], None],
+) -> list[Pair]:
+    """``pairs`` without those longer than ``data.max_len`` tokens on a side, or empty."""
+    kept, dropped = filter_pairs(pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode)
+    if dropped:
+        say(f"filtered {dropped} training pairs longer than {cfg.data.max_len} tokens or empty")
+    return kept
 
 
 def tokenizer_states(d: Prepared) -> dict[str, Any]:
