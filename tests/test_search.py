@@ -99,7 +99,8 @@ def test_beam_of_one_is_greedy(trained: Seq2Seq):
 
 # --------------------------------------------------------------------------- brute force
 
-BF_V = 7  # PAD UNK BOS EOS + 3 symbols; every one of the 7 may be output
+BF_V = 7  # PAD UNK BOS EOS + 3 symbols; all but PAD and BOS may be output
+OUTPUTS = [v for v in range(BF_V) if v not in (PAD, BOS, EOS)]  # what may precede EOS
 
 
 def enumerate_outputs(model: Seq2Seq, src: Tensor, n: int, limit: int) -> list[tuple]:
@@ -119,7 +120,7 @@ def enumerate_outputs(model: Seq2Seq, src: Tensor, n: int, limit: int) -> list[t
         y = torch.tensor([p[-1] if p else BOS for p in prefixes])
         step = model.decode_step(y, state, enc.index_select(rows))
         total = scores[:, None] + torch.log_softmax(step.logits.double(), -1)  # (P, V)
-        grow = [(i, v) for i in range(len(prefixes)) for v in range(BF_V) if v != EOS]
+        grow = [(i, v) for i in range(len(prefixes)) for v in OUTPUTS]
         for i, p in enumerate(prefixes):
             out.append((p, t + 1, float(total[i, EOS])))
         if t + 1 == limit:
@@ -164,7 +165,8 @@ def test_a_wide_beam_finds_the_n_best_outputs_that_brute_force_finds(alpha: floa
         greedy = greedy_search(model, src, lengths, 1.0, 1)
         for b, limit in enumerate(limits):
             outputs = enumerate_outputs(model, src[b], b + 1, limit)
-            assert len(outputs) == sum(6**m for m in range(limit)) + 6**limit
+            n = len(OUTPUTS)
+            assert len(outputs) == sum(n**m for m in range(limit)) + n**limit
             normed = {tuple(t): s / length_penalty(m, alpha) for t, m, s in outputs}
             ranked = sorted(normed.values(), reverse=True)
             assert len(beams[b]) == n_best
@@ -181,7 +183,7 @@ class ScriptedModel:
     """A stand-in with the search interface whose log-probabilities are written out:
     p(· | y_<t) is ``softmax(table[y_<t])``, uniform for prefixes not in the table."""
 
-    bos_id, eos_id = BOS, EOS
+    pad_id, bos_id, eos_id = PAD, BOS, EOS
 
     def __init__(self, table: dict[tuple[int, ...], list[float]]) -> None:
         self.table = {k: torch.tensor(v) for k, v in table.items()}
@@ -326,3 +328,26 @@ def test_coverage_penalty_needs_attention_and_a_non_negative_beta():
         beam_search(random_model("gru", "none"), src, lengths, 3, coverage=0.2)
     with pytest.raises(ValueError, match="coverage must be ≥ 0"):
         beam_search(random_model(), src, lengths, 3, coverage=-0.1)
+
+
+@torch.no_grad()
+def test_no_search_writes_padding_or_bos():
+    """<pad> and <s> are never outputs (label smoothing gives them a little mass, and an
+    untrained model a lot): greedy and beam search leave them out; the scores stay the
+    model's log-probabilities of what was written, as enumerate_outputs sums them."""
+    seen = 0
+    for seed in range(8):
+        model = sharp_random_model(seed)
+        src = torch.randint(4, BF_V, (3, 3), generator=torch.Generator().manual_seed(seed))
+        lengths = torch.tensor([3, 3, 3])
+        raw = torch.log_softmax(model.decode_step(
+            torch.full((3,), BOS), model.init_state(model.encode(src, lengths)),
+            model.encode(src, lengths)).logits, -1).argmax(-1)  # fmt: skip
+        seen += int(((raw == PAD) | (raw == BOS)).sum())
+        for hyps in (greedy_search(model, src, lengths, 1.0, 1),
+                     [h[0] for h in beam_search(model, src, lengths, 3, 0.0, 1.0, 1)]):  # fmt: skip
+            for b, h in enumerate(hyps):
+                assert PAD not in h.tokens and BOS not in h.tokens
+                mine = {tuple(t): s for t, _, s in enumerate_outputs(model, src[b], 3, 4)}
+                assert h.score == pytest.approx(mine[tuple(h.tokens)], abs=1e-5)
+    assert seen > 0  # unmasked, the first step's argmax was <pad> or <s> somewhere

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from rnnkit.checkpoint import Bundle
 from rnnkit.data import DataError, make_src_batches
+from rnnkit.loss import output_log_probs
 from rnnkit.model import EncoderOutput
 from rnnkit.translate import translate_lines
 
@@ -164,7 +165,10 @@ def record(
         limit = len(forced)
     for t in range(limit):
         step = model.decode_step(y, state, enc, record=True)
-        y = step.logits.argmax(-1) if forced is None else y.new_tensor([forced[t]])
+        if forced is None:  # greedy search's choice (never <pad> or <s>)
+            y = output_log_probs(step.logits, model.pad_id, model.bos_id).argmax(-1)
+        else:
+            y = y.new_tensor([forced[t]])
         out_ids.append(int(y))
         steps.append(step.gates)
         if step.attention is not None:
@@ -313,7 +317,7 @@ def _decoder_saturation(
         for layer, g in enumerate(step.gates):
             for name in names:
                 tally.add(("decoder", layer, "forward", name), getattr(g, name)[live])
-        y = step.logits.argmax(-1)
+        y = output_log_probs(step.logits, model.pad_id, model.bos_id).argmax(-1)
         state = step.state
         done = done | (y == model.eos_id) | (t + 1 >= limits)
         if bool(done.all()):

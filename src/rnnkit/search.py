@@ -41,6 +41,7 @@ from torch import Tensor
 from rnnkit import graphs
 from rnnkit.graphs.beam import beam_tokens
 from rnnkit.graphs.seq2seq import greedy_tokens
+from rnnkit.loss import output_log_probs
 from rnnkit.model import DecoderStep, Seq2Seq, State
 
 __all__ = ["Hypothesis", "greedy_search", "beam_search", "length_penalty", "coverage_penalty"]
@@ -140,7 +141,7 @@ def decode_by(
     for t in range(T):
         step = model.decode_step(y, state, enc)
         logits = step.logits.float()
-        logp = torch.log_softmax(logits, -1)
+        logp = output_log_probs(logits, model.pad_id, model.bos_id)
         y = pick(logits, logp)
         scores[rows] += logp.gather(1, y[:, None]).squeeze(1)
         ids[rows, t] = y
@@ -297,7 +298,7 @@ def beam_search(
         if step.attention is not None:
             a = step.attention.view(n, K, 1, -1)
             alive.attention = a if alive.attention is None else torch.cat([alive.attention, a], 2)
-        logp = torch.log_softmax(step.logits.float(), -1).view(n, K, -1)
+        logp = output_log_probs(step.logits, model.pad_id, model.bos_id).view(n, K, -1)
         V = logp.shape[-1]
         cand, idx = (alive.scores.unsqueeze(-1) + logp).view(n, K * V).topk(min(2 * K, K * V), 1)
         beam, token = idx // V, idx % V  # (n, 2K)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.graphs.seq2seq import call_decoder, decoding
+from rnnkit.loss import output_log_probs
 from rnnkit.model import EncoderOutput, Seq2Seq
 
 __all__ = ["beam_tokens"]
@@ -122,7 +123,7 @@ def _search(
             if att is None:
                 att = step.attention.new_zeros(n, K, T, step.attention.shape[-1])
             att[:, :, t] = step.attention.view(n, K, -1)
-        logp = torch.log_softmax(step.logits.float(), -1).view(n, K, -1)
+        logp = output_log_probs(step.logits, model.pad_id, model.bos_id).view(n, K, -1)
         V = logp.shape[-1]
         cand, idx = (scores.unsqueeze(-1) + logp).view(n, K * V).topk(min(2 * K, K * V), 1)
         beam, token = idx // V, idx % V  # (n, 2K)

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from rnnkit.graphs import capture
 from rnnkit.graphs.buckets import bucket, pad_to, rows
+from rnnkit.loss import output_log_probs
 from rnnkit.model import EncoderOutput, Seq2Seq, token_loss
 
 __all__ = ["loss_sum", "greedy_tokens", "encoded", "decoding", "call_decoder"]
@@ -116,7 +117,7 @@ def greedy_tokens(
         ids, att = [], []
         for t in range(T):
             step = model.decode_step(y, state, enc)
-            best, y = torch.log_softmax(step.logits.float(), -1).max(-1)
+            best, y = output_log_probs(step.logits, model.pad_id, model.bos_id).max(-1)
             scores = scores + best.masked_fill(done, 0.0)
             y = y.masked_fill(done, model.eos_id)
             ids.append(y)
