@@ -76,6 +76,9 @@ def test_top_k_of_one_is_greedy():
                 assert h.tokens == g.tokens and h.score == pytest.approx(g.score, abs=1e-5)
     tiny_p = sample_search(m, src, lengths, 1, Sampling(top_p=1e-6), 1.0, 3)
     assert [s[0].tokens for s in tiny_p] == [g.tokens for g in greedy]
+    # a temperature near 0 is greedy too (logits / 1e-40 overflowed: softmax gave nan)
+    cold = sample_search(m, src, lengths, 1, Sampling(temperature=1e-40), 1.0, 3)
+    assert [s[0].tokens for s in cold] == [g.tokens for g in greedy]
 
 
 @pytest.mark.parametrize(

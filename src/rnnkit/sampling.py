@@ -54,8 +54,10 @@ class Sampling:
 
 
 def _filtered(logits: Tensor, s: Sampling) -> Tensor:
-    """``logits / τ`` with the tokens outside top-k / the nucleus at -inf."""
-    z = logits / s.temperature
+    """``logits / τ`` (less their maximum: the same distribution) with the tokens outside
+    top-k / the nucleus at -inf. The best token's z is 0, so a tiny τ sends the others to
+    -inf (greedy search's pick) instead of the best to +inf (and softmax to nan)."""
+    z = (logits - logits.max(-1, keepdim=True).values) / s.temperature
     if s.top_k and s.top_k < z.shape[-1]:
         kth = z.topk(s.top_k, -1).values[:, -1:]
         z = z.masked_fill(z < kth, float("-inf"))
