@@ -47,7 +47,9 @@ def test_read_vectors_keeps_the_vocabulary_tokens_of_the_file(tmp_path):
     [
         ("cat 1 2\n", r"v.vec, line 1: 2 numbers after 'cat', but model.emb_size is 3"),
         ("2 4\ncat 1 2 3 4\n", r"v.vec, line 1: vectors of size 4, but model.emb_size is 3"),
-        ("dog 1 2\ncat 1 x 3\n", r"v.vec, line 2: a value of 'cat' is not a number"),
+        ("dog 1 2 3\ncat 1 x 3\n", r"v.vec, line 2: a value of 'cat' is not a number"),
+        # a file of another size that shares no token with the vocabulary ('Cat'):
+        ("Cat 1 2\nDog 3 4\n", r"v.vec, line 1: 2 numbers after 'Cat', but model.emb_size is 3"),
         ("cat 1 nan 3\n", r"v.vec, line 1: a value of 'cat' is not a number"),
         ("cat 1 2 -inf\n", r"v.vec, line 1: a value of 'cat' is not a number"),
         (b"dog 1 2 3\n\xff\xfe 1 2 3\n", r"v.vec, line 2: not UTF-8"),
@@ -60,6 +62,12 @@ def test_bad_files_are_one_line_errors_naming_file_and_line(tmp_path, text, mess
         read_vectors(f, Vocab.build([["cat"]]), 3)
     with pytest.raises(DataError, match="cannot read the embeddings file"):
         read_vectors(tmp_path / "missing.vec", Vocab.build([["cat"]]), 3)
+
+
+def test_fields_may_be_separated_by_tabs(tmp_path):
+    f = tmp_path / "v.tsv"
+    f.write_text("dog\t0.5\t1\t2\ncat\t1\t2\t3\t\n", encoding="utf-8")
+    assert read_vectors(f, Vocab.build([["cat"]]), 3) == {4: [1.0, 2.0, 3.0]}
 
 
 def trainer(tmp_path: Path, name: str, **model: object) -> Trainer:

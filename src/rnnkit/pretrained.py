@@ -15,6 +15,7 @@ OpenNMT's ``-src_embeddings`` and Joey NMT's ``load_pretrained`` do).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,36 +38,47 @@ def _opened(path: str | Path) -> BinaryIO:
         raise DataError(f"{path}: cannot read the embeddings file ({e.strerror})") from None
 
 
+_FIELDS = re.compile(r"[ \t]+")
+
+
 def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[float]]:
     """The vectors of ``path`` for the tokens of ``vocab`` (specials aside), by id; the
-    first line of a token counts.
+    first line of a token counts. Fields are separated by spaces or tabs; the first
+    vector's size is checked whatever its token (a file of another size that shares no
+    token with the vocabulary is an error, not "0 found").
 
     Raises:
         DataError: naming the file (and line): missing, not UTF-8, a vector of another
             size than ``dim``, or a value that is not a number.
     """
     found: dict[int, list[float]] = {}
+    checked = False  # the first vector's size was checked (every other found one's is)
     with _opened(path) as f:
         for n, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise DataError(f"{path}, line {n}: not UTF-8") from None
-            parts = line.rstrip().split(" ")
+            parts = _FIELDS.split(line.strip(" \t\r\n"))  # spaces or tabs between fields
             if n == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):  # N E header
                 if int(parts[1]) != dim:
                     raise DataError(
                         f"{path}, line 1: vectors of size {parts[1]}, but model.emb_size is {dim}"
                     )
                 continue
-            if parts[0] not in vocab or parts[0] in SPECIALS or vocab[parts[0]] in found:
+            wanted = parts[0] in vocab and parts[0] not in SPECIALS
+            wanted = wanted and vocab[parts[0]] not in found
+            if not wanted and (checked or parts == [""]):
                 continue
-            i = vocab[parts[0]]
+            checked = True  # the first vector's size is checked, whatever its token
             if len(parts) - 1 != dim:
                 raise DataError(
                     f"{path}, line {n}: {len(parts) - 1} numbers after {parts[0]!r}, but "
                     f"model.emb_size is {dim}"
                 )
+            if not wanted:
+                continue
+            i = vocab[parts[0]]
             try:
                 found[i] = [float(v) for v in parts[1:]]
             except ValueError:
