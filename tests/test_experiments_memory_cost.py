@@ -77,6 +77,13 @@ def test_verdict_follows_the_numbers() -> None:
     assert "the LSTM solves T = 10, 50, every length tried" in text
     assert "the GRU solves T = 10, not T = 50" in text
     assert "the LSTM carries the marked value" in text  # the GRU reaches no further
+    assert "The claim holds in part" in text and "the GRU reaches no further" in text
+    lstm_fails = [r if r["cell"] != "LSTM" else {**r, "solved (< 0.0167)": "0/3"} for r in rows]
+    gru_carries = [
+        r if r["cell"] != "GRU" else {**r, "solved (< 0.0167)": "3/3"} for r in lstm_fails
+    ]
+    text = lm.verdict(gru_carries)  # (the claim names both gated cells: not "holds")
+    assert "The claim holds in part: the GRU carries" in text and "the LSTM solves none." in text
 
 
 def test_attention_cost_rows(attention_cost: tuple[Report, Path]) -> None:

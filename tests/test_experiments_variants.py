@@ -111,6 +111,9 @@ def test_verdict_forget_bias_closes_the_gap() -> None:
     assert "forget bias 1 leaves it at T = 400: on the adding problem, within" in text
     text = v.verdict(_rows({}), [])
     assert "no gap to close" in text
+    nothing = [_row(r["cell"], r["T"], FAILED) for r in _rows({})]
+    text = v.verdict(nothing, [])
+    assert "No cell solves a seed at any length" in text and "no gap to close" not in text
 
 
 def test_verdict_greff_follows_the_rows() -> None:

@@ -285,6 +285,13 @@ def verdict(rows: list[dict]) -> str:
             f"The claim holds here: the {' and the '.join(further)} {verb} the marked "
             f"value across gaps where the plain RNN does not."
         )
+        if len(further) == 1:  # the claim names both gated cells
+            other = "GRU" if further == ["LSTM"] else "LSTM"
+            claim = (
+                f"The claim holds in part: the {further[0]} carries the marked value across "
+                f"gaps where the plain RNN does not; the {other} "
+                + ("reaches no further than the plain RNN." if ok[other] else "solves none.")
+            )
     elif ok["LSTM"] or ok["GRU"]:
         claim = "In this budget the gated cells reach no further than the plain RNN."
     else:

@@ -200,7 +200,11 @@ def _jozefowicz(rows: list[dict], mt: list[dict]) -> str:
         for T in lengths
     )
     text = f"Seeds solved — {counts}. "
-    if not gap:
+    if not any(k.values()):
+        text += (
+            "No cell solves a seed at any length in this budget, so the run does not test the claim"
+        )
+    elif not gap:
         text += (
             "The LSTM solves as many seeds as the GRU at every length, so there is no gap to close"
         )
