@@ -164,6 +164,8 @@ def test_cli_samples_n_per_line_reproducibly(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == first  # the same seed, the same draws
     for bad, msg in (
         (["--top-p", "0.9"], "--top-p needs --sample"),
+        (["--seed", "1"], "--seed needs --sample"),  # given at its default: still refused
+        (["--temperature", "1.0"], "--temperature needs --sample"),
         (["--sample", "--beam", "3"], "leave out --beam"),
         (["--sample", "--temperature", "-1"], "--temperature must be > 0"),
     ):

@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-best",
         type=positive_int,
         default=1,
-        help="write the N best as 'line ||| text ||| score' (default: 1)",
+        help="write the N best as 'line ||| text ||| score', line the input line's 0-based "
+        "number (Moses' n-best format); N at most the beam size, or samples with --sample "
+        "(default: 1)",
     )
     tr.add_argument(
         "--json",
@@ -164,27 +166,27 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--temperature",
         type=float,
-        default=1.0,
+        default=None,
         metavar="T",
         help="--sample: logits / T (default: 1.0)",
     )
     tr.add_argument(
         "--top-k",
         type=int,
-        default=0,
+        default=None,
         metavar="K",
         help="--sample: from the K most probable tokens only (default: 0 = all)",
     )
     tr.add_argument(
         "--top-p",
         type=float,
-        default=1.0,
+        default=None,
         metavar="P",
         help="--sample: from the fewest tokens whose probability reaches P (nucleus; "
         "default: 1.0 = all)",
     )
     tr.add_argument(
-        "--seed", type=int, default=1, metavar="S", help="--sample: random seed (default: 1)"
+        "--seed", type=int, default=None, metavar="S", help="--sample: random seed (default: 1)"
     )
     add_device(tr)
     tr.set_defaults(func=cmd_translate)

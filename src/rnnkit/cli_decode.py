@@ -115,12 +115,9 @@ def _sampling(args: argparse.Namespace) -> Sampling | None:
     """``--sample`` and its options as a :class:`Sampling` (None without ``--sample``)."""
     from rnnkit.sampling import Sampling
 
-    given = [
-        f"--{k.replace('_', '-')}"
-        for k, default in (("temperature", 1.0), ("top_k", 0), ("top_p", 1.0), ("seed", 1))
-        if getattr(args, k) != default
-    ]
-    if not args.sample:
+    defaults: dict[str, Any] = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "seed": 1}
+    given = [f"--{k.replace('_', '-')}" for k in defaults if getattr(args, k) is not None]
+    if not args.sample:  # (an option given at its default value too: it does nothing)
         if given:
             raise UsageError(f"{given[0]} needs --sample")
         return None
@@ -129,7 +126,8 @@ def _sampling(args: argparse.Namespace) -> Sampling | None:
             name = flag.replace("_", "-")
             raise UsageError(f"--sample draws instead of searching: leave out --{name}")
     try:
-        return Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+        return Sampling(**{k: d if getattr(args, k) is None else getattr(args, k)
+                           for k, d in defaults.items()})  # fmt: skip
     except ValueError as e:
         raise UsageError(f"--{str(e).replace('_', '-')}") from None
 
