@@ -216,6 +216,7 @@ def test_ctrl_c_saves_last_checkpoint_and_resumes_exactly(tmp_path, monkeypatch)
     progress = load_checkpoint(b / "last.pt")["progress"]
     assert (progress["step"], progress["epoch"], progress["pos"]) == (7, 0, 7)
     assert any(line.startswith("interrupted at step 7") for line in lines)
+    assert lines[-1].startswith("stopped (interrupted) after 7 steps; no validation yet")
 
     with monkeypatch.context() as m:  # the CLI reports an interruption with status 130
         interrupt_at(m, 2)

@@ -18,6 +18,7 @@ rank, each on its share of every batch (:mod:`rnnkit.distributed`); rank 0 write
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from collections.abc import Callable
@@ -346,10 +347,10 @@ class Trainer:
             self.csv.close()
         metric = self.t.early_stopping_metric
         best = validation.metric_value(at.best, metric)
-        text = validation.describe_best(metric, best, at.best_step, at.best_bleu)
-        self.say(
-            f"stopped ({stopped}) after {at.step} steps; best {text}; checkpoints in {self.out}"
-        )
+        text = "best " + validation.describe_best(metric, best, at.best_step, at.best_bleu)
+        if not math.isfinite(best):  # stopped before the first validation
+            text = "no validation yet (best.pt: the weights at the stop)"
+        self.say(f"stopped ({stopped}) after {at.step} steps; {text}; checkpoints in {self.out}")
         return TrainResult(at.step, at.best_bleu, stopped, self.history, metric, best, at.best_step)
 
 
