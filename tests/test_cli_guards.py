@@ -139,3 +139,12 @@ def test_an_allocation_that_fails_is_one_line(tmp_path, capsys, monkeypatch, err
     )
     assert (f"({size}) failed" if size else "allocation failed") in line
     assert "smaller model (hidden_size" in line
+
+
+def test_a_corpus_setting_that_cannot_work_names_the_config_file(tmp_path, capsys):
+    d = tiny(data={"task": None, "train": "c/train", "dev": "c/val", "dev_size": 10})
+    cfg = write_yaml(tmp_path / "c.yaml", d)
+    code, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "out")
+    assert code == 2 and one_line_error(err).startswith(
+        f"rnnkit: error: {cfg}: data.dev and data.dev_size are both given"
+    )

@@ -72,22 +72,25 @@ class Prepared:
         return examples
 
 
-def check_corpora(cfg: Config, config_dir: Path | None = None) -> None:
+def check_corpora(cfg: Config, config_dir: Path | None = None, source: str = "config") -> None:
     """Raise :class:`DataError` for corpus settings that cannot work (a split missing or
-    given twice) or a corpus file that is not there: cheap checks, made before the data
-    is read (and before ``--nproc`` starts its processes)."""
+    given twice; ``source`` names the config in the message) or a corpus file that is not
+    there: cheap checks, made before the data is read (and before ``--nproc`` starts its
+    processes)."""
     d = cfg.data
     if d.task:
         check_task_options(d.task, d.task_options)
         return
     if not d.train:
-        raise DataError("config: data.train is required unless data.task is set")
+        raise DataError(f"{source}: data.train is required unless data.task is set")
     if not d.dev and not d.dev_size:
-        raise DataError("config: give data.dev, or data.dev_size to hold out dev pairs from train")
+        raise DataError(
+            f"{source}: give data.dev, or data.dev_size to hold out dev pairs from train"
+        )
     for split in ("dev", "test"):
         if getattr(d, split) and getattr(d, f"{split}_size"):
             raise DataError(
-                f"config: data.{split} and data.{split}_size are both given: read {split} "
+                f"{source}: data.{split} and data.{split}_size are both given: read {split} "
                 f"pairs from a file, or hold some out of train, not both"
             )
     for _, path in _corpora(d, config_dir):
