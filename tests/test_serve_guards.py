@@ -61,14 +61,21 @@ def test_gates_take_at_most_max_chars_in_all(bundle: Bundle) -> None:
         assert post(url, {"texts": ["5/9/18"] * 7}).status_code == 200  # without gates: fine
 
 
+# the head of a request whose body, it says, has 100 bytes
+HEAD_100 = (
+    b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100\r\n\r\n"
+)
+
+
+def _connect(url: str) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10)
+
+
 def test_a_body_that_stops_arriving_is_408(bundle: Bundle) -> None:
     with running(bundle, body_timeout_s=0.5) as url:
-        port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(
-                b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b'Content-Length: 100\r\n\r\n{"text": '
-            )
+        with _connect(url) as s:
+            s.sendall(HEAD_100 + b'{"text": ')
             reply = s.recv(65536).decode()
         assert reply.startswith("HTTP/1.1 408") and "did not arrive within 0.5 s" in reply
 
@@ -77,12 +84,8 @@ def test_a_body_that_drips_in_is_408(bundle: Bundle) -> None:
     """A byte every 0.2 s never leaves a gap as long as the timeout; the whole body must
     still arrive within it, or a few slow clients hold every connection."""
     with running(bundle, body_timeout_s=1.0) as url:
-        port = int(url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.sendall(
-                b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 100\r\n\r\n"
-            )
+        with _connect(url) as s:
+            s.sendall(HEAD_100)
             s.settimeout(0.2)
             reply = b""
             for byte in b'{"text": "' + b"x" * 80:  # 81 bytes: 16 s at this pace
