@@ -384,3 +384,22 @@ def test_dollars_in_a_sentence_are_drawn_as_typed(tmp_path):
     tokens = ["9", "$^$", "may", "</s>"]
     path = plot_attention(tokens, tokens, torch.eye(4), tmp_path / "a.png", "for $5 or $^$")
     assert _png(path)
+
+
+def test_a_model_without_attention_records_its_beam_translation_to_its_end(tmp_path):
+    """translate's out_tokens end with </s> when the output did, attention or not; inspect
+    reads them (an empty beam output was an error, and a model without attention lost
+    its last step)."""
+    seen_empty = False
+    for seed in (1, 2):
+        bundle = make_bundle("lstm", attention="none", enc_layers=1, dec_layers=1, seed=seed)
+        ckpt = save_bundle(bundle, tmp_path / f"m{seed}.pt")
+        for beam in (1, 4):
+            best = translate_lines(bundle, [SENTENCE], beam)[0][0]
+            greedy_record = record(bundle, SENTENCE) if beam == 1 else None
+            rec = run_inspect(ckpt, SENTENCE, tmp_path / f"o{seed}{beam}", beam=beam).recording
+            assert rec.out_tokens == best.out_tokens and rec.attention is None
+            if greedy_record is not None:
+                assert greedy_record.out_tokens == best.out_tokens  # </s> included
+            seen_empty = seen_empty or best.out_tokens == ["</s>"]
+    assert seen_empty  # (seed 2: beam 4's best is the empty output)

@@ -27,7 +27,7 @@ from rnnkit.checkpoint import Bundle
 from rnnkit.data import DataError, make_src_batches
 from rnnkit.loss import output_log_probs
 from rnnkit.model import EncoderOutput
-from rnnkit.translate import translate_lines
+from rnnkit.translate import Translation, translate_lines
 
 __all__ = [
     "Part",
@@ -118,7 +118,7 @@ def record(
     sentence: str,
     max_len: int | None = None,
     output: Sequence[int] | None = None,
-    decoding: str = "beam",
+    decoding: str = "given",
 ) -> Recording:
     """Greedy-translate ``sentence`` (or read ``output``) and keep every gate of every step.
 
@@ -131,7 +131,8 @@ def record(
         output: target ids to decode instead of greedy choices (e.g. beam search's best
             hypothesis, ``</s>`` included when it ended): the decoder reads them as in
             training, so gates and attention are those of that translation.
-        decoding: how ``output`` was found, for :attr:`Recording.decoding`.
+        decoding: how ``output`` was found, for :attr:`Recording.decoding` (``"beam K"``;
+            default ``"given"``).
     Returns:
         A :class:`Recording`; its output equals greedy search's, or ``output``.
     Raises:
@@ -195,14 +196,19 @@ def record(
 
 
 def record_translation(
-    bundle: Bundle, sentence: str, beam: int, max_len: int | None = None
+    bundle: Bundle,
+    sentence: str,
+    beam: int,
+    max_len: int | None = None,
+    best: Translation | None = None,
 ) -> Recording:
     """:func:`record` of the translation ``translate`` gives with beam size ``beam``:
-    greedy search's for 1, else beam search's best hypothesis, which the decoder then
-    reads (cut at ``max_len`` tokens)."""
+    greedy search's for 1, else beam search's best hypothesis (``best`` when the caller
+    has it), which the decoder then reads (cut at ``max_len`` tokens)."""
     if beam <= 1:
         return record(bundle, sentence, max_len)
-    best = translate_lines(bundle, [sentence], beam)[0][0]
+    if best is None:
+        best = translate_lines(bundle, [sentence], beam)[0][0]
     ids = [bundle.tgt_vocab[token] for token in best.out_tokens]
     if max_len is not None:
         ids = ids[: max(1, max_len)]

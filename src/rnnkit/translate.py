@@ -18,7 +18,7 @@ from rnnkit.checkpoint import Bundle
 from rnnkit.data import make_src_batches
 from rnnkit.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK
 from rnnkit.sampling import Sampling, sample_search
-from rnnkit.search import Decoding, beam_search, greedy_search
+from rnnkit.search import Decoding, _max_lengths, beam_search, greedy_search
 
 __all__ = ["Translation", "translate_lines", "translate_chunks", "as_json"]
 
@@ -120,7 +120,8 @@ def translate_lines(
                     dec.exact if exact is None else exact,
                     dec.coverage_penalty if coverage_penalty is None else coverage_penalty,
                 )
-        for row, nbest in zip(batch.indices.tolist(), hyps):
+        limits = _max_lengths(lengths, dec.max_len_a, dec.max_len_b)
+        for row, nbest, limit in zip(batch.indices.tolist(), hyps, limits):
             i = todo[row]
             src_toks = src_tokens[i] + ["</s>"]
             out = []
@@ -129,7 +130,7 @@ def translate_lines(
                 toks = [bundle.tgt_vocab.token(t) for t in h.tokens]
                 if replace_unk and h.attention is not None and UNK in pieces:
                     pieces = _copy_unk(list(h.tokens), pieces, src_tokens[i], h.attention)
-                if h.attention is not None and h.attention.shape[0] > len(toks):
+                if len(toks) < limit:  # it ended with EOS (else it was cut at the limit)
                     toks.append(bundle.tgt_vocab.token(eos))
                 out.append(
                     Translation(

@@ -15,7 +15,7 @@ from rnnkit.about import model_info as info
 from rnnkit.checkpoint import Bundle
 from rnnkit.ensemble import Ensemble
 from rnnkit.inspect_html import page_data
-from rnnkit.record import record
+from rnnkit.record import record_translation
 from rnnkit.translate import Translation, as_json, translate_lines
 
 __all__ = ["MAX_GATE_UNITS", "Decode", "info", "translate_batch"]
@@ -44,11 +44,7 @@ def gates_of(
     ``best`` (greedy decoding's output when None); None for a blank text."""
     if not text.strip():
         return None
-    if best is None or beam <= 1:
-        rec = record(bundle, text)
-    else:
-        ids = [bundle.tgt_vocab[token] for token in best.out_tokens]
-        rec = record(bundle, text, output=ids, decoding=f"beam {beam}")
+    rec = record_translation(bundle, text, beam if best is not None else 1, best=best)
     units = 0
     for traces in rec.gates.values():
         for name, values in traces.items():
