@@ -138,7 +138,7 @@ def test_an_allocation_that_fails_is_one_line(tmp_path, capsys, monkeypatch, err
         and line.startswith("rnnkit: error: out of memory: an allocation")
     )
     assert (f"({size}) failed" if size else "allocation failed") in line
-    assert "smaller model (hidden_size" in line
+    assert "smaller model (model.hidden_size" in line and "train.batch_tokens" in line
 
 
 def test_a_corpus_setting_that_cannot_work_names_the_config_file(tmp_path, capsys):

@@ -156,7 +156,8 @@ def test_char_tokenizer_round_trip() -> None:
         "Don't stop... it's 3.5 km/h at 10:30; well-known [sic] 100%?",
         "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt.",
         "हिन्दी एक भाषा है।",  # vowel signs and a virama (category M) inside words
-        unicodedata.normalize("NFD", "Déjà vu, naïve-ish café."),  # decomposed accents
+        unicodedata.normalize("NFD", "Déjà vu, c'est-à-dire naïve-ish café."),  # decomposed
+        "देखा-देखी, می\u200cخواهم",  # a mark before a hyphen; a zero-width non-joiner
     ],
 )
 def test_word_tokenizer_round_trip(text: str) -> None:
@@ -173,6 +174,12 @@ def test_word_tokenizer_round_trip(text: str) -> None:
 def test_word_tokenizer_splits_punctuation() -> None:
     assert WordTokenizer().encode("Hi, you!") == ["Hi", ",", "you", "!"]
     assert WordTokenizer().encode("हिन्दी भाषा।") == ["हिन्दी", "भाषा", "।"]  # marks stay in
+    assert WordTokenizer().encode("देखा-देखी") == ["देखा-देखी"]
+    # a checkpoint's tokenizer from before (no "marks" in its state) splits as it did,
+    # as its vocabulary was built so; a new one says so in its state
+    old = tokenizer_from_state({"kind": "word", "lowercase": False, "split_punct": True})
+    assert old.encode("हिन्दी") == ["ह", "ि", "न", "्", "द", "ी"]
+    assert tokenizer_from_state(WordTokenizer().to_state()).encode("हिन्दी") == ["हिन्दी"]
     assert WordTokenizer(lowercase=True).encode("Go\u202fNow") == ["go", "now"]
     with pytest.raises(DataError, match="unknown kind"):
         tokenizer_from_state({"kind": "nope"})

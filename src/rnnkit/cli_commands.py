@@ -284,5 +284,6 @@ def out_of_memory(e: BaseException) -> str:
     size = ""
     if wanted:
         size = f" ({int(wanted[1]) / 2**30:.1f} GiB)" if wanted[1] else f" ({wanted[2]})"
-    return (f"out of memory: an allocation{size} failed; try a smaller model (hidden_size, "
-            "embedding sizes, layers), data.batch_size or beam")  # fmt: skip
+    return (f"out of memory: an allocation{size} failed; try a smaller model (model.hidden_size, "
+            "emb_size, enc_layers, dec_layers), train.batch_tokens / batch_size, or when "
+            "translating --batch-size / --beam")  # fmt: skip
