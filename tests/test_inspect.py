@@ -403,3 +403,12 @@ def test_a_model_without_attention_records_its_beam_translation_to_its_end(tmp_p
                 assert greedy_record.out_tokens == best.out_tokens  # </s> included
             seen_empty = seen_empty or best.out_tokens == ["</s>"]
     assert seen_empty  # (seed 2: beam 4's best is the empty output)
+
+
+def test_the_recorder_never_writes_padding_or_bos_as_greedy_search():
+    """Seed 6's untrained LSTM writes <pad> at every step by plain argmax; the recorder
+    makes greedy search's choices (which leave out <pad> and <s>)."""
+    bundle = make_bundle("lstm", enc_layers=1, dec_layers=1, seed=6)
+    rec = record(bundle, SENTENCE)
+    assert "<pad>" not in rec.out_tokens and "<s>" not in rec.out_tokens
+    assert rec.out_tokens == translate_lines(bundle, [SENTENCE], 1)[0][0].out_tokens

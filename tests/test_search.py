@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from toy import BOS, EOS, PAD, one_thread, reverse_batch, train_reverse
 
+from rnnkit import graphs
 from rnnkit.model import DecoderStep, EncoderOutput, Seq2Seq
 from rnnkit.search import Hypothesis, beam_search, greedy_search, length_penalty
 
@@ -331,10 +332,17 @@ def test_coverage_penalty_needs_attention_and_a_non_negative_beta():
 
 
 @torch.no_grad()
-def test_no_search_writes_padding_or_bos():
+@pytest.mark.parametrize("static", ["off", "on"])
+def test_no_search_writes_padding_or_bos(static: str):
     """<pad> and <s> are never outputs (label smoothing gives them a little mass, and an
-    untrained model a lot): greedy and beam search leave them out; the scores stay the
-    model's log-probabilities of what was written, as enumerate_outputs sums them."""
+    untrained model a lot): greedy and beam search, eager or on static shapes (the CUDA
+    graph path, run eagerly here), leave them out; the scores stay the model's
+    log-probabilities of what was written, as enumerate_outputs sums them."""
+    with graphs.mode(static):
+        _no_padding_or_bos()
+
+
+def _no_padding_or_bos() -> None:
     seen = 0
     for seed in range(8):
         model = sharp_random_model(seed)
