@@ -41,7 +41,8 @@ def score(
         lowercase: compare case-insensitively (recorded in the signatures).
         extra_references: further reference streams, each aligned with ``hypotheses``
             (sacrebleu's multi-reference BLEU and chrF); an empty string is no reference
-            of that stream for that line, so sentences may have different numbers.
+            of that stream for that line (in ``references`` too, when another stream has
+            one), so sentences may have different numbers.
 
     Returns:
         ``{"bleu": float, "chrf": float, "length_ratio": float, "accuracy": float,
@@ -61,14 +62,14 @@ def score(
     if not hypotheses:
         raise ValueError("no sentences to score")
     hyps = list(hypotheses)
-    refs: list[list[Any]] = [list(references), *_streams(extra_references)]
+    refs = _streams(references, extra_references)
     bleu, chrf = BLEU(lowercase=lowercase), CHRF(lowercase=lowercase)
     b = bleu.corpus_score(hyps, refs)
     chrf_score = chrf.corpus_score(hyps, refs).score
     hits = sum(
-        any(_same(h, stream[i], lowercase) for k, stream in enumerate(refs) if k == 0 or stream[i])
+        any(_same(h, stream[i], lowercase) for stream in refs if stream[i] is not None)
         for i, h in enumerate(hyps)
-    )  # "" in a further stream is no reference (see extra_references)
+    )
     return {
         "bleu": float(b.score),
         "chrf": float(chrf_score),
@@ -167,7 +168,7 @@ def bucket_scores(
             continue
         hi = lows[b + 1] - 1 if b + 1 < len(lows) else None
         label = f"{lows[b]}-{hi}" if hi is not None else f"{lows[b]}+"
-        streams: list[list[Any]] = [list(references), *_streams(extra_references)]
+        streams = _streams(references, extra_references)
         bleu = BLEU(lowercase=lowercase).corpus_score(
             [hypotheses[i] for i in idx], [[r[i] for i in idx] for r in streams]
         )
@@ -177,11 +178,16 @@ def bucket_scores(
     return out
 
 
-def _streams(extra_references: Sequence[Sequence[str]]) -> list[list[Any]]:
-    """Further reference streams as sacrebleu takes them: ``None`` where a line has no
-    reference (sacrebleu 2 drops ``None`` only; ``""`` would be a real empty reference,
-    the closest in length to a short hypothesis, so BLEU's brevity penalty would vanish)."""
-    return [[r if r else None for r in stream] for stream in extra_references]
+def _streams(
+    references: Sequence[str], extra_references: Sequence[Sequence[str]]
+) -> list[list[Any]]:
+    """The reference streams as sacrebleu takes them: each line's non-empty references
+    first, ``None`` for the ones it lacks (sacrebleu 2 drops ``None`` only; ``""`` would
+    be a real empty reference, the closest in length to a short hypothesis, so BLEU's
+    brevity penalty would vanish), and ``""`` only for a line with no reference at all."""
+    streams = [list(references), *map(list, extra_references)]
+    lines = [[s[i] for s in streams if s[i]] or [""] for i in range(len(references))]
+    return [[line[k] if k < len(line) else None for line in lines] for k in range(len(streams))]
 
 
 def exact_match(
