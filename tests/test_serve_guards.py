@@ -207,10 +207,14 @@ def test_access_log_has_a_line_per_request_and_no_forged_ones(bundle: Bundle, ca
             assert (
                 httpx.get(url + "/x%0A2026-01-01T00:00:00Z 6.6.6.6 forged?q=1").status_code == 404
             )
+            with _connect(url) as s:  # a raw " in the query, which httptools lets through
+                s.sendall(b'GET /health?a"b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+                assert s.recv(65536).startswith(b"HTTP/1.1 200")
     lines = [r.getMessage() for r in caplog.records if r.name == "rnnkit.serve.access"]
-    assert len(lines) == 2, lines
+    assert len(lines) == 3, lines
     assert re.fullmatch(r"\S+Z 127\.0\.0\.1 \"POST /translate\" 200 [\d.]+ ms", lines[0])
     assert '"GET /x%0A2026-01-01T00%3A00%3A00Z%206.6.6.6%20forged?q=1" 404' in lines[1]
+    assert '"GET /health?a%22b" 200' in lines[2], lines
 
 
 def test_no_access_log_by_default(bundle: Bundle, caplog) -> None:

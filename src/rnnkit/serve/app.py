@@ -231,13 +231,14 @@ ACCESS_LOG = logging.getLogger("rnnkit.serve.access")
 
 
 def _access(scope: Any, status: int, took: float) -> None:
-    """One access-log line; the path is percent-encoded again (a decoded ``%0A`` would
-    start a forged line)."""
+    """One access-log line; the path and query are percent-encoded again (a decoded
+    ``%0A`` would start a forged line, a raw ``"`` end the quoted field)."""
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
     client = scope.get("client")
     who = client[0] if client else "-"
     path = urllib.parse.quote(scope["path"], safe="/")
-    query = "?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else ""
+    raw = scope.get("query_string", b"").decode("latin-1")  # (a raw " would end the field)
+    query = "?" + urllib.parse.quote(raw, safe="/?&=%+:@,;") if raw else ""
     line = f'{now.replace("+00:00", "Z")} {who} "{scope["method"]} {path}{query}" {status}'
     ACCESS_LOG.info("%s %.1f ms", line, took * 1000)
 
