@@ -280,6 +280,11 @@ def test_resume_in_mid_epoch_keeps_the_batches_and_at_an_epochs_end_may_change_t
     train(config_from_dict(tiny(train={**keys, "max_epochs": 1})), tmp_path / "e", log=print)
     assert main(["train", str(other), "--out", str(tmp_path / "e"), "--resume"]) == 0
     assert load_checkpoint(tmp_path / "e" / "last.pt")["progress"]["epoch"] == 2
+    # stopped by max_steps on an epoch's last batch: that epoch is done too
+    train(config_from_dict(tiny(train={**keys, "max_steps": 19})), tmp_path / "s", log=print)
+    at = load_checkpoint(tmp_path / "s" / "last.pt")["progress"]
+    assert (at["epoch"], at["pos"], at["epoch_batches"]) == (0, 19, 19)
+    assert main(["train", str(other), "--out", str(tmp_path / "s"), "--resume"]) == 0
 
 
 def test_an_average_counts_as_the_checkpoints_it_averages(run, tmp_path, capsys):
@@ -297,17 +302,26 @@ def test_an_average_counts_as_the_checkpoints_it_averages(run, tmp_path, capsys)
         torch.testing.assert_close(w, sum(m[k] for m in weights) / 3)
 
 
-@pytest.mark.parametrize("case", ["an average and one of its steps", "one file twice", "last"])
+@pytest.mark.parametrize(
+    "case", ["an average and one of its steps", "one file twice", "last", "resumed"]
+)
 def test_average_refuses_a_step_that_two_inputs_hold(run, tmp_path, capsys, case):
     avg, s20, last = tmp_path / "avg.pt", run / "step-20.pt", run / "last.pt"
     assert main(["average", str(run / "step-10.pt"), str(s20), "--out", str(avg)]) == 0
     capsys.readouterr()
     step = load_checkpoint(last)["step"] if case == "last" else 20
+    # a run resumed with a higher budget and another device is still the same run
+    resumed = changed(run, tmp_path, "later", lambda ck: ck["config"]["train"].update(
+        max_steps=99, device="cpu", log_every=3))  # fmt: skip
     first, second = {
         "an average and one of its steps": (avg, s20),
         "one file twice": (s20, s20),
         "last": (run / f"step-{step}.pt", last),
+        "resumed": (s20, resumed),
     }[case]
+    if case == "resumed":  # (changed() copies step-30: say it is step 20's weights)
+        ck = load_checkpoint(resumed)
+        torch.save({**ck, "step": 20}, resumed)
     err = one_line_error(capsys, "average", str(first), str(second), "--out", str(tmp_path / "x"))
     assert f"step {step} is already in {first} (it would count twice)" in err
     assert not (tmp_path / "x").exists()

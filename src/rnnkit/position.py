@@ -40,3 +40,4 @@ class Position:
     best_step: int = 0  # the step of best.pt
     best_bleu: float = -math.inf  # its dev BLEU
     validated: int = -1  # the step last validated (a finished run resumed: not again)
+    epoch_batches: int = 0  # batches of this epoch (pos == it: the epoch is done; 0: unknown)

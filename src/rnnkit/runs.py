@@ -82,17 +82,19 @@ def _steps(ckpt: dict[str, Any], path: str | Path) -> list[int]:
 def _no_step_twice(paths: list[str | Path], steps: list[list[int]], cfgs: list[Config]) -> None:
     """Refuse a step of one run that two inputs hold (a file given twice, an average
     given with one of the checkpoints it already averages): it would count twice in the
-    mean. One run: the same config (children of one parent with other settings may
-    share step numbers)."""
-    seen: list[tuple[int, Config, str | Path]] = []
+    mean. One run: the same model, data, seed and parent (budgets, device, logging may
+    change on resume; children of one parent with other settings share step numbers)."""
+    seen: list[tuple[int, Any, str | Path]] = []
     for path, held, cfg in zip(paths, steps, cfgs):
+        run = (dataclasses.asdict(cfg.model), dataclasses.asdict(cfg.data),
+               cfg.train.seed, cfg.train.init_from)  # fmt: skip
         for step in held:
-            twice = next((p for s, c, p in seen if s == step and c == cfg), None)
+            twice = next((p for s, r, p in seen if s == step and r == run), None)
             if twice is not None:
                 raise CheckpointError(
                     f"{path}: step {step} is already in {twice} (it would count twice)"
                 )
-        seen += [(step, cfg, path) for step in held]
+        seen += [(step, run, path) for step in held]
 
 
 def _same_start(path: str | Path, cfg: Config, first: Path, cfg0: Config) -> None:
@@ -195,10 +197,14 @@ def _check_same_data(
     (and the dev set that ``best.pt`` was chosen on) would be others, or the saved
     position would count into other batches (some pairs trained twice, some never)."""
     now = dataclasses.asdict(cfg)
-    pos = ckpt.get("progress", {}).get("pos", 0) if ckpt is not None else 0
-    epoch = ckpt.get("progress", {}).get("epoch", 0) if ckpt is not None else 0
-    for key in _RUN_KEYS + (_EPOCH_KEYS if pos else ()):
+    at = ckpt.get("progress", {}) if ckpt is not None else {}
+    pos, epoch, batches = at.get("pos", 0), at.get("epoch", 0), at.get("epoch_batches", 0)
+    mid_epoch = pos > 0 and not (batches and pos >= batches)  # (0: older, not known)
+    tasks = bool(saved.get("data", {}).get("task") or cfg.data.task)
+    for key in _RUN_KEYS + (_EPOCH_KEYS if mid_epoch else ()):
         section, name = key.split(".")
+        if name.startswith("task_") and not tasks:  # no task: its sizes mean nothing
+            continue
         was = saved.get(section, {})
         if name in was and was[name] != now[section][name]:
             what = f"{key} {was[name]!r} there, {now[section][name]!r} here"

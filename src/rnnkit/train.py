@@ -275,6 +275,7 @@ class Trainer:
                     t.seed + at.epoch,
                     self.data.src_vocab.pad_id,
                 )
+                at.epoch_batches = len(batches)
                 while at.pos < len(batches):
                     group = batches[at.pos : at.pos + k]
                     loss, n, lr = self.train_step(group)
