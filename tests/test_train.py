@@ -222,6 +222,7 @@ def test_ctrl_c_saves_last_checkpoint_and_resumes_exactly(tmp_path, monkeypatch)
         interrupt_at(m, 2)
         assert main(["train", str(cfg_path), "--out", str(b), "--resume"]) == 130
     assert progress_step(b / "last.pt") == 8
+    assert progress_step(b / "best.pt") == 8  # still no validation: the weights at the stop
 
     assert main(["train", str(cfg_path), "--out", str(b), "--resume"]) == 0
     assert progress_step(b / "last.pt") == 14

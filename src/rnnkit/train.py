@@ -342,8 +342,8 @@ class Trainer:
             self.save_last()
             if not (self.out / f"step-{at.step}.pt").exists():
                 self.keep()
-        if not (self.out / "best.pt").exists():
-            self.save("best.pt")
+        if not (self.out / "best.pt").exists() or not math.isfinite(at.best):
+            self.save("best.pt")  # no validation yet: the weights at the stop
         if self.csv is not None:
             self.csv.close()
         metric = self.t.early_stopping_metric
