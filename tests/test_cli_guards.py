@@ -148,3 +148,9 @@ def test_a_corpus_setting_that_cannot_work_names_the_config_file(tmp_path, capsy
     assert code == 2 and one_line_error(err).startswith(
         f"rnnkit: error: {cfg}: data.dev and data.dev_size are both given"
     )
+    del d["data"]["dev_size"]  # given on the command line: the message says so
+    cfg = write_yaml(tmp_path / "c.yaml", d)
+    code, _, err = run_cli(capsys, "train", cfg, "--set", "data.dev_size=5", "--out", tmp_path)
+    assert one_line_error(err).startswith(
+        f"rnnkit: error: {cfg} --set data.dev_size=5: data.dev and data.dev_size are both given"
+    )

@@ -149,7 +149,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit.train import train
 
     cfg = load_config(args.config, args.set)  # a bad config fails here, not in N processes
-    check_corpora(cfg, Path(args.config).resolve().parent, args.config)  # not in N processes
+    source = " ".join([args.config, *(f"--set {o}" for o in args.set or [])])  # as config's
+    check_corpora(cfg, Path(args.config).resolve().parent, source)  # not in N processes
     out = args.out or str(Path("runs") / Path(args.config).stem)
     _check_out(Path(out), args.resume, args.overwrite)
     if args.nproc > 1:
