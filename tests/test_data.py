@@ -398,24 +398,6 @@ def test_min_freq_and_max_vocab_bound_the_vocabularies(tmp_path: Path) -> None:
     assert vocab(max_vocab=5) == words[:5]  # the most frequent, in order
 
 
-def test_vocabularies_count_only_the_pairs_that_train(tmp_path: Path) -> None:
-    """A word only in pairs longer than data.max_len never trains: it gets no id (it took
-    a slot of max_vocab and counted towards min_freq, its embedding never trained)."""
-    from rnnkit.config import config_from_dict
-    from rnnkit.prepare import prepare
-
-    short = ["a b", "b c", "c a", "a b c"] * 5
-    long = ["zebra " * 8] * 10  # the most frequent word, in pairs of 8 tokens
-    lines = short + long
-    for side in ("src", "tgt"):
-        (tmp_path / f"c.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    data = {"train": str(tmp_path / "c"), "dev_size": 1, "tokenizer": "word", "max_len": 5}
-    d = prepare(config_from_dict({"data": data}), tmp_path / "run", write=False)
-    assert "zebra" not in d.src_vocab and "zebra" not in d.tgt_vocab
-    assert {"a", "b", "c"} <= set(d.src_vocab.tokens) and len(d.examples) < len(short)
-    assert all(len(e.src) <= 6 for e in d.examples)  # (</s> added)
-
-
 def test_several_training_corpora_are_read_in_order(tmp_path: Path) -> None:
     from rnnkit.config import config_from_dict
     from rnnkit.prepare import load_pairs

@@ -209,3 +209,21 @@ def test_evaluate_with_empty_files_is_a_one_line_error(model, tmp_path, capsys):
     src.write_text("a b\n", encoding="utf-8")
     status, _, err = run_cli(capsys, "evaluate", model, "--src", src, "--ref", empty_ref)
     assert status == 2 and one_line_error(err) == f"rnnkit: error: {empty_ref}: file is empty"
+
+
+def test_vocabularies_count_only_the_pairs_that_train(tmp_path: Path) -> None:
+    """A word only in pairs longer than data.max_len never trains: it gets no id (it took
+    a slot of max_vocab and counted towards min_freq, its embedding never trained)."""
+    from rnnkit.config import config_from_dict
+    from rnnkit.prepare import prepare
+
+    short = ["a b", "b c", "c a", "a b c"] * 5
+    long = ["zebra " * 8] * 10  # the most frequent word, in pairs of 8 tokens
+    lines = short + long
+    for side in ("src", "tgt"):
+        (tmp_path / f"c.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = {"train": str(tmp_path / "c"), "dev_size": 1, "tokenizer": "word", "max_len": 5}
+    d = prepare(config_from_dict({"data": data}), tmp_path / "run", write=False)
+    assert "zebra" not in d.src_vocab and "zebra" not in d.tgt_vocab
+    assert {"a", "b", "c"} <= set(d.src_vocab.tokens) and len(d.examples) < len(short)
+    assert all(len(e.src) <= 6 for e in d.examples)  # (</s> added)

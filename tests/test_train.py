@@ -457,17 +457,3 @@ def test_over_long_and_empty_pairs_are_filtered_and_counted(tmp_path):
 def test_demo_config_equals_configs_dates_yaml():
     from_file = load_config(ROOT / "configs" / "dates.yaml")
     assert config_to_dict(demo_config()) == config_to_dict(from_file)
-
-
-def test_a_built_in_task_writes_its_dev_and_test_pairs_beside_the_checkpoints(tmp_path):
-    """README's `rnnkit evaluate runs/dates/best.pt --src runs/dates/test.src --ref
-    runs/dates/test.tgt` needs the task's held-out pairs as files."""
-    from rnnkit.data.tasks import task_splits
-
-    cfg = config_from_dict(tiny(train={"max_steps": 2, "validate_every": 2}))
-    train(cfg, tmp_path, log=lambda _: None)
-    splits = task_splits("copy", 300, 20, 20, cfg.train.seed)
-    for split in ("dev", "test"):
-        for side, suffix in ((0, "src"), (1, "tgt")):
-            lines = (tmp_path / f"{split}.{suffix}").read_text(encoding="utf-8").splitlines()
-            assert lines == [p[side] for p in splits[split]]

@@ -102,3 +102,17 @@ def test_resume_into_another_model_is_a_one_line_error(
          "--set", "train.max_steps=10"]
     ) == 0  # fmt: skip
     assert load_checkpoint(out / "last.pt")["step"] == 10
+
+
+def test_a_built_in_task_writes_its_dev_and_test_pairs_beside_the_checkpoints(tmp_path):
+    """README's `rnnkit evaluate runs/dates/best.pt --src runs/dates/test.src --ref
+    runs/dates/test.tgt` needs the task's held-out pairs as files."""
+    from rnnkit.data.tasks import task_splits
+
+    cfg = config_from_dict(tiny(train={"max_steps": 2, "validate_every": 2}))
+    train(cfg, tmp_path, log=lambda _: None)
+    splits = task_splits("copy", 300, 20, 20, cfg.train.seed)
+    for split in ("dev", "test"):
+        for side, suffix in ((0, "src"), (1, "tgt")):
+            lines = (tmp_path / f"{split}.{suffix}").read_text(encoding="utf-8").splitlines()
+            assert lines == [p[side] for p in splits[split]]

@@ -94,13 +94,10 @@ def sample_search(
     s = sampling or Sampling()
     generator = generator or s.generator(src.device)
 
-    never = torch.tensor([model.pad_id, model.bos_id], device=src.device)
-
     def draw(logits: Tensor, logp: Tensor) -> Tensor:
-        # padding and BOS are never outputs (the loss ignores padding: its probability
-        # is arbitrary, and a flat temperature would let it through)
-        z = logits.index_fill(1, never, float("-inf"))
-        probs = torch.softmax(_filtered(z, s), -1)
+        # from the log-probabilities (logits less a constant: the same softmax at any
+        # temperature) in which padding and BOS are -inf: never outputs
+        probs = torch.softmax(_filtered(logp, s), -1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     hyps = decode_by(

@@ -279,19 +279,18 @@ def verdict(rows: list[dict]) -> str:
 
     reach = max(ok["RNN"], default=0)
     further = [c for c in ("LSTM", "GRU") if ok[c] and max(ok[c]) > reach]
-    if further:
-        verb = "carry" if len(further) > 1 else "carries"
+    if len(further) == 2:
         claim = (
-            f"The claim holds here: the {' and the '.join(further)} {verb} the marked "
-            f"value across gaps where the plain RNN does not."
+            "The claim holds here: the LSTM and the GRU carry the marked value across "
+            "gaps where the plain RNN does not."
         )
-        if len(further) == 1:  # the claim names both gated cells
-            other = "GRU" if further == ["LSTM"] else "LSTM"
-            claim = (
-                f"The claim holds in part: the {further[0]} carries the marked value across "
-                f"gaps where the plain RNN does not; the {other} "
-                + ("reaches no further than the plain RNN." if ok[other] else "solves none.")
-            )
+    elif further:  # the claim names both gated cells
+        other = "GRU" if further == ["LSTM"] else "LSTM"
+        claim = (
+            f"The claim holds in part: the {further[0]} carries the marked value across "
+            f"gaps where the plain RNN does not; the {other} "
+            + ("reaches no further than the plain RNN." if ok[other] else "solves none.")
+        )
     elif ok["LSTM"] or ok["GRU"]:
         claim = "In this budget the gated cells reach no further than the plain RNN."
     else:
