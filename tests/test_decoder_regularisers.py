@@ -286,3 +286,22 @@ def test_training_run_saves_and_reloads_the_decoder_regularisers(graphed, tmp_pa
     lines = ["9 may 2018", "monday 1 jan 2001"]
     first = [(t[0].text, t[0].score) for t in translate_lines(bundle, lines)]
     assert first == [(t[0].text, t[0].score) for t in translate_lines(bundle, lines)]
+
+
+@pytest.mark.parametrize("reg", [{"weight_drop": 0.5}, {"recurrent_dropout": 0.5}])
+def test_a_state_made_by_hand_starts_a_new_sequence(reg):
+    """decode_step from a state built by hand (no init_state) draws new masks and a new
+    weight-drop copy of W_hh for that sequence: it reused the previous batch's copy, whose
+    graph a backward had freed ("backward through the graph a second time")."""
+    model = Seq2Seq(10, 11, 6, 8, cell="lstm", regularise="decoder", **reg).train()
+    src, lengths = torch.randint(4, 10, (3, 5)), torch.tensor([5, 4, 2])
+    seen = []
+    for _ in range(2):
+        enc = model.encode(src, lengths)
+        h = torch.zeros(3, 1, 8)
+        state = {"h": h, "c": h}
+        step = model.decode_step(torch.full((3,), 2), state, enc)
+        step = model.decode_step(torch.full((3,), 5), step.state, enc)  # the same sequence
+        step.logits.sum().backward()  # the first batch's graph is freed here
+        seen.append(step.state["drop"] if "drop" in step.state else model.decoder.rnn._dropped)
+    assert not torch.equal(torch.stack(list(seen[0])), torch.stack(list(seen[1])))

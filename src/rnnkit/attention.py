@@ -89,6 +89,11 @@ class _Attention(nn.Module):
         """
         one_step = query.dim() == 2
         _check_shapes(query, keys, mask)
+        if (query.shape[-1], keys.shape[-1]) != (self.query_size, self.key_size):
+            raise ValueError(
+                f"attention: query size {query.shape[-1]} and key size {keys.shape[-1]}, "
+                f"but this module takes query_size={self.query_size}, key_size={self.key_size}"
+            )
         s = query.unsqueeze(1) if one_step else query  # (B, T, Hq)
         if projected_keys is None:
             projected_keys = self.project_keys(keys)

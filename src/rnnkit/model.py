@@ -34,54 +34,22 @@ Shapes: B batch, S source, T target, E embedding, H hidden, V vocabulary.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from rnnkit.attention import BahdanauAttention, LuongAttention
-from rnnkit.cells import StackedCell
 from rnnkit.cells.names import CELLS, cell_options, resolve_cell
-from rnnkit.cells.regularisers import Regularisers
+from rnnkit.decoder import Decoder, DecoderStep, EncoderOutput, State
 from rnnkit.layers import GRU, LSTM, RNN
 from rnnkit.loss import sequence_loss, token_loss
 from rnnkit.recurrent import Recurrent
 
-__all__ = ["EncoderOutput", "DecoderStep", "Encoder", "Decoder", "Seq2Seq"]
+__all__ = ["EncoderOutput", "DecoderStep", "Encoder", "Decoder", "Seq2Seq", "State"]
 __all__ += ["sequence_loss", "token_loss", "resolve_cell", "CELLS"]
 
-ATTENTIONS = ("bahdanau", "luong", "none")
 TGT_EMBED_INITS = ("auto", "normal", "scaled")
 REGULARISE = ("encoder", "decoder", "both")  # the sides that zoneout & co. regularise
-State = dict[str, Tensor]  # every tensor batch first, so beam search reorders with index_select
-
-
-class EncoderOutput(NamedTuple):
-    """What the decoder reads. All tensors batch first."""
-
-    states: Tensor  # (B, S, D·H) h_1..h_S
-    mask: Tensor  # (B, S) bool, True on real tokens
-    final: Tensor  # (B, D·H) last layer's final states, directions concatenated
-    keys: Tensor | None  # (B, S, ·) the attention's key projection, computed once
-    gates: Any = None  # the encoder's gate trace, when asked for
-
-    def index_select(self, index: Tensor) -> EncoderOutput:
-        """Rows ``index`` of the batch (beam search repeats each sentence K times)."""
-        keys = None if self.keys is None else self.keys.index_select(0, index)
-        return EncoderOutput(
-            self.states.index_select(0, index),
-            self.mask.index_select(0, index),
-            self.final.index_select(0, index),
-            keys,
-            None,
-        )
-
-
-class DecoderStep(NamedTuple):
-    logits: Tensor  # (B, V), or the pre-output (B, O) when not projected
-    state: State
-    attention: Tensor | None  # (B, S) α_t, None without attention
-    gates: list[Any]  # per decoder layer, when recorded
 
 
 class Encoder(nn.Module):
@@ -134,111 +102,6 @@ class Encoder(nn.Module):
         return self.out_dropout(states), final, (out[2] if return_gates else None)
 
 
-class Decoder(nn.Module):
-    """Attentional (or not) decoder; one token per :meth:`step`. See module docstring."""
-
-    def __init__(
-        self,
-        vocab_size: int,
-        emb_size: int,
-        hidden_size: int,
-        enc_size: int,
-        cell: str = "gru",
-        num_layers: int = 1,
-        attention: str = "bahdanau",
-        luong_score: str = "general",
-        bridge: str = "learned",
-        dropout: float = 0.0,
-        emb_dropout: float = 0.0,
-        out_size: int | None = None,
-        pad_id: int = 0,
-        forget_bias: float | None = None,
-        regularisers: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        if attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}; got {attention!r}")
-        if bridge not in ("learned", "zeros"):
-            raise ValueError(f"bridge must be 'learned' or 'zeros'; got {bridge!r}")
-        kind = resolve_cell(cell)
-        self.style, self.hidden_size = attention, hidden_size
-        self.kind = kind if isinstance(kind, str) else kind.__name__.removesuffix("Cell")
-        self.num_layers, self.out_size = num_layers, out_size or hidden_size
-        self.embed = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
-        self.emb_dropout = nn.Dropout(emb_dropout)
-        self.dropout = nn.Dropout(dropout)
-        self.attention: BahdanauAttention | LuongAttention | None = None
-        if attention == "luong":
-            self.attention = LuongAttention(hidden_size, enc_size, score=luong_score)
-            rnn_in = emb_size + self.out_size  # input feeding: [E y; h̃_{t-1}]
-            self.W_c = nn.Linear(enc_size + hidden_size, self.out_size, bias=False)
-        else:
-            if attention == "bahdanau":
-                self.attention = BahdanauAttention(hidden_size, enc_size, hidden_size)
-            rnn_in = emb_size + enc_size  # [E y; c_t] or [E y; C]
-            self.W_o = nn.Linear(hidden_size + enc_size + emb_size, self.out_size)
-        opts = cell_options(kind, forget_bias)
-        opts["regularisers"] = Regularisers.make(**(regularisers or {}), owner="decoder")
-        self.rnn = StackedCell(kind, rnn_in, hidden_size, num_layers, dropout, **opts)
-        self.bridge = nn.Linear(enc_size, hidden_size) if bridge == "learned" else None
-
-    def init_state(self, enc: EncoderOutput) -> State:
-        """s_0 = tanh(W_b [h→_S; h←_1]) in every layer (``bridge="learned"``), or zeros."""
-        B = enc.final.shape[0]
-        if self.bridge is None:
-            h = enc.final.new_zeros(B, self.num_layers, self.hidden_size)
-        else:
-            h = torch.tanh(self.bridge(enc.final)).unsqueeze(1).expand(-1, self.num_layers, -1)
-            h = h.contiguous()
-        state = {"h": h}
-        if self.rnn.has_cell_state:
-            state["c"] = h
-        if self.style == "luong":
-            state["feed"] = enc.final.new_zeros(B, self.out_size)
-        mask = self.rnn.draw(h)  # training: this batch's weight-drop and recurrent masks
-        if mask is not None:
-            state["drop"] = mask
-        return state
-
-    def step(
-        self,
-        y_prev: Tensor,
-        state: State,
-        enc: EncoderOutput,
-        fused: bool = True,
-        record: bool = False,
-    ) -> DecoderStep:
-        """y_prev ``(B,)`` → pre-output o_t ``(B, O)`` (before W_out), new state, α_t."""
-        e = self.emb_dropout(self.embed(y_prev))  # (B, E)
-        h, c, drop = state["h"], state.get("c"), state.get("drop")
-        if drop is None and self.training:  # a state made by hand: this step starts it
-            drop = self.rnn.reg.recurrent_mask(h, True)
-        alpha = None
-        if self.style == "luong":
-            inp = torch.cat([e, state["feed"]], 1)
-            s, h, c, gates = self.rnn.step(inp, h, c, fused, record, drop)
-            assert self.attention is not None
-            context, alpha = self.attention(s, enc.states, enc.mask, projected_keys=enc.keys)
-            o = torch.tanh(self.W_c(torch.cat([context, s], 1)))  # h̃_t
-            new = {"h": h, "feed": o}
-        else:
-            if self.attention is not None:
-                context, alpha = self.attention(
-                    h[:, -1], enc.states, enc.mask, projected_keys=enc.keys
-                )
-            else:
-                context = enc.final  # C: the summary of the whole source
-            inp = torch.cat([e, context], 1)
-            s, h, c, gates = self.rnn.step(inp, h, c, fused, record, drop)
-            o = torch.tanh(self.W_o(torch.cat([s, context, e], 1)))
-            new = {"h": h}
-        if c is not None:
-            new["c"] = c
-        if drop is not None:
-            new["drop"] = drop
-        return DecoderStep(self.dropout(o), new, alpha, gates)
-
-
 class Seq2Seq(nn.Module):
     """Encoder-decoder with attention. ``engine`` applies to every recurrent part:
     ``"auto"`` / ``"native"`` use fused kernels, ``"explicit"`` / ``"reference"`` our cells
@@ -281,8 +144,12 @@ class Seq2Seq(nn.Module):
     ) -> None:
         super().__init__()
         resolve_cell(cell)  # a clear error before anything is built
+        _check_sizes(src_vocab_size, tgt_vocab_size, enc_layers, dec_layers, pad_id, bos_id, eos_id)
         if tgt_embed_init not in TGT_EMBED_INITS:
-            raise ValueError(f"tgt_embed_init must be one of {TGT_EMBED_INITS}")
+            raise ValueError(
+                f"tgt_embed_init must be one of {', '.join(TGT_EMBED_INITS)}; "
+                f"got {tgt_embed_init!r}"
+            )
         if regularise not in REGULARISE:
             raise ValueError(
                 f"regularise must be one of {', '.join(REGULARISE)}; got {regularise!r}"
@@ -336,7 +203,12 @@ class Seq2Seq(nn.Module):
         return self.engine in ("auto", "native")
 
     def encode(self, src: Tensor, src_lengths: Tensor, return_gates: bool = False) -> EncoderOutput:
-        """src ``(B, S)``, src_lengths ``(B,)`` → :class:`EncoderOutput`."""
+        """src ``(B, S)``, src_lengths ``(B,)`` (a tensor, or a list as torch's packing
+        takes) → :class:`EncoderOutput`."""
+        if src.shape[0] == 0:
+            raise ValueError("encode: the batch is empty (src has 0 rows)")
+        if not isinstance(src_lengths, Tensor):
+            src_lengths = torch.as_tensor(src_lengths, dtype=torch.long)
         states, final, gates = self.encoder(src, src_lengths, return_gates)
         lengths = src_lengths.to(src.device, non_blocking=True)  # no host sync
         mask = torch.arange(src.shape[1], device=src.device) < lengths[:, None]
@@ -369,12 +241,19 @@ class Seq2Seq(nn.Module):
         model's own prediction instead of the reference token (Williams & Zipser 1989).
         Returns logits ``(B, T, V)`` and attention ``(B, T, S)`` (None without attention).
         """
+        if tgt_in.dim() != 2 or tgt_in.shape[0] != src.shape[0] or tgt_in.shape[1] == 0:
+            raise ValueError(
+                f"tgt_in must be (B, T) with the B = {src.shape[0]} of src and T ≥ 1, "
+                f"got {tuple(tgt_in.shape)}"
+            )
         return self.teacher_forced(self.encode(src, src_lengths), tgt_in, teacher_forcing)
 
     def teacher_forced(
         self, enc: EncoderOutput, tgt_in: Tensor, teacher_forcing: float = 1.0
     ) -> tuple[Tensor, Tensor | None]:
         """The decoder's part of :meth:`forward`, from the encoder's output ``enc``."""
+        if not 0.0 <= teacher_forcing <= 1.0:
+            raise ValueError(f"teacher_forcing must lie in [0, 1], got {teacher_forcing}")
         state = self.init_state(enc)
         outs, alphas = [], []
         y = tgt_in[:, 0]
@@ -396,3 +275,23 @@ class Seq2Seq(nn.Module):
         out = torch.stack(outs, 1)  # (B, T, O or V)
         logits = out if teacher_forcing < 1.0 else self.W_out(out)  # one product for all T
         return logits, (torch.stack(alphas, 1) if alphas else None)
+
+
+def _check_sizes(
+    src_vocab: int, tgt_vocab: int, enc_layers: int, dec_layers: int, pad: int, bos: int, eos: int
+) -> None:
+    """Sizes and special ids a model can be built and decoded with (a bad one failed deep
+    inside torch, or made every output run to its length limit)."""
+    for name, n in (("enc_layers", enc_layers), ("dec_layers", dec_layers)):
+        if n < 1:
+            raise ValueError(f"{name} must be at least 1, got {n}")
+    for name, v in (("src_vocab_size", src_vocab), ("tgt_vocab_size", tgt_vocab)):
+        if v < 1:
+            raise ValueError(f"{name} must be at least 1, got {v}")
+    for name, i in (("pad_id", pad), ("bos_id", bos), ("eos_id", eos)):
+        if not 0 <= i < tgt_vocab:
+            raise ValueError(
+                f"{name} {i} is not an id of the target vocabulary (0..{tgt_vocab - 1})"
+            )
+    if eos in (pad, bos):
+        raise ValueError(f"eos_id {eos} must differ from pad_id {pad} and bos_id {bos}")

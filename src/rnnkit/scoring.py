@@ -51,8 +51,13 @@ def score_pairs(
             instead of ``bundle.model``.
         progress: called with the number of pairs scored after each batch.
     Raises:
-        ValueError: ``sources`` and ``targets`` differ in length.
+        ValueError: ``sources`` and ``targets`` differ in length, one is a string (not a
+            list of them), or ``batch_size`` < 1.
     """
+    if isinstance(sources, str) or isinstance(targets, str):
+        raise ValueError("sources and targets are lists of sentences, not one string")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be ≥ 1 (None: the checkpoint's), got {batch_size}")
     if len(sources) != len(targets):
         raise ValueError(f"{len(sources)} sources but {len(targets)} targets")
     model = bundle.model if model is None else model
@@ -66,7 +71,7 @@ def score_pairs(
         bundle.tgt_vocab,
     )  # an empty line is EOS alone
     pad = bundle.tgt_vocab.pad_id
-    size = batch_size or bundle.config.decode.batch_size
+    size = bundle.config.decode.batch_size if batch_size is None else batch_size
     out: list[PairScore] = [PairScore(0.0, 0)] * len(examples)
     for b in make_batches(examples, None, size, False, 0, pad):
         logp, real = _forced(model, b.to(device), pad)

@@ -102,6 +102,8 @@ def greedy_search(
         One :class:`Hypothesis` per sentence; its score is the summed log-probability.
         Sentences that have written EOS leave the batch.
     """
+    if src.shape[0] == 0:  # an empty batch: no sentence, no hypothesis
+        return []
     # one model on a GPU: static shapes, no host sync per step (rnnkit.graphs)
     if isinstance(model, Seq2Seq) and graphs.active(src.device):
         lims = _max_lengths(src_lengths, max_len_a, max_len_b)
@@ -127,6 +129,8 @@ def decode_by(
     each step (``(n, V)`` each, float32 → ``(n,)`` ids): greedy search, or sampling
     (:mod:`rnnkit.sampling`). Scores sum the model's log-probabilities of the picks; rows
     that have written EOS leave the batch."""
+    if src.shape[0] == 0:
+        return []
     enc = model.encode(src, src_lengths)
     state = model.init_state(enc)
     B, dev = src.shape[0], src.device
@@ -264,8 +268,12 @@ def beam_search(
         length-normalised log-probability, ``attention`` is ``(len + 1, S)``
         (the EOS step included when the hypothesis ended with EOS).
     """
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"beam_size must be an int ≥ 1, got {beam_size!r}")
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must lie in [1, beam_size={beam_size}], got {n_best}")
+    if src.shape[0] == 0:  # an empty batch: no sentence, no hypothesis
+        return []
     K, B, dev, alpha = beam_size, src.shape[0], src.device, length_penalty_alpha
     limits = _max_lengths(src_lengths, max_len_a, max_len_b)
     src_len = src_lengths.tolist()
