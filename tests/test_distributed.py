@@ -314,3 +314,58 @@ def test_a_bad_backend_is_a_one_line_error(monkeypatch):
         monkeypatch.setenv("RNNKIT_DIST_BACKEND", bad)
         with pytest.raises(ConfigError, match=f"RNNKIT_DIST_BACKEND={bad}: use gloo"):
             setup("cpu")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1e30", "nan"])
+def test_a_bad_timeout_is_one_line_before_any_process_starts(tmp_path, capsys, value, monkeypatch):
+    """RNNKIT_DIST_TIMEOUT was read by each rank: 'abc' a traceback per rank, 0 a C++
+    rendezvous error 150 lines long. Now --nproc refuses it before starting torchrun."""
+    from rnnkit.cli import main
+
+    monkeypatch.setenv("RNNKIT_DIST_TIMEOUT", value)
+    cfg_path = write_yaml(tmp_path / "cfg.yaml", dates())
+    assert main(["train", str(cfg_path), "--out", str(tmp_path / "o"), "--nproc", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"rnnkit: error: RNNKIT_DIST_TIMEOUT={value}: seconds, a number > 0 (default 1800)"
+    ]
+    monkeypatch.setenv("RNNKIT_DIST_TIMEOUT", "30")
+    monkeypatch.setenv("RNNKIT_DIST_BACKEND", "mpi")
+    assert main(["train", str(cfg_path), "--out", str(tmp_path / "o"), "--nproc", "2"]) == 2
+    assert "RNNKIT_DIST_BACKEND=mpi: use gloo" in capsys.readouterr().err
+    monkeypatch.delenv("RNNKIT_DIST_BACKEND")
+    args = ["train", str(cfg_path), "--out", str(tmp_path / "o"), "--nproc", "2", "--resume"]
+    assert main(args) == 2
+    assert f"{tmp_path / 'o' / 'last.pt'}: checkpoint not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_the_ranks_end_when_their_launcher_is_killed(tmp_path):
+    """torchrun starts its ranks in sessions of their own: SIGKILL to `rnnkit train
+    --nproc 2` (torchrun in its place) left both training on, writing into the run
+    folder. Each rank now asks Linux for SIGTERM when its launcher dies."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    long = dates(max_steps=100_000, max_epochs=100_000, validate_every=1000)
+    cfg_path = write_yaml(tmp_path / "cfg.yaml", long)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "rnnkit", "train", str(cfg_path), "--out", str(out)]
+    proc = subprocess.Popen([*cmd, "--nproc", "2"], env=job_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while progress_step(out / "last.pt") < 10:  # both ranks are training
+            assert proc.poll() is None and time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.05)
+        ranks = [p for p in job_pids(str(out)) if p != proc.pid]
+        assert len(ranks) >= 2, ranks
+        proc.kill()
+        proc.wait(10)
+        end = time.monotonic() + 20
+        while job_pids(str(out)) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not job_pids(str(out)), "ranks outlived their launcher"
+    finally:
+        kill_job(str(out))
+        if proc.poll() is None:
+            proc.kill()

@@ -156,6 +156,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UsageError("--nproc: already one of several processes (torchrun)")
+        from rnnkit.distributed import check_environment
+
+        check_environment()  # here, not once in each process
+        if args.resume and not (Path(out) / "last.pt").is_file():
+            raise UsageError(f"{Path(out) / 'last.pt'}: checkpoint not found")
         sys.stdout.flush()
         sys.stderr.flush()
         cmd = torchrun_command(args)

@@ -28,10 +28,14 @@ a ``RuntimeError`` when it starts update STEP.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import gc
+import math
 import os
 import random
+import signal
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,6 +200,44 @@ def _fault_step(rank: int) -> int | None:
     return int(step) if where.strip() == str(rank) else None
 
 
+def dist_timeout() -> float:
+    """Seconds a collective (and the first rendezvous) waits: ``RNNKIT_DIST_TIMEOUT``, by
+    default 1800. Raises :class:`ConfigError` for a value that is not a number in
+    (0, 10^7]."""
+    raw = os.environ.get(TIMEOUT_ENV, "1800")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= 1e7:  # (nan fails too)
+        raise ConfigError(f"{TIMEOUT_ENV}={raw}: seconds, a number > 0 (default 1800)")
+    return seconds
+
+
+def check_environment() -> None:
+    """``RNNKIT_DIST_TIMEOUT`` and ``RNNKIT_DIST_BACKEND`` as :func:`setup` will read
+    them (a :class:`ConfigError` before any process starts)."""
+    dist_timeout()
+    backend = os.environ.get(BACKEND_ENV)
+    if backend and backend not in ("nccl", "gloo"):
+        raise ConfigError(f"{BACKEND_ENV}={backend}: use gloo, or nccl on CUDA")
+
+
+def _end_with_launcher() -> None:
+    """Have Linux send this rank SIGTERM when its launcher dies: torchrun starts ranks in
+    sessions of their own, so a SIGKILLed launcher left them training on, writing into
+    the run folder. (Elsewhere: nothing.)"""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the call took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def setup(device_name: str) -> tuple[Dist, torch.device]:
     """Join the job torchrun started (``WORLD_SIZE`` > 1 in the environment), or not.
 
@@ -235,7 +277,8 @@ def setup(device_name: str) -> tuple[Dist, torch.device]:
             )
         device = torch.device("cuda", local_rank % gpus)
         torch.cuda.set_device(device)
-    timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "1800")))
+    timeout = datetime.timedelta(seconds=dist_timeout())
+    _end_with_launcher()
     dist.init_process_group(backend, timeout=timeout)
     return Dist(rank, world, _fault_step(rank)), device
 
