@@ -227,3 +227,22 @@ def test_vocabularies_count_only_the_pairs_that_train(tmp_path: Path) -> None:
     assert "zebra" not in d.src_vocab and "zebra" not in d.tgt_vocab
     assert {"a", "b", "c"} <= set(d.src_vocab.tokens) and len(d.examples) < len(short)
     assert all(len(e.src) <= 6 for e in d.examples)  # (</s> added)
+
+
+def test_gzip_data_blank_tsv_lines_and_missing_files_are_said_plainly(tmp_path):
+    from rnnkit.data import DataError
+    from rnnkit.data.corpus import read_parallel, read_tsv
+    from rnnkit.data.download import _read_local
+
+    for side in ("de", "en"):
+        (tmp_path / f"c.{side}").write_bytes(gzip.compress(b"ein Hund\n"))
+    with pytest.raises(DataError, match=r"c\.de: gzip-compressed data; decompress it"):
+        read_parallel(tmp_path / "c", "de", "en")  # (was ":1: invalid UTF-8 (byte 0x8b)")
+    tsv = tmp_path / "t.txt"
+    tsv.write_text("Go.\tVa !\nHi.\tSalut.\n\n", encoding="utf-8")  # ends in a blank line
+    assert read_tsv(tsv) == [("Go.", "Va !"), ("Hi.", "Salut.")]
+    with pytest.raises(DataError, match=r"train\.de: file not found \(nor \.gz\)$"):
+        _read_local(tmp_path, "train", "train", "de")  # (it named train.de twice)
+    (tmp_path / "val.de").mkdir()
+    with pytest.raises(DataError, match=r"val\.de: not a file"):
+        _read_local(tmp_path, "val", "val", "de")

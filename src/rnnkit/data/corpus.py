@@ -53,6 +53,8 @@ def decode_lines(data: bytes, name: str) -> list[str]:
     """The lines of UTF-8 ``data``, as :func:`read_lines` reads a file; errors name ``name``."""
     if not data:
         raise DataError(f"{name}: file is empty")
+    if data.startswith(b"\x1f\x8b"):  # gzip's magic number
+        raise DataError(f"{name}: gzip-compressed data; decompress it (gunzip) first")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -112,6 +114,8 @@ def tsv_pairs(lines: Sequence[str], name: str, src_col: int = 0, tgt_col: int = 
     need = max(src_col, tgt_col) + 1
     pairs: list[Pair] = []
     for n, line in enumerate(lines, start=1):
+        if not line.strip():  # a blank line (often the last): no pair, as in parallel files
+            continue
         cols = line.split("\t")
         if len(cols) < need:
             raise DataError(

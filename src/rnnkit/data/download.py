@@ -216,14 +216,17 @@ def _unzip_tatoeba(payload: bytes, name: str) -> tuple[dict[str, bytes], str]:
 def _read_local(folder: Path, local: str, official: str, lang: str) -> tuple[str, bytes]:
     """Name and bytes of the first of ``local.lang``, ``official.lang`` (optionally
     ``.gz``) found."""
-    names = [f"{local}.{lang}", f"{official}.{lang}"]
+    names = list(dict.fromkeys([f"{local}.{lang}", f"{official}.{lang}"]))  # once each
     for name in names:
         if (folder / name).is_file():
             return str(folder / name), (folder / name).read_bytes()
         if (folder / f"{name}.gz").is_file():
             gz = str(folder / f"{name}.gz")
             return gz, _gunzip((folder / f"{name}.gz").read_bytes(), gz)
-    raise DataError(f"{folder / names[0]}: file not found (nor {names[1]} or .gz variants)")
+    if (folder / names[0]).exists():
+        raise DataError(f"{folder / names[0]}: not a file")
+    also = f"{names[1]}, " if len(names) > 1 else ""
+    raise DataError(f"{folder / names[0]}: file not found (nor {also}.gz)")
 
 
 def _download(url: str, timeout: float) -> bytes:
