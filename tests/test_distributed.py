@@ -369,3 +369,17 @@ def test_the_ranks_end_when_their_launcher_is_killed(tmp_path):
         kill_job(str(out))
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_lost_or_hung_peer_is_one_line(monkeypatch):
+    from rnnkit.distributed import peer_error
+
+    hung = RuntimeError("[../gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 10000ms")
+    lost = RuntimeError("[../gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+    assert peer_error(hung) is None  # one process: torch's own error stands
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert peer_error(lost) == "process 1: another process stopped (see its error)"
+    said = peer_error(hung)
+    assert said is not None and said.startswith("process 1: another process did not answer")
+    assert peer_error(RuntimeError("shape mismatch")) is None

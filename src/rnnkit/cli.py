@@ -7,7 +7,6 @@ Errors in what the user gave (config, data, checkpoint, input text) end with a o
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -359,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rnnkit.checkpoint import CheckpointError
     from rnnkit.config import ConfigError
     from rnnkit.data import DataError
+    from rnnkit.distributed import leave_group, peer_error
     from rnnkit.update import Diverged
 
     try:
@@ -384,14 +384,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "can't allocate memory" in str(e) or "out of memory" in str(e):  # torch's words
             print(f"rnnkit: error: {out_of_memory(e)}", file=sys.stderr)
             return 1
-        rank, world = os.environ.get("RANK", "0"), int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 1 and "by peer" in str(e):
-            print(f"rnnkit: error: process {rank}: another process stopped (see its error)",
-                  file=sys.stderr)  # fmt: skip
-            return 1
-        raise
+        said = peer_error(e) if "torch.distributed" in sys.modules else None
+        if said is None:
+            raise
+        print(f"rnnkit: error: {said}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 0
+    finally:  # an error under torchrun: leave the group, so no gloo thread aborts it
+        if "torch.distributed" in sys.modules:
+            leave_group()
 
 
 if __name__ == "__main__":

@@ -214,6 +214,30 @@ def dist_timeout() -> float:
     return seconds
 
 
+def peer_error(e: RuntimeError) -> str | None:
+    """One line for what a collective raises when another process stopped or hung
+    (under torchrun), else None."""
+    rank, world = os.environ.get("RANK", "0"), int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and "by peer" in str(e):
+        return f"process {rank}: another process stopped (see its error)"
+    if world > 1 and "timed out" in str(e).lower():
+        return (
+            f"process {rank}: another process did not answer within {TIMEOUT_ENV} "
+            "seconds (it hung or stopped)"
+        )
+    return None
+
+
+def leave_group() -> None:
+    """Leave the process group, if in one (best effort, on the way out: a process that
+    exits in it may have its gloo threads abort it, and torchrun then blames it)."""
+    try:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def check_environment() -> None:
     """``RNNKIT_DIST_TIMEOUT`` and ``RNNKIT_DIST_BACKEND`` as :func:`setup` will read
     them (a :class:`ConfigError` before any process starts)."""
