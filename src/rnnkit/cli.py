@@ -162,31 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw each output from the model's distribution instead of searching "
         "(e.g. for back-translation); with --n-best N: N samples per line",
     )
-    tr.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        metavar="T",
-        help="--sample: logits / T (default: 1.0)",
-    )
-    tr.add_argument(
-        "--top-k",
-        type=int,
-        default=None,
-        metavar="K",
-        help="--sample: from the K most probable tokens only (default: 0 = all)",
-    )
-    tr.add_argument(
-        "--top-p",
-        type=float,
-        default=None,
-        metavar="P",
-        help="--sample: from the fewest tokens whose probability reaches P (nucleus; "
-        "default: 1.0 = all)",
-    )
-    tr.add_argument(
-        "--seed", type=int, default=None, metavar="S", help="--sample: random seed (default: 1)"
-    )
+    for flag, kind, meta, says in (
+        ("--temperature", float, "T", "logits / T (default: 1.0)"),
+        ("--top-k", int, "K", "from the K most probable tokens only (default: 0 = all)"),
+        (
+            "--top-p",
+            float,
+            "P",
+            "from the fewest tokens whose probability reaches P (nucleus; default: 1.0 = all)",
+        ),
+        ("--seed", int, "S", "random seed (default: 1)"),
+    ):  # fmt: skip  (None: not given, which is what --sample's absence checks)
+        tr.add_argument(flag, type=kind, default=None, metavar=meta, help=f"--sample: {says}")
     add_device(tr)
     tr.set_defaults(func=cmd_translate)
 
@@ -358,7 +345,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rnnkit.checkpoint import CheckpointError
     from rnnkit.config import ConfigError
     from rnnkit.data import DataError
-    from rnnkit.distributed import leave_group, peer_error
     from rnnkit.update import Diverged
 
     try:
@@ -384,15 +370,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "can't allocate memory" in str(e) or "out of memory" in str(e):  # torch's words
             print(f"rnnkit: error: {out_of_memory(e)}", file=sys.stderr)
             return 1
-        said = peer_error(e) if "torch.distributed" in sys.modules else None
+        from rnnkit.distributed import peer_error
+
+        said = peer_error(e)
         if said is None:
             raise
         print(f"rnnkit: error: {said}", file=sys.stderr)
         return 1
     except BrokenPipeError:
         return 0
-    finally:  # an error under torchrun: leave the group, so no gloo thread aborts it
-        if "torch.distributed" in sys.modules:
+    finally:  # under torchrun (rnnkit.distributed made the group): leave it, so that
+        if "rnnkit.distributed" in sys.modules:  # no gloo thread aborts this process
+            from rnnkit.distributed import leave_group
+
             leave_group()
 
 

@@ -117,11 +117,18 @@ class Decoder(nn.Module):
             state["c"] = h
         if self.style == "luong":
             state["feed"] = enc.final.new_zeros(B, self.out_size)
-        mask = self.rnn.draw(h)  # training: this batch's weight-drop and recurrent masks
+        return self._begin(state)
+
+    def _begin(self, state: State) -> State:
+        """Start a sequence batch: in training, this batch's weight-drop copies and
+        recurrent-dropout mask (``rnn.draw``), and a ``(B, 0)`` mark ``drawn`` saying
+        that ``state`` holds them (a state made by hand lacks it)."""
+        h = state["h"]
+        mask = self.rnn.draw(h)
         if mask is not None:
             state["drop"] = mask
-        if self._regularised():  # (B, 0): marks the state as this draw's
-            state["drawn"] = h.new_zeros(B, 0)
+        if self._regularised():
+            state["drawn"] = h.new_zeros(h.shape[0], 0)
         return state
 
     def _regularised(self) -> bool:
@@ -138,10 +145,9 @@ class Decoder(nn.Module):
     ) -> DecoderStep:
         """y_prev ``(B,)`` → pre-output o_t ``(B, O)`` (before W_out), new state, α_t."""
         e = self.emb_dropout(self.embed(y_prev))  # (B, E)
+        if "drawn" not in state and self._regularised():  # made by hand: a new sequence
+            state = self._begin(dict(state))
         h, c, drop = state["h"], state.get("c"), state.get("drop")
-        drawn = state.get("drawn")
-        if drawn is None and self._regularised():  # a state made by hand: a new sequence
-            drop, drawn = self.rnn.draw(h), h.new_zeros(h.shape[0], 0)  # (new W_hh copies)
         alpha = None
         if self.style == "luong":
             inp = torch.cat([e, state["feed"]], 1)
@@ -163,8 +169,5 @@ class Decoder(nn.Module):
             new = {"h": h}
         if c is not None:
             new["c"] = c
-        if drop is not None:
-            new["drop"] = drop
-        if drawn is not None:
-            new["drawn"] = drawn
+        new.update({k: state[k] for k in ("drop", "drawn") if k in state})  # the sequence's
         return DecoderStep(self.dropout(o), new, alpha, gates)

@@ -229,45 +229,48 @@ def prepare(
     if resumed is not None:
         src_tok = tokenizer_from_state(resumed["src_tokenizer"])
         tgt_tok = tokenizer_from_state(resumed["tgt_tokenizer"])
-        src_vocab = Vocab.from_state(resumed["src_vocab"])
-        tgt_vocab = Vocab.from_state(resumed["tgt_vocab"])
     else:
         if cfg.data.sp_model:
             say(f"tokenizer: data.sp_model {cfg.data.sp_model} (both sides)")
         else:
             say(f"training tokenizers ({cfg.data.tokenizer}) on {len(train_pairs)} pairs")
         src_tok, tgt_tok = build_tokenizers(cfg, train_pairs)
-        train_pairs = _filtered(cfg, train_pairs, src_tok, tgt_tok, say)  # the vocabularies
-        cap, least = cfg.data.max_vocab, cfg.data.min_freq  # count what is trained on
-        src_vocab = Vocab.build((src_tok.encode(s) for s, _ in train_pairs), cap, least)
-        tgt_vocab = Vocab.build((tgt_tok.encode(t) for _, t in train_pairs), cap, least)
-        if cap or least > 1:
-            say(f"vocabularies: {len(src_vocab)} / {len(tgt_vocab)} tokens (specials included)")
-        if cfg.data.bpe_dropout:  # the pieces of dropped merges too
-            check_bpe(src_tok, tgt_tok, train_pairs)
-            src_vocab = src_vocab.extended(src_tok.pieces_within(s for s, _ in train_pairs))
-            tgt_vocab = tgt_vocab.extended(tgt_tok.pieces_within(t for _, t in train_pairs))
+    train_pairs, dropped = filter_pairs(
+        train_pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode
+    )  # before the vocabularies: they count what is trained on
+    if dropped:
+        say(f"filtered {dropped} training pairs longer than {cfg.data.max_len} tokens or empty")
+    if resumed is not None:
+        src_vocab = Vocab.from_state(resumed["src_vocab"])
+        tgt_vocab = Vocab.from_state(resumed["tgt_vocab"])
+    else:
+        src_vocab, tgt_vocab = _vocabularies(cfg, src_tok, tgt_tok, train_pairs, say)
     if write:
         save_vocabularies(out, src_tok, tgt_tok, src_vocab, tgt_vocab)
         save_held_out(out, cfg.data, pairs, say)
-    if resumed is not None:
-        train_pairs = _filtered(cfg, train_pairs, src_tok, tgt_tok, say)
     examples = encode_pairs(train_pairs, src_tok, tgt_tok, src_vocab, tgt_vocab)
     return Prepared(src_tok, tgt_tok, src_vocab, tgt_vocab, examples, pairs["dev"], train_pairs)
 
 
-def _filtered(
+def _vocabularies(
     cfg: Config,
-    pairs: list[Pair],
     src_tok: Tokenizer,
     tgt_tok: Tokenizer,
+    train_pairs: list[Pair],
     say: Callable[[str], None],
-) -> list[Pair]:
-    """``pairs`` without those longer than ``data.max_len`` tokens on a side, or empty."""
-    kept, dropped = filter_pairs(pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode)
-    if dropped:
-        say(f"filtered {dropped} training pairs longer than {cfg.data.max_len} tokens or empty")
-    return kept
+) -> tuple[Vocab, Vocab]:
+    """Each side's vocabulary of the training pairs (``data.max_vocab``, ``min_freq``; with
+    ``data.bpe_dropout`` also the pieces of dropped merges)."""
+    cap, least = cfg.data.max_vocab, cfg.data.min_freq
+    src_vocab = Vocab.build((src_tok.encode(s) for s, _ in train_pairs), cap, least)
+    tgt_vocab = Vocab.build((tgt_tok.encode(t) for _, t in train_pairs), cap, least)
+    if cap or least > 1:
+        say(f"vocabularies: {len(src_vocab)} / {len(tgt_vocab)} tokens (specials included)")
+    if cfg.data.bpe_dropout:
+        check_bpe(src_tok, tgt_tok, train_pairs)
+        src_vocab = src_vocab.extended(src_tok.pieces_within(s for s, _ in train_pairs))
+        tgt_vocab = tgt_vocab.extended(tgt_tok.pieces_within(t for _, t in train_pairs))
+    return src_vocab, tgt_vocab
 
 
 def tokenizer_states(d: Prepared) -> dict[str, Any]:

@@ -15,7 +15,6 @@ OpenNMT's ``-src_embeddings`` and Joey NMT's ``load_pretrained`` do).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,9 +37,6 @@ def _opened(path: str | Path) -> BinaryIO:
         raise DataError(f"{path}: cannot read the embeddings file ({e.strerror})") from None
 
 
-_FIELDS = re.compile(r"[ \t]+")
-
-
 def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[float]]:
     """The vectors of ``path`` for the tokens of ``vocab`` (specials aside), by id; the
     first line of a token counts. Fields are separated by spaces or tabs; the first
@@ -59,7 +55,9 @@ def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[flo
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
                 raise DataError(f"{path}, line {n}: not UTF-8") from None
-            parts = _FIELDS.split(line.strip(" \t\r\n"))  # spaces or tabs between fields
+            parts = line.split()  # spaces or tabs (no token holds whitespace)
+            if not parts:
+                continue
             if n == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):  # N E header
                 if int(parts[1]) != dim:
                     raise DataError(
@@ -68,7 +66,7 @@ def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[flo
                 continue
             wanted = parts[0] in vocab and parts[0] not in SPECIALS
             wanted = wanted and vocab[parts[0]] not in found
-            if not wanted and (checked or parts == [""]):
+            if not wanted and checked:
                 continue
             checked = True  # the first vector's size is checked, whatever its token
             if len(parts) - 1 != dim:

@@ -94,7 +94,7 @@ def sample_search(
     s = sampling or Sampling()
     generator = generator or s.generator(src.device)
 
-    def draw(logits: Tensor, logp: Tensor) -> Tensor:
+    def draw(logp: Tensor) -> Tensor:
         # from the log-probabilities (logits less a constant: the same softmax at any
         # temperature) in which padding and BOS are -inf: never outputs
         probs = torch.softmax(_filtered(logp, s), -1)

@@ -21,11 +21,11 @@ from typing import NamedTuple
 import torch
 
 from rnnkit.checkpoint import Bundle
-from rnnkit.data import Batch, encode_pairs, make_batches
+from rnnkit.data import Batch, Example, encode_pairs, make_batches
 from rnnkit.prepare import lowercase_pairs
 from rnnkit.search import Decoding
 
-__all__ = ["PairScore", "score_pairs", "summary"]
+__all__ = ["PairScore", "bundle_examples", "score_pairs", "summary"]
 
 
 class PairScore(NamedTuple):
@@ -33,6 +33,19 @@ class PairScore(NamedTuple):
 
     log_prob: float
     tokens: int
+
+
+def bundle_examples(bundle: Bundle, pairs: Sequence[tuple[str, str]]) -> list[Example]:
+    """``pairs`` as the model reads them, as training saw text: lowercased with
+    ``data.lowercase``, tokenised and numbered by the bundle's tokenizers and
+    vocabularies."""
+    return encode_pairs(
+        lowercase_pairs(list(pairs), bundle.config.data.lowercase),
+        bundle.src_tokenizer,
+        bundle.tgt_tokenizer,
+        bundle.src_vocab,
+        bundle.tgt_vocab,
+    )
 
 
 def score_pairs(
@@ -63,13 +76,7 @@ def score_pairs(
     model = bundle.model if model is None else model
     device = next(model.parameters()).device
     pairs = [(x if x.strip() else "", y if y.strip() else "") for x, y in zip(sources, targets)]
-    examples = encode_pairs(
-        lowercase_pairs(pairs, bundle.config.data.lowercase),
-        bundle.src_tokenizer,
-        bundle.tgt_tokenizer,
-        bundle.src_vocab,
-        bundle.tgt_vocab,
-    )  # an empty line is EOS alone
+    examples = bundle_examples(bundle, pairs)  # an empty line is EOS alone
     pad = bundle.tgt_vocab.pad_id
     size = bundle.config.decode.batch_size if batch_size is None else batch_size
     out: list[PairScore] = [PairScore(0.0, 0)] * len(examples)

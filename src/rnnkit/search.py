@@ -45,6 +45,7 @@ from rnnkit.loss import output_log_probs
 from rnnkit.model import DecoderStep, Seq2Seq, State
 
 __all__ = ["Hypothesis", "greedy_search", "beam_search", "length_penalty", "coverage_penalty"]
+__all__ += ["max_lengths"]
 
 
 class Decoding(Protocol):
@@ -85,7 +86,8 @@ def coverage_penalty(attention: Tensor, beta: float) -> float:
     return beta * float(cover.log().sum())
 
 
-def _max_lengths(src_lengths: Tensor, a: float, b: int) -> list[int]:
+def max_lengths(src_lengths: Tensor, a: float, b: int) -> list[int]:
+    """Each sentence's output limit, a·|x| + b tokens (at least 1)."""
     return [max(1, int(a * n + b)) for n in src_lengths.tolist()]
 
 
@@ -106,13 +108,13 @@ def greedy_search(
         return []
     # one model on a GPU: static shapes, no host sync per step (rnnkit.graphs)
     if isinstance(model, Seq2Seq) and graphs.active(src.device):
-        lims = _max_lengths(src_lengths, max_len_a, max_len_b)
+        lims = max_lengths(src_lengths, max_len_a, max_len_b)
         ids, scores, att = greedy_tokens(model, src, src_lengths, lims)
         return _hypotheses(model, ids, scores, att, lims, src_lengths)
     return decode_by(model, src, src_lengths, max_len_a, max_len_b, _argmax)
 
 
-def _argmax(logits: Tensor, logp: Tensor) -> Tensor:
+def _argmax(logp: Tensor) -> Tensor:
     return logp.argmax(-1)
 
 
@@ -123,18 +125,18 @@ def decode_by(
     src_lengths: Tensor,
     max_len_a: float,
     max_len_b: int,
-    pick: Callable[[Tensor, Tensor], Tensor],
+    pick: Callable[[Tensor], Tensor],
 ) -> list[Hypothesis]:
-    """One hypothesis per row, growing by the token ``pick(logits, log_probs)`` chooses at
-    each step (``(n, V)`` each, float32 → ``(n,)`` ids): greedy search, or sampling
-    (:mod:`rnnkit.sampling`). Scores sum the model's log-probabilities of the picks; rows
-    that have written EOS leave the batch."""
+    """One hypothesis per row, growing by the token ``pick(log_probs)`` chooses at each
+    step (``(n, V)`` float32, ``<pad>`` and ``<s>`` at -inf → ``(n,)`` ids): greedy
+    search, or sampling (:mod:`rnnkit.sampling`). Scores sum the model's
+    log-probabilities of the picks; rows that have written EOS leave the batch."""
     if src.shape[0] == 0:
         return []
     enc = model.encode(src, src_lengths)
     state = model.init_state(enc)
     B, dev = src.shape[0], src.device
-    lims = _max_lengths(src_lengths, max_len_a, max_len_b)
+    lims = max_lengths(src_lengths, max_len_a, max_len_b)
     limits = torch.tensor(lims, device=dev)
     T = int(max(lims))
     ids = torch.full((B, T), model.eos_id, dtype=torch.long, device=dev)
@@ -144,9 +146,8 @@ def decode_by(
     y = torch.full((B,), model.bos_id, dtype=torch.long, device=dev)
     for t in range(T):
         step = model.decode_step(y, state, enc)
-        logits = step.logits.float()
-        logp = output_log_probs(logits, model.pad_id, model.bos_id)
-        y = pick(logits, logp)
+        logp = output_log_probs(step.logits, model.pad_id, model.bos_id)
+        y = pick(logp)
         scores[rows] += logp.gather(1, y[:, None]).squeeze(1)
         ids[rows, t] = y
         if step.attention is not None:
@@ -275,7 +276,7 @@ def beam_search(
     if src.shape[0] == 0:  # an empty batch: no sentence, no hypothesis
         return []
     K, B, dev, alpha = beam_size, src.shape[0], src.device, length_penalty_alpha
-    limits = _max_lengths(src_lengths, max_len_a, max_len_b)
+    limits = max_lengths(src_lengths, max_len_a, max_len_b)
     src_len = src_lengths.tolist()
     if coverage < 0:
         raise ValueError(f"coverage must be ≥ 0, got {coverage}")

@@ -348,8 +348,9 @@ class Trainer:
             self.csv.close()
         metric = self.t.early_stopping_metric
         best = validation.metric_value(at.best, metric)
-        text = "best " + validation.describe_best(metric, best, at.best_step, at.best_bleu)
-        if not math.isfinite(best):  # stopped before the first validation
+        if math.isfinite(best):
+            text = "best " + validation.describe_best(metric, best, at.best_step, at.best_bleu)
+        else:  # stopped before the first validation
             text = "no validation yet (best.pt: the weights at the stop)"
         self.say(f"stopped ({stopped}) after {at.step} steps; {text}; checkpoints in {self.out}")
         return TrainResult(at.step, at.best_bleu, stopped, self.history, metric, best, at.best_step)

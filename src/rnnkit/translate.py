@@ -18,7 +18,7 @@ from rnnkit.checkpoint import Bundle
 from rnnkit.data import make_src_batches
 from rnnkit.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK
 from rnnkit.sampling import Sampling, sample_search
-from rnnkit.search import Decoding, _max_lengths, beam_search, greedy_search
+from rnnkit.search import Decoding, beam_search, greedy_search, max_lengths
 
 __all__ = ["Translation", "translate_lines", "translate_chunks", "as_json"]
 
@@ -120,7 +120,7 @@ def translate_lines(
                     dec.exact if exact is None else exact,
                     dec.coverage_penalty if coverage_penalty is None else coverage_penalty,
                 )
-        limits = _max_lengths(lengths, dec.max_len_a, dec.max_len_b)
+        limits = max_lengths(lengths, dec.max_len_a, dec.max_len_b)
         for row, nbest, limit in zip(batch.indices.tolist(), hyps, limits):
             i = todo[row]
             src_toks = src_tokens[i] + ["</s>"]

@@ -12,11 +12,11 @@ import torch
 
 from rnnkit.checkpoint import Bundle
 from rnnkit.config_schema import LOWER_IS_BETTER
-from rnnkit.data import encode_pairs, make_batches
+from rnnkit.data import make_batches
 from rnnkit.evaluate import score
 from rnnkit.model import sequence_loss
-from rnnkit.prepare import lowercase_pairs
 from rnnkit.progress import CsvLog
+from rnnkit.scoring import bundle_examples
 from rnnkit.translate import translate_lines
 
 __all__ = ["describe_best", "metric_score", "metric_value", "validate", "validate_and_log"]
@@ -32,13 +32,7 @@ def validate(bundle: Bundle, pairs: list[Pair], beam_size: int = 1) -> dict[str,
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    examples = encode_pairs(  # as training saw text: lowercased with data.lowercase
-        lowercase_pairs(pairs, cfg.data.lowercase),
-        bundle.src_tokenizer,
-        bundle.tgt_tokenizer,
-        bundle.src_vocab,
-        bundle.tgt_vocab,
-    )
+    examples = bundle_examples(bundle, pairs)  # lowercased with data.lowercase
     nll, n = 0.0, 0
     with torch.no_grad():
         for b in make_batches(

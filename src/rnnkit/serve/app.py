@@ -4,7 +4,7 @@ Endpoints: ``GET /health``, ``GET /info``, ``POST /translate``, ``GET /metrics``
 (Prometheus text), ``GET /`` (the page), ``/docs`` (OpenAPI). Every error is JSON
 ``{"detail": message}``: 400 undecodable body, 401 API key, 413 too big, 422 malformed
 request, 500 model failure (that batch only), 503 queue full (with ``Retry-After``),
-408 a body not in within 15 s. A request whose client disconnects is dropped from the
+408 a body not all in within 15 s. A request whose client disconnects is dropped from the
 queue; responses are serialised off the event loop.
 """
 
