@@ -20,7 +20,8 @@ import torch.distributed as dist
 import yaml
 
 from rnnkit.checkpoint import build_model, load_checkpoint
-from rnnkit.cli import build_parser, torchrun_command
+from rnnkit.cli import build_parser
+from rnnkit.cli_commands import train_arguments
 from rnnkit.config import config_from_dict
 from rnnkit.data import Vocab, encode_pairs, make_batches
 from rnnkit.distributed import shard
@@ -183,25 +184,11 @@ def test_shares_of_a_batch_add_up_to_its_loss():
             assert not is_real and stand_in.indices.tolist() == batch.indices[:1].tolist()
 
 
-def test_nproc_runs_torchrun_with_the_same_arguments():
+def test_nproc_gives_each_process_the_same_arguments():
     args = build_parser().parse_args(
         ["train", "c.yaml", "--set", "train.lr=0.1", "--out", "o", "--resume", "--nproc", "3"]
     )
-    cmd = torchrun_command(args)
-    assert cmd[:4] == [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    assert cmd[4:] == [
-        "--nproc-per-node",
-        "3",
-        "-m",
-        "rnnkit",
-        "train",
-        "c.yaml",
-        "--set",
-        "train.lr=0.1",
-        "--out",
-        "o",
-        "--resume",
-    ]
+    assert train_arguments(args) == ["c.yaml", "--set", "train.lr=0.1", "--out", "o", "--resume"]
 
 
 # ---------------------------------------------------------------- two ranks, one process
@@ -342,7 +329,7 @@ def test_a_bad_timeout_is_one_line_before_any_process_starts(tmp_path, capsys, v
 
 def test_the_ranks_end_when_their_launcher_is_killed(tmp_path):
     """torchrun starts its ranks in sessions of their own: SIGKILL to `rnnkit train
-    --nproc 2` (torchrun in its place) left both training on, writing into the run
+    --nproc 2` (then torchrun in its place) left both training on, writing into the run
     folder. Each rank now asks Linux for SIGTERM when its launcher dies."""
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_PDEATHSIG is Linux's")

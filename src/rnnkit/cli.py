@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
 from rnnkit.cli_commands import (
@@ -28,7 +29,6 @@ from rnnkit.cli_commands import (
 # Names defined here before the split stay importable from rnnkit.cli.
 from rnnkit.cli_commands import positive_int as positive_int
 from rnnkit.cli_commands import read_text as read_text
-from rnnkit.cli_commands import torchrun_command as torchrun_command
 from rnnkit.cli_commands import write_text as write_text
 from rnnkit.cli_decode import cmd_evaluate, cmd_score, cmd_translate
 
@@ -370,12 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "can't allocate memory" in str(e) or "out of memory" in str(e):  # torch's words
             print(f"rnnkit: error: {out_of_memory(e)}", file=sys.stderr)
             return 1
-        from rnnkit.distributed import peer_error
+        from rnnkit.distributed import PEER_LOST_WAIT, peer_error
 
         said = peer_error(e)
         if said is None:
             raise
         print(f"rnnkit: error: {said}", file=sys.stderr)
+        time.sleep(PEER_LOST_WAIT)  # so that the launcher sees the process that failed first
         return 1
     except BrokenPipeError:
         return 0

@@ -104,10 +104,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def torchrun_command(args: argparse.Namespace) -> list[str]:
-    """``rnnkit train ... --nproc N`` as the torchrun command that runs N processes."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += ["--nproc-per-node", str(args.nproc), "-m", "rnnkit", "train", args.config]
+def train_arguments(args: argparse.Namespace) -> list[str]:
+    """The arguments of ``rnnkit train`` that each of ``--nproc N``'s processes gets."""
+    cmd = [args.config]
     for item in args.set:
         cmd += ["--set", item]
     if args.out:
@@ -161,10 +160,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_environment()  # here, not once in each process
         if args.resume and not (Path(out) / "last.pt").is_file():
             raise UsageError(f"{Path(out) / 'last.pt'}: checkpoint not found")
+        from rnnkit.launcher import launch
+
         sys.stdout.flush()
         sys.stderr.flush()
-        cmd = torchrun_command(args)
-        os.execv(cmd[0], cmd)  # torchrun takes this process's place (and its signals)
+        return launch(train_arguments(args), args.nproc)
     result = train(
         cfg,
         out,

@@ -1,7 +1,7 @@
 """Several processes, one model: ``rnnkit train`` under torchrun (DistributedDataParallel).
 
     torchrun --standalone --nproc_per_node N -m rnnkit train CONFIG --out DIR
-    rnnkit train CONFIG --out DIR --nproc N        # the same, launched for you
+    rnnkit train CONFIG --out DIR --nproc N        # the same (rnnkit.launcher)
 
 What a run means does not change with the number of processes N (the ranks):
 
@@ -19,7 +19,7 @@ Backend gloo on CPU, NCCL on CUDA with one GPU per rank (``cuda:LOCAL_RANK``). R
 alone writes checkpoints, logs and validation output; the others wait for its
 validation result, which they need for the learning-rate schedule and early stopping.
 Collectives time out after ``RNNKIT_DIST_TIMEOUT`` seconds (default 1800: a validation
-on rank 0 must fit in it); torchrun ends the whole job as soon as one rank fails.
+on rank 0 must fit in it); the launcher ends the whole job as soon as one rank fails.
 
 Fault injection, for the tests only: ``RNNKIT_FAULT=RANK@STEP`` makes that rank raise
 a ``RuntimeError`` when it starts update STEP.
@@ -212,6 +212,11 @@ def dist_timeout() -> float:
     if not 0 < seconds <= 1e7:  # (nan fails too)
         raise ConfigError(f"{TIMEOUT_ENV}={raw}: seconds, a number > 0 (default 1800)")
     return seconds
+
+
+# Seconds a process that saw another stop waits before it exits (the launcher, torchrun's
+# agent, then sees the process that failed first alone, and reports that one).
+PEER_LOST_WAIT = 2.0
 
 
 def peer_error(e: RuntimeError) -> str | None:

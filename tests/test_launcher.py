@@ -1,0 +1,106 @@
+"""``rnnkit train --nproc N``: torchrun's agent in rnnkit's process (rnnkit.launcher).
+
+What the job says and its exit status: the error of the process that failed first,
+once, without torchrun's report or log lines; 130 after Ctrl-C, 143 after SIGTERM,
+with no traceback and no process left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from test_distributed import (
+    JOB_TIMEOUT,
+    dates,
+    finish,
+    job_env,
+    job_pids,
+    kill_job,
+    progress_step,
+    write_yaml,
+)
+
+from rnnkit.launcher import failure_report, first_failure
+
+TORCHRUN_WORDS = ("torch/distributed/elastic", "ChildFailedError", "Root Cause", "exitcode")
+
+
+def nproc_job(cfg: Path, out: Path, **env: str) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "rnnkit", "train", str(cfg), "--out", str(out), "--nproc", "2"]
+    return subprocess.Popen(cmd, env=job_env(**env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+
+def failure(exitcode: int, timestamp: int, local_rank: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(exitcode=exitcode, timestamp=timestamp, local_rank=local_rank)
+
+
+def test_the_failure_reported_is_the_first_then_an_exit_then_the_lowest_rank():
+    assert first_failure({1: failure(1, 100), 0: failure(1, 101)})[0] == 1
+    assert first_failure({0: failure(-6, 100), 1: failure(2, 100)})[0] == 1  # a signal last
+    assert first_failure({1: failure(2, 100), 0: failure(1, 100)})[0] == 0
+
+
+def test_what_a_failure_says_and_the_status_it_gives():
+    assert failure_report(0, 2, 2, "") == ("", 2)  # process 0 said it on the terminal
+    assert failure_report(1, 2, 2, "rnnkit: error: x") == ("rnnkit: error: x", 2)
+    assert failure_report(1, 4, 1, "") == ("rnnkit: error: process 1 of 4 ended with status 1", 1)
+    assert failure_report(0, 2, -9, "") == (
+        "rnnkit: error: process 0 of 2 was killed by SIGKILL",
+        137,
+    )
+    text, status = failure_report(3, 4, -6, "terminate called")
+    assert text.splitlines() == [
+        "terminate called",
+        "rnnkit: error: process 3 of 4 was killed by SIGABRT",
+    ]
+    assert status == 134
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_failing_process_is_said_once_without_torchruns_report(tmp_path, rank):
+    """Under `os.execv` into torchrun, a failure was the process's error, the other's
+    'another process stopped', torchrun's log lines and its 'ChildFailedError' report,
+    status 1; process 1's error said after process 0's, so torchrun often blamed 0."""
+    cfg_path = write_yaml(tmp_path / "cfg.yaml", dates())
+    out = tmp_path / "out"
+    code, err = finish(nproc_job(cfg_path, out, RNNKIT_FAULT=f"{rank}@3"), out)
+    assert code == 1, err[-3000:]
+    assert err.count(f"RuntimeError: injected fault (RNNKIT_FAULT) on rank {rank} at step 3") == 1
+    assert not [w for w in TORCHRUN_WORDS if w in err], err[-3000:]
+    assert f"process {rank}: another process stopped" not in err
+    time.sleep(0.2)
+    assert not job_pids(str(out))
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_ends_the_job_with_the_shells_status(tmp_path, sig, status):
+    """Ctrl-C (SIGINT to the terminal's process group) made torchrun exit 1 with a
+    traceback. Now 130 (143 for SIGTERM), process 0's line, no traceback, nothing left."""
+    long = dates(max_steps=100_000, max_epochs=100_000, validate_every=1000)
+    cfg_path = write_yaml(tmp_path / "cfg.yaml", long)
+    out = tmp_path / "out"
+    proc = nproc_job(cfg_path, out)
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while progress_step(out / "last.pt") < 10:  # both processes are training
+            assert proc.poll() is None and time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.05)
+        os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
+        code, err = finish(proc, out)
+    finally:
+        kill_job(str(out))
+    assert code == status, err[-3000:]
+    assert "Traceback" not in err and not [w for w in TORCHRUN_WORDS if w in err], err[-3000:]
+    if sig == signal.SIGINT:
+        assert "interrupted at step" in err
+    else:
+        assert "rnnkit: stopped by SIGTERM" in err
+    time.sleep(0.2)
+    assert not job_pids(str(out))
