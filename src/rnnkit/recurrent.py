@@ -230,7 +230,9 @@ class Recurrent(nn.Module):
             trace_type,
             static=self.engine != "reference",
         )
-        result_out, final, trace = restore_layout(out, final, trace, layout, input)
+        result_out, final, trace = restore_layout(
+            out, final, trace, layout, input, self.batch_first
+        )
         result = (result_out, final if tuple_state else final[0])
         return result + (trace,) if return_gates else result
 

@@ -245,38 +245,56 @@ def time_major(
     if x.dim() == 2:
         x, layout = x.unsqueeze(1), "unbatched"
         if hx is not None:
-            dims = [h.dim() for h in (hx if tuple_state else (hx,))]
+            given_tuple = isinstance(hx, (tuple, list))  # (h,) also for one state
+            hs = tuple(hx) if given_tuple else (hx,)
+            dims = [h.dim() if isinstance(h, Tensor) else type(h).__name__ for h in hs]
             if any(d != 2 for d in dims):
                 raise RuntimeError(
                     f"For unbatched 2-D input, hx should also be 2-D but got {dims}-D tensors"
                 )
-            hx = tuple(h.unsqueeze(1) for h in hx) if tuple_state else hx.unsqueeze(1)
+            hs = tuple(h.unsqueeze(1) for h in hs)
+            hx = hs if tuple_state or given_tuple else hs[0]
     elif x.dim() != 3:
         raise ValueError(f"{name}: expected a 2-D or 3-D input, got {x.dim()}-D")
     elif batch_first:
         x, layout = x.transpose(0, 1), "batch_first"
     if lengths is None:
         return x, hx, None, layout
-    return x, hx, check_lengths(lengths, x.shape[0], x.shape[1]), layout
+    lens = check_lengths(lengths, x.shape[0], x.shape[1])
+    return x.masked_fill(~valid_steps(lens, x.shape[0], x.device), 0), hx, lens, layout
+
+
+def valid_steps(lengths: Tensor, T: int, device: torch.device) -> Tensor:
+    """``(T, B, 1)``: True on each sequence's real steps. The padding of an input is
+    zeroed with it (a nan or inf there would make the steps past a length nan, and
+    0 · nan every weight's gradient)."""
+    steps = torch.arange(T, device=lengths.device).unsqueeze(1)
+    return (steps < lengths).unsqueeze(-1).to(device)
 
 
 def mask_padding(out: Tensor, trace: Any, lengths: Tensor | None) -> tuple[Tensor, Any]:
     """Zero the output ``(T, B, ·)`` and every trace field past each length."""
     if lengths is None:
         return out, trace
-    steps = torch.arange(out.shape[0], device=lengths.device).unsqueeze(1)
-    mask = (steps < lengths).to(out.device)  # (T, B)
-    out = out * mask.unsqueeze(-1).to(out.dtype)
+    pad = ~valid_steps(lengths, out.shape[0], out.device)
+    out = out.masked_fill(pad, 0)
     if trace is not None:
-        trace = type(trace)(*(f * mask.unsqueeze(-1).to(f.dtype) for f in trace))
+        trace = type(trace)(*(f.masked_fill(pad, 0) for f in trace))
     return out, trace
 
 
 def restore_layout(
-    out: Tensor, final: tuple[Tensor, ...], trace: Any, layout: str, like: Tensor | PackedSequence
+    out: Tensor,
+    final: tuple[Tensor, ...],
+    trace: Any,
+    layout: str,
+    like: Tensor | PackedSequence,
+    batch_first: bool = False,
 ) -> tuple[Any, tuple[Tensor, ...], Any]:
     """Output, final states and trace back in the layout the input came in."""
-    if layout == "packed":
+    if layout == "packed":  # the trace as documented for the layer's batch_first
+        if trace is not None and batch_first:
+            trace = type(trace)(*(f.transpose(1, 2) for f in trace))
         return _repack(out, cast(PackedSequence, like)), final, trace
     if layout == "unbatched":
         trace = None if trace is None else type(trace)(*(f.squeeze(2) for f in trace))

@@ -105,8 +105,14 @@ class Cell(nn.Module):
             h = h * self.recurrent_mask
         w, b = self.weight_hh, (self.bias_hh if bias else None)
         if blocks is not None:
+            start, stop, stride = blocks.indices(self.chunks)
+            if stride != 1:
+                raise ValueError(
+                    f"{type(self).__name__}.hh: blocks must be consecutive gate blocks "
+                    f"(slice(start, stop)), got {blocks}"
+                )
             H = self.hidden_size
-            rows = slice(blocks.start * H, blocks.stop * H)
+            rows = slice(start * H, stop * H)
             w, b = w[rows], (None if b is None else b[rows])
         return F.linear(h, w, b)
 
@@ -214,6 +220,13 @@ def check_step(cell: Cell, new: Any, gates: Any, state: State) -> None:
         raise ValueError(
             f"{name}.step must return its gates as a NamedTuple with fields for "
             f"{cell.state} (declare it as {name}.Gates); got {type(gates).__name__}"
+        )
+    declared = type(cell).Gates
+    if not isinstance(gates, declared):  # static shapes rebuild the trace as a Gates
+        raise ValueError(
+            f"{name}.step must return its gates as {name}.Gates ({declared.__name__}); "
+            f"got {type(gates).__name__} (a subclass that declares other gates needs its "
+            "own step)"
         )
 
 

@@ -68,7 +68,8 @@ class StackedCell(nn.Module):
             self.kind, cls = cell.__name__, cell
         if len(cls.state) > 2:
             raise ValueError(f"{cls.__name__}: a decoder cell carries at most two states")
-        self.fusable = isinstance(cell, str)
+        # torch's fused cells; its GRU is the reset-after form only (Cho's: the cell's step)
+        self.fusable = isinstance(cell, str) and cell_kwargs.get("reset_after", True)
         self.hidden_size, self.dropout = hidden_size, dropout
         self.has_cell_state = len(cls.state) == 2
         self.cells = nn.ModuleList(
