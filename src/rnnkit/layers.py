@@ -275,9 +275,7 @@ class _Recurrent:
                 trace_type,
                 static=engine == "explicit",
             )
-        result_out, final, trace = restore_layout(
-            out, final, trace, layout, input, m.batch_first
-        )
+        result_out, final, trace = restore_layout(out, final, trace, layout, input, m.batch_first)
         result = (result_out, final if lstm else final[0])
         return result + (trace,) if return_gates else result
 
