@@ -96,7 +96,8 @@ def test_gates_of_another_type_are_refused_not_relabelled(mode):
     """Static shapes rebuilt the trace as the declared Gates by position: trace.hidden
     held the 'rate' gate (on the GPU's default path); eagerly it was another type."""
     m = rnnkit.Recurrent(Swapped, 3, 5)
-    with graphs.mode(mode), pytest.raises(ValueError, match=r"Swapped.step must return its gates as Swapped.Gates \(Declared\); got Returned"):  # fmt: skip
+    said = r"Swapped.step must return its gates as Swapped.Gates \(Declared\); got Returned"
+    with graphs.mode(mode), pytest.raises(ValueError, match=said):
         m(torch.randn(4, 2, 3), return_gates=True)
 
 
