@@ -2,7 +2,8 @@
 
 Endpoints: ``GET /health``, ``GET /info``, ``POST /translate``, ``GET /metrics``
 (Prometheus text), ``GET /`` (the page), ``/docs`` (OpenAPI). Every error is JSON
-``{"detail": message}``: 400 undecodable body, 401 API key, 413 too big, 422 malformed
+``{"detail": message}``: 400 undecodable body, 401 API key, 403 sent by a page of
+another site (:func:`~rnnkit.serve.request.check_origin`), 413 too big, 422 malformed
 request, 500 model failure (that batch only), 503 queue full (with ``Retry-After``),
 408 a body not all in within 15 s. A request whose client disconnects is dropped from the
 queue; responses are serialised off the event loop.
@@ -12,19 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hmac
 import json
 import logging
+import math
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -33,7 +33,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rnnkit.checkpoint import Bundle
@@ -41,56 +40,21 @@ from rnnkit.ensemble import Ensemble
 from rnnkit.serve import MAX_BEAM
 from rnnkit.serve.batcher import Batcher, QueueFull
 from rnnkit.serve.page import page_html
+from rnnkit.serve.request import (
+    ApiError,
+    Settings,
+    TranslateRequest,
+    check_key,
+    check_origin,
+    error_response,
+    parse_request,
+    read_body,
+)
+from rnnkit.serve.schema import Health, TranslateResponse, add_security, docs_html, errors
 from rnnkit.serve.served import Loader, Refused, Served, refusal
 from rnnkit.serve.translator import Decode
 
 __all__ = ["Settings", "TranslateRequest", "create_app"]
-
-
-@dataclass
-class Settings:
-    """The limits and defaults of one server (the ``rnnkit serve`` options)."""
-
-    beam: int | None = None  # default beam; None: the checkpoint's decode.beam_size
-    max_batch: int = 32
-    max_wait_ms: float = 5.0
-    max_queue: int = 256
-    max_chars: int = 1000
-    max_texts: int = 64
-    api_key: str | None = None
-    timeout_s: float = 120.0  # a request never waits longer than this for its batch
-    body_timeout_s: float = 15.0  # a body that takes longer to arrive in full: 408
-    access_log: bool = False  # a line per request on the rnnkit.serve.access logger
-
-    @property
-    def max_body(self) -> int:
-        """Bytes a request body may have: every text at its longest, JSON-escaped (an
-        emoji is 12 bytes as ``\\ud83d\\ude00``)."""
-        return 12 * self.max_chars * self.max_texts + 64 * 1024
-
-
-class TranslateRequest(BaseModel):
-    """``{"text": ...}`` or ``{"texts": [...]}``, and the decode options."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    text: str | None = None
-    texts: list[str] | None = None
-    beam: int | None = Field(None, ge=1, le=MAX_BEAM, description="1 = greedy")
-    n_best: int = Field(1, ge=1, le=MAX_BEAM, description="alternatives, ≤ beam")
-    attention: bool = False
-    gates: bool = False
-    replace_unk: bool = Field(False, description="each <unk> as the source token attended most")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
-
-
-def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
 class Metrics:
@@ -116,85 +80,6 @@ class Metrics:
         )
         for result in ("ok", "error"):  # listed at 0 before the first reload
             self.reloads.labels(result)
-
-
-def _parse(body: bytes, s: Settings) -> tuple[TranslateRequest, list[str]]:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ApiError(400, f"the body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ApiError(
-            422, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}"
-        ) from None
-    except RecursionError:
-        raise ApiError(422, "malformed JSON: nested too deeply") from None
-    except ValueError as e:  # e.g. an integer of more digits than Python converts
-        raise ApiError(422, f"malformed JSON: {str(e)[:160]}") from None
-    try:
-        req = TranslateRequest.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "body"
-        raise ApiError(422, f"{where}: {first['msg']}") from None
-    if (req.text is None) == (req.texts is None):
-        raise ApiError(422, 'give exactly one of "text" and "texts"')
-    texts = [req.text] if req.text is not None else req.texts or []
-    if len(texts) > s.max_texts:
-        raise ApiError(413, f"{len(texts)} texts; at most {s.max_texts} (--max-texts)")
-    for i, t in enumerate(texts):
-        if len(t) > s.max_chars:
-            raise ApiError(413, f"text {i} has {len(t)} characters; at most {s.max_chars}")
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError as e:  # JSON lets "\ud800" through; Unicode does not
-            raise ApiError(422, f"text {i}: a lone surrogate at character {e.start}") from None
-    chars = sum(len(t) for t in texts)
-    if req.gates and chars > s.max_chars:  # every gate of every token: megabytes per text
-        raise ApiError(
-            413, f'"gates": at most {s.max_chars} characters in all (--max-chars); got {chars}'
-        )
-    return req, texts
-
-
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the body has {declared} bytes; at most {limit}")
-    chunks, size = [], 0
-    parts = request.stream().__aiter__()
-    deadline = asyncio.get_running_loop().time() + timeout  # for the whole body: a slow
-    while True:  # drip of a byte at a time holds a connection as long as a stop does
-        try:
-            left = deadline - asyncio.get_running_loop().time()
-            chunk = await asyncio.wait_for(parts.__anext__(), max(left, 0.0))
-        except StopAsyncIteration:
-            break
-        except asyncio.TimeoutError:
-            raise ApiError(408, f"the body did not arrive within {timeout:g} s") from None
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"the body is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _check_key(request: Request, key: str | None) -> None:
-    if key is None:
-        return
-    auth = request.headers.get("authorization", "")
-    given = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-    given = given or request.headers.get("x-api-key")
-    # headers arrive as latin-1: their bytes, compared with the key's UTF-8 bytes
-    raw = given.encode("latin-1", "replace") if given else b""
-    if not raw or not hmac.compare_digest(raw, key.encode("utf-8")):
-        raise ApiError(
-            401,
-            "a valid API key is needed: Authorization: Bearer KEY or X-API-Key",
-            {"WWW-Authenticate": "Bearer"},
-        )
 
 
 class _Count:
@@ -303,16 +188,31 @@ def _batcher(served: Served, s: Settings, metrics: Metrics) -> Batcher:
 
 
 async def _api_error(request: Request, e: ApiError) -> JSONResponse:
-    return _error(e.status, e.message, e.headers)
+    return error_response(e.status, e.message, e.headers)
 
 
 async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-    return _error(e.status_code, str(e.detail), e.headers)  # 405's Allow
+    return error_response(e.status_code, str(e.detail), e.headers)  # 405's Allow
 
 
 def _dumps(content: Any) -> bytes:
-    """JSON as ``JSONResponse`` renders it."""
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    """JSON as ``JSONResponse`` renders it; a nan or infinite number (a diverged model's
+    score or attention) as null, which JSON has, rather than a 500."""
+    try:
+        text = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        return _dumps(_finite(content))
+    return text.encode()
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def create_app(
@@ -344,7 +244,11 @@ def create_app(
         yield
         await asyncio.to_thread(batcher.close)  # queued requests are answered first
 
-    app = FastAPI(title="rnnkit serve", lifespan=lifespan, version="0.1.0")
+    app = FastAPI(
+        title="rnnkit serve", lifespan=lifespan, version="0.1.0", docs_url=None, redoc_url=None
+    )
+    if s.api_key is not None:
+        add_security(app, ("/translate", "/info"))
     app.state.reload, app.state.batcher = served.reload, batcher
     metrics.queue.set_function(lambda: batcher.depth)  # read at each scrape
     app.add_middleware(_Count, metrics=metrics, access=settings.access_log)
@@ -352,18 +256,18 @@ def create_app(
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
-    @app.get("/health")
+    @app.get("/health", responses={200: {"model": Health}, **errors(503)})
     async def health() -> JSONResponse:
         if not batcher.alive:  # the worker thread died: nothing would be translated
-            return _error(503, "the batch worker has stopped; restart the server")
+            return error_response(503, "the batch worker has stopped; restart the server")
         return JSONResponse({"status": "ok"})
 
-    @app.get("/info")
+    @app.get("/info", responses=errors(401))
     async def get_info(request: Request) -> dict[str, Any]:
-        _check_key(request, s.api_key)
+        check_key(request, s.api_key)
         return served.now.about
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def get_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -375,14 +279,27 @@ def create_app(
                            ("/", page)):  # fmt: skip
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)  # uptime
 
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(docs_html(app.title))
+
     body_schema = {
-        "content": {"application/json": {"schema": TranslateRequest.model_json_schema()}}
+        "required": True,
+        "content": {"application/json": {"schema": TranslateRequest.model_json_schema()}},
     }
 
-    @app.post("/translate", openapi_extra={"requestBody": body_schema})
+    @app.post(
+        "/translate",
+        openapi_extra={"requestBody": body_schema},
+        responses={
+            200: {"model": TranslateResponse},
+            **errors(400, 401, 403, 408, 413, 422, 500, 503),
+        },
+    )
     async def translate(request: Request) -> Response:
-        _check_key(request, s.api_key)
-        req, texts = _parse(await _read_body(request, s.max_body, s.body_timeout_s), s)
+        check_origin(request)
+        check_key(request, s.api_key)
+        req, texts = parse_request(await read_body(request, s.max_body, s.body_timeout_s), s)
         m = served.now
         beam = req.beam if req.beam is not None else m.default_beam
         if req.n_best > max(beam, 1):

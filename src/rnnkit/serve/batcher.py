@@ -2,7 +2,8 @@
 
 A request (its texts and decode options) goes into a bounded queue with a future; the
 worker thread takes the first waiting request, then keeps gathering more for up to
-``max_wait`` seconds or until ``max_batch`` sentences are in hand, and hands them to the
+``max_wait`` seconds while they fit in ``max_batch`` sentences (a request that would
+not fit starts the next batch; one bigger than ``max_batch`` goes alone), and hands them to the
 model in one call per set of decode options. Each request's answers are cut back out of
 the batch's in order and set on its future, so the event loop only ever awaits futures
 and never runs the model. A model error fails the requests of that batch and the worker
@@ -125,12 +126,14 @@ class Batcher:
     def _work(self) -> None:
         if self.on_start is not None:
             self.on_start()
+        held: Job | None = None  # taken, but it would have made the batch too big
         stopping = False
         while not stopping:
-            first = self._take()
+            first = held if held is not None else self._take()
+            held = None
             if first is None:
                 break
-            jobs, n = [first], len(first.texts)
+            jobs, n = [first], len(first.texts)  # (a request over max_batch goes alone)
             deadline = time.monotonic() + self.max_wait
             while n < self.max_batch:
                 left = deadline - time.monotonic()
@@ -141,9 +144,14 @@ class Batcher:
                 if job is None:  # close(): finish this batch and what is queued, then stop
                     stopping = True
                     break
+                if n + len(job.texts) > self.max_batch:  # the next batch starts with it
+                    held = job
+                    break
                 jobs.append(job)
                 n += len(job.texts)
             self._process(jobs)
+        if held is not None:
+            self._process([held])
         while True:  # drain: requests queued before close() are still answered
             try:
                 job = self._take(block=False)

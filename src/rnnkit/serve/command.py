@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import Any
 
-from rnnkit.cli_commands import add_device, positive_int
+from rnnkit.cli_commands import UsageError, add_device, positive_int
 from rnnkit.serve import MAX_BEAM
 
 __all__ = ["add_parser", "cmd_serve"]
@@ -63,7 +63,10 @@ def add_parser(sub: Any) -> None:
         "decode.beam_size)",
     )  # fmt: skip
     add_device(s)
-    s.add_argument("--max-batch", type=positive_int, default=32, help="sentences per batch (32)")
+    s.add_argument(
+        "--max-batch", type=positive_int, default=32,
+        help="most sentences per model call (32); a request of more goes alone",
+    )  # fmt: skip
     s.add_argument(
         "--max-wait-ms", type=_wait, default=5.0,
         help="how long a batch waits for more requests, in ms (default: 5)",
@@ -96,6 +99,20 @@ def _socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def api_key(args: argparse.Namespace) -> str | None:
+    """``--api-key``, else ``$RNNKIT_API_KEY``, else None. A key is printable ASCII: an
+    HTTP header carries bytes, and a browser cannot send other characters in one (the
+    page could not have used a key the server accepts from curl)."""
+    key = args.api_key or os.environ.get("RNNKIT_API_KEY") or None
+    where = "--api-key" if args.api_key else "RNNKIT_API_KEY"
+    if key is not None and not (key.isascii() and key.isprintable() and key == key.strip()):
+        raise UsageError(
+            f"{where}: a key of printable ASCII characters without spaces at its ends "
+            "(HTTP headers carry no other)"
+        )
+    return key
+
+
 def _log_to_stdout(log: logging.Logger) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -115,6 +132,7 @@ def _raise_stopped(*_: Any) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Load, listen, serve until SIGTERM / Ctrl-C (exit 0). A SIGTERM while the
     checkpoints load also exits 0; a SIGHUP then reads them again as the server starts."""
+    api_key(args)  # before the checkpoints load
     hup = threading.Event()
     signal.signal(signal.SIGTERM, _raise_stopped)
     if hasattr(signal, "SIGHUP"):
@@ -140,7 +158,7 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
         max_queue=args.max_queue,
         max_chars=args.max_chars,
         max_texts=args.max_texts,
-        api_key=args.api_key or os.environ.get("RNNKIT_API_KEY") or None,
+        api_key=api_key(args),
         access_log=args.access_log,
     )
     if args.access_log:

@@ -1,0 +1,113 @@
+"""rnnkit serve's API as a client programmer and an operator read it: pages of other
+sites refused, --max-batch a real maximum, a diverged model's nan as JSON null, and
+an OpenAPI description (and an offline /docs) that says what the server does."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import math
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from serve_util import dates_checkpoint
+from test_serve import DATES, post, running
+from toy import one_thread
+
+from rnnkit.checkpoint import Bundle, load_bundle
+from rnnkit.serve.app import _dumps
+from rnnkit.serve.batcher import Batcher
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    with one_thread():
+        return load_bundle(dates_checkpoint(tmp_path_factory))
+
+
+def test_a_page_of_another_site_cannot_make_the_server_work(bundle: Bundle) -> None:
+    """A page anywhere could post text/plain JSON here without a CORS preflight and keep
+    a key-less server busy (3 requests held a client 114 s). Now refused by Origin; the
+    server's own page (Origin = its address), proxies (X-Forwarded-Host) and clients
+    without an Origin (curl) still pass."""
+    with running(bundle) as url:
+        body = '{"text": "%s"}' % DATES[0]
+        plain = {"Content-Type": "text/plain"}
+        evil = httpx.post(url + "/translate", content=body, timeout=30,
+                          headers={**plain, "Origin": "http://127.0.0.2:8751"})  # fmt: skip
+        assert evil.status_code == 403 and "another site" in evil.json()["detail"]
+        sandboxed = post(url, {"text": DATES[0]}, headers={"Origin": "null"})
+        assert sandboxed.status_code == 403
+        own = post(url, {"text": DATES[0]}, headers={"Origin": url})
+        assert own.status_code == 200
+        proxied = {"Origin": "https://mt.example.org", "X-Forwarded-Host": "mt.example.org"}
+        assert post(url, {"text": DATES[0]}, headers=proxied).status_code == 200
+        assert httpx.post(url + "/translate", content=body, timeout=30).status_code == 200
+
+
+def test_max_batch_is_a_maximum() -> None:
+    """The worker took requests while it had fewer than max_batch sentences, each one
+    whole: 40 sentences in one call under --max-batch 32. Now a request that would not
+    fit starts the next batch, and one bigger than max_batch goes alone."""
+    sizes: list[int] = []
+
+    def run(texts: list[str], options: tuple[int, ...]) -> list[str]:
+        sizes.append(len(texts))
+        return texts
+
+    async def scenario() -> list[list[str]]:
+        b = Batcher(run, max_batch=32, max_wait=0.3)
+        futures = [b.submit([f"{k}-{i}" for i in range(n)], (1,)) for k, n in
+                   enumerate([20, 20, 10, 40, 2])]  # fmt: skip
+        b.start()  # every request is queued before the worker looks
+        try:
+            return list(await asyncio.gather(*futures))
+        finally:
+            await asyncio.to_thread(b.close)
+
+    answers = asyncio.run(scenario())
+    assert sizes == [20, 30, 40, 2]  # 20 | 20 + 10 | 40 alone | 2
+    assert [len(a) for a in answers] == [20, 20, 10, 40, 2]
+    assert all(a == [f"{k}-{i}" for i in range(len(a))] for k, a in enumerate(answers))
+
+
+def test_a_diverged_model_answers_json_with_null_for_nan(bundle: Bundle) -> None:
+    """nan scores and attention made a text/plain 500 and a traceback per request."""
+    broken = copy.deepcopy(bundle)
+    broken.model.decoder.attention.v.weight.data.fill_(math.nan)
+    with running(broken) as url:
+        r = post(url, {"text": DATES[0], "attention": True})
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        t = r.json()["translations"][0]
+        assert t["score"] is None and all(x is None for row in t["attention"] for x in row)
+    assert _dumps({"a": [1.5, math.inf, {"b": -math.inf}]}) == b'{"a":[1.5,null,{"b":null}]}'
+
+
+def test_openapi_says_what_the_server_answers(bundle: Bundle) -> None:
+    with running(bundle, api_key="k3y") as url:
+        spec = httpx.get(url + "/openapi.json", timeout=10).json()
+        docs = httpx.get(url + "/docs", timeout=10)
+    tr = spec["paths"]["/translate"]["post"]
+    assert tr["requestBody"]["required"] is True
+    assert {"200", "400", "401", "403", "408", "413", "422", "500", "503"} <= set(tr["responses"])
+    ok = tr["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    schemas = spec["components"]["schemas"]
+    answer = schemas[ok.rsplit("/", 1)[1]]
+    assert "translations" in answer["properties"]
+    entry = schemas["Translation"]["properties"]
+    assert {"text", "score", "source_tokens", "target_tokens", "attention", "alternatives",
+            "gates"} <= set(entry)  # fmt: skip
+    assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert tr["security"] and spec["paths"]["/info"]["get"]["security"]
+    assert "security" not in spec["paths"]["/health"]["get"]
+    assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    # /docs: FastAPI's loaded Swagger UI from cdn.jsdelivr.net (blank offline)
+    assert docs.status_code == 200 and "openapi.json" in docs.text
+    assert "http://" not in docs.text and "https://" not in docs.text
