@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import math
 from collections.abc import Iterator
 
@@ -38,7 +39,7 @@ def test_a_page_of_another_site_cannot_make_the_server_work(bundle: Bundle) -> N
     server's own page (Origin = its address), proxies (X-Forwarded-Host) and clients
     without an Origin (curl) still pass."""
     with running(bundle) as url:
-        body = '{"text": "%s"}' % DATES[0]
+        body = json.dumps({"text": DATES[0]})
         plain = {"Content-Type": "text/plain"}
         evil = httpx.post(url + "/translate", content=body, timeout=30,
                           headers={**plain, "Origin": "http://127.0.0.2:8751"})  # fmt: skip
