@@ -137,5 +137,10 @@ def write_atomically(
         os.replace(tmp, real)
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror})") from None
+    except RuntimeError as e:  # torch.save's zip writer: the OSError (a full disk) inside
+        cause = e.__context__
+        if not isinstance(cause, OSError):
+            raise
+        raise OutputError(f"{path}: cannot write ({cause.strerror})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)

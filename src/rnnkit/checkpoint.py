@@ -82,6 +82,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         with warnings.catch_warnings():  # torch warns of a foreign file: refused or read anyway
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError as e:  # a good file this user may not read: not "corrupt"
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
     except Exception as e:  # torch's safe unpickler meets garbage with whatever it trips on
         why = str(e).rpartition("WeightsUnpickler error:")[2].strip().split(". Please")[0]
         how = "truncated or corrupt"

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from rnnkit import __version__
 from rnnkit.cli_commands import (
     UsageError,
     add_device,
@@ -22,6 +23,7 @@ from rnnkit.cli_commands import (
     cmd_info,
     cmd_inspect,
     cmd_train,
+    missing_package,
     non_negative_float,
     out_of_memory,
 )
@@ -73,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rnnkit",
         description="Recurrent sequence models with attention: train, translate, evaluate.",
     )
+    p.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     d = sub.add_parser(
@@ -380,6 +383,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except ModuleNotFoundError as e:  # a declared dependency missing (a broken install)
+        said = missing_package(e, args.command)
+        if said is None:
+            raise
+        print(f"rnnkit: error: {said}", file=sys.stderr)
+        return 1
     finally:  # under torchrun (rnnkit.distributed made the group): leave it, so that
         if "rnnkit.distributed" in sys.modules:  # no gloo thread aborts this process
             from rnnkit.distributed import leave_group

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnkit.atomic import check_writable, write_atomically
+from rnnkit.runlock import holder, remove_temporaries
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
@@ -123,11 +124,19 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise UsageError("--resume continues the run in --out, --overwrite replaces it: not both")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
-    if resume or not ((out / "last.pt").exists() or (out / "best.pt").exists()):
+    if int(os.environ.get("RANK", "0")) == 0 and (pid := holder(out)) is not None:
+        who = f"pid {pid}" if pid else "another process"
+        raise UsageError(
+            f"--out {out}: a run is training there now ({who}); wait for it to end, "
+            "or give another --out"
+        )
+    held = [n for n in ("last.pt", "best.pt") if (out / n).exists()]
+    held += [p.name for p in sorted(out.glob("step-*.pt"))[:1]]  # kept steps: a run's too
+    if resume or not held:
         return
     if not overwrite:
         raise UsageError(
-            f"--out {out}: holds a run already (last.pt / best.pt); --resume continues it, "
+            f"--out {out}: holds a run already ({', '.join(held)}); --resume continues it, "
             "--overwrite starts again in its place, or give another --out"
         )
     if int(os.environ.get("RANK", "0")) == 0:
@@ -140,6 +149,7 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         ):
             for old in out.glob(pattern):
                 old.unlink(missing_ok=True)
+        remove_temporaries(out)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -293,3 +303,18 @@ def out_of_memory(e: BaseException) -> str:
     return (f"out of memory: an allocation{size} failed; try a smaller model (model.hidden_size, "
             "emb_size, enc_layers, dec_layers), train.batch_tokens / batch_size, or when "
             "translating --batch-size / --beam")  # fmt: skip
+
+
+_PIP_NAMES = {"yaml": "pyyaml", "prometheus_client": "prometheus-client"}  # import → pip
+
+
+def missing_package(e: ModuleNotFoundError, command: str) -> str | None:
+    """One line for a dependency that is not installed (None for a module of rnnkit's)."""
+    top = (e.name or "").split(".")[0]
+    if not top or top == "rnnkit":
+        return None
+    package = _PIP_NAMES.get(top, top)
+    return (
+        f"{command} needs the Python package {package}, which is not installed "
+        f"(pip install {package})"
+    )

@@ -170,7 +170,10 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{source}: config file not found") from None
+        hint = ""
+        if p.parts[:1] == ("configs",):  # the README's examples, run outside the checkout
+            hint = " (the shipped configs are in the source checkout's configs/ folder)"
+        raise ConfigError(f"{source}: config file not found{hint}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: not valid UTF-8") from None
     except OSError as e:

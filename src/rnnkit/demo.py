@@ -14,8 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from rnnkit.checkpoint import load_bundle
-from rnnkit.config import Config, config_from_dict
+from rnnkit.atomic import OutputError
+from rnnkit.checkpoint import load_bundle, load_checkpoint
+from rnnkit.config import Config, config_from_dict, config_to_dict
 from rnnkit.evaluate import exact_match
 from rnnkit.inspect import plot_attention
 from rnnkit.train import load_pairs, pick_device, train
@@ -58,6 +59,24 @@ def demo_config(max_minutes: float | None = None) -> Config:
     return cfg
 
 
+def _replace_earlier_demo(out: Path, cfg: Config) -> None:
+    """A demo trains again in place of an earlier demo's run (``make demo`` twice); a
+    folder that holds another run (a model or data of its own) is refused, as ``rnnkit
+    train`` refuses it without ``--overwrite``."""
+    runs = [out / "last.pt", out / "best.pt", *sorted(out.glob("step-*.pt"))]
+    found = [f for f in runs if f.is_file()]
+    if not found:
+        return
+    theirs = load_checkpoint(found[0]).get("config") or {}
+    mine = config_to_dict(cfg)
+    if any(theirs.get(k) != mine[k] for k in ("data", "model")):
+        raise OutputError(
+            f"--out {out}: holds a run that is not a demo's ({found[0].name}); give another --out"
+        )
+    for old in [*found, out / "log.csv", *out.glob("tensorboard/events.out.tfevents.*")]:
+        old.unlink(missing_ok=True)
+
+
 def run_demo(
     out_dir: str | Path,
     max_minutes: float | None = None,
@@ -72,6 +91,7 @@ def run_demo(
         f"rnnkit demo: learning to read dates, {cfg.train.max_minutes:g} minutes of training "
         f"on {pick_device(cfg.train.device)}"
     )
+    _replace_earlier_demo(out, cfg)
     train(cfg, out, log=say, progress=progress)
     bundle = load_bundle(out / "best.pt", device=pick_device(cfg.train.device))
     test = load_pairs(cfg)["test"]

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rnnkit.atomic import OutputError, write_atomically
+
 __all__ = ["CsvLog", "Meter", "progress_bar", "report"]
 
 Log = Callable[[str], None]
@@ -41,27 +43,52 @@ class CsvLog:
     def __init__(self, out: Path, resume_step: int | None = None) -> None:
         self.path = out / "log.csv"
         if resume_step is not None and self.path.exists():  # drop rows a killed run wrote late
-            with open(self.path, newline="", encoding="utf-8") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-            with open(self.path, "w", newline="", encoding="utf-8") as f:
-                w = csv.DictWriter(f, fieldnames=self.FIELDS)
-                w.writeheader()
-                w.writerows(rows)
+            rows = self._kept(resume_step)
+            write_atomically(self.path, lambda f: self._write_rows(f, rows))  # all or nothing
         new = resume_step is None or not self.path.exists()  # a new run: a new log
-        self.f = open(self.path, "w" if new else "a", newline="", encoding="utf-8")  # noqa: SIM115
-        self.w = csv.DictWriter(self.f, fieldnames=self.FIELDS)
-        if new:
-            self.w.writeheader()
+        try:
+            self.f = open(self.path, "w" if new else "a", newline="", encoding="utf-8")  # noqa: SIM115
+            self.w = csv.DictWriter(self.f, fieldnames=self.FIELDS)
+            if new:
+                self.w.writeheader()
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot write ({e.strerror})") from None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb: Any = SummaryWriter(str(out / "tensorboard"))
+            # purge_step: the events a killed run wrote after its checkpoint go, as rows do
+            purge = None if resume_step is None else resume_step + 1
+            self.tb: Any = SummaryWriter(str(out / "tensorboard"), purge_step=purge)
         except Exception:  # tensorboard is optional
             self.tb = None
 
+    def _kept(self, resume_step: int) -> list[dict[str, Any]]:
+        """The rows up to ``resume_step``; a row whose step is not a number (cut off by a
+        full disk or a kill) is left out."""
+        try:
+            with open(self.path, newline="", encoding="utf-8", errors="replace") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot read ({e.strerror})") from None
+        return [
+            r
+            for r in rows
+            if (r.get("step") or "").isdigit()
+            and r.get("split")  # (a row cut short has none)
+            and int(r["step"]) <= resume_step
+        ]
+
+    def _write_rows(self, f: Any, rows: list[dict[str, Any]]) -> None:
+        w = csv.DictWriter(f, fieldnames=self.FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
     def write(self, row: dict[str, Any]) -> None:
-        self.w.writerow({k: row.get(k, "") for k in self.FIELDS})
-        self.f.flush()
+        try:
+            self.w.writerow({k: row.get(k, "") for k in self.FIELDS})
+            self.f.flush()
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot write ({e.strerror})") from None
         if self.tb is not None:
             for k, v in row.items():
                 if k not in ("step", "epoch", "split") and isinstance(v, float):

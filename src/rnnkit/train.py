@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from rnnkit import graphs, validation
+from rnnkit.atomic import make_folder
 from rnnkit.checkpoint import Bundle, build_model, check_cell, load_checkpoint, save_checkpoint
 from rnnkit.config import Config, config_to_dict
 from rnnkit.data import Batch, make_batches
@@ -47,6 +49,7 @@ from rnnkit.position import Position, Stop, TrainResult
 from rnnkit.prepare import Prepared, load_pairs, prepare, tokenizer_states
 from rnnkit.pretrained import check_files, first_weights
 from rnnkit.progress import CsvLog, Meter, above, progress_bar, report
+from rnnkit.runlock import claimed
 from rnnkit.runs import check_resumable, kept_checkpoints, load_initial
 from rnnkit.update import Updater
 from rnnkit.validation import validate, validate_and_log
@@ -82,7 +85,7 @@ class Trainer:
         main = self.dist.main
         self.say: Log = (log if main else None) or (lambda _msg: None)
         self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_folder(self.out, "--out ")
         self.progress = progress and main
         ckpt = load_checkpoint(self.out / "last.pt") if resume and main else None
         if resume and self.dist.on:  # rank 0's file: OUT need not be shared between machines
@@ -376,8 +379,9 @@ def train(
         early-stopping metric with its best value and step.
     """
     check_cell(cfg)  # a custom cell that cannot be had fails before any data work
-    trainer = Trainer(cfg, out_dir, resume, config_dir, log, progress)
-    result = trainer.run()
+    with claimed(out_dir, writer=os.environ.get("RANK", "0") == "0"):  # one run per folder
+        trainer = Trainer(cfg, out_dir, resume, config_dir, log, progress)
+        result = trainer.run()
     if result.stopped != "interrupted":  # else (or on an error) other ranks may be gone
         trainer.update.net = trainer.model  # DDP goes before the process group
         trainer.dist.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from rnnkit.atomic import make_folder
 from rnnkit.experiments.common import Report, update_results
 
 __all__ = ["EXPERIMENTS", "Report", "run_experiment", "update_results"]
@@ -38,9 +39,11 @@ def run_experiment(
     """Run experiment ``name``; figures go to ``out_dir``. Raises KeyError for a bad name."""
     if name not in EXPERIMENTS:
         raise KeyError(f"unknown experiment {name!r} (known: {', '.join(EXPERIMENTS)})")
+    import matplotlib  # noqa: F401 (every experiment draws: missing, say so before measuring)
+
     module = importlib.import_module(f"rnnkit.experiments.{EXPERIMENTS[name]}")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "--out ")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # timings and budgets assume one thread (the reports say so)
     try:

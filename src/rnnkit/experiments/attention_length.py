@@ -98,13 +98,20 @@ MULTI30K = {
 def multi30k_dir(data_dir: Path | None) -> Path:
     """Where Multi30k should be: ``data_dir/multi30k`` (or ``data_dir`` itself when it
     holds the files), else ``$RNNKIT_DATA/multi30k``, else ``../shared/data/multi30k``
-    beside the repository."""
+    from the current folder, else from a source checkout holding this module (an
+    installed package's location means nothing)."""
     if data_dir is not None:
         base = Path(data_dir).expanduser()
         return base if (base / "train.de").is_file() else base / "multi30k"
     env = os.environ.get("RNNKIT_DATA")
-    base = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared" / "data"
-    return base.expanduser() / "multi30k"
+    if env:
+        return Path(env).expanduser() / "multi30k"
+    here = Path("..") / "shared" / "data" / "multi30k"
+    checkout = Path(__file__).resolve().parents[3]
+    beside = checkout.parent / "shared" / "data" / "multi30k"
+    if (here / "train.de").is_file() or not (checkout / "pyproject.toml").is_file():
+        return here
+    return beside
 
 
 def missing_multi30k(folder: Path) -> str | None:
