@@ -344,3 +344,16 @@ def test_resume_from_a_broken_last_pt_is_one_line(run, tmp_path, capsys, change,
     cfg = write_yaml(tmp_path / "c.yaml", tiny(train={**KEPT, "max_steps": 40}))
     err = one_line_error(capsys, "train", str(cfg), "--out", str(out), "--resume")
     assert re.search(words, err), err
+
+
+def test_weights_that_are_not_finite_are_refused_when_loaded(run, tmp_path, capsys):
+    """A diverged run's weights translated every sentence to <unk>s scored nan (greedy)
+    or failed with an IndexError (beam search; a 500 from the server)."""
+
+    def poison(ck: dict[str, Any]) -> None:
+        w = next(k for k, v in ck["model"].items() if v.is_floating_point())
+        ck["model"][w] = ck["model"][w].clone().fill_(float("nan"))
+
+    bad = changed(run, tmp_path, "nan", poison)
+    err = one_line_error(capsys, "translate", str(bad), "--input", str(run / "test.src"))
+    assert "weights that are not finite numbers" in err and "use an earlier one" in err

@@ -236,6 +236,13 @@ def _load_weights(model: Seq2Seq, state: dict[str, Any], path: str | Path, sizes
             f"{path}: its weights do not fit the model that its config and vocabularies "
             f"({sizes}) describe: {wrong[0]}{more}"
         )
+    bad = [k for k, w in state.items() if w.is_floating_point() and not torch.isfinite(w).all()]
+    if bad:  # every translation would be <unk>s scored nan, and beam search would fail
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"{path}: weights that are not finite numbers ({bad[0]}{more}): the run diverged "
+            "before this checkpoint; use an earlier one"
+        )
     model.load_state_dict(state)
 
 
