@@ -162,6 +162,10 @@ def test_page_of_an_ensemble(ckpt: Path) -> None:
         page.wait_for_selector("#heat rect.c")
         assert re.fullmatch(r"\d{4}-\d\d-\d\d", page.inner_text("#out").strip())
         assert not page.locator("#gview").is_visible()  # no gates to show
+        page.click("#heat text.row >> nth=2")  # its row laid over the source, no gates needed
+        assert "sel" in (page.locator("#heat text.row >> nth=2").get_attribute("class") or "")
+        n_src = page.locator("#heat text").count() - page.locator("#heat text.row").count()
+        assert page.locator("#att-src .tok").count() == n_src
         assert page.inner_text("#err") == "" and errors == []
 
 

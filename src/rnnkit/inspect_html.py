@@ -102,8 +102,10 @@ def page_data(
 GATE_CONTROLS = (
     '<div class="controls"><label>part <select id="part"></select></label>'
     '<label>gate <select id="gate"></select></label>'
-    '<label>unit <button id="prev">◀</button> <input id="unit" type="number" min="0" '
-    'style="width:5em"> <button id="next">▶</button></label>'
+    '<span class="unit"><label for="unit">unit</label> <button id="prev" type="button" '
+    'aria-label="previous unit" title="previous unit">◀</button> <input id="unit" '
+    'type="number" min="0" style="width:5em"> <button id="next" type="button" '
+    'aria-label="next unit" title="next unit">▶</button></span>'
     '<label>units that vary most <select id="top"></select></label></div>'
     '<div id="follow" class="tokens"></div><p id="legend" class="legend"></p>'
 )
@@ -121,7 +123,8 @@ h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
 .sent { font-size: 1.1em; background: #f4f4f4; padding: .4em .7em; border-radius: 4px; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { color: #555; font-size: .9em; }
-.controls label { margin-right: 1.2em; } select, input { font-size: 1em; }
+.controls > label, .controls > .unit { margin-right: 1.2em; white-space: nowrap; }
+select, input { font-size: 1em; }
 .tokens { display: flex; flex-wrap: wrap; gap: 3px; margin: .8em 0; }
 .tok { display: inline-flex; flex-direction: column; align-items: center;
        border: 1px solid #ccc; border-radius: 3px; min-width: 1.8em; cursor: default; }
@@ -191,7 +194,9 @@ function draw() {
   box.innerHTML = "";
   toks.forEach((t, i) => box.append(tokenBox(t, col[i], lo, hi, 3)));
   const rank = p.order[gate].indexOf(u) + 1;
-  let text = `${p.title}, ${gate}, unit ${u} of ${H} ` +
+  // the server sends the first units_sent units of units_total: say how many there are
+  const of = D.units_total > H && H === D.units_sent ? `${D.units_total} (the first ${H} sent)` : H;
+  let text = `${p.title}, ${gate}, unit ${u} of ${of} ` +
     `(rank ${rank} by variation over this sentence); ` +
     (lo === 0 ? "white = 0 (shut), blue = 1 (open)"
       : `blue = ${lo.toFixed(2)}, white = 0, red = ${hi.toFixed(2)}`);

@@ -1,10 +1,11 @@
 """The page at ``GET /``: one self-contained HTML document (no CDN, no network).
 
-A text box (Enter translates), the translation and its n-best list with scores, the
-attention matrix drawn as SVG (source tokens across, target tokens down; hover a cell
-for the two tokens and α, click a target token to lay its row over the source sentence)
-and the gate view of ``rnnkit inspect``: the CSS, controls and JavaScript of
-:mod:`rnnkit.inspect_html`, fed with the ``gates`` the API returns. API errors are shown.
+A text box (Enter in any field translates; one request is in flight at a time), the
+translation and its n-best list with scores, the attention matrix drawn as SVG (source
+tokens across, target tokens down; hover a cell for the two tokens and α, click a target
+token, or focus it and press Enter, to lay its row over the source sentence) and the gate
+view of ``rnnkit inspect``: the CSS, controls and JavaScript of :mod:`rnnkit.inspect_html`,
+fed with the ``gates`` the API returns. An API error replaces the previous result.
 """
 
 from __future__ import annotations
@@ -16,39 +17,55 @@ from rnnkit.inspect_html import GATE_CONTROLS, GATE_CSS, GATE_JS
 __all__ = ["page_html"]
 
 _CSS = """
-#src { font-size: 1.1em; width: 28em; padding: .3em; }
+#src { font-size: 1.1em; width: 28em; max-width: 100%; box-sizing: border-box; padding: .3em; }
+#ask label, #ask button { white-space: nowrap; margin-right: .6em; }
+#ask details { margin-top: .4em; } #key { max-width: 100%; box-sizing: border-box; }
+#go[aria-disabled="true"] { opacity: .5; cursor: progress; }
+#err, .sent, #nbest td { overflow-wrap: anywhere; }
 #err { color: #b00020; font-weight: 600; white-space: pre-wrap; }
 #nbest td { padding: .1em .8em .1em 0; } #nbest td.s { color: #555; font-variant: tabular-nums; }
+#heatbox { overflow-x: auto; max-width: 100%; }
+#heat { display: block; }
 #heat text { font: 12px ui-monospace, monospace; }
 #heat rect.c { stroke: #fff; stroke-width: 1; }
 #heat rect.c:hover { stroke: #000; stroke-width: 2; }
 #heat text.row { cursor: pointer; } #heat text.row.sel { font-weight: 700; fill: #b00020; }
+#heat text.row:focus { outline: none; } #heat text.row:focus-visible { text-decoration: underline; }
 #heat rect.band { fill: none; stroke: #b00020; stroke-width: 2; }
 #tip { position: fixed; pointer-events: none; background: #222; color: #fff; padding: .2em .5em;
        border-radius: 3px; font: 13px ui-monospace, monospace; display: none; }
-.busy { opacity: .5; }
+.busy #result { opacity: .5; }
 """
 
 _BODY = """
 <h1>rnnkit serve</h1>
 <p id="model" class="legend"></p>
-<p><input id="src" type="text" autofocus placeholder="a sentence, e.g. 9th of May, 2018">
-<button id="go">Translate</button>
+<div id="ask"><input id="src" type="text" autofocus aria-label="text to translate"
+placeholder="a sentence, e.g. 9th of May, 2018">
+<button id="go" type="button">Translate</button>
 <label>beam <input id="beam" type="number" min="1" max="32" style="width:4em"></label>
-<label>n-best <input id="nb" type="number" min="1" max="32" value="3" style="width:4em"></label>
+<label title="how many of the beam's translations to list: at most the beam size">n-best
+(≤ beam) <input id="nb" type="number" min="1" max="32" value="1" style="width:4em"></label>
 <label id="unkl" title="write each &lt;unk&gt; as the source token it attends to most"><input
-id="unk" type="checkbox"> copy &lt;unk&gt;</label>
-<details style="display:inline"><summary>API key</summary>
-<input id="key" type="password" placeholder="if the server needs one"></details></p>
+id="unk" type="checkbox"> copy &lt;unk&gt;</label> <span id="state" role="status"
+class="legend"></span>
+<details><summary>API key</summary>
+<input id="key" type="password" aria-label="API key" placeholder="if the server needs one">
+</details></div>
 <p id="err" role="alert"></p>
 <div id="result" hidden>
-<p>translation<br><span id="out" class="sent"></span> <span id="score" class="legend"></span></p>
-<h2>n-best</h2><table id="nbest"></table>
-<h2>Attention</h2>
+<p aria-live="polite">translation<br><span id="out" class="sent"></span>
+<span id="score" class="legend"></span></p>
+<p id="note" class="legend"></p>
+<h2>n-best</h2><p id="nbinfo" class="legend"></p><table id="nbest"></table>
+<div id="attview"><h2>Attention</h2>
 <p class="legend">One row per target token, one column per source token (white 0, blue 1).
-Point at a cell for α; click a target token to lay its row over the source sentence.</p>
-<svg id="heat" xmlns="http://www.w3.org/2000/svg"></svg>
-<div id="att-src" class="tokens"></div><div id="att-out" hidden></div>
+Point at a cell for α; click a target token (or Tab to it and press Enter) to lay its row
+over the source sentence.</p>
+<div id="heatbox"><svg id="heat" xmlns="http://www.w3.org/2000/svg" role="group"
+aria-label="attention matrix: one button per target token"></svg></div>
+<p id="att-cap" class="legend"></p>
+<div id="att-src" class="tokens"></div><div id="att-out" hidden></div></div>
 <div id="gview"><h2>Gates</h2>
 <p class="legend" id="gnote"></p>
 %CONTROLS%
@@ -56,9 +73,7 @@ Point at a cell for α; click a target token to lay its row over the source sent
 <div id="tip"></div>
 """
 
-_APP_JS = r"""
-let D = null;
-%GATE_JS%
+_HEATMAP_JS = r"""
 const SVG = "http://www.w3.org/2000/svg";
 function el(tag, attrs, text) {
   const e = document.createElementNS(SVG, tag);
@@ -66,26 +81,32 @@ function el(tag, attrs, text) {
   if (text !== undefined) e.textContent = text;
   return e;
 }
+const longest = (toks) => Math.max(1, ...toks.map((t) => show(t).length));
 function heatmap(src, out, att) {
-  const svg = $("heat"), C = 24, L = 14 + 8 * Math.max(...out.map((t) => show(t).length), 1);
-  const top = 14 + 8 * Math.max(...src.map((t) => show(t).length), 1);
+  const svg = $("heat"), C = 24, L = 14 + 8 * longest(out), top = 14 + 8 * longest(src);
   svg.innerHTML = "";
-  svg.setAttribute("width", L + C * src.length + 10);
+  // a column label leans right by half its length (rotated 60°): room for the last one
+  svg.setAttribute("width", L + C * src.length + 10 + 4 * longest(src));
   svg.setAttribute("height", top + C * out.length + 10);
   src.forEach((s, j) => {
     const x = L + C * j + C / 2;
-    svg.append(el("text", {x, y: top - 6, transform: `rotate(-60 ${x} ${top - 6})`}, show(s)));
+    svg.append(el("text", {x, y: top - 6, transform: `rotate(-60 ${x} ${top - 6})`,
+      "aria-hidden": "true"}, show(s)));
   });
   const band = el("rect", {class: "band", x: L, width: C * src.length, height: C, y: -99});
   att.forEach((row, i) => {
     const label = el("text", {class: "row", x: L - 6, y: top + C * i + C * 0.65,
-      "text-anchor": "end"}, show(out[i]));
+      "text-anchor": "end", tabindex: 0, role: "button", "aria-pressed": "false",
+      "aria-label": `target token ${i + 1}, ${show(out[i])}`}, show(out[i]));
     label.onclick = () => pick(i);
+    label.onkeydown = (e) => {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pick(i); }
+    };
     svg.append(label);
     row.forEach((a, j) => {
       const r = el("rect", {class: "c", x: L + C * j, y: top + C * i, width: C, height: C,
-        fill: colour(a, 0, 1), "data-i": i, "data-j": j});
-      const text = `${show(out[i])} \u2190 ${show(src[j])}: \u03b1 = ${a.toFixed(3)}`;
+        fill: colour(a, 0, 1), "data-i": i, "data-j": j, "aria-hidden": "true"});
+      const text = `${show(out[i])} \u2190 ${show(src[j])}: \u03b1 = ${fixed(a, 3)}`;
       r.onmouseenter = (ev) => tip(ev, text);
       r.onmousemove = (ev) => tip(ev);
       r.onmouseleave = () => { $("tip").style.display = "none"; };
@@ -101,59 +122,130 @@ function tip(ev, text) {
   t.style.display = "block";
   t.style.left = ev.clientX + 12 + "px"; t.style.top = ev.clientY + 12 + "px";
 }
-function pick(i) {
-  const svg = $("heat"), band = svg.querySelector("rect.band");
-  band.setAttribute("y", +svg.dataset.top + 24 * i);
-  svg.querySelectorAll("text.row").forEach((e, k) => e.classList.toggle("sel", k === i));
-  attention(i);
+function pick(i) {  // target token i's row: framed, and laid over the source sentence
+  const svg = $("heat");
+  svg.querySelector("rect.band").setAttribute("y", +svg.dataset.top + 24 * i);
+  svg.querySelectorAll("text.row").forEach((e, k) => {
+    e.classList.toggle("sel", k === i); e.setAttribute("aria-pressed", k === i);
+  });
+  const box = $("att-src");
+  box.innerHTML = "";
+  A.src.forEach((s, j) => box.append(tokenBox(s, A.att[i][j], 0, 1, 2)));
+  $("att-cap").textContent = `α of target token ${i + 1} (${show(A.out[i])}) over the source:`;
 }
-function shown(t) {
+"""
+
+_APP_JS = r"""
+let D = null, A = null;  // D: the gate view's data (inspect's shape); A: attention shown
+%GATE_JS%
+const fixed = (v, d) => (v === null || v === undefined ? "nan" : v.toFixed(d));
+%HEATMAP_JS%
+function reset() {  // nothing of the previous result stays on the page
+  D = A = null;
+  for (const id of ["out", "score", "note", "nbinfo", "att-cap", "gnote", "legend"]) {
+    $(id).textContent = "";
+  }
+  for (const id of ["nbest", "heat", "att-src", "follow", "part", "gate", "top"]) {
+    $(id).innerHTML = "";
+  }
+  $("heat").removeAttribute("width"); $("heat").removeAttribute("height");
+  $("result").hidden = $("attview").hidden = $("gview").hidden = true;
+  $("tip").style.display = "none";
+}
+function shown(t, beam) {
+  reset();
   $("result").hidden = false;
   $("out").textContent = t.text;
-  $("score").textContent = `score ${t.score.toFixed(3)}`;
-  const nb = $("nbest"); nb.innerHTML = "";
-  (t.alternatives || [t]).forEach((h, k) => {
+  $("score").textContent = `score ${fixed(t.score, 3)}`;
+  const hyps = t.alternatives || [t], nb = $("nbest");
+  hyps.forEach((h, k) => {
     const tr = nb.insertRow(); tr.insertCell().textContent = `${k + 1}.`;
     tr.insertCell().textContent = h.text;
-    const s = tr.insertCell(); s.className = "s"; s.textContent = h.score.toFixed(4);
+    const s = tr.insertCell(); s.className = "s"; s.textContent = fixed(h.score, 4);
   });
+  $("nbinfo").textContent = beam > 1 ? `The ${hyps.length} best of beam search, beam ${beam}.`
+    : "Greedy decoding (beam 1) gives one translation; a larger beam gives more.";
+  const src = t.source_tokens || [];
+  if (!src.length) $("note").textContent = "An empty text: no attention and no gates to show.";
+  if (t.attention && t.attention.length) {
+    A = {src, out: t.target_tokens, att: t.attention};
+    $("attview").hidden = false;
+    heatmap(src, t.target_tokens, t.attention); pick(0);
+  }
   const g = t.gates;
-  D = g ? Object.assign({}, g, {src: t.source_tokens, attention: t.attention}) : null;
-  if (t.attention && t.attention.length) { heatmap(t.source_tokens, t.target_tokens, t.attention); }
-  else { $("heat").innerHTML = ""; }
   if (g) {
+    D = Object.assign({}, g); $("gview").hidden = false;
     const few = g.units_sent < g.units_total;
-    $("gnote").textContent = "Colour every token by one unit of one gate (greedy decoding" +
+    $("gnote").textContent = "Colour every token by one unit of one gate (" +
+      (beam > 1 ? `beam ${beam}'s best translation` : "greedy decoding") +
       (few ? `; the first ${g.units_sent} of ${g.units_total} units` : "") + ").";
-    D.src = g.src; wireGates();
-    if (t.attention && t.attention.length) { D.src = t.source_tokens; pick(0); }
-  } else { $("gnote").textContent = "(an empty text has no gates)"; }
+    wireGates();
+  }
 }
-async function translate() {
-  const text = $("src").value, body = {text, attention: true, gates: GATES};
+let DEFAULT_BEAM = 1, GATES = true, INFO = false, NB_SET = false, BUSY = null;
+function fitNb() {  // n-best is at most the beam: it follows the beam (3 at most) until set
+  const beam = parseInt($("beam").value, 10) || DEFAULT_BEAM, nb = $("nb");
+  nb.max = Math.max(1, Math.min(32, beam));
+  if (!NB_SET) nb.value = Math.min(3, beam);
+  else if (+nb.value > beam) nb.value = Math.max(1, beam);
+}
+function ask() {  // what the fields ask for
+  fitNb();
+  const body = {text: $("src").value, attention: true, gates: GATES};
   const beam = parseInt($("beam").value, 10), nb = parseInt($("nb").value, 10);
   if (beam) body.beam = beam;
-  if (nb > 1) body.n_best = Math.min(nb, beam || DEFAULT_BEAM);
+  if (nb > 1) body.n_best = nb;
   if ($("unk").checked) body.replace_unk = true;
+  return {body, key: $("key").value};
+}
+function busy(on) {
+  document.body.classList.toggle("busy", on);
+  $("go").setAttribute("aria-disabled", on);  // (still focusable: the focus stays put)
+  $("result").setAttribute("aria-busy", on);
+  $("state").textContent = on ? "translating\u2026" : "";
+}
+async function translate(a) {
   const headers = {"Content-Type": "application/json"};
-  if ($("key").value) headers["Authorization"] = "Bearer " + $("key").value;
-  $("err").textContent = ""; document.body.classList.add("busy");
+  if (a.key) headers["Authorization"] = "Bearer " + a.key;
   try {
-    const r = await fetch("translate", {method: "POST", headers, body: JSON.stringify(body)});
+    const r = await fetch("translate", {method: "POST", headers, body: JSON.stringify(a.body)});
     let data = null;
     try { data = await r.json(); } catch (e) { data = null; }
     const why = (data && data.detail) || "no message";
     if (!r.ok) throw new Error(`${r.status} ${r.statusText}: ${why}`);
-    shown(data.translations[0]);
+    $("err").textContent = "";
+    shown(data.translations[0], a.body.beam || DEFAULT_BEAM);
   } catch (e) {
+    reset();  // the previous result does not answer this input
     $("err").textContent = "Error: " + e.message;
-  } finally { document.body.classList.remove("busy"); }
+  }
 }
-let DEFAULT_BEAM = 1, GATES = true, INFO = false;
-$("go").onclick = async () => { if (!INFO) await loadInfo(); translate(); };
-$("src").addEventListener("keydown", (e) => {
-  if (e.key === "Enter") { e.preventDefault(); $("go").onclick(); }
+async function go() {  // one request in flight; fields changed meanwhile are sent next
+  if (BUSY) {
+    if (JSON.stringify(ask()) !== BUSY.sent) BUSY.again = true;
+    return;
+  }
+  BUSY = {sent: null, again: false}; busy(true);
+  try {
+    if (!INFO) await loadInfo();
+    for (;;) {
+      const a = ask(), sent = JSON.stringify(a);
+      if (sent === BUSY.sent) break;
+      BUSY.sent = sent; BUSY.again = false;
+      await translate(a);
+      if (!BUSY.again) break;
+    }
+  } finally { BUSY = null; busy(false); }
+}
+$("go").onclick = go;
+$("ask").addEventListener("keydown", (e) => {
+  const f = e.target;
+  if (e.key === "Enter" && f.tagName === "INPUT" && f.type !== "checkbox") {
+    e.preventDefault(); go();
+  }
 });
+$("beam").addEventListener("input", fitNb);
+$("nb").addEventListener("input", () => { NB_SET = true; });
 async function loadInfo() {  // at load, and again once a key is typed (a 401 before)
   const key = $("key").value;
   try {
@@ -166,9 +258,9 @@ async function loadInfo() {  // at load, and again once a key is typed (a 401 be
     if (!r.ok) return;
     const m = await r.json();
     INFO = true;
-    DEFAULT_BEAM = m.decode.beam; $("beam").value = m.decode.beam;
-    GATES = (m.models || 1) === 1;
-    $("gview").hidden = !GATES;  // an ensemble has no gates to show
+    DEFAULT_BEAM = m.decode.beam; $("beam").value = m.decode.beam; fitNb();
+    if (m.limits && m.limits.max_chars) $("src").maxLength = m.limits.max_chars;
+    GATES = (m.models || 1) === 1;  // an ensemble has no gates to show
     $("unkl").hidden = m.attention === "none";  // nothing attended to copy from
     const arch = `${m.cell}, attention ${m.attention}, ` +
       `${m.encoder_layers}+${m.decoder_layers} layers, hidden ${m.hidden_size}`;
@@ -186,10 +278,11 @@ loadInfo();
 def page_html() -> str:
     """The whole page: inspect's CSS and gate view plus the translation view."""
     body = _BODY.replace("%CONTROLS%", GATE_CONTROLS)
-    js = _APP_JS.replace("%GATE_JS%", GATE_JS)
+    js = _APP_JS.replace("%GATE_JS%", GATE_JS).replace("%HEATMAP_JS%", _HEATMAP_JS)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'  # no request for /favicon.ico (a 404 each load)
         f"<title>rnnkit serve</title><style>{GATE_CSS}{_CSS}</style></head><body>{body}"
         f"<script>{js}</script></body></html>\n"
     )
