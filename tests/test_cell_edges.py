@@ -4,26 +4,17 @@ unbatched one-state hx as a tuple, open-ended gate blocks, packed batch_first tr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import pytest
 import torch
+from test_train import one_thread  # noqa: F401 (fixture: one thread)
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
 from rnnkit import graphs
 from rnnkit.cells import StackedCell
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 LAYERS = [
     lambda: rnnkit.LSTM(3, 5, engine="explicit"),
