@@ -42,9 +42,15 @@ def failure(exitcode: int, timestamp: int, local_rank: int = 0) -> SimpleNamespa
 
 
 def test_the_failure_reported_is_the_first_then_an_exit_then_the_lowest_rank():
-    assert first_failure({1: failure(1, 100), 0: failure(1, 101)})[0] == 1
-    assert first_failure({0: failure(-6, 100), 1: failure(2, 100)})[0] == 1  # a signal last
-    assert first_failure({1: failure(2, 100), 0: failure(1, 100)})[0] == 0
+    assert first_failure({1: failure(1, 100), 0: failure(-15, 100)})[0] == 1
+    assert first_failure({2: failure(-6, 100), 1: failure(2, 100)})[0] == 1  # a signal last
+    assert first_failure({2: failure(2, 100), 1: failure(1, 100)})[0] == 1
+    # process 0's own error (it said it; another meeting it waits before it exits)
+    assert first_failure({1: failure(1, 100), 0: failure(1, 101)})[0] == 0
+    # the SIGTERMs of the agent stopping the others are not the cause (they tied on the
+    # second and the lowest rank won: "process 0 was killed by SIGTERM", status 143)
+    assert first_failure({1: failure(-9, 100), 0: failure(-15, 100)})[0] == 1
+    assert first_failure({0: failure(-15, 100)})[0] == 0
 
 
 def test_what_a_failure_says_and_the_status_it_gives():
@@ -74,7 +80,7 @@ def test_a_failing_process_is_said_once_without_torchruns_report(tmp_path, rank)
     assert code == 1, err[-3000:]
     assert err.count(f"RuntimeError: injected fault (RNNKIT_FAULT) on rank {rank} at step 3") == 1
     assert not [w for w in TORCHRUN_WORDS if w in err], err[-3000:]
-    assert f"process {rank}: another process stopped" not in err
+    assert "another process stopped" not in err  # (the launcher names the one that did)
     time.sleep(0.2)
     assert not job_pids(str(out))
 
@@ -104,3 +110,45 @@ def test_ctrl_c_or_sigterm_ends_the_job_with_the_shells_status(tmp_path, sig, st
         assert "rnnkit: stopped by SIGTERM" in err
     time.sleep(0.2)
     assert not job_pids(str(out))
+
+
+def test_a_process_killed_by_a_signal_is_named_with_its_signal(tmp_path):
+    """Process 1 SIGKILLed (the OOM killer): reported as "process 0 was killed by
+    SIGTERM", status 143 (the agent's own SIGTERM to process 0 won the tie)."""
+    long = dates(max_steps=100_000, max_epochs=100_000, validate_every=1000)
+    cfg_path = write_yaml(tmp_path / "cfg.yaml", long)
+    out = tmp_path / "out"
+    proc = nproc_job(cfg_path, out)
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while progress_step(out / "last.pt") < 10:
+            assert proc.poll() is None and time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.05)
+        os.kill(local_rank_pid(str(out), 1), signal.SIGKILL)
+        code, err = finish(proc, out)
+    finally:
+        kill_job(str(out))
+    assert code == 137, err[-3000:]
+    assert err.strip().splitlines()[-1] == "rnnkit: error: process 1 of 2 was killed by SIGKILL"
+    assert "another process stopped" not in err and "Traceback" not in err
+
+
+def test_an_error_every_process_meets_is_said_once(tmp_path):
+    """A loss that diverges on both processes was said twice in 1 run of 5."""
+    cfg_path = write_yaml(tmp_path / "cfg.yaml", dates(lr=1e30, max_steps=40))
+    out = tmp_path / "out"
+    code, err = finish(nproc_job(cfg_path, out), out)
+    assert code == 1, err[-3000:]
+    assert err.count("rnnkit: error:") == 1 and "became nan" in err, err[-3000:]
+
+
+def local_rank_pid(marker: str, rank: int) -> int:
+    """The pid of the job's process with LOCAL_RANK ``rank``."""
+    for pid in job_pids(marker):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"LOCAL_RANK={rank}".encode() in env:
+            return pid
+    raise AssertionError(f"no process with LOCAL_RANK={rank}")

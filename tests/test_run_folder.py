@@ -203,3 +203,52 @@ def test_the_experiments_find_shared_data_from_the_current_folder(tmp_path, monk
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
     assert multi30k_dir(None).resolve() == data.resolve()
+
+
+def test_a_file_system_without_locks_still_trains_and_windows_still_cleans(tmp_path, monkeypatch):
+    """flock failing with ENOSYS (Lustre noflock, NFS without lockd) refused every run
+    ("cannot write"); without fcntl (Windows) temp files were kept."""
+    import rnnkit.runlock as runlock
+
+    class NoLocks:
+        LOCK_EX = LOCK_NB = LOCK_UN = 0
+
+        @staticmethod
+        def flock(f: object, how: int) -> None:
+            raise OSError(errno.ENOSYS, "Function not implemented")
+
+    for fake in (NoLocks, None):
+        out = tmp_path / str(fake)
+        out.mkdir()
+        (out / ".last.pt.abc.tmp").write_bytes(b"half")
+        monkeypatch.setattr(runlock, "fcntl", fake)
+        with claimed(out):
+            assert not list(out.glob(".*.tmp"))
+
+
+def test_a_demo_leaves_a_running_demos_files_alone(tmp_path):
+    """The demo deleted the checkpoints of a demo training in the folder, then was
+    refused by the lock."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"a demo's checkpoint")
+    with claimed(out), pytest.raises(OutputError, match="a run is training there now"):
+        demo.run_demo(out, max_minutes=0.01)
+    assert (out / "last.pt").read_bytes() == b"a demo's checkpoint"
+
+
+@pytest.mark.parametrize(
+    "module, package", [("yaml", "pyyaml"), ("sentencepiece", "sentencepiece")]
+)
+def test_a_missing_package_imported_at_start_is_one_line(tmp_path, module, package):
+    """pyyaml and sentencepiece are imported before the command runs: still a traceback."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; from rnnkit.cli import main; "
+        "sys.exit(main(['info', 'x.pt']))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == (
+        f"rnnkit: error: info needs the Python package {package}, which is not installed "
+        f"(pip install {package})"
+    )

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 from rnnkit import __version__
+from rnnkit.cli_commands import UsageError as UsageError  # (importable from here)
 from rnnkit.cli_commands import (
-    UsageError,
     add_device,
     cmd_average,
     cmd_bench,
@@ -23,9 +22,7 @@ from rnnkit.cli_commands import (
     cmd_info,
     cmd_inspect,
     cmd_train,
-    missing_package,
     non_negative_float,
-    out_of_memory,
 )
 
 # Names defined here before the split stay importable from rnnkit.cli.
@@ -33,6 +30,7 @@ from rnnkit.cli_commands import positive_int as positive_int
 from rnnkit.cli_commands import read_text as read_text
 from rnnkit.cli_commands import write_text as write_text
 from rnnkit.cli_decode import cmd_evaluate, cmd_score, cmd_translate
+from rnnkit.cli_errors import run_command
 
 __all__ = ["main"]
 
@@ -342,58 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from rnnkit import graphs
-    from rnnkit.atomic import OutputError
-    from rnnkit.checkpoint import CheckpointError
-    from rnnkit.config import ConfigError
-    from rnnkit.data import DataError
-    from rnnkit.update import Diverged
-
-    try:
-        graphs.get_mode()  # RNNKIT_GRAPHS: a bad value is an error before any work
-    except ValueError as e:
-        print(f"rnnkit: error: {e}", file=sys.stderr)
-        return 2
-    try:
-        return int(args.func(args))
-    except (UsageError, ConfigError, DataError, CheckpointError, OutputError) as e:
-        print(f"rnnkit: error: {e}", file=sys.stderr)
-        return 2
-    except Diverged as e:
-        print(f"rnnkit: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("rnnkit: interrupted", file=sys.stderr)
-        return 130
-    except MemoryError as e:
-        print(f"rnnkit: error: {out_of_memory(e)}", file=sys.stderr)
-        return 1
-    except RuntimeError as e:  # under torchrun: a peer that stopped breaks the collectives
-        if "can't allocate memory" in str(e) or "out of memory" in str(e):  # torch's words
-            print(f"rnnkit: error: {out_of_memory(e)}", file=sys.stderr)
-            return 1
-        from rnnkit.distributed import PEER_LOST_WAIT, peer_error
-
-        said = peer_error(e)
-        if said is None:
-            raise
-        print(f"rnnkit: error: {said}", file=sys.stderr)
-        time.sleep(PEER_LOST_WAIT)  # so that the launcher sees the process that failed first
-        return 1
-    except BrokenPipeError:
-        return 0
-    except ModuleNotFoundError as e:  # a declared dependency missing (a broken install)
-        said = missing_package(e, args.command)
-        if said is None:
-            raise
-        print(f"rnnkit: error: {said}", file=sys.stderr)
-        return 1
-    finally:  # under torchrun (rnnkit.distributed made the group): leave it, so that
-        if "rnnkit.distributed" in sys.modules:  # no gloo thread aborts this process
-            from rnnkit.distributed import leave_group
-
-            leave_group()
+    """``rnnkit ARGV``: the command's exit status; its errors as one line each
+    (:func:`rnnkit.cli_errors.run_command`)."""
+    return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

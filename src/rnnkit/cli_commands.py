@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnkit.atomic import check_writable, write_atomically
-from rnnkit.runlock import holder, remove_temporaries
+from rnnkit.runlock import refuse_if_busy, remove_temporaries
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
@@ -124,12 +124,8 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise UsageError("--resume continues the run in --out, --overwrite replaces it: not both")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
-    if int(os.environ.get("RANK", "0")) == 0 and (pid := holder(out)) is not None:
-        who = f"pid {pid}" if pid else "another process"
-        raise UsageError(
-            f"--out {out}: a run is training there now ({who}); wait for it to end, "
-            "or give another --out"
-        )
+    if int(os.environ.get("RANK", "0")) == 0:
+        refuse_if_busy(out)  # (a --resume or --overwrite of a run that trains now too)
     held = [n for n in ("last.pt", "best.pt") if (out / n).exists()]
     held += [p.name for p in sorted(out.glob("step-*.pt"))[:1]]  # kept steps: a run's too
     if resume or not held:

@@ -19,6 +19,7 @@ from rnnkit.checkpoint import load_bundle, load_checkpoint
 from rnnkit.config import Config, config_from_dict, config_to_dict
 from rnnkit.evaluate import exact_match
 from rnnkit.inspect import plot_attention
+from rnnkit.runlock import refuse_if_busy
 from rnnkit.train import load_pairs, pick_device, train
 from rnnkit.translate import translate_lines
 
@@ -63,6 +64,7 @@ def _replace_earlier_demo(out: Path, cfg: Config) -> None:
     """A demo trains again in place of an earlier demo's run (``make demo`` twice); a
     folder that holds another run (a model or data of its own) is refused, as ``rnnkit
     train`` refuses it without ``--overwrite``."""
+    refuse_if_busy(out)  # a demo training there now: leave its files
     runs = [out / "last.pt", out / "best.pt", *sorted(out.glob("step-*.pt"))]
     found = [f for f in runs if f.is_file()]
     if not found:

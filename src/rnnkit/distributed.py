@@ -214,6 +214,8 @@ def dist_timeout() -> float:
     return seconds
 
 
+LAUNCHED_ENV = "RNNKIT_NPROC"  # set by rnnkit.launcher for the processes it starts
+
 # Seconds a process that saw another stop waits before it exits (the launcher, torchrun's
 # agent, then sees the process that failed first alone, and reports that one).
 PEER_LOST_WAIT = 2.0
@@ -221,10 +223,12 @@ PEER_LOST_WAIT = 2.0
 
 def peer_error(e: RuntimeError) -> str | None:
     """One line for what a collective raises when another process stopped or hung
-    (under torchrun), else None."""
+    (under torchrun; "" for a stop under ``--nproc``, whose launcher reports the process
+    that stopped), else None."""
     rank, world = os.environ.get("RANK", "0"), int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and "by peer" in str(e):
-        return f"process {rank}: another process stopped (see its error)"
+    if world > 1 and "by peer" in str(e):  # ("" under --nproc: the launcher says it)
+        launched = os.environ.get(LAUNCHED_ENV) == "1"
+        return "" if launched else f"process {rank}: another process stopped (see its error)"
     if world > 1 and "timed out" in str(e).lower():
         return (
             f"process {rank}: another process did not answer within {TIMEOUT_ENV} "

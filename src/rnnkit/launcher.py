@@ -8,7 +8,8 @@ says and how it ends are rnnkit's:
 
 - process 0 writes to this terminal (its progress, its lines, its errors); the
   others' stderr goes to a temporary file, said here only if one of them fails first
-  (so an error all processes meet is said once, not N times);
+  (so an error all processes meet is said once, not N times); a process that sees
+  another stop says nothing (:func:`first_failure` says which one stopped, and why);
 - the exit status is the first failed process's (2 for a bad input, 1 for an error,
   128 + the signal's number for one killed by a signal), 130 after Ctrl-C, 143 after
   SIGTERM, with one line of ours at most and no traceback;
@@ -25,6 +26,8 @@ import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
+
+from rnnkit.distributed import LAUNCHED_ENV
 
 
 def _signal_name(number: int) -> str:
@@ -52,10 +55,18 @@ def _quiet_torchrun() -> None:
 
 def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
     """The failure to report of the processes that failed (``ProcessFailure`` by global
-    rank): the first one seen (torch's timestamps are whole seconds), one that exited
-    before one killed by a signal, then the lowest rank. (A process that sees another
-    stop says so and waits before it exits: :func:`rnnkit.distributed.peer_error`.)"""
-    return min(failures.items(), key=lambda kv: (kv[1].timestamp, kv[1].exitcode < 0, kv[0]))
+    rank). Process 0 when it exited on an error of its own: it has said it on the
+    terminal (another process that meets the same error waits before it exits:
+    :data:`rnnkit.cli_errors.OTHER_RANK_WAIT`). Else the first one seen (torch's
+    timestamps are whole seconds), one that exited before one killed by a signal, then
+    the lowest rank, leaving out the SIGTERMs of the agent stopping the others when
+    there is another failure. (A process that sees another stop waits 2 s before it
+    exits: :data:`rnnkit.distributed.PEER_LOST_WAIT`.)"""
+    if 0 in failures and failures[0].exitcode > 0:
+        return 0, failures[0]
+    stopped = {r: f for r, f in failures.items() if f.exitcode != -signal.SIGTERM}
+    pool = stopped or failures
+    return min(pool.items(), key=lambda kv: (kv[1].timestamp, kv[1].exitcode < 0, kv[0]))
 
 
 def failure_report(rank: int, nproc: int, exitcode: int, said: str) -> tuple[str, int]:
@@ -81,6 +92,7 @@ def launch(train_args: list[str], nproc: int) -> int:
 
     _quiet_torchrun()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as torchrun does for N > 1
+    os.environ[LAUNCHED_ENV] = "1"  # a process that sees another stop leaves it to us
     with tempfile.TemporaryDirectory(prefix="rnnkit-nproc-") as tmp:
         log_dir = Path(tmp)
         logs = DefaultLogsSpecs(log_dir=tmp, redirects={k: Std.ERR for k in range(1, nproc)})

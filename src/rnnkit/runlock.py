@@ -14,6 +14,7 @@ Taking the lock also removes what a killed run's atomic writes left: hidden
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,12 +24,13 @@ from rnnkit.atomic import OutputError, make_folder
 
 try:
     import fcntl
-except ImportError:  # Windows: no lock (nothing else changes)
+except ImportError:  # Windows: no lock (temp files are still removed)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK", "claimed", "holder", "remove_temporaries"]
+__all__ = ["LOCK", "claimed", "holder", "refuse_if_busy", "remove_temporaries"]
 
 LOCK = ".lock"
+_NO_LOCKS = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
 
 
 def _busy(out: Path, pid: str) -> OutputError:
@@ -57,6 +59,14 @@ def holder(out: str | Path) -> str | None:
     return None
 
 
+def refuse_if_busy(out: str | Path) -> None:
+    """Raise :class:`OutputError` when a process trains in ``out`` now (before a command
+    removes or replaces files there)."""
+    pid = holder(out)
+    if pid is not None:
+        raise _busy(Path(out), pid)
+
+
 def remove_temporaries(out: Path) -> None:
     """The ``.NAME.*.tmp`` files that writes killed half-way left in ``out``."""
     for tmp in out.glob(".*.tmp"):
@@ -71,29 +81,46 @@ def claimed(out: str | Path, writer: bool = True) -> Iterator[None]:
     :class:`OutputError` when the folder cannot be made or another process trains there."""
     out = Path(out)
     make_folder(out, "--out ")
-    if not writer or fcntl is None:
+    if not writer:
+        yield
+        return
+    if fcntl is None:  # (Windows)
+        remove_temporaries(out)
         yield
         return
     try:
         f: IO[str] = open(out / LOCK, "a+", encoding="utf-8")  # noqa: SIM115 (held below)
     except OSError as e:
         raise OutputError(f"--out {out}: cannot write ({e.strerror})") from None
+    _lock(f, out)
+    try:
+        remove_temporaries(out)
+        yield
+    finally:
+        f.close()  # (the lock goes with it)
+
+
+def _lock(f: IO[str], out: Path) -> None:
+    """Take the lock on the open ``f`` and write this process's pid in it; closes ``f``
+    and raises :class:`OutputError` when another process holds it. On a file system
+    without locks (NFS without lockd, Lustre's noflock) the run goes on unguarded."""
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
     except BlockingIOError:
         f.seek(0)
         pid = f.read().strip()
         f.close()
         raise _busy(out, pid) from None
     except OSError as e:
+        if e.errno in _NO_LOCKS:
+            return
+        f.close()
+        raise OutputError(f"--out {out}: cannot lock {LOCK} ({e.strerror})") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+    except OSError as e:
         f.close()
         raise OutputError(f"--out {out}: cannot write ({e.strerror})") from None
-    try:
-        remove_temporaries(out)
-        yield
-    finally:
-        f.close()  # (the lock goes with it)

@@ -170,8 +170,6 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
     try:
         sock = _socket(args.host, args.port)
     except OSError as e:
-        from rnnkit.cli import UsageError
-
         raise UsageError(f"serve: cannot listen on {args.host}:{args.port}: {e.strerror}") from None
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"

@@ -259,7 +259,6 @@ async function loadInfo() {  // at load, and again once a key is typed (a 401 be
     const m = await r.json();
     INFO = true;
     DEFAULT_BEAM = m.decode.beam; $("beam").value = m.decode.beam; fitNb();
-    if (m.limits && m.limits.max_chars) $("src").maxLength = m.limits.max_chars;
     GATES = (m.models || 1) === 1;  // an ensemble has no gates to show
     $("unkl").hidden = m.attention === "none";  // nothing attended to copy from
     const arch = `${m.cell}, attention ${m.attention}, ` +

@@ -150,12 +150,42 @@ def check_origin(request: Request) -> None:
     """Refuse a browser's request sent by a page of another site. Such a page may post
     here without asking the server first (a "simple" request: ``text/plain``, no CORS
     preflight), so any site a user visits could keep a key-less server on this machine
-    busy. Browsers say where a request comes from (``Origin``); this server's own page
-    sends its own address, and clients that are not browsers (curl, httpx) send none.
-    Behind a proxy, ``X-Forwarded-Host`` counts as the address."""
+    busy. Browsers say where a request comes from: ``Sec-Fetch-Site`` (``same-origin``
+    from this server's own page, wherever a proxy puts it), and ``Origin``, which an
+    older browser's request is judged by against the address it was sent to (``Host``,
+    ``X-Forwarded-Host``, ``Forwarded: host=``). Clients that are not browsers (curl,
+    httpx) send neither."""
     origin = request.headers.get("origin")
     if origin is None:
         return
-    ours = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")}
-    if urllib.parse.urlsplit(origin).netloc.lower() not in {h.lower() for h in ours if h}:
-        raise ApiError(403, f"a request from the page of another site ({origin}) is refused")
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        if site in ("same-origin", "none"):
+            return
+    elif origin != "null":
+        scheme = urllib.parse.urlsplit(origin).scheme
+        sent_from = _address(urllib.parse.urlsplit(origin).netloc, scheme)
+        if sent_from is not None and sent_from in _addresses(request, scheme):
+            return
+    raise ApiError(403, f"a request from the page of another site ({origin}) is refused")
+
+
+def _address(netloc: str, scheme: str) -> tuple[str, int] | None:
+    """(host, port) of ``host[:port]``, the scheme's port when none is given."""
+    try:
+        parts = urllib.parse.urlsplit("//" + netloc.strip())
+        return (parts.hostname or "", parts.port or (443 if scheme == "https" else 80))
+    except ValueError:
+        return None
+
+
+def _addresses(request: Request, scheme: str) -> set[tuple[str, int]]:
+    """The addresses a request was sent to, as the server and the proxies before it say."""
+    h = request.headers
+    names = [h.get("host", ""), *h.get("x-forwarded-host", "").split(",")]
+    for part in h.get("forwarded", "").replace(",", ";").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "host":
+            names.append(value.strip('"'))
+    found = (_address(n, scheme) for n in names if n.strip())
+    return {a for a in found if a is not None}

@@ -1,0 +1,93 @@
+"""How ``rnnkit`` ends: each command's errors as one line on stderr and an exit status
+(2 a bad input, 1 an error, 130 Ctrl-C), and what one of several processes (torchrun,
+``--nproc``) does on its way out so that the job reports the process that failed first."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from rnnkit.cli_commands import UsageError, missing_package, out_of_memory
+
+__all__ = ["OTHER_RANK_WAIT", "run_command"]
+
+# Seconds a process other than process 0 of several waits before it exits on an error:
+# an error every process meets (a diverged loss) is then seen first in process 0, which
+# has said it on the terminal, and not said again from another's log.
+OTHER_RANK_WAIT = 1.0
+
+
+def _say(message: object) -> None:
+    print(f"rnnkit: error: {message}", file=sys.stderr)
+
+
+def _other_rank() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command ``args.func(args)``; see the module docstring."""
+    status = 1
+    try:
+        status = _run(args)
+        return status
+    except ModuleNotFoundError as e:  # a declared dependency missing (a broken install)
+        said = missing_package(e, args.command)
+        if said is None:
+            raise
+        _say(said)
+        return 1
+    finally:
+        if status not in (0, 130) and _other_rank():  # (an uncaught error too)
+            time.sleep(OTHER_RANK_WAIT)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rnnkit import graphs
+    from rnnkit.atomic import OutputError
+    from rnnkit.checkpoint import CheckpointError
+    from rnnkit.config import ConfigError
+    from rnnkit.data import DataError
+    from rnnkit.update import Diverged
+
+    try:
+        graphs.get_mode()  # RNNKIT_GRAPHS: a bad value is an error before any work
+    except ValueError as e:
+        _say(e)
+        return 2
+    try:
+        return int(args.func(args))
+    except (UsageError, ConfigError, DataError, CheckpointError, OutputError) as e:
+        _say(e)
+        return 2
+    except Diverged as e:
+        _say(e)
+        return 1
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError as e:
+        _say(out_of_memory(e))
+        return 1
+    except RuntimeError as e:  # under torchrun: a peer that stopped breaks the collectives
+        if "can't allocate memory" in str(e) or "out of memory" in str(e):  # torch's words
+            _say(out_of_memory(e))
+            return 1
+        from rnnkit.distributed import PEER_LOST_WAIT, peer_error
+
+        said = peer_error(e)
+        if said is None:
+            raise
+        if said:  # (under --nproc the launcher says which process stopped, and why)
+            _say(said)
+        time.sleep(PEER_LOST_WAIT)  # so that the launcher sees the process that failed first
+        return 1
+    except BrokenPipeError:
+        return 0
+    finally:  # under torchrun (rnnkit.distributed made the group): leave it, so that
+        if "rnnkit.distributed" in sys.modules:  # no gloo thread aborts this process
+            from rnnkit.distributed import leave_group
+
+            leave_group()
