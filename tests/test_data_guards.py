@@ -246,3 +246,44 @@ def test_gzip_data_blank_tsv_lines_and_missing_files_are_said_plainly(tmp_path):
     (tmp_path / "val.de").mkdir()
     with pytest.raises(DataError, match=r"val\.de: not a file"):
         _read_local(tmp_path, "val", "val", "de")
+
+
+@pytest.mark.parametrize(
+    "data, says",
+    [
+        ("1 jan 2000\n5/9/18\n".encode("utf-16-le"), r":1: a NUL byte: UTF-16 or binary data\?"),
+        ("1 jan 2000\n".encode("utf-16"), r": UTF-16 text \(a byte-order mark\)"),
+        (gzip.compress(b"1 jan 2000\n"), r": gzip-compressed data; decompress it"),
+    ],
+)
+def test_utf16_and_gzip_input_are_refused_not_read_as_garbage(tmp_path, data, says):
+    """ASCII as UTF-16 without a byte-order mark is valid UTF-8 (its NULs): translate
+    wrote 6 lines for 5 and training trained on NUL-led text; gzip given to translate
+    was 'invalid UTF-8 (byte 0x8b)'."""
+    from rnnkit.data.corpus import read_parallel
+
+    f = tmp_path / "in.src"
+    f.write_bytes(data)
+    with pytest.raises(DataError, match=f"in.src{says}"):
+        read_text(str(f))
+    for side in ("de", "en"):
+        (tmp_path / f"c.{side}").write_bytes(data)
+    with pytest.raises(DataError, match=f"c.de{says}"):
+        read_parallel(tmp_path / "c", "de", "en")
+
+
+def test_training_pairs_all_too_long_is_an_error_not_an_empty_run(tmp_path, capsys):
+    """Every pair over data.max_len: train ran 0 steps through 20 empty epochs, wrote a
+    random best.pt with a vocabulary of 4 tokens, and exited 0."""
+    for side in ("de", "en"):
+        lines = "".join(f"a b c d e f g {i}\n" for i in range(20))  # (none alike)
+        (tmp_path / f"c.{side}").write_text(lines, encoding="utf-8")
+    data = {"train": str(tmp_path / "c"), "src": "de", "tgt": "en", "dev_size": 2,
+            "tokenizer": "word", "max_len": 3}  # fmt: skip
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps({"data": data, "train": {"device": "cpu"}}), encoding="utf-8")
+    status, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "run")
+    assert status == 2
+    last = err.strip().splitlines()[-1]  # (after the progress lines)
+    assert last.startswith("rnnkit: error: all 18 training pairs are longer than data.max_len 3")
+    assert not (tmp_path / "run" / "best.pt").exists()

@@ -54,3 +54,35 @@ def test_cli_n_best_numbers_lines_across_chunks(tmp_path, monkeypatch, capsys):
     assert main(ev) == 0
     hyps = out.read_text(encoding="utf-8").splitlines()
     assert hyps == [w[0].text for w in translate_lines(word_bundle(), LINES)]
+
+
+def test_a_long_line_does_not_pad_a_whole_batch(monkeypatch):
+    """Batches of a search were cut by sentence count alone: one 5,000-character line
+    padded 199 short dates to its width (16 s and 2.8 GB instead of 1.8 s and 0.3 GB).
+    Now a batch also holds at most DECODE_TOKENS padded tokens (here 12), for translate
+    and score alike; the outputs do not change."""
+    import rnnkit.scoring as scoring_module
+    from rnnkit.scoring import score_pairs
+
+    b = word_bundle()
+    lines = ["a b c d e f g h a b c d e f g h", *["a b"] * 9]
+    whole = translate_lines(b, lines, 2, batch_size=10)
+    scores = score_pairs(b, lines, lines, batch_size=10)
+    sizes: list[tuple[int, int]] = []
+    for module, name in ((translate_module, "make_src_batches"), (scoring_module, "make_batches")):
+        real = getattr(module, name)
+
+        def spy(*a, real=real, **k):  # type: ignore[no-untyped-def]
+            batches = real(*a, **k)
+            sizes.extend(tuple(x.src.shape) for x in batches)
+            return batches
+
+        monkeypatch.setattr(module, name, spy)
+        monkeypatch.setattr(module, "DECODE_TOKENS", 12)
+    small = translate_lines(b, lines, 2, batch_size=10)
+    assert [t[0].text for t in small] == [t[0].text for t in whole]
+    assert [t[0].score for t in small] == pytest.approx([t[0].score for t in whole], abs=1e-5)
+    rescored = score_pairs(b, lines, lines, batch_size=10)
+    assert [s.log_prob for s in rescored] == pytest.approx([s.log_prob for s in scores], abs=1e-4)
+    assert all(rows * width <= 12 or rows == 1 for rows, width in sizes), sizes
+    assert len(sizes) > 2  # (split: the long one alone, the short ones as the budget allows)

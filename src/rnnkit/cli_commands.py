@@ -56,6 +56,9 @@ def read_text(path: str | None, need_lines: bool = False) -> list[str]:
         data = sys.stdin.buffer.read() if name == "<stdin>" else Path(name).read_bytes()
     except OSError as e:
         raise UsageError(f"{name}: {e.strerror}") from None
+    from rnnkit.data.corpus import check_text_bytes
+
+    check_text_bytes(data, name)  # gzip, UTF-16, NUL bytes: a DataError
     raw = data.split(b"\n")
     if raw and raw[-1] == b"":
         raw.pop()

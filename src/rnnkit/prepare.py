@@ -238,6 +238,11 @@ def prepare(
     train_pairs, dropped = filter_pairs(
         train_pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode
     )  # before the vocabularies: they count what is trained on
+    if not train_pairs:  # (training would run 0 steps and write an untrained best.pt)
+        raise DataError(
+            f"all {dropped} training pairs are longer than data.max_len {cfg.data.max_len} "
+            "tokens or empty: raise data.max_len (--set data.max_len=N)"
+        )
     if dropped:
         say(f"filtered {dropped} training pairs longer than {cfg.data.max_len} tokens or empty")
     if resumed is not None:

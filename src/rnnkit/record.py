@@ -25,6 +25,7 @@ from torch import Tensor
 
 from rnnkit.checkpoint import Bundle
 from rnnkit.data import DataError, make_src_batches
+from rnnkit.data.batching import DECODE_TOKENS
 from rnnkit.loss import output_log_probs
 from rnnkit.model import EncoderOutput
 from rnnkit.translate import Translation, translate_lines
@@ -293,7 +294,7 @@ def saturation(
     tally = _Tally(left, right)
     device = next(model.parameters()).device
     D = model.encoder.num_directions
-    for batch in make_src_batches(ids, batch_size, bundle.src_vocab.pad_id):
+    for batch in make_src_batches(ids, batch_size, bundle.src_vocab.pad_id, DECODE_TOKENS):
         src, lengths = batch.src.to(device), batch.src_lengths
         enc = model.encode(src, lengths, return_gates=True)
         for ld in range(enc.gates[0].shape[0]):

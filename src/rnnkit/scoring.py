@@ -22,6 +22,7 @@ import torch
 
 from rnnkit.checkpoint import Bundle
 from rnnkit.data import Batch, Example, encode_pairs, make_batches
+from rnnkit.data.batching import DECODE_TOKENS
 from rnnkit.prepare import lowercase_pairs
 from rnnkit.search import Decoding
 
@@ -80,7 +81,7 @@ def score_pairs(
     pad = bundle.tgt_vocab.pad_id
     size = bundle.config.decode.batch_size if batch_size is None else batch_size
     out: list[PairScore] = [PairScore(0.0, 0)] * len(examples)
-    for b in make_batches(examples, None, size, False, 0, pad):
+    for b in make_batches(examples, DECODE_TOKENS, size, False, 0, pad):
         logp, real = _forced(model, b.to(device), pad)
         for r, i in enumerate(b.indices.tolist()):
             out[i] = PairScore(float(logp[r].sum()), int(real[r]))

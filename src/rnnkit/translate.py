@@ -16,6 +16,7 @@ from torch import Tensor
 
 from rnnkit.checkpoint import Bundle
 from rnnkit.data import make_src_batches
+from rnnkit.data.batching import DECODE_TOKENS
 from rnnkit.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK
 from rnnkit.sampling import Sampling, sample_search
 from rnnkit.search import Decoding, beam_search, greedy_search, max_lengths
@@ -90,7 +91,10 @@ def translate_lines(
     todo = [i for i, t in enumerate(src_tokens) if t]
     results: list[list[Translation]] = [[Translation("", 0.0, [], [], None)] for _ in lines]
     batches = make_src_batches(
-        [ids[i] for i in todo], batch_size or dec.batch_size, bundle.src_vocab.pad_id
+        [ids[i] for i in todo],
+        batch_size or dec.batch_size,
+        bundle.src_vocab.pad_id,
+        DECODE_TOKENS,
     )
     eos = bundle.tgt_vocab.eos_id
     # one stream for all batches: a seed gives one output

@@ -49,12 +49,26 @@ def read_lines(path: str | Path) -> list[str]:
     return decode_lines(data, str(path))
 
 
+def check_text_bytes(data: bytes, name: str) -> None:
+    """Raise :class:`DataError` for bytes that are not text to read line by line: gzip,
+    UTF-16 (with its byte-order mark, or ASCII text as UTF-16 without one: its NUL
+    bytes are valid UTF-8, and every line would have read with a NUL before it)."""
+    if data.startswith(b"\x1f\x8b"):  # gzip's magic number
+        raise DataError(f"{name}: gzip-compressed data; decompress it (gunzip) first")
+    utf16 = "convert it to UTF-8 (iconv -f utf-16 -t utf-8)"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{name}: UTF-16 text (a byte-order mark); {utf16}")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise DataError(f"{name}:{line}: a NUL byte: UTF-16 or binary data? {utf16}")
+
+
 def decode_lines(data: bytes, name: str) -> list[str]:
     """The lines of UTF-8 ``data``, as :func:`read_lines` reads a file; errors name ``name``."""
     if not data:
         raise DataError(f"{name}: file is empty")
-    if data.startswith(b"\x1f\x8b"):  # gzip's magic number
-        raise DataError(f"{name}: gzip-compressed data; decompress it (gunzip) first")
+    check_text_bytes(data, name)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
