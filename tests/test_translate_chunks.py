@@ -86,3 +86,31 @@ def test_a_long_line_does_not_pad_a_whole_batch(monkeypatch):
     assert [s.log_prob for s in rescored] == pytest.approx([s.log_prob for s in scores], abs=1e-4)
     assert all(rows * width <= 12 or rows == 1 for rows, width in sizes), sizes
     assert len(sizes) > 2  # (split: the long one alone, the short ones as the budget allows)
+
+
+def test_stdout_gets_each_chunk_as_it_is_done(tmp_path, monkeypatch, capsys):
+    """translate kept every output line until the last: `translate | head` waited for the
+    whole file, and a Ctrl-C after 20,000 translated lines left nothing on stdout. Now
+    each chunk is written when done; an --output file is still replaced whole or not."""
+    monkeypatch.setattr(translate_module, "CHUNK", 3)
+    ckpt = save_bundle(word_bundle(), tmp_path / "m.pt")
+    src = tmp_path / "src.txt"
+    src.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    real, calls = translate_module.translate_lines, []
+
+    def stopped_at_the_second_chunk(*a, **k):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(translate_module, "translate_lines", stopped_at_the_second_chunk)
+    capsys.readouterr()
+    assert main(["translate", str(ckpt), "--input", str(src)]) == 130
+    want = [r[0].text for r in real(word_bundle(), LINES[:3])]
+    assert capsys.readouterr().out.splitlines() == want
+    out = tmp_path / "out.txt"
+    out.write_text("old\n", encoding="utf-8")
+    calls.clear()
+    assert main(["translate", str(ckpt), "--input", str(src), "--output", str(out)]) == 130
+    assert out.read_text(encoding="utf-8") == "old\n"

@@ -51,7 +51,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
     device = next((model or bundle.model).parameters()).device
     generator = None if sampling is None else sampling.generator(device)  # one stream for all
 
-    def translated(lines: list[str], first: int = 0) -> list[str]:
+    def translated(
+        lines: list[str], first: int = 0, emit: Callable[[list[str]], None] | None = None
+    ) -> list[str]:
+        """The output lines; with ``emit``, each chunk's go there as it is done."""
         out: list[str] = []
         with sentence_bar(len(lines)) as bar:  # none for one typed line
             chunks = translate_chunks(
@@ -66,12 +69,19 @@ def cmd_translate(args: argparse.Namespace) -> int:
                 generator=generator,
             )
             for k, results in enumerate(chunks):  # only the text of a chunk is kept
-                out.extend(_formatted(results, args, first + k * CHUNK))
+                done = _formatted(results, args, first + k * CHUNK)
+                if emit is None:
+                    out.extend(done)
+                else:
+                    emit(done)
         return out
 
     if interactive:
         return _interactive(translated)
-    write_text(args.output, translated(lines))
+    if args.output in (None, "-"):  # a pipe reads each chunk as it is done (and keeps it)
+        translated(lines, emit=lambda done: write_text(None, done))
+    else:  # a file is replaced whole, or not at all (Ctrl-C keeps the old one)
+        write_text(args.output, translated(lines))
     return 0
 
 
