@@ -114,3 +114,16 @@ def test_stdout_gets_each_chunk_as_it_is_done(tmp_path, monkeypatch, capsys):
     calls.clear()
     assert main(["translate", str(ckpt), "--input", str(src), "--output", str(out)]) == 130
     assert out.read_text(encoding="utf-8") == "old\n"
+
+
+def test_evaluate_says_when_it_scores_many_lines(tmp_path, monkeypatch, capsys):
+    """After the bar reached 100 %, 100,000 lines took 27 s of scoring in silence."""
+    import rnnkit.cli_decode as cli_decode
+
+    monkeypatch.setattr(cli_decode, "SCORING_NOTE_LINES", 8)
+    ckpt = save_bundle(word_bundle(), tmp_path / "m.pt")
+    src = tmp_path / "src.txt"
+    src.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["evaluate", str(ckpt), "--src", str(src), "--ref", str(src)]) == 0
+    assert "scoring 8 lines (BLEU, chrF)" in capsys.readouterr().err

@@ -36,6 +36,9 @@ def _models(paths: list[str], device: str = "auto") -> tuple[Bundle, Ensemble | 
     return bundle, ensemble
 
 
+SCORING_NOTE_LINES = 10_000  # evaluate says it is scoring from here on (seconds of work)
+
+
 def cmd_translate(args: argparse.Namespace) -> int:
     from rnnkit.translate import CHUNK, translate_chunks
 
@@ -199,6 +202,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0  # translation alone, the model loaded
     if args.output:  # one line per input line, also when lines were grouped
         write_text(args.output, [hyps[j] for j in line_of])
+    if len(hyps) >= SCORING_NOTE_LINES:  # sacreBLEU's BLEU and chrF take a while there
+        _log(f"scoring {len(hyps)} lines (BLEU, chrF{', by length' if args.by_length else ''})")
     result = score(hyps, refs[0], lowercase=args.lowercase, extra_references=refs[1:])
     if args.group_sources:
         result["lines"] = len(line_of)
