@@ -37,38 +37,60 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
     """
     if not paths:
         raise CheckpointError("no checkpoints to average")
-    ckpts = [load_checkpoint(p) for p in paths]
-    cfgs = [config_of(ck, p) for ck, p in zip(ckpts, paths)]
-    first, last = Path(paths[0]), ckpts[-1]
-    for path, ck, cfg in zip(paths[1:], ckpts[1:], cfgs[1:]):
-        for key in ("src_vocab", "tgt_vocab"):
-            if ck.get(key) != ckpts[0].get(key):
+    first = Path(paths[0])
+    last = load_checkpoint(first)  # one checkpoint in memory at a time, beside the sums
+    cfgs, steps = [config_of(last, first)], [_steps(last, first)]
+    vocabs = {key: last.get(key) for key in ("src_vocab", "tgt_vocab")}
+    total = _weighted(weights_of(last, first), len(steps[0]), None, first)
+    for path in paths[1:]:
+        del last  # (the previous checkpoint goes before the next comes)
+        last = load_checkpoint(path)
+        cfg = config_of(last, path)
+        for key, vocab in vocabs.items():
+            if last.get(key) != vocab:
                 raise CheckpointError(f"{path}: {key} differs from {first}'s")
         if cfg.model != cfgs[0].model:
             raise CheckpointError(f"{path}: model config differs from {first}'s")
         _same_start(path, cfg, first, cfgs[0])
-    states = [weights_of(ck, p) for ck, p in zip(ckpts, paths)]
-    for path, state in zip(paths, states):
-        if state.keys() != states[-1].keys():
-            raise CheckpointError(f"{path}: weights differ in names from {paths[-1]}'s")
-    steps = [_steps(ck, p) for ck, p in zip(ckpts, paths)]
-    mean: dict[str, torch.Tensor] = {}
-    for name, ref in states[-1].items():
-        if not torch.is_floating_point(ref):
-            mean[name] = ref  # integer buffers: the last checkpoint's
-            continue
-        total = torch.zeros(ref.shape, dtype=torch.float64, device=ref.device)
-        for path, state, n in zip(paths, states, map(len, steps)):
-            t = state[name]
-            if t.shape != ref.shape:
-                raise CheckpointError(f"{path}: weights differ in shape from {paths[-1]}'s")
-            total += n * t.to(torch.float64)
-        mean[name] = (total / sum(map(len, steps))).to(ref.dtype)
+        cfgs.append(cfg)
+        steps.append(_steps(last, path))
+        total = _weighted(weights_of(last, path), len(steps[-1]), total, path, first)
     _no_step_twice(paths, steps, cfgs)
+    n = sum(map(len, steps))
+    like = weights_of(last, paths[-1])  # the dtypes of the last
+    mean = {
+        k: (t / n).to(like[k].dtype)
+        if t.dtype == torch.float64 and torch.is_floating_point(like[k])
+        else t
+        for k, t in total.items()
+    }
     out = {k: last[k] for k in TRANSLATION_KEYS if k in last}
     out.update(model=mean, step=step_of(last, paths[-1]), averaged=[s for ss in steps for s in ss])
     bundle_of(out, paths[-1])  # the average translates: its config, vocabularies, tokenizers
     return out
+
+
+def _weighted(
+    state: dict[str, torch.Tensor],
+    n: int,
+    total: dict[str, torch.Tensor] | None,
+    path: str | Path,
+    first: str | Path = "",
+) -> dict[str, torch.Tensor]:
+    """``total`` plus ``n`` × the floating weights of ``state`` in float64 (integer
+    buffers: the latest's); names and shapes must be those of ``total``."""
+    if total is None:
+        return {
+            k: n * t.to(torch.float64) if torch.is_floating_point(t) else t
+            for k, t in state.items()
+        }
+    if state.keys() != total.keys():
+        raise CheckpointError(f"{path}: weights differ in names from {first}'s")
+    for k, t in state.items():
+        if t.shape != total[k].shape:
+            raise CheckpointError(f"{path}: weights differ in shape from {first}'s")
+        total[k] = total[k] + n * t.to(torch.float64) if torch.is_floating_point(t) else t
+    return total
 
 
 def _steps(ckpt: dict[str, Any], path: str | Path) -> list[int]:
