@@ -8,6 +8,7 @@ vocabularies, filters over-long pairs and numbers the rest.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,9 +236,13 @@ def prepare(
         else:
             say(f"training tokenizers ({cfg.data.tokenizer}) on {len(train_pairs)} pairs")
         src_tok, tgt_tok = build_tokenizers(cfg, train_pairs)
-    train_pairs, dropped = filter_pairs(
-        train_pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode
-    )  # before the vocabularies: they count what is trained on
+    counts: tuple[Counter[str], Counter[str]] | None = None
+    if resumed is None:  # one pass: filter, and count what is trained on for the vocabularies
+        train_pairs, dropped, counts = _filter_and_count(cfg, src_tok, tgt_tok, train_pairs)
+    else:
+        train_pairs, dropped = filter_pairs(
+            train_pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode
+        )
     if not train_pairs:  # (training would run 0 steps and write an untrained best.pt)
         raise DataError(
             f"all {dropped} training pairs are longer than data.max_len {cfg.data.max_len} "
@@ -245,11 +250,12 @@ def prepare(
         )
     if dropped:
         say(f"filtered {dropped} training pairs longer than {cfg.data.max_len} tokens or empty")
-    if resumed is not None:
+    if counts is None:
+        assert resumed is not None
         src_vocab = Vocab.from_state(resumed["src_vocab"])
         tgt_vocab = Vocab.from_state(resumed["tgt_vocab"])
     else:
-        src_vocab, tgt_vocab = _vocabularies(cfg, src_tok, tgt_tok, train_pairs, say)
+        src_vocab, tgt_vocab = _vocabularies(cfg, src_tok, tgt_tok, train_pairs, counts, say)
     if write:
         save_vocabularies(out, src_tok, tgt_tok, src_vocab, tgt_vocab)
         save_held_out(out, cfg.data, pairs, say)
@@ -257,18 +263,38 @@ def prepare(
     return Prepared(src_tok, tgt_tok, src_vocab, tgt_vocab, examples, pairs["dev"], train_pairs)
 
 
+def _filter_and_count(
+    cfg: Config, src_tok: Tokenizer, tgt_tok: Tokenizer, pairs: list[Pair]
+) -> tuple[list[Pair], int, tuple[Counter[str], Counter[str]]]:
+    """:func:`filter_pairs` and the token counts of the pairs kept, in one tokenising
+    pass (there were three over the corpus: the filter, the vocabularies, the ids)."""
+    kept: list[Pair] = []
+    src_counts: Counter[str] = Counter()
+    tgt_counts: Counter[str] = Counter()
+    limit = cfg.data.max_len
+    for s, t in pairs:
+        src, tgt = src_tok.encode(s), tgt_tok.encode(t)
+        if 0 < len(src) <= limit and 0 < len(tgt) <= limit:
+            kept.append((s, t))
+            src_counts.update(src)
+            tgt_counts.update(tgt)
+    return kept, len(pairs) - len(kept), (src_counts, tgt_counts)
+
+
 def _vocabularies(
     cfg: Config,
     src_tok: Tokenizer,
     tgt_tok: Tokenizer,
     train_pairs: list[Pair],
+    counts: tuple[Counter[str], Counter[str]],
     say: Callable[[str], None],
 ) -> tuple[Vocab, Vocab]:
-    """Each side's vocabulary of the training pairs (``data.max_vocab``, ``min_freq``; with
-    ``data.bpe_dropout`` also the pieces of dropped merges)."""
+    """Each side's vocabulary of the training pairs from their token ``counts``
+    (``data.max_vocab``, ``min_freq``; with ``data.bpe_dropout`` also the pieces of
+    dropped merges)."""
     cap, least = cfg.data.max_vocab, cfg.data.min_freq
-    src_vocab = Vocab.build((src_tok.encode(s) for s, _ in train_pairs), cap, least)
-    tgt_vocab = Vocab.build((tgt_tok.encode(t) for _, t in train_pairs), cap, least)
+    src_vocab = Vocab.from_counts(counts[0], cap, least)
+    tgt_vocab = Vocab.from_counts(counts[1], cap, least)
     if cap or least > 1:
         say(f"vocabularies: {len(src_vocab)} / {len(tgt_vocab)} tokens (specials included)")
     if cfg.data.bpe_dropout:

@@ -62,6 +62,13 @@ class Vocab:
         counts: Counter[str] = Counter()
         for tokens in token_lists:
             counts.update(tokens)
+        return cls.from_counts(counts, max_size, min_freq)
+
+    @classmethod
+    def from_counts(
+        cls, counts: Counter[str], max_size: int | None = None, min_freq: int = 1
+    ) -> Vocab:
+        """:meth:`build` from token counts already made (``counts`` loses the specials)."""
         for special in SPECIALS:
             counts.pop(special, None)
         ranked = sorted(
