@@ -37,6 +37,14 @@ def nproc_job(cfg: Path, out: Path, **env: str) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
 
 
+def wait_until_training(proc: subprocess.Popen[str], out: Path) -> None:
+    """Until the job's last.pt holds step 10 or more (both processes are training)."""
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while progress_step(out / "last.pt") < 10:
+        assert proc.poll() is None and time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.05)
+
+
 def failure(exitcode: int, timestamp: int, local_rank: int = 0) -> SimpleNamespace:
     return SimpleNamespace(exitcode=exitcode, timestamp=timestamp, local_rank=local_rank)
 
@@ -94,10 +102,7 @@ def test_ctrl_c_or_sigterm_ends_the_job_with_the_shells_status(tmp_path, sig, st
     out = tmp_path / "out"
     proc = nproc_job(cfg_path, out)
     try:
-        deadline = time.monotonic() + JOB_TIMEOUT
-        while progress_step(out / "last.pt") < 10:  # both processes are training
-            assert proc.poll() is None and time.monotonic() < deadline, "the job did not start"
-            time.sleep(0.05)
+        wait_until_training(proc, out)
         os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
         code, err = finish(proc, out)
     finally:
@@ -120,10 +125,7 @@ def test_a_process_killed_by_a_signal_is_named_with_its_signal(tmp_path):
     out = tmp_path / "out"
     proc = nproc_job(cfg_path, out)
     try:
-        deadline = time.monotonic() + JOB_TIMEOUT
-        while progress_step(out / "last.pt") < 10:
-            assert proc.poll() is None and time.monotonic() < deadline, "the job did not start"
-            time.sleep(0.05)
+        wait_until_training(proc, out)
         os.kill(local_rank_pid(str(out), 1), signal.SIGKILL)
         code, err = finish(proc, out)
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnkit.atomic import check_writable, write_atomically
-from rnnkit.runlock import refuse_if_busy, remove_temporaries
+from rnnkit.runlock import refuse_if_busy, remove_run, run_files
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
@@ -129,26 +129,18 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise UsageError(f"--out {out}: is a file, not a folder")
     if int(os.environ.get("RANK", "0")) == 0:
         refuse_if_busy(out)  # (a --resume or --overwrite of a run that trains now too)
-    held = [n for n in ("last.pt", "best.pt") if (out / n).exists()]
-    held += [p.name for p in sorted(out.glob("step-*.pt"))[:1]]  # kept steps: a run's too
+    held = run_files(out)  # (kept steps alone are a run's too)
     if resume or not held:
         return
     if not overwrite:
+        steps = [f.name for f in held if f.name.startswith("step-")]
+        names = [f.name for f in held if not f.name.startswith("step-")] + steps[:1]
         raise UsageError(
-            f"--out {out}: holds a run already ({', '.join(held)}); --resume continues it, "
+            f"--out {out}: holds a run already ({', '.join(names)}); --resume continues it, "
             "--overwrite starts again in its place, or give another --out"
         )
     if int(os.environ.get("RANK", "0")) == 0:
-        for pattern in (
-            "last.pt",
-            "best.pt",
-            "step-*.pt",
-            "log.csv",
-            "tensorboard/events.out.tfevents.*",
-        ):
-            for old in out.glob(pattern):
-                old.unlink(missing_ok=True)
-        remove_temporaries(out)
+        remove_run(out)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from rnnkit.checkpoint import load_bundle, load_checkpoint
 from rnnkit.config import Config, config_from_dict, config_to_dict
 from rnnkit.evaluate import exact_match
 from rnnkit.inspect import plot_attention
-from rnnkit.runlock import refuse_if_busy
+from rnnkit.runlock import refuse_if_busy, remove_run, run_files
 from rnnkit.train import load_pairs, pick_device, train
 from rnnkit.translate import translate_lines
 
@@ -65,8 +65,7 @@ def _replace_earlier_demo(out: Path, cfg: Config) -> None:
     folder that holds another run (a model or data of its own) is refused, as ``rnnkit
     train`` refuses it without ``--overwrite``."""
     refuse_if_busy(out)  # a demo training there now: leave its files
-    runs = [out / "last.pt", out / "best.pt", *sorted(out.glob("step-*.pt"))]
-    found = [f for f in runs if f.is_file()]
+    found = run_files(out)
     if not found:
         return
     theirs = load_checkpoint(found[0]).get("config") or {}
@@ -75,8 +74,7 @@ def _replace_earlier_demo(out: Path, cfg: Config) -> None:
         raise OutputError(
             f"--out {out}: holds a run that is not a demo's ({found[0].name}); give another --out"
         )
-    for old in [*found, out / "log.csv", *out.glob("tensorboard/events.out.tfevents.*")]:
-        old.unlink(missing_ok=True)
+    remove_run(out)
 
 
 def run_demo(

@@ -27,7 +27,15 @@ try:
 except ImportError:  # Windows: no lock (temp files are still removed)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK", "claimed", "holder", "refuse_if_busy", "remove_temporaries"]
+__all__ = [
+    "LOCK",
+    "claimed",
+    "holder",
+    "refuse_if_busy",
+    "remove_run",
+    "remove_temporaries",
+    "run_files",
+]
 
 LOCK = ".lock"
 _NO_LOCKS = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
@@ -65,6 +73,21 @@ def refuse_if_busy(out: str | Path) -> None:
     pid = holder(out)
     if pid is not None:
         raise _busy(Path(out), pid)
+
+
+def run_files(out: Path) -> list[Path]:
+    """The checkpoints of a run in ``out``: ``last.pt``, ``best.pt``, the kept steps."""
+    named = [out / "last.pt", out / "best.pt", *sorted(out.glob("step-*.pt"))]
+    return [f for f in named if f.is_file()]
+
+
+def remove_run(out: Path) -> None:
+    """A run's files in ``out`` (its checkpoints, ``log.csv``, TensorBoard events) and
+    the temp files of killed writes, for a run that starts again in its place (the
+    vocabularies and held-out pairs it writes again)."""
+    for old in [*run_files(out), out / "log.csv", *out.glob("tensorboard/events.out.tfevents.*")]:
+        old.unlink(missing_ok=True)
+    remove_temporaries(out)
 
 
 def remove_temporaries(out: Path) -> None:

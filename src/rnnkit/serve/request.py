@@ -163,8 +163,9 @@ def check_origin(request: Request) -> None:
         if site in ("same-origin", "none"):
             return
     elif origin != "null":
-        scheme = urllib.parse.urlsplit(origin).scheme
-        sent_from = _address(urllib.parse.urlsplit(origin).netloc, scheme)
+        parts = urllib.parse.urlsplit(origin)
+        scheme = parts.scheme
+        sent_from = _address(parts.netloc, scheme)
         if sent_from is not None and sent_from in _addresses(request, scheme):
             return
     raise ApiError(403, f"a request from the page of another site ({origin}) is refused")

@@ -16,6 +16,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
+from rnnkit.serve.translator import MAX_GATE_UNITS
+
 __all__ = ["ERRORS", "Health", "TranslateResponse", "add_security", "docs_html", "errors"]
 
 
@@ -39,7 +41,7 @@ class Translation(BaseModel):
     gates: dict[str, Any] | None = Field(
         None,
         description='with "gates": true (one model): every gate of every step, as the page '
-        "draws them, at most 64 units per gate",
+        f"draws them, at most {MAX_GATE_UNITS} units per gate",
     )
 
 
