@@ -21,3 +21,21 @@ def stand_in_for_cuda(monkeypatch):
     monkeypatch.setattr(capture, "_graphable", lambda x: True)
     monkeypatch.setattr(capture, "record", fake_record)
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake_make_graphed_callables)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """The serve tests' tiny dates model (trained once per session by ``rnnkit train``)."""
+    from serve_util import dates_checkpoint
+    from toy import one_thread
+
+    with one_thread():
+        return dates_checkpoint(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def bundle(ckpt):
+    """That model loaded."""
+    from rnnkit.checkpoint import load_bundle
+
+    return load_bundle(ckpt)

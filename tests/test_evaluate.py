@@ -163,3 +163,60 @@ def test_group_by_source_gathers_the_references_of_repeated_sources():
     assert score(hyps, streams[0], extra_references=streams[1:])["bleu"] == pytest.approx(100)
     with pytest.raises(ValueError, match="5 sources but 4 references"):
         group_by_source(sources, [refs[:4]])
+
+
+def test_a_long_corpus_scored_chunk_by_chunk_scores_as_one_call(monkeypatch):
+    """sacreBLEU keeps every reference's n-grams of a call; score() extracts statistics
+    chunk by chunk and sums them. Chunks of 3 lines, lines with two, one or no second
+    reference (so one chunk has a fixed count and the corpus a variable one), and a
+    lower BLEU than each chunk's average would give: equal to one sacreBLEU call."""
+    import random
+
+    import rnnkit.evaluate as evaluate
+
+    rng = random.Random(4)
+    words = "a the cat dog sat on mat ran far away home".split()
+
+    def sentence() -> str:
+        return " ".join(rng.choices(words, k=rng.randint(1, 9)))
+
+    n = 17
+    hyps = [sentence() for _ in range(n)]
+    first = [sentence() for _ in range(n)]
+    second = [sentence() if i >= 12 or (i >= 3 and i % 2) else "" for i in range(n)]
+    monkeypatch.setattr(evaluate, "SCORE_CHUNK", 3)
+    got = score(hyps, first, extra_references=[second])
+    streams = [first, [s or None for s in second]]
+    bleu, chrf = sacrebleu.BLEU(), sacrebleu.CHRF()
+    b, c = bleu.corpus_score(hyps, streams), chrf.corpus_score(hyps, streams)
+    assert got["bleu"] == pytest.approx(b.score, abs=1e-9)
+    assert got["chrf"] == pytest.approx(c.score, abs=1e-9)
+    assert got["length_ratio"] == round(b.sys_len / b.ref_len, 4)
+    assert (
+        got["bleu_signature"] == str(bleu.get_signature()) and "nrefs:var" in got["bleu_signature"]
+    )
+    assert got["chrf_signature"] == str(chrf.get_signature())
+    buckets = bucket_scores(hyps, hyps, first, edges=(3, 6), extra_references=[second])
+    for bucket in buckets:
+        idx = [
+            i for i, h in enumerate(hyps) if bucket["lo"] <= len(h.split()) <= (bucket["hi"] or 99)
+        ]
+        want = sacrebleu.BLEU().corpus_score(
+            [hyps[i] for i in idx], [[s[i] for i in idx] for s in streams]
+        )
+        assert bucket["count"] == len(idx) and bucket["bleu"] == pytest.approx(want.score, abs=1e-9)
+
+
+def test_the_tokenized_period_warning_is_said_once_for_the_corpus(monkeypatch, caplog):
+    """sacreBLEU warns per call (three lines, for BLEU and for chrF) from 100 lines ending
+    in " ."; scored in chunks it would warn per chunk or, with fewer per chunk, never."""
+    import rnnkit.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "SCORE_CHUNK", 30)
+    with caplog.at_level("WARNING", logger="sacrebleu"):
+        score(["a b c ."] * 99 + ["a b c."], ["a b c."] * 100)
+    assert caplog.records == []
+    monkeypatch.setattr(evaluate, "SCORE_CHUNK", 1000)
+    with caplog.at_level("WARNING", logger="sacrebleu"):
+        score(["a b c ."] * 100, ["a b c."] * 100)
+    assert [r.getMessage().split(" lines")[0] for r in caplog.records] == ["100"]

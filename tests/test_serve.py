@@ -22,11 +22,11 @@ import httpx
 import pytest
 import torch
 import uvicorn
-from serve_util import dates_checkpoint, env, serving
+from serve_util import env, serving
 from toy import one_thread
 
 import rnnkit.serve.served as served
-from rnnkit.checkpoint import Bundle, load_bundle
+from rnnkit.checkpoint import Bundle
 from rnnkit.ensemble import Ensemble
 from rnnkit.serve.app import Settings, create_app
 from rnnkit.translate import translate_lines
@@ -38,17 +38,6 @@ DATES = ["9th of May, 2018", "5/9/18", "sun, 25 dec 2005", "March 3 1999", "12.0
 def _one_thread() -> Iterator[None]:
     with one_thread():
         yield
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    with one_thread():
-        return dates_checkpoint(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def bundle(ckpt: Path) -> Bundle:
-    return load_bundle(ckpt)
 
 
 @contextmanager

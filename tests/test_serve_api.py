@@ -12,11 +12,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from serve_util import dates_checkpoint
 from test_serve import DATES, post, running
 from toy import one_thread
 
-from rnnkit.checkpoint import Bundle, load_bundle
+from rnnkit.checkpoint import Bundle
 from rnnkit.serve.app import _dumps
 from rnnkit.serve.batcher import Batcher
 
@@ -25,12 +24,6 @@ from rnnkit.serve.batcher import Batcher
 def _one_thread() -> Iterator[None]:
     with one_thread():
         yield
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    with one_thread():
-        return load_bundle(dates_checkpoint(tmp_path_factory))
 
 
 def test_a_page_of_another_site_cannot_make_the_server_work(bundle: Bundle) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serve_util import dates_checkpoint, serving
+from serve_util import serving
 from toy import one_thread
 
 from rnnkit.serve.launch import started
@@ -30,12 +30,6 @@ def chromium() -> str | None:
         if path and os.access(path, os.X_OK):
             return path
     return None
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with one_thread():
-        yield dates_checkpoint(tmp_path_factory)
 
 
 def not_blank(png: Path) -> None:

@@ -16,12 +16,12 @@ from typing import Any
 
 import httpx
 import pytest
-from serve_util import dates_checkpoint, env
+from serve_util import env
 from test_serve import DATES, _slow, post, running, running_app
 from toy import one_thread
 
 import rnnkit.serve.served as served
-from rnnkit.checkpoint import Bundle, load_bundle
+from rnnkit.checkpoint import Bundle
 from rnnkit.serve.app import Settings, create_app
 
 
@@ -29,12 +29,6 @@ from rnnkit.serve.app import Settings, create_app
 def _one_thread() -> Iterator[None]:
     with one_thread():
         yield
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
-    with one_thread():
-        return load_bundle(dates_checkpoint(tmp_path_factory))
 
 
 @pytest.mark.parametrize(

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from serve_util import dates_checkpoint
-from toy import one_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,12 +22,6 @@ def bench() -> ModuleType:
     sys.modules["serve_load"] = module
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with one_thread():
-        yield dates_checkpoint(tmp_path_factory)
 
 
 def test_steady_load_loses_nothing(bench: ModuleType, ckpt: Path) -> None:

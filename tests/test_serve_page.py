@@ -13,17 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serve_util import dates_checkpoint, serving
+from serve_util import serving
 from test_serve_browser import server_page
-from toy import one_thread
 
 Page = Any  # playwright.sync_api.Page (imported lazily: the module may be skipped)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with one_thread():
-        yield dates_checkpoint(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

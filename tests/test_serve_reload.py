@@ -11,23 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import torch
-from serve_util import dates_checkpoint, serving
+from serve_util import serving
 from test_serve import _one_thread, running_app  # noqa: F401 (an autouse fixture)
-from toy import one_thread
 
 from rnnkit.checkpoint import Bundle, CheckpointError, load_bundle, load_checkpoint, save_checkpoint
 from rnnkit.serve.app import Settings, create_app
 from rnnkit.translate import translate_lines
 
 DATES = ["9th of May, 2018", "5/9/18", "sun, 25 dec 2005"]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    with one_thread():
-        return dates_checkpoint(tmp_path_factory)
 
 
 def other_model(ckpt: Path, step: int) -> Bundle:
