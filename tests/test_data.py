@@ -415,3 +415,26 @@ def test_several_training_corpora_are_read_in_order(tmp_path: Path) -> None:
     missing = config_from_dict({"data": {**data, "train": ["a", "nope"]}})
     with pytest.raises(DataError, match="nope"):
         load_pairs(missing)
+
+
+def test_prepare_says_when_it_tokenises_a_large_corpus(tmp_path: Path, monkeypatch) -> None:
+    """From TOKENISING_NOTE_PAIRS training pairs a line says what the silence is; below
+    it, nothing (39 pairs train here: one of the 40 is held out for dev)."""
+    import rnnkit.prepare as prep
+    from rnnkit.config import config_from_dict
+
+    lines = "".join(f"w{i} x\n" for i in range(40))
+    (tmp_path / "c.src").write_text(lines, encoding="utf-8")
+    (tmp_path / "c.tgt").write_text(lines, encoding="utf-8")
+    cfg = config_from_dict(
+        {"data": {"train": str(tmp_path / "c"), "dev_size": 1, "tokenizer": "word"}}
+    )
+
+    def said(threshold: int) -> list[str]:
+        monkeypatch.setattr(prep, "TOKENISING_NOTE_PAIRS", threshold)
+        out: list[str] = []
+        prep.prepare(cfg, tmp_path / "run", say=out.append, write=False)
+        return [m for m in out if m.startswith("tokenising")]
+
+    assert said(40) == []
+    assert said(39) == ["tokenising 39 training pairs (for the vocabularies, then the ids)"]
