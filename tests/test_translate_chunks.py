@@ -127,3 +127,64 @@ def test_evaluate_says_when_it_scores_many_lines(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(ckpt), "--src", str(src), "--ref", str(src)]) == 0
     assert "scoring 8 lines (BLEU, chrF)" in capsys.readouterr().err
+
+
+class _Pipe:
+    """A stdin whose ``buffer`` hands out ``lines`` one by one, counting those read."""
+
+    def __init__(self, lines: list[bytes]) -> None:
+        self.lines, self.taken = lines, 0
+        self.buffer = self
+
+    def isatty(self) -> bool:
+        return False
+
+    def read(self) -> bytes:
+        self.taken = len(self.lines)
+        return b"".join(self.lines)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for raw in self.lines:
+            self.taken += 1
+            yield raw
+
+
+def test_a_pipe_is_translated_chunk_by_chunk_as_it_is_read(tmp_path, monkeypatch, capsys):
+    """translate read all of stdin before its first sentence (a pipe's producer had to
+    finish; the input was held whole, ~4× its size). Now a chunk is read, translated and
+    written before the next is read: the same output, one chunk of input in memory."""
+    monkeypatch.setattr(translate_module, "CHUNK", 3)
+    ckpt = save_bundle(word_bundle(), tmp_path / "m.pt")
+    pipe = _Pipe([f"{line}\n".encode() for line in LINES])
+    monkeypatch.setattr("sys.stdin", pipe)
+    real, read_at_call = translate_module.translate_lines, []
+
+    def counting(*a, **k):  # type: ignore[no-untyped-def]
+        read_at_call.append(pipe.taken)
+        return real(*a, **k)
+
+    monkeypatch.setattr(translate_module, "translate_lines", counting)
+    capsys.readouterr()
+    assert main(["translate", str(ckpt)]) == 0
+    assert capsys.readouterr().out.splitlines() == [r[0].text for r in real(word_bundle(), LINES)]
+    assert read_at_call == [3, 6, 8]
+
+
+def test_bad_bytes_in_a_pipe_stop_it_after_the_chunks_before(tmp_path, monkeypatch, capsys):
+    """A pipe cannot be read twice: the chunks before a bad line are written, then the
+    line is named (a file is checked whole before the work: nothing is written)."""
+    monkeypatch.setattr(translate_module, "CHUNK", 3)
+    ckpt = save_bundle(word_bundle(), tmp_path / "m.pt")
+    raw = [f"{line}\n".encode() for line in LINES]
+    raw[4] = b"c \xff\n"
+    monkeypatch.setattr("sys.stdin", _Pipe(raw))
+    capsys.readouterr()
+    assert main(["translate", str(ckpt)]) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [r[0].text for r in translate_lines(word_bundle(), LINES[:3])]
+    assert err.strip() == "rnnkit: error: <stdin>:5: invalid UTF-8 (byte 0xff)"
+    src = tmp_path / "src.txt"
+    src.write_bytes(b"".join(raw[:4]) + b"d\0e\n" + b"".join(raw[5:]))
+    assert main(["translate", str(ckpt), "--input", str(src)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"rnnkit: error: {src}:5: a NUL byte")

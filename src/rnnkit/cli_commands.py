@@ -10,7 +10,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,20 +51,42 @@ def read_text(path: str | None, need_lines: bool = False) -> list[str]:
     """Lines of a UTF-8 file (stdin when ``path`` is None or ``-``), newlines stripped and a
     byte-order mark at the start dropped, as training reads corpora; ``need_lines``: an
     empty file is a UsageError."""
-    name = "<stdin>" if path in (None, "-") else path
-    try:
-        data = sys.stdin.buffer.read() if name == "<stdin>" else Path(name).read_bytes()
-    except OSError as e:
-        raise UsageError(f"{name}: {e.strerror}") from None
+    lines = [line for chunk in text_chunks(path, 1 << 16) for line in chunk]
+    if need_lines and not lines:
+        raise UsageError(f"{'<stdin>' if path in (None, '-') else path}: file is empty")
+    return lines
+
+
+def text_chunks(path: str | None, size: int) -> Iterator[list[str]]:
+    """The lines of :func:`read_text`, ``size`` at a time, read as they are asked for:
+    the memory of one chunk (reading a file whole took ~4× its size), and the first lines
+    of a pipe can be worked on before it ends. Gzip, UTF-16, a NUL byte and invalid UTF-8
+    are a DataError / UsageError naming the line where they are met."""
     from rnnkit.data.corpus import check_text_bytes
 
-    check_text_bytes(data, name)  # gzip, UTF-16, NUL bytes: a DataError
-    raw = data.split(b"\n")
-    if raw and raw[-1] == b"":
-        raw.pop()
-    if need_lines and not raw:
-        raise UsageError(f"{name}: file is empty")
-    return [_decoded(b, name, n) for n, b in enumerate(raw, 1)]
+    name = "<stdin>" if path in (None, "-") else str(path)
+    try:
+        f = sys.stdin.buffer if name == "<stdin>" else open(name, "rb")  # noqa: SIM115
+    except OSError as e:
+        raise UsageError(f"{name}: {e.strerror}") from None
+    try:
+        chunk: list[str] = []
+        n = 0
+        for raw in f:  # (split at b"\n" only, as bytes.split: a lone \r stays in its line)
+            n += 1
+            if n == 1 or b"\0" in raw:  # gzip and UTF-16 show at the start, NULs anywhere
+                check_text_bytes(raw, name, first_line=n)
+            chunk.append(_decoded(raw, name, n))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+    except OSError as e:  # (a directory: IsADirectoryError at the first read)
+        raise UsageError(f"{name}: {e.strerror}") from None
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
 
 
 def _decoded(raw: bytes, name: str, n: int) -> str:

@@ -5,15 +5,24 @@ and ``score`` (one checkpoint or an ensemble); the others are in :mod:`rnnkit.cl
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rnnkit.atomic import check_writable
-from rnnkit.cli_commands import UsageError, _bundle, _decoded, _log, read_text, write_text
+from rnnkit.cli_commands import (
+    UsageError,
+    _bundle,
+    _decoded,
+    _log,
+    read_text,
+    text_chunks,
+    write_text,
+)
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
@@ -40,12 +49,14 @@ SCORING_NOTE_LINES = 10_000  # evaluate says it is scoring from here on (seconds
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from rnnkit.translate import CHUNK, translate_chunks
+    from rnnkit.translate import CHUNK, translate_stream
 
     interactive = args.input in (None, "-") and args.output in (None, "-") and sys.stdin.isatty()
     if args.output not in (None, "-"):
         check_writable(args.output)  # before the work, not after
-    lines = [] if interactive else read_text(args.input)
+    total: int | None = None  # lines: a file is read once before the work (its errors, its bar)
+    if not interactive and args.input not in (None, "-"):
+        total = sum(len(chunk) for chunk in text_chunks(args.input, CHUNK))
     sampling = _sampling(args)
     bundle, model = _models(args.checkpoint, args.device)
     beam = args.beam if args.beam is not None else bundle.config.decode.beam_size
@@ -55,15 +66,18 @@ def cmd_translate(args: argparse.Namespace) -> int:
     generator = None if sampling is None else sampling.generator(device)  # one stream for all
 
     def translated(
-        lines: list[str], first: int = 0, emit: Callable[[list[str]], None] | None = None
+        chunks: Iterable[list[str]],
+        total: int | None,
+        first: int = 0,
+        emit: Callable[[list[str]], None] | None = None,
     ) -> list[str]:
-        """The output lines; with ``emit``, each chunk's go there as it is done."""
+        """The output lines of ``chunks`` (``total`` lines, None: not known); with
+        ``emit``, each chunk's go there as it is done."""
         out: list[str] = []
-        with sentence_bar(len(lines)) as bar:  # none for one typed line
-            chunks = translate_chunks(
+        with sentence_bar(total) as bar:  # none for one typed line
+            done_chunks = translate_stream(
                 bundle,
-                lines,
-                CHUNK,
+                chunks,
                 **_search_options(args, bundle),
                 n_best=args.n_best,
                 progress=bar,
@@ -71,8 +85,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
                 sampling=sampling,
                 generator=generator,
             )
-            for k, results in enumerate(chunks):  # only the text of a chunk is kept
-                done = _formatted(results, args, first + k * CHUNK)
+            for results in done_chunks:  # only the text of a chunk is kept
+                done = _formatted(results, args, first)
+                first += len(results)
                 if emit is None:
                     out.extend(done)
                 else:
@@ -81,11 +96,21 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     if interactive:
         return _interactive(translated)
+    chunks = text_chunks(args.input, CHUNK)  # read as translated: a pipe's too
+    if total is None:  # a pipe: all of it when it ends within a chunk, else not known
+        chunks, total = _with_total(chunks, CHUNK)
     if args.output in (None, "-"):  # a pipe reads each chunk as it is done (and keeps it)
-        translated(lines, emit=lambda done: write_text(None, done))
+        translated(chunks, total, emit=lambda done: write_text(None, done))
     else:  # a file is replaced whole, or not at all (Ctrl-C keeps the old one)
-        write_text(args.output, translated(lines))
+        write_text(args.output, translated(chunks, total))
     return 0
+
+
+def _with_total(chunks: Iterator[list[str]], size: int) -> tuple[Iterator[list[str]], int | None]:
+    """``chunks`` again and their number of lines if the first chunk is the last (not full),
+    else None: a pipe's first chunk is read to know whether its bar has an end."""
+    head = next(chunks, [])
+    return itertools.chain([head], chunks), (len(head) if len(head) < size else None)
 
 
 def _search_options(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
@@ -146,12 +171,13 @@ def _sampling(args: argparse.Namespace) -> Sampling | None:
 
 
 @contextmanager
-def sentence_bar(total: int) -> Iterator[Callable[[int], None] | None]:
-    """A progress callback drawing a bar of ``total`` sentences on stderr when it is a
-    terminal and the work is long enough to want one (None otherwise)."""
+def sentence_bar(total: int | None) -> Iterator[Callable[[int], None] | None]:
+    """A progress callback drawing a bar of ``total`` sentences (None: an unknown number,
+    more than a chunk) on stderr when it is a terminal and the work is long enough to
+    want one (None otherwise)."""
     from rnnkit.progress import progress_bar
 
-    bar = progress_bar(total >= 200, total, 0, unit="sent")
+    bar = progress_bar(total is None or total >= 200, total, 0, unit="sent")
     if bar is None or bar.disable:
         yield None
         return
@@ -161,7 +187,7 @@ def sentence_bar(total: int) -> Iterator[Callable[[int], None] | None]:
         bar.close()
 
 
-def _interactive(translated: Callable[[list[str], int], list[str]]) -> int:
+def _interactive(translated: Callable[[list[list[str]], int, int], list[str]]) -> int:
     """A terminal on stdin: each line translated as soon as it is typed, until Ctrl-D
     (a line that is not UTF-8 is said so on stderr and gives an empty line)."""
     _log("rnnkit translate: type a sentence and press Enter (Ctrl-D to end)")
@@ -172,7 +198,7 @@ def _interactive(translated: Callable[[list[str], int], list[str]]) -> int:
         except UsageError as e:
             _log(f"rnnkit: error: {e}")
             line = ""
-        write_text(None, translated([line], n))
+        write_text(None, translated([[line]], 1, n))
         n += 1
     return 0
 

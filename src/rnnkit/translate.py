@@ -7,7 +7,7 @@ padding.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from rnnkit.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK
 from rnnkit.sampling import Sampling, sample_search
 from rnnkit.search import Decoding, beam_search, greedy_search, max_lengths
 
-__all__ = ["Translation", "translate_lines", "translate_chunks", "as_json"]
+__all__ = ["Translation", "translate_lines", "translate_chunks", "translate_stream", "as_json"]
 
 CHUNK = 10_000  # lines per chunk of translate_chunks
 
@@ -159,12 +159,21 @@ def translate_chunks(
     can be written and dropped before the next is translated, so the memory of a file of
     millions of lines stays that of one chunk. Lengths are sorted within a chunk. Sampling
     draws from one random stream across the chunks."""
+    parts = (lines[i : i + chunk] for i in range(0, len(lines), chunk))
+    return translate_stream(bundle, parts, **kwargs)
+
+
+def translate_stream(
+    bundle: Bundle, chunks: Iterable[Sequence[str]], **kwargs: Any
+) -> Iterator[list[list[Translation]]]:
+    """:func:`translate_chunks` over chunks given one by one (as they are read: a pipe's
+    first chunk is translated before its end)."""
     sampling: Sampling | None = kwargs.get("sampling")
     if sampling is not None and kwargs.get("generator") is None:
         model = kwargs.get("model") or bundle.model
         kwargs["generator"] = sampling.generator(next(model.parameters()).device)
-    for i in range(0, len(lines), chunk):
-        yield translate_lines(bundle, lines[i : i + chunk], **kwargs)
+    for part in chunks:
+        yield translate_lines(bundle, part, **kwargs)
 
 
 def _copy_unk(ids: list[int], pieces: list[str], source: list[str], attention: Tensor) -> list[str]:

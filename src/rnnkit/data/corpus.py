@@ -49,10 +49,11 @@ def read_lines(path: str | Path) -> list[str]:
     return decode_lines(data, str(path))
 
 
-def check_text_bytes(data: bytes, name: str) -> None:
+def check_text_bytes(data: bytes, name: str, first_line: int = 1) -> None:
     """Raise :class:`DataError` for bytes that are not text to read line by line: gzip,
     UTF-16 (with its byte-order mark, or ASCII text as UTF-16 without one: its NUL
-    bytes are valid UTF-8, and every line would have read with a NUL before it)."""
+    bytes are valid UTF-8, and every line would have read with a NUL before it).
+    ``first_line``: the line of the file where ``data`` starts (for the error)."""
     if data.startswith(b"\x1f\x8b"):  # gzip's magic number
         raise DataError(f"{name}: gzip-compressed data; decompress it (gunzip) first")
     utf16 = "convert it to UTF-8 (iconv -f utf-16 -t utf-8)"
@@ -60,7 +61,7 @@ def check_text_bytes(data: bytes, name: str) -> None:
         raise DataError(f"{name}: UTF-16 text (a byte-order mark); {utf16}")
     nul = data.find(b"\0")
     if nul >= 0:
-        line = data.count(b"\n", 0, nul) + 1
+        line = data.count(b"\n", 0, nul) + first_line
         raise DataError(f"{name}:{line}: a NUL byte: UTF-16 or binary data? {utf16}")
 
 
