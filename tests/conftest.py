@@ -4,6 +4,8 @@ The models in the tests are tiny: one thread runs them fastest, and on a shared 
 machine torch's default of two threads can slow them down a hundredfold.
 """
 
+import warnings
+
 import pytest
 import torch
 
@@ -13,7 +15,8 @@ torch.set_num_threads(1)
 @pytest.fixture
 def stand_in_for_cuda(monkeypatch):
     """rnnkit.graphs.capture takes CPU tensors for CUDA ones and captures them with the
-    eager stand-ins of tests/fake_graphs.py (training and inference graphs)."""
+    eager stand-ins of tests/fake_graphs.py (training and inference graphs), which refuse
+    a host sync inside a captured function as a real capture does."""
     from fake_graphs import fake_make_graphed_callables, fake_record
 
     from rnnkit.graphs import capture
@@ -21,6 +24,9 @@ def stand_in_for_cuda(monkeypatch):
     monkeypatch.setattr(capture, "_graphable", lambda x: True)
     monkeypatch.setattr(capture, "record", fake_record)
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake_make_graphed_callables)
+    with warnings.catch_warnings():  # a capture that fails runs eagerly, warned: here an error
+        warnings.filterwarnings("error", message="rnnkit.graphs: could not capture")
+        yield
 
 
 @pytest.fixture(scope="module")

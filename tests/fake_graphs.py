@@ -1,11 +1,32 @@
 """A stand-in for CUDA graphs, so the training wrapper of rnnkit.graphs.capture runs on
-the CPU: ``torch.cuda.make_graphed_callables`` as it behaves, run eagerly."""
+the CPU: ``torch.cuda.make_graphed_callables`` as it behaves, run eagerly. What a real
+capture refuses is refused here too: a captured function that reads a tensor's value on
+the host (``bool(t)``, ``t.item()``, ``t.cpu()``, ...) raises :class:`HostSync`."""
 
 from __future__ import annotations
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 REPLAYS: list[int] = []
+
+HOST_READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "nonzero"}
+HOST_READS |= {"cpu", "numpy", "masked_select"}
+
+
+class HostSync(AssertionError):
+    """A captured function read a tensor on the host: on a GPU it waits for the device
+    at each step, and a CUDA graph cannot capture it (the capture fails)."""
+
+
+class NoHostReads(TorchFunctionMode):
+    """Within it, a torch function that reads a tensor's value on the host is a HostSync."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in HOST_READS:
+            raise HostSync(f"{name} inside a function captured in a CUDA graph")
+        return func(*args, **(kwargs or {}))
 
 
 def fake_make_graphed_callables(fn, sample_args, allow_unused_input=False):
@@ -23,7 +44,7 @@ def fake_make_graphed_callables(fn, sample_args, allow_unused_input=False):
             for s, i in zip(static, inputs):
                 if s.data_ptr() != i.data_ptr():
                     s.detach().copy_(i)
-            with torch.enable_grad():
+            with torch.enable_grad(), NoHostReads():
                 held["outs"] = fn(*static)
             return tuple(o.detach() for o in held["outs"])
 
@@ -31,11 +52,12 @@ def fake_make_graphed_callables(fn, sample_args, allow_unused_input=False):
         def backward(ctx, *grads):
             pairs = [(o, g) for o, g in zip(held["outs"], grads) if o.requires_grad]
             wrt = [s for s in static if s.requires_grad]
-            got = iter(
-                torch.autograd.grad(
-                    [o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True
+            with NoHostReads():  # (the backward pass is captured too)
+                got = iter(
+                    torch.autograd.grad(
+                        [o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True
+                    )
                 )
-            )
             result = []
             for s, buf in zip(static, buffers):
                 g = next(got) if s.requires_grad else None
@@ -53,11 +75,14 @@ class FakeGraph:
 
     def __init__(self, fn, static):
         self.fn, self.static = fn, static
-        self.outputs = fn(*static)
+        with NoHostReads():
+            self.outputs = fn(*static)
 
     def replay(self):
         REPLAYS.append(1)
-        for out, new in zip(self.outputs, self.fn(*self.static)):
+        with NoHostReads():
+            again = self.fn(*self.static)
+        for out, new in zip(self.outputs, again):
             out.copy_(new)
 
 

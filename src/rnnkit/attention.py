@@ -26,7 +26,7 @@ __all__ = ["masked_softmax", "BahdanauAttention", "LuongAttention"]
 LUONG_SCORES = ("dot", "general", "concat")
 
 
-def masked_softmax(e: Tensor, mask: Tensor | None) -> Tensor:
+def masked_softmax(e: Tensor, mask: Tensor | None, checked: bool = False) -> Tensor:
     """Softmax over the last axis restricted to real positions.
 
         α_j = exp(e_j) / Σ_{k real} exp(e_k)   if j is real,   α_j = 0 otherwise
@@ -35,6 +35,10 @@ def masked_softmax(e: Tensor, mask: Tensor | None) -> Tensor:
         e: energies ``(..., S)``.
         mask: bool, broadcastable to ``e``, True marks a real (non-padding) position;
             None means every position is real.
+        checked: every row of ``mask`` is known to have a real position (the model's
+            masks, made from lengths ≥ 1): the check is left out. It reads a result on
+            the host, which on a GPU waits for the device at every decoder step and
+            cannot be captured in a CUDA graph.
     Returns:
         α with the shape of ``e``: sums to 1 over real positions, exactly 0 elsewhere.
     Raises:
@@ -44,12 +48,12 @@ def masked_softmax(e: Tensor, mask: Tensor | None) -> Tensor:
         return torch.softmax(e, dim=-1)
     if mask.dtype != torch.bool:
         raise TypeError(f"attention: mask must be a bool tensor (True = real), got {mask.dtype}")
-    if not bool(mask.any(dim=-1).all()):
+    if not checked and not bool(mask.any(dim=-1).all()):
         raise ValueError(
             "attention: a row of the mask has no real position (every key is padding); "
             "each source sequence needs at least one real position"
         )
-    # exp(-inf - max) is exactly 0.0, and the check above keeps every row's max finite.
+    # exp(-inf - max) is exactly 0.0, and a real position keeps every row's max finite.
     return torch.softmax(e.masked_fill(~mask, float("-inf")), dim=-1)
 
 
@@ -70,6 +74,7 @@ class _Attention(nn.Module):
         keys: Tensor,
         mask: Tensor | None = None,
         projected_keys: Tensor | None = None,
+        mask_checked: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Attend from the query over the keys.
 
@@ -81,6 +86,8 @@ class _Attention(nn.Module):
             mask: bool ``(B, S)``, True marks a real (non-padding) position; None: all real.
             projected_keys: ``self.project_keys(keys)``, computed once per sentence by the
                 caller; None computes it here.
+            mask_checked: every row of ``mask`` has a real position, known to the caller
+                (``masked_softmax``'s ``checked``: no host sync per step on a GPU).
         Returns:
             ``(context, weights)``: ``(B, Hk)`` and ``(B, S)`` for a ``(B, Hq)`` query,
             ``(B, T, Hk)`` and ``(B, T, S)`` for a ``(B, T, Hq)`` query.
@@ -98,7 +105,8 @@ class _Attention(nn.Module):
         if projected_keys is None:
             projected_keys = self.project_keys(keys)
         e = self.energy(s, projected_keys)  # (B, T, S)
-        alpha = masked_softmax(e, None if mask is None else mask.unsqueeze(1))  # (B, T, S)
+        mask = None if mask is None else mask.unsqueeze(1)
+        alpha = masked_softmax(e, mask, checked=mask_checked)  # (B, T, S)
         context = torch.bmm(alpha, keys)  # (B, T, Hk)
         if one_step:
             return context.squeeze(1), alpha.squeeze(1)

@@ -153,13 +153,15 @@ class Decoder(nn.Module):
             inp = torch.cat([e, state["feed"]], 1)
             s, h, c, gates = self.rnn.step(inp, h, c, fused, record, drop)
             assert self.attention is not None
-            context, alpha = self.attention(s, enc.states, enc.mask, projected_keys=enc.keys)
+            context, alpha = self.attention(
+                s, enc.states, enc.mask, projected_keys=enc.keys, mask_checked=True
+            )
             o = torch.tanh(self.W_c(torch.cat([context, s], 1)))  # h̃_t
             new = {"h": h, "feed": o}
         else:
             if self.attention is not None:
-                context, alpha = self.attention(
-                    h[:, -1], enc.states, enc.mask, projected_keys=enc.keys
+                context, alpha = self.attention(  # (the mask: from checked lengths)
+                    h[:, -1], enc.states, enc.mask, projected_keys=enc.keys, mask_checked=True
                 )
             else:
                 context = enc.final  # C: the summary of the whole source

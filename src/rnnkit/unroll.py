@@ -268,8 +268,8 @@ def valid_steps(lengths: Tensor, T: int, device: torch.device) -> Tensor:
     """``(T, B, 1)``: True on each sequence's real steps. The padding of an input is
     zeroed with it (a nan or inf there would make the steps past a length nan, and
     0 · nan every weight's gradient)."""
-    steps = torch.arange(T, device=lengths.device).unsqueeze(1)
-    return (steps < lengths).unsqueeze(-1).to(device)
+    steps = torch.arange(T, device=device).unsqueeze(1)  # (built there: no blocking copy)
+    return (steps < lengths.to(device, non_blocking=True)).unsqueeze(-1)
 
 
 def mask_padding(out: Tensor, trace: Any, lengths: Tensor | None) -> tuple[Tensor, Any]:

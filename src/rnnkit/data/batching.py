@@ -83,12 +83,14 @@ class Batch:
         return int(self.src.shape[0])
 
     def to(self, device: torch.device | str) -> Batch:
-        """The same batch with its tensors on ``device``."""
+        """The same batch with ``src`` and ``tgt`` on ``device`` (copies that do not make
+        the host wait for a GPU); the lengths and indices stay on the CPU, where they are
+        read (packing, length checks, search limits, output order)."""
         return Batch(
-            self.src.to(device),
-            self.src_lengths.to(device),
-            self.tgt.to(device),
-            self.indices.to(device),
+            self.src.to(device, non_blocking=True),
+            self.src_lengths,
+            self.tgt.to(device, non_blocking=True),
+            self.indices,
             self.ntokens,
         )
 

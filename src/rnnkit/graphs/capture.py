@@ -76,6 +76,9 @@ def call(owner: nn.Module, key: tuple, fn: Fn, args: tuple[Tensor, ...]) -> tupl
 def _capture(owner: nn.Module, fn: Fn, args: tuple[Tensor, ...], grad: bool) -> Any:
     global _capturing
     _capturing = True  # warm-up runs and the capture itself: inner calls run inline
+    # torch.cuda.graph's exit ends the capture before it restores the stream: a capture
+    # that fails would leave its side stream current for all that follows
+    stream = torch.cuda.current_stream() if torch.cuda.is_available() else None
     try:
         return _Training(owner, fn, args) if grad else _Inference(fn, args)
     except Exception as e:  # noqa: BLE001 - any failure to capture means: run eagerly
@@ -88,6 +91,8 @@ def _capture(owner: nn.Module, fn: Fn, args: tuple[Tensor, ...], grad: bool) -> 
         return None
     finally:
         _capturing = False
+        if stream is not None:
+            torch.cuda.set_stream(stream)
 
 
 def record(fn: Fn, static: tuple[Tensor, ...]) -> tuple[Any, tuple[Tensor, ...]]:
