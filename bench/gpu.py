@@ -15,13 +15,14 @@ static path, eagerly): a dry run of the script, its ratios mean nothing for a GP
 ``--fuse`` adds LayerNormLSTM with its cell steps compiled by torch.compile (the
 element-wise gate math fused), inside the graphs: whether fusing pays there.
 
-    python bench/gpu.py [--repeats N] [--quick] [--tf32] [--fuse] [--json FILE]
+    python bench/gpu.py [--repeats N] [--quick] [--size T,B,H] [--tf32] [--fuse] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -31,7 +32,8 @@ import torch
 import rnnkit
 from rnnkit import graphs
 from rnnkit.graphs.seq2seq import loss_sum
-from rnnkit.model import Seq2Seq, sequence_loss
+from rnnkit.loss import token_loss
+from rnnkit.model import Seq2Seq
 from rnnkit.search import beam_search, greedy_search
 
 SIZES = [(50, 64, 512), (100, 16, 128), (200, 128, 1024)]  # (T, B, I = H)
@@ -183,7 +185,7 @@ def seq2seq(repeats: int, dev: torch.device, on: str, quick: bool) -> dict:
 
     def step_today() -> None:
         logits, _ = model(src, lengths, tgt[:, :-1])
-        sequence_loss(logits, tgt[:, 1:], 0)[0].backward()
+        token_loss(logits, tgt[:, 1:], 0).backward()  # as the trainer: no count read back
 
     def step_static() -> None:
         loss_sum(model, src, lengths, tgt).backward()
@@ -225,6 +227,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     ap.add_argument("--layers", nargs="+", choices=KINDS, default=list(KINDS))
     ap.add_argument("--no-seq2seq", action="store_true", help="the layers' table alone")
+    ap.add_argument("--size", help="one size T,B,H instead of the table's (e.g. 50,64,512)")
     ap.add_argument(
         "--fuse",
         action="store_true",
@@ -236,6 +239,9 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     on = "auto" if cuda else "on"
     sizes = SIZES[1:2] if args.quick else SIZES
+    if args.size:
+        t, b, h = (int(v) for v in args.size.split(","))
+        sizes = [(t, b, h)]
     repeats = 3 if args.quick else args.repeats
     name = torch.cuda.get_device_name() if cuda else "CPU (dry run: graphs mode 'on', eager)"
     print(
@@ -247,6 +253,7 @@ def main() -> None:
         + (f" {'fused ×':>9}" if args.fuse else "")
     )
     rows = layers(sizes, repeats, dev, on, args.fuse, tuple(args.layers))
+    write_json(args.json, name, rows, {})  # (a run cut short keeps the layers' table)
     misses = [
         f"{r['layer']} {r['size']} {r['mode']}: {r['graphs_x']:.2f} > {r['target']}"
         for r in rows
@@ -254,9 +261,16 @@ def main() -> None:
     ]
     print("missed: " + ("; ".join(misses) if misses else "none"))
     s2s = {} if args.no_seq2seq else seq2seq(repeats, dev, on, args.quick)
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"device": name, "layers": rows, "seq2seq": s2s}, f, indent=1)
+    write_json(args.json, name, rows, s2s)
+
+
+def write_json(path: str | None, device: str, rows: list, s2s: dict) -> None:
+    """The numbers so far into ``path`` (replaced whole), if one was given."""
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"device": device, "layers": rows, "seq2seq": s2s}, f, indent=1)
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":
