@@ -139,7 +139,8 @@ def test_gpu_bench_dry_runs_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "gpu.json"
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--quick", "--json", str(out)],
+        [sys.executable, str(ROOT / "bench" / "gpu.py"), "--quick", "--size", "20,8,32"]
+        + ["--json", str(out)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -29,10 +29,13 @@ from rnnkit.model import sequence_loss
 from rnnkit.prepare import build_tokenizers
 from rnnkit.train import load_pairs, train
 
-pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available() and Path("/proc/self").is_dir()),
-    reason="needs torch.distributed with gloo, and /proc to find a job's processes",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (dist.is_available() and dist.is_gloo_available() and Path("/proc/self").is_dir()),
+        reason="needs torch.distributed with gloo, and /proc to find a job's processes",
+    ),
+    pytest.mark.serial,  # jobs of three processes on a timeout: not beside other tests
+]
 
 JOB_TIMEOUT = 60  # seconds a two-rank job may take on a busy two-core machine
 
@@ -337,8 +340,9 @@ def test_the_ranks_end_when_their_launcher_is_killed(tmp_path):
     cfg_path = write_yaml(tmp_path / "cfg.yaml", long)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "rnnkit", "train", str(cfg_path), "--out", str(out)]
-    proc = subprocess.Popen([*cmd, "--nproc", "2"], env=job_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen([*cmd, "--nproc", "2"], env=job_env(TMPDIR=str(tmp_path)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    # (TMPDIR: the launcher's log folder, which a killed launcher cannot remove)
     try:
         deadline = time.monotonic() + JOB_TIMEOUT
         while progress_step(out / "last.pt") < 10:  # both ranks are training

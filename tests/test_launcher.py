@@ -28,6 +28,8 @@ from test_distributed import (
 
 from rnnkit.launcher import failure_report, first_failure
 
+pytestmark = pytest.mark.serial  # jobs of three processes on a timeout: not beside other tests
+
 TORCHRUN_WORDS = ("torch/distributed/elastic", "ChildFailedError", "Root Cause", "exitcode")
 
 

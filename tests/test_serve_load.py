@@ -12,6 +12,7 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.serial  # timing and the server's RSS: not beside other tests
 
 
 @pytest.fixture(scope="module")
