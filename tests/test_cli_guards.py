@@ -4,16 +4,23 @@ rnnkit does not run on, a data.sp_model that is missing or not a model."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
+import torch
 from test_cli import one_line_error, run_cli
 from test_train import one_thread, tiny, write_yaml
+from torch import Tensor
 
+from rnnkit.cells import Cell, LSTMCell
+from rnnkit.cli import main
 from rnnkit.config import ConfigError, config_from_dict
 from rnnkit.data import DataError
 from rnnkit.data.tasks import make_task, task_splits
 from rnnkit.distributed import pick_device
+from rnnkit.model import Seq2Seq
 from rnnkit.sampling import Sampling
 
 assert one_thread  # an autouse fixture of test_train
@@ -154,3 +161,102 @@ def test_a_corpus_setting_that_cannot_work_names_the_config_file(tmp_path, capsy
     assert one_line_error(err).startswith(
         f"rnnkit: error: {cfg} --set data.dev_size=5: data.dev and data.dev_size are both given"
     )
+
+
+@pytest.mark.parametrize("minutes", ["0", "-1", "nan", "inf", "soon"])
+def test_demo_minutes_must_be_a_positive_number(tmp_path, capsys, minutes):
+    """--minutes 0 trained with no limit (0 is the config's "no limit"); -1 trained no
+    step and wrote a best.pt that no command could load."""
+    with pytest.raises(SystemExit) as e:
+        main(["demo", "--minutes", minutes, "--out", str(tmp_path / "demo")])
+    assert e.value.code == 2
+    assert "argument --minutes: expected a number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_config_checks_its_time_budget():
+    from rnnkit.demo import demo_config
+
+    assert demo_config(0.5).train.max_minutes == 0.5
+    with pytest.raises(ConfigError, match="train.max_minutes must be >= 0, got -1"):
+        demo_config(-1)
+
+
+class _Wide(NamedTuple):
+    h: Tensor
+
+
+class WideCell(Cell):
+    """Its h is 2H wide: a Recurrent layer takes it; an encoder-decoder cannot."""
+
+    Gates = _Wide
+    state = ("h",)
+
+    def parameter_shapes(self):
+        return {**super().parameter_shapes(), "weight_hh": (self.hidden_size, 2 * self.hidden_size)}
+
+    def state_size(self, name):
+        return 2 * self.hidden_size
+
+    def step(self, gi, state):
+        h = torch.tanh(gi + self.hh(state[0])).repeat(1, 2)
+        return (h,), _Wide(h)
+
+
+class _Three(NamedTuple):
+    h: Tensor
+    cell: Tensor
+    extra: Tensor
+
+
+class ThreeStateCell(Cell):
+    Gates = _Three
+    state = ("h", "cell", "extra")
+
+    def step(self, gi, state):
+        h = torch.tanh(gi + self.hh(state[0]))
+        return (h, state[1], state[2]), _Three(h, state[1], state[2])
+
+
+@pytest.mark.parametrize(
+    ("cell", "says"),
+    [
+        ("WideCell", "model: WideCell: state 'h' is 32 wide; in an encoder-decoder every state "
+         "is hidden_size (16) wide"),
+        ("ThreeStateCell", "model: ThreeStateCell: a decoder cell carries at most two states"),
+    ],
+)  # fmt: skip
+def test_a_custom_cell_that_does_not_fit_a_model_is_refused_before_any_data_work(
+    tmp_path, capsys, cell, says
+):
+    """A state 2H wide was a RuntimeError from the attention's matmul, and three states a
+    late error, both after the tokenizers and held-out files were written."""
+    d = tiny(model={"cell": f"test_cli_guards:{cell}", "hidden_size": 16})
+    cfg = write_yaml(tmp_path / "c.yaml", d)
+    code, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "run")
+    assert code == 2 and one_line_error(err) == f"rnnkit: error: {says}", err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+    with pytest.raises(ValueError, match=re.escape(says.removeprefix("model: "))):
+        Seq2Seq(10, 10, 8, 16, cell=globals()[cell])  # the class itself, from Python
+
+
+def test_seq2seq_takes_a_cell_class_and_names_what_it_cannot_take():
+    torch.manual_seed(0)
+    by_class = Seq2Seq(10, 10, 8, 16, cell=LSTMCell)
+    torch.manual_seed(0)
+    by_name = Seq2Seq(10, 10, 8, 16, cell="rnnkit.cells:LSTMCell")
+    for (k, a), (_, b) in zip(by_class.state_dict().items(), by_name.state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="cell must be one of .*subclass of rnnkit.Cell; got 3"):
+        Seq2Seq(10, 10, 8, 16, cell=3)  # was: TypeError: argument of type 'int' is not iterable
+
+
+def test_checking_the_cell_leaves_the_random_numbers_as_they_were():
+    from rnnkit.checkpoint import check_cell
+
+    cfg = config_from_dict(tiny())
+    torch.manual_seed(0)
+    check_cell(cfg)
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))

@@ -34,6 +34,14 @@ def test_an_unknown_name_is_an_attribute_error_and_submodules_still_import():
     assert fast.__name__ == "rnnkit.fast"
 
 
+def test_a_submodule_is_there_after_import_rnnkit():
+    """usage.md's ``rnnkit.ensemble.load_ensemble`` after ``import rnnkit`` was an
+    AttributeError unless another import had loaded rnnkit.ensemble."""
+    code = "import rnnkit\nprint(rnnkit.ensemble.load_ensemble.__name__, rnnkit.search.__name__)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == ["load_ensemble", "rnnkit.search"], r.stderr
+
+
 def test_the_command_lines_parser_imports_no_torch():
     """Every command's parser (``rnnkit COMMAND --help``) is built without torch; a
     usage error is said before torch would load."""

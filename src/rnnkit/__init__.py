@@ -9,6 +9,7 @@ command's ``--help``, ``--version`` and usage errors answer at once.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what a type checker sees; at run time, __getattr__ below
@@ -79,14 +80,20 @@ _MODULES = ("attention", "cells", "layers", "model", "recurrent")
 
 
 def __getattr__(name: str) -> Any:
-    """A public name's first use imports its module (and torch)."""
+    """A public name's first use imports its module (and torch); so does a submodule's
+    (``rnnkit.ensemble.load_ensemble`` after ``import rnnkit``)."""
+    found: Any = None
     if name in __all__:
         for module in _MODULES:
             found = getattr(importlib.import_module(f"rnnkit.{module}"), name, None)
             if found is not None:
-                globals()[name] = found  # (the next use finds it here)
-                return found
-    raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
+                break
+    elif not name.startswith("_") and importlib.util.find_spec(f"rnnkit.{name}") is not None:
+        found = importlib.import_module(f"rnnkit.{name}")
+    if found is None:
+        raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
+    globals()[name] = found  # (the next use finds it here)
+    return found
 
 
 def __dir__() -> list[str]:

@@ -108,10 +108,15 @@ def build_model(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Se
 
 
 def check_cell(cfg: Config) -> None:
-    """Raise :class:`ConfigError` when ``model.cell`` names a cell that cannot be had."""
+    """Raise :class:`ConfigError` when ``model.cell`` names a cell that cannot be had or
+    does not fit an encoder-decoder (more than two states, a state not ``hidden_size``
+    wide, an option it lacks): a model of 8-token vocabularies is built to see, with the
+    random number generator left as it was."""
     try:
         resolve_cell(cfg.model.cell)
-    except ValueError as e:
+        with torch.random.fork_rng(devices=[]):
+            _seq2seq(cfg.model, 8, 8)
+    except (ValueError, TypeError) as e:  # TypeError: a custom cell's own signature
         raise ConfigError(f"model: {e}") from None
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.attention import BahdanauAttention, LuongAttention
-from rnnkit.cells import StackedCell
+from rnnkit.cells import Cell, StackedCell
 from rnnkit.cells.names import cell_options, resolve_cell
 from rnnkit.cells.regularisers import Regularisers
 
@@ -59,7 +59,7 @@ class Decoder(nn.Module):
         emb_size: int,
         hidden_size: int,
         enc_size: int,
-        cell: str = "gru",
+        cell: str | type[Cell] = "gru",
         num_layers: int = 1,
         attention: str = "bahdanau",
         luong_score: str = "general",

@@ -54,10 +54,12 @@ class DemoResult:
 
 
 def demo_config(max_minutes: float | None = None) -> Config:
-    cfg = config_from_dict(yaml.safe_load(DEMO_CONFIG), source="rnnkit.demo")
+    """The demo's config; ``max_minutes`` replaces its time budget (checked as the config's
+    ``train.max_minutes``: a negative one was a run of no step and an unloadable best.pt)."""
+    d = yaml.safe_load(DEMO_CONFIG)
     if max_minutes is not None:
-        cfg.train.max_minutes = max_minutes
-    return cfg
+        d["train"]["max_minutes"] = max_minutes
+    return config_from_dict(d, source="rnnkit.demo")
 
 
 def _replace_earlier_demo(out: Path, cfg: Config) -> None:

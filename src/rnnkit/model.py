@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rnnkit.cells.base import Cell
 from rnnkit.cells.names import CELLS, cell_options, resolve_cell
 from rnnkit.decoder import Decoder, DecoderStep, EncoderOutput, State
 from rnnkit.layers import GRU, LSTM, RNN
@@ -60,7 +61,7 @@ class Encoder(nn.Module):
         vocab_size: int,
         emb_size: int,
         hidden_size: int,
-        cell: str = "gru",
+        cell: str | type[Cell] = "gru",
         num_layers: int = 1,
         bidirectional: bool = True,
         dropout: float = 0.0,
@@ -108,12 +109,13 @@ class Seq2Seq(nn.Module):
     (the variants of :data:`CELLS` and custom cells always run our cells).
 
     ``cell`` names a built-in cell (:data:`CELLS`) or a custom :class:`Cell` as
-    ``"module:Class"``; ``forget_bias`` initialises the LSTM family's forget biases (both
-    sides); ``zoneout``, ``recurrent_dropout``, ``weight_drop`` regularise the recurrent
-    layers of the side(s) that ``regularise`` names: ``"encoder"`` (the default),
-    ``"decoder"`` or ``"both"``. ``tgt_embed_init``: target embeddings from torch's N(0, 1)
-    (``"normal"``) or N(0, 1/E) (``"scaled"``: a tied model then starts near uniform,
-    not at twice its loss); ``"auto"``: scaled when tied."""
+    ``"module:Class"`` (or is that class); ``forget_bias`` initialises the LSTM family's
+    forget biases (both sides); ``zoneout``, ``recurrent_dropout``, ``weight_drop``
+    regularise the recurrent layers of the side(s) that ``regularise`` names:
+    ``"encoder"`` (the default), ``"decoder"`` or ``"both"``. ``tgt_embed_init``: target
+    embeddings from torch's N(0, 1) (``"normal"``) or N(0, 1/E) (``"scaled"``: a tied
+    model then starts near uniform, not at twice its loss); ``"auto"``: scaled when
+    tied."""
 
     def __init__(
         self,
@@ -121,7 +123,7 @@ class Seq2Seq(nn.Module):
         tgt_vocab_size: int,
         emb_size: int = 256,
         hidden_size: int = 256,
-        cell: str = "gru",
+        cell: str | type[Cell] = "gru",
         enc_layers: int = 1,
         dec_layers: int = 1,
         bidirectional: bool = True,

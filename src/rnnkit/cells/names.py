@@ -27,9 +27,16 @@ CELLS: dict[str, str | type[Cell]] = {
 }
 
 
-def resolve_cell(name: str) -> str | type[Cell]:
-    """A cell name of :data:`CELLS`, or ``"module:Class"`` for a custom :class:`Cell`
-    (imported here). Raises ValueError naming what is wrong."""
+def resolve_cell(name: str | type[Cell]) -> str | type[Cell]:
+    """A cell name of :data:`CELLS`, ``"module:Class"`` for a custom :class:`Cell`
+    (imported here), or such a class itself. Raises ValueError naming what is wrong."""
+    if isinstance(name, type) and issubclass(name, Cell):
+        return name
+    if not isinstance(name, str):
+        raise ValueError(
+            f"cell must be one of {', '.join(CELLS)}, module:Class or a subclass of "
+            f"rnnkit.Cell; got {name!r}"
+        )
     if name in CELLS:
         return CELLS[name]
     if ":" not in name:

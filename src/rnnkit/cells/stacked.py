@@ -76,6 +76,13 @@ class StackedCell(nn.Module):
             cls(input_size if k == 0 else hidden_size, hidden_size, **cell_kwargs)
             for k in range(num_layers)
         )
+        for name in cls.state:  # the bridge, the attention and the output layer read them
+            width = cast("Cell", self.cells[0]).state_size(name)
+            if width != hidden_size:
+                raise ValueError(
+                    f"{cls.__name__}: state {name!r} is {width} wide; in an encoder-decoder "
+                    f"every state is hidden_size ({hidden_size}) wide"
+                )
         self.reg = regularisers or Regularisers()
         self._dropped: list[Tensor] | None = None  # this sequence batch's W_hh copies
 
