@@ -4,7 +4,10 @@ rnnkit does not run on, a data.sp_model that is missing or not a model."""
 
 from __future__ import annotations
 
+import errno
+import io
 import re
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -260,3 +263,45 @@ def test_checking_the_cell_leaves_the_random_numbers_as_they_were():
     after = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(after, torch.rand(3))
+
+
+class _Full(io.StringIO):
+    """A standard output on a full disk (> /dev/full), or one whose reader left (| head)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__()
+        self.error = error
+
+    def write(self, text: str) -> int:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("stdout", "status", "says"),
+    [
+        (_Full(OSError(errno.ENOSPC, "No space left on device")), 1,
+         ["rnnkit: error: cannot write to standard output: No space left on device"]),
+        (None, 1, ["rnnkit: error: cannot write to standard output: it is closed"]),
+        (_Full(BrokenPipeError(errno.EPIPE, "Broken pipe")), 0, []),
+    ],
+)  # fmt: skip
+def test_a_standard_output_that_cannot_be_written_is_one_line(
+    plain_model, capsys, monkeypatch, stdout, status, says
+):
+    """> /dev/full was an OSError traceback, >&- an AttributeError on None.write."""
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main(["info", str(plain_model)]) == status
+    assert capsys.readouterr().err.splitlines() == says
+
+
+def test_ctrl_c_before_the_command_starts_is_status_130(capsys, monkeypatch):
+    """Ctrl-C while torch was loading (before the command's own handler) was a
+    KeyboardInterrupt traceback."""
+    import rnnkit.cli as cli
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["info", "x.pt"]) == 130
+    assert capsys.readouterr().err == "rnnkit: interrupted\n"

@@ -343,7 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """``rnnkit ARGV``: the command's exit status; its errors as one line each
     (:func:`rnnkit.cli_errors.run_command`)."""
-    return run_command(build_parser().parse_args(argv))
+    try:
+        return run_command(build_parser().parse_args(argv))
+    except KeyboardInterrupt:  # Ctrl-C while torch loads, before the command's own handler
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Any
 
 from rnnkit.cli_commands import UsageError, missing_package, out_of_memory
 
@@ -44,7 +45,49 @@ def run_command(args: argparse.Namespace) -> int:
             time.sleep(OTHER_RANK_WAIT)
 
 
+class StdoutError(OSError):
+    """Standard output could not be written (closed, or its disk full)."""
+
+
+class _Stdout:
+    """``sys.stdout`` while a command runs: a write that fails raises :class:`StdoutError`
+    (said as one line), a closed pipe stays a BrokenPipeError (``| head``: status 0)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def _call(self, method: str, *args: Any) -> Any:
+        if self.stream is None:  # started with stdout closed (>&-)
+            raise StdoutError("cannot write to standard output: it is closed")
+        try:
+            return getattr(self.stream, method)(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise StdoutError(f"cannot write to standard output: {e.strerror or e}") from None
+
+    def write(self, text: str) -> int:
+        return int(self._call("write", text))
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def isatty(self) -> bool:
+        return self.stream is not None and bool(self.stream.isatty())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def _run(args: argparse.Namespace) -> int:
+    stdout, sys.stdout = sys.stdout, _Stdout(sys.stdout)  # type: ignore[assignment]
+    try:
+        return _run_command(args)
+    finally:
+        sys.stdout = stdout
+
+
+def _run_command(args: argparse.Namespace) -> int:
     from rnnkit import graphs
     from rnnkit.atomic import OutputError
     from rnnkit.checkpoint import CheckpointError
@@ -86,6 +129,9 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except StdoutError as e:
+        _say(e)
+        return 1
     finally:  # under torchrun (rnnkit.distributed made the group): leave it, so that
         if "rnnkit.distributed" in sys.modules:  # no gloo thread aborts this process
             from rnnkit.distributed import leave_group
