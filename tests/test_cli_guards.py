@@ -305,3 +305,37 @@ def test_ctrl_c_before_the_command_starts_is_status_130(capsys, monkeypatch):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert cli.main(["info", "x.pt"]) == 130
     assert capsys.readouterr().err == "rnnkit: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"WORLD_SIZE": "abc"}, "WORLD_SIZE=abc: a whole number (torchrun sets it)"),
+        ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 but no RANK: torchrun sets both"),
+        ({"WORLD_SIZE": "2", "RANK": "x"}, "RANK=x: a whole number (torchrun sets it)"),
+        ({"WORLD_SIZE": "2", "RANK": "2"}, "RANK=2: from 0 to WORLD_SIZE - 1 = 1"),
+        ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0: at least 1 (torchrun sets it)"),
+    ],
+)
+def test_torchruns_variables_that_make_no_sense_are_one_line(
+    tmp_path, capsys, monkeypatch, env, says
+):
+    """WORLD_SIZE=abc was a ValueError traceback (twice: again in the error handling), and
+    WORLD_SIZE=2 without RANK a KeyError."""
+    monkeypatch.delenv("RANK", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = write_yaml(tmp_path / "c.yaml", tiny())
+    code, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "run")
+    assert code == 2 and one_line_error(err) == f"rnnkit: error: {says}", err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_rnnkit_fault_is_one_line(monkeypatch):
+    from rnnkit.distributed import _fault_step
+
+    monkeypatch.setenv("RNNKIT_FAULT", "1@abc")
+    with pytest.raises(ConfigError, match="RNNKIT_FAULT=1@abc: RANK@STEP, two whole numbers"):
+        _fault_step(1)
+    monkeypatch.setenv("RNNKIT_FAULT", "1@3")
+    assert (_fault_step(1), _fault_step(0)) == (3, None)

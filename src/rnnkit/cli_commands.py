@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnkit.atomic import check_writable, write_atomically
+from rnnkit.job import rank_and_world
 from rnnkit.runlock import refuse_if_busy, remove_run, run_files
 
 if TYPE_CHECKING:
@@ -31,8 +31,8 @@ def positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+    if not 1 <= value <= 2**31 - 1:  # (10^20 overflowed in torch)
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 2147483647, got {value}")
     return value
 
 
@@ -160,7 +160,7 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise UsageError("--resume continues the run in --out, --overwrite replaces it: not both")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank_and_world()[0] == 0:
         refuse_if_busy(out)  # (a --resume or --overwrite of a run that trains now too)
     held = run_files(out)  # (kept steps alone are a run's too)
     if resume or not held:
@@ -172,7 +172,7 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
             f"--out {out}: holds a run already ({', '.join(names)}); --resume continues it, "
             "--overwrite starts again in its place, or give another --out"
         )
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank_and_world()[0] == 0:
         remove_run(out)
 
 
@@ -181,13 +181,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit.prepare import check_corpora
     from rnnkit.train import train
 
+    rank_and_world()  # torchrun's variables, read as setup will read them
     cfg = load_config(args.config, args.set)  # a bad config fails here, not in N processes
     source = " ".join([args.config, *(f"--set {o}" for o in args.set or [])])  # as config's
     check_corpora(cfg, Path(args.config).resolve().parent, source)  # not in N processes
     out = args.out or str(Path("runs") / Path(args.config).stem)
     _check_out(Path(out), args.resume, args.overwrite)
     if args.nproc > 1:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if rank_and_world()[1] > 1:
             raise UsageError("--nproc: already one of several processes (torchrun)")
         from rnnkit.distributed import check_environment
 
@@ -215,6 +216,9 @@ def cmd_average(args: argparse.Namespace) -> int:
     from rnnkit.runs import average_checkpoints
 
     check_writable(args.out)
+    out = Path(args.out).resolve()
+    if any(Path(c).resolve() == out for c in args.checkpoints):  # (it was replaced, rc 0)
+        raise UsageError(f"--out {args.out}: is one of the checkpoints averaged; give another")
     payload = average_checkpoints(args.checkpoints)
     save_checkpoint(args.out, payload)
     steps = payload["averaged"]  # an averaged input counts as the checkpoints it averages

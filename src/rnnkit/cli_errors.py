@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
 
 from rnnkit.cli_commands import UsageError, missing_package, out_of_memory
+from rnnkit.config import ConfigError
+from rnnkit.job import rank_and_world
 
 __all__ = ["OTHER_RANK_WAIT", "run_command"]
 
@@ -25,7 +26,11 @@ def _say(message: object) -> None:
 
 
 def _other_rank() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0"
+    try:
+        rank, world = rank_and_world()
+    except ConfigError:  # (said by the command)
+        return False
+    return world > 1 and rank != 0
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -91,7 +96,6 @@ def _run_command(args: argparse.Namespace) -> int:
     from rnnkit import graphs
     from rnnkit.atomic import OutputError
     from rnnkit.checkpoint import CheckpointError
-    from rnnkit.config import ConfigError
     from rnnkit.data import DataError
     from rnnkit.update import Diverged
 

@@ -90,6 +90,7 @@ def _check(value: Any, tp: Any, meta: Mapping[str, Any], name: str, source: str)
         raise ConfigError(f"{source}: {name} must be {finite}{null}, got {value!r}")
     if kind is float:
         value = float(value)
+    _check_range(value, kind, meta, name, source)
     if kind is dict or kind is list:
         value = copy.deepcopy(value)
     if kind is list:  # the checks apply to each item
@@ -100,6 +101,23 @@ def _check(value: Any, tp: Any, meta: Mapping[str, Any], name: str, source: str)
         return value
     _check_meta(value, meta, name, source, nullable)
     return value
+
+
+# Numbers beyond these overflowed in torch after the work had started (a hidden_size of
+# 10^20, a max_len_b that broke the first validation, an lr of 1e39 at the first step).
+INT_LIMIT = 2**31 - 1
+FLOAT_LIMIT = 3.4e38  # float32's largest finite values, about
+
+
+def _check_range(value: Any, kind: Any, meta: Mapping[str, Any], name: str, source: str) -> None:
+    """An int within ±INT_LIMIT (unless its field sets its own upper bound), a float
+    within ±FLOAT_LIMIT."""
+    if kind is int and "le" not in meta and "lt" not in meta and abs(value) > INT_LIMIT:
+        raise ConfigError(f"{source}: {name} must be within ±{INT_LIMIT}, got {value}")
+    if kind is float and abs(value) > FLOAT_LIMIT:
+        raise ConfigError(
+            f"{source}: {name} must be within ±{FLOAT_LIMIT:g} (float32), got {value!r}"
+        )
 
 
 def _is_kind(value: Any, tp: Any) -> bool:

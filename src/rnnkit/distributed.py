@@ -197,7 +197,9 @@ def _fault_step(rank: int) -> int | None:
     if not spec:
         return None
     where, _, step = spec.partition("@")
-    return int(step) if where.strip() == str(rank) else None
+    if not (where.strip().isdigit() and step.strip().isdigit()):
+        raise ConfigError(f"{FAULT_ENV}={spec}: RANK@STEP, two whole numbers (e.g. 1@3)")
+    return int(step) if int(where) == rank else None
 
 
 def dist_timeout() -> float:
@@ -284,10 +286,15 @@ def setup(device_name: str) -> tuple[Dist, torch.device]:
     Raises:
         ConfigError: ``cuda:N`` with several ranks (each rank takes its own GPU).
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    from rnnkit.job import rank_and_world
+
+    rank, world = rank_and_world()
+    raw = os.environ.get("LOCAL_RANK", "0")
+    if not raw.isdigit():
+        raise ConfigError(f"LOCAL_RANK={raw}: a whole number (torchrun sets it)")
+    local_rank = int(raw)
     if world <= 1:
         return Dist(), pick_device(device_name)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name)
     if device.type == "cuda":
         if device.index is not None:

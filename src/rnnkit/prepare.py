@@ -101,6 +101,8 @@ def check_corpora(cfg: Config, config_dir: Path | None = None, source: str = "co
     for _, path in _corpora(d, config_dir):
         files = [path] if d.format == "tsv" else [Path(f"{path}.{x}") for x in (d.src, d.tgt)]
         for f in files:
+            if f.is_dir():
+                raise DataError(f"{f}: is a folder, not a file")
             if not f.is_file():
                 raise DataError(f"{f}: file not found")
 

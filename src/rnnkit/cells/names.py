@@ -46,6 +46,8 @@ def resolve_cell(name: str | type[Cell]) -> str | type[Cell]:
         cls = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"cell {name!r}: cannot import it ({e})") from None
+    except Exception as e:  # noqa: BLE001  (the module's own error: a SyntaxError, ...)
+        raise ValueError(f"cell {name!r}: cannot import it ({type(e).__name__}: {e})") from None
     if not (isinstance(cls, type) and issubclass(cls, Cell)):
         raise ValueError(f"cell {name!r} is not a subclass of rnnkit.Cell")
     return cls

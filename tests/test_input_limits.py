@@ -1,0 +1,115 @@
+"""Inputs a review fed to the command line that overflowed in torch, replaced a file the
+user still needed, or named the wrong cause: each is now one line before any work."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import torch
+from test_cli import one_line_error, run_cli
+from test_train import one_thread, tiny, write_yaml
+from torch import Tensor
+
+from rnnkit.cells import Cell
+from rnnkit.config import ConfigError, config_from_dict
+
+assert one_thread  # an autouse fixture of test_train
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "says"),
+    [
+        ("decode", "max_len_b", 10**20, "decode.max_len_b must be within ±2147483647"),
+        ("model", "hidden_size", 10**20, "model.hidden_size must be within ±2147483647"),
+        ("decode", "beam_size", 2**31, "decode.beam_size must be within ±2147483647"),
+        ("train", "lr", 1e39, "train.lr must be within ±3.4e+38 (float32)"),
+        ("decode", "max_len_a", 1e300, "decode.max_len_a must be within ±3.4e+38"),
+    ],
+)
+def test_numbers_beyond_what_torch_holds_are_config_errors(section, key, value, says):
+    """max_len_b = 10^20 trained, then broke the first validation and kept no checkpoint;
+    lr = 1e39 overflowed at step 1; hidden_size = 10^20 overflowed in torch.empty."""
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        config_from_dict(tiny(**{section: {key: value}}))
+
+
+def test_the_largest_numbers_allowed_and_a_seed_of_64_bits_pass():
+    cfg = config_from_dict(tiny(decode={"max_len_b": 2**31 - 1}, train={"seed": 2**63 - 1}))
+    assert cfg.decode.max_len_b == 2**31 - 1 and cfg.train.seed == 2**63 - 1
+
+
+def test_an_integer_option_beyond_the_limit_is_a_usage_error(capsys):
+    from rnnkit.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["translate", "m.pt", "--beam", str(10**20)])
+    assert e.value.code == 2
+    assert "--beam: expected an integer from 1 to 2147483647" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def steps(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from rnnkit.train import train
+
+    out = tmp_path_factory.mktemp("steps")
+    d = tiny(train={"max_steps": 4, "checkpoint_every": 2, "keep_checkpoints": 2})
+    train(config_from_dict(d), out)
+    return sorted(out.glob("step-*.pt"))
+
+
+def test_average_refuses_to_write_over_one_of_its_checkpoints(steps, capsys):
+    """It replaced step-20.pt with the average and said nothing."""
+    before = steps[0].read_bytes()
+    code, _, err = run_cli(capsys, "average", *steps, "--out", steps[0])
+    assert code == 2
+    assert one_line_error(err) == (
+        f"rnnkit: error: --out {steps[0]}: is one of the checkpoints averaged; give another"
+    )
+    assert steps[0].read_bytes() == before
+
+
+def test_a_folder_in_place_of_a_corpus_file_is_named_as_a_folder(tmp_path, capsys):
+    (tmp_path / "train.en").mkdir()
+    (tmp_path / "train.de").write_text("a\n", encoding="utf-8")
+    data = {"task": None, "train": str(tmp_path / "train"), "src": "de", "tgt": "en"}
+    d = tiny(data={**data, "dev_size": 1})
+    cfg = write_yaml(tmp_path / "c.yaml", d)
+    code, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "run")
+    assert code == 2
+    assert one_line_error(err) == f"rnnkit: error: {tmp_path / 'train.en'}: is a folder, not a file"
+
+
+class _G(NamedTuple):
+    h: Tensor
+
+
+class BadShapeCell(Cell):
+    """Its step returns h of the wrong width: Recurrent's check raised mid-training."""
+
+    Gates = _G
+    state = ("h",)
+
+    def step(self, gi, state):
+        h = torch.tanh(gi + self.hh(state[0]))[:, :3]
+        return (h,), _G(h)
+
+
+def test_custom_cells_that_break_are_one_line_before_any_data_work(tmp_path, capsys):
+    (tmp_path / "broken_cell_module.py").write_text("def oops(:\n", encoding="utf-8")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        for cell, says in [
+            ("broken_cell_module:X", "cell 'broken_cell_module:X': cannot import it (SyntaxError"),
+            ("test_input_limits:BadShapeCell", "BadShapeCell.step: state 'h' must keep its shape"),
+        ]:
+            cfg = write_yaml(tmp_path / "c.yaml", tiny(model={"cell": cell}))
+            code, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "run")
+            assert code == 2 and says in one_line_error(err), err
+            assert not (tmp_path / "run").exists()
+    finally:
+        sys.path.remove(str(tmp_path))
