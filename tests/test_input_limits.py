@@ -113,3 +113,28 @@ def test_custom_cells_that_break_are_one_line_before_any_data_work(tmp_path, cap
             assert not (tmp_path / "run").exists()
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_a_keyword_the_cell_lacks_names_the_layer_and_the_cell():
+    """It was "Cell.__init__() got an unexpected keyword argument", naming neither."""
+    import rnnkit
+
+    with pytest.raises(TypeError, match=r"Recurrent\(BadShapeCell\): BadShapeCell takes no "):
+        rnnkit.Recurrent(BadShapeCell, 4, 8, forget_bias=1.0)
+    assert rnnkit.Recurrent(rnnkit.LSTMCell, 4, 8, forget_bias=1.0)  # the LSTM family's
+
+
+def test_average_names_the_model_key_that_differs(steps, tmp_path, capsys):
+    """It said only "model config differs"."""
+    from rnnkit.train import train
+
+    other = tmp_path / "other"
+    train(config_from_dict(tiny(model={"hidden_size": 12}, train={"max_steps": 2})), other)
+    code, _, err = run_cli(
+        capsys, "average", steps[0], other / "last.pt", "--out", tmp_path / "a.pt"
+    )
+    assert code == 2
+    assert one_line_error(err) == (
+        f"rnnkit: error: {other / 'last.pt'}: model.hidden_size is 12 here and 16 in "
+        f"{steps[0]}: only checkpoints of one model average"
+    )

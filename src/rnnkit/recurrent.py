@@ -11,6 +11,7 @@ pass (:func:`~rnnkit.cells.base.bind`), the recurrent weights through DropConnec
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -106,6 +107,7 @@ class Recurrent(nn.Module):
             zoneout, recurrent_dropout, weight_drop, f"Recurrent({name})", has_cell
         )
         self.cell_kwargs = cell_kwargs
+        _check_keywords(cell_class, cell_kwargs, f"Recurrent({name})")
         D = 2 if bidirectional else 1
         self._cells: list[tuple[Cell, str, list[str]]] = []  # (cell, suffix, tensor names)
         size = input_size
@@ -296,3 +298,14 @@ class IndRNN(_Variant):
     Extra: ``nonlinearity=``."""
 
     cell = IndRNNCell
+
+
+def _check_keywords(cell_class: type[Cell], kwargs: dict[str, Any], where: str) -> None:
+    """A keyword the cell's ``__init__`` does not take is a TypeError naming the layer
+    and the cell (torch's own named neither: "Cell.__init__() got an unexpected ...")."""
+    params = inspect.signature(cell_class.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise TypeError(f"{where}: {cell_class.__name__} takes no keyword {unknown[0]!r}")

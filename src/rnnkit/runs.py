@@ -50,7 +50,16 @@ def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
             if last.get(key) != vocab:
                 raise CheckpointError(f"{path}: {key} differs from {first}'s")
         if cfg.model != cfgs[0].model:
-            raise CheckpointError(f"{path}: model config differs from {first}'s")
+            key = next(
+                f.name
+                for f in dataclasses.fields(cfg.model)
+                if getattr(cfg.model, f.name) != getattr(cfgs[0].model, f.name)
+            )
+            raise CheckpointError(
+                f"{path}: model.{key} is {getattr(cfg.model, key)!r} here and "
+                f"{getattr(cfgs[0].model, key)!r} in {first}: only checkpoints of one model "
+                "average"
+            )
         _same_start(path, cfg, first, cfgs[0])
         cfgs.append(cfg)
         steps.append(_steps(last, path))
