@@ -10,8 +10,7 @@ import time
 from typing import Any
 
 from rnnkit.cli_commands import UsageError, missing_package, out_of_memory
-from rnnkit.config import ConfigError
-from rnnkit.job import rank_and_world
+from rnnkit.job import JobError, rank_and_world
 
 __all__ = ["OTHER_RANK_WAIT", "run_command"]
 
@@ -28,7 +27,7 @@ def _say(message: object) -> None:
 def _other_rank() -> bool:
     try:
         rank, world = rank_and_world()
-    except ConfigError:  # (said by the command)
+    except JobError:  # (said by the command)
         return False
     return world > 1 and rank != 0
 
@@ -96,6 +95,7 @@ def _run_command(args: argparse.Namespace) -> int:
     from rnnkit import graphs
     from rnnkit.atomic import OutputError
     from rnnkit.checkpoint import CheckpointError
+    from rnnkit.config import ConfigError
     from rnnkit.data import DataError
     from rnnkit.update import Diverged
 
@@ -106,7 +106,7 @@ def _run_command(args: argparse.Namespace) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (UsageError, ConfigError, DataError, CheckpointError, OutputError) as e:
+    except (UsageError, ConfigError, DataError, CheckpointError, OutputError, JobError) as e:
         _say(e)
         return 2
     except Diverged as e:
