@@ -138,3 +138,24 @@ def test_average_names_the_model_key_that_differs(steps, tmp_path, capsys):
         f"rnnkit: error: {other / 'last.pt'}: model.hidden_size is 12 here and 16 in "
         f"{steps[0]}: only checkpoints of one model average"
     )
+
+
+@pytest.mark.parametrize("kind", ["folder", "binary", "data_dir"])
+def test_experiment_checks_its_results_file_and_data_dir_before_the_run(tmp_path, capsys, kind):
+    """A folder or a non-UTF-8 file as --results was a traceback after the whole run; a
+    missing --data-dir was ignored (Multi30k skipped)."""
+    results, args = tmp_path / "R.md", []
+    if kind == "folder":
+        results.mkdir()
+        says = f"{results}: is a folder, not a file"
+    elif kind == "binary":
+        results.write_bytes(b"\xff\xfe\x00")
+        says = f"--results {results}: not UTF-8 text"
+    else:
+        args, says = ["--data-dir", str(tmp_path / "none")], f"--data-dir {tmp_path / 'none'}: not"
+    code, _, err = run_cli(
+        capsys, "experiment", "long-memory", "--quick", "--out", tmp_path / "o",
+        "--results", results, *args,
+    )  # fmt: skip
+    assert code == 2 and says in one_line_error(err), err
+    assert not (tmp_path / "o").exists()
