@@ -291,7 +291,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown experiment {args.name!r} (known: {', '.join(EXPERIMENTS)})")
     out = Path(args.out or Path("runs") / "experiments" / args.name)
     results = args.results or (out / "RESULTS.md" if args.quick else Path("docs") / "RESULTS.md")
-    _check_results(Path(results))  # before the run, whose report it receives
+    if args.results or not args.quick:  # (--quick's own lies in --out, checked by the run)
+        _check_results(Path(results))  # before the run, whose report it receives
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: not a folder")  # (was: Multi30k skipped)
     report = run_experiment(args.name, out, quick=args.quick, log=_log, data_dir=args.data_dir)
