@@ -26,36 +26,36 @@ class UsageError(Exception):
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer ≥ 1."""
+    """argparse type: an integer from 1 to 2**31 - 1 (10^20 overflowed in torch)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
-    if not 1 <= value <= 2**31 - 1:  # (10^20 overflowed in torch)
+    if not 1 <= value <= 2**31 - 1:
         raise argparse.ArgumentTypeError(f"expected an integer from 1 to 2147483647, got {value}")
+    return value
+
+
+def _finite_float(text: str, zero: bool) -> float:
+    """argparse type: a finite number > 0 (≥ 0 when ``zero``)."""
+    wanted = "≥ 0" if zero else "> 0"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number {wanted}, got {text!r}") from None
+    if not (0 <= value if zero else 0 < value) or not value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number {wanted}, got {text}")
     return value
 
 
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
-    return value
+    return _finite_float(text, zero=False)
 
 
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number ≥ 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number ≥ 0, got {text}")
-    return value
+    return _finite_float(text, zero=True)
 
 
 def read_text(path: str | None, need_lines: bool = False) -> list[str]:
