@@ -5,6 +5,7 @@ average of averages: each input counts as the checkpoints it averages."""
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 import re
@@ -51,9 +52,15 @@ def one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return err
 
 
-def changed(run: Path, tmp_path: Path, name: str, change: Callable[[dict[str, Any]], Any]) -> Path:
-    """``step-30.pt`` of ``run`` with ``change`` applied, written to ``tmp_path/NAME.pt``."""
-    ck = load_checkpoint(run / "step-30.pt")
+def changed(
+    run: Path,
+    tmp_path: Path,
+    name: str,
+    change: Callable[[dict[str, Any]], Any],
+    source: str = "step-30.pt",
+) -> Path:
+    """``source`` of ``run`` with ``change`` applied, written to ``tmp_path/NAME.pt``."""
+    ck = load_checkpoint(run / source)
     change(ck)
     torch.save(ck, tmp_path / f"{name}.pt")
     return tmp_path / f"{name}.pt"
@@ -119,6 +126,14 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path, caps
 
 def _set(key: str, value: Any) -> Callable[[dict[str, Any]], Any]:
     return lambda ck: ck.__setitem__(key, value)
+
+
+def _progress(key: str, value: Any) -> Callable[[dict[str, Any]], Any]:
+    return lambda ck: ck["progress"].__setitem__(key, value)
+
+
+def _optimizer(key: str, value: Any) -> Callable[[dict[str, Any]], Any]:
+    return lambda ck: ck["optimizer"].__setitem__(key, value)
 
 
 def _wider(ck: dict[str, Any]) -> None:
@@ -333,17 +348,67 @@ def test_average_refuses_a_step_that_two_inputs_hold(run, tmp_path, capsys, case
         (lambda ck: ck.pop("config"), "lacks 'config'"),
         (lambda ck: ck.__setitem__("ema", "x"), "its ema entry is not the one rnnkit writes"),
         (lambda ck: ck["ema"].__setitem__("weights", {}), r"\(ema weights\)"),
+        (_set("progress", "x"), "progress is a str, not a mapping"),
+        (_progress("step", "7"), r"progress\.step is '7', not an integer >= 0"),
+        (_progress("epoch", -1), r"progress\.epoch is -1, not an integer >= 0"),
+        (_progress("best", "x"), r"progress\.best is 'x', not a score"),
+        (_progress("elapsed", math.nan), r"progress\.elapsed is nan, not a number of seconds"),
+        (_progress("extra", 1), "progress has an unknown key 'extra'"),
+        (lambda ck: ck["progress"].pop("best"), "progress lacks 'best'"),
+        (_set("optimizer", {}), r"optimizer entry does not load \(not a torch optimizer's"),
+        (_optimizer("param_groups", {}), r"its param_groups are not a list of groups"),
+        (_set("scheduler", {"scale": 1.0, "bad": "0", "best": 0.0}), "bad is '0', not a number"),
+        (_set("scheduler", [1]), "its scheduler entry does not load"),
+        (_set("rng_ranks", [{"torch": 1}]), "its rng_ranks entry does not load"),
     ],
 )
 def test_resume_from_a_broken_last_pt_is_one_line(run, tmp_path, capsys, change, words):
+    """A last.pt edited by hand (or broken) is one line naming the file and the entry, and
+    the run folder is left as it was."""
     out = tmp_path / "out"
     shutil.copytree(run, out)
     ck = load_checkpoint(out / "last.pt")
     change(ck)
     torch.save(ck, out / "last.pt")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     cfg = write_yaml(tmp_path / "c.yaml", tiny(train={**KEPT, "max_steps": 40}))
     err = one_line_error(capsys, "train", str(cfg), "--out", str(out), "--resume")
-    assert re.search(words, err), err
+    assert re.search(f"last\\.pt.*{words}", err), err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_optimizer_state_that_does_not_fit_the_model_is_one_line(run, tmp_path, capsys):
+    """Found only when the model is built, after the data work has said its lines."""
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    ck = load_checkpoint(out / "last.pt")
+    ck["optimizer"]["param_groups"][0]["params"].pop()
+    torch.save(ck, out / "last.pt")
+    cfg = write_yaml(tmp_path / "c.yaml", tiny(train={**KEPT, "max_steps": 40}))
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.fullmatch(
+        r"rnnkit: error: \S+last\.pt: its optimizer entry does not load \(.+\)",
+        err.splitlines()[-1],
+    ), err
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (_set("progress", [1]), "progress is a list, not a mapping"),
+        (_progress("epoch", [1]), r"progress\.epoch is \[1\], not an integer"),
+        (_progress("best", "x"), r"progress\.best is 'x', not a score"),
+        (_progress("elapsed", "x"), r"progress\.elapsed is 'x', not a number of seconds"),
+    ],
+)
+def test_info_on_a_broken_progress_entry_is_one_line(run, tmp_path, capsys, change, words):
+    path = changed(run, tmp_path, "edited", change, source="last.pt")
+    assert re.search(f"edited\\.pt: {words}", one_line_error(capsys, "info", str(path)))
+    assert "progress" not in load_checkpoint(run / "step-30.pt")  # a file of weights only
+    assert main(["info", str(run / "step-30.pt")]) == 0
 
 
 def test_weights_that_are_not_finite_are_refused_when_loaded(run, tmp_path, capsys):

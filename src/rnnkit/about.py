@@ -8,9 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rnnkit.checkpoint import Bundle, bundle_of, load_checkpoint
+from rnnkit.checkpoint import Bundle, CheckpointError, bundle_of, load_checkpoint
 from rnnkit.config_schema import LOWER_IS_BETTER
 from rnnkit.ensemble import Ensemble
+from rnnkit.position import check_progress
 
 __all__ = ["model_info", "checkpoint_info"]
 
@@ -60,7 +61,12 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     ckpt = load_checkpoint(path)
     out = model_info(bundle_of(ckpt, path), path.name)  # the file is read once
-    progress = ckpt.get("progress") or {}
+    progress = ckpt.get("progress", {})
+    try:
+        check_progress(progress)
+    except ValueError as e:
+        if progress != {}:  # (a file of weights only has none)
+            raise CheckpointError(f"{path}: {e}") from None
     out["training"] = {
         "step": int(ckpt.get("step", 0)),
         "epoch": int(progress["epoch"]) + 1 if "epoch" in progress else None,

@@ -16,7 +16,7 @@ import torch
 from rnnkit.config import Config
 from rnnkit.model import Seq2Seq
 
-__all__ = ["Schedule", "make_optimizer"]
+__all__ = ["Schedule", "check_schedule", "make_optimizer"]
 
 
 class Schedule:
@@ -54,7 +54,21 @@ class Schedule:
         return {"scale": self.scale, "bad": self.bad, "best": self.best}
 
     def load_state_dict(self, s: dict[str, float]) -> None:
-        self.scale, self.bad, self.best = s["scale"], int(s["bad"]), s["best"]
+        check_schedule(s)
+        self.scale, self.bad, self.best = float(s["scale"]), int(s["bad"]), float(s["best"])
+
+
+def check_schedule(s: object) -> None:
+    """Raise ValueError, naming the entry, unless ``s`` is what
+    :meth:`Schedule.state_dict` writes."""
+    if not isinstance(s, dict):
+        raise ValueError(f"is a {type(s).__name__}, not a mapping")
+    for key in ("scale", "bad", "best"):
+        value = s.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{key} is {value!r}, not a number")
+        if math.isnan(value) or (key != "best" and not 0 <= value < math.inf):
+            raise ValueError(f"{key} is {value!r}, not a number >= 0")
 
 
 def make_optimizer(cfg: Config, model: Seq2Seq) -> torch.optim.Optimizer:

@@ -3,11 +3,12 @@ what :func:`rnnkit.train.train` returns."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Position", "Stop", "TrainResult"]
+__all__ = ["Position", "Stop", "TrainResult", "check_progress"]
 
 
 @dataclass
@@ -41,3 +42,27 @@ class Position:
     best_bleu: float = -math.inf  # its dev BLEU
     validated: int = -1  # the step last validated (a finished run resumed: not again)
     epoch_batches: int = 0  # batches of this epoch (pos == it: the epoch is done; 0: unknown)
+
+
+def check_progress(saved: Any) -> None:
+    """Raise ValueError, saying which key, unless ``saved`` (a checkpoint's ``progress``)
+    is a :class:`Position` as rnnkit writes it: counts are integers >= 0 (``validated``
+    >= -1), seconds a finite number >= 0, ``best`` present (older files may lack others)."""
+    if not isinstance(saved, dict):
+        raise ValueError(f"progress is a {type(saved).__name__}, not a mapping")
+    if "best" not in saved:
+        raise ValueError("progress lacks 'best'")
+    kinds = {f.name: f.type for f in dataclasses.fields(Position)}
+    for key, value in saved.items():
+        if key not in kinds:
+            raise ValueError(f"progress has an unknown key {key!r}")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if kinds[key] == "int":
+            least = -1 if key == "validated" else 0
+            if not (number and isinstance(value, int) and value >= least):
+                raise ValueError(f"progress.{key} is {value!r}, not an integer >= {least}")
+        elif key == "elapsed":
+            if not (number and math.isfinite(value) and value >= 0):
+                raise ValueError(f"progress.{key} is {value!r}, not a number of seconds >= 0")
+        elif not (number and value < math.inf and not math.isnan(value)):
+            raise ValueError(f"progress.{key} is {value!r}, not a score (a number or -inf)")

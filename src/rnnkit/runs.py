@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,16 @@ from rnnkit.checkpoint import (
     weights_of,
 )
 from rnnkit.config import Config
+from rnnkit.optim import check_schedule
+from rnnkit.position import check_progress
 
-__all__ = ["average_checkpoints", "check_resumable", "kept_checkpoints", "load_initial"]
+__all__ = [
+    "average_checkpoints",
+    "check_resumable",
+    "kept_checkpoints",
+    "load_entry",
+    "load_initial",
+]
 
 
 def average_checkpoints(paths: list[str | Path]) -> dict[str, Any]:
@@ -265,6 +275,14 @@ def _check_full(ckpt: dict[str, Any], path: str | Path) -> None:
     for key in ("scheduler", "progress", "rng"):
         if key not in ckpt:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}, which --resume needs")
+    try:
+        check_progress(ckpt["progress"])
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    load_entry(path, "optimizer", _check_optimizer, ckpt["optimizer"])
+    load_entry(path, "scheduler", check_schedule, ckpt["scheduler"])
+    key = "rng_ranks" if ckpt.get("rng_ranks") else "rng"  # (older files: rng alone)
+    load_entry(path, key, _check_rng, ckpt[key] if key == "rng_ranks" else [ckpt["rng"]])
     bundle_of(ckpt, path)
     ema = ckpt.get("ema")
     if ema is not None:  # train.ema_decay: the weights that train, beside the average
@@ -272,6 +290,41 @@ def _check_full(ckpt: dict[str, Any], path: str | Path) -> None:
         if isinstance(updates, bool) or not isinstance(updates, int):
             raise CheckpointError(f"{path}: its ema entry is not the one rnnkit writes")
         bundle_of({**ckpt, "model": ema.get("weights")}, f"{path} (ema weights)")
+
+
+def _check_optimizer(state: Any) -> None:
+    """The outline of a torch optimizer's state (the model's parameters, which its
+    groups must fit, are built later; ``load_entry`` guards that load too)."""
+    if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
+        raise ValueError("not a torch optimizer's state")
+    groups = state.get("param_groups")
+    if not (isinstance(groups, list) and all(isinstance(g, dict) for g in groups)):
+        raise ValueError("its param_groups are not a list of groups")
+
+
+def _check_rng(states: Any) -> None:
+    """Each of ``states`` set as this process's torch and Python RNG states, then undone."""
+    if not isinstance(states, list) or not states:
+        raise ValueError("not a list of RNG states")
+    torch_state, python_state = torch.get_rng_state(), random.getstate()
+    try:
+        for s in states:
+            torch.set_rng_state(s["torch"])
+            random.setstate(s["python"])
+    finally:
+        torch.set_rng_state(torch_state)
+        random.setstate(python_state)
+
+
+def load_entry(path: str | Path, entry: str, load: Callable[[Any], Any], state: Any) -> Any:
+    """``load(state)`` (returned), ``state`` being the ``entry`` of the checkpoint at ``path`` that
+    ``--resume`` restores (optimizer, schedule, RNG, scaler): a state that does not load
+    (edited by hand, or broken) is a :class:`CheckpointError` naming the file and entry."""
+    try:
+        return load(state)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+        why = f"lacks {e}" if isinstance(e, KeyError) else str(e)
+        raise CheckpointError(f"{path}: its {entry} entry does not load ({why})") from None
 
 
 def kept_checkpoints(out: str | Path) -> list[Path]:

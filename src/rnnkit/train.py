@@ -50,7 +50,7 @@ from rnnkit.prepare import Prepared, load_pairs, prepare, tokenizer_states
 from rnnkit.pretrained import check_files, first_weights
 from rnnkit.progress import CsvLog, Meter, above, progress_bar, report
 from rnnkit.runlock import claimed
-from rnnkit.runs import check_resumable, kept_checkpoints, load_initial
+from rnnkit.runs import check_resumable, kept_checkpoints, load_entry, load_initial
 from rnnkit.update import Updater
 from rnnkit.validation import validate, validate_and_log
 
@@ -112,22 +112,22 @@ class Trainer:
         self.at = Position()
         seed_rank(self.t.seed, self.dist)  # each rank its own dropout masks
         if ckpt is not None:
+            last = self.out / "last.pt"
             self.model.load_state_dict(training_weights(ckpt))
-            self.opt.load_state_dict(ckpt["optimizer"])
-            self.sched.load_state_dict(ckpt["scheduler"])
+            load_entry(last, "optimizer", self.opt.load_state_dict, ckpt["optimizer"])
+            load_entry(last, "scheduler", self.sched.load_state_dict, ckpt["scheduler"])
             saved = ckpt["progress"]  # (no best_bleu before the metric could be chosen)
             self.at = Position(**{"best_bleu": saved["best"], **saved})
-            if not restore_rng(ckpt.get("rng_ranks") or [ckpt["rng"]], self.dist):
+            key = "rng_ranks" if ckpt.get("rng_ranks") else "rng"  # (older files: rng alone)
+            rngs = ckpt[key] if key == "rng_ranks" else [ckpt["rng"]]
+            if not load_entry(last, key, lambda r: restore_rng(r, self.dist), rngs):
                 self.say("note: last.pt was written by another number of processes")
-            self.say(
-                f"resumed from {self.out / 'last.pt'} at step {self.at.step} "
-                f"(epoch {self.at.epoch + 1})"
-            )
+            self.say(f"resumed from {last} at step {self.at.step} (epoch {self.at.epoch + 1})")
         self.ema = Ema(self.model, self.t.ema_decay, ckpt)  # of the weights loaded or drawn
         net = wrap(self.model, self.dist, self.device)  # what trains: DDP or the model
         self.update = Updater(self.t, self.model, net, self.opt, self.dist, self.device)
         if ckpt is not None:
-            self.update.amp.load_state_dict(ckpt.get("scaler", {}))
+            load_entry(last, "scaler", self.update.amp.load_state_dict, ckpt.get("scaler", {}))
         n_params = sum(p.numel() for p in self.model.parameters())
         ranks = f" x {self.dist.world} processes" if self.dist.on else ""
         self.say(
