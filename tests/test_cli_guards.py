@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import io
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -305,6 +306,27 @@ def test_ctrl_c_before_the_command_starts_is_status_130(capsys, monkeypatch):
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert cli.main(["info", "x.pt"]) == 130
     assert capsys.readouterr().err == "rnnkit: interrupted\n"
+
+
+# An exit handler registered before the command, so it runs last, as torch's do: Ctrl-C
+# (SIGINT) there, after the command's own status was decided.
+_CTRL_C_AT_EXIT = """
+import atexit, os, signal, sys, time
+atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.5)))
+sys.argv = ["rnnkit", "--version"]
+import runpy
+runpy.run_module("rnnkit", run_name="__main__")
+"""
+
+
+def test_ctrl_c_while_python_shuts_down_after_a_command_is_ignored():
+    """A second or third Ctrl-C after an interrupted run had stopped landed in torch's exit
+    handlers: "Exception ignored in atexit callback", a traceback, status -SIGINT."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_AT_EXIT], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert done.stdout.startswith("rnnkit ")
 
 
 @pytest.mark.parametrize(

@@ -229,6 +229,29 @@ def test_ctrl_c_saves_last_checkpoint_and_resumes_exactly(tmp_path, monkeypatch)
     assert_same_parameters(a / "last.pt", b / "last.pt")
 
 
+def test_a_second_ctrl_c_does_not_cut_the_last_save_short(tmp_path, monkeypatch):
+    """Two quick Ctrl-C (a habit) lost the steps since the last checkpoint: the second one
+    broke off writing last.pt."""
+    import rnnkit.train as train_module
+
+    save = train_module.save_checkpoint
+
+    def ctrl_c_while_saving(path: Path, payload: dict[str, Any]) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C
+        save(path, payload)
+
+    d = tiny(train={"max_steps": 14, "validate_every": 100, "checkpoint_every": 100})
+    interrupt_at(monkeypatch, 6)
+    monkeypatch.setattr(train_module, "save_checkpoint", ctrl_c_while_saving)
+    try:
+        result = train(config_from_dict(d), tmp_path)
+    except KeyboardInterrupt:
+        pytest.fail("the second Ctrl-C broke off saving last.pt")
+    assert (result.steps, result.stopped) == (5, "interrupted")
+    assert progress_step(tmp_path / "last.pt") == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as it was
+
+
 def test_sigint_to_cli_exits_130_without_traceback(tmp_path):
     cfg_path = write_yaml(
         tmp_path / "cfg.yaml",

@@ -2,6 +2,6 @@
 
 import sys
 
-from rnnkit.cli import main
+from rnnkit.cli import console
 
-sys.exit(main())
+sys.exit(console())

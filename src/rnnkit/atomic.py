@@ -15,14 +15,24 @@ What a user's path may be, and what happens:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import stat
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["OutputError", "check_folder", "check_writable", "make_folder", "write_atomically"]
+__all__ = [
+    "OutputError",
+    "check_folder",
+    "check_writable",
+    "make_folder",
+    "no_ctrl_c",
+    "write_atomically",
+]
 
 
 class OutputError(ValueError):
@@ -144,3 +154,18 @@ def write_atomically(
         raise OutputError(f"{path}: cannot write ({cause.strerror})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def no_ctrl_c() -> Iterator[None]:
+    """Ctrl-C (SIGINT) ignored inside: for the last checkpoint of an interrupted run, which
+    a second Ctrl-C would cut short (the file is written atomically, so an earlier one
+    stays, but the steps since are lost). Only in the main thread; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if before is None else before)

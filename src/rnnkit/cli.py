@@ -7,6 +7,7 @@ Errors in what the user gave (config, data, checkpoint, input text) end with a o
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -33,7 +34,7 @@ from rnnkit.cli_commands import write_text as write_text
 from rnnkit.cli_decode import cmd_evaluate, cmd_score, cmd_translate
 from rnnkit.cli_errors import run_command
 
-__all__ = ["main"]
+__all__ = ["console", "main"]
 
 ENSEMBLE_HELP = (
     "a .pt file written by rnnkit train; several: an ensemble (their probabilities "
@@ -350,5 +351,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def console() -> int:
+    """The ``rnnkit`` command (and ``python -m rnnkit``): :func:`main` of ``sys.argv``.
+    Once the command is over, Ctrl-C is ignored while Python shuts down: a second or
+    third Ctrl-C after an interrupted run had stopped landed in torch's exit handlers as
+    "Exception ignored in atexit callback" and a traceback, and the status was SIGINT's."""
+    try:
+        return main()
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

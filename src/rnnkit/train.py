@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from rnnkit import graphs, validation
-from rnnkit.atomic import make_folder
+from rnnkit.atomic import make_folder, no_ctrl_c
 from rnnkit.checkpoint import Bundle, build_model, check_cell, load_checkpoint, save_checkpoint
 from rnnkit.config import Config, config_to_dict
 from rnnkit.data import Batch, make_batches
@@ -299,7 +299,10 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        return self._finish(stopped)
+        if stopped != "interrupted":
+            return self._finish(stopped)
+        with no_ctrl_c():  # a second Ctrl-C would cut last.pt short: the steps since lost
+            return self._finish(stopped)
 
     def _finished_already(self) -> None:
         """Resuming a run that met a stopping criterion: stop again before any update
