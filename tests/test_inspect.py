@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from toy import one_thread
 
+from rnnkit.about import model_info
 from rnnkit.checkpoint import Bundle, build_model, save_checkpoint
 from rnnkit.cli import main
 from rnnkit.config import config_from_dict, config_to_dict
@@ -361,6 +362,9 @@ def test_inspect_draws_the_declared_gates_of_any_cell(cell, tmp_path, monkeypatc
         "layernorm_gru": {"reset", "update"},
     }.get(cell, set())
     assert {key[3] for key in sat} == sigmoid
+    # info names a variant by its kind, a custom cell as the config does (it must import)
+    named = {"mgu": "MGU", "cifg_lstm": "CIFGLSTM", "layernorm_gru": "LayerNormGRU"}
+    assert model_info(bundle, "m.pt")["cell"] == named.get(cell, "my_cells:SqueezeCell")
 
 
 def test_inspect_records_the_translation_that_translate_gives(tmp_path):

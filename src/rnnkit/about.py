@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from rnnkit.cells.names import CELLS
 from rnnkit.checkpoint import Bundle, CheckpointError, bundle_of, load_checkpoint
 from rnnkit.config_schema import LOWER_IS_BETTER
 from rnnkit.ensemble import Ensemble
@@ -29,7 +30,9 @@ def model_info(bundle: Bundle, checkpoint: str, ensemble: Ensemble | None = None
         "source_language": cfg.data.src if known else None,
         "target_language": cfg.data.tgt if known else None,
         "task": cfg.data.task,
-        "cell": bundle.model.decoder.kind,
+        # a built-in cell's kind (LSTM, LayerNormLSTM, ...); a custom one as the config
+        # names it (module:Class), which loading the model needs importable
+        "cell": bundle.model.decoder.kind if m.cell in CELLS else m.cell,
         "attention": m.attention,
         "encoder_layers": m.enc_layers,
         "decoder_layers": m.dec_layers,
