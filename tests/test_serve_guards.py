@@ -242,3 +242,20 @@ def test_gates_are_those_of_the_translation_the_answer_gives() -> None:
         assert entry["gates"]["out"] == entry["target_tokens"]
         decoder = next(p for p in entry["gates"]["parts"] if p["tokens"] == "out")
         assert all(len(rows) == len(entry["target_tokens"]) for rows in decoder["gates"].values())
+
+
+@pytest.mark.parametrize(
+    ("paths", "names"),
+    [
+        (["runs/a/best.pt", "runs/b/best.pt"], ["a/best.pt", "b/best.pt"]),
+        (["/x/a/m/best.pt", "/y/a/m/best.pt"], ["x/a/m/best.pt", "y/a/m/best.pt"]),
+        (["runs/a/best.pt", "runs/a/last.pt"], ["best.pt", "last.pt"]),
+        (["m.pt", "./m.pt"], ["m.pt", "m.pt"]),  # one file twice
+        (["dates.pt"], ["dates.pt"]),
+    ],
+)
+def test_an_ensemble_names_its_members_apart(paths: list[str], names: list[str]) -> None:
+    """/info called two runs' best.pt files "best.pt + best.pt"."""
+    from rnnkit.serve.command import short_names
+
+    assert short_names(paths) == names

@@ -91,6 +91,19 @@ def add_parser(sub: Any) -> None:
     s.set_defaults(func=cmd_serve)
 
 
+def short_names(paths: list[str]) -> list[str]:
+    """Each path's last components, as few as tell the paths apart (``runs/a/best.pt``
+    and ``runs/b/best.pt``: ``a/best.pt`` and ``b/best.pt``): what ``/info`` calls the
+    checkpoint, or the members of an ensemble. The same file twice keeps one name."""
+    files = [tuple(os.path.normpath(os.path.abspath(p)).split(os.sep)) for p in paths]
+    for n in range(1, max(map(len, files)) + 1):
+        names = ["/".join(f[-n:]) for f in files]
+        if all(len({f for f, m in zip(files, names) if m == name}) == 1 for name in names):
+            break
+    return names
+    return names
+
+
 def _socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -163,7 +176,7 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
     )
     if args.access_log:
         _log_to_stdout(ACCESS_LOG)
-    name = " + ".join(os.path.basename(c) for c in args.checkpoint)
+    name = " + ".join(short_names(args.checkpoint))
     app = create_app(
         bundle, settings, name, ensemble, lambda: _models(args.checkpoint, args.device)
     )
