@@ -3,8 +3,10 @@ checked against the teacher-forced forward pass and against beam search's own sc
 
 from __future__ import annotations
 
+import io
 import math
 import random
+import sys
 
 import pytest
 import torch
@@ -127,3 +129,53 @@ def test_cli_writes_one_score_per_pair(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "s.txt has 5 lines but" in err[0] and "t.txt has 1" in err[0]
+
+
+class _Stdin:
+    def __init__(self, text: str) -> None:
+        self.buffer = io.BytesIO(text.encode("utf-8"))
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_cli_scores_a_corpus_chunk_by_chunk(tmp_path, capsys, monkeypatch):
+    """A corpus to filter can be millions of pairs: it is read and scored a chunk at a
+    time (here 3 pairs), each chunk's scores written to stdout as soon as they are done;
+    the scores and totals are those of one call."""
+    import rnnkit.translate
+
+    monkeypatch.setattr(rnnkit.translate, "CHUNK", 3)
+    b = word_bundle()
+    ckpt = save_bundle(b, tmp_path / "m.pt")
+    src, tgt = sentences(10, 8), sentences(11, 8)
+    (tmp_path / "s.txt").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (tmp_path / "t.txt").write_text("\n".join(tgt) + "\n", encoding="utf-8")
+    want = score_pairs(b, src, tgt)
+    tot = summary(want)
+    said = f"scored 8 pairs, {tot['tokens']} target tokens: log-probability {tot['log_prob']:.2f}"
+
+    args = ["score", str(ckpt), "--src", str(tmp_path / "s.txt"), "--tgt"]
+    assert main([*args, str(tmp_path / "t.txt")]) == 0
+    out, err = capsys.readouterr()
+    assert [float(x) for x in out.splitlines()] == pytest.approx(
+        [w.log_prob for w in want], abs=1e-4
+    )
+    assert said in err
+
+    monkeypatch.setattr(sys, "stdin", _Stdin("\n".join(tgt) + "\n"))  # the targets piped in
+    assert main([*args, "-"]) == 0
+    out, err = capsys.readouterr()
+    assert [float(x) for x in out.splitlines()] == pytest.approx(
+        [w.log_prob for w in want], abs=1e-4
+    )
+    assert said in err
+
+    monkeypatch.setattr(sys, "stdin", _Stdin("\n".join(tgt[:7]) + "\n"))  # one line short
+    assert main([*args, "-"]) == 2
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 6  # the two full chunks before it were written
+    assert err.endswith(f"rnnkit: error: <stdin> has fewer lines than {tmp_path / 's.txt'}\n")
+
+    assert main(["score", str(ckpt), "--src", "-", "--tgt", "-"]) == 2
+    assert "--src and --tgt cannot both be stdin" in capsys.readouterr().err

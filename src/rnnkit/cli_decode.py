@@ -252,24 +252,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from rnnkit.scoring import score_pairs, summary
+    from rnnkit.scoring import score_pairs, totals
+    from rnnkit.translate import CHUNK
 
     if args.output not in (None, "-"):
         check_writable(args.output)
-    src, tgt = read_text(args.src), read_text(args.tgt)
-    if len(src) != len(tgt):
-        raise UsageError(f"{args.src} has {len(src)} lines but {args.tgt} has {len(tgt)}")
+    total = _same_lengths(args.src, args.tgt, CHUNK)  # files: read once before the work
     bundle, model = _models(args.checkpoint, args.device)
-    with sentence_bar(len(src)) as bar:
-        scores = score_pairs(bundle, src, tgt, args.batch_size, model=model, progress=bar)
-    write_text(
-        args.output,
-        [f"{s.log_prob / s.tokens if args.normalize else s.log_prob:.4f}" for s in scores],
-    )
-    total = summary(scores)
+    kept: list[str] = []  # for an --output file, written whole at the end
+    pairs, tokens, log_prob = 0, 0, 0.0
+    with sentence_bar(total) as bar:
+        for src, tgt in _pair_chunks(args.src, args.tgt, CHUNK):
+            scores = score_pairs(bundle, src, tgt, args.batch_size, model=model, progress=bar)
+            lines = [
+                f"{s.log_prob / s.tokens if args.normalize else s.log_prob:.4f}" for s in scores
+            ]
+            if args.output in (None, "-"):  # a pipe reads each chunk as it is done
+                write_text(None, lines)
+            else:
+                kept.extend(lines)
+            pairs += len(scores)
+            tokens += sum(s.tokens for s in scores)
+            log_prob += sum(s.log_prob for s in scores)
+    if args.output not in (None, "-"):
+        write_text(args.output, kept)
+    t = totals(pairs, tokens, log_prob)
     _log(
-        f"scored {total['pairs']} pairs, {total['tokens']} target tokens: log-probability "
-        f"{total['log_prob']:.2f}, {total['nll_per_token']:.4f} nats per token, "
-        f"perplexity {total['perplexity']:.2f}"
+        f"scored {t['pairs']} pairs, {t['tokens']} target tokens: log-probability "
+        f"{t['log_prob']:.2f}, {t['nll_per_token']:.4f} nats per token, "
+        f"perplexity {t['perplexity']:.2f}"
     )
     return 0
+
+
+def _same_lengths(src: str, tgt: str, size: int) -> int | None:
+    """The number of pairs when both are files (read once: their errors come before any
+    work), a UsageError when they differ; None when one is stdin (checked as it is read)."""
+    if src == tgt == "-":
+        raise UsageError("--src and --tgt cannot both be stdin (-)")
+    if "-" in (src, tgt):
+        return None
+    n_src, n_tgt = (sum(len(c) for c in text_chunks(f, size)) for f in (src, tgt))
+    if n_src != n_tgt:
+        raise UsageError(f"{src} has {n_src} lines but {tgt} has {n_tgt}")
+    return n_src
+
+
+def _pair_chunks(src: str, tgt: str, size: int) -> Iterator[tuple[list[str], list[str]]]:
+    """The lines of ``src`` and ``tgt``, ``size`` pairs at a time, read as they are asked
+    for; a UsageError when one ends first (stdin's length is not known before)."""
+    for a, b in itertools.zip_longest(text_chunks(src, size), text_chunks(tgt, size)):
+        if a is None or b is None or len(a) != len(b):
+            short, other = (src, tgt) if len(a or []) < len(b or []) else (tgt, src)
+            name = {"-": "<stdin>"}
+            raise UsageError(
+                f"{name.get(short, short)} has fewer lines than {name.get(other, other)}"
+            )
+        yield a, b

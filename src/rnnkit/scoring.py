@@ -26,7 +26,7 @@ from rnnkit.data.batching import DECODE_TOKENS
 from rnnkit.prepare import lowercase_pairs
 from rnnkit.search import Decoding
 
-__all__ = ["PairScore", "bundle_examples", "score_pairs", "summary"]
+__all__ = ["PairScore", "bundle_examples", "score_pairs", "summary", "totals"]
 
 
 class PairScore(NamedTuple):
@@ -110,13 +110,17 @@ def _forced(model: Decoding, b: Batch, pad: int) -> tuple[torch.Tensor, torch.Te
 def summary(scores: Sequence[PairScore]) -> dict[str, float]:
     """Totals of :func:`score_pairs`: pairs, target tokens, summed log-probability, mean
     negative log-probability per token (nats) and perplexity exp of that."""
-    tokens = sum(s.tokens for s in scores)
-    total = sum(s.log_prob for s in scores)
-    nll = -total / tokens if tokens else 0.0
+    return totals(len(scores), sum(s.tokens for s in scores), sum(s.log_prob for s in scores))
+
+
+def totals(pairs: int, tokens: int, log_prob: float) -> dict[str, float]:
+    """:func:`summary` of ``pairs`` scores of ``tokens`` target tokens in all, summing to
+    ``log_prob`` (for scores added up as they come, chunk by chunk)."""
+    nll = -log_prob / tokens if tokens else 0.0
     return {
-        "pairs": len(scores),
+        "pairs": pairs,
         "tokens": tokens,
-        "log_prob": round(total, 4),
+        "log_prob": round(log_prob, 4),
         "nll_per_token": round(nll, 4),
         "perplexity": round(math.exp(nll), 4),
     }
