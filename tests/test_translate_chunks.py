@@ -4,14 +4,23 @@ sampling draws from one random stream across the chunks."""
 
 from __future__ import annotations
 
+import os
+import select
+import subprocess
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
 import pytest
 from toy import one_thread, save_bundle, word_bundle  # noqa: F401 (fixture)
 
 import rnnkit.translate as translate_module
 from rnnkit.cli import main
+from rnnkit.cli_text import text_chunks
 from rnnkit.sampling import Sampling
 from rnnkit.translate import translate_chunks, translate_lines
 
+SRC = Path(__file__).resolve().parents[1] / "src"
 LINES = ["a b c", "", "d e", "f g h a b", "c", "b b", "h g f e d c", "a"]
 
 
@@ -188,3 +197,62 @@ def test_bad_bytes_in_a_pipe_stop_it_after_the_chunks_before(tmp_path, monkeypat
     assert main(["translate", str(ckpt), "--input", str(src)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"rnnkit: error: {src}:5: a NUL byte")
+
+
+class _Stdin:
+    def __init__(self, buffer: BinaryIO) -> None:
+        self.buffer = buffer
+
+
+def test_stdins_chunks_end_where_its_input_pauses(monkeypatch):
+    """Lines that arrived and then nothing more are a chunk of their own (a program that
+    sends a line and waits for its translation got none until 10,000 more lines or the
+    end); lines that arrive together still fill whole chunks; a line begun and not ended
+    holds back neither the lines before it nor itself, once it ends."""
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as pipe, os.fdopen(w, "wb", buffering=0) as writer:
+        monkeypatch.setattr("sys.stdin", _Stdin(pipe))
+        ended: list[bool] = []
+        chunks = text_chunks("-", 3, arrived=True, on_end=lambda: ended.append(True))
+        writer.write(b"a\nb\n")  # then nothing until the chunk is taken
+        assert next(chunks) == ["a", "b"]
+        writer.write(b"c\nd")
+        assert next(chunks) == ["c"]
+        writer.write(b"x\n1\n2\n3\n4\n5\n6\n7\n")  # at once: whole chunks
+        assert [next(chunks) for _ in range(3)] == [["dx", "1", "2"], ["3", "4", "5"], ["6", "7"]]
+        writer.write("\ufeffé\r\n".encode())  # as from a file: CRLF, a BOM only on line 1
+        assert next(chunks) == ["\ufeffé"]
+        assert not ended
+        writer.close()
+        assert next(chunks, None) is None and ended
+
+
+def test_a_program_gets_each_translation_as_it_sends_its_line(tmp_path):
+    """rnnkit translate as a co-process: one line in, its translation out, before the
+    next line is written (each wait bounded)."""
+    bundle = word_bundle()
+    ckpt = save_bundle(bundle, tmp_path / "m.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnkit", "translate", str(ckpt)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        for line in LINES[:3]:
+            proc.stdin.write(f"{line}\n".encode())
+            proc.stdin.flush()
+            assert select.select([proc.stdout], [], [], 60)[0], f"no answer to {line!r}"
+            answer = proc.stdout.readline().decode().rstrip("\n")
+            assert answer == translate_lines(bundle, [line])[0][0].text
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        for f in (proc.stdout, proc.stderr):
+            assert f is not None
+            f.close()

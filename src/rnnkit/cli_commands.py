@@ -9,20 +9,19 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnkit.atomic import check_writable, write_atomically
+from rnnkit.atomic import check_writable
+from rnnkit.cli_text import UsageError as UsageError  # (importable from here, as before)
+from rnnkit.cli_text import read_text as read_text
+from rnnkit.cli_text import text_chunks as text_chunks
+from rnnkit.cli_text import write_text as write_text
 from rnnkit.job import rank_and_world
 from rnnkit.runlock import refuse_if_busy, remove_run, run_files
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
-
-
-class UsageError(Exception):
-    """A problem with the user's input, reported in one line."""
 
 
 def positive_int(text: str) -> int:
@@ -56,69 +55,6 @@ def positive_float(text: str) -> float:
 def non_negative_float(text: str) -> float:
     """argparse type: a finite number ≥ 0."""
     return _finite_float(text, zero=True)
-
-
-def read_text(path: str | None, need_lines: bool = False) -> list[str]:
-    """Lines of a UTF-8 file (stdin when ``path`` is None or ``-``), newlines stripped and a
-    byte-order mark at the start dropped, as training reads corpora; ``need_lines``: an
-    empty file is a UsageError."""
-    lines = [line for chunk in text_chunks(path, 1 << 16) for line in chunk]
-    if need_lines and not lines:
-        raise UsageError(f"{'<stdin>' if path in (None, '-') else path}: file is empty")
-    return lines
-
-
-def text_chunks(path: str | None, size: int) -> Iterator[list[str]]:
-    """The lines of :func:`read_text`, ``size`` at a time, read as they are asked for:
-    the memory of one chunk (reading a file whole took ~4× its size), and the first lines
-    of a pipe can be worked on before it ends. Gzip, UTF-16, a NUL byte and invalid UTF-8
-    are a DataError / UsageError naming the line where they are met."""
-    from rnnkit.data.corpus import check_text_bytes
-
-    name = "<stdin>" if path in (None, "-") else str(path)
-    try:
-        f = sys.stdin.buffer if name == "<stdin>" else open(name, "rb")  # noqa: SIM115
-    except OSError as e:
-        raise UsageError(f"{name}: {e.strerror}") from None
-    try:
-        chunk: list[str] = []
-        n = 0
-        for raw in f:  # (split at b"\n" only, as bytes.split: a lone \r stays in its line)
-            n += 1
-            if n == 1 or b"\0" in raw:  # gzip and UTF-16 show at the start, NULs anywhere
-                check_text_bytes(raw, name, first_line=n)
-            chunk.append(_decoded(raw, name, n))
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-    except OSError as e:  # (a directory: IsADirectoryError at the first read)
-        raise UsageError(f"{name}: {e.strerror}") from None
-    finally:
-        if f is not sys.stdin.buffer:
-            f.close()
-
-
-def _decoded(raw: bytes, name: str, n: int) -> str:
-    """Line ``n`` of ``name`` as text (its line ending stripped, and on line 1 a byte-order
-    mark), or a UsageError."""
-    try:
-        text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{name}:{n}: invalid UTF-8 (byte 0x{raw[e.start]:02x})") from None
-    return text.removeprefix("\ufeff") if n == 1 else text
-
-
-def write_text(path: str | None, lines: Sequence[str]) -> None:
-    """Write lines to ``path`` atomically (:mod:`rnnkit.atomic`), or to stdout when
-    ``path`` is None or ``-``."""
-    text = "".join(line + "\n" for line in lines)
-    if path in (None, "-"):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    write_atomically(path, lambda f: f.write(text))
 
 
 def _log(msg: str) -> None:

@@ -14,15 +14,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rnnkit.atomic import check_writable
-from rnnkit.cli_commands import (
-    UsageError,
-    _bundle,
-    _decoded,
-    _log,
-    read_text,
-    text_chunks,
-    write_text,
-)
+from rnnkit.cli_commands import _bundle, _log
+from rnnkit.cli_text import UsageError, decoded_line, read_text, text_chunks, write_text
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
@@ -96,21 +89,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     if interactive:
         return _interactive(translated)
-    chunks = text_chunks(args.input, CHUNK)  # read as translated: a pipe's too
-    if total is None:  # a pipe: all of it when it ends within a chunk, else not known
-        chunks, total = _with_total(chunks, CHUNK)
+    ended: list[bool] = []  # stdin's chunks end also where it pauses (a program waits)
+    chunks = text_chunks(args.input, CHUNK, arrived=True, on_end=lambda: ended.append(True))
+    if total is None:  # stdin: all of it when it ends with the first chunk, else not known
+        head = next(chunks, [])
+        chunks, total = itertools.chain([head], chunks), len(head) if ended else None
     if args.output in (None, "-"):  # a pipe reads each chunk as it is done (and keeps it)
         translated(chunks, total, emit=lambda done: write_text(None, done))
     else:  # a file is replaced whole, or not at all (Ctrl-C keeps the old one)
         write_text(args.output, translated(chunks, total))
     return 0
-
-
-def _with_total(chunks: Iterator[list[str]], size: int) -> tuple[Iterator[list[str]], int | None]:
-    """``chunks`` again and their number of lines if the first chunk is the last (not full),
-    else None: a pipe's first chunk is read to know whether its bar has an end."""
-    head = next(chunks, [])
-    return itertools.chain([head], chunks), (len(head) if len(head) < size else None)
 
 
 def _search_options(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
@@ -194,7 +182,7 @@ def _interactive(translated: Callable[[list[list[str]], int, int], list[str]]) -
     n = 0
     while raw := sys.stdin.buffer.readline():
         try:
-            line = _decoded(raw, "<stdin>", n + 1)
+            line = decoded_line(raw, "<stdin>", n + 1)
         except UsageError as e:
             _log(f"rnnkit: error: {e}")
             line = ""

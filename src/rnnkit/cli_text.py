@@ -1,0 +1,133 @@
+"""The text a command reads and writes: UTF-8 lines from a file or stdin, read a chunk at
+a time (a pipe's as they arrive), and lines written to stdout or atomically to a file;
+:class:`UsageError` for what the user gave that cannot be read."""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO
+
+from rnnkit.atomic import write_atomically
+
+__all__ = ["UsageError", "decoded_line", "read_text", "text_chunks", "write_text"]
+
+# a pipe that has sent lines and then nothing for this long: they are a chunk of their own
+# (a program that writes a line and waits for its translation gets it)
+QUIET_S = 0.05
+
+
+class UsageError(Exception):
+    """A problem with the user's input, reported in one line."""
+
+
+def read_text(path: str | None, need_lines: bool = False) -> list[str]:
+    """Lines of a UTF-8 file (stdin when ``path`` is None or ``-``), newlines stripped and a
+    byte-order mark at the start dropped, as training reads corpora; ``need_lines``: an
+    empty file is a UsageError."""
+    lines = [line for chunk in text_chunks(path, 1 << 16) for line in chunk]
+    if need_lines and not lines:
+        raise UsageError(f"{'<stdin>' if path in (None, '-') else path}: file is empty")
+    return lines
+
+
+def text_chunks(
+    path: str | None,
+    size: int,
+    arrived: bool = False,
+    on_end: Callable[[], None] | None = None,
+) -> Iterator[list[str]]:
+    """The lines of :func:`read_text`, ``size`` at a time, read as they are asked for:
+    the memory of one chunk (reading a file whole took ~4× its size), and the first lines
+    of a pipe can be worked on before it ends. Gzip, UTF-16, a NUL byte and invalid UTF-8
+    are a DataError / UsageError naming the line where they are met.
+
+    Args:
+        arrived: stdin's chunks end also where its input pauses (nothing more for
+            :data:`QUIET_S`): the lines a program sent, and waits on, are not held back
+            until ``size`` more come.
+        on_end: called when the end of the input is read (before its last chunk).
+    """
+    from rnnkit.data.corpus import check_text_bytes
+
+    name = "<stdin>" if path in (None, "-") else str(path)
+    try:
+        f = sys.stdin.buffer if name == "<stdin>" else open(name, "rb")  # noqa: SIM115
+    except OSError as e:
+        raise UsageError(f"{name}: {e.strerror}") from None
+    lines = _arriving(f) if arrived and f is sys.stdin.buffer else ((r, True) for r in f)
+    try:
+        chunk: list[str] = []
+        n = 0
+        for raw, more in lines:  # (split at b"\n" only, as bytes.split: a lone \r stays)
+            n += 1
+            if n == 1 or b"\0" in raw:  # gzip and UTF-16 show at the start, NULs anywhere
+                check_text_bytes(raw, name, first_line=n)
+            chunk.append(decoded_line(raw, name, n))
+            if len(chunk) == size or not more:
+                yield chunk
+                chunk = []
+        if on_end is not None:
+            on_end()
+        if chunk:
+            yield chunk
+    except OSError as e:  # (a directory: IsADirectoryError at the first read)
+        raise UsageError(f"{name}: {e.strerror}") from None
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def _arriving(f: IO[bytes]) -> Iterator[tuple[bytes, bool]]:
+    """Each line of ``f`` (stdin) as its bytes arrive, with whether more of the input is
+    there already (or comes within :data:`QUIET_S`); read from its file descriptor, the
+    whole of what has arrived at a time. Without one (a stand-in stream): line by line."""
+    try:
+        fd = f.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: both of the last
+        yield from ((raw, True) for raw in f)
+        return
+    parts: list[bytes] = []  # of the line not yet ended (a long one arrives in parts)
+    while data := os.read(fd, 1 << 16):
+        *ended, rest = data.split(b"\n")
+        if ended:
+            ended[0] = b"".join([*parts, ended[0]])
+            parts = []
+        if rest:
+            parts.append(rest)
+        more = _readable(fd)  # (a line begun and not ended does not hold back those before)
+        for k, line in enumerate(ended):
+            yield line + b"\n", more or k < len(ended) - 1
+    if parts:
+        yield b"".join(parts), False
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has input (or its end) within :data:`QUIET_S`."""
+    try:
+        return bool(select.select([fd], [], [], QUIET_S)[0])
+    except (OSError, ValueError):  # not a descriptor select takes
+        return True
+
+
+def decoded_line(raw: bytes, name: str, n: int) -> str:
+    """Line ``n`` of ``name`` as text (its line ending stripped, and on line 1 a byte-order
+    mark), or a UsageError."""
+    try:
+        text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{name}:{n}: invalid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+    return text.removeprefix("\ufeff") if n == 1 else text
+
+
+def write_text(path: str | None, lines: Sequence[str]) -> None:
+    """Write lines to ``path`` atomically (:mod:`rnnkit.atomic`), or to stdout when
+    ``path`` is None or ``-``."""
+    text = "".join(line + "\n" for line in lines)
+    if path in (None, "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    write_atomically(path, lambda f: f.write(text))
