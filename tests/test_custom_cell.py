@@ -349,9 +349,25 @@ class _WrongWidth(rnnkit.Cell):
         return (h,), _OneGate(h)
 
 
+class _NoReturn(rnnkit.Cell):
+    Gates = _OneGate
+
+    def step(self, gi, state):  # type: ignore[return]  (forgets to return)
+        torch.tanh(gi + self.hh(state[0]))
+
+
+class _StateOnly(rnnkit.Cell):
+    Gates = _OneGate
+
+    def step(self, gi, state):
+        return (torch.tanh(gi + self.hh(state[0])),)
+
+
 @pytest.mark.parametrize(
     ("cls", "says"),
     [
+        (_NoReturn, "step must return (new_state, gates); got NoneType"),
+        (_StateOnly, "step must return (new_state, gates); got a tuple of 1"),
         (_ForgetsItsCell, "a tuple of 2 tensor(s) ('hidden', 'cell'); got 1 tensor(s)"),
         (_PlainTupleGates, "gates as a NamedTuple"),
         (_WrongWidth, "state 'hidden' must keep its shape (2, 4), got (2, 8)"),
@@ -362,4 +378,7 @@ def test_a_step_that_breaks_the_api_is_a_clear_error(cls, says):
     layer = rnnkit.Recurrent(cls, 3, 4)
     with pytest.raises(ValueError) as info:
         layer(torch.randn(5, 2, 3))
+    assert cls.__name__ in str(info.value) and says in str(info.value)
+    with pytest.raises(ValueError) as info:  # and the cell alone, one step
+        cls(3, 4)(torch.randn(2, 3))
     assert cls.__name__ in str(info.value) and says in str(info.value)

@@ -25,8 +25,8 @@ def _one_thread():
     ("kw", "says"),
     [
         ({"bos_id": 11}, "bos_id 11 is not an id of the target vocabulary (0..10)"),
-        ({"eos_id": 0}, "eos_id 0 must differ from pad_id 0"),
-        ({"eos_id": 2}, "eos_id 2 must differ from pad_id 0 and bos_id 2"),
+        ({"eos_id": 0}, "pad_id 0, bos_id 2 and eos_id 0 must be three ids"),
+        ({"eos_id": 2}, "pad_id 0, bos_id 2 and eos_id 2 must be three ids"),
         ({"dec_layers": 0}, "dec_layers must be at least 1, got 0"),
         ({"enc_layers": -1}, "enc_layers must be at least 1, got -1"),
         ({"tgt_embed_init": "xavier"}, "got 'xavier'"),

@@ -14,7 +14,7 @@ from rnnkit.config_schema import LOWER_IS_BETTER
 from rnnkit.ensemble import Ensemble
 from rnnkit.position import check_progress
 
-__all__ = ["model_info", "checkpoint_info"]
+__all__ = ["checkpoint_info", "model_info", "rerunnable_config"]
 
 
 def model_info(bundle: Bundle, checkpoint: str, ensemble: Ensemble | None = None) -> dict[str, Any]:
@@ -97,3 +97,21 @@ def _best(ckpt: dict[str, Any]) -> dict[str, Any]:
         "best_dev": (-1 if metric in LOWER_IS_BETTER else 1) * progress["best"] if seen else None,
         "best_step": progress.get("best_step") if seen else None,
     }
+
+
+def rerunnable_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The config of ``ckpt`` (a checkpoint read), as ``rnnkit info --config`` writes it:
+    relative corpus paths were found from the run's folder or ``data.data_dir``, so that
+    base, kept in the checkpoint, becomes ``data.data_dir`` (absolute): the config trains
+    again from any folder of this machine."""
+    config = ckpt.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError("checkpoint lacks 'config'")
+    data, base = config.get("data"), ckpt.get("data_base")
+    if isinstance(data, dict) and isinstance(base, str) and not data.get("task"):
+        train = data.get("train")
+        paths = [*(train if isinstance(train, list) else [train])]
+        paths += [data.get(k) for k in ("dev", "test", "sp_model")]
+        if any(isinstance(p, str) and not Path(p).expanduser().is_absolute() for p in paths):
+            config = {**config, "data": {**data, "data_dir": base}}
+    return config

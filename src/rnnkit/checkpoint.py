@@ -18,6 +18,7 @@ import torch
 from rnnkit.atomic import write_atomically
 from rnnkit.config import Config, ConfigError, config_from_dict
 from rnnkit.data import DataError, Tokenizer, Vocab, tokenizer_from_state
+from rnnkit.devices import pick_device
 from rnnkit.model import Seq2Seq, resolve_cell
 
 __all__ = [
@@ -158,10 +159,13 @@ def _seq2seq(m: Any, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
 def load_bundle(
     path: str | Path, device: str | torch.device = "cpu", engine: str | None = None
 ) -> Bundle:
-    """Load a checkpoint for translation, in eval mode on ``device``.
+    """Load a checkpoint for translation, in eval mode on ``device`` (``"auto"``: CUDA
+    when present; one this machine lacks is a ConfigError that says so).
 
     ``engine`` overrides the configured one (``"explicit"`` to record gates).
     """
+    if isinstance(device, str):
+        device = pick_device(device, "device")
     return bundle_of(load_checkpoint(path), path, device, engine)
 
 

@@ -193,11 +193,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.config:
         import yaml
 
+        from rnnkit.about import rerunnable_config
         from rnnkit.checkpoint import CheckpointError, load_checkpoint
 
-        config = load_checkpoint(args.checkpoint).get("config")
-        if not isinstance(config, dict):
-            raise CheckpointError(f"{args.checkpoint}: checkpoint lacks 'config'")
+        try:
+            config = rerunnable_config(load_checkpoint(args.checkpoint))
+        except CheckpointError as e:
+            raise CheckpointError(f"{args.checkpoint}: {e}") from None
         print(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), end="")
         return 0
     from rnnkit.about import checkpoint_info

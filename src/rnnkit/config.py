@@ -195,6 +195,8 @@ def apply_overrides(cfg: Config, overrides: Sequence[str], source: str = "<confi
         ConfigError: naming the override, e.g. ``--set train.lr=abc: train.lr must be a
             float, got 'abc'``.
     """
+    if isinstance(overrides, str):  # (each character would be taken as an override)
+        raise ConfigError(f"overrides must be a list of section.key=value strings: [{overrides!r}]")
     cfg = copy.deepcopy(cfg)
     for item in overrides:
         where = f"--set {item}"

@@ -87,7 +87,10 @@ def _check(value: Any, tp: Any, meta: Mapping[str, Any], name: str, source: str)
     if not _is_kind(value, tp):
         null = " or null" if nullable else ""
         finite = "a finite float" if kind is float and isinstance(value, float) else _KINDS[kind]
-        raise ConfigError(f"{source}: {name} must be {finite}{null}, got {value!r}")
+        quote = ""
+        if kind is str and isinstance(value, bool):  # data.src: no (Norwegian) is false
+            quote = " (YAML reads a bare yes, no, on, off, true or false as a bool: quote it)"
+        raise ConfigError(f"{source}: {name} must be {finite}{null}, got {value!r}{quote}")
     if kind is float:
         value = float(value)
     _check_range(value, kind, meta, name, source)
@@ -173,11 +176,15 @@ def _kind_name(value: Any) -> str:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key given twice in one mapping (YAML keeps the last)."""
+    """SafeLoader that rejects a key given twice in one mapping (YAML keeps the last);
+    a merge key (``<<: *defaults``) is no key of its own, and the keys given beside it
+    override those it brings (YAML's rule)."""
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in seen

@@ -113,6 +113,8 @@ def load_ensemble(
         CheckpointError: a checkpoint whose vocabularies, tokenizers or lowercasing
             differ from the first's (named in the message), or one that cannot be read.
     """
+    if isinstance(paths, str | Path):  # (a string's characters are no paths)
+        raise TypeError(f"paths must be a list of checkpoint paths: [{str(paths)!r}]")
     if not paths:
         raise CheckpointError("no checkpoints to ensemble")
     bundles = [load_bundle(p, device=device) for p in paths]

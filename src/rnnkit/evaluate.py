@@ -27,6 +27,9 @@ is scored chunk by chunk, its statistics summed (the same score and signature)."
 
 
 def _check_lengths(hypotheses: Sequence[str], references: Sequence[str]) -> None:
+    for name, given in (("hypotheses", hypotheses), ("references", references)):
+        if isinstance(given, str | bytes):  # (each character would be scored as a line)
+            raise ValueError(f"{name} must be a list of sentences, not one string")
     if len(hypotheses) != len(references):
         raise ValueError(
             f"{len(hypotheses)} hypotheses but {len(references)} references; "

@@ -147,6 +147,8 @@ class Seq2Seq(nn.Module):
         super().__init__()
         resolve_cell(cell)  # a clear error before anything is built
         _check_sizes(src_vocab_size, tgt_vocab_size, enc_layers, dec_layers, pad_id, bos_id, eos_id)
+        _check_widths(emb_size=emb_size, hidden_size=hidden_size)
+        _check_rates(dropout=dropout, emb_dropout=emb_dropout)
         if tgt_embed_init not in TGT_EMBED_INITS:
             raise ValueError(
                 f"tgt_embed_init must be one of {', '.join(TGT_EMBED_INITS)}; "
@@ -295,5 +297,17 @@ def _check_sizes(
             raise ValueError(
                 f"{name} {i} is not an id of the target vocabulary (0..{tgt_vocab - 1})"
             )
-    if eos in (pad, bos):
-        raise ValueError(f"eos_id {eos} must differ from pad_id {pad} and bos_id {bos}")
+    if eos in (pad, bos) or pad == bos:
+        raise ValueError(f"pad_id {pad}, bos_id {bos} and eos_id {eos} must be three ids")
+
+
+def _check_widths(**sizes: int) -> None:
+    for name, n in sizes.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{name} must be a whole number ≥ 1, got {n!r}")
+
+
+def _check_rates(**rates: float) -> None:
+    for name, p in rates.items():
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p < 1:
+            raise ValueError(f"{name} must be a probability in [0, 1), got {p!r}")

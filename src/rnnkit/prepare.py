@@ -84,10 +84,22 @@ def check_corpora(cfg: Config, config_dir: Path | None = None, source: str = "co
     processes)."""
     d = cfg.data
     if d.task:
+        given = [k for k in ("train", "dev", "test", "dev_size", "test_size") if getattr(d, k)]
+        if given:  # (a task's pairs are generated: these were ignored without a word)
+            keys = " and ".join(f"data.{k}" for k in given)
+            raise DataError(
+                f"{source}: data.task {d.task} generates its pairs, so {keys} would go "
+                f"unused; set data.task: null to read corpora, or remove {keys}"
+            )
         check_task_options(d.task, d.task_options)
         return
     if not d.train:
         raise DataError(f"{source}: data.train is required unless data.task is set")
+    if d.format == "tsv" and d.src_col == d.tgt_col:
+        raise DataError(
+            f"{source}: data.src_col and data.tgt_col are both {d.src_col}: the source and "
+            "target sides must be two columns of the TSV file"
+        )
     if not d.dev and not d.dev_size:
         raise DataError(
             f"{source}: give data.dev, or data.dev_size to hold out dev pairs from train"

@@ -303,9 +303,16 @@ class IndRNN(_Variant):
 def _check_keywords(cell_class: type[Cell], kwargs: dict[str, Any], where: str) -> None:
     """A keyword the cell's ``__init__`` does not take is a TypeError naming the layer
     and the cell (torch's own named neither: "Cell.__init__() got an unexpected ...")."""
-    params = inspect.signature(cell_class.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    named: set[str] = set()  # along the classes an __init__ hands **kw on to
+    for klass in cell_class.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters
+        named |= set(params)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            break
+    else:  # (no __init__ of fixed keywords: any may be taken)
         return
-    unknown = [k for k in kwargs if k not in params]
+    unknown = [k for k in kwargs if k not in named]
     if unknown:
         raise TypeError(f"{where}: {cell_class.__name__} takes no keyword {unknown[0]!r}")

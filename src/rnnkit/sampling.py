@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rnnkit.search import Decoding, Hypothesis, decode_by
+from rnnkit.search import Decoding, Hypothesis, as_lengths, decode_by
 
 __all__ = ["Sampling", "sample_search"]
 
@@ -91,6 +91,7 @@ def sample_search(
     """
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
+    src_lengths = as_lengths(src_lengths)
     s = sampling or Sampling()
     generator = generator or s.generator(src.device)
 

@@ -31,7 +31,7 @@ part of the source. cp ≤ 0, so the stopping rules stay sound.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,7 +45,7 @@ from rnnkit.loss import output_log_probs
 from rnnkit.model import DecoderStep, Seq2Seq, State
 
 __all__ = ["Hypothesis", "greedy_search", "beam_search", "length_penalty", "coverage_penalty"]
-__all__ += ["max_lengths"]
+__all__ += ["as_lengths", "max_lengths"]
 
 
 class Decoding(Protocol):
@@ -86,6 +86,13 @@ def coverage_penalty(attention: Tensor, beta: float) -> float:
     return beta * float(cover.log().sum())
 
 
+def as_lengths(src_lengths: Tensor | Sequence[int]) -> Tensor:
+    """Source lengths as a tensor: a list is taken too, as :meth:`Seq2Seq.encode` takes."""
+    if isinstance(src_lengths, Tensor):
+        return src_lengths
+    return torch.as_tensor(src_lengths, dtype=torch.long)
+
+
 def max_lengths(src_lengths: Tensor, a: float, b: int) -> list[int]:
     """Each sentence's output limit, a·|x| + b tokens (at least 1)."""
     return [max(1, int(a * n + b)) for n in src_lengths.tolist()]
@@ -106,6 +113,7 @@ def greedy_search(
     """
     if src.shape[0] == 0:  # an empty batch: no sentence, no hypothesis
         return []
+    src_lengths = as_lengths(src_lengths)
     # one model on a GPU: static shapes, no host sync per step (rnnkit.graphs)
     if isinstance(model, Seq2Seq) and graphs.active(src.device):
         lims = max_lengths(src_lengths, max_len_a, max_len_b)
@@ -276,6 +284,7 @@ def beam_search(
     if src.shape[0] == 0:  # an empty batch: no sentence, no hypothesis
         return []
     K, B, dev, alpha = beam_size, src.shape[0], src.device, length_penalty_alpha
+    src_lengths = as_lengths(src_lengths)
     limits = max_lengths(src_lengths, max_len_a, max_len_b)
     src_len = src_lengths.tolist()
     if coverage < 0:

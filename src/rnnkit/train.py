@@ -32,7 +32,7 @@ from torch import Tensor
 from rnnkit import graphs, validation
 from rnnkit.atomic import make_folder, no_ctrl_c
 from rnnkit.checkpoint import Bundle, build_model, check_cell, load_checkpoint, save_checkpoint
-from rnnkit.config import Config, config_to_dict
+from rnnkit.config import Config, config_to_dict, resolve_data_path, validate_config
 from rnnkit.data import Batch, make_batches
 from rnnkit.distributed import (
     pick_device,
@@ -46,7 +46,7 @@ from rnnkit.distributed import (
 from rnnkit.ema import Ema, training_weights
 from rnnkit.optim import Schedule, make_optimizer
 from rnnkit.position import Position, Stop, TrainResult
-from rnnkit.prepare import Prepared, load_pairs, prepare, tokenizer_states
+from rnnkit.prepare import Prepared, check_corpora, load_pairs, prepare, tokenizer_states
 from rnnkit.pretrained import check_files, first_weights
 from rnnkit.progress import CsvLog, Meter, above, progress_bar, report
 from rnnkit.runlock import claimed
@@ -101,6 +101,10 @@ class Trainer:
         if ckpt is None and init is None:  # before the data work: the vectors can be read
             check_files(cfg, config_dir)
         self.data = d = self._prepare(config_dir, ckpt or init)
+        # where relative corpus paths were found (info --config writes it as data.data_dir)
+        self.data_base = (
+            None if cfg.data.task else str(resolve_data_path(cfg.data, ".", config_dir))
+        )
         self.model = build_model(cfg, len(d.src_vocab), len(d.tgt_vocab)).to(self.device)
         if ckpt is None:  # a new run (every rank): the parent's weights, or pretrained vectors
             first_weights(self.model, cfg, init, d.src_vocab, d.tgt_vocab, config_dir, self.say)
@@ -159,6 +163,7 @@ class Trainer:
             "model": self.ema.weights(),  # the average, when one is kept
             **tokenizer_states(self.data),
             "step": self.at.step,
+            **({"data_base": self.data_base} if self.data_base else {}),
         }
 
     def payload(self, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -381,7 +386,9 @@ def train(
         steps, best.pt's dev BLEU, why training stopped, the logged rows, and the
         early-stopping metric with its best value and step.
     """
+    validate_config(cfg, "config")  # (changed in code since it was loaded)
     check_cell(cfg)  # a custom cell that cannot be had fails before any data work
+    check_corpora(cfg, config_dir)  # before the folder is made
     with claimed(out_dir, writer=os.environ.get("RANK", "0") == "0"):  # one run per folder
         trainer = Trainer(cfg, out_dir, resume, config_dir, log, progress)
         result = trainer.run()

@@ -7,6 +7,7 @@ padding.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,13 +75,14 @@ def translate_lines(
             ``<unk>``. Needs a model with attention.
     """
     dec = bundle.config.decode
+    _check_options(lines, beam_size, batch_size, n_best, length_penalty, coverage_penalty)
     K = dec.beam_size if beam_size is None else beam_size
     alpha = dec.length_penalty if length_penalty is None else length_penalty
-    if n_best > max(K, 1) and sampling is None:
-        raise ValueError(f"--n-best {n_best} exceeds the beam size {K}")
+    if n_best > K and sampling is None:
+        raise ValueError(f"n_best {n_best} exceeds the beam size {K}")
     model = bundle.model if model is None else model
     if replace_unk and bundle.config.model.attention == "none":
-        raise ValueError("--replace-unk copies the source token attended to: needs attention")
+        raise ValueError("replace_unk copies the source token attended to: needs attention")
     device = next(model.parameters()).device
     lower = bundle.config.data.lowercase
     src_tokens = [
@@ -174,6 +176,38 @@ def translate_stream(
         kwargs["generator"] = sampling.generator(next(model.parameters()).device)
     for part in chunks:
         yield translate_lines(bundle, part, **kwargs)
+
+
+def _check_options(
+    lines: Sequence[str],
+    beam_size: int | None,
+    batch_size: int | None,
+    n_best: int,
+    length_penalty: float | None,
+    coverage_penalty: float | None,
+) -> None:
+    """ValueError (TypeError for a wrong type) naming the argument that
+    :func:`translate_lines` cannot take; the checkpoint's ``decode`` section holds the
+    same limits."""
+    if isinstance(lines, str | bytes) or not isinstance(lines, Sequence):
+        raise TypeError(f"lines must be a list of strings, got {type(lines).__name__}")
+    bad = next((x for x in lines if not isinstance(x, str)), "")
+    if not isinstance(bad, str):
+        raise TypeError(f"lines must be strings, got a {type(bad).__name__}")
+    for name, n in (("beam_size", beam_size), ("batch_size", batch_size), ("n_best", n_best)):
+        if n is None and name != "n_best":
+            continue
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"{name} must be an integer, got {n!r}")
+        if n < 1:
+            raise ValueError(f"{name} must be ≥ 1, got {n}")
+    for name, x in (("length_penalty", length_penalty), ("coverage_penalty", coverage_penalty)):
+        if x is None:
+            continue
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise TypeError(f"{name} must be a number, got {x!r}")
+        if not 0 <= x < math.inf:
+            raise ValueError(f"{name} must be a finite number ≥ 0, got {x}")
 
 
 def _copy_unk(ids: list[int], pieces: list[str], source: list[str], attention: Tensor) -> list[str]:

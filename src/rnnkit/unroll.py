@@ -140,9 +140,8 @@ def unroll(
     masks = [z.unbind(0) if isinstance(z, Tensor) else z for z in zone] if zone else None
     steps = []
     for t, gi_t in enumerate(gi.unbind(0)):  # unbind: one backward node, not T
-        new, gates = cell.step(gi_t, state)
-        if t == 0:
-            check_step(cell, new, gates, state)
+        stepped = cell.step(gi_t, state)
+        new, gates = check_step(cell, stepped, state) if t == 0 else stepped
         if masks is not None:  # s_t = d ⊙ s_{t-1} + (1 - d) ⊙ s̃_t
             new = tuple(
                 s if d is None else torch.lerp(s, old, d if isinstance(d, float) else d[t])

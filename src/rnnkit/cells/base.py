@@ -165,8 +165,7 @@ class Cell(nn.Module):
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One step from raw input: x ``(B, I)`` (or ``(I,)``) → ``(h, state)``."""
         x, state, unbatched = self.batched(x, state)
-        new, gates = self.step(self.project(x), state)
-        check_step(self, new, gates, state)
+        new, _ = check_step(self, self.step(self.project(x), state), state)
         new = tuple(s.squeeze(0) for s in new) if unbatched else new
         return new[0], new
 
@@ -199,10 +198,15 @@ def check_declarations(cls: type) -> None:
         )
 
 
-def check_step(cell: Cell, new: Any, gates: Any, state: State) -> None:
-    """A cell's first step returned what the API says: one tensor per declared state,
-    each the shape of the state it replaces, and gates with a field per state name."""
+def check_step(cell: Cell, out: Any, state: State) -> tuple[State, Any]:
+    """A cell's first step returned what the API says, ``(new_state, gates)``: one tensor
+    per declared state, each the shape of the state it replaces, and gates with a field
+    per state name. Returns the two."""
     name = type(cell).__name__
+    if not isinstance(out, tuple) or len(out) != 2:
+        got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
+        raise ValueError(f"{name}.step must return (new_state, gates); got {got}")
+    new, gates = out
     if not isinstance(new, tuple) or len(new) != len(state):
         got = f"{len(new)} tensor(s)" if isinstance(new, tuple) else type(new).__name__
         raise ValueError(
@@ -228,6 +232,7 @@ def check_step(cell: Cell, new: Any, gates: Any, state: State) -> None:
             f"got {type(gates).__name__} (a subclass that declares other gates needs its "
             "own step)"
         )
+    return new, gates
 
 
 def strip(cell: Cell) -> list[str]:

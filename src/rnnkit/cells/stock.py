@@ -11,6 +11,7 @@ GRU ``r z n``.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import torch
@@ -53,6 +54,10 @@ def set_forget_bias(
 ) -> None:
     """Jozefowicz et al. 2015: the forget slices (gate block ``block``, H rows) of the two
     biases sum to ``b`` at initialisation: ``bias_ih`` gets b, ``bias_hh`` 0."""
+    if isinstance(b, bool) or not isinstance(b, int | float):
+        raise TypeError(f"forget_bias must be a number, got {b!r}")
+    if not math.isfinite(b):
+        raise ValueError(f"forget_bias must be finite, got {b}")
     if bias_ih is None or bias_hh is None:
         raise ValueError("forget_bias needs bias=True")
     rows = slice(block * H, (block + 1) * H)

@@ -141,8 +141,16 @@ class SentencePieceTokenizer(Tokenizer):
             if "sentences_.empty()" in str(e):
                 raise DataError("sentencepiece: no training sentences") from e
             # "INTERNAL: src/x.cc(638) [check] Human message." → "Human message."
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise DataError(f"sentencepiece training failed: {first.split('] ', 1)[-1]}") from e
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0].split("] ", 1)[-1]
+            small = re.match(
+                r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", first
+            )
+            if small:  # (its advice names a flag of its own command line)
+                first = (
+                    f"the vocabulary size {small[1]} is smaller than the {small[2]} characters "
+                    f"the text needs; set data.vocab_size to more than {small[2]}"
+                )
+            raise DataError(f"sentencepiece training failed: {first}") from e
         return cls(model.getvalue())
 
     @property

@@ -21,6 +21,7 @@ never.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,3 +65,14 @@ def active(device: torch.device, mode: str | None = None) -> bool:
     by default the current one)."""
     m = mode or get_mode()
     return m == "on" or (m == "auto" and device.type == "cuda")
+
+
+_SUBMODULES = ("beam", "buckets", "capture", "seq2seq", "static")
+
+
+def __getattr__(name: str) -> object:
+    """The submodules load on first use (``rnnkit.graphs.capture.clear()`` after a bare
+    ``import rnnkit``, as docs/gpu.md writes it)."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
