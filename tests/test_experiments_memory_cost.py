@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def test_long_memory_writes_figures_and_markdown(long_memory: tuple[Report, Path
     assert report.figures and all(_is_png(f) and f.parent == out for f in report.figures)
     md = report.markdown
     assert md.startswith("## ") and "rnnkit experiment long-memory --quick" in md
-    assert "**Verdict.**" in md and "| T | cell |" in md
+    assert "**Verdict** (of a --quick run: its tiny" in md and "| T | cell |" in md
     for f in report.figures:
         assert f"({f.name})" in md  # linked beside the quick RESULTS.md
 
@@ -98,7 +99,7 @@ def test_attention_cost_rows(attention_cost: tuple[Report, Path]) -> None:
     att = sorted((r for r in rows if r["attention"] == "bahdanau"), key=lambda r: r["S"])
     assert att[-1]["step ms"] > att[0]["step ms"]
     assert all(_is_png(f) for f in report.figures)
-    assert "**Verdict.**" in report.markdown
+    assert "**Verdict** (of a --quick run: its tiny" in report.markdown
 
 
 def test_attention_memory_is_exactly_linear_in_source_length(
@@ -139,3 +140,25 @@ def test_update_results_replaces_only_its_section(tmp_path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert "keep me" in text and "second version" in text and "first version" not in text
     assert text.count("<!-- experiment:long-memory begin -->") == 1
+
+
+def test_figures_go_where_the_results_page_links_them(
+    attention_cost: tuple[Report, Path], tmp_path: Path
+) -> None:
+    """A full run rewrote docs/RESULTS.md's tables but left the old figures they link
+    (attention-cost and long-memory copied none); --results elsewhere linked figures that
+    were not there. Now the page's links resolve, to this run's figures."""
+    from rnnkit.experiments import place_figures
+
+    report, out = attention_cost
+    page = tmp_path / "docs" / "RESULTS.md"
+    (tmp_path / "docs" / "figures").mkdir(parents=True)
+    stale = tmp_path / "docs" / "figures" / report.figures[0].name
+    stale.write_bytes(b"an earlier run's figure")
+    md = place_figures(report, page)
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
+    assert links == [f"figures/{f.name}" for f in report.figures]
+    for link, figure in zip(links, report.figures):
+        assert (page.parent / link).read_bytes() == figure.read_bytes()
+    beside = place_figures(report, out / "RESULTS.md")  # --quick's page, in its folder
+    assert re.findall(r"!\[[^]]*\]\(([^)]+)\)", beside) == [f.name for f in report.figures]

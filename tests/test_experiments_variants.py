@@ -64,7 +64,7 @@ def test_figures_and_markdown(quick: tuple[Report, Path]) -> None:
     assert all(_is_png(f) and f.parent == out for f in report.figures)
     md = report.markdown
     assert md.startswith("## ") and "rnnkit experiment variants --quick" in md
-    assert "### Verdict" in md and "| T | cell | MSE median |" in md
+    assert "### Verdict (of a --quick run" in md and "| T | cell | MSE median |" in md
     assert "Jozefowicz" in md and "Greff" in md
     for f in report.figures:
         assert f"({f.name})" in md

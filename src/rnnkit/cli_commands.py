@@ -223,7 +223,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from rnnkit.experiments import EXPERIMENTS, run_experiment, update_results
+    from rnnkit.experiments import EXPERIMENTS, place_figures, run_experiment, update_results
 
     if args.name not in EXPERIMENTS:
         raise UsageError(f"unknown experiment {args.name!r} (known: {', '.join(EXPERIMENTS)})")
@@ -234,8 +234,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise UsageError(f"--data-dir {args.data_dir}: not a folder")  # (was: Multi30k skipped)
     report = run_experiment(args.name, out, quick=args.quick, log=_log, data_dir=args.data_dir)
-    update_results(results, args.name, report.markdown)
-    print(report.markdown)
+    markdown = place_figures(report, results)  # its figures where the page links them
+    update_results(results, args.name, markdown)
+    print(markdown)
     print(f"\nsection '{args.name}' of {results} regenerated; figures in {out}")
     return 0
 

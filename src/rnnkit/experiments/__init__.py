@@ -2,8 +2,9 @@
 
 Each experiment is a module with ``run(out_dir: Path, quick: bool, log, data_dir) ->
 Report``: it trains from scratch, prints a table (through ``log``), writes figures into
-``out_dir`` and returns its section of ``docs/RESULTS.md`` as Markdown. ``rnnkit
-experiment NAME`` runs one and regenerates that section (between its markers) in place.
+``out_dir`` and returns its section of ``docs/RESULTS.md`` as Markdown (figures linked
+by file name). ``rnnkit experiment NAME`` runs one, places its figures by the results
+page (:func:`place_figures`) and regenerates that section (between its markers) in place.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 import torch
 
 from rnnkit.atomic import make_folder
-from rnnkit.experiments.common import Report, update_results
+from rnnkit.experiments.common import Report, place_figures, update_results
 
-__all__ = ["EXPERIMENTS", "Report", "run_experiment", "update_results"]
+__all__ = ["EXPERIMENTS", "Report", "place_figures", "run_experiment", "update_results"]
 
 # name → module under rnnkit.experiments
 EXPERIMENTS = {

@@ -40,7 +40,7 @@ from rnnkit.experiments.attention_cost_measure import (
     measure,
     step_peak_bytes,
 )
-from rnnkit.experiments.common import Report, machine, markdown_table
+from rnnkit.experiments.common import QUICK_NOTE, Report, machine, markdown_table, verdict_heading
 
 __all__ = [
     "FULL_S",
@@ -228,8 +228,6 @@ def _run(out_dir: Path, quick: bool, log: Callable[[str], None]) -> Report:
     log(table)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
     command = "rnnkit experiment attention-cost" + (" --quick" if quick else "")
-    # --quick writes RESULTS.md beside its figures; the full run's figures go to docs/figures/
-    fig_dir = Path(".") if quick else Path("figures")
     fit_rows = [
         {
             "attention": s,
@@ -259,7 +257,7 @@ attention h (B, S, 2H) + U h (B, S, H) + mask; without, C (B, 2H)); *step peak M
 peak tensor bytes allocated during one step (torch profiler). Single-threaded.
 
 Regenerate: `{command}` ({seconds:.0f} s wall time, {cpu:.0f} s CPU time, single-threaded).
-Machine: {machine()}.
+Machine: {machine()}.{" " + QUICK_NOTE if quick else ""}
 
 {table}
 
@@ -267,9 +265,9 @@ Fitted growth (step: t = a + b·S; sentence: t = p·S + q·S²):
 
 {markdown_table(fit_rows)}
 
-![time per step and per sentence]({(fig_dir / figures[0].name).as_posix()})
-![memory]({(fig_dir / figures[1].name).as_posix()})
+![time per step and per sentence]({figures[0].name})
+![memory]({figures[1].name})
 
-**Verdict.** {verdict(rows, fits)}
+{verdict_heading(quick)} {verdict(rows, fits)}
 """
     return Report(NAME, md, rows=rows, figures=figures, seconds=seconds)

@@ -40,7 +40,7 @@ from rnnkit.experiments.attention_length_report import (
     slope,
     verdict,
 )
-from rnnkit.experiments.common import Report, machine
+from rnnkit.experiments.common import QUICK_NOTE, Report, machine, verdict_heading
 from rnnkit.train import train
 from rnnkit.translate import translate_lines
 
@@ -303,12 +303,7 @@ def run(out_dir: Path, quick: bool, log: Log, data_dir: Path | None) -> Report:
     else:
         log(f"skipping Multi30k: {skipped}")
     figure = plot(parts, out_dir / f"{NAME}.png")
-    link = figure.name
-    if not quick:  # the results page shows the full run's figure from docs/figures/
-        docs_figures = Path("docs") / "figures"
-        docs_figures.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(figure, docs_figures / figure.name)
-        link = f"figures/{figure.name}"
+    link = figure.name  # (rnnkit experiment places it beside the results page)
     seconds = time.time() - t0
     for task in parts:
         log(f"{task}:\n" + _bucket_table(parts[task], task == "dates"))
@@ -337,11 +332,7 @@ def _markdown(
         "the same time cap comes first) on the same data, decoded greedily, and scored per "
         "source-length bucket, as in Bahdanau et al. 2015, Fig. 2. The recurrent layers run "
         "on rnnkit's explicit cells (`model.engine: explicit`)."
-        + (
-            " **Quick version**: tiny models and data; the numbers only test the code."
-            if quick
-            else ""
-        ),
+        + (" " + QUICK_NOTE if quick else ""),
         "",
         f"- Command: `{cmd}`",
         f"- Machine: {machine()} (all timings single-threaded)",
@@ -361,7 +352,7 @@ def _markdown(
             "",
             _bucket_table(rows, exact),
             "",
-            "**Verdict.** " + verdict(task, rows, "exact" if exact else "bleu"),
+            verdict_heading(quick) + " " + verdict(task, rows, "exact" if exact else "bleu"),
             "",
         ]
     if skipped:

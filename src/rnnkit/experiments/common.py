@@ -5,15 +5,43 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import torch
 
 from rnnkit.atomic import write_atomically
 
-__all__ = ["Report", "machine", "markdown_table", "update_results"]
+__all__ = [
+    "QUICK_NOTE",
+    "QUICK_VERDICT",
+    "Report",
+    "duration",
+    "verdict_heading",
+    "machine",
+    "markdown_table",
+    "place_figures",
+    "update_results",
+]
+
+
+# what a --quick run says instead of a verdict: its tiny budget cannot test the claim
+QUICK_NOTE = "**Quick version**: tiny models, data and budget; the numbers only test the code."
+QUICK_VERDICT = "(of a --quick run: its tiny models, data and budget test the code, not the claim)"
+
+
+def verdict_heading(quick: bool) -> str:
+    """``**Verdict.**``, or for a --quick run one that says what its verdict is worth."""
+    return f"**Verdict** {QUICK_VERDICT}." if quick else "**Verdict.**"
+
+
+def duration(seconds: float) -> str:
+    """``42 s`` under two minutes, else ``3.1 min``."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 @dataclass
@@ -77,3 +105,27 @@ def update_results(path: str | Path, name: str, markdown: str) -> Path:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     write_atomically(path, lambda f: f.write(text))
     return path
+
+
+def place_figures(report: Report, results: str | Path) -> str:
+    """``report.markdown`` with its figure links (the figures' file names) made to work
+    from the results page at ``results``: figures already beside it (``--quick``'s page
+    lies in its output folder) are linked by name; others are copied into the page's
+    ``figures/`` folder (``docs/figures/`` for ``docs/RESULTS.md``), each atomically, and
+    linked there, so that a regenerated section never shows an earlier run's figures."""
+    md, home = report.markdown, Path(results).resolve().parent
+    for figure in report.figures:
+        if figure.resolve().parent == home:
+            continue
+        target = home / "figures" / figure.name
+        write_atomically(target, _copier(figure), binary=True)
+        md = md.replace(f"]({figure.name})", f"](figures/{figure.name})")
+    return md
+
+
+def _copier(source: Path) -> Callable[[IO[bytes]], None]:
+    def copy(f: IO[bytes]) -> None:
+        with source.open("rb") as src:
+            shutil.copyfileobj(src, f)
+
+    return copy

@@ -32,7 +32,14 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.data import adding_batch
-from rnnkit.experiments.common import Report, machine, markdown_table
+from rnnkit.experiments.common import (
+    QUICK_NOTE,
+    Report,
+    duration,
+    machine,
+    markdown_table,
+    verdict_heading,
+)
 from rnnkit.layers import GRU, LSTM, RNN
 
 NAME = "long-memory"
@@ -332,7 +339,6 @@ def _run(out_dir: Path, s: Setting, quick: bool, log: Callable[[str], None]) -> 
     log(table)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
     command = "rnnkit experiment long-memory" + (" --quick" if quick else "")
-    fig_dir = Path(".") if quick else Path("figures")  # --quick: RESULTS.md beside figures
     base = ", ".join(f"{b:.3f} (T={T})" for T, b in baselines.items())
     md = f"""## Long memory: the adding problem, RNN against LSTM and GRU
 
@@ -349,9 +355,9 @@ baseline / 100 = {DONE:.5f}, where the rest of its budget could not change the t
 Baseline (always predict 1): MSE 1/6 ≈ {BASELINE:.3f}; on the test sets {base}.
 *Solved*: final test MSE below baseline / 10 = {SOLVED:.4f}.
 
-Regenerate: `{command}` ({seconds / 60:.1f} min wall time, {cpu / 60:.1f} min CPU time,
+Regenerate: `{command}` ({duration(seconds)} wall time, {duration(cpu)} CPU time,
 single-threaded).
-Machine: {machine()}.
+Machine: {machine()}.{" " + QUICK_NOTE if quick else ""}
 
 {table}
 
@@ -360,9 +366,9 @@ evaluation below baseline / 10, averaged over the seeds that got there; *steps r
 mean steps trained (fewer than {s.steps} when a run stopped early); *train s / run*:
 mean wall seconds to train one model.
 
-![learning curves]({(fig_dir / figures[0].name).as_posix()})
-![final MSE against T]({(fig_dir / figures[1].name).as_posix()})
+![learning curves]({figures[0].name})
+![final MSE against T]({figures[1].name})
 
-**Verdict.** {verdict(rows)}
+{verdict_heading(quick)} {verdict(rows)}
 """
     return Report(NAME, md, rows=rows, figures=figures, seconds=seconds)

@@ -33,7 +33,7 @@ from rnnkit.config import Config, config_from_dict
 from rnnkit.data import encode_pairs, make_batches, read_lines, write_lines
 from rnnkit.evaluate import exact_match, score
 from rnnkit.experiments.attention_length import missing_multi30k, multi30k_dir
-from rnnkit.experiments.common import Report, machine
+from rnnkit.experiments.common import QUICK_NOTE, QUICK_VERDICT, Report, machine
 from rnnkit.experiments.lstm_vs_gru_report import (
     CELLS,
     _conclusion,
@@ -261,18 +261,15 @@ def run(out_dir: Path, quick: bool, log: Log, data_dir: Path | None) -> Report:
         cmps[task] = compare(results[task])
         rows += _rows(task, results[task], cmps[task])
     figure = plot(results, out_dir / f"{NAME}.png")
-    link = figure.name
-    if not quick:  # the results page shows the full run's figure from docs/figures/
-        (Path("docs") / "figures").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(figure, Path("docs") / "figures" / figure.name)
-        link = f"figures/{figure.name}"
+    link = figure.name  # (rnnkit experiment places it beside the results page)
     seconds = time.time() - t0
     params, speed, *quality = _tables(rows)
     log("\n\n".join([params, speed, *quality]))
     lines = _header(quick, seconds, settings, about)
     lines += ["### Parameters", "", params, "", "### Training speed", "", speed, "", "### Quality"]
     lines += [x for table in quality for x in ("", table)]
-    lines += ["", f"![LSTM vs GRU learning curves]({link})", "", "### Verdict", ""]
+    heading = "### Verdict" + (f" {QUICK_VERDICT}" if quick else "")
+    lines += ["", f"![LSTM vs GRU learning curves]({link})", "", heading, ""]
     lines += [f"- {task}: {verdict(task, results[task], cmps[task])}" for task in results]
     if skipped:
         lines += [f"- Multi30k skipped: {skipped}."]
@@ -290,7 +287,7 @@ def _header(quick: bool, seconds: float, settings: dict[str, Setting], about: di
         "the same number of updates on the same data (same seed, batches and learning rate; "
         "Adam, no label smoothing; fused torch kernels). Chung et al. (2014) found the two "
         "comparable; the GRU has 3 gate blocks (r, z, n) to the LSTM's 4 (i, f, g, o)."
-        + (" **Quick version**: tiny models and data; the numbers only test the code."
+        + (" " + QUICK_NOTE
            if quick else ""),
         "",
         f"- Command: `{cmd}`",

@@ -146,7 +146,7 @@ def verdict(task: str, res: dict[str, dict[str, Any]], cmp: dict[str, Any]) -> s
         text += "; the fused GRU kernel, not the cell, is what is slow here"
     text += (
         f". Dev BLEU at step {cmp['step']}: GRU {cmp['gru']['same_steps']:.1f}, LSTM "
-        f"{cmp['lstm']['same_steps']:.1f}; after {cmp['seconds']:.0f} s of training: GRU "
+        f"{cmp['lstm']['same_steps']:.1f}; after {_secs(cmp['seconds'])} s of training: GRU "
         f"{cmp['gru']['same_time']:.1f}, LSTM {cmp['lstm']['same_time']:.1f}. "
         + _difference("Test BLEU", g["test_bleu"], m["test_bleu"], g["vs_lstm"]["bleu"])
     )
@@ -200,7 +200,7 @@ def _rows(task: str, res: dict[str, dict[str, Any]], cmp: dict[str, Any]) -> lis
             "steps/s (bench, explicit cells)": r["bench"]["explicit"]["steps_per_s"],
             "steps": r["steps"], "training s": round(r["curve"][-1]["train_s"], 1),
             f"dev BLEU @ step {cmp['step']}": cmp[cell]["same_steps"],
-            f"dev BLEU @ {cmp['seconds']:.0f} s": cmp[cell]["same_time"],
+            f"dev BLEU @ {_secs(cmp['seconds'])} s": cmp[cell]["same_time"],
             "test BLEU": r["test_bleu"], "test exact %": 100 * r["test_exact"],
         })  # fmt: skip
     return rows
@@ -242,6 +242,11 @@ def _conclusion(results: dict[str, dict[str, dict[str, Any]]]) -> str:
         "3/4 recurrent weights are only part of the model (embeddings, attention and the "
         "output layer cost the same for both)."
     )
+
+
+def _secs(x: float) -> str:
+    """Seconds as a label: tenths below 10 s (a --quick run trains for under one)."""
+    return f"{x:.1f}" if x < 10 else f"{x:.0f}"
 
 
 def _ci_has_zero(ci: tuple[float, float, float]) -> bool:

@@ -34,7 +34,7 @@ from rnnkit.evaluate import score
 from rnnkit.experiments import long_memory as lm
 from rnnkit.experiments import lstm_vs_gru as vg
 from rnnkit.experiments.attention_length import missing_multi30k, multi30k_dir
-from rnnkit.experiments.common import Report, machine, markdown_table
+from rnnkit.experiments.common import QUICK_NOTE, QUICK_VERDICT, Report, machine, markdown_table
 from rnnkit.layers import GRU, LSTM
 from rnnkit.recurrent import CIFGLSTM, MGU, IndRNN, LayerNormLSTM, PeepholeLSTM
 from rnnkit.train import load_pairs, train
@@ -336,12 +336,7 @@ def run(out_dir: Path, quick: bool, log: vg.Log, data_dir: Path | None = None) -
         lm.plot_curves(runs, s, out_dir / "variants_curves.png", CELLS, COLORS),
         lm.plot_final(runs, s, out_dir / "variants_final.png", CELLS, COLORS),
     ] + ([plot_translation(mt, out_dir / "variants_multi30k.png")] if mt else [])
-    links = [f.name for f in figures]
-    if not quick:  # the results page shows the full run's figures from docs/figures/
-        (Path("docs") / "figures").mkdir(parents=True, exist_ok=True)
-        for f in figures:
-            shutil.copy2(f, Path("docs") / "figures" / f.name)
-        links = [f"figures/{x}" for x in links]
+    links = [f.name for f in figures]  # (rnnkit experiment places them by the page)
     table = markdown_table(rows, [k for k in rows[0] if k not in ("task", "diverged")])
     mt_table = markdown_table(mt, [k for k in mt[0] if k not in ("task", "curve")]) if mt else ""
     log(table + "\n\n" + mt_table)
@@ -357,7 +352,7 @@ the output activation are what matter. Cells: `rnnkit.LSTM` (torch's init; this 
 Greff et al.'s *NP*, no-peephole, variant), `LSTM fb=1` (`forget_bias=1.0`: the
 forget-gate biases sum to 1), `LayerNormLSTM`, `PeepholeLSTM` (Greff et al.'s
 *vanilla*), `CIFGLSTM`, `GRU`, `MGU`, `IndRNN` (relu, u ~ U(0, 1)).
-{"**Quick version**: tiny budget; the numbers only test the code." if quick else ""}
+{QUICK_NOTE if quick else ""}
 
 - Command: `{cmd}` ({seconds / 60:.1f} min wall time, {cpu / 60:.1f} min CPU; the adding
   problem {t_adding / 60:.1f} min), single-threaded.
@@ -385,5 +380,6 @@ forget-gate biases sum to 1), `LayerNormLSTM`, `PeepholeLSTM` (Greff et al.'s
     md += f"\n### Adding problem\n\n{table}\n\n![curves]({links[0]})\n![final MSE]({links[1]})\n"
     if mt:
         md += f"\n### Multi30k de→en\n\n{mt_table}\n\n![dev BLEU]({links[2]})\n"
-    md += f"\n### Verdict\n\n{verdict(rows, mt)}\n"
+    heading = "### Verdict" + (f" {QUICK_VERDICT}" if quick else "")
+    md += f"\n{heading}\n\n{verdict(rows, mt)}\n"
     return Report(NAME, md, rows=rows + mt, figures=figures, seconds=seconds)
