@@ -179,3 +179,16 @@ def test_cli_scores_a_corpus_chunk_by_chunk(tmp_path, capsys, monkeypatch):
 
     assert main(["score", str(ckpt), "--src", "-", "--tgt", "-"]) == 2
     assert "--src and --tgt cannot both be stdin" in capsys.readouterr().err
+
+
+def test_an_unk_in_a_translation_is_scored_as_the_unknown_token():
+    """A word-level model writes <unk> for a word it lacks; rnnkit score split that text
+    into '<', 'unk', '>' (n-best reranking scored other tokens than the search had)."""
+    from rnnkit.data import CharTokenizer
+
+    b = word_bundle()
+    src, tgt = "a b c", f"{WORDS[0]} <unk> {WORDS[1]}"
+    (got,) = score_pairs(b, [src], [tgt])
+    assert got.tokens == 4  # three words and EOS
+    assert got.log_prob == pytest.approx(forward_log_prob(b, src, tgt), abs=1e-5)
+    assert CharTokenizer().encode("a<unk> b") == ["a", "<unk>", "▁", "b"]

@@ -26,7 +26,7 @@ import random
 import re
 import sys
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import sentencepiece as spm
@@ -273,9 +273,13 @@ class WordTokenizer(Tokenizer):
         self.marks = marks
 
     def encode(self, text: str) -> list[str]:
-        """Words (and punctuation marks) of ``text``; any Unicode whitespace separates."""
+        """Words (and punctuation marks) of ``text``; any Unicode whitespace separates.
+        ``<unk>`` (what translation writes for the unknown token) stays one token."""
         if self.lowercase:
             text = text.lower()
+        return _around_unk(text, self._words)
+
+    def _words(self, text: str) -> list[str]:
         if self.split_punct:
             return _split_words(text) if self.marks else _WORD_RE.findall(text)
         return text.split()
@@ -334,10 +338,11 @@ class CharTokenizer(Tokenizer):
         self.lowercase = lowercase
 
     def encode(self, text: str) -> list[str]:
-        """Characters of ``text``, whitespace shown as ``▁``."""
+        """Characters of ``text``, whitespace shown as ``▁``; ``<unk>`` (what translation
+        writes for the unknown token) is one piece."""
         if self.lowercase:
             text = text.lower()
-        return [SPACE if c.isspace() else c for c in text]
+        return _around_unk(text, lambda part: [SPACE if c.isspace() else c for c in part])
 
     def decode(self, pieces: list[str]) -> str:
         """Concatenate pieces, ``▁`` back to a space."""
@@ -351,6 +356,21 @@ class CharTokenizer(Tokenizer):
     def from_state(cls, state: dict[str, Any]) -> CharTokenizer:
         """Rebuild from :meth:`to_state` output."""
         return cls(lowercase=bool(state["lowercase"]))
+
+
+UNK_TEXT = "<unk>"  # (rnnkit.data.vocab.UNK) a translation's unknown token, as text
+
+
+def _around_unk(text: str, encode: Callable[[str], list[str]]) -> list[str]:
+    """``encode`` of the text between the ``<unk>``s of ``text``, each ``<unk>`` one piece:
+    a translation that holds one is scored (``rnnkit score``, n-best reranking) with the
+    unknown token the model gave it, not as ``<``, ``unk``, ``>``."""
+    if UNK_TEXT not in text:
+        return encode(text)
+    out: list[str] = []
+    for k, part in enumerate(text.split(UNK_TEXT)):
+        out += ([UNK_TEXT] if k else []) + encode(part)
+    return out
 
 
 TOKENIZERS: dict[str, type[Tokenizer]] = {
