@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="write the N best as 'line ||| text ||| score', line the input line's 0-based "
         "number (Moses' n-best format); N at most the beam size, or samples with --sample "
-        "(default: 1)",
+        "(default: 1). score: beam search's, the log-probability over the length penalty "
+        "(raw with --length-penalty 0); greedy and --sample: the log-probability",
     )
     tr.add_argument(
         "--json",

@@ -23,13 +23,18 @@ __all__ = ["ERRORS", "Health", "TranslateResponse", "add_security", "docs_html",
 
 class Alternative(BaseModel):
     text: str
-    score: float | None = Field(description="log-probability (null when not finite)")
+    score: float | None = Field(
+        description="its score, as the translation's (null when not finite)"
+    )
     target_tokens: list[str]
 
 
 class Translation(BaseModel):
     text: str = Field(description="the best translation, detokenised")
-    score: float | None = Field(description="its log-probability (null when not finite)")
+    score: float | None = Field(
+        description="what the search ranked by: the log-probability (beam search: over the "
+        "length penalty, with the coverage penalty); null when not finite"
+    )
     source_tokens: list[str]
     target_tokens: list[str] = Field(description="ending with </s> when the output ended")
     attention: list[list[float | None]] | None = Field(
