@@ -415,6 +415,25 @@ def test_a_model_without_attention_records_its_beam_translation_to_its_end(tmp_p
     assert seen_empty  # (seed 2: beam 4's best is the empty output)
 
 
+def test_a_second_inspect_into_a_folder_leaves_none_of_the_firsts_figures(tmp_path):
+    """Another model's attention.png and saturation.png stayed beside the new gate
+    figures (the default ./inspect folder is used again and again); a file of the user's
+    stays. And the attention title cuts a long sentence with an ellipsis."""
+    out = tmp_path / "out"
+    first = save_bundle(make_bundle("lstm", enc_layers=2, dec_layers=2), tmp_path / "a.pt")
+    long = " ".join(["a b c d e f g h"] * 10)
+    before = {p.name for p in run_inspect(first, long, out, corpus=CORPUS).files}
+    assert {"attention.png", "saturation.png", "gates_encoder_l1_backward.png"} <= before
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    plain = make_bundle("gru", attention="none", enc_layers=1, dec_layers=1)
+    after = {p.name for p in run_inspect(save_bundle(plain, tmp_path / "b.pt"), "a b", out).files}
+    assert {p.name for p in out.iterdir()} == after | {"notes.txt"}
+    assert "attention.png" not in after and "gates_encoder_l0_forward.png" in after
+    from rnnkit.inspect import _clip
+
+    assert _clip(long) == long[:59] + "…" and _clip("a b") == "a b"
+
+
 def test_the_recorder_never_writes_padding_or_bos_as_greedy_search():
     """Seed 6's untrained LSTM writes <pad> at every step by plain argmax; the recorder
     makes greedy search's choices (which leave out <pad> and <s>)."""

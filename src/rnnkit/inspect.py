@@ -348,7 +348,7 @@ def run_inspect(
             rec.out_tokens,
             rec.attention,
             out / "attention.png",
-            title=f"attention: {sentence.strip()[:60]} → {rec.translation[:60]}",
+            title=f"attention: {_clip(sentence.strip())} → {_clip(rec.translation)}",
         )
     for part in rec.gates:
         figures[part_slug(part)] = plot_gates(
@@ -367,4 +367,19 @@ def run_inspect(
             say("note: a vanilla RNN has no sigmoid gates; no saturation plot")
     files += figures.values()
     files.append(write_html(rec, out / "inspect.html", figures, sat, sentence=sentence))
+    _remove_stale(out, files)
     return InspectResult(rec.translation, files, rec, sat)
+
+
+def _clip(text: str, n: int = 60) -> str:
+    """``text`` cut to ``n`` characters, with an ellipsis when it was cut."""
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _remove_stale(out: Path, written: list[Path]) -> None:
+    """The figures an earlier inspect left in ``out`` that this one did not draw (another
+    model's attention.png beside a model without attention, gates of other layers): they
+    would pass for this sentence's. Only inspect's own names are touched."""
+    for path in [out / "attention.png", out / "saturation.png", *out.glob("gates_*.png")]:
+        if path not in written and path.is_file():
+            path.unlink()
