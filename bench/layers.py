@@ -2,8 +2,10 @@
 
 Prints, for LSTM, GRU and RNN at several sizes, the median time of torch.nn and the
 ratio rnnkit / torch.nn for each engine, for a training step (forward + backward)
-and for inference (forward under no_grad). Runs are interleaved (torch, then each
-engine, repeated) so that a noisy machine hurts every column alike.
+and for inference (forward under no_grad), and the explicit engine against torch.nn with
+oneDNN off (on x86 CPUs torch.nn.LSTM runs oneDNN's fused LSTM kernel, about 1.8× its
+own cell loop; GRU and RNN have none). Runs are interleaved (torch, then each engine,
+repeated) so that a noisy machine hurts every column alike.
 
     python bench/layers.py [--repeats N] [--quick] [--threads N]
 """
@@ -20,6 +22,7 @@ import rnnkit
 
 SIZES = [(50, 64, 512), (100, 16, 128), (50, 32, 256)]  # (T, B, I = H)
 ENGINES = ["auto", "explicit", "reference"]
+NO_ONEDNN = "torch.nn without oneDNN"  # the explicit engine against it: last column
 TARGETS = {  # issue 2: median ratio against torch.nn
     ((50, 64, 512), "explicit"): 1.5,
     ((100, 16, 128), "explicit"): 2.5,
@@ -28,7 +31,10 @@ TARGETS = {  # issue 2: median ratio against torch.nn
 }
 
 
-def _step(module: torch.nn.Module, x: torch.Tensor, train: bool) -> None:
+def _step(module: torch.nn.Module, x: torch.Tensor, train: bool, onednn: bool = True) -> None:
+    if not onednn:  # torch.nn.LSTM's oneDNN kernel (x86 CPUs) off: torch's own cell loop
+        with torch.backends.mkldnn.flags(enabled=False):
+            return _step(module, x, train)
     if train:
         out, _ = module(x)
         out.sum().backward()
@@ -42,7 +48,7 @@ def measure(kind: str, size: tuple[int, int, int], repeats: int) -> dict[str, tu
     T, B, H = size
     torch.manual_seed(0)
     ref = getattr(torch.nn, kind)(H, H)
-    mods = {"torch.nn": ref}
+    mods = {"torch.nn": ref, NO_ONEDNN: ref}
     for engine in ENGINES:
         m = getattr(rnnkit, kind)(H, H, engine=engine)
         m.load_state_dict(ref.state_dict())
@@ -50,12 +56,12 @@ def measure(kind: str, size: tuple[int, int, int], repeats: int) -> dict[str, tu
     x = torch.randn(T, B, H, requires_grad=True)
     times: dict[str, dict[bool, list[float]]] = {n: {True: [], False: []} for n in mods}
     for train in (True, False):
-        for m in mods.values():  # warm up
-            _step(m, x, train)
+        for name, m in mods.items():  # warm up
+            _step(m, x, train, onednn=name != NO_ONEDNN)
         for _ in range(repeats):
             for name, m in mods.items():
                 t0 = time.perf_counter()
-                _step(m, x, train)
+                _step(m, x, train, onednn=name != NO_ONEDNN)
                 times[name][train].append(time.perf_counter() - t0)
     return {n: (statistics.median(t[True]), statistics.median(t[False])) for n, t in times.items()}
 
@@ -71,8 +77,10 @@ def main() -> None:
     sizes = SIZES[1:2] if args.quick else SIZES
     repeats = 3 if args.quick else args.repeats
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats}")
-    header = f"{'layer':5} {'T,B,H':>12} {'mode':6} {'torch.nn ms':>11} " + " ".join(
-        f"{e + ' ×':>12}" for e in ENGINES
+    header = (
+        f"{'layer':5} {'T,B,H':>12} {'mode':6} {'torch.nn ms':>11} "
+        + " ".join(f"{e + ' ×':>12}" for e in ENGINES)
+        + f" {'explicit / no oneDNN ×':>23}"
     )
     print(header)
     misses = []
@@ -83,6 +91,7 @@ def main() -> None:
                 base = res["torch.nn"][k]
                 ratios = {e: res[e][k] / base for e in ENGINES}
                 cells = " ".join(f"{ratios[e]:12.2f}" for e in ENGINES)
+                cells += f" {res['explicit'][k] / res[NO_ONEDNN][k]:23.2f}"
                 print(
                     f"{kind:5} {','.join(map(str, size)):>12} {mode:6} {base * 1e3:11.2f} {cells}"
                 )
@@ -94,6 +103,10 @@ def main() -> None:
         "targets (LSTM, GRU): explicit ≤ 1.5× at 50,64,512 and ≤ 2.5× at 100,16,128; auto ≤ 1.15×"
     )
     print("missed: " + ("; ".join(misses) if misses else "none"))
+    print(
+        "note: on x86 CPUs torch.nn.LSTM runs oneDNN's fused LSTM kernel; the last column "
+        "compares the explicit engine with torch.nn run with oneDNN off (its own cell loop)"
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ median time of the reference and the ratio candidate / reference, for a training
 (forward + backward of ``out.sum()``, layers in train mode) and for inference (forward
 under no_grad, layers in eval mode):
 
-  a) ``LayerNormLSTM`` (explicit engine) / ``torch.nn.LSTM``: the price of the norms;
+  a) ``LayerNormLSTM`` (explicit engine) / ``torch.nn.LSTM``: the price of the norms
+     (also against torch.nn.LSTM with oneDNN off: on x86 CPUs its default is oneDNN's
+     fused LSTM kernel, which no layer of separate operations can match);
   b) the autograd loop a user would write for the same LayerNorm LSTM / ``LayerNormLSTM``
      (same weights; checked to give the same outputs before it is timed);
   c) ``Recurrent(MyLSTMCell)``, the worked example of docs/cells.md, / ``rnnkit.LSTM``
@@ -38,6 +40,7 @@ MODES = ("train", "infer")
 REGULARISERS = {"zoneout": 0.1, "recurrent_dropout": 0.25, "weight_drop": 0.5}
 ROWS = [  # (label, group, candidate, reference): the ratio is candidate / reference
     ("LayerNormLSTM / torch.nn.LSTM", "layernorm", "LayerNormLSTM", "torch.nn.LSTM"),
+    ("LayerNormLSTM / torch.nn.LSTM, no oneDNN", "layernorm", "LayerNormLSTM", "no oneDNN"),
     ("autograd loop / LayerNormLSTM", "layernorm", "loop", "LayerNormLSTM"),
     ("Recurrent(MyLSTMCell) / LSTM explicit", "custom", "Recurrent(MyLSTMCell)", "LSTM"),
     *(
@@ -124,6 +127,20 @@ def my_lstm_cell() -> type[rnnkit.Cell]:
     return namespace["MyLSTMCell"]  # type: ignore[return-value]
 
 
+class WithoutOneDNN(nn.Module):
+    """``torch.nn.LSTM`` run with oneDNN off: torch's own cell loop. On x86 CPUs the LSTM
+    otherwise runs oneDNN's fused kernel, which no layer of separate operations (the
+    norms need them) can match."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        with torch.backends.mkldnn.flags(enabled=False):
+            return self.inner(x)
+
+
 def build(group: str, H: int) -> dict[str, nn.Module]:
     """The modules of one comparison group, the reference's weights loaded where they fit."""
     torch.manual_seed(0)
@@ -131,7 +148,13 @@ def build(group: str, H: int) -> dict[str, nn.Module]:
         ln = rnnkit.LayerNormLSTM(H, H, engine="explicit")
         loop = LoopLayerNormLSTM(H, H)
         loop.load_state_dict(ln.state_dict())
-        return {"torch.nn.LSTM": nn.LSTM(H, H), "LayerNormLSTM": ln, "loop": loop}
+        ref = nn.LSTM(H, H)
+        return {
+            "torch.nn.LSTM": ref,
+            "no oneDNN": WithoutOneDNN(ref),
+            "LayerNormLSTM": ln,
+            "loop": loop,
+        }
     if group == "custom":
         lstm = rnnkit.LSTM(H, H, engine="explicit")
         mine = rnnkit.Recurrent(my_lstm_cell(), H, H, engine="explicit")
@@ -201,7 +224,7 @@ def run_size(size: tuple[int, int, int], repeats: int) -> list[str]:
                 if not ok:
                     misses.append(f"{label} {','.join(map(str, size))} {mode}: {ratio:.2f}")
             sz = ",".join(map(str, size))
-            print(f"{label:38} {sz:>10} {mode:5} {base * 1e3:9.2f} {ratio:7.2f}  {mark}")
+            print(f"{label:40} {sz:>10} {mode:5} {base * 1e3:9.2f} {ratio:7.2f}  {mark}")
     return misses
 
 
@@ -218,7 +241,7 @@ def main() -> None:
     pinned = " (pinned by default; --threads N)" if args.threads == 1 else ""
     print(f"torch {torch.__version__}, {n} thread{'s' * (n != 1)}{pinned}, median of {repeats}")
     print(
-        f"{'candidate / reference':38} {'T,B,H':>10} {'mode':5} {'ref ms':>9} {'ratio':>7}  target"
+        f"{'candidate / reference':40} {'T,B,H':>10} {'mode':5} {'ref ms':>9} {'ratio':>7}  target"
     )
     misses = [m for size in sizes for m in run_size(size, repeats)]
     print(

@@ -158,6 +158,29 @@ def test_translate_lines_refuses_what_the_command_refuses(kw, error, says):
         translate_lines(word_bundle(), ["a b"], **kw)
 
 
+def test_a_beam_wider_than_the_target_vocabulary_is_refused(tmp_path, capsys):
+    """--beam 100000 (a typo for 10) took 112 s and 14 GB for two sentences."""
+    b = word_bundle()  # 12 target tokens
+    with pytest.raises(ValueError, match="beam_size 13 exceeds the target vocabulary"):
+        translate_lines(b, ["a b"], beam_size=13)
+    assert len(translate_lines(b, ["a b"], beam_size=12)) == 1
+    ckpt = save_bundle(b, tmp_path / "m.pt")
+    (tmp_path / "in.txt").write_text("a b\n", encoding="utf-8")
+    for command in ("translate", "evaluate"):
+        argv = [command, str(ckpt), "--beam", "100000", "--input", str(tmp_path / "in.txt")]
+        if command == "evaluate":
+            argv[-2:] = ["--src", str(tmp_path / "in.txt"), "--ref", str(tmp_path / "in.txt")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == "rnnkit: error: --beam 100000 exceeds the target vocabulary (12 tokens)\n"
+    from rnnkit.serve.served import refusal
+    from rnnkit.serve.translator import Decode
+
+    loaded = type("Loaded", (), {"bundle": b, "ensemble": None})()
+    assert "exceeds the target vocabulary" in str(refusal(loaded, Decode(13, 1, False, False)))
+    assert refusal(loaded, Decode(12, 1, False, False)) is None
+
+
 def test_translate_lines_takes_a_list_of_strings():
     b = word_bundle()
     with pytest.raises(TypeError, match="lines must be a list of strings, got str"):

@@ -104,13 +104,16 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def _search_options(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
     """The options translate and evaluate share, as ``translate_lines`` takes them;
     those the model cannot have are a UsageError."""
+    beam, vocab = args.beam or bundle.config.decode.beam_size, len(bundle.tgt_vocab)
+    if beam > vocab:  # (a typo's --beam 100000 took 14 GB for two sentences)
+        raise UsageError(f"--beam {beam} exceeds the target vocabulary ({vocab} tokens)")
     if bundle.config.model.attention == "none":  # nothing attended to copy or to cover
         if args.replace_unk:
             raise UsageError("--replace-unk: the model has no attention to copy from")
         cover = args.coverage_penalty
         if cover is None:
             cover = bundle.config.decode.coverage_penalty
-        if cover and (args.beam or bundle.config.decode.beam_size) > 1:
+        if cover and beam > 1:
             raise UsageError("--coverage-penalty: the model has no attention to measure")
     return {
         "beam_size": args.beam,

@@ -334,8 +334,12 @@ def run_inspect(
             f"inspect: the sentence has {n_src - 1} source tokens; at most {MAX_TOKENS} are "
             "allowed, as inspect draws every token in its figures"
         )
-    make_folder(out, "inspect: ")
     k = bundle.config.decode.beam_size if beam is None else beam  # as translate decodes
+    if k > len(bundle.tgt_vocab):
+        raise DataError(
+            f"inspect: --beam {k} exceeds the target vocabulary ({len(bundle.tgt_vocab)})"
+        )
+    make_folder(out, "inspect: ")
     limit = min(max_output_len(bundle, n_src), MAX_TOKENS)
     rec = record_translation(bundle, sentence, k, max_len=limit)
     if len(rec.out_tokens) == MAX_TOKENS and rec.out_tokens[-1] != "</s>":

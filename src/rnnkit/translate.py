@@ -77,6 +77,8 @@ def translate_lines(
     dec = bundle.config.decode
     _check_options(lines, beam_size, batch_size, n_best, length_penalty, coverage_penalty)
     K = dec.beam_size if beam_size is None else beam_size
+    if K > len(bundle.tgt_vocab) and sampling is None:
+        raise ValueError(f"beam_size {K} exceeds the target vocabulary ({len(bundle.tgt_vocab)})")
     alpha = dec.length_penalty if length_penalty is None else length_penalty
     if n_best > K and sampling is None:
         raise ValueError(f"n_best {n_best} exceeds the beam size {K}")

@@ -37,6 +37,10 @@ class Refused(ValueError):
 
 def refusal(m: Loaded, opts: Decode) -> str | None:
     """Why ``m`` cannot translate with ``opts``, or None."""
+    if opts.beam > len(m.bundle.tgt_vocab):
+        return (
+            f'"beam" {opts.beam} exceeds the target vocabulary ({len(m.bundle.tgt_vocab)} tokens)'
+        )
     if opts.gates and m.ensemble is not None:
         return f'"gates" need one model; this server runs an ensemble of {m.about["models"]}'
     if opts.replace_unk and m.bundle.config.model.attention == "none":
