@@ -19,11 +19,11 @@ import warnings
 
 import torch
 
+import rnnkit
+
 # torch.backends.mkldnn.flags() warns of Intel GPUs on every CPU build (oneDNN off for
 # the reference column): not this benchmark's concern
 warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
-
-import rnnkit
 
 SIZES = [(50, 64, 512), (100, 16, 128), (50, 32, 256)]  # (T, B, I = H)
 ENGINES = ["auto", "explicit", "reference"]

@@ -31,14 +31,14 @@ import warnings
 from pathlib import Path
 
 import torch
-
-# torch.backends.mkldnn.flags() warns of Intel GPUs on every CPU build (oneDNN off for
-# the reference column): not this benchmark's concern
-warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 import rnnkit
+
+# torch.backends.mkldnn.flags() warns of Intel GPUs on every CPU build (oneDNN off for
+# the reference column): not this benchmark's concern
+warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
 
 SIZES = [(50, 64, 512), (100, 16, 128)]  # (T, B, I = H)
 MODES = ("train", "infer")
