@@ -361,3 +361,20 @@ def test_a_bad_rnnkit_fault_is_one_line(monkeypatch):
         _fault_step(1)
     monkeypatch.setenv("RNNKIT_FAULT", "1@3")
     assert (_fault_step(1), _fault_step(0)) == (3, None)
+
+
+def test_score_of_empty_files_and_a_checkpoint_after_ref(plain_model, tmp_path, capsys):
+    """score of empty files said 'scored 0 pairs ... perplexity 1.00' (evaluate refuses
+    them); a checkpoint given after --ref was 'the following arguments are required'."""
+    empty = tmp_path / "e.txt"
+    empty.write_text("", encoding="utf-8")
+    assert main(["score", str(plain_model), "--src", str(empty), "--tgt", str(empty)]) == 2
+    assert capsys.readouterr().err == f"rnnkit: error: {empty}: file is empty\n"
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate", "--src", str(empty), "--ref", str(empty), str(plain_model)])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.endswith(
+        f"--ref takes every file after it, {plain_model} too: give the checkpoint first "
+        "(rnnkit evaluate CKPT --src F --ref F)"
+    )

@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from rnnkit import __version__
 from rnnkit.cli_commands import UsageError as UsageError  # (importable from here)
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         nargs="+",
         metavar="FILE",
+        action=_References,
         help="reference translations, line-aligned; several files: multi-reference scores "
         "(it takes every file name after it: give CHECKPOINT first)",
     )
@@ -340,6 +342,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="one size, 3 repeats (a smoke run)")
     b.set_defaults(func=cmd_bench)
     return p
+
+
+class _References(argparse.Action):
+    """``--ref FILE [FILE ...]``: a ``.pt`` among them is the checkpoint given after it
+    (argparse said only that CHECKPOINT was missing)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        checkpoints = [v for v in values if str(v).endswith(".pt")]
+        if checkpoints:
+            parser.error(
+                f"--ref takes every file after it, {checkpoints[0]} too: give the "
+                "checkpoint first (rnnkit evaluate CKPT --src F --ref F)"
+            )
+        setattr(namespace, self.dest, values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

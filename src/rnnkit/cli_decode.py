@@ -265,6 +265,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             pairs += len(scores)
             tokens += sum(s.tokens for s in scores)
             log_prob += sum(s.log_prob for s in scores)
+    if pairs == 0:  # (stdin: known only now)
+        raise UsageError("<stdin>: no pairs to score")
     if args.output not in (None, "-"):
         write_text(args.output, kept)
     t = totals(pairs, tokens, log_prob)
@@ -286,6 +288,8 @@ def _same_lengths(src: str, tgt: str, size: int) -> int | None:
     n_src, n_tgt = (sum(len(c) for c in text_chunks(f, size)) for f in (src, tgt))
     if n_src != n_tgt:
         raise UsageError(f"{src} has {n_src} lines but {tgt} has {n_tgt}")
+    if n_src == 0:  # (as evaluate: nothing to score is an error, not a perplexity of 1)
+        raise UsageError(f"{src}: file is empty")
     return n_src
 
 
