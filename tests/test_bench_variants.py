@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REGULARISERS = ("zoneout", "recurrent_dropout", "weight_drop")
 LABELS = [
     "LayerNormLSTM / torch.nn.LSTM",
+    "LayerNormLSTM / torch.nn.LSTM, no oneDNN",
     "autograd loop / LayerNormLSTM",
     "Recurrent(MyLSTMCell) / LSTM explicit",
     *(f"{kind} {reg} / none" for kind in ("LSTM", "GRU") for reg in REGULARISERS),
@@ -36,7 +37,7 @@ def test_quick_run_prints_every_row_and_the_targets() -> None:
     assert lines[0].startswith("torch ") and "1 thread" in lines[0]
     rows = {}
     for line in lines[2:-2]:
-        label, rest = line[:38].strip(), line[38:].split()
+        label, rest = line[:40].strip(), line[40:].split()
         size, mode, ref_ms, ratio = rest[:4]
         rows[label, size, mode] = (float(ref_ms), float(ratio))
     expected = {(label, "100,16,128", mode) for label in LABELS for mode in ("train", "infer")}
