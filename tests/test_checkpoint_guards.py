@@ -453,3 +453,16 @@ def test_average_holds_one_checkpoint_at_a_time(run, tmp_path, monkeypatch):
         if v.is_floating_point():
             want = sum(s[k].double() for s in states) / 3
             assert torch.allclose(v.double(), want, atol=1e-6), k
+
+
+def test_a_tasks_run_saved_with_dev_size_resumes_without_it(run, tmp_path, capsys):
+    """data.dev_size beside data.task is now refused (it was ignored); a run an older
+    rnnkit saved so resumes with the key removed (a task generates its dev set)."""
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    ck = load_checkpoint(out / "last.pt")
+    ck["config"]["data"]["dev_size"] = 5  # as an older rnnkit let it be saved
+    torch.save(ck, out / "last.pt")
+    cfg = write_yaml(tmp_path / "c.yaml", tiny(train={**KEPT, "max_steps": 40}))
+    assert main(["train", str(cfg), "--out", str(out), "--resume"]) == 0
+    assert load_checkpoint(out / "last.pt")["progress"]["step"] == 40
