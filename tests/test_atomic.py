@@ -102,6 +102,12 @@ def test_train_into_a_folder_holding_a_run_needs_overwrite(tmp_path: Path, capsy
     code, _, err = run_cli(capsys, "train", cfg, "--out", out)
     assert code == 2 and "holds a run already" in err and "--overwrite" in err
     assert read_log(out) == first  # untouched
+    kept = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    for bad in ("train.init_from=nowhere.pt", "model.src_embeddings=/nowhere.vec"):
+        # a start that fails its checks deleted the run first (a typo cost a trained model)
+        code, _, err = run_cli(capsys, "train", cfg, "--out", out, "--overwrite", "--set", bad)
+        assert code == 2 and "nowhere" in err
+        assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == kept
     (out / "step-99.pt").write_bytes(b"an old kept checkpoint")
     (out / "tensorboard").mkdir(exist_ok=True)  # where progress.py's SummaryWriter writes
     (out / "tensorboard" / "events.out.tfevents.1.old").write_bytes(b"old events")

@@ -18,7 +18,7 @@ from rnnkit.cli_text import read_text as read_text
 from rnnkit.cli_text import text_chunks as text_chunks
 from rnnkit.cli_text import write_text as write_text
 from rnnkit.job import rank_and_world
-from rnnkit.runlock import refuse_if_busy, remove_run, run_files
+from rnnkit.runlock import refuse_if_busy, run_files
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
@@ -86,12 +86,15 @@ def train_arguments(args: argparse.Namespace) -> list[str]:
         cmd += ["--out", args.out]
     if args.resume:
         cmd.append("--resume")
-    return cmd  # (--overwrite: done here, before the processes start)
+    if args.overwrite:  # (process 0 removes the old run once the new one has started)
+        cmd.append("--overwrite")
+    return cmd
 
 
 def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
     """``--out`` of ``rnnkit train``: a folder (or a new one) that holds no other run,
-    unless ``--overwrite``, which removes that run's files (rank 0 of torchrun's)."""
+    unless ``--overwrite``, whose run's files ``train`` removes once the new run has
+    passed its checks and data work (a failed start left the folder without them)."""
     if resume and overwrite:
         raise UsageError("--resume continues the run in --out, --overwrite replaces it: not both")
     if out.exists() and not out.is_dir():
@@ -108,8 +111,6 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
             f"--out {out}: holds a run already ({', '.join(names)}); --resume continues it, "
             "--overwrite starts again in its place, or give another --out"
         )
-    if rank_and_world()[0] == 0:
-        remove_run(out)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -143,6 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config_dir=Path(args.config).resolve().parent,
         log=_log,
         progress=True,
+        overwrite=args.overwrite,
     )
     return 130 if result.stopped == "interrupted" else 0
 

@@ -49,7 +49,7 @@ from rnnkit.position import Position, Stop, TrainResult
 from rnnkit.prepare import Prepared, check_corpora, load_pairs, prepare, tokenizer_states
 from rnnkit.pretrained import check_files, first_weights
 from rnnkit.progress import CsvLog, Meter, above, progress_bar, report
-from rnnkit.runlock import claimed
+from rnnkit.runlock import claimed, remove_run
 from rnnkit.runs import check_resumable, kept_checkpoints, load_entry, load_initial
 from rnnkit.update import Updater
 from rnnkit.validation import validate, validate_and_log
@@ -79,6 +79,7 @@ class Trainer:
         config_dir: Path | None = None,
         log: Log | None = None,
         progress: bool = False,
+        overwrite: bool = False,
     ) -> None:
         self.cfg, self.t = cfg, cfg.train
         self.dist, self.device = setup(self.t.device)  # one process, or a rank of torchrun's
@@ -140,6 +141,8 @@ class Trainer:
             f"device {self.device}{ranks}"
         )
         resumed_at = self.at.step if ckpt is not None else None
+        if overwrite and main:  # only now: a run that fails before starts leaves it as it was
+            remove_run(self.out)
         self.csv = CsvLog(self.out, resumed_at) if main else None
         self.history: list[dict[str, Any]] = []
         self.t0 = time.time()
@@ -374,6 +377,7 @@ def train(
     config_dir: Path | None = None,
     log: Log | None = None,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train the model ``cfg`` describes; write checkpoints and ``log.csv`` to ``out_dir``.
 
@@ -382,6 +386,8 @@ def train(
         config_dir: the config file's folder (relative corpus paths may resolve there).
         log: receives human-readable lines (the library itself never prints).
         progress: show a tqdm progress bar on stderr when it is a terminal.
+        overwrite: remove the checkpoints and log.csv of a run in ``out_dir`` once this
+            one has passed its checks and data work (``--overwrite``).
     Returns:
         steps, best.pt's dev BLEU, why training stopped, the logged rows, and the
         early-stopping metric with its best value and step.
@@ -390,7 +396,7 @@ def train(
     check_cell(cfg)  # a custom cell that cannot be had fails before any data work
     check_corpora(cfg, config_dir)  # before the folder is made
     with claimed(out_dir, writer=os.environ.get("RANK", "0") == "0"):  # one run per folder
-        trainer = Trainer(cfg, out_dir, resume, config_dir, log, progress)
+        trainer = Trainer(cfg, out_dir, resume, config_dir, log, progress, overwrite)
         result = trainer.run()
     if result.stopped != "interrupted":  # else (or on an error) other ranks may be gone
         trainer.update.net = trainer.model  # DDP goes before the process group
