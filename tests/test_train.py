@@ -252,7 +252,10 @@ def test_a_second_ctrl_c_does_not_cut_the_last_save_short(tmp_path, monkeypatch)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # as it was
 
 
-def test_sigint_to_cli_exits_130_without_traceback(tmp_path):
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_or_sigterm_to_cli_saves_and_exits_without_traceback(tmp_path, sig, status):
+    """SIGTERM (SLURM preemption, docker stop, timeout) ended the run at once, without
+    saving: the steps since the last checkpoint were lost. It now saves as Ctrl-C does."""
     cfg_path = write_yaml(
         tmp_path / "cfg.yaml",
         tiny(train={"max_steps": 0, "max_epochs": 1000, "checkpoint_every": 5}),
@@ -270,13 +273,13 @@ def test_sigint_to_cli_exits_130_without_traceback(tmp_path):
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "training did not reach step 5 within 240 s"
             time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 130, err
+    assert proc.returncode == status, err
     assert "Traceback" not in err
     said = [line for line in err.splitlines() if line.startswith("interrupted at step ")]
     assert len(said) == 1, err

@@ -158,14 +158,16 @@ def write_atomically(
 
 @contextlib.contextmanager
 def no_ctrl_c() -> Iterator[None]:
-    """Ctrl-C (SIGINT) ignored inside: for the last checkpoint of an interrupted run, which
+    """Ctrl-C (SIGINT) and SIGTERM ignored inside: for the last checkpoint of an interrupted run, which
     a second Ctrl-C would cut short (the file is written atomically, so an earlier one
     stays, but the steps since are lost). Only in the main thread; elsewhere a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    term = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (train's SIGTERM is a Ctrl-C)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler if before is None else before)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)

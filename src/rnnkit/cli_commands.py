@@ -6,9 +6,13 @@ that decode (translate, evaluate, score) in :mod:`rnnkit.cli_decode`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -137,16 +141,45 @@ def cmd_train(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         return launch(train_arguments(args), args.nproc)
-    result = train(
-        cfg,
-        out,
-        resume=args.resume,
-        config_dir=Path(args.config).resolve().parent,
-        log=_log,
-        progress=True,
-        overwrite=args.overwrite,
-    )
-    return 130 if result.stopped == "interrupted" else 0
+    terminated: list[int] = []
+    try:
+        with _sigterm_as_ctrl_c(terminated, rank_and_world()[1] == 1):
+            result = train(
+                cfg,
+                out,
+                resume=args.resume,
+                config_dir=Path(args.config).resolve().parent,
+                log=_log,
+                progress=True,
+                overwrite=args.overwrite,
+            )
+    except KeyboardInterrupt:
+        if not terminated:
+            raise
+        print("rnnkit: terminated", file=sys.stderr)  # (before training had started)
+        return 143
+    return (143 if terminated else 130) if result.stopped == "interrupted" else 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c(terminated: list[int], alone: bool) -> Iterator[None]:
+    """SIGTERM (what SLURM preemption, ``docker stop``, systemd and ``timeout`` send)
+    stops one training process as Ctrl-C does, saving ``last.pt``; it ended the run at
+    once, losing the steps since the last checkpoint. Status 143 (noted in
+    ``terminated``). Under torchrun the launcher stops every process."""
+    if not alone or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def cmd_average(args: argparse.Namespace) -> int:
