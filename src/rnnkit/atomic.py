@@ -159,8 +159,9 @@ def write_atomically(
 @contextlib.contextmanager
 def no_ctrl_c() -> Iterator[None]:
     """Ctrl-C (SIGINT) and SIGTERM ignored inside: for the last checkpoint of an
-    interrupted run, which a second Ctrl-C would cut short (the file is written atomically, so an earlier one
-    stays, but the steps since are lost). Only in the main thread; elsewhere a no-op."""
+    interrupted run, which a second Ctrl-C would cut short (the file is written
+    atomically, so an earlier one stays, but the steps since are lost). Only in the main
+    thread; elsewhere a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
