@@ -466,3 +466,17 @@ def test_a_tasks_run_saved_with_dev_size_resumes_without_it(run, tmp_path, capsy
     cfg = write_yaml(tmp_path / "c.yaml", tiny(train={**KEPT, "max_steps": 40}))
     assert main(["train", str(cfg), "--out", str(out), "--resume"]) == 0
     assert load_checkpoint(out / "last.pt")["progress"]["step"] == 40
+
+
+def test_resume_with_another_config_names_what_changed(run, tmp_path):
+    """It said only 'the config differs from the one in last.pt'."""
+    out = tmp_path / "out"
+    shutil.copytree(run, out)
+    lines: list[str] = []
+    train(
+        config_from_dict(tiny(train={**KEPT, "max_steps": 40})), out, resume=True, log=lines.append
+    )
+    said = [line for line in lines if line.startswith("note: the config differs")]
+    assert said == [
+        "note: the config differs from last.pt's (train.max_steps 30 → 40); using the given one"
+    ]

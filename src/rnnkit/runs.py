@@ -26,6 +26,7 @@ from rnnkit.position import check_progress
 
 __all__ = [
     "average_checkpoints",
+    "changed_keys",
     "check_resumable",
     "kept_checkpoints",
     "load_entry",
@@ -316,6 +317,19 @@ def _check_rng(states: Any) -> None:
     finally:
         torch.set_rng_state(torch_state)
         random.setstate(python_state)
+
+
+def changed_keys(saved: dict[str, Any], now: dict[str, Any], most: int = 4) -> str:
+    """``section.key was → now`` for each key whose value differs between two config
+    dicts (at most ``most``, then how many more); "" when none does."""
+    moved = [
+        f"{section}.{key} {saved.get(section, {}).get(key)!r} → {value!r}"
+        for section, keys in now.items()
+        for key, value in keys.items()
+        if isinstance(saved.get(section), dict) and saved[section].get(key) != value
+    ]
+    more = f", and {len(moved) - most} more" if len(moved) > most else ""
+    return ", ".join(moved[:most]) + more
 
 
 def load_entry(path: str | Path, entry: str, load: Callable[[Any], Any], state: Any) -> Any:

@@ -50,7 +50,13 @@ from rnnkit.prepare import Prepared, check_corpora, load_pairs, prepare, tokeniz
 from rnnkit.pretrained import check_files, first_weights
 from rnnkit.progress import CsvLog, Meter, above, progress_bar, report
 from rnnkit.runlock import claimed, remove_run
-from rnnkit.runs import check_resumable, kept_checkpoints, load_entry, load_initial
+from rnnkit.runs import (
+    changed_keys,
+    check_resumable,
+    kept_checkpoints,
+    load_entry,
+    load_initial,
+)
 from rnnkit.update import Updater
 from rnnkit.validation import validate, validate_and_log
 
@@ -93,8 +99,8 @@ class Trainer:
             ckpt = self.dist.broadcast(ckpt)
         if ckpt is not None:
             check_resumable(ckpt.get("config") or {}, cfg, self.out / "last.pt", ckpt=ckpt)
-            if ckpt["config"] != config_to_dict(cfg):
-                self.say("note: the config differs from the one in last.pt; using the given config")
+            if moved := changed_keys(ckpt["config"], config_to_dict(cfg)):
+                self.say(f"note: the config differs from last.pt's ({moved}); using the given one")
         torch.manual_seed(self.t.seed)
         random.seed(self.t.seed)
         # fine-tuning: a new run from another's weights, tokenizers and vocabularies
