@@ -77,6 +77,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     and so is one that holds more than tensors and plain data (what rnnkit writes): torch's
     ``weights_only`` unpickler refuses it, since unpickling other objects can run code."""
     path = Path(path)
+    if path.is_dir():  # a run folder: its checkpoints are in it
+        inside = [f.name for f in (path / "best.pt", path / "last.pt") if f.is_file()]
+        hint = f" (give a checkpoint in it: {path / inside[0]})" if inside else ""
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
