@@ -484,8 +484,6 @@ def test_resume_with_another_config_names_what_changed(run, tmp_path):
 
 def test_a_run_folder_given_as_a_checkpoint_points_to_its_best_pt(run, tmp_path, capsys):
     err = one_line_error(capsys, "info", str(run))
-    assert (
-        err
-        == f"rnnkit: error: {run}: is a folder, not a checkpoint (give a checkpoint in it: {run / 'best.pt'})\n"
-    )
+    hint = f"(give a checkpoint in it: {run / 'best.pt'})"
+    assert err == f"rnnkit: error: {run}: is a folder, not a checkpoint {hint}\n"
     assert "is a folder, not a checkpoint\n" in one_line_error(capsys, "info", str(tmp_path))
