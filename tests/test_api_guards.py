@@ -246,3 +246,17 @@ def test_graphs_submodules_load_on_first_use():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert done.stdout == "cleared\n", done.stderr
+
+
+def test_info_config_gives_a_relative_init_from_as_found():
+    """A fine-tuned run's dump kept train.init_from: runA/best.pt, relative to the folder
+    it was started from; from another folder it was 'checkpoint not found'."""
+    from rnnkit.about import rerunnable_config
+
+    ckpt = {
+        "config": {"data": {"task": "dates"}, "train": {"init_from": "runA/best.pt"}},
+        "found_at": {"data_dir": None, "init_from": "/home/u/runA/best.pt"},
+    }
+    assert rerunnable_config(ckpt)["train"]["init_from"] == "/home/u/runA/best.pt"
+    ckpt["config"]["train"]["init_from"] = "/abs/best.pt"  # as given: kept
+    assert rerunnable_config(ckpt)["train"]["init_from"] == "/abs/best.pt"

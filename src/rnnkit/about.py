@@ -101,17 +101,26 @@ def _best(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 def rerunnable_config(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The config of ``ckpt`` (a checkpoint read), as ``rnnkit info --config`` writes it:
-    relative corpus paths were found from the run's folder or ``data.data_dir``, so that
-    base, kept in the checkpoint, becomes ``data.data_dir`` (absolute): the config trains
-    again from any folder of this machine."""
+    relative paths were found from the run's folders, kept in the checkpoint, so relative
+    corpus paths get that base as ``data.data_dir`` and a relative ``train.init_from``
+    its absolute path: the config trains again from any folder of this machine."""
     config = ckpt.get("config")
     if not isinstance(config, dict):
         raise CheckpointError("checkpoint lacks 'config'")
-    data, base = config.get("data"), ckpt.get("data_base")
+    found = ckpt.get("found_at")
+    found = found if isinstance(found, dict) else {}
+    data, base = config.get("data"), found.get("data_dir")
     if isinstance(data, dict) and isinstance(base, str) and not data.get("task"):
         train = data.get("train")
         paths = [*(train if isinstance(train, list) else [train])]
         paths += [data.get(k) for k in ("dev", "test", "sp_model")]
-        if any(isinstance(p, str) and not Path(p).expanduser().is_absolute() for p in paths):
+        if any(_relative(p) for p in paths):
             config = {**config, "data": {**data, "data_dir": base}}
+    t, parent = config.get("train"), found.get("init_from")
+    if isinstance(t, dict) and isinstance(parent, str) and _relative(t.get("init_from")):
+        config = {**config, "train": {**t, "init_from": parent}}
     return config
+
+
+def _relative(path: Any) -> bool:
+    return isinstance(path, str) and bool(path) and not Path(path).expanduser().is_absolute()

@@ -20,13 +20,14 @@ from rnnkit.checkpoint import (
     step_of,
     weights_of,
 )
-from rnnkit.config import Config
+from rnnkit.config import Config, resolve_data_path
 from rnnkit.optim import check_schedule
 from rnnkit.position import check_progress
 
 __all__ = [
     "average_checkpoints",
     "changed_keys",
+    "found_at",
     "check_resumable",
     "kept_checkpoints",
     "load_entry",
@@ -330,6 +331,16 @@ def changed_keys(saved: dict[str, Any], now: dict[str, Any], most: int = 4) -> s
     ]
     more = f", and {len(moved) - most} more" if len(moved) > most else ""
     return ", ".join(moved[:most]) + more
+
+
+def found_at(cfg: Config, config_dir: Path | None) -> dict[str, str | None]:
+    """Where a run found its relative paths: the base of its corpus paths (none for a
+    built-in task) and its ``train.init_from``, absolute (kept in its checkpoints)."""
+    t, d = cfg.train, cfg.data
+    return {
+        "data_dir": None if d.task else str(resolve_data_path(d, ".", config_dir)),
+        "init_from": str(Path(t.init_from).resolve()) if t.init_from else None,
+    }
 
 
 def load_entry(path: str | Path, entry: str, load: Callable[[Any], Any], state: Any) -> Any:

@@ -32,7 +32,7 @@ from torch import Tensor
 from rnnkit import graphs, validation
 from rnnkit.atomic import make_folder, no_ctrl_c
 from rnnkit.checkpoint import Bundle, build_model, check_cell, load_checkpoint, save_checkpoint
-from rnnkit.config import Config, config_to_dict, resolve_data_path, validate_config
+from rnnkit.config import Config, config_to_dict, validate_config
 from rnnkit.data import Batch, make_batches
 from rnnkit.distributed import (
     pick_device,
@@ -53,6 +53,7 @@ from rnnkit.runlock import claimed, remove_run
 from rnnkit.runs import (
     changed_keys,
     check_resumable,
+    found_at,
     kept_checkpoints,
     load_entry,
     load_initial,
@@ -108,10 +109,7 @@ class Trainer:
         if ckpt is None and init is None:  # before the data work: the vectors can be read
             check_files(cfg, config_dir)
         self.data = d = self._prepare(config_dir, ckpt or init)
-        # where relative corpus paths were found (info --config writes it as data.data_dir)
-        self.data_base = (
-            None if cfg.data.task else str(resolve_data_path(cfg.data, ".", config_dir))
-        )
+        self.found_at = found_at(cfg, config_dir)  # (info --config writes them)
         self.model = build_model(cfg, len(d.src_vocab), len(d.tgt_vocab)).to(self.device)
         if ckpt is None:  # a new run (every rank): the parent's weights, or pretrained vectors
             first_weights(self.model, cfg, init, d.src_vocab, d.tgt_vocab, config_dir, self.say)
@@ -172,7 +170,7 @@ class Trainer:
             "model": self.ema.weights(),  # the average, when one is kept
             **tokenizer_states(self.data),
             "step": self.at.step,
-            **({"data_base": self.data_base} if self.data_base else {}),
+            "found_at": self.found_at,
         }
 
     def payload(self, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
