@@ -484,3 +484,24 @@ def test_over_long_and_empty_pairs_are_filtered_and_counted(tmp_path):
 def test_demo_config_equals_configs_dates_yaml():
     from_file = load_config(ROOT / "configs" / "dates.yaml")
     assert config_to_dict(demo_config()) == config_to_dict(from_file)
+
+
+def test_tokens_per_second_leave_validation_time_out(tmp_path, monkeypatch):
+    """The log row after each validation showed about half the training speed: the
+    validation's time counted as training time."""
+    import rnnkit.train as train_module
+
+    real = train_module.Trainer.validate
+
+    def slow_validate(self):  # type: ignore[no-untyped-def]
+        time.sleep(1.0)  # many times the training time between two log rows
+        return real(self)
+
+    monkeypatch.setattr(train_module.Trainer, "validate", slow_validate)
+    d = tiny(train={"max_steps": 30, "validate_every": 10, "log_every": 5})
+    train(config_from_dict(d), tmp_path)
+    rows = [r for r in read_log(tmp_path) if r["split"] == "train"]
+    speed = {int(r["step"]): float(r["tokens_per_s"]) for r in rows}
+    after = [speed[s] for s in (15, 25)]  # the rows whose interval held a validation
+    others = sorted(speed[s] for s in (5, 10, 20, 30))
+    assert min(after) > 0.3 * others[len(others) // 2], speed

@@ -4,11 +4,12 @@ tensorboard is installed), a progress bar on a terminal, and the loss / throughp
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,16 @@ class Meter:
 
     def reset(self) -> None:
         self.loss, self.tokens, self.tick = torch.zeros((), device=self.device), 0, time.time()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The time inside is left out of ``tokens_per_s`` (validation, checkpoints: the
+        row after a validation showed half the training speed)."""
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.tick += time.time() - t0
 
     def add(self, loss: Tensor, n: int) -> None:
         self.loss, self.tokens = self.loss + loss, self.tokens + n  # no sync per step

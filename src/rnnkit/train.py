@@ -301,7 +301,8 @@ class Trainer:
                         self.log_row(meter, lr, bar)
                     if bar is not None:
                         bar.update(1)
-                    self._after_step()
+                    with meter.paused():  # validation and checkpoints are no training speed
+                        self._after_step()
                 at.epoch, at.pos = at.epoch + 1, 0
         except Stop as stop:
             stopped = str(stop)
