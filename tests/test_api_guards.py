@@ -260,3 +260,11 @@ def test_info_config_gives_a_relative_init_from_as_found():
     assert rerunnable_config(ckpt)["train"]["init_from"] == "/home/u/runA/best.pt"
     ckpt["config"]["train"]["init_from"] = "/abs/best.pt"  # as given: kept
     assert rerunnable_config(ckpt)["train"]["init_from"] == "/abs/best.pt"
+
+
+def test_a_relative_embeddings_file_that_is_missing_says_where_it_was_looked_for(tmp_path, capsys):
+    """It named only the path it tried (under RNNKIT_DATA), not why it looked there."""
+    cfg = write_yaml(tmp_path / "c.yaml", tiny(model={"src_embeddings": "src.vec"}))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"model.src_embeddings 'src.vec' is relative: taken from {tmp_path}, the base" in err

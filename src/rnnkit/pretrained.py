@@ -127,9 +127,19 @@ def load_pretrained(
 def check_files(cfg: Config, config_dir: Path | None = None) -> None:
     """Fail before any data work when a file of ``model.src_embeddings`` /
     ``tgt_embeddings`` cannot be opened (:class:`DataError` naming it)."""
-    for name in (cfg.model.src_embeddings, cfg.model.tgt_embeddings):
-        if name:
+    for key, name in (("src", cfg.model.src_embeddings), ("tgt", cfg.model.tgt_embeddings)):
+        if not name:
+            continue
+        try:
             _opened(resolve_data_path(cfg.data, name, config_dir)).close()
+        except DataError as e:
+            if Path(name).expanduser().is_absolute():
+                raise
+            base = resolve_data_path(cfg.data, ".", config_dir)
+            raise DataError(
+                f"{e} (model.{key}_embeddings {name!r} is relative: taken from {base}, the "
+                "base of corpus paths: data.data_dir, RNNKIT_DATA or the config's folder)"
+            ) from None
 
 
 def first_weights(
