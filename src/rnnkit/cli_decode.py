@@ -105,7 +105,7 @@ def _search_options(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
     """The options translate and evaluate share, as ``translate_lines`` takes them;
     those the model cannot have are a UsageError."""
     beam, vocab = args.beam or bundle.config.decode.beam_size, len(bundle.tgt_vocab)
-    if beam > vocab:  # (a typo's --beam 100000 took 14 GB for two sentences)
+    if beam > vocab and not getattr(args, "sample", False):  # (--beam 100000: 14 GB)
         raise UsageError(f"--beam {beam} exceeds the target vocabulary ({vocab} tokens)")
     if bundle.config.model.attention == "none":  # nothing attended to copy or to cover
         if args.replace_unk:
