@@ -21,8 +21,10 @@ from rnnkit.checkpoint import (
     weights_of,
 )
 from rnnkit.config import Config, resolve_data_path
+from rnnkit.distributed import Dist, restore_rng
+from rnnkit.ema import training_weights
 from rnnkit.optim import check_schedule
-from rnnkit.position import check_progress
+from rnnkit.position import Position, check_progress
 
 __all__ = [
     "average_checkpoints",
@@ -32,6 +34,7 @@ __all__ = [
     "kept_checkpoints",
     "load_entry",
     "load_initial",
+    "restore_run",
 ]
 
 
@@ -352,6 +355,23 @@ def load_entry(path: str | Path, entry: str, load: Callable[[Any], Any], state: 
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
         why = f"lacks {e}" if isinstance(e, KeyError) else str(e)
         raise CheckpointError(f"{path}: its {entry} entry does not load ({why})") from None
+
+
+def restore_run(
+    ckpt: dict[str, Any], path: Path, model: Any, opt: Any, sched: Any, dist: Dist
+) -> tuple[Position, bool]:
+    """``--resume``: the checkpoint ``ckpt`` read from ``path`` loaded into the training
+    weights, the optimizer and the schedule, and this rank's RNG states restored. Returns
+    where the run stood, and whether as many processes wrote it as run now (if not, only
+    rank 0 takes the saved RNG states). An entry that does not load is a CheckpointError."""
+    model.load_state_dict(training_weights(ckpt))
+    load_entry(path, "optimizer", opt.load_state_dict, ckpt["optimizer"])
+    load_entry(path, "scheduler", sched.load_state_dict, ckpt["scheduler"])
+    saved = ckpt["progress"]  # (no best_bleu before the metric could be chosen)
+    at = Position(**{"best_bleu": saved["best"], **saved})
+    key = "rng_ranks" if ckpt.get("rng_ranks") else "rng"  # (older files: rng alone)
+    rngs = ckpt[key] if key == "rng_ranks" else [ckpt["rng"]]
+    return at, load_entry(path, key, lambda r: restore_rng(r, dist), rngs)
 
 
 def kept_checkpoints(out: str | Path) -> list[Path]:

@@ -34,16 +34,8 @@ from rnnkit.atomic import make_folder, no_ctrl_c
 from rnnkit.checkpoint import Bundle, build_model, check_cell, load_checkpoint, save_checkpoint
 from rnnkit.config import Config, config_to_dict, validate_config
 from rnnkit.data import Batch, make_batches
-from rnnkit.distributed import (
-    pick_device,
-    restore_rng,
-    rng_state,
-    seed_rank,
-    set_rng_state,
-    setup,
-    wrap,
-)
-from rnnkit.ema import Ema, training_weights
+from rnnkit.distributed import pick_device, rng_state, seed_rank, set_rng_state, setup, wrap
+from rnnkit.ema import Ema
 from rnnkit.optim import Schedule, make_optimizer
 from rnnkit.position import Position, Stop, TrainResult
 from rnnkit.prepare import Prepared, check_corpora, load_pairs, prepare, tokenizer_states
@@ -57,6 +49,7 @@ from rnnkit.runs import (
     kept_checkpoints,
     load_entry,
     load_initial,
+    restore_run,
 )
 from rnnkit.update import Updater
 from rnnkit.validation import validate, validate_and_log
@@ -120,16 +113,10 @@ class Trainer:
         self.sched = Schedule(cfg, self.opt)
         self.at = Position()
         seed_rank(self.t.seed, self.dist)  # each rank its own dropout masks
+        last = self.out / "last.pt"
         if ckpt is not None:
-            last = self.out / "last.pt"
-            self.model.load_state_dict(training_weights(ckpt))
-            load_entry(last, "optimizer", self.opt.load_state_dict, ckpt["optimizer"])
-            load_entry(last, "scheduler", self.sched.load_state_dict, ckpt["scheduler"])
-            saved = ckpt["progress"]  # (no best_bleu before the metric could be chosen)
-            self.at = Position(**{"best_bleu": saved["best"], **saved})
-            key = "rng_ranks" if ckpt.get("rng_ranks") else "rng"  # (older files: rng alone)
-            rngs = ckpt[key] if key == "rng_ranks" else [ckpt["rng"]]
-            if not load_entry(last, key, lambda r: restore_rng(r, self.dist), rngs):
+            self.at, same = restore_run(ckpt, last, self.model, self.opt, self.sched, self.dist)
+            if not same:
                 self.say("note: last.pt was written by another number of processes")
             self.say(f"resumed from {last} at step {self.at.step} (epoch {self.at.epoch + 1})")
         self.ema = Ema(self.model, self.t.ema_decay, ckpt)  # of the weights loaded or drawn
@@ -366,11 +353,7 @@ class Trainer:
         if self.csv is not None:
             self.csv.close()
         metric = self.t.early_stopping_metric
-        best = validation.metric_value(at.best, metric)
-        if math.isfinite(best):
-            text = "best " + validation.describe_best(metric, best, at.best_step, at.best_bleu)
-        else:  # stopped before the first validation
-            text = "no validation yet (best.pt: the weights at the stop)"
+        best, text = validation.describe_outcome(metric, at)
         self.say(f"stopped ({stopped}) after {at.step} steps; {text}; checkpoints in {self.out}")
         return TrainResult(at.step, at.best_bleu, stopped, self.history, metric, best, at.best_step)
 

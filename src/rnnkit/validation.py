@@ -15,11 +15,19 @@ from rnnkit.config_schema import LOWER_IS_BETTER
 from rnnkit.data import make_batches
 from rnnkit.evaluate import score
 from rnnkit.model import sequence_loss
+from rnnkit.position import Position
 from rnnkit.progress import CsvLog
 from rnnkit.scoring import bundle_examples
 from rnnkit.translate import translate_lines
 
-__all__ = ["describe_best", "metric_score", "metric_value", "validate", "validate_and_log"]
+__all__ = [
+    "describe_best",
+    "describe_outcome",
+    "metric_score",
+    "metric_value",
+    "validate",
+    "validate_and_log",
+]
 
 Pair = tuple[str, str]
 Log = Callable[[str], None]
@@ -118,3 +126,12 @@ def describe_best(metric: str, value: float, step: int, bleu: float) -> str:
     """``dev BLEU 38.12``, or ``dev loss 1.234 (step 3000, BLEU 37.80)`` for another metric."""
     text = f"dev {_NAMES[metric]} {value:.{3 if metric in ('accuracy', 'loss') else 2}f}"
     return text if metric == "bleu" else f"{text} (step {step}, BLEU {bleu:.2f})"
+
+
+def describe_outcome(metric: str, at: Position) -> tuple[float, str]:
+    """The best dev value of ``metric`` so far (as it is; -inf before a validation) and
+    the words for it in the line that ends a run."""
+    best = metric_value(at.best, metric)
+    if not math.isfinite(best):  # stopped before the first validation
+        return best, "no validation yet (best.pt: the weights at the stop)"
+    return best, "best " + describe_best(metric, best, at.best_step, at.best_bleu)
