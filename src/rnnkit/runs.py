@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from rnnkit.checkpoint import (
     weights_of,
 )
 from rnnkit.config import Config, resolve_data_path
-from rnnkit.distributed import Dist, restore_rng
+from rnnkit.distributed import Dist, restore_rng, rng_state, set_rng_state
 from rnnkit.ema import training_weights
 from rnnkit.optim import check_schedule
 from rnnkit.position import Position, check_progress
@@ -29,8 +28,8 @@ from rnnkit.position import Position, check_progress
 __all__ = [
     "average_checkpoints",
     "changed_keys",
-    "found_at",
     "check_resumable",
+    "found_at",
     "kept_checkpoints",
     "load_entry",
     "load_initial",
@@ -288,8 +287,8 @@ def _check_full(ckpt: dict[str, Any], path: str | Path) -> None:
         raise CheckpointError(f"{path}: {e}") from None
     load_entry(path, "optimizer", _check_optimizer, ckpt["optimizer"])
     load_entry(path, "scheduler", check_schedule, ckpt["scheduler"])
-    key = "rng_ranks" if ckpt.get("rng_ranks") else "rng"  # (older files: rng alone)
-    load_entry(path, key, _check_rng, ckpt[key] if key == "rng_ranks" else [ckpt["rng"]])
+    key, rngs = _rng_entry(ckpt)
+    load_entry(path, key, _check_rng, rngs)
     bundle_of(ckpt, path)
     ema = ckpt.get("ema")
     if ema is not None:  # train.ema_decay: the weights that train, beside the average
@@ -310,17 +309,22 @@ def _check_optimizer(state: Any) -> None:
 
 
 def _check_rng(states: Any) -> None:
-    """Each of ``states`` set as this process's torch and Python RNG states, then undone."""
+    """Each of ``states`` set as this process's RNG states, then undone."""
     if not isinstance(states, list) or not states:
         raise ValueError("not a list of RNG states")
-    torch_state, python_state = torch.get_rng_state(), random.getstate()
+    before = rng_state()
     try:
         for s in states:
-            torch.set_rng_state(s["torch"])
-            random.setstate(s["python"])
+            set_rng_state(s)
     finally:
-        torch.set_rng_state(torch_state)
-        random.setstate(python_state)
+        set_rng_state(before)
+
+
+def _rng_entry(ckpt: dict[str, Any]) -> tuple[str, Any]:
+    """The RNG states ``--resume`` restores: every rank's, or (older files) ``rng`` alone."""
+    if ckpt.get("rng_ranks"):
+        return "rng_ranks", ckpt["rng_ranks"]
+    return "rng", [ckpt["rng"]]
 
 
 def changed_keys(saved: dict[str, Any], now: dict[str, Any], most: int = 4) -> str:
@@ -369,8 +373,7 @@ def restore_run(
     load_entry(path, "scheduler", sched.load_state_dict, ckpt["scheduler"])
     saved = ckpt["progress"]  # (no best_bleu before the metric could be chosen)
     at = Position(**{"best_bleu": saved["best"], **saved})
-    key = "rng_ranks" if ckpt.get("rng_ranks") else "rng"  # (older files: rng alone)
-    rngs = ckpt[key] if key == "rng_ranks" else [ckpt["rng"]]
+    key, rngs = _rng_entry(ckpt)
     return at, load_entry(path, key, lambda r: restore_rng(r, dist), rngs)
 
 
