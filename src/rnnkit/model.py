@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from rnnkit.cells.base import Cell
 from rnnkit.cells.names import CELLS, cell_options, resolve_cell
+from rnnkit.cells.regularisers import check_rate
 from rnnkit.decoder import Decoder, DecoderStep, EncoderOutput, State
 from rnnkit.layers import GRU, LSTM, RNN
 from rnnkit.loss import sequence_loss, token_loss
@@ -148,7 +149,8 @@ class Seq2Seq(nn.Module):
         resolve_cell(cell)  # a clear error before anything is built
         _check_sizes(src_vocab_size, tgt_vocab_size, enc_layers, dec_layers, pad_id, bos_id, eos_id)
         _check_widths(emb_size=emb_size, hidden_size=hidden_size)
-        _check_rates(dropout=dropout, emb_dropout=emb_dropout)
+        check_rate(dropout, "dropout", "Seq2Seq")
+        check_rate(emb_dropout, "emb_dropout", "Seq2Seq")
         if tgt_embed_init not in TGT_EMBED_INITS:
             raise ValueError(
                 f"tgt_embed_init must be one of {', '.join(TGT_EMBED_INITS)}; "
@@ -305,9 +307,3 @@ def _check_widths(**sizes: int) -> None:
     for name, n in sizes.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"{name} must be a whole number ≥ 1, got {n!r}")
-
-
-def _check_rates(**rates: float) -> None:
-    for name, p in rates.items():
-        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p < 1:
-            raise ValueError(f"{name} must be a probability in [0, 1), got {p!r}")

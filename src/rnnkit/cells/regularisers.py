@@ -20,14 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Regularisers"]
+__all__ = ["Regularisers", "check_rate"]
 
 ZoneMask = Tensor | float | None  # (T, B, H) masks in training, z in evaluation, None: off
 
 
-def _rate(value: object, what: str, owner: str) -> float:
+def check_rate(value: object, what: str, owner: str) -> float:
+    """``value`` as a probability in [0, 1) (a dropout or zoneout rate), or a ValueError
+    naming ``owner`` and ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{owner}: {what} must be a number in [0, 1), got {value!r}")
+        raise ValueError(f"{owner}: {what} must be a probability in [0, 1), got {value!r}")
     return float(value)
 
 
@@ -57,14 +59,14 @@ class Regularisers:
                 raise ValueError(
                     f"{owner}: zoneout=(z_c, z_h) needs a cell with a cell state; give one rate"
                 )
-            z_c, z_h = (_rate(z, "zoneout", owner) for z in zoneout)
+            z_c, z_h = (check_rate(z, "zoneout", owner) for z in zoneout)
         else:
-            z_c = z_h = _rate(zoneout, "zoneout", owner)
+            z_c = z_h = check_rate(zoneout, "zoneout", owner)
         return cls(
             z_c,
             z_h,
-            _rate(recurrent_dropout, "recurrent_dropout", owner),
-            _rate(weight_drop, "weight_drop", owner),
+            check_rate(recurrent_dropout, "recurrent_dropout", owner),
+            check_rate(weight_drop, "weight_drop", owner),
         )
 
     def keywords(self) -> str:
