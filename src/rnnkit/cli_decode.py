@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from rnnkit.atomic import check_writable
 from rnnkit.cli_commands import _bundle, _log
-from rnnkit.cli_text import UsageError, decoded_line, read_text, text_chunks, write_text
+from rnnkit.cli_text import (
+    UsageError,
+    decoded_line,
+    line_count,
+    read_text,
+    text_chunks,
+    write_text,
+)
 
 if TYPE_CHECKING:
     from rnnkit.checkpoint import Bundle
@@ -49,7 +56,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         check_writable(args.output)  # before the work, not after
     total: int | None = None  # lines: a file is read once before the work (its errors, its bar)
     if not interactive and args.input not in (None, "-"):
-        total = sum(len(chunk) for chunk in text_chunks(args.input, CHUNK))
+        total = line_count(args.input)
     sampling = _sampling(args)
     bundle, model = _models(args.checkpoint, args.device)
     beam = args.beam if args.beam is not None else bundle.config.decode.beam_size
@@ -248,7 +255,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     if args.output not in (None, "-"):
         check_writable(args.output)
-    total = _same_lengths(args.src, args.tgt, CHUNK)  # files: read once before the work
+    total = _same_lengths(args.src, args.tgt)  # files: read once before the work
     bundle, model = _models(args.checkpoint, args.device)
     kept: list[str] = []  # for an --output file, written whole at the end
     pairs, tokens, log_prob = 0, 0, 0.0
@@ -278,14 +285,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _same_lengths(src: str, tgt: str, size: int) -> int | None:
+def _same_lengths(src: str, tgt: str) -> int | None:
     """The number of pairs when both are files (read once: their errors come before any
     work), a UsageError when they differ; None when one is stdin (checked as it is read)."""
     if src == tgt == "-":
         raise UsageError("--src and --tgt cannot both be stdin (-)")
     if "-" in (src, tgt):
         return None
-    n_src, n_tgt = (sum(len(c) for c in text_chunks(f, size)) for f in (src, tgt))
+    n_src, n_tgt = line_count(src), line_count(tgt)
     if n_src != n_tgt:
         raise UsageError(f"{src} has {n_src} lines but {tgt} has {n_tgt}")
     if n_src == 0:  # (as evaluate: nothing to score is an error, not a perplexity of 1)

@@ -12,7 +12,14 @@ from typing import IO
 
 from rnnkit.atomic import write_atomically
 
-__all__ = ["UsageError", "decoded_line", "read_text", "text_chunks", "write_text"]
+__all__ = [
+    "UsageError",
+    "decoded_line",
+    "line_count",
+    "read_text",
+    "text_chunks",
+    "write_text",
+]
 
 # a pipe that has sent lines and then nothing for this long: they are a chunk of their own
 # (a program that writes a line and waits for its translation gets it)
@@ -31,6 +38,12 @@ def read_text(path: str | None, need_lines: bool = False) -> list[str]:
     if need_lines and not lines:
         raise UsageError(f"{'<stdin>' if path in (None, '-') else path}: file is empty")
     return lines
+
+
+def line_count(path: str) -> int:
+    """The lines of a file, read (and checked, as :func:`text_chunks` does) once before
+    the work: its errors come before any output, and its size gives the bar an end."""
+    return sum(len(chunk) for chunk in text_chunks(path, 1 << 16))
 
 
 def text_chunks(
