@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from rnnkit.config import Config, config_to_dict, validate_config
 from rnnkit.data import Batch, make_batches
 from rnnkit.distributed import pick_device, rng_state, seed_rank, set_rng_state, setup, wrap
 from rnnkit.ema import Ema
+from rnnkit.job import rank_and_world
 from rnnkit.optim import Schedule, make_optimizer
 from rnnkit.position import Position, Stop, TrainResult
 from rnnkit.prepare import Prepared, check_corpora, load_pairs, prepare, tokenizer_states
@@ -383,7 +383,7 @@ def train(
     validate_config(cfg, "config")  # (changed in code since it was loaded)
     check_cell(cfg)  # a custom cell that cannot be had fails before any data work
     check_corpora(cfg, config_dir)  # before the folder is made
-    with claimed(out_dir, writer=os.environ.get("RANK", "0") == "0"):  # one run per folder
+    with claimed(out_dir, writer=rank_and_world()[0] == 0):  # one run per folder
         trainer = Trainer(cfg, out_dir, resume, config_dir, log, progress, overwrite)
         result = trainer.run()
     if result.stopped != "interrupted":  # else (or on an error) other ranks may be gone

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-# what a --quick run says instead of a verdict: its tiny budget cannot test the claim
+# what a --quick run says of itself and of its verdict: its tiny budget tests the code
 QUICK_NOTE = "**Quick version**: tiny models, data and budget; the numbers only test the code."
 QUICK_VERDICT = "(of a --quick run: its tiny models, data and budget test the code, not the claim)"
 
