@@ -107,6 +107,15 @@ def test_info_config_trains_again_from_another_folder(tmp_path, capsys, monkeypa
     monkeypatch.chdir(tmp_path / "other")
     assert main(["train", "again.yaml", "--out", "run2"]) == 0
     assert (tmp_path / "other" / "run2" / "best.pt").is_file()
+    # a fine-tuned run's train.init_from, given relative to the folder it was started in
+    assert (
+        main(["train", "again.yaml", "--out", "ft", "--set", "train.init_from=run2/best.pt"]) == 0
+    )
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert main(["info", str(tmp_path / "other" / "ft" / "best.pt"), "--config"]) == 0
+    dumped = yaml.safe_load(capsys.readouterr().out)
+    assert dumped["train"]["init_from"] == str(tmp_path / "other" / "run2" / "best.pt")
 
 
 def test_train_from_python_checks_before_it_makes_the_folder(tmp_path):
