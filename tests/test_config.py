@@ -278,6 +278,45 @@ def test_invalid_yaml(tmp_path):
     assert msg.startswith(f"{path}: not valid YAML (line ")
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("010", 10),  # YAML 1.1: octal 8
+        ("08", 8),  # YAML 1.1: the string '08'
+        ("0o17", 15),
+        ("0x1f", 31),
+        ("-0b101", -5),
+        ("1_000", 1000),
+        ("+7", 7),
+        ("1e-3", 0.001),  # YAML 1.1: the string '1e-3'
+        ("1E3", 1000.0),
+        ("-.5e+1", -5.0),
+        ("2.", 2.0),
+        (".inf", float("inf")),
+        ("1:30", "1:30"),  # YAML 1.1: sexagesimal 90
+        ("1:30.5", "1:30.5"),
+        ("0o9", "0o9"),
+        ("1e", "1e"),
+        ("'010'", "010"),
+    ],
+)
+def test_yaml_numbers_as_yaml_1_2(tmp_path, text, value):
+    """Config values read as YAML 1.2 numbers (PyYAML alone reads YAML 1.1)."""
+    from rnnkit.config_checks import _parse_yaml
+
+    got = _parse_yaml(f"a: {text}\nb: [{text}]\n", "x.yaml")
+    assert got == {"a": value, "b": [value]} and type(got["a"]) is type(value)
+
+
+def test_yaml_numbers_reach_the_config(tmp_path):
+    path = write(tmp_path, "train:\n  max_steps: 010\n  lr: 5e-4\n")
+    cfg = load_config(path)
+    assert cfg.train.max_steps == 10 and cfg.train.lr == 5e-4
+    msg = error_of(load_config, path, ["train.max_steps=1e5"])
+    assert "train.max_steps must be an int, got 100000.0" in msg and ": 100000)" in msg
+    assert "must be an int, got '1:30'" in error_of(load_config, path, ["train.max_steps=1:30"])
+
+
 def test_duplicate_key(tmp_path):
     path = write(tmp_path, "model:\n  cell: gru\n  cell: lstm\n")
     msg = error_of(load_config, path)

@@ -54,7 +54,8 @@ def _hints(cls: type) -> dict[str, Any]:
 _KINDS = {bool: "a bool (true or false)", int: "an int", float: "a float", str: "a string"}
 _KINDS[dict] = "a mapping with string keys"
 _KINDS[list] = "a list of strings"  # the one list type the config has
-# PyYAML (YAML 1.1) reads 1e-3 as a string; a float field takes such a literal.
+# A float field also takes a string such as "1e-3" (a dict built in Python, or YAML read
+# by plain PyYAML, whose YAML 1.1 makes it a string; our reader makes it a float).
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _BOUNDS: tuple[tuple[str, str, Any], ...] = (
     ("gt", ">", operator.gt),
@@ -90,6 +91,8 @@ def _check(value: Any, tp: Any, meta: Mapping[str, Any], name: str, source: str)
         quote = ""
         if kind is str and isinstance(value, bool):  # data.src: no (Norwegian) is false
             quote = " (YAML reads a bare yes, no, on, off, true or false as a bool: quote it)"
+        if kind is int and isinstance(value, float) and value.is_integer():  # max_steps: 1e5
+            quote = f" (write an int without a dot or exponent: {int(value)})"
         raise ConfigError(f"{source}: {name} must be {finite}{null}, got {value!r}{quote}")
     if kind is float:
         value = float(value)
@@ -196,6 +199,36 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     None, None, f"duplicate key {key!r}", key_node.start_mark
                 )
         return super().construct_mapping(node, deep)
+
+
+# Numbers as YAML 1.2 reads them, not PyYAML's YAML 1.1: ``010`` is ten (not octal eight),
+# ``1:30`` is a string (not the sexagesimal 90), ``1e-3`` and ``1e3`` are floats (1.1 wants
+# a dot), and ``0o17`` is octal. ``0x1f``, ``0b101``, ``1_000``, ``.inf`` read as before.
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_INT = re.compile(r"^(?:[-+]?[0-9][0-9_]*|[-+]?0o[0-7_]+|[-+]?0x[0-9a-fA-F_]+|[-+]?0b[01_]+)$")
+_EXP = r"(?:[eE][-+]?[0-9]+)?"
+_FLOAT = re.compile(
+    rf"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*{_EXP}|[-+]?\.[0-9][0-9_]*{_EXP}"
+    r"|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_UniqueKeyLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_UniqueKeyLoader.add_implicit_resolver(_INT_TAG, _INT, list("-+0123456789"))
+_UniqueKeyLoader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+0123456789."))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: Any) -> int:
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    digits = text.lstrip("+-")
+    sign = -1 if text.startswith("-") else 1
+    base = {"0o": 8, "0x": 16, "0b": 2}.get(digits[:2].lower(), 10)
+    return sign * int(digits[2:] if base != 10 else digits, base)
+
+
+_UniqueKeyLoader.add_constructor(_INT_TAG, _construct_int)
 
 
 def _parse_yaml(text: str, source: str) -> Any:
