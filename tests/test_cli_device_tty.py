@@ -5,6 +5,7 @@ translate on a terminal: line by line, and a progress bar on long input."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import test_cli
@@ -97,27 +98,20 @@ def test_translate_on_a_terminal_answers_each_line_as_typed(checkpoint, tmp_path
         os.close(master)
 
 
-def test_a_long_translation_shows_a_bar_on_a_terminal_and_nothing_elsewhere(checkpoint, tmp_path):
-    """stderr a terminal: a bar of sentences; stderr a file: no bar; the output the same."""
+def stderr_on_a_pty(cmd: list[str], rows: int, cols: int, stdout: Any) -> bytes:
+    """What ``cmd`` shows on a terminal of ``rows`` x ``cols`` that is its stderr."""
     import fcntl
     import os
     import pty
     import select
     import struct
     import subprocess
-    import sys
     import termios
 
-    src = write_lines(tmp_path / "src.txt", [f"a b {i % 7}" for i in range(300)])
-    cmd = [sys.executable, "-m", "rnnkit", "translate", str(checkpoint), "--input", str(src)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    out_tty = tmp_path / "tty.txt"
-    proc = subprocess.Popen(
-        [*cmd, "--output", str(out_tty)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=slave, env=env,
-    )  # fmt: skip
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=slave, env=env)
     os.close(slave)
     shown = b""
     try:
@@ -129,12 +123,49 @@ def test_a_long_translation_shows_a_bar_on_a_terminal_and_nothing_elsewhere(chec
             if not chunk:
                 break
             shown += chunk
-        assert proc.wait(60) == 0
+        assert proc.wait(60) == 0, shown.decode(errors="replace")
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait(10)
         os.close(master)
+    return shown
+
+
+def test_a_long_translation_shows_a_bar_on_a_terminal_and_nothing_elsewhere(checkpoint, tmp_path):
+    """stderr a terminal: a bar of sentences; stderr a file: no bar; the output the same."""
+    import os
+    import subprocess
+    import sys
+
+    src = write_lines(tmp_path / "src.txt", [f"a b {i % 7}" for i in range(300)])
+    cmd = [sys.executable, "-m", "rnnkit", "translate", str(checkpoint), "--input", str(src)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out_tty = tmp_path / "tty.txt"
+    shown = stderr_on_a_pty([*cmd, "--output", str(out_tty)], 24, 100, subprocess.DEVNULL)
     assert b"300/300" in shown and b"sent/s" in shown
     plain = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
     assert plain.returncode == 0 and b"sent/s" not in plain.stderr
     assert plain.stdout.decode().splitlines() == out_tty.read_text().splitlines()
+
+
+@pytest.mark.parametrize("rows, cols", [(24, 100), (0, 0), (0, 100)])
+def test_train_on_a_terminal_shows_a_bar_or_step_lines(tmp_path, rows, cols):
+    """A terminal with a size gets tqdm's bar; one left at 0 rows or columns (some container
+    and CI ptys, where tqdm draws nothing) gets the step lines a log file gets."""
+    import subprocess
+    import sys
+
+    sets = {
+        "data.task": "copy", "data.task_size": 60, "data.task_dev": 4, "data.task_test": 4,
+        "model.hidden_size": 8, "model.emb_size": 8, "train.batch_size": 16,
+        "train.max_steps": 6, "train.log_every": 2, "train.validate_every": 100,
+        "train.checkpoint_every": 100, "train.max_minutes": 0, "train.device": "cpu",
+    }  # fmt: skip
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "dates.yaml"
+    cmd = [sys.executable, "-m", "rnnkit", "train", str(cfg), "--out", str(tmp_path / "run")]
+    cmd += [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    shown = stderr_on_a_pty(cmd, rows, cols, subprocess.DEVNULL).decode(errors="replace")
+    sized = rows > 0 and cols > 0
+    assert ("step/s" in shown) == sized, shown
+    assert ("step 4 epoch" in shown) != sized, shown

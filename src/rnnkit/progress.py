@@ -142,14 +142,25 @@ class Meter:
 
 
 def progress_bar(on: bool, total: int | None, initial: int, unit: str = "step") -> Any:
-    """A tqdm bar on stderr when ``on`` and stderr is a terminal (else a disabled one)."""
+    """A tqdm bar on stderr when ``on`` and stderr is a terminal with a size (else a
+    disabled one, and the rows come as log lines)."""
     if not on:
         return None
     from tqdm import tqdm
 
-    return tqdm(
-        total=total, initial=initial, unit=unit, dynamic_ncols=True, disable=not os.isatty(2)
-    )
+    return tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, disable=not _sized())
+
+
+def _sized() -> bool:
+    """stderr is a terminal that reports its rows and columns. A pty left at 0 x 0 (some
+    container and CI terminals) is a terminal where tqdm shows nothing at all."""
+    if not os.isatty(2):
+        return False
+    try:
+        size = os.get_terminal_size(2)
+    except OSError:
+        return False
+    return size.lines > 0 and size.columns > 0
 
 
 def above(bar: Any, say: Log) -> Log:
