@@ -118,6 +118,35 @@ def test_info_config_trains_again_from_another_folder(tmp_path, capsys, monkeypa
     assert dumped["train"]["init_from"] == str(tmp_path / "other" / "run2" / "best.pt")
 
 
+def test_a_relative_sp_model_is_found_where_the_corpora_are(tmp_path, capsys, monkeypatch):
+    """data.sp_model was taken from the current folder while the corpora beside it were
+    found from the config's folder: 'data.sp_model /elsewhere/sp.model: cannot read'."""
+    _corpus(tmp_path / "c" / "corp")
+    bpe = _corpus_config(tokenizer="bpe", vocab_size=50)
+    bpe["data"]["tokenizer"] = "bpe"  # (_corpus_config sets word)
+    assert (
+        main(
+            [
+                "train",
+                str(write_yaml(tmp_path / "c" / "bpe.yaml", bpe)),
+                "--out",
+                str(tmp_path / "bpe"),
+            ]
+        )
+        == 0
+    )
+    model = (tmp_path / "bpe" / "src_spm.model").read_bytes()
+    (tmp_path / "c" / "corp" / "sp.model").write_bytes(model)
+    cfg = write_yaml(
+        tmp_path / "c" / "sp.yaml", bpe | {"data": {**bpe["data"], "sp_model": "corp/sp.model"}}
+    )
+    monkeypatch.chdir(tmp_path)  # neither the config's folder nor the corpora's
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--out", "sp"]) == 0, capsys.readouterr().err
+    assert "tokenizer: data.sp_model corp/sp.model" in capsys.readouterr().err
+    assert (tmp_path / "sp" / "src_spm.model").read_bytes() == model
+
+
 def test_train_from_python_checks_before_it_makes_the_folder(tmp_path):
     """train() made the folder and its .lock before finding the corpus missing, and took a
     config changed in code unchecked (torch's 'Invalid learning rate')."""

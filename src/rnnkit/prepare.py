@@ -151,8 +151,11 @@ def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pa
     return out
 
 
-def build_tokenizers(cfg: Config, pairs: list[Pair]) -> tuple[Tokenizer, Tokenizer]:
-    """Source and target tokenizers trained on the training pairs (one, if joint)."""
+def build_tokenizers(
+    cfg: Config, pairs: list[Pair], config_dir: Path | None = None
+) -> tuple[Tokenizer, Tokenizer]:
+    """Source and target tokenizers trained on the training pairs (one, if joint), or
+    ``data.sp_model`` read (a relative path found as the corpora are)."""
     d = cfg.data
     kw: dict[str, Any] = {
         "vocab_size": d.vocab_size,
@@ -162,7 +165,7 @@ def build_tokenizers(cfg: Config, pairs: list[Pair]) -> tuple[Tokenizer, Tokeniz
     if d.sp_model:
         from rnnkit.data import SentencePieceTokenizer
 
-        path = resolve_data_path(d, d.sp_model)
+        path = resolve_data_path(d, d.sp_model, config_dir)
         try:
             tok: Tokenizer = SentencePieceTokenizer(path.read_bytes())
         except OSError as e:
@@ -253,7 +256,7 @@ def prepare(
             say(f"tokenizer: data.sp_model {cfg.data.sp_model} (both sides)")
         else:
             say(f"training tokenizers ({cfg.data.tokenizer}) on {len(train_pairs)} pairs")
-        src_tok, tgt_tok = build_tokenizers(cfg, train_pairs)
+        src_tok, tgt_tok = build_tokenizers(cfg, train_pairs, config_dir)
     if len(train_pairs) >= TOKENISING_NOTE_PAIRS:  # seconds of silence else, minutes at millions
         say(f"tokenising {len(train_pairs)} training pairs (for the vocabularies, then the ids)")
     counts: tuple[Counter[str], Counter[str]] | None = None
