@@ -280,12 +280,25 @@ def test_cli_serves_env_key_and_stops_gracefully_on_sigterm(ckpt: Path, monkeypa
         proc.send_signal(signal.SIGTERM)
         worker.join(60)
         assert proc.wait(60) == 0
-        log = proc.stdout.read().splitlines()
+        log = proc.printed()
     assert box and box[0].status_code == 200 and len(box[0].json()["translations"]) == 60
     access = [line.split(" ", 2)[1:] for line in log if line.startswith("20")]
     assert [a[0] for a in access] == ["127.0.0.1", "127.0.0.1"], log  # --access-log
     assert re.fullmatch(r'"POST /translate" 401 [\d.]+ ms', access[0][1]), access
     assert re.fullmatch(r'"POST /translate" 200 [\d.]+ ms', access[1][1]), access
+
+
+def test_a_talkative_server_is_not_stalled_by_its_own_output(ckpt: Path) -> None:
+    """launch.started read the server's output only up to its URL: once the pipe held
+    64 KiB of access log, the server blocked writing its next line and answered no more."""
+    long = "x" * 4000  # each access-log line holds the path and query: 4 kB
+    with serving(ckpt, "--access-log") as (url, proc):
+        for i in range(40):  # 160 kB of log, beyond any pipe's buffer
+            r = httpx.get(f"{url}health?q={long}{i}", timeout=20)
+            assert r.status_code == 200, i
+        time.sleep(0.5)  # the last lines on their way
+        lines = [line for line in proc.printed() if "/health?q=" in line]
+    assert len(lines) == 40 and f'{long}39" 200 ' in lines[-1]
 
 
 def test_cli_busy_port_is_a_one_line_error(ckpt: Path) -> None:

@@ -5,6 +5,8 @@
 
 The server is stopped on exit however the block ends: SIGTERM (it answers what is
 queued and exits), then SIGKILL if it is still there after ``stop_timeout`` seconds.
+What it prints after its URL is read as it comes (a full pipe would stall the server at
+its next log line); ``proc.printed()`` gives the last lines.
 """
 
 from __future__ import annotations
@@ -15,13 +17,37 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-__all__ = ["started"]
+__all__ = ["Server", "started"]
 
 _URL = re.compile(r"(http://127\.0\.0\.1:\d+/)")
+KEPT = 10_000  # lines of the server's output kept for printed()
+
+
+class Server(subprocess.Popen):  # type: ignore[type-arg]
+    """The server's process. Once it has printed its URL, a thread reads the rest of
+    its output as it comes and keeps the last :data:`KEPT` lines."""
+
+    def drain(self) -> None:
+        self._kept: deque[str] = deque(maxlen=KEPT)
+        self._reader = threading.Thread(target=self._read, daemon=True, name="serve-output")
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.stdout is not None
+        for line in self.stdout:
+            self._kept.append(line.rstrip("\n"))
+
+    def printed(self) -> list[str]:
+        """The lines printed after the URL (all of them once the server has exited)."""
+        if self.poll() is not None:
+            self._reader.join(10)
+        return list(self._kept)
 
 
 @contextmanager
@@ -30,7 +56,7 @@ def started(
     *args: str,
     timeout: float = 60.0,
     stop_timeout: float = 30.0,
-) -> Iterator[tuple[str, subprocess.Popen]]:
+) -> Iterator[tuple[str, Server]]:
     """``rnnkit serve checkpoint --port 0 *args`` on 127.0.0.1 with one torch thread
     (several checkpoints: their ensemble); yields (its URL, the process) once it prints
     the URL. A server that exits or stays silent for ``timeout`` seconds raises
@@ -38,12 +64,14 @@ def started(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     paths = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
     cmd = [sys.executable, "-m", "rnnkit", "serve", *paths, "--host", "127.0.0.1"]
-    proc = subprocess.Popen(
+    proc = Server(
         [*cmd, "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, env=env,
     )  # fmt: skip
     try:
-        yield _url(proc, timeout), proc
+        url = _url(proc, timeout)
+        proc.drain()
+        yield url, proc
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -52,6 +80,9 @@ def started(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+        reader = getattr(proc, "_reader", None)
+        if reader is not None:
+            reader.join(10)
         if proc.stdout is not None:
             proc.stdout.close()
 
