@@ -17,7 +17,7 @@ from toy import one_thread
 
 from rnnkit.checkpoint import Bundle
 from rnnkit.serve.app import _dumps
-from rnnkit.serve.batcher import Batcher
+from rnnkit.serve.batcher import Batcher, QueueFull
 
 
 @pytest.fixture(autouse=True)
@@ -84,6 +84,38 @@ def test_max_batch_is_a_maximum() -> None:
     assert sizes == [20, 30, 40, 2]  # 20 | 20 + 10 | 40 alone | 2
     assert [len(a) for a in answers] == [20, 20, 10, 40, 2]
     assert all(a == [f"{k}-{i}" for i in range(len(a))] for k, a in enumerate(answers))
+
+
+def test_a_request_taken_as_the_server_closes_is_answered() -> None:
+    """close() could slip in between submit()'s check and its put: the worker stopped at
+    close's mark, and the request it had taken was never answered (its future hung)."""
+    import threading
+    import time
+
+    async def scenario() -> tuple[list[str], str]:
+        b = Batcher(lambda texts, options: texts, max_wait=0.0)
+        b.start()
+        closer = threading.Thread(target=b.close)
+        put = b._queue.put
+
+        def put_late(item: object, *args: object, **kw: object) -> None:
+            if item is not None and not closer.is_alive():  # the request's put
+                closer.start()  # close() comes now, while the request is on its way
+                time.sleep(0.3)
+            put(item, *args, **kw)  # type: ignore[arg-type]
+
+        b._queue.put = put_late  # type: ignore[method-assign]
+        future = b.submit(["a"], ())
+        try:
+            answer = await asyncio.wait_for(future, 10)
+        finally:
+            await asyncio.to_thread(closer.join, 10)
+        with pytest.raises(QueueFull) as refused:
+            b.submit(["b"], ())
+        return answer, str(refused.value)
+
+    answer, refused = asyncio.run(scenario())
+    assert answer == ["a"] and refused == "the server is shutting down"
 
 
 def test_a_diverged_model_answers_json_with_null_for_nan(bundle: Bundle) -> None:

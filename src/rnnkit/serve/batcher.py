@@ -13,6 +13,7 @@ goes on with the next one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -50,7 +51,10 @@ def _settle(job: Job, result: Any = None, error: BaseException | None = None) ->
         else:
             job.future.set_result(result)
 
-    job.loop.call_soon_threadsafe(done)
+    try:
+        job.loop.call_soon_threadsafe(done)
+    except RuntimeError:  # the event loop is closed: nobody to tell, and the worker goes on
+        pass
 
 
 class Batcher:
@@ -96,8 +100,9 @@ class Batcher:
 
     def close(self, timeout: float = 60.0) -> None:
         """Stop taking requests, finish those queued, stop the worker."""
-        self._closed = True
-        self._queue.put(None)
+        with self._lock:  # every request submit() took is queued before the stop mark
+            self._closed = True
+            self._queue.put(None)
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -108,12 +113,14 @@ class Batcher:
             QueueFull: ``max_queue`` requests are already waiting, or the batcher is closed.
         """
         loop = asyncio.get_running_loop()
+        job = Job(list(texts), options, loop, loop.create_future())
         with self._lock:
-            if self._closed or self._waiting >= self.max_queue:
+            if self._closed:
+                raise QueueFull("the server is shutting down")
+            if self._waiting >= self.max_queue:
                 raise QueueFull(f"{self._waiting} requests are waiting (--max-queue)")
             self._waiting += 1
-        job = Job(list(texts), options, loop, loop.create_future())
-        self._queue.put(job)
+            self._queue.put(job)  # (under the lock: close() cannot slip in between)
         return job.future
 
     def _take(self, block: bool = True, timeout: float | None = None) -> Job | None:
@@ -176,9 +183,10 @@ class Batcher:
                 for job in group:
                     _settle(job, error=e)
                 continue
-            if self.on_batch is not None and texts:
-                self.on_batch(len(texts))
             start = 0
             for job in group:
                 _settle(job, results[start : start + len(job.texts)])
                 start += len(job.texts)
+            if self.on_batch is not None and texts:
+                with contextlib.suppress(Exception):  # a metric is not worth the worker
+                    self.on_batch(len(texts))
