@@ -53,6 +53,26 @@ def test_diverged_loss_stops_before_the_next_checkpoint(
     assert finite(tmp_path / "run" / "best.pt")
 
 
+def test_a_run_that_fails_closes_its_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """log.csv (and TensorBoard's writer) were closed only when training stopped as
+    planned: a run that diverged left them open (Python's API keeps going after it)."""
+    import rnnkit.progress as progress
+
+    logs: list[Any] = []
+    init = progress.CsvLog.__init__
+
+    def opened(self: Any, *args: Any, **kw: Any) -> None:
+        init(self, *args, **kw)
+        logs.append(self)
+
+    monkeypatch.setattr(progress.CsvLog, "__init__", opened)
+    poison_from(monkeypatch, 3)
+    d = tiny(train={"max_steps": 30, "log_every": 100, "checkpoint_every": 5})
+    with pytest.raises(Diverged):
+        train(config_from_dict(d), tmp_path / "run")
+    assert len(logs) == 1 and logs[0].f.closed
+
+
 def test_log_line_shows_it_then_the_command_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -248,8 +248,12 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """The loop; returns when a stopping criterion is met or on Ctrl-C."""
-        with graphs.mode(self.t.graphs):  # validation's decoding too
-            return self._loop()
+        try:
+            with graphs.mode(self.t.graphs):  # validation's decoding too
+                return self._loop()
+        finally:  # log.csv and TensorBoard closed however it ends (an error: divergence, OOM)
+            if self.csv is not None:
+                self.csv.close()
 
     def _loop(self) -> TrainResult:
         t, at, k = self.t, self.at, self.t.accumulate
@@ -350,8 +354,6 @@ class Trainer:
                 self.keep()
         if not (self.out / "best.pt").exists() or not math.isfinite(at.best):
             self.save("best.pt")  # no validation yet: the weights at the stop
-        if self.csv is not None:
-            self.csv.close()
         metric = self.t.early_stopping_metric
         best, text = validation.describe_outcome(metric, at)
         self.say(f"stopped ({stopped}) after {at.step} steps; {text}; checkpoints in {self.out}")
