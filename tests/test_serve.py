@@ -314,6 +314,23 @@ def test_cli_busy_port_is_a_one_line_error(ckpt: Path) -> None:
     assert r.stderr.strip().startswith("rnnkit: error: serve: cannot listen on 127.0.0.1:")
 
 
+def test_a_port_in_use_leaves_no_socket_open() -> None:
+    import gc
+    import warnings
+
+    from rnnkit.serve.command import _socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", ResourceWarning)
+            with pytest.raises(OSError):
+                _socket("127.0.0.1", taken.getsockname()[1])
+            gc.collect()
+    assert not [w for w in seen if issubclass(w.category, ResourceWarning)]
+
+
 def test_a_request_given_up_on_costs_no_model_time():
     """A request whose future is already settled when its batch comes (it timed out, its
     client went away) is not translated; the others in the batch are."""

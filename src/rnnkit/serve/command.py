@@ -101,14 +101,17 @@ def short_names(paths: list[str]) -> list[str]:
         if all(len({f for f, m in zip(files, names) if m == name}) == 1 for name in names):
             break
     return names
-    return names
 
 
 def _socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:  # (a port in use: the caller's one-line error, no socket left open)
+        sock.close()
+        raise
     return sock
 
 
