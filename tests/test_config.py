@@ -379,6 +379,15 @@ def test_resolve_data_path_precedence(tmp_path, monkeypatch):
     assert resolve_data_path(plain, "train", conf_dir) == conf_dir / "train"
 
 
+def test_rnnkit_data_sets_data_dir_with_or_without_a_file(tmp_path, monkeypatch):
+    """load_config(path) recorded RNNKIT_DATA as data.data_dir, load_config(None) not."""
+    monkeypatch.setenv("RNNKIT_DATA", str(tmp_path / "env"))
+    path = write(tmp_path, "data: {train: t}\n")
+    assert load_config(path).data.data_dir == str(tmp_path / "env")
+    assert load_config(None).data.data_dir == str(tmp_path / "env")
+    assert load_config(None, ["data.data_dir=x"]).data.data_dir == "x"  # --set still wins
+
+
 def test_relative_data_dir_is_taken_from_the_current_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = DataConfig(data_dir="data")

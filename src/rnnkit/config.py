@@ -161,10 +161,16 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
             an unknown section or key, a wrong type or value. The message is one line
             and names the file (or the override) and the key.
     """
-    if path is None:
-        return apply_overrides(Config(), overrides, source="<defaults>")
-    source = str(path)
-    p = Path(path)
+    cfg = Config() if path is None else _read_config(path)
+    env = os.environ.get("RNNKIT_DATA")
+    if env:  # the environment replaces the file's data_dir; --set still wins
+        cfg.data.data_dir = env
+    source = "<defaults>" if path is None else str(path)
+    return apply_overrides(cfg, overrides, source=source)
+
+
+def _read_config(path: str | Path) -> Config:
+    source, p = str(path), Path(path)
     if p.is_dir():
         raise ConfigError(f"{source}: is a directory, not a config file")
     try:
@@ -178,11 +184,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
         raise ConfigError(f"{source}: not valid UTF-8") from None
     except OSError as e:
         raise ConfigError(f"{source}: cannot read ({e.strerror})") from None
-    cfg = config_from_dict(_parse_yaml(text, source), source)
-    env = os.environ.get("RNNKIT_DATA")
-    if env:  # the environment replaces the file's data_dir; --set still wins
-        cfg.data.data_dir = env
-    return apply_overrides(cfg, overrides, source=source)
+    return config_from_dict(_parse_yaml(text, source), source)
 
 
 def apply_overrides(cfg: Config, overrides: Sequence[str], source: str = "<config>") -> Config:

@@ -2,8 +2,8 @@
 
 Beam search keeps, for every sentence of the batch, the K best partial hypotheses in
 one tensor of B·K rows. At each step every alive hypothesis is extended by every
-token; of the B × K·V candidates, the 2K best of each sentence are looked at: those
-ending in EOS become finished hypotheses, the best K others stay alive. A sentence is
+token; of the B × K·V candidates, the 2K best of each sentence are looked at: those of
+the K best that end in EOS finish, the best K not ending in EOS stay alive. A sentence is
 done when it has n finished hypotheses and no alive one scores better than the n-th of
 them at the current length (the stopping rule of OpenNMT and Joey NMT), or when it
 reaches its maximum length a·|x| + b. Finished sentences leave the batch.

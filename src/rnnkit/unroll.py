@@ -21,13 +21,21 @@ from rnnkit.cells.base import Cell, State, check_step
 from rnnkit.cells.regularisers import ZoneMask
 
 __all__ = [
+    "Direction",
     "check_input",
     "check_lengths",
+    "freeze",
+    "last",
+    "mask_padding",
+    "restore_layout",
+    "reverse_index",
+    "reverse_out",
     "run_cell",
-    "unroll",
     "stack",
     "time_major",
-    "restore_layout",
+    "time_reverse",
+    "unroll",
+    "valid_steps",
 ]
 
 Direction = Callable[[int, int, Tensor, State], tuple[Tensor, State, Any]]

@@ -24,8 +24,8 @@ class PeepholeLSTMCell(LSTMCell):
         o_t = σ(W_io x_t + W_ho h_{t-1} + p_o ⊙ c_t + b_o)     (o sees the new cell)
         h_t = o_t ⊙ tanh(c_t)
 
-    Extra parameters ``peephole_i``, ``peephole_f``, ``peephole_o`` (H,); all zero,
-    the cell is the LSTM.
+    Extra parameters ``peephole_i``, ``peephole_f``, ``peephole_o`` (H,), initialised
+    as every weight is (U(-1/√H, 1/√H)); were they zero, the cell would be the LSTM.
     """
 
     peephole_i: Tensor

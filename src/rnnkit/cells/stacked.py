@@ -44,6 +44,10 @@ class StackedCell(nn.Module):
     entering ``W_hh`` by a per-sequence mask ``(B, L, H)`` that :meth:`draw` makes and the
     caller carries from step to step (the decoder keeps it in its state); weight drop reads
     a DropConnect copy of each ``W_hh``, drawn by :meth:`draw` once per sequence batch.
+    Those copies are the one thing held here between calls (a weight has no batch rows to
+    travel in a batch-first state), so in training a stack steps one sequence batch at a
+    time: a second :meth:`draw` replaces the first batch's copies. Teacher forcing, the
+    only training use, does so; in evaluation there are no copies.
     """
 
     def __init__(
