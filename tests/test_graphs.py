@@ -58,6 +58,10 @@ def test_mode_switch_and_errors(monkeypatch):
     monkeypatch.setattr(graphs, "_mode", "sometimes")
     with pytest.raises(ValueError, match="RNNKIT_GRAPHS"):
         graphs.active(cpu)
+    ran = []
+    with pytest.raises(ValueError, match="RNNKIT_GRAPHS"), graphs.mode("on"):
+        ran.append(1)  # (the bad value was found on the way out, after the work)
+    assert not ran and graphs._mode == "sometimes"
 
 
 LAYERS = {

@@ -51,8 +51,9 @@ def get_mode() -> str:
 
 @contextmanager
 def mode(value: str) -> Iterator[None]:
-    """``with rnnkit.graphs.mode("on"): ...``: :func:`set_mode` for a block."""
-    before = _mode
+    """``with rnnkit.graphs.mode("on"): ...``: :func:`set_mode` for a block (a bad
+    ``RNNKIT_GRAPHS`` is refused before the block, not after it)."""
+    before = get_mode()
     set_mode(value)
     try:
         yield
