@@ -47,7 +47,8 @@ def reloads(url: str, result: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-def test_reload_swaps_the_model_and_a_failed_one_keeps_it(ckpt: Path, capsys: Any) -> None:
+def test_reload_swaps_the_model_and_a_failed_one_keeps_it(ckpt: Path, caplog: Any) -> None:
+    caplog.set_level("INFO", logger="rnnkit.serve.reload")
     first, second = load_bundle(ckpt), other_model(ckpt, 4242)
     loads: list[Any] = [(second, None), CheckpointError("m.pt: truncated")]
 
@@ -71,9 +72,14 @@ def test_reload_swaps_the_model_and_a_failed_one_keeps_it(ckpt: Path, capsys: An
         assert httpx.get(f"{url}/info").json()["step"] == 4242
         assert texts(url) == want[1]
         assert reloads(url, "error") == 1
-    err = capsys.readouterr().err
-    assert f"reloaded m.pt (step {first.step} → 4242)" in err
-    assert "reload failed, still serving step 4242: m.pt: truncated" in err
+    said = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert (
+        "rnnkit.serve.reload",
+        "INFO",
+        f"rnnkit serve: reloaded m.pt (step {first.step} → 4242)",
+    ) in said
+    failed = "rnnkit serve: reload failed, still serving step 4242: m.pt: truncated"
+    assert ("rnnkit.serve.reload", "WARNING", failed) in said
 
 
 def test_without_a_loader_reload_does_nothing(ckpt: Path) -> None:
@@ -109,3 +115,6 @@ def test_sighup_reloads_the_files_of_a_running_server(ckpt: Path, tmp_path: Path
         assert httpx.get(f"{url}/info").json()["step"] == 777
         assert len(texts(url)) == len(DATES)
         assert proc.poll() is None
+        said = [line for line in proc.printed() if "reload" in line]
+    assert said[0] == f"rnnkit serve: reloaded m.pt (step {load_bundle(ckpt).step} → 777)"
+    assert said[1].startswith("rnnkit serve: reload failed, still serving step 777: ")

@@ -129,8 +129,8 @@ def api_key(args: argparse.Namespace) -> str | None:
     return key
 
 
-def _log_to_stdout(log: logging.Logger) -> None:
-    handler = logging.StreamHandler(sys.stdout)
+def _log_to(log: logging.Logger, stream: Any) -> None:
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -165,6 +165,7 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
 
     from rnnkit.cli_decode import _models
     from rnnkit.serve.app import ACCESS_LOG, Settings, create_app
+    from rnnkit.serve.served import RELOAD_LOG
 
     bundle, ensemble = _models(args.checkpoint, args.device)  # auto: the GPU if there is one
     settings = Settings(
@@ -178,7 +179,8 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
         access_log=args.access_log,
     )
     if args.access_log:
-        _log_to_stdout(ACCESS_LOG)
+        _log_to(ACCESS_LOG, sys.stdout)
+    _log_to(RELOAD_LOG, sys.stderr)
     name = " + ".join(short_names(args.checkpoint))
     app = create_app(
         bundle, settings, name, ensemble, lambda: _models(args.checkpoint, args.device)

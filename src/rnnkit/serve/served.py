@@ -5,7 +5,7 @@ that fails (a missing or half-written file) leaves the current model serving."""
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,8 +48,8 @@ def refusal(m: Loaded, opts: Decode) -> str | None:
     return None
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+# what a reload did; ``rnnkit serve`` writes it on stderr (the library only logs it)
+RELOAD_LOG = logging.getLogger("rnnkit.serve.reload")
 
 
 class Served:
@@ -64,10 +64,9 @@ class Served:
         limits: dict[str, Any],
         loader: Loader | None = None,
         on_reload: Callable[[bool], None] = lambda _ok: None,
-        say: Callable[[str], None] = _stderr,
     ) -> None:
         self.checkpoint, self.beam, self.limits = checkpoint, beam, limits
-        self.loader, self.on_reload, self.say = loader, on_reload, say
+        self.loader, self.on_reload = loader, on_reload
         self.now = self._loaded(bundle, ensemble)
         self._lock = threading.Lock()  # one reload at a time
 
@@ -95,10 +94,14 @@ class Served:
             try:
                 bundle, ensemble = self.loader()
             except Exception as e:  # the server must outlive a bad file
-                self.say(f"rnnkit serve: reload failed, still serving step {step}: {e}")
+                RELOAD_LOG.warning(
+                    "rnnkit serve: reload failed, still serving step %s: %s", step, e
+                )
                 self.on_reload(False)
                 return False
             self.now = self._loaded(bundle, ensemble)
-            self.say(f"rnnkit serve: reloaded {self.checkpoint} (step {step} → {bundle.step})")
+            RELOAD_LOG.info(
+                "rnnkit serve: reloaded %s (step %s → %s)", self.checkpoint, step, bundle.step
+            )
             self.on_reload(True)
             return True
