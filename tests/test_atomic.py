@@ -108,6 +108,15 @@ def test_train_into_a_folder_holding_a_run_needs_overwrite(tmp_path: Path, capsy
         code, _, err = run_cli(capsys, "train", cfg, "--out", out, "--overwrite", "--set", bad)
         assert code == 2 and "nowhere" in err
         assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == kept
+    # vectors that fail only once the data is read: the new run's vocabularies and
+    # held-out pairs were written over the old run's, which stayed (a folder of two runs)
+    vec = tmp_path / "bad.vec"
+    vec.write_text("a 0 0\nb x 0\n", encoding="utf-8")
+    new_data = ["--set", "data.task_dev=7", "--set", "data.task_size=150"]
+    code, _, err = run_cli(capsys, "train", cfg, "--out", out, "--overwrite", *new_data,
+                           "--set", f"model.src_embeddings={vec}")  # fmt: skip
+    assert code == 2 and f"{vec}, line" in err
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == kept
     (out / "step-99.pt").write_bytes(b"an old kept checkpoint")
     (out / "tensorboard").mkdir(exist_ok=True)  # where progress.py's SummaryWriter writes
     (out / "tensorboard" / "events.out.tfevents.1.old").write_bytes(b"old events")

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rnnkit.config import Config, DataConfig, resolve_data_path
 from rnnkit.data import (
@@ -33,7 +33,17 @@ from rnnkit.data import (
 )
 from rnnkit.data.tasks import check_task_options
 
-__all__ = ["Prepared", "load_pairs", "prepare", "tokenizer_states"]
+if TYPE_CHECKING:
+    from rnnkit.distributed import Dist
+
+__all__ = [
+    "Prepared",
+    "load_pairs",
+    "prepare",
+    "prepare_on_ranks",
+    "save_prepared",
+    "tokenizer_states",
+]
 
 TOKENISING_NOTE_PAIRS = 200_000
 """From this many training pairs ``prepare`` says that it tokenises them (Tatoeba's
@@ -53,6 +63,7 @@ class Prepared:
     examples: list[Example]  # the training pairs, tokenised and numbered
     dev: list[Pair]  # raw dev pairs, for BLEU
     train: list[Pair] = field(default_factory=list)  # what examples hold, as text
+    held: dict[str, list[Pair]] = field(default_factory=dict)  # dev / test, for save_prepared
     _last: tuple[float, int, list[Example]] | None = field(default=None, repr=False)
 
     def epoch_examples(self, dropout: float, seed: int) -> list[Example]:
@@ -243,8 +254,8 @@ def prepare(
 ) -> Prepared:
     """Pairs → tokenizers and vocabularies (trained, or from ``resumed``) → examples.
 
-    Also writes the vocabularies and sentencepiece models into ``out`` (unless not
-    ``write``: the ranks of a distributed run other than rank 0).
+    Also writes the vocabularies, sentencepiece models and held-out pairs into ``out``
+    (:func:`save_prepared`) unless not ``write``.
     """
     pairs = load_pairs(cfg, config_dir)
     train_pairs = lowercase_pairs(pairs["train"], cfg.data.lowercase)
@@ -279,11 +290,37 @@ def prepare(
         tgt_vocab = Vocab.from_state(resumed["tgt_vocab"])
     else:
         src_vocab, tgt_vocab = _vocabularies(cfg, src_tok, tgt_tok, train_pairs, counts, say)
-    if write:
-        save_vocabularies(out, src_tok, tgt_tok, src_vocab, tgt_vocab)
-        save_held_out(out, cfg.data, pairs, say)
     examples = encode_pairs(train_pairs, src_tok, tgt_tok, src_vocab, tgt_vocab)
-    return Prepared(src_tok, tgt_tok, src_vocab, tgt_vocab, examples, pairs["dev"], train_pairs)
+    held: dict[str, list[Pair]] = {k: pairs[k] for k in ("dev", "test") if k in pairs}
+    d = Prepared(src_tok, tgt_tok, src_vocab, tgt_vocab, examples, pairs["dev"], train_pairs, held)
+    if write:
+        save_prepared(out, cfg, d, say)
+    return d
+
+
+def prepare_on_ranks(
+    cfg: Config,
+    out: Path,
+    config_dir: Path | None,
+    resumed: dict[str, Any] | None,
+    say: Callable[[str], None],
+    dist: Dist,
+) -> Prepared:
+    """:func:`prepare` in every process of a run (``dist``: its ranks),
+    tokenizers trained (or resumed) by rank 0 alone and sent to the others. Nothing is
+    written yet: :func:`save_prepared` does that once the run's checks have passed."""
+    if not dist.on:
+        return prepare(cfg, out, config_dir, resumed, say, write=False)
+    d = prepare(cfg, out, config_dir, resumed, say, write=False) if dist.main else None
+    states = dist.broadcast(tokenizer_states(d) if d is not None else None)
+    return d or prepare(cfg, out, config_dir, states, write=False)
+
+
+def save_prepared(out: Path, cfg: Config, d: Prepared, say: Callable[[str], None]) -> None:
+    """The vocabularies, sentencepiece models and held-out dev / test files of ``d``
+    beside the checkpoints (``rnnkit train`` writes them once its checks have passed)."""
+    save_vocabularies(out, d.src_tokenizer, d.tgt_tokenizer, d.src_vocab, d.tgt_vocab)
+    save_held_out(out, cfg.data, d.held, say)
 
 
 def _filter_and_count(

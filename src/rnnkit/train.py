@@ -38,7 +38,13 @@ from rnnkit.ema import Ema
 from rnnkit.job import rank_and_world
 from rnnkit.optim import Schedule, make_optimizer
 from rnnkit.position import Position, Stop, TrainResult
-from rnnkit.prepare import Prepared, check_corpora, load_pairs, prepare, tokenizer_states
+from rnnkit.prepare import (
+    check_corpora,
+    load_pairs,
+    prepare_on_ranks,
+    save_prepared,
+    tokenizer_states,
+)
 from rnnkit.pretrained import check_files, first_weights
 from rnnkit.progress import CsvLog, Meter, above, progress_bar, report
 from rnnkit.runlock import claimed, remove_run
@@ -101,7 +107,9 @@ class Trainer:
         init = load_initial(self.t.init_from, cfg) if self.t.init_from and not ckpt else None
         if ckpt is None and init is None:  # before the data work: the vectors can be read
             check_files(cfg, config_dir)
-        self.data = d = self._prepare(config_dir, ckpt or init)
+        self.data = d = prepare_on_ranks(
+            cfg, self.out, config_dir, ckpt or init, self.say, self.dist
+        )
         self.found_at = found_at(cfg, config_dir)  # (info --config writes them)
         self.model = build_model(cfg, len(d.src_vocab), len(d.tgt_vocab)).to(self.device)
         if ckpt is None:  # a new run (every rank): the parent's weights, or pretrained vectors
@@ -134,17 +142,11 @@ class Trainer:
         resumed_at = self.at.step if ckpt is not None else None
         if overwrite and main:  # only now: a run that fails before starts leaves it as it was
             remove_run(self.out)
+        if main:  # vocabularies and held-out pairs, also only now
+            save_prepared(self.out, cfg, d, self.say)
         self.csv = CsvLog(self.out, resumed_at) if main else None
         self.history: list[dict[str, Any]] = []
         self.t0 = time.time()
-
-    def _prepare(self, config_dir: Path | None, ckpt: dict[str, Any] | None) -> Prepared:
-        """Data on every rank; tokenizers trained (or resumed) by rank 0 alone."""
-        if not self.dist.on:
-            return prepare(self.cfg, self.out, config_dir, ckpt, self.say)
-        d = prepare(self.cfg, self.out, config_dir, ckpt, self.say) if self.dist.main else None
-        states = self.dist.broadcast(tokenizer_states(d) if d is not None else None)
-        return d or prepare(self.cfg, self.out, config_dir, states, write=False)
 
     def elapsed(self) -> float:
         """Training seconds, across resumed runs."""
