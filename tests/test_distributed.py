@@ -236,6 +236,14 @@ def test_two_ranks_take_the_updates_of_one_process(tmp_path, accumulate, alpha):
         ck2["progress"]["pos"],
     )
     assert len(ck2["rng_ranks"]) == 2
+    if accumulate == 1:  # resumed in one process: said, with both counts
+        said: list[str] = []
+        d["train"]["max_steps"] = 41
+        train(config_from_dict(d), two, resume=True, log=said.append)
+        assert (
+            "note: last.pt was written by 2 processes, this run has 1: it goes on from there, "
+            "with other dropout masks than one of 2 would draw"
+        ) in said
 
 
 # ---------------------------------------------------------------- resume, failure
@@ -323,6 +331,11 @@ def test_a_bad_timeout_is_one_line_before_any_process_starts(tmp_path, capsys, v
     monkeypatch.setenv("RNNKIT_DIST_BACKEND", "mpi")
     assert main(["train", str(cfg_path), "--out", str(tmp_path / "o"), "--nproc", "2"]) == 2
     assert "RNNKIT_DIST_BACKEND=mpi: use gloo" in capsys.readouterr().err
+    monkeypatch.setenv("RNNKIT_DIST_BACKEND", "nccl")  # on the CPU: it started 2 processes
+    args = ["train", str(cfg_path), "--out", str(tmp_path / "o"), "--nproc", "2"]
+    assert main([*args, "--set", "train.device=cpu"]) == 2
+    said = "RNNKIT_DIST_BACKEND=nccl: use gloo (nccl needs CUDA; this run trains on cpu)"
+    assert capsys.readouterr().err.strip() == f"rnnkit: error: {said}"
     monkeypatch.delenv("RNNKIT_DIST_BACKEND")
     args = ["train", str(cfg_path), "--out", str(tmp_path / "o"), "--nproc", "2", "--resume"]
     assert main(args) == 2

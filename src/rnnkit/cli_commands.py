@@ -133,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError("--nproc: already one of several processes (torchrun)")
         from rnnkit.distributed import check_environment
 
-        check_environment()  # here, not once in each process
+        check_environment(cfg.train.device, args.nproc)  # here, not once in each process
         if args.resume and not (Path(out) / "last.pt").is_file():
             raise UsageError(f"{Path(out) / 'last.pt'}: checkpoint not found")
         from rnnkit.launcher import launch

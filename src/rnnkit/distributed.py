@@ -116,6 +116,17 @@ class Dist:
     def on(self) -> bool:
         return self.world > 1
 
+    def resumed_note(self, wrote: int) -> str | None:
+        """What ``--resume`` says when ``wrote`` processes wrote ``last.pt`` (None: as
+        many as now)."""
+        if wrote == self.world:
+            return None
+        return (
+            f"note: last.pt was written by {wrote} process{'es' * (wrote > 1)}, this run has "
+            f"{self.world}: it goes on from there, with other dropout masks than one of "
+            f"{wrote} would draw"
+        )
+
     @property
     def main(self) -> bool:
         """Rank 0: the process that writes."""
@@ -225,13 +236,28 @@ def leave_group() -> None:
         pass
 
 
-def check_environment() -> None:
-    """``RNNKIT_DIST_TIMEOUT`` and ``RNNKIT_DIST_BACKEND`` as :func:`setup` will read
-    them (a :class:`ConfigError` before any process starts)."""
+def check_environment(device_name: str = "auto", world: int = 2) -> None:
+    """``RNNKIT_DIST_TIMEOUT``, ``RNNKIT_DIST_BACKEND`` and ``train.device`` as
+    :func:`setup` will read them in ``world`` processes (a :class:`ConfigError` before
+    any process starts)."""
     dist_timeout()
-    backend = os.environ.get(BACKEND_ENV)
-    if backend and backend not in ("nccl", "gloo"):
-        raise ConfigError(f"{BACKEND_ENV}={backend}: use gloo, or nccl on CUDA")
+    _backend(pick_device(device_name), device_name, world)
+
+
+def _backend(device: torch.device, device_name: str, world: int) -> str:
+    """The backend of ``world`` ranks training on ``device`` (``train.device`` is
+    ``device_name``): nccl on CUDA, gloo elsewhere, unless ``RNNKIT_DIST_BACKEND`` says."""
+    if device.type == "cuda" and device.index is not None:
+        raise ConfigError(
+            f"train.device={device_name} names one GPU, but {world} processes train: "
+            "use cuda or auto (each rank takes cuda:LOCAL_RANK)"
+        )
+    backend = os.environ.get(BACKEND_ENV) or ("nccl" if device.type == "cuda" else "gloo")
+    if backend not in ("nccl", "gloo") or (backend == "nccl" and device.type != "cuda"):
+        why = "" if backend != "nccl" else f" (nccl needs CUDA; this run trains on {device})"
+        cuda = ", or nccl on CUDA" if device.type == "cuda" or backend != "nccl" else ""
+        raise ConfigError(f"{BACKEND_ENV}={backend}: use gloo{cuda}{why}")
+    return backend
 
 
 def _end_with_launcher() -> None:
@@ -272,18 +298,7 @@ def setup(device_name: str) -> tuple[Dist, torch.device]:
     if world <= 1:
         return Dist(), pick_device(device_name)
     device = pick_device(device_name)
-    if device.type == "cuda":
-        if device.index is not None:
-            raise ConfigError(
-                f"train.device={device_name} names one GPU, but {world} processes train: "
-                "use cuda or auto (each rank takes cuda:LOCAL_RANK)"
-            )
-    backend = os.environ.get(BACKEND_ENV) or ("nccl" if device.type == "cuda" else "gloo")
-    if backend not in ("nccl", "gloo") or (backend == "nccl" and device.type != "cuda"):
-        raise ConfigError(
-            f"{BACKEND_ENV}={backend}: use gloo"
-            + (", or nccl on CUDA" if device.type == "cuda" else "")
-        )
+    backend = _backend(device, device_name, world)
     if device.type == "cuda":
         gpus = torch.cuda.device_count()
         if local_rank >= gpus and backend == "nccl":  # NCCL refuses two ranks on one GPU

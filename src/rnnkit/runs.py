@@ -363,10 +363,10 @@ def load_entry(path: str | Path, entry: str, load: Callable[[Any], Any], state: 
 
 def restore_run(
     ckpt: dict[str, Any], path: Path, model: Any, opt: Any, sched: Any, dist: Dist
-) -> tuple[Position, bool]:
+) -> tuple[Position, int]:
     """``--resume``: the checkpoint ``ckpt`` read from ``path`` loaded into the training
     weights, the optimizer and the schedule, and this rank's RNG states restored. Returns
-    where the run stood, and whether as many processes wrote it as run now (if not, only
+    where the run stood, and how many processes wrote it (if not as many as run now, only
     rank 0 takes the saved RNG states). An entry that does not load is a CheckpointError."""
     model.load_state_dict(training_weights(ckpt))
     load_entry(path, "optimizer", opt.load_state_dict, ckpt["optimizer"])
@@ -374,7 +374,8 @@ def restore_run(
     saved = ckpt["progress"]  # (no best_bleu before the metric could be chosen)
     at = Position(**{"best_bleu": saved["best"], **saved})
     key, rngs = _rng_entry(ckpt)
-    return at, load_entry(path, key, lambda r: restore_rng(r, dist), rngs)
+    load_entry(path, key, lambda r: restore_rng(r, dist), rngs)
+    return at, len(rngs)
 
 
 def kept_checkpoints(out: str | Path) -> list[Path]:

@@ -123,9 +123,9 @@ class Trainer:
         seed_rank(self.t.seed, self.dist)  # each rank its own dropout masks
         last = self.out / "last.pt"
         if ckpt is not None:
-            self.at, same = restore_run(ckpt, last, self.model, self.opt, self.sched, self.dist)
-            if not same:
-                self.say("note: last.pt was written by another number of processes")
+            self.at, wrote = restore_run(ckpt, last, self.model, self.opt, self.sched, self.dist)
+            if note := self.dist.resumed_note(wrote):
+                self.say(note)
             self.say(f"resumed from {last} at step {self.at.step} (epoch {self.at.epoch + 1})")
         self.ema = Ema(self.model, self.t.ema_decay, ckpt)  # of the weights loaded or drawn
         net = wrap(self.model, self.dist, self.device)  # what trains: DDP or the model
