@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from rnnkit.about import checkpoint_info
 from rnnkit.checkpoint import build_model, load_checkpoint
 from rnnkit.cli import build_parser
 from rnnkit.cli_commands import train_arguments
@@ -236,6 +237,7 @@ def test_two_ranks_take_the_updates_of_one_process(tmp_path, accumulate, alpha):
         ck2["progress"]["pos"],
     )
     assert len(ck2["rng_ranks"]) == 2
+    assert checkpoint_info(two / "last.pt")["training"]["processes"] == 2
     if accumulate == 1:  # resumed in one process: said, with both counts
         said: list[str] = []
         d["train"]["max_steps"] = 41

@@ -57,8 +57,8 @@ def model_info(bundle: Bundle, checkpoint: str, ensemble: Ensemble | None = None
 def checkpoint_info(path: str | Path) -> dict[str, Any]:
     """:func:`model_info` of the checkpoint at ``path``, plus ``training``: its step,
     epoch, best dev score so far (by ``train.early_stopping_metric``; with its step and
-    dev BLEU), training minutes, ``ema_decay`` (> 0: the weights are a moving average)
-    and whether ``--resume`` can continue from it (an
+    dev BLEU), training minutes, ``ema_decay`` (> 0: the weights are a moving average),
+    the number of ``processes`` that trained it and whether ``--resume`` can continue from it (an
     averaged or kept ``step-*.pt`` file holds weights only), or ``averaged``:
     the steps whose weights it averages; and ``file_mb``."""
     path = Path(path)
@@ -76,6 +76,7 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         **_best(ckpt),
         "minutes": round(progress["elapsed"] / 60, 1) if "elapsed" in progress else None,
         "resumable": "optimizer" in ckpt,
+        "processes": ckpt.get("processes"),  # that trained it (None: weights only, or older)
         # > 0: the weights are the moving average of the run's (train.ema_decay)
         "ema_decay": float((ckpt.get("config") or {}).get("train", {}).get("ema_decay", 0.0)),
     }

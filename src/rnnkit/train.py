@@ -174,6 +174,7 @@ class Trainer:
             "rng": rngs[0],
             "rng_ranks": rngs,
             "progress": dataclasses.asdict(at),
+            "processes": self.dist.world,  # (info says it)
             "scaler": self.update.amp.state_dict(),
             **self.ema.state(),
         }
