@@ -211,6 +211,10 @@ def test_a_beam_wider_than_the_target_vocabulary_is_refused(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err == "rnnkit: error: --beam 100000 exceeds the target vocabulary (12 tokens)\n"
+    serve = [sys.executable, "-m", "rnnkit", "serve", str(ckpt), "--beam", "13", "--port", "0"]
+    r = subprocess.run(serve, capture_output=True, text=True, timeout=120)  # (it served,
+    assert r.returncode == 2, r.stderr  # and every request without a beam was a 422)
+    assert r.stderr == "rnnkit: error: --beam 13 exceeds the target vocabulary (12 tokens)\n"
     from rnnkit.serve.served import refusal
     from rnnkit.serve.translator import Decode
 

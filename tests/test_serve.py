@@ -288,6 +288,35 @@ def test_cli_serves_env_key_and_stops_gracefully_on_sigterm(ckpt: Path, monkeypa
     assert re.fullmatch(r'"POST /translate" 200 [\d.]+ ms', access[1][1]), access
 
 
+def test_ctrl_c_twice_stops_at_once_without_a_traceback(ckpt: Path) -> None:
+    """The second Ctrl-C (while the first answered what was queued) made uvicorn cut the
+    model's thread off mid-batch: 500s, nine tracebacks and an abort (status 134)."""
+    with serving(ckpt) as (url, proc):
+        body = {"texts": [f"{d} {i}" for d in DATES for i in range(12)], "beam": 5}
+        box: list[Any] = []
+
+        def ask() -> None:
+            try:
+                box.append(httpx.post(url + "translate", json=body, timeout=60).status_code)
+            except httpx.HTTPError as e:  # the connection closed: a forced stop
+                box.append(type(e).__name__)
+
+        workers = [threading.Thread(target=ask) for _ in range(16)]  # seconds of batches
+        for w in workers:
+            w.start()
+        time.sleep(0.4)
+        proc.send_signal(signal.SIGINT)  # answer what is queued...
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # ...no: stop now
+        assert proc.wait(30) == 130
+        for w in workers:
+            w.join(60)
+        printed = proc.printed()
+    assert "rnnkit serve: stopped at once (Ctrl-C twice)" in printed, printed
+    assert not [line for line in printed if "Traceback" in line or "terminate" in line]
+    assert len(box) == 16 and 500 not in box, box
+
+
 def test_a_talkative_server_is_not_stalled_by_its_own_output(ckpt: Path) -> None:
     """launch.started read the server's output only up to its URL: once the pipe held
     64 KiB of access log, the server blocked writing its next line and answered no more."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gzip
+import json
 import re
 import socket
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ def _one_thread() -> Iterator[None]:
     "body, says",
     [
         (b'{"text": "\\ud800"}', "text 0: a lone surrogate at character 0"),
-        (b'{"text": "a", "beam": ' + b"9" * 5000 + b"}", "malformed JSON"),
+        (b'{"text": "a", "beam": ' + b"9" * 5000 + b"}", "malformed JSON: a number of thou"),
         (b'{"text": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "nested too deeply"),
     ],
 )
@@ -156,7 +158,12 @@ def test_http_details(bundle: Bundle) -> None:
         for path in ("/health", "/", "/metrics"):
             assert httpx.head(url + path, timeout=10).status_code == 200
         wrong = httpx.delete(url + "/health", timeout=10)
-        assert wrong.status_code == 405 and "GET" in wrong.headers["allow"]
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD"  # (was GET)
+        assert httpx.head(url + "/docs", timeout=10).status_code == 200  # (was 405)
+        assert httpx.delete(url + "/translate", timeout=10).headers["allow"] == "POST"
+        spec = httpx.get(url + "/openapi.json", timeout=10).json()
+        said = spec["paths"]["/health"]["get"]["responses"]["503"]["description"]
+        assert "worker has stopped" in said  # (it said "busy: the queue is full")
         denied = post(url, {"text": "a"})
         assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
         assert post(url, {"text": DATES[0]}, headers={"X-API-Key": "k3y"}).status_code == 200
@@ -169,6 +176,9 @@ def test_http_details(bundle: Bundle) -> None:
     "args, says",
     [
         (["--port", "70000"], "--port: must be a port number from 0 to 65535"),
+        (["--port", "²"], "--port: must be a port number from 0 to 65535"),  # (invalid _port)
+        (["--max-wait-ms", "abc"], "--max-wait-ms: must be a number of ms"),  # (invalid _wait)
+        (["--api-key", ""], "--api-key: an empty key; leave the option out"),  # (no key at all)
         (["--max-wait-ms", "inf"], "--max-wait-ms: must be a number of ms from 0 to 60000"),
         (["--beam", "100"], "--beam: must be at most 32"),
         # the page cannot send it (a browser's fetch refuses a header beyond Latin-1 and
@@ -187,6 +197,29 @@ def test_serve_options_out_of_range_are_usage_errors(args: list[str], says: str,
         status = e.code
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err and says in err, err
+
+
+def test_bodies_the_parser_should_not_chew_on(bundle: Bundle) -> None:
+    """410,000 texts (under the body limit) were a 422 after pydantic had listed each
+    wrong item, holding the event loop 1.5 s; a malformed Origin was a 500 with a
+    traceback, before the key was asked for; a BOM before the JSON a 422; a gzipped body
+    'not valid UTF-8'."""
+    with running(bundle, api_key="k") as url:
+        many = b'{"texts": [' + b",".join([b"0"] * 410_000) + b"]}"
+        r = httpx.post(url + "/translate", content=many, headers={"X-API-Key": "k"}, timeout=30)
+        assert r.status_code == 413 and r.json()["detail"].startswith("410000 texts; at most 64")
+        odd = {"Origin": "http://[::1", "X-API-Key": "k"}
+        r = httpx.post(url + "/translate", json={"text": DATES[0]}, headers=odd, timeout=30)
+        assert r.status_code == 403 and "another site (http://[::1)" in r.json()["detail"]
+        key = {"X-API-Key": "k"}
+        body = json.dumps({"text": DATES[0]}).encode()
+        r = httpx.post(url + "/translate", content=b"\xef\xbb\xbf" + body, headers=key, timeout=30)
+        assert r.status_code == 200 and r.json()["translations"][0]["text"]
+        zipped = {**key, "Content-Encoding": "gzip"}
+        r = httpx.post(url + "/translate", content=gzip.compress(body), headers=zipped, timeout=30)
+        assert r.status_code == 415 and r.json()["detail"] == (
+            "Content-Encoding: gzip: send the body uncompressed"
+        )
 
 
 def test_health_says_when_the_worker_is_gone(bundle: Bundle) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -50,7 +51,14 @@ from rnnkit.serve.request import (
     parse_request,
     read_body,
 )
-from rnnkit.serve.schema import Health, TranslateResponse, add_security, docs_html, errors
+from rnnkit.serve.schema import (
+    Error,
+    Health,
+    TranslateResponse,
+    add_security,
+    docs_html,
+    errors,
+)
 from rnnkit.serve.served import Loader, Refused, Served, refusal
 from rnnkit.serve.translator import Decode
 
@@ -192,7 +200,15 @@ async def _api_error(request: Request, e: ApiError) -> JSONResponse:
 
 
 async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
-    return error_response(e.status_code, str(e.detail), e.headers)  # 405's Allow
+    headers = e.headers
+    if e.status_code == 405:  # Allow: every route's methods at this path (HEAD has its own)
+        path = request.url.path
+        methods = {
+            m for r in request.app.routes if isinstance(r, APIRoute) and r.path_regex.match(path)
+            for m in (r.methods or ())
+        }  # fmt: skip
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(methods))}
+    return error_response(e.status_code, str(e.detail), headers)
 
 
 def _dumps(content: Any) -> bytes:
@@ -256,7 +272,9 @@ def create_app(
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
-    @app.get("/health", responses={200: {"model": Health}, **errors(503)})
+    stopped = {"model": Error, "description": "the batch worker has stopped: restart"}
+
+    @app.get("/health", responses={200: {"model": Health}, 503: stopped})
     async def health() -> JSONResponse:
         if not batcher.alive:  # the worker thread died: nothing would be translated
             return error_response(503, "the batch worker has stopped; restart the server")
@@ -275,13 +293,13 @@ def create_app(
     async def page() -> HTMLResponse:
         return HTMLResponse(page_html())
 
-    for path, endpoint in (("/health", health), ("/info", get_info), ("/metrics", get_metrics),
-                           ("/", page)):  # fmt: skip
-        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)  # uptime
-
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     async def docs() -> HTMLResponse:
         return HTMLResponse(docs_html(app.title))
+
+    for path, endpoint in (("/health", health), ("/info", get_info), ("/metrics", get_metrics),
+                           ("/", page), ("/docs", docs)):  # fmt: skip
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)  # uptime
 
     body_schema = {
         "required": True,

@@ -19,14 +19,17 @@ __all__ = ["add_parser", "cmd_serve"]
 
 
 def _wait(text: str) -> float:
-    x = float(text)
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
     if not (math.isfinite(x) and 0 <= x <= 60_000):
         raise argparse.ArgumentTypeError(f"must be a number of ms from 0 to 60000, got {text}")
     return x
 
 
 def _port(text: str) -> int:
-    if not (text.isdigit() and int(text) <= 65535):
+    if not (text.isascii() and text.isdigit() and int(text) <= 65535):
         raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {text}")
     return int(text)
 
@@ -47,8 +50,8 @@ def add_parser(sub: Any) -> None:
         "GET /info, POST /translate, GET /metrics (Prometheus), /docs (OpenAPI). "
         "Concurrent requests are translated "
         "together in batches. SIGTERM or Ctrl-C: stop accepting, answer what is queued, "
-        "exit 0. SIGHUP: read the checkpoints again and serve them (a file that fails to "
-        "load leaves the current model serving).",
+        "exit 0 (Ctrl-C twice: stop at once, 130). SIGHUP: read the checkpoints again "
+        "and serve them (a file that fails to load leaves the current model serving).",
     )
     s.add_argument(
         "checkpoint", nargs="+", metavar="CHECKPOINT",
@@ -119,6 +122,8 @@ def api_key(args: argparse.Namespace) -> str | None:
     """``--api-key``, else ``$RNNKIT_API_KEY``, else None. A key is printable ASCII: an
     HTTP header carries bytes, and a browser cannot send other characters in one (the
     page could not have used a key the server accepts from curl)."""
+    if args.api_key == "":  # (--api-key "$UNSET": a server open to all, unsaid)
+        raise UsageError("--api-key: an empty key; leave the option out for a server without one")
     key = args.api_key or os.environ.get("RNNKIT_API_KEY") or None
     where = "--api-key" if args.api_key else "RNNKIT_API_KEY"
     if key is not None and not (key.isascii() and key.isprintable() and key == key.strip()):
@@ -168,6 +173,10 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
     from rnnkit.serve.served import RELOAD_LOG
 
     bundle, ensemble = _models(args.checkpoint, args.device)  # auto: the GPU if there is one
+    if args.beam is not None and args.beam > len(bundle.tgt_vocab):  # (else every request 422)
+        raise UsageError(
+            f"--beam {args.beam} exceeds the target vocabulary ({len(bundle.tgt_vocab)} tokens)"
+        )
     settings = Settings(
         beam=args.beam,
         max_batch=args.max_batch,
@@ -197,6 +206,15 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
             await super().startup(sockets)
             if not self.should_exit:
                 print(f"rnnkit serve: {url} (API docs: {url}docs)", flush=True)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            """A second Ctrl-C while the first answers what is queued: stop at once. (In
+            uvicorn's forced stop the model thread was cut off mid-batch: tracebacks,
+            500s and an abort by the C++ runtime.)"""
+            if self.should_exit and sig == signal.SIGINT:
+                print("rnnkit serve: stopped at once (Ctrl-C twice)", file=sys.stderr, flush=True)
+                os._exit(130)
+            super().handle_exit(sig, frame)
 
     # a request waits at most timeout_s for its batch: a stop answers every one in flight
     grace = int(settings.timeout_s + 10)

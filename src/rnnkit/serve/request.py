@@ -69,7 +69,7 @@ def error_response(
 
 def parse_request(body: bytes, s: Settings) -> tuple[TranslateRequest, list[str]]:
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8-sig")  # (a byte-order mark before the JSON is let be)
     except UnicodeDecodeError as e:
         raise ApiError(400, f"the body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
     try:
@@ -80,8 +80,11 @@ def parse_request(body: bytes, s: Settings) -> tuple[TranslateRequest, list[str]
         ) from None
     except RecursionError:
         raise ApiError(422, "malformed JSON: nested too deeply") from None
-    except ValueError as e:  # e.g. an integer of more digits than Python converts
-        raise ApiError(422, f"malformed JSON: {str(e)[:160]}") from None
+    except ValueError:  # an integer of more digits than Python converts (4300)
+        raise ApiError(422, "malformed JSON: a number of thousands of digits") from None
+    many = data.get("texts") if isinstance(data, dict) else None
+    if isinstance(many, list) and len(many) > s.max_texts:  # before pydantic lists each error
+        raise ApiError(413, f"{len(many)} texts; at most {s.max_texts} (--max-texts)")
     try:
         req = TranslateRequest.model_validate(data)
     except ValidationError as e:
@@ -109,6 +112,9 @@ def parse_request(body: bytes, s: Settings) -> tuple[TranslateRequest, list[str]
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding not in ("", "identity"):
+        raise ApiError(415, f"Content-Encoding: {coding}: send the body uncompressed")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the body has {declared} bytes; at most {limit}")
@@ -163,11 +169,14 @@ def check_origin(request: Request) -> None:
         if site in ("same-origin", "none"):
             return
     elif origin != "null":
-        parts = urllib.parse.urlsplit(origin)
-        scheme = parts.scheme
-        sent_from = _address(parts.netloc, scheme)
-        if sent_from is not None and sent_from in _addresses(request, scheme):
-            return
+        try:
+            parts = urllib.parse.urlsplit(origin)
+        except ValueError:  # ("http://[::1": no origin a browser sends) refused below
+            parts = None
+        if parts is not None:
+            sent_from = _address(parts.netloc, parts.scheme)
+            if sent_from is not None and sent_from in _addresses(request, parts.scheme):
+                return
     raise ApiError(403, f"a request from the page of another site ({origin}) is refused")
 
 
