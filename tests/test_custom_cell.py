@@ -363,9 +363,29 @@ class _StateOnly(rnnkit.Cell):
         return (torch.tanh(gi + self.hh(state[0])),)
 
 
+class _GateNone(rnnkit.Cell):
+    Gates = _OneGate
+
+    def step(self, gi, state):
+        h = torch.tanh(gi + self.hh(state[0]))
+        return (h,), _OneGate(None)
+
+
+class _GateWithoutBatch(rnnkit.Cell):
+    """A gate of one value per unit: passed every check, then broke the traces' masks."""
+
+    Gates = _TwoGates
+
+    def step(self, gi, state):
+        h = torch.tanh(gi + self.hh(state[0]))
+        return (h,), _TwoGates(h, h.mean(0))
+
+
 @pytest.mark.parametrize(
     ("cls", "says"),
     [
+        (_GateNone, "step: gate 'hidden' must be a (B, ·) tensor, B = 2; got NoneType"),
+        (_GateWithoutBatch, "must be a (B, ·) tensor, B = 2; got (4,)"),
         (_NoReturn, "step must return (new_state, gates); got NoneType"),
         (_StateOnly, "step must return (new_state, gates); got a tuple of 1"),
         (_ForgetsItsCell, "a tuple of 2 tensor(s) ('hidden', 'cell'); got 1 tensor(s)"),

@@ -154,6 +154,8 @@ def _cell(**declarations: object) -> type:
         ({"Gates": None}, "Declared must declare Gates, a NamedTuple"),
         ({"state": ("hidden", "cell")}, r"Gates must have a field for each state name; "),
         ({"chunks": 0}, "Declared.chunks must be a positive integer"),
+        ({"sigmoid": "hidden"}, r"Declared.sigmoid must be a tuple of Gates fields \('hidden',\)"),
+        ({"sigmoid": ("rate",)}, "Declared.sigmoid must be a tuple of Gates fields"),
     ],
 )
 def test_bad_declarations_fail_when_the_cell_is_made(declarations, says):

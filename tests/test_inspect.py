@@ -335,24 +335,32 @@ class SqueezeCell(rnnkit.Cell):
         s = torch.sigmoid(a_s + self.hh(state[0], slice(0, 1)))
         h = s * state[0] + (1 - s) * torch.tanh(a_h)
         return (h,), SqueezeGates(s, h)
+
+
+class DeclaredSqueezeCell(SqueezeCell):
+    sigmoid = ("squeeze",)
 '''
 
 
-@pytest.mark.parametrize("cell", ["mgu", "cifg_lstm", "layernorm_gru", "custom"])
+@pytest.mark.parametrize("cell", ["mgu", "cifg_lstm", "layernorm_gru", "custom", "declared"])
 def test_inspect_draws_the_declared_gates_of_any_cell(cell, tmp_path, monkeypatch):
     """Variants and a custom cell (model.cell = module:Class) are recorded and drawn by
-    the gate names their cell declares; saturation covers their σ gates by name."""
-    if cell == "custom":
+    the gate names their cell declares; saturation covers their σ gates by name, or those
+    the cell declares as ``sigmoid`` (a custom cell was told it was 'a vanilla RNN')."""
+    said: list[str] = []
+    if cell in ("custom", "declared"):
         (tmp_path / "my_cells.py").write_text(CUSTOM_CELL, encoding="utf-8")
         monkeypatch.syspath_prepend(str(tmp_path))
-        cell = "my_cells:SqueezeCell"
+        cell = {"custom": "my_cells:SqueezeCell", "declared": "my_cells:DeclaredSqueezeCell"}[cell]
     bundle = make_bundle(cell, enc_layers=1, dec_layers=1)
     rec = record(bundle, "a b c")
     declared = type(bundle.model.decoder.rnn.cells[0]).Gates._fields
     for part, traces in rec.gates.items():
         assert tuple(traces) == declared, part
     ckpt = save_bundle(bundle, tmp_path / "m.pt")
-    result = run_inspect(ckpt, "a b c", tmp_path / "out", corpus=CORPUS, top_units=4)
+    result = run_inspect(
+        ckpt, "a b c", tmp_path / "out", corpus=CORPUS, top_units=4, log=said.append
+    )
     names = {p.name for p in result.files}
     assert {"gates_encoder_l0_forward.png", "gates_decoder_l0.png", "inspect.html"} <= names
     sat = saturation(bundle, CORPUS)
@@ -360,11 +368,16 @@ def test_inspect_draws_the_declared_gates_of_any_cell(cell, tmp_path, monkeypatc
         "mgu": {"forget"},
         "cifg_lstm": {"input", "forget", "output"},
         "layernorm_gru": {"reset", "update"},
+        "my_cells:DeclaredSqueezeCell": {"squeeze"},
     }.get(cell, set())
     assert {key[3] for key in sat} == sigmoid
+    assert ("saturation.png" in names) == bool(sigmoid)
+    if not sigmoid:
+        assert any("Squeeze has no gate named as a sigmoid gate is" in m for m in said), said
+    assert rec.sigmoid == tuple(sorted(sigmoid, key=declared.index))
     # info names a variant by its kind, a custom cell as the config does (it must import)
     named = {"mgu": "MGU", "cifg_lstm": "CIFGLSTM", "layernorm_gru": "LayerNormGRU"}
-    assert model_info(bundle, "m.pt")["cell"] == named.get(cell, "my_cells:SqueezeCell")
+    assert model_info(bundle, "m.pt")["cell"] == named.get(cell, cell)
 
 
 def test_inspect_records_the_translation_that_translate_gives(tmp_path):

@@ -194,6 +194,8 @@ def plot_gates(rec: Recording, part: Part, path: str | Path, units: int = 16) ->
         idx = top_units(values, k)
         shown = values[:, idx].T.numpy()  # (k, T)
         label, span = _GATE_INFO.get(name, (name, None))
+        if name in rec.sigmoid:  # (a custom cell's σ gate of another name too)
+            span = (0.0, 1.0)
         if span is None:
             m = float(abs(shown).max()) or 1.0
             span = (-m, m)
@@ -367,8 +369,14 @@ def run_inspect(
             figures["saturation"] = plot_saturation(
                 sat, out / "saturation.png", f"{rec.cell} gate saturation over {n} sentences"
             )
-        else:
+        elif rec.cell == "RNN":
             say("note: a vanilla RNN has no sigmoid gates; no saturation plot")
+        else:
+            say(
+                f"note: {rec.cell} has no gate named as a sigmoid gate is (input, forget, "
+                "output, reset, update) and declares none (its Cell class's sigmoid); "
+                "no saturation plot"
+            )
     files += figures.values()
     files.append(write_html(rec, out / "inspect.html", figures, sat, sentence=sentence))
     _remove_stale(out, files)

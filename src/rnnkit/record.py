@@ -56,13 +56,16 @@ DIRECTIONS = ("forward", "backward")
 
 
 def sigmoid_gates(model: Any) -> tuple[str, ...]:
-    """The σ gates of ``model``'s cell: the stock table, else the cell's declared gate
-    names that are σ gates by name (a custom cell's other gates are not assumed to be)."""
+    """The σ gates of ``model``'s cell: the stock table, else what the cell declares as
+    ``sigmoid``, else its gates named as σ gates are (input, forget, output, reset,
+    update; a custom cell's other gates are not assumed to be)."""
     kind = model.decoder.kind
     if kind in SIGMOID_GATES:
         return SIGMOID_GATES[kind]
-    fields = type(model.decoder.rnn.cells[0]).Gates._fields
-    return tuple(n for n in fields if n in _SIGMOID_NAMES)
+    cls = type(model.decoder.rnn.cells[0])
+    if getattr(cls, "sigmoid", None) is not None:
+        return tuple(cls.sigmoid)
+    return tuple(n for n in cls.Gates._fields if n in _SIGMOID_NAMES)
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Recording:
             without ``Cell`` (``"LayerNormLSTM"``); its traces hold the declared gates.
         decoding: ``"greedy"``, or ``"beam K"`` when the output is beam search's (the
             decoder then read that output, as in training).
+        sigmoid: the gates in (0, 1) (:func:`sigmoid_gates`).
     """
 
     src_tokens: list[str]
@@ -90,6 +94,7 @@ class Recording:
     gates: dict[Part, dict[str, Tensor]] = field(default_factory=dict)
     cell: str = "GRU"
     decoding: str = "greedy"  # how out_tokens were chosen: "greedy" or "beam K"
+    sigmoid: tuple[str, ...] = ()
 
     def tokens(self, part: Part) -> list[str]:
         """The tokens on the time axis of ``part``: source for the encoder, output for the
@@ -193,6 +198,7 @@ def record(
         gates=gates,
         cell=model.decoder.kind,
         decoding="greedy" if forced is None else decoding,
+        sigmoid=sigmoid_gates(model),
     )
 
 

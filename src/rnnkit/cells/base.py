@@ -46,6 +46,9 @@ class Cell(nn.Module):
     Gates: ClassVar[Any]  # a NamedTuple class; its fields name the step's activations
     state: ClassVar[tuple[str, ...]] = ("hidden",)
     chunks: ClassVar[int] = 1
+    # the Gates fields squashed by σ into (0, 1): inspect's saturation and heatmap scale;
+    # None: the fields named input, forget, output, reset or update
+    sigmoid: ClassVar[tuple[str, ...] | None] = None
 
     recurrent_mask: Tensor | None = None  # (B, H) set by a layer for recurrent dropout
     weight_ih: Tensor
@@ -174,8 +177,8 @@ class Cell(nn.Module):
 
 
 def check_declarations(cls: type) -> None:
-    """Raise ``TypeError`` when a cell class's ``state``, ``Gates`` or ``chunks`` is not
-    what the API says (checked when a cell is made, before any step runs)."""
+    """Raise ``TypeError`` when a cell class's ``state``, ``Gates``, ``chunks`` or
+    ``sigmoid`` is not what the API says (checked when a cell is made, before any step)."""
     name = cls.__name__
     state = getattr(cls, "state", None)
     if not (isinstance(state, tuple) and state and all(isinstance(n, str) for n in state)):
@@ -196,12 +199,17 @@ def check_declarations(cls: type) -> None:
         raise TypeError(
             f"{name}.chunks must be a positive integer (gate blocks in weight_ih); got {chunks!r}"
         )
+    sigmoid = getattr(cls, "sigmoid", None)
+    if sigmoid is not None and not (
+        isinstance(sigmoid, tuple) and all(isinstance(n, str) and n in fields for n in sigmoid)
+    ):
+        raise TypeError(f"{name}.sigmoid must be a tuple of Gates fields {fields}; got {sigmoid!r}")
 
 
 def check_step(cell: Cell, out: Any, state: State) -> tuple[State, Any]:
     """A cell's first step returned what the API says, ``(new_state, gates)``: one tensor
     per declared state, each the shape of the state it replaces, and gates with a field
-    per state name. Returns the two."""
+    per state name, every field a ``(B, ·)`` tensor. Returns the two."""
     name = type(cell).__name__
     if not isinstance(out, tuple) or len(out) != 2:
         got = f"a tuple of {len(out)}" if isinstance(out, tuple) else type(out).__name__
@@ -232,6 +240,13 @@ def check_step(cell: Cell, out: Any, state: State) -> tuple[State, Any]:
             f"got {type(gates).__name__} (a subclass that declares other gates needs its "
             "own step)"
         )
+    B = state[0].shape[0]
+    for field, g in zip(fields, gates):  # recorded over time and masked past each length
+        if not isinstance(g, Tensor) or g.dim() != 2 or g.shape[0] != B:
+            shape = tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__
+            raise ValueError(
+                f"{name}.step: gate {field!r} must be a (B, ·) tensor, B = {B}; got {shape}"
+            )
     return new, gates
 
 
