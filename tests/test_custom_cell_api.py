@@ -165,6 +165,31 @@ def test_bad_declarations_fail_when_the_cell_is_made(declarations, says):
             make()
 
 
+class _TorchStyleInit(rnnkit.Cell):
+    """An __init__ without **kw, as torch.nn code writes one."""
+
+    Gates = _Hidden
+
+    def __init__(self, input_size, hidden_size, bias=True, scale=1.0):
+        super().__init__(input_size, hidden_size, bias)
+        self.scale = scale
+
+    def step(self, gi, state):
+        h = torch.tanh(self.scale * gi + self.hh(state[0]))
+        return (h,), _Hidden(h)
+
+
+def test_a_cell_without_kw_runs_and_device_or_dtype_for_it_are_named():
+    """Recurrent passed device=None and dtype=None to every cell: one whose __init__ has
+    no **kw failed with "__init__() got an unexpected keyword argument 'device'"."""
+    out, _ = rnnkit.Recurrent(_TorchStyleInit, I, H, scale=0.5)(torch.randn(5, B, I))
+    assert out.shape == (5, B, H)
+    for kw in ({"device": "cpu"}, {"dtype": torch.float64}):
+        name = next(iter(kw))
+        with pytest.raises(TypeError, match=f"_TorchStyleInit.__init__ takes no {name}= "):
+            rnnkit.Recurrent(_TorchStyleInit, I, H, **kw)
+
+
 def test_cell_alone_checks_what_its_step_returns():
     bare = _cell(step=lambda self, gi, s: (torch.tanh(gi), _Hidden(torch.tanh(gi))))
     with pytest.raises(ValueError, match=r"Declared.step must return \(new_state, gates\)"):

@@ -107,15 +107,15 @@ class Recurrent(nn.Module):
             zoneout, recurrent_dropout, weight_drop, f"Recurrent({name})", has_cell
         )
         self.cell_kwargs = cell_kwargs
-        _check_keywords(cell_class, cell_kwargs, f"Recurrent({name})")
+        # device= and dtype= only when given: a cell whose __init__ lacks **kw then works
+        factory = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        _check_keywords(cell_class, {**cell_kwargs, **factory}, f"Recurrent({name})")
         D = 2 if bidirectional else 1
         self._cells: list[tuple[Cell, str, list[str]]] = []  # (cell, suffix, tensor names)
         size = input_size
         for layer in range(num_layers):
             for d in range(D):
-                cell = cell_class(
-                    size, hidden_size, bias, device=device, dtype=dtype, **cell_kwargs
-                )
+                cell = cell_class(size, hidden_size, bias, **factory, **cell_kwargs)
                 self._cells.append((cell, self._adopt(cell, layer, d), strip(cell)))
             size = D * cell.state_size(cell.state[0])  # the next layer reads the outputs
 
@@ -314,5 +314,10 @@ def _check_keywords(cell_class: type[Cell], kwargs: dict[str, Any], where: str) 
     else:  # (no __init__ of fixed keywords: any may be taken)
         return
     unknown = [k for k in kwargs if k not in named]
+    if unknown and unknown[0] in ("device", "dtype"):
+        raise TypeError(
+            f"{where}: {cell_class.__name__}.__init__ takes no {unknown[0]}= (take **kw and "
+            "hand it on to rnnkit.Cell.__init__)"
+        )
     if unknown:
         raise TypeError(f"{where}: {cell_class.__name__} takes no keyword {unknown[0]!r}")
