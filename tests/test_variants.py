@@ -629,9 +629,10 @@ def test_forget_bias_makes_the_forget_gate_sigmoid_b(name):
     close(trace.forget, torch.full_like(trace.forget, 1 / (1 + math.exp(-b))), 1e-12)
 
 
-def test_forget_bias_needs_bias():
-    with pytest.raises(ValueError, match="forget_bias needs bias=True"):
-        rnnkit.LayerNormLSTM(I, H, bias=False, forget_bias=1.0)
+@pytest.mark.parametrize("layer", ["LayerNormLSTM", "PeepholeLSTM", "CIFGLSTM"])
+def test_forget_bias_needs_bias(layer):
+    with pytest.raises(ValueError, match=f"^{layer}Cell: forget_bias needs bias=True"):
+        getattr(rnnkit, layer)(I, H, bias=False, forget_bias=1.0)
 
 
 # ------------------------------------------------------------ conventions, state dict

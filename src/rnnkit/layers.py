@@ -200,7 +200,8 @@ class _Recurrent:
         for name, p in m.named_parameters():
             if name.startswith("bias_ih"):
                 b = cast(float, self.forget_bias)
-                set_forget_bias(p, getattr(m, "bias_hh" + name[7:]), m.hidden_size, 1, b)
+                bias_hh = getattr(m, "bias_hh" + name[7:])
+                set_forget_bias(p, bias_hh, m.hidden_size, 1, b, type(self).__name__)
 
     def _initial_state(self, x: Tensor, hx: Any) -> tuple[Tensor, ...]:
         """``(h0,)`` or ``(h0, c0)``, each ``(L·D, B, ·)``; zeros when hx is None. Checks x

@@ -108,7 +108,9 @@ class Recurrent(nn.Module):
         )
         self.cell_kwargs = cell_kwargs
         # device= and dtype= only when given: a cell whose __init__ lacks **kw then works
-        factory = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        factory: dict[str, Any] = {
+            k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None
+        }
         _check_keywords(cell_class, {**cell_kwargs, **factory}, f"Recurrent({name})")
         D = 2 if bidirectional else 1
         self._cells: list[tuple[Cell, str, list[str]]] = []  # (cell, suffix, tensor names)

@@ -82,7 +82,14 @@ class CIFGLSTMCell(Cell):
     def reset_parameters(self) -> None:
         super().reset_parameters()
         if self.forget_bias is not None:
-            set_forget_bias(self.bias_ih, self.bias_hh, self.hidden_size, 0, -self.forget_bias)
+            set_forget_bias(
+                self.bias_ih,
+                self.bias_hh,
+                self.hidden_size,
+                0,
+                -self.forget_bias,
+                type(self).__name__,
+            )
 
     def step(self, gi: Tensor, state: State) -> tuple[State, LSTMGates]:
         h_prev, c_prev = state

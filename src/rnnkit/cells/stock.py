@@ -50,16 +50,18 @@ class GRUGates(NamedTuple):
 
 
 def set_forget_bias(
-    bias_ih: Tensor | None, bias_hh: Tensor | None, H: int, block: int, b: float
+    bias_ih: Tensor | None, bias_hh: Tensor | None, H: int, block: int, b: float, owner: str = ""
 ) -> None:
     """Jozefowicz et al. 2015: the forget slices (gate block ``block``, H rows) of the two
-    biases sum to ``b`` at initialisation: ``bias_ih`` gets b, ``bias_hh`` 0."""
+    biases sum to ``b`` at initialisation: ``bias_ih`` gets b, ``bias_hh`` 0. ``owner``
+    names the cell or layer in errors."""
+    who = f"{owner}: " if owner else ""
     if isinstance(b, bool) or not isinstance(b, int | float):
-        raise TypeError(f"forget_bias must be a number, got {b!r}")
+        raise TypeError(f"{who}forget_bias must be a number, got {b!r}")
     if not math.isfinite(b):
-        raise ValueError(f"forget_bias must be finite, got {b}")
+        raise ValueError(f"{who}forget_bias must be finite, got {b}")
     if bias_ih is None or bias_hh is None:
-        raise ValueError("forget_bias needs bias=True")
+        raise ValueError(f"{who}forget_bias needs bias=True")
     rows = slice(block * H, (block + 1) * H)
     with torch.no_grad():
         bias_ih[rows] = b
@@ -143,7 +145,14 @@ class LSTMCell(Cell):
     def reset_parameters(self) -> None:
         super().reset_parameters()
         if self.forget_bias is not None:
-            set_forget_bias(self.bias_ih, self.bias_hh, self.hidden_size, 1, self.forget_bias)
+            set_forget_bias(
+                self.bias_ih,
+                self.bias_hh,
+                self.hidden_size,
+                1,
+                self.forget_bias,
+                type(self).__name__,
+            )
 
     def state_size(self, name: str) -> int:
         w_hr = self.weight_hr
