@@ -136,3 +136,43 @@ def test_a_built_in_task_writes_its_dev_and_test_pairs_beside_the_checkpoints(tm
         for side, suffix in ((0, "src"), (1, "tgt")):
             lines = (tmp_path / f"{split}.{suffix}").read_text(encoding="utf-8").splitlines()
             assert lines == [p[side] for p in splits[split]]
+
+
+@pytest.mark.parametrize(
+    ("cell", "kwargs", "seen"),
+    [
+        ("layernorm_lstm", {"eps": 0.01}, lambda c: c.eps == 0.01),
+        ("gru", {"reset_after": False}, lambda c: c.reset_after is False),
+        ("indrnn", {"nonlinearity": "tanh"}, lambda c: c.nonlinearity == "tanh"),
+    ],
+)
+def test_cell_kwargs_reach_both_sides_and_the_checkpoint(
+    tmp_path: Path, cell: str, kwargs: dict[str, Any], seen: Any
+) -> None:
+    """A config could not pass a keyword to its cell (a LayerNorm eps, Cho's GRU, a tanh
+    IndRNN, a custom cell's own): model.cell_kwargs reaches encoder and decoder, and a
+    checkpoint's model is built with it again."""
+    from rnnkit.checkpoint import load_bundle
+
+    d = tiny(model={"cell": cell, "cell_kwargs": kwargs}, train={"max_steps": 2})
+    train(config_from_dict(d), tmp_path / "run")
+    model = load_bundle(tmp_path / "run" / "best.pt").model
+    assert seen(model.decoder.rnn.cells[0])
+    rnn = model.encoder.rnn
+    encoder_cell = rnn._cells[0][0] if hasattr(rnn, "_cells") else rnn
+    assert seen(encoder_cell)
+
+
+def test_cell_kwargs_that_the_cell_does_not_take_are_named() -> None:
+    from rnnkit.checkpoint import check_cell
+    from rnnkit.config import ConfigError, load_config
+
+    cases = [
+        (["model.cell=gru", "model.cell_kwargs={foo: 1}"], "^model.cell_kwargs.foo: GRUCell takes"),
+        (["model.cell=lstm", "model.cell_kwargs={forget_bias: 1}"], "set by model.forget_bias"),
+        (["model.cell=mgu", "model.cell_kwargs={hidden_size: 8}"], "hidden_size: set by the model"),
+        (["model.cell=layernorm_gru", "model.cell_kwargs={eps: -1}"], "eps must be a number ≥ 0"),
+    ]
+    for sets, says in cases:
+        with pytest.raises(ConfigError, match=says):
+            check_cell(load_config(None, ["data.task=dates", *sets]))

@@ -16,10 +16,12 @@ from typing import Any
 import torch
 
 from rnnkit.atomic import write_atomically
+from rnnkit.cells.stacked import STOCK
 from rnnkit.config import Config, ConfigError, config_from_dict
 from rnnkit.data import DataError, Tokenizer, Vocab, tokenizer_from_state
 from rnnkit.devices import pick_device
 from rnnkit.model import Seq2Seq, resolve_cell
+from rnnkit.recurrent import unknown_keywords
 
 __all__ = [
     "CheckpointError",
@@ -120,7 +122,14 @@ def check_cell(cfg: Config) -> None:
     random number generator left as it was."""
     custom = False
     try:
-        custom = not isinstance(resolve_cell(cfg.model.cell), str)
+        kind = resolve_cell(cfg.model.cell)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"model: {e}") from None
+    cls = STOCK[kind] if isinstance(kind, str) else kind  # (the decoder's cell)
+    if unknown := unknown_keywords(cls, cfg.model.cell_kwargs):
+        raise ConfigError(f"model.cell_kwargs.{unknown[0]}: {cls.__name__} takes no such keyword")
+    try:
+        custom = not isinstance(kind, str)
         with torch.random.fork_rng(devices=[]):
             model = _seq2seq(cfg.model, 8, 8)
             if custom:  # a step that breaks the cell API fails here, not at step 1
@@ -152,6 +161,7 @@ def _seq2seq(m: Any, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
         tie_embeddings=m.tie_embeddings,
         engine=m.engine,
         forget_bias=m.forget_bias,
+        cell_kwargs=m.cell_kwargs,
         zoneout=m.zoneout,
         recurrent_dropout=m.recurrent_dropout,
         weight_drop=m.weight_drop,

@@ -108,6 +108,9 @@ class ModelConfig:
     tgt_embeddings: str | None = None
     # LSTM family: the forget-gate biases sum to this at initialisation (null: torch's init)
     forget_bias: float | None = None
+    # more keywords of the cell's __init__, on both sides ({eps: 1.0e-3} for layernorm_lstm,
+    # {reset_after: false} for gru, a custom cell's own)
+    cell_kwargs: dict[str, Any] = field(default_factory=dict)
     # regularisers of the recurrent layers of the side(s) `regularise` names (on the encoder
     # they make it run the explicit engine; the decoder keeps torch's fused cell kernels)
     zoneout: float = _field(0.0, ge=0, lt=1)  # each unit keeps its previous value w.p. z
@@ -224,6 +227,12 @@ def _check_cross(cfg: Config, source: str) -> None:
         raise ConfigError(
             f"{source}: model.forget_bias applies to the LSTM family "
             f"({', '.join(lstm_family)}), not to model.cell={cell}"
+        )
+    taken = {"input_size", "hidden_size", "bias", "device", "dtype", "forget_bias"}
+    if given := sorted(taken & set(cfg.model.cell_kwargs)):
+        where = "model.forget_bias" if given[0] == "forget_bias" else "the model"
+        raise ConfigError(
+            f"{source}: model.cell_kwargs.{given[0]}: set by {where}, not a cell keyword here"
         )
     d = cfg.data
     if d.bpe_dropout and d.tokenizer != "bpe" and not d.sp_model:

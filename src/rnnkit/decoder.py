@@ -70,6 +70,7 @@ class Decoder(nn.Module):
         pad_id: int = 0,
         forget_bias: float | None = None,
         regularisers: dict[str, Any] | None = None,
+        cell_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if attention not in ATTENTIONS:
@@ -99,7 +100,7 @@ class Decoder(nn.Module):
                 self.attention = BahdanauAttention(hidden_size, enc_size, hidden_size)
             rnn_in = emb_size + enc_size  # [E y; c_t] or [E y; C]
             self.W_o = nn.Linear(hidden_size + enc_size + emb_size, self.out_size)
-        opts = cell_options(kind, forget_bias)
+        opts = {**cell_options(kind, forget_bias), **(cell_kwargs or {})}
         opts["regularisers"] = Regularisers.make(**(regularisers or {}), owner="decoder")
         self.rnn = StackedCell(kind, rnn_in, hidden_size, num_layers, dropout, **opts)
         self.bridge = nn.Linear(enc_size, hidden_size) if bridge == "learned" else None

@@ -71,11 +71,13 @@ class Encoder(nn.Module):
         pad_id: int = 0,
         regularisers: dict[str, Any] | None = None,
         forget_bias: float | None = None,
+        cell_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, emb_size, padding_idx=pad_id)
         kind = resolve_cell(cell)
         kw: dict[str, Any] = dict(regularisers or {}, **cell_options(kind, forget_bias))
+        kw.update(cell_kwargs or {})
         kw.update(batch_first=True, bidirectional=bidirectional)
         kw["dropout"] = dropout if num_layers > 1 else 0.0
         self.rnn: nn.Module
@@ -111,7 +113,8 @@ class Seq2Seq(nn.Module):
 
     ``cell`` names a built-in cell (:data:`CELLS`) or a custom :class:`Cell` as
     ``"module:Class"`` (or is that class); ``forget_bias`` initialises the LSTM family's
-    forget biases (both sides); ``zoneout``, ``recurrent_dropout``, ``weight_drop``
+    forget biases (both sides), ``cell_kwargs`` are more keywords of the cell's
+    ``__init__`` (both sides); ``zoneout``, ``recurrent_dropout``, ``weight_drop``
     regularise the recurrent layers of the side(s) that ``regularise`` names:
     ``"encoder"`` (the default), ``"decoder"`` or ``"both"``. ``tgt_embed_init``: target
     embeddings from torch's N(0, 1) (``"normal"``) or N(0, 1/E) (``"scaled"``: a tied
@@ -144,6 +147,7 @@ class Seq2Seq(nn.Module):
         weight_drop: float = 0.0,
         tgt_embed_init: str = "auto",
         regularise: str = "encoder",
+        cell_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         resolve_cell(cell)  # a clear error before anything is built
@@ -178,6 +182,7 @@ class Seq2Seq(nn.Module):
             pad_id,
             regularisers if regularise != "decoder" else None,
             forget_bias,
+            cell_kwargs,
         )
         self.decoder = Decoder(
             tgt_vocab_size,
@@ -195,6 +200,7 @@ class Seq2Seq(nn.Module):
             pad_id,
             forget_bias,
             regularisers if regularise != "encoder" else None,
+            cell_kwargs,
         )
         self.W_out = nn.Linear(self.decoder.out_size, tgt_vocab_size)
         if tie_embeddings:  # Press & Wolf 2017: output projection = target embeddings

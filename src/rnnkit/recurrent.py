@@ -302,10 +302,10 @@ class IndRNN(_Variant):
     cell = IndRNNCell
 
 
-def _check_keywords(cell_class: type[Cell], kwargs: dict[str, Any], where: str) -> None:
-    """A keyword the cell's ``__init__`` does not take is a TypeError naming the layer
-    and the cell (torch's own named neither: "Cell.__init__() got an unexpected ...")."""
-    named: set[str] = set()  # along the classes an __init__ hands **kw on to
+def unknown_keywords(cell_class: type[Cell], kwargs: dict[str, Any]) -> list[str]:
+    """The keywords of ``kwargs`` that the cell's ``__init__`` does not take (following
+    ``**kw`` along the classes it is handed on to)."""
+    named: set[str] = set()
     for klass in cell_class.__mro__:
         if "__init__" not in vars(klass):
             continue
@@ -314,8 +314,14 @@ def _check_keywords(cell_class: type[Cell], kwargs: dict[str, Any], where: str) 
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             break
     else:  # (no __init__ of fixed keywords: any may be taken)
-        return
-    unknown = [k for k in kwargs if k not in named]
+        return []
+    return [k for k in kwargs if k not in named]
+
+
+def _check_keywords(cell_class: type[Cell], kwargs: dict[str, Any], where: str) -> None:
+    """A keyword the cell's ``__init__`` does not take is a TypeError naming the layer
+    and the cell (torch's own named neither: "Cell.__init__() got an unexpected ...")."""
+    unknown = unknown_keywords(cell_class, kwargs)
     if unknown and unknown[0] in ("device", "dtype"):
         raise TypeError(
             f"{where}: {cell_class.__name__}.__init__ takes no {unknown[0]}= (take **kw and "

@@ -9,6 +9,7 @@ that role (the same function, no redundant parameter).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -30,6 +31,8 @@ class _LayerNormCell(Cell):
     def __init__(
         self, input_size: int, hidden_size: int, bias: bool = True, eps: float = 1e-5, **kw: Any
     ) -> None:
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < math.inf:
+            raise ValueError(f"{type(self).__name__}: eps must be a number ≥ 0, got {eps!r}")
         self.eps = eps
         super().__init__(input_size, hidden_size, bias, **kw)
 

@@ -57,7 +57,7 @@ class StackedCell(nn.Module):
         hidden_size: int,
         num_layers: int = 1,
         dropout: float = 0.0,
-        nonlinearity: str = "tanh",
+        nonlinearity: str | None = None,
         regularisers: Regularisers | None = None,
         **cell_kwargs: Any,
     ) -> None:
@@ -67,9 +67,11 @@ class StackedCell(nn.Module):
                 raise ValueError(f"cell kind must be RNN, LSTM or GRU; got {cell!r}")
             self.kind, cls = cell, STOCK[cell]
             if cell == "RNN":
-                cell_kwargs["nonlinearity"] = nonlinearity
+                cell_kwargs["nonlinearity"] = nonlinearity or "tanh"
         else:
             self.kind, cls = cell.__name__, cell
+        if nonlinearity is not None and cell != "RNN":  # a cell class's own keyword (IndRNN)
+            cell_kwargs["nonlinearity"] = nonlinearity
         if len(cls.state) > 2:
             raise ValueError(f"{cls.__name__}: a decoder cell carries at most two states")
         # torch's fused cells; its GRU is the reset-after form only (Cho's: the cell's step)
