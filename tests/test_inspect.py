@@ -6,6 +6,7 @@ self-contained page are written."""
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ import torch
 from torch import Tensor
 from toy import one_thread
 
-from rnnkit.about import model_info
-from rnnkit.checkpoint import Bundle, build_model, save_checkpoint
+from rnnkit.about import checkpoint_info, model_info
+from rnnkit.checkpoint import Bundle, CheckpointError, build_model, save_checkpoint
 from rnnkit.cli import main
 from rnnkit.config import config_from_dict, config_to_dict
 from rnnkit.data import DataError, Vocab, WordTokenizer
@@ -378,6 +379,14 @@ def test_inspect_draws_the_declared_gates_of_any_cell(cell, tmp_path, monkeypatc
     # info names a variant by its kind, a custom cell as the config does (it must import)
     named = {"mgu": "MGU", "cifg_lstm": "CIFGLSTM", "layernorm_gru": "LayerNormGRU"}
     assert model_info(bundle, "m.pt")["cell"] == named.get(cell, cell)
+    if ":" in cell:  # elsewhere, where the module is not importable: the file and the way
+        monkeypatch.delitem(sys.modules, "my_cells", raising=False)
+        monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+        with pytest.raises(CheckpointError) as info:
+            checkpoint_info(ckpt)
+        said = str(info.value)
+        assert said.startswith(f"{ckpt}: model.cell '{cell}': cannot import it")
+        assert said.endswith("or add that folder to PYTHONPATH)")
 
 
 def test_inspect_records_the_translation_that_translate_gives(tmp_path):

@@ -197,6 +197,13 @@ def bundle_of(
     cfg = config_of(ckpt, path)
     if engine is not None:
         cfg.model.engine = engine
+    try:
+        resolve_cell(cfg.model.cell)  # a custom cell's module: importable here?
+    except ValueError as e:
+        raise CheckpointError(
+            f"{path}: model.{e}; its module must be importable (run from the folder that "
+            "holds it, or add that folder to PYTHONPATH)"
+        ) from None
     src_vocab, tgt_vocab = _vocab(ckpt, "src_vocab", path), _vocab(ckpt, "tgt_vocab", path)
     model = build_model(cfg, len(src_vocab), len(tgt_vocab))
     sizes = f"{len(src_vocab)} and {len(tgt_vocab)} tokens"
