@@ -149,7 +149,7 @@ def test_a_long_translation_shows_a_bar_on_a_terminal_and_nothing_elsewhere(chec
     assert plain.stdout.decode().splitlines() == out_tty.read_text().splitlines()
 
 
-@pytest.mark.parametrize("rows, cols", [(24, 100), (0, 0), (0, 100)])
+@pytest.mark.parametrize("rows, cols", [(24, 100), (0, 0)])
 def test_train_on_a_terminal_shows_a_bar_or_step_lines(tmp_path, rows, cols):
     """A terminal with a size gets tqdm's bar; one left at 0 rows or columns (some container
     and CI ptys, where tqdm draws nothing) gets the step lines a log file gets."""

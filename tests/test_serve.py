@@ -321,10 +321,9 @@ def test_a_talkative_server_is_not_stalled_by_its_own_output(ckpt: Path) -> None
     """launch.started read the server's output only up to its URL: once the pipe held
     64 KiB of access log, the server blocked writing its next line and answered no more."""
     long = "x" * 4000  # each access-log line holds the path and query: 4 kB
-    with serving(ckpt, "--access-log") as (url, proc):
+    with serving(ckpt, "--access-log") as (url, proc), httpx.Client(timeout=20) as client:
         for i in range(40):  # 160 kB of log, beyond any pipe's buffer
-            r = httpx.get(f"{url}health?q={long}{i}", timeout=20)
-            assert r.status_code == 200, i
+            assert client.get(f"{url}health?q={long}{i}").status_code == 200, i
         time.sleep(0.5)  # the last lines on their way
         lines = [line for line in proc.printed() if "/health?q=" in line]
     assert len(lines) == 40 and f'{long}39" 200 ' in lines[-1]
