@@ -139,7 +139,7 @@ def test_an_allocation_that_fails_is_one_line(tmp_path, capsys, monkeypatch, err
     def too_big(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("rnnkit.train.build_model", too_big)
+    monkeypatch.setattr("rnnkit.run_state.build_model", too_big)
     cfg = write_yaml(tmp_path / "c.yaml", tiny())
     code, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "out")
     line = err.strip().splitlines()[-1]

@@ -232,9 +232,9 @@ def test_ctrl_c_saves_last_checkpoint_and_resumes_exactly(tmp_path, monkeypatch)
 def test_a_second_ctrl_c_does_not_cut_the_last_save_short(tmp_path, monkeypatch):
     """Two quick Ctrl-C (a habit) lost the steps since the last checkpoint: the second one
     broke off writing last.pt."""
-    import rnnkit.train as train_module
+    import rnnkit.run_state as run_state
 
-    save = train_module.save_checkpoint
+    save = run_state.save_checkpoint
 
     def ctrl_c_while_saving(path: Path, payload: dict[str, Any]) -> None:
         os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C
@@ -242,7 +242,7 @@ def test_a_second_ctrl_c_does_not_cut_the_last_save_short(tmp_path, monkeypatch)
 
     d = tiny(train={"max_steps": 14, "validate_every": 100, "checkpoint_every": 100})
     interrupt_at(monkeypatch, 6)
-    monkeypatch.setattr(train_module, "save_checkpoint", ctrl_c_while_saving)
+    monkeypatch.setattr(run_state, "save_checkpoint", ctrl_c_while_saving)
     try:
         result = train(config_from_dict(d), tmp_path)
     except KeyboardInterrupt:
