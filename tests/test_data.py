@@ -295,6 +295,19 @@ def test_split_keeps_linked_sentences_together() -> None:
         assert all(part == [p for p in pairs if p in part] for part in splits.values())
 
 
+def test_a_pair_with_an_empty_side_is_never_held_out() -> None:
+    """Pairs with an empty side were linked by their empty sentence into one group, and
+    the split that drew it took them all: 1,000 empty references in a dev set of 1,007."""
+    pairs = [(f"s{i}", "" if i % 10 == 0 else f"t{i}") for i in range(200)]
+    pairs += [("", "lone target"), ("   ", "x")]
+    for seed in range(5):
+        splits = split_held_out(pairs, n_dev=10, n_test=10, seed=seed)
+        held = splits["dev"] + splits["test"]
+        assert all(s.strip() and t.strip() for s, t in held), seed
+        assert 20 <= len(held) <= 22  # (groups of one pair: no more than asked)
+        assert sorted(splits["train"] + held) == sorted(pairs)
+
+
 def test_split_needs_pairs_left_for_training() -> None:
     pairs = [("a", "x"), ("b", "x"), ("c", "y")]  # two groups
     assert len(split_held_out(pairs, n_dev=1, n_test=0, seed=0)["train"]) in (1, 2)

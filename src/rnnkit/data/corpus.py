@@ -177,7 +177,8 @@ def split_held_out(
     shared target sentence (compared ignoring case and runs of whitespace) form one
     group, which stays whole; the groups are shuffled and dealt out: test takes groups
     until it holds at least ``n_test`` pairs, then dev until it holds ``n_dev``, and
-    the rest trains.
+    the rest trains. A pair with an empty side is never held out (it would be an empty
+    reference); it stays in train, whose filter drops it.
 
     Args:
         pairs: all sentence pairs.
@@ -192,7 +193,11 @@ def split_held_out(
         DataError: too few pairs or groups to hold that many out and keep some for
             training.
     """
-    group = _linked_groups(pairs)
+    # a pair with an empty side stays in train, where it is filtered out: held out, it
+    # was an empty reference (and all such pairs were linked by their empty sentence)
+    blank = [not (s.strip() and t.strip()) for s, t in pairs]
+    full = [p for p, b in zip(pairs, blank) if not b]
+    group = _linked_groups(full)
     ids = list(dict.fromkeys(group))
     random.Random(seed).shuffle(ids)
     size = Counter(group)
@@ -206,12 +211,13 @@ def split_held_out(
             pos += 1
     if len(split_of) == len(ids):  # nothing left to train on
         raise DataError(
-            f"split: {len(pairs)} pairs in {len(ids)} groups of linked sentences; cannot "
+            f"split: {len(full)} pairs in {len(ids)} groups of linked sentences; cannot "
             f"hold out {n_dev} dev + {n_test} test pairs and keep some for training"
         )
     out: dict[str, list[Pair]] = {"train": [], "dev": [], "test": []}
-    for pair, g in zip(pairs, group, strict=True):
-        out[split_of.get(g, "train")].append(pair)
+    groups = iter(group)
+    for pair, b in zip(pairs, blank, strict=True):
+        out["train" if b else split_of.get(next(groups), "train")].append(pair)
     return out
 
 
