@@ -220,3 +220,19 @@ def test_the_tokenized_period_warning_is_said_once_for_the_corpus(monkeypatch, c
     with caplog.at_level("WARNING", logger="sacrebleu"):
         score(["a b c ."] * 100, ["a b c."] * 100)
     assert [r.getMessage().split(" lines")[0] for r in caplog.records] == ["100"]
+
+
+def test_a_reference_in_nfd_scores_as_its_nfc_form() -> None:
+    """The word and char tokenizers write NFC: against an NFD reference file a right
+    translation scored BLEU 0 and accuracy 0 (and drove early stopping)."""
+    import unicodedata
+
+    hyps = ["le café est noël", "été"]
+    nfd = [unicodedata.normalize("NFD", h) for h in hyps]
+    assert nfd != hyps
+    for refs in (nfd, hyps):
+        s = score(hyps, refs)
+        assert s["bleu"] == pytest.approx(100.0) and s["accuracy"] == 1.0
+        assert s["chrf"] == pytest.approx(100.0)
+        assert exact_match(nfd, hyps) == 1.0
+        assert bucket_scores(hyps, hyps, refs)[0]["bleu"] == pytest.approx(100.0)

@@ -1,7 +1,7 @@
 """Scores of detokenised output against references: sacrebleu BLEU and chrF.
 
 All scores are computed by sacrebleu's metric classes on raw (detokenised, cased)
-text with their default settings (BLEU: ``13a`` tokenisation, exponential smoothing;
+text, in Unicode NFC on both sides, with their default settings (BLEU: ``13a`` tokenisation, exponential smoothing;
 chrF: character 6-grams, β = 2), so the numbers and signatures compare with
 published ones. Post (2018), "A Call for Clarity in Reporting BLEU Scores".
 
@@ -12,6 +12,7 @@ Bahdanau et al. (2015), Fig. 2: without attention, BLEU falls as sentences grow.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -71,8 +72,8 @@ def score(
         _check_lengths(hypotheses, stream)
     if not hypotheses:
         raise ValueError("no sentences to score")
-    hyps = list(hypotheses)
-    refs = _streams(references, extra_references)
+    hyps = nfc(hypotheses)
+    refs = _streams(nfc(references), [nfc(s) for s in extra_references])
     bleu, chrf = BLEU(lowercase=lowercase), CHRF(lowercase=lowercase)
     with _quiet():  # its warning would come per chunk and metric: said once here
         b = corpus_score(bleu, hyps, refs)
@@ -180,7 +181,8 @@ def bucket_scores(
         length = key(src)
         members[sum(length >= e for e in edges)].append(i)
     out = []
-    streams = _streams(references, extra_references)
+    hypotheses = nfc(hypotheses)
+    streams = _streams(nfc(references), [nfc(s) for s in extra_references])
     for b, idx in enumerate(members):
         if not idx:
             continue
@@ -253,8 +255,17 @@ def exact_match(
     _check_lengths(hypotheses, references)
     if not hypotheses:
         raise ValueError("no sentences to compare")
-    hits = sum(_same(h, r, lowercase) for h, r in zip(hypotheses, references))
+    hits = sum(_same(h, r, lowercase) for h, r in zip(nfc(hypotheses), nfc(references)))
     return hits / len(hypotheses)
+
+
+def nfc(lines: Sequence[str]) -> list[str]:
+    """``lines`` in Unicode NFC, the form scores compare: the word and char tokenizers
+    write NFC, so a reference file in NFD (``e`` + a combining accent for ``é``) scored a
+    right translation as wrong."""
+    return [
+        s if unicodedata.is_normalized("NFC", s) else unicodedata.normalize("NFC", s) for s in lines
+    ]
 
 
 def _same(hypothesis: str, reference: str, lowercase: bool) -> bool:
