@@ -101,7 +101,13 @@ def test_devices_rnnkit_does_not_run_on(name):
 def test_sp_model_missing_or_not_a_model(tmp_path, capsys):
     bad = tmp_path / "bad.model"
     bad.write_text("not a model\n")
-    for path, says in ((tmp_path / "missing.model", "cannot read"), (bad, "not a sentencepiece")):
+    empty = tmp_path / "empty.model"
+    empty.write_bytes(b"")  # (a traceback at the first encode)
+    for path, says in (
+        (tmp_path / "missing.model", "cannot read"),
+        (bad, "not a sentencepiece"),
+        (empty, "not a sentencepiece model (an empty file)"),
+    ):
         cfg = tiny(data={"tokenizer": "bpe", "sp_model": str(path)})
         code, _, err = run_cli(capsys, "train", write_yaml(tmp_path / "c.yaml", cfg), "--out",
                                tmp_path / f"out_{path.stem}")  # fmt: skip

@@ -178,7 +178,10 @@ def build_tokenizers(
 
         path = resolve_data_path(d, d.sp_model, config_dir)
         try:
-            tok: Tokenizer = SentencePieceTokenizer(path.read_bytes())
+            proto = path.read_bytes()
+            if not proto:  # (sentencepiece takes it, then fails at the first encode)
+                raise RuntimeError("an empty file")
+            tok: Tokenizer = SentencePieceTokenizer(proto)
         except OSError as e:
             raise DataError(f"data.sp_model {path}: cannot read ({e.strerror})") from None
         except RuntimeError as e:  # sentencepiece's own error for a file of another kind
