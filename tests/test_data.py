@@ -210,6 +210,24 @@ def test_read_lines_strips_only_the_newline(tmp_path: Path) -> None:
     assert read_lines(f) == [" two  spaces ", "x\u2028y", ""]
 
 
+def test_a_file_of_cr_line_ends_is_named_not_read_as_one_line(tmp_path: Path) -> None:
+    """Old Mac text (CR alone) read as one line: 'no training sentences' or a corpus of
+    one pair, without a word of why."""
+    f = write(tmp_path / "train.de", b"a b\rc d\re f\r")
+    with pytest.raises(DataError, match=r"train\.de: lines end in CR alone .*tr '\\r' '\\n'"):
+        read_lines(f)
+    assert read_lines(write(tmp_path / "one.de", b"a b\r")) == ["a b"]  # (one CR line end)
+
+
+def test_sentencepiece_trains_on_lines_over_its_default_limit() -> None:
+    """sentencepiece skips lines over 4,192 bytes by default: a corpus of long lines
+    trained on nothing ('no training sentences'), a mixed one without its long lines."""
+    lines = [" ".join(f"w{i}x{k}" for k in range(900)) for i in range(5)]  # ~6 kB each
+    assert all(len(s.encode()) > 4192 for s in lines)
+    tok = SentencePieceTokenizer.train(lines, vocab_size=40, model_type="bpe")
+    assert tok.decode(tok.encode(lines[0])) == lines[0]
+
+
 def test_error_line_count_mismatch(tmp_path: Path) -> None:
     write(tmp_path / "train.de", b"a\nb\nc\n")
     write(tmp_path / "train.en", b"A\nB\n")

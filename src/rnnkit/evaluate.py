@@ -1,9 +1,10 @@
 """Scores of detokenised output against references: sacrebleu BLEU and chrF.
 
 All scores are computed by sacrebleu's metric classes on raw (detokenised, cased)
-text, in Unicode NFC on both sides, with their default settings (BLEU: ``13a`` tokenisation, exponential smoothing;
-chrF: character 6-grams, β = 2), so the numbers and signatures compare with
-published ones. Post (2018), "A Call for Clarity in Reporting BLEU Scores".
+text, in Unicode NFC on both sides, with their default settings (BLEU: ``13a``
+tokenisation, exponential smoothing; chrF: character 6-grams, β = 2), so the numbers
+and signatures compare with published ones. Post (2018), "A Call for Clarity in
+Reporting BLEU Scores".
 
 :func:`bucket_scores` repeats BLEU per source-length bucket, the measurement behind
 Bahdanau et al. (2015), Fig. 2: without attention, BLEU falls as sentences grow.

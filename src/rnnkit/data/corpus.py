@@ -70,6 +70,10 @@ def decode_lines(data: bytes, name: str) -> list[str]:
     if not data:
         raise DataError(f"{name}: file is empty")
     check_text_bytes(data, name)
+    if b"\n" not in data and data.count(b"\r") > 1:  # the whole file would be one line
+        raise DataError(
+            f"{name}: lines end in CR alone (old Mac text); convert them to LF (tr '\\r' '\\n')"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -34,6 +34,10 @@ from .tokenizer_base import SPACE as SPACE  # (importable from here, as before)
 from .tokenizer_base import Tokenizer
 from .words import CharTokenizer, WordTokenizer
 
+MAX_SENTENCE_BYTES = 1 << 20
+"""Training lines longer than this are skipped by sentencepiece (its default, 4,192
+bytes, silently left out every line of a corpus of long lines: "no training sentences")."""
+
 
 class SentencePieceTokenizer(Tokenizer):
     """SentencePiece BPE / unigram subwords; the model travels as its serialized proto."""
@@ -97,11 +101,15 @@ class SentencePieceTokenizer(Tokenizer):
                 input_sentence_size=max_sentences,
                 shuffle_input_sentence=max_sentences > 0,
                 num_threads=1,  # multi-threaded training is not reproducible
+                max_sentence_length=MAX_SENTENCE_BYTES,
                 minloglevel=3,
             )
         except RuntimeError as e:
             if "sentences_.empty()" in str(e):
-                raise DataError("sentencepiece: no training sentences") from e
+                raise DataError(
+                    "sentencepiece: no training sentences (each empty, or longer than "
+                    f"{MAX_SENTENCE_BYTES} bytes)"
+                ) from e
             # "INTERNAL: src/x.cc(638) [check] Human message." → "Human message."
             first = (str(e).strip().splitlines() or [type(e).__name__])[0].split("] ", 1)[-1]
             small = re.match(
