@@ -440,3 +440,12 @@ def test_train_takes_one_corpus_or_a_list(tmp_path):
     ):
         path = write(tmp_path, text)
         assert error_of(load_config, path).startswith(f"{path}: {tail}"), text
+
+
+def test_a_vocab_size_sentencepiece_cannot_train_is_refused_by_the_config():
+    """data.vocab_size 1 or 2 reached sentencepiece: 'INTERNAL: trainer_interface.cc(828)
+    [insert_id(trainer_spec_.bos_id(), ...)]'; from 3 on, its error is one clear line."""
+    assert "data.vocab_size must be >= 3, got 2" in error_of(
+        load_config, None, ["data.vocab_size=2"]
+    )
+    assert load_config(None, ["data.vocab_size=3"]).data.vocab_size == 3

@@ -59,7 +59,7 @@ class DataConfig:
     dev_size: int = _field(0, ge=0)
     test_size: int = _field(0, ge=0)
     tokenizer: str = _field("bpe", choices=("bpe", "unigram", "word", "char"))  # token unit
-    vocab_size: int = _field(8000, gt=0)  # subword vocabulary size (bpe, unigram)
+    vocab_size: int = _field(8000, ge=3)  # subword vocabulary size (bpe, unigram)
     # each side's vocabulary: tokens seen fewer times in training, and beyond the max_vocab
     # most frequent (null: no cap), become <unk> (for word / char tokens; with subwords
     # vocab_size already bounds it)
