@@ -486,3 +486,24 @@ def test_prepare_says_when_it_tokenises_a_large_corpus(tmp_path: Path, monkeypat
 
     assert said(40) == []
     assert said(39) == ["tokenising 39 training pairs (for the vocabularies, then the ids)"]
+
+
+def test_prepare_says_how_many_dev_sources_are_over_max_len(tmp_path: Path) -> None:
+    """A dev source of 40,000 tokens stalled the first validation without a word (dev
+    pairs are not filtered: the dev set is what it is)."""
+    from rnnkit.config import config_from_dict
+    from rnnkit.prepare import prepare
+
+    for name, src in (("train", ["a b", "c d"] * 5), ("dev", ["a b", "a " * 30, "c " * 40])):
+        (tmp_path / f"{name}.de").write_text("\n".join(src) + "\n", encoding="utf-8")
+        (tmp_path / f"{name}.en").write_text("x\n" * len(src), encoding="utf-8")
+    data = {"data_dir": str(tmp_path), "train": "train", "dev": "dev", "src": "de", "tgt": "en"}
+    data["tokenizer"] = "word"
+    said: list[str] = []
+    d = prepare(config_from_dict({"data": {**data, "max_len": 25}}), tmp_path, say=said.append,
+                write=False)  # fmt: skip
+    assert len(d.dev) == 3  # (kept)
+    assert "note: 2 dev sources are longer than data.max_len (25 tokens)" in " ".join(said)
+    said.clear()
+    prepare(config_from_dict({"data": data}), tmp_path, say=said.append, write=False)
+    assert not [m for m in said if "dev sources" in m]

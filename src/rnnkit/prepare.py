@@ -280,6 +280,10 @@ def prepare(
         train_pairs, dropped = filter_pairs(
             train_pairs, cfg.data.max_len, src_tok.encode, tgt_tok.encode
         )
+    limit = cfg.data.max_len
+    if long := sum(len(src_tok.encode(s)) > limit for s, _ in pairs.get("dev", [])):
+        say(f"note: {long} dev sources are longer than data.max_len ({limit} tokens): "
+            "validation translates them whole, which takes longer")  # fmt: skip
     if not train_pairs:  # (training would run 0 steps and write an untrained best.pt)
         raise DataError(
             f"all {dropped} training pairs are longer than data.max_len {cfg.data.max_len} "
