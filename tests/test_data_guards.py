@@ -241,8 +241,15 @@ def test_gzip_data_blank_tsv_lines_and_missing_files_are_said_plainly(tmp_path):
     tsv = tmp_path / "t.txt"
     tsv.write_text("Go.\tVa !\nHi.\tSalut.\n\n", encoding="utf-8")  # ends in a blank line
     assert read_tsv(tsv) == [("Go.", "Va !"), ("Hi.", "Salut.")]
-    with pytest.raises(DataError, match=r"train\.de: file not found \(nor \.gz\)$"):
+    with pytest.raises(DataError, match=r"train\.de: file not found \(nor train\.de\.gz\)$"):
         _read_local(tmp_path, "train", "train", "de")  # (it named train.de twice)
+    with pytest.raises(
+        DataError,
+        match=r"val\.de: file not found \(nor val2016\.de, val\.de\.gz, val2016\.de\.gz\)$",
+    ):
+        _read_local(tmp_path, "val", "val2016", "de")  # (no file named: "(nor .gz)")
+    with pytest.raises(DataError, match=r"--from .*t\.txt: a file, not a folder \(multi30k"):
+        _read_local(tsv, "train", "train", "de")  # (was "t.txt/train.de: file not found")
     (tmp_path / "val.de").mkdir()
     with pytest.raises(DataError, match=r"val\.de: not a file"):
         _read_local(tmp_path, "val", "val", "de")

@@ -217,6 +217,9 @@ def _read_local(folder: Path, local: str, official: str, lang: str) -> tuple[str
     """Name and bytes of the first of ``local.lang``, ``official.lang`` (optionally
     ``.gz``) found."""
     names = list(dict.fromkeys([f"{local}.{lang}", f"{official}.{lang}"]))  # once each
+    if not folder.is_dir():
+        what = "not found" if not folder.exists() else "a file, not a folder"
+        raise DataError(f"--from {folder}: {what} (multi30k reads a folder of its files)")
     for name in names:
         if (folder / name).is_file():
             return str(folder / name), (folder / name).read_bytes()
@@ -225,8 +228,8 @@ def _read_local(folder: Path, local: str, official: str, lang: str) -> tuple[str
             return gz, _gunzip((folder / f"{name}.gz").read_bytes(), gz)
     if (folder / names[0]).exists():
         raise DataError(f"{folder / names[0]}: not a file")
-    also = f"{names[1]}, " if len(names) > 1 else ""
-    raise DataError(f"{folder / names[0]}: file not found (nor {also}.gz)")
+    also = ", ".join([*names[1:], *(f"{n}.gz" for n in names)])
+    raise DataError(f"{folder / names[0]}: file not found (nor {also})")
 
 
 def _download(url: str, timeout: float) -> bytes:
