@@ -507,3 +507,15 @@ def test_prepare_says_how_many_dev_sources_are_over_max_len(tmp_path: Path) -> N
     said.clear()
     prepare(config_from_dict({"data": data}), tmp_path, say=said.append, write=False)
     assert not [m for m in said if "dev sources" in m]
+
+
+def test_a_min_freq_that_leaves_no_token_is_an_error(tmp_path: Path) -> None:
+    """min_freq 1000 left both vocabularies at the 4 specials, and training went ahead
+    on a model that could only write <unk>."""
+    from rnnkit.config import config_from_dict
+    from rnnkit.prepare import prepare
+
+    data = {"task": "copy", "task_size": 50, "task_dev": 5, "task_test": 5, "tokenizer": "word"}
+    with pytest.raises(DataError, match=r"data.min_freq 1000: no source token is that frequent"):
+        prepare(config_from_dict({"data": {**data, "min_freq": 1000}}), tmp_path, write=False)
+    assert len(prepare(config_from_dict({"data": data}), tmp_path, write=False).src_vocab) > 4

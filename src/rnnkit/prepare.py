@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rnnkit.config import Config, DataConfig, resolve_data_path
 from rnnkit.data import (
+    SPECIALS,
     DataError,
     Example,
     Tokenizer,
@@ -364,6 +365,13 @@ def _vocabularies(
     tgt_vocab = Vocab.from_counts(counts[1], cap, least)
     if cap or least > 1:
         say(f"vocabularies: {len(src_vocab)} / {len(tgt_vocab)} tokens (specials included)")
+    for side, v, c in (("source", src_vocab, counts[0]), ("target", tgt_vocab, counts[1])):
+        if len(v) == len(SPECIALS):  # a model that could read or write only <unk>
+            most = max(c.values(), default=0)
+            raise DataError(
+                f"data.min_freq {least}: no {side} token is that frequent (the most "
+                f"frequent occurs {most} times): lower data.min_freq"
+            )
     if cfg.data.bpe_dropout:
         check_bpe(src_tok, tgt_tok, train_pairs)
         src_vocab = src_vocab.extended(src_tok.pieces_within(s for s, _ in train_pairs))
