@@ -519,3 +519,16 @@ def test_a_min_freq_that_leaves_no_token_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"data.min_freq 1000: no source token is that frequent"):
         prepare(config_from_dict({"data": {**data, "min_freq": 1000}}), tmp_path, write=False)
     assert len(prepare(config_from_dict({"data": data}), tmp_path, write=False).src_vocab) > 4
+
+
+def test_a_dev_file_of_blank_pairs_is_an_error(tmp_path: Path) -> None:
+    """A dev file of blank lines validated on nothing and logged 'accuracy 1.000'."""
+    from rnnkit.config import config_from_dict
+    from rnnkit.prepare import load_pairs
+
+    for name, lines in (("train", ["a b", "c d"]), ("dev", ["", "  "])):
+        for side in ("de", "en"):
+            (tmp_path / f"{name}.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = {"data_dir": str(tmp_path), "train": "train", "dev": "dev", "src": "de", "tgt": "en"}
+    with pytest.raises(DataError, match="data.dev dev: every pair has an empty side"):
+        load_pairs(config_from_dict({"data": data}))

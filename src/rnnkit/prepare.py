@@ -155,6 +155,8 @@ def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pa
             if d.format == "tsv"
             else read_parallel(path, d.src, d.tgt)
         )
+    if "dev" in out and not any(s.strip() and t.strip() for s, t in out["dev"]):
+        raise DataError(f"data.dev {d.dev}: every pair has an empty side (nothing to validate on)")
     n_dev, n_test = d.dev_size, d.test_size
     if n_dev or n_test:  # no sentence in two splits (see split_held_out)
         held = split_held_out(out["train"], n_dev, n_test, cfg.train.seed)
