@@ -212,7 +212,7 @@ def check_bpe(src_tok: Tokenizer, tgt_tok: Tokenizer, pairs: list[Pair]) -> None
             raise DataError(
                 f"data.bpe_dropout needs a BPE model: the {('source', 'target')[side]} "
                 f"model segments training pair {k + 1} otherwise than its BPE merges "
-                "(a unigram data.sp_model?)"
+                "(a data.sp_model of another kind: unigram, char or word?)"
             )
 
 
