@@ -298,6 +298,9 @@ def test_invalid_yaml(tmp_path):
         ("0o9", "0o9"),
         ("1e", "1e"),
         ("'010'", "010"),
+        ("0o_", "0o_"),  # (int("") raised: a traceback)
+        ("0x_", "0x_"),
+        ("0b_", "0b_"),
     ],
 )
 def test_yaml_numbers_as_yaml_1_2(tmp_path, text, value):
@@ -306,6 +309,17 @@ def test_yaml_numbers_as_yaml_1_2(tmp_path, text, value):
 
     got = _parse_yaml(f"a: {text}\nb: [{text}]\n", "x.yaml")
     assert got == {"a": value, "b": [value]} and type(got["a"]) is type(value)
+
+
+def test_a_dumped_config_reads_back_as_it_was(tmp_path):
+    """PyYAML's dumper wrote the string "1e3" bare, which our reader takes for a float:
+    info --config of a run with data.src "1e3" could not train again."""
+    from rnnkit.config_checks import _parse_yaml, dump_yaml
+
+    data = {"s": "1e3", "o": "010", "x": "0o7", "y": "yes", "f": 1e-05, "i": 7, "t": "1:30"}
+    assert _parse_yaml(dump_yaml(data), "x") == data
+    path = write(tmp_path, dump_config(load_config(None, ['data.src="1e3"'])))
+    assert load_config(path).data.src == "1e3"
 
 
 def test_yaml_numbers_reach_the_config(tmp_path):

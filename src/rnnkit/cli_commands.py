@@ -226,16 +226,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         write_text(None, vector_lines(embed, b.src_vocab if src else b.tgt_vocab))
         return 0
     if args.config:
-        import yaml
-
         from rnnkit.about import rerunnable_config
         from rnnkit.checkpoint import CheckpointError, load_checkpoint
+        from rnnkit.config_checks import dump_yaml
 
         try:
             config = rerunnable_config(load_checkpoint(args.checkpoint))
         except CheckpointError as e:
             raise CheckpointError(f"{args.checkpoint}: {e}") from None
-        print(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), end="")
+        print(dump_yaml(config), end="")
         return 0
     from rnnkit.about import checkpoint_info
 

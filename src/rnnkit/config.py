@@ -32,8 +32,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from rnnkit.config_checks import (
     ConfigError,
     _check,
@@ -42,6 +40,7 @@ from rnnkit.config_checks import (
     _kind_name,
     _parse_yaml,
     _set_entry,
+    dump_yaml,
 )
 from rnnkit.config_schema import (
     _SECTIONS,
@@ -142,10 +141,7 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 def dump_config(cfg: Config) -> str:
     """``cfg`` as YAML text, sections and keys in declaration order."""
-    text: str = yaml.safe_dump(
-        config_to_dict(cfg), sort_keys=False, allow_unicode=True, default_flow_style=False
-    )
-    return text
+    return dump_yaml(config_to_dict(cfg))
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:

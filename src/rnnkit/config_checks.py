@@ -206,7 +206,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 # a dot), and ``0o17`` is octal. ``0x1f``, ``0b101``, ``1_000``, ``.inf`` read as before.
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
-_INT = re.compile(r"^(?:[-+]?[0-9][0-9_]*|[-+]?0o[0-7_]+|[-+]?0x[0-9a-fA-F_]+|[-+]?0b[01_]+)$")
+_INT = re.compile(
+    r"^(?:[-+]?[0-9][0-9_]*|[-+]?0o[0-7][0-7_]*|[-+]?0x[0-9a-fA-F][0-9a-fA-F_]*|[-+]?0b[01][01_]*)$"
+)
 _EXP = r"(?:[eE][-+]?[0-9]+)?"
 _FLOAT = re.compile(
     rf"^(?:[-+]?[0-9][0-9_]*\.[0-9_]*{_EXP}|[-+]?\.[0-9][0-9_]*{_EXP}"
@@ -229,6 +231,25 @@ def _construct_int(loader: yaml.SafeLoader, node: Any) -> int:
 
 
 _UniqueKeyLoader.add_constructor(_INT_TAG, _construct_int)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes YAML that :func:`_parse_yaml` reads back as written: a string our reader
+    would take for a number is quoted (PyYAML's dumper knows YAML 1.1's numbers only,
+    so ``"1e3"`` went out bare and came back a float)."""
+
+
+_Dumper.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in _UniqueKeyLoader.yaml_implicit_resolvers.items()
+}
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as block YAML, keys in their order, Unicode as it is."""
+    text: str = yaml.dump(
+        data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+    return text
 
 
 def _parse_yaml(text: str, source: str) -> Any:
