@@ -172,6 +172,13 @@ def test_cell_kwargs_that_the_cell_does_not_take_are_named() -> None:
         (["model.cell=lstm", "model.cell_kwargs={forget_bias: 1}"], "set by model.forget_bias"),
         (["model.cell=mgu", "model.cell_kwargs={hidden_size: 8}"], "hidden_size: set by the model"),
         (["model.cell=layernorm_gru", "model.cell_kwargs={eps: -1}"], "eps must be a number ≥ 0"),
+        # an engine that cannot serve the options: a traceback at step 1, the old run of
+        # an --overwrite already removed
+        (
+            ["model.engine=native", "model.cell_kwargs={reset_after: false}"],
+            "engine='native' cannot serve reset_after=False",
+        ),
+        (["model.engine=native", "model.zoneout=0.1"], "engine='native' cannot serve zoneout"),
     ]
     for sets, says in cases:
         with pytest.raises(ConfigError, match=says):

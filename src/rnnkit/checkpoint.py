@@ -117,9 +117,9 @@ def build_model(cfg: Config, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Se
 def check_cell(cfg: Config) -> None:
     """Raise :class:`ConfigError` when ``model.cell`` names a cell that cannot be had or
     does not fit an encoder-decoder (more than two states, a state not ``hidden_size``
-    wide, an option it lacks, a custom step that breaks the cell API): a model of 8-token
-    vocabularies is built (and, for a custom cell, run on one sentence) to see, with the
-    random number generator left as it was."""
+    wide, an option it lacks, a custom step that breaks the cell API, an engine that
+    cannot serve it): a model of 8-token vocabularies is built and run on one sentence to
+    see, with the random number generator left as it was."""
     custom = False
     try:
         kind = resolve_cell(cfg.model.cell)
@@ -132,9 +132,10 @@ def check_cell(cfg: Config) -> None:
         custom = not isinstance(kind, str)
         with torch.random.fork_rng(devices=[]):
             model = _seq2seq(cfg.model, 8, 8)
-            if custom:  # a step that breaks the cell API fails here, not at step 1
-                with torch.no_grad():
-                    model.eval()(torch.tensor([[4, 3]]), torch.tensor([2]), torch.tensor([[2, 4]]))
+            # one sentence, in training mode as step 1 runs: a custom step that breaks the
+            # cell API, or an engine that cannot serve the cell's options, fails here
+            with torch.no_grad():
+                model.train()(torch.tensor([[4, 3]]), torch.tensor([2]), torch.tensor([[2, 4]]))
     except (ValueError, TypeError) as e:  # TypeError: a custom cell's own signature
         raise ConfigError(f"model: {e}") from None
     except RuntimeError as e:  # its step's arithmetic (shapes that do not fit)
