@@ -73,6 +73,11 @@ def test_resume_continues_the_child_not_the_parent(parent, tmp_path):
     ("change", "message"),
     [
         ({"model": {"hidden_size": 24}}, "model.hidden_size 16 there, 24 here"),
+        # the same shapes, another function (Cho's GRU): it was taken without a word
+        (
+            {"model": {"cell_kwargs": {"reset_after": False}}},
+            "model.cell_kwargs {} there, {'reset_after': False} here",
+        ),
         ({"data": {"lowercase": True}}, "trained with data.lowercase false"),
         ({"train": {"init_from": "nowhere.pt"}}, "nowhere.pt: checkpoint not found"),
     ],

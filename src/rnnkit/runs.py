@@ -155,10 +155,11 @@ def _same_start(path: str | Path, cfg: Config, first: Path, cfg0: Config) -> Non
         )
 
 
-# model keys that shape the parameters: a checkpoint resumes only into the same ones
+# model keys that shape the parameters, and cell_kwargs (the same shapes, another
+# function: reset_after, nonlinearity): a checkpoint resumes only into the same ones
 _SHAPE_KEYS = (
     "cell", "emb_size", "hidden_size", "enc_layers", "dec_layers", "bidirectional",
-    "attention", "luong_score", "bridge", "tie_embeddings",
+    "attention", "luong_score", "bridge", "tie_embeddings", "cell_kwargs",
 )  # fmt: skip
 
 
