@@ -179,6 +179,7 @@ def test_cell_kwargs_that_the_cell_does_not_take_are_named() -> None:
             "engine='native' cannot serve reset_after=False",
         ),
         (["model.engine=native", "model.zoneout=0.1"], "engine='native' cannot serve zoneout"),
+        (['model.cell_kwargs={reset_after: "false"}'], "reset_after must be True or False"),
     ]
     for sets, says in cases:
         with pytest.raises(ConfigError, match=says):

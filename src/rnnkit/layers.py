@@ -350,6 +350,8 @@ class GRU(_Recurrent, nn.GRU):
         weight_drop: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(reset_after, bool):  # ("false" was true)
+            raise TypeError(f"GRU: reset_after must be True or False, got {reset_after!r}")
         super().__init__(*args, **kwargs)
         self.reset_after = reset_after
         self._setup(engine, zoneout, recurrent_dropout, weight_drop)

@@ -206,6 +206,8 @@ class GRUCell(Cell):
         dtype: torch.dtype | None = None,
         reset_after: bool = True,
     ) -> None:
+        if not isinstance(reset_after, bool):  # ("false" was true)
+            raise TypeError(f"GRUCell: reset_after must be True or False, got {reset_after!r}")
         self.reset_after = reset_after
         super().__init__(input_size, hidden_size, bias, device, dtype)
 
