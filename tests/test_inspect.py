@@ -463,3 +463,20 @@ def test_the_recorder_never_writes_padding_or_bos_as_greedy_search():
     rec = record(bundle, SENTENCE)
     assert "<pad>" not in rec.out_tokens and "<s>" not in rec.out_tokens
     assert rec.out_tokens == translate_lines(bundle, [SENTENCE], 1)[0][0].out_tokens
+
+
+def test_the_installed_command_finds_a_cell_module_in_the_current_folder(tmp_path, monkeypatch):
+    """python -m rnnkit has the current folder on its path, the installed rnnkit command
+    not: a cell module beside the run was "No module named 'my_cells'" there."""
+    import os
+    import subprocess
+
+    (tmp_path / "my_cells.py").write_text(CUSTOM_CELL, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    save_bundle(make_bundle("my_cells:SqueezeCell", enc_layers=1, dec_layers=1), tmp_path / "m.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    console = "import sys; from rnnkit.cli import console; sys.exit(console())"  # as installed
+    r = subprocess.run([sys.executable, "-P", "-c", console, "info", "m.pt"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert '"cell": "my_cells:SqueezeCell"' in r.stdout

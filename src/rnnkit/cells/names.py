@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from typing import Any
 
 from rnnkit.cells.base import Cell
@@ -27,6 +29,20 @@ CELLS: dict[str, str | type[Cell]] = {
 }
 
 
+def _import(module: str) -> Any:
+    """``module`` imported from ``sys.path``, else from the current folder, as ``python
+    -m rnnkit`` finds it (the installed ``rnnkit`` command has no current folder on its
+    path: a cell module beside the config was "No module named ...")."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        here = os.getcwd()
+        if e.name != module.split(".")[0] or here in sys.path or "" in sys.path:
+            raise
+        sys.path.append(here)  # last: nothing installed is shadowed
+        return importlib.import_module(module)
+
+
 def resolve_cell(name: str | type[Cell]) -> str | type[Cell]:
     """A cell name of :data:`CELLS`, ``"module:Class"`` for a custom :class:`Cell`
     (imported here), or such a class itself. Raises ValueError naming what is wrong."""
@@ -43,7 +59,7 @@ def resolve_cell(name: str | type[Cell]) -> str | type[Cell]:
         raise ValueError(f"cell must be one of {', '.join(CELLS)} or module:Class; got {name!r}")
     module, _, attr = name.partition(":")
     try:
-        cls = getattr(importlib.import_module(module), attr)
+        cls = getattr(_import(module), attr)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"cell {name!r}: cannot import it ({e})") from None
     except Exception as e:  # noqa: BLE001  (the module's own error: a SyntaxError, ...)
