@@ -222,6 +222,15 @@ def test_bodies_the_parser_should_not_chew_on(bundle: Bundle) -> None:
         )
 
 
+def test_an_empty_key_variable_is_refused_as_an_empty_key_option(monkeypatch, capsys) -> None:
+    """RNNKIT_API_KEY= (a variable meant to hold the key, unset) served with no key."""
+    from rnnkit.cli import main
+
+    monkeypatch.setenv("RNNKIT_API_KEY", "")
+    assert main(["serve", "any.pt"]) == 2
+    assert "RNNKIT_API_KEY is set but empty; unset it" in capsys.readouterr().err
+
+
 def test_health_says_when_the_worker_is_gone(bundle: Bundle) -> None:
     app = create_app(bundle, Settings(), "m.pt")
     with running_app(app) as url:

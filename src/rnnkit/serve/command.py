@@ -124,6 +124,8 @@ def api_key(args: argparse.Namespace) -> str | None:
     page could not have used a key the server accepts from curl)."""
     if args.api_key == "":  # (--api-key "$UNSET": a server open to all, unsaid)
         raise UsageError("--api-key: an empty key; leave the option out for a server without one")
+    if args.api_key is None and os.environ.get("RNNKIT_API_KEY") == "":
+        raise UsageError("RNNKIT_API_KEY is set but empty; unset it for a server without a key")
     key = args.api_key or os.environ.get("RNNKIT_API_KEY") or None
     where = "--api-key" if args.api_key else "RNNKIT_API_KEY"
     if key is not None and not (key.isascii() and key.isprintable() and key == key.strip()):
