@@ -147,6 +147,34 @@ def test_a_relative_sp_model_is_found_where_the_corpora_are(tmp_path, capsys, mo
     assert (tmp_path / "sp" / "src_spm.model").read_bytes() == model
 
 
+def test_info_config_of_a_task_with_a_relative_sp_model_trains_again(tmp_path, capsys, monkeypatch):
+    """A task's run kept no base for its relative data.sp_model: info --config's dump
+    said 'data.sp_model /elsewhere/m.model: cannot read' from another folder."""
+    bpe = tiny(train={"max_steps": 2, "validate_every": 2, "checkpoint_every": 2})
+    bpe["data"] |= {"tokenizer": "bpe", "vocab_size": 40}
+    assert (
+        main(["train", str(write_yaml(tmp_path / "bpe.yaml", bpe)), "--out", str(tmp_path / "b")])
+        == 0
+    )
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "m.model").write_bytes((tmp_path / "b" / "src_spm.model").read_bytes())
+    cfg = write_yaml(
+        tmp_path / "c" / "sp.yaml", bpe | {"data": {**bpe["data"], "sp_model": "m.model"}}
+    )
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "run" / "best.pt"), "--config"]) == 0
+    dumped = yaml.safe_load(capsys.readouterr().out)
+    assert (
+        dumped["data"]["data_dir"] == str(tmp_path / "c")
+        and dumped["data"]["sp_model"] == "m.model"
+    )
+    (tmp_path / "other").mkdir()
+    write_yaml(tmp_path / "other" / "again.yaml", dumped)
+    monkeypatch.chdir(tmp_path / "other")
+    assert main(["train", "again.yaml", "--out", "run2"]) == 0
+
+
 def test_train_from_python_checks_before_it_makes_the_folder(tmp_path):
     """train() made the folder and its .lock before finding the corpus missing, and took a
     config changed in code unchecked (torch's 'Invalid learning rate')."""

@@ -111,7 +111,7 @@ def rerunnable_config(ckpt: dict[str, Any]) -> dict[str, Any]:
     found = ckpt.get("found_at")
     found = found if isinstance(found, dict) else {}
     data, base = config.get("data"), found.get("data_dir")
-    if isinstance(data, dict) and isinstance(base, str) and not data.get("task"):
+    if isinstance(data, dict) and isinstance(base, str):  # (a task: its sp_model alone)
         train = data.get("train")
         paths = [*(train if isinstance(train, list) else [train])]
         paths += [data.get(k) for k in ("dev", "test", "sp_model")]

@@ -342,11 +342,13 @@ def changed_keys(saved: dict[str, Any], now: dict[str, Any], most: int = 4) -> s
 
 
 def found_at(cfg: Config, config_dir: Path | None) -> dict[str, str | None]:
-    """Where a run found its relative paths: the base of its corpus paths (none for a
-    built-in task) and its ``train.init_from``, absolute (kept in its checkpoints)."""
+    """Where a run found its relative paths, absolute (kept in its checkpoints): the
+    base of its corpus paths and ``data.sp_model`` (none for a task without one), and
+    its ``train.init_from``."""
     t, d = cfg.train, cfg.data
+    base = None if d.task and not d.sp_model else str(resolve_data_path(d, ".", config_dir))
     return {
-        "data_dir": None if d.task else str(resolve_data_path(d, ".", config_dir)),
+        "data_dir": base,
         "init_from": str(Path(t.init_from).resolve()) if t.init_from else None,
     }
 
