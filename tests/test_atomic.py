@@ -117,12 +117,14 @@ def test_train_into_a_folder_holding_a_run_needs_overwrite(tmp_path: Path, capsy
                            "--set", f"model.src_embeddings={vec}")  # fmt: skip
     assert code == 2 and f"{vec}, line" in err
     assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == kept
+    (out / "src_spm.model").write_bytes(b"an old BPE run's model")  # (this run is word-level)
     (out / "step-99.pt").write_bytes(b"an old kept checkpoint")
     (out / "tensorboard").mkdir(exist_ok=True)  # where progress.py's SummaryWriter writes
     (out / "tensorboard" / "events.out.tfevents.1.old").write_bytes(b"old events")
     assert run_cli(capsys, "train", cfg, "--out", out, "--overwrite")[0] == 0
     assert [r["step"] for r in read_log(out)] == [r["step"] for r in first]  # a new log
-    assert not (out / "step-99.pt").exists()
+    assert not (out / "step-99.pt").exists() and not (out / "src_spm.model").exists()
+    assert (out / "src_vocab.txt").is_file()  # (written again after the removal)
     assert not (out / "tensorboard" / "events.out.tfevents.1.old").exists()
     code, _, err = run_cli(capsys, "train", cfg, "--out", cfg)
     assert code == 2 and err.strip().endswith("is a file, not a folder")

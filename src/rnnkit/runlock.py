@@ -82,10 +82,14 @@ def run_files(out: Path) -> list[Path]:
 
 
 def remove_run(out: Path) -> None:
-    """A run's files in ``out`` (its checkpoints, ``log.csv``, TensorBoard events) and
-    the temp files of killed writes, for a run that starts again in its place (the
-    vocabularies and held-out pairs it writes again)."""
-    for old in [*run_files(out), out / "log.csv", *out.glob("tensorboard/events.out.tfevents.*")]:
+    """A run's files in ``out`` (its checkpoints, ``log.csv``, TensorBoard events, its
+    vocabularies and sentencepiece models) and the temp files of killed writes, for a
+    run that starts again in its place (a word-level run kept a BPE run's models)."""
+    made = [
+        out / f"{side}_{name}" for side in ("src", "tgt") for name in ("vocab.txt", "spm.model")
+    ]
+    events = out.glob("tensorboard/events.out.tfevents.*")
+    for old in [*run_files(out), out / "log.csv", *events, *made]:
         old.unlink(missing_ok=True)
     remove_temporaries(out)
 
