@@ -588,7 +588,7 @@ def test_info_says_what_a_checkpoint_holds(checkpoint: Path, tmp_path: Path, cap
     assert info["target_vocab_size"] == len(bundle.tgt_vocab) and info["models"] == 1
     t = info["training"]
     assert t["step"] == ckpt["step"] and t["resumable"] is True and t["ema_decay"] == 0.0
-    assert t["processes"] == 1
+    assert t["processes"] == 1 and info["cell_kwargs"] == {}
     assert t["best_dev_bleu"] == pytest.approx(ckpt["progress"]["best"])
     assert t["epoch"] == ckpt["progress"]["epoch"] + 1
     code, out, _ = run_cli(capsys, "info", checkpoint, "--config")

@@ -33,6 +33,7 @@ def model_info(bundle: Bundle, checkpoint: str, ensemble: Ensemble | None = None
         # a built-in cell's kind (LSTM, LayerNormLSTM, ...); a custom one as the config
         # names it (module:Class), which loading the model needs importable
         "cell": bundle.model.decoder.kind if m.cell in CELLS else m.cell,
+        "cell_kwargs": dict(m.cell_kwargs),  # (reset_after, nonlinearity, eps, ...)
         "attention": m.attention,
         "encoder_layers": m.enc_layers,
         "decoder_layers": m.dec_layers,
@@ -76,7 +77,7 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
         **_best(ckpt),
         "minutes": round(progress["elapsed"] / 60, 1) if "elapsed" in progress else None,
         "resumable": "optimizer" in ckpt,
-        "processes": ckpt.get("processes"),  # that trained it (None: weights only, or older)
+        "processes": ckpt.get("processes"),  # that wrote it (None: weights only, or older)
         # > 0: the weights are the moving average of the run's (train.ema_decay)
         "ema_decay": float((ckpt.get("config") or {}).get("train", {}).get("ema_decay", 0.0)),
     }
