@@ -376,6 +376,12 @@ def test_inspect_draws_the_declared_gates_of_any_cell(cell, tmp_path, monkeypatc
     if not sigmoid:
         assert any("Squeeze has no gate named as a sigmoid gate is" in m for m in said), said
     assert rec.sigmoid == tuple(sorted(sigmoid, key=declared.index))
+    # the page (and the server's "gates") draw the cell's σ gates on 0…1, whatever their
+    # names (a declared "squeeze" was drawn on ±max, as the PNG was not)
+    from rnnkit.inspect_html import page_data
+
+    ranges = page_data(rec)["ranges"]
+    assert {k for k, v in ranges.items() if v == [0, 1]} == sigmoid
     # info names a variant by its kind, a custom cell as the config does (it must import)
     named = {"mgu": "MGU", "cifg_lstm": "CIFGLSTM", "layernorm_gru": "LayerNormGRU"}
     assert model_info(bundle, "m.pt")["cell"] == named.get(cell, cell)

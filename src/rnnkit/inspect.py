@@ -194,8 +194,8 @@ def plot_gates(rec: Recording, part: Part, path: str | Path, units: int = 16) ->
         idx = top_units(values, k)
         shown = values[:, idx].T.numpy()  # (k, T)
         label, span = _GATE_INFO.get(name, (name, None))
-        if name in rec.sigmoid:  # (a custom cell's σ gate of another name too)
-            span = (0.0, 1.0)
+        if name in rec.sigmoid or span == (0.0, 1.0):  # σ gates: the cell's, whatever the name
+            span = (0.0, 1.0) if name in rec.sigmoid else None
         if span is None:
             m = float(abs(shown).max()) or 1.0
             span = (-m, m)

@@ -40,6 +40,14 @@ _RANGES = {  # the value range of each traced quantity; None: scaled to the data
 }
 
 
+def _ranges(rec: Recording) -> dict[str, list[int] | None]:
+    """:data:`_RANGES` for the cell of ``rec``: its σ gates (a custom cell's declared
+    ones too) in [0, 1], a gate that only bears a σ gate's name scaled to the data."""
+    sigmoid = set(rec.sigmoid)
+    out = {k: (v if v != [0, 1] or k in sigmoid else None) for k, v in _RANGES.items()}
+    return out | dict.fromkeys(sigmoid, [0, 1])
+
+
 def _round(x: Any, digits: int) -> Any:
     if isinstance(x, list):
         return [_round(v, digits) for v in x]
@@ -94,7 +102,7 @@ def page_data(
         "out": rec.out_tokens,
         "translation": rec.translation,
         "attention": None if rec.attention is None else _rows(rec.attention),
-        "ranges": _RANGES,
+        "ranges": _ranges(rec),
         "parts": parts,
     }
 
