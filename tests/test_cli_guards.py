@@ -384,3 +384,34 @@ def test_score_of_empty_files_and_a_checkpoint_after_ref(plain_model, tmp_path, 
         f"--ref takes every file after it, {plain_model} too: give the checkpoint first "
         "(rnnkit evaluate CKPT --src F --ref F)"
     )
+
+
+def test_a_ctrl_c_a_library_swallowed_is_still_an_interruption(monkeypatch, capsys):
+    """Ctrl-C in serve's first second landed inside numpy's import, which a library
+    caught; the half-made module then failed to import again: "ImportError: cannot load
+    module more than once per process", a traceback and status 1."""
+    import os
+    import signal
+    import time
+
+    import rnnkit.cli as cli
+
+    def command(args):
+        try:  # a library's broad except around an import
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        raise ImportError("cannot load module more than once per process")
+
+    monkeypatch.setattr(cli, "run_command", command)
+    assert cli.main(["info", "x.pt"]) == 130
+    assert capsys.readouterr().err == "rnnkit: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # (as it was)
+
+    def plain(args):
+        raise ImportError("a real one")  # no Ctrl-C: the error as it is
+
+    monkeypatch.setattr(cli, "run_command", plain)
+    with pytest.raises(ImportError, match="a real one"):
+        cli.main(["info", "x.pt"])
