@@ -116,8 +116,9 @@ def _add_train(sub: Any) -> None:
     t.add_argument(
         "--overwrite",
         action="store_true",
-        help="start again in an OUT that holds a run (its checkpoints and log are removed); "
-        "without it such an OUT is an error",
+        help="start again in an OUT that holds a run (its checkpoints, log, TensorBoard "
+        "events, vocabularies and sentencepiece models are removed, once the new run has "
+        "passed its checks and data work); without it such an OUT is an error",
     )
     t.add_argument(
         "--nproc",

@@ -62,8 +62,8 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--port", type=_port, default=8000, help="port (default: 8000; 0: any free)")
     s.add_argument(
         "--beam", type=_beam, default=None,
-        help=f"default beam size, 1 = greedy, at most {MAX_BEAM} (default: the checkpoint's "
-        "decode.beam_size)",
+        help=f"default beam size, 1 = greedy, at most {MAX_BEAM} and the target vocabulary "
+        "(default: the checkpoint's decode.beam_size)",
     )  # fmt: skip
     add_device(s)
     s.add_argument(
@@ -85,7 +85,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument(
         "--api-key", default=None,
         help="require this key (Authorization: Bearer KEY or X-API-Key: KEY) on /translate "
-        "and /info; default: $RNNKIT_API_KEY, else no key",
+        "and /info; default: $RNNKIT_API_KEY (set but empty: an error), else no key",
     )  # fmt: skip
     s.add_argument(
         "--access-log", action="store_true",
