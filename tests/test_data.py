@@ -532,3 +532,21 @@ def test_a_dev_file_of_blank_pairs_is_an_error(tmp_path: Path) -> None:
     data = {"data_dir": str(tmp_path), "train": "train", "dev": "dev", "src": "de", "tgt": "en"}
     with pytest.raises(DataError, match="data.dev dev: every pair has an empty side"):
         load_pairs(config_from_dict({"data": data}))
+
+
+def test_a_blank_side_is_filtered_with_every_tokenizer(tmp_path: Path) -> None:
+    """The char tokenizer makes '▁' tokens of spaces: a pair whose target was only spaces
+    was kept and trained on (and the held-out split, which keeps such pairs in train,
+    said the filter drops them)."""
+    tok = CharTokenizer()
+    assert tok.encode("   ")  # (what let it through)
+    pairs = [("a b", "   "), ("  ", "x"), ("a", "b")]
+    assert filter_pairs(pairs, 10, tok.encode, tok.encode) == ([("a", "b")], 2)
+    from rnnkit.config import config_from_dict
+    from rnnkit.prepare import prepare
+
+    for side, lines in (("de", ["a b", "c", "d"]), ("en", ["   ", "x", "y"])):
+        (tmp_path / f"t.{side}").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    data = {"data_dir": str(tmp_path), "train": "t", "dev": "t", "src": "de", "tgt": "en"}
+    d = prepare(config_from_dict({"data": data | {"tokenizer": "char"}}), tmp_path, write=False)
+    assert d.train == [("c", "x"), ("d", "y")]  # (a new run's filter, in prepare)

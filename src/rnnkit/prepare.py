@@ -343,6 +343,8 @@ def _filter_and_count(
     tgt_counts: Counter[str] = Counter()
     limit = cfg.data.max_len
     for s, t in pairs:
+        if not (s.strip() and t.strip()):  # a blank side, as filter_pairs
+            continue
         src, tgt = src_tok.encode(s), tgt_tok.encode(t)
         if 0 < len(src) <= limit and 0 < len(tgt) <= limit:
             kept.append((s, t))

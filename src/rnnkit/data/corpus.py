@@ -150,7 +150,7 @@ def filter_pairs(
     tokenize_src: Callable[[str], list[str]],
     tokenize_tgt: Callable[[str], list[str]],
 ) -> tuple[list[Pair], int]:
-    """Drop pairs with an empty side or a side longer than ``max_len`` tokens.
+    """Drop pairs with an empty (or blank) side or a side longer than ``max_len`` tokens.
 
     Args:
         pairs: sentence pairs.
@@ -163,6 +163,8 @@ def filter_pairs(
     """
     kept: list[Pair] = []
     for s, t in pairs:
+        if not (s.strip() and t.strip()):  # (the char tokenizer makes "▁" tokens of spaces)
+            continue
         ns, nt = len(tokenize_src(s)), len(tokenize_tgt(t))
         if 0 < ns <= max_len and 0 < nt <= max_len:
             kept.append((s, t))
