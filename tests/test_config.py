@@ -329,6 +329,9 @@ def test_yaml_numbers_reach_the_config(tmp_path):
     msg = error_of(load_config, path, ["train.max_steps=1e5"])
     assert "train.max_steps must be an int, got 100000.0" in msg and ": 100000)" in msg
     assert "must be an int, got '1:30'" in error_of(load_config, path, ["train.max_steps=1:30"])
+    # out of range anyway: that is what is said, not how to write a number it refuses
+    msg = error_of(load_config, path, ["train.seed=1e19"])
+    assert "train.seed must be >= 0 and <= 9223372036854775807, got 10000000000000000000" in msg
 
 
 def test_duplicate_key(tmp_path):

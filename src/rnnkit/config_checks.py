@@ -92,6 +92,8 @@ def _check(value: Any, tp: Any, meta: Mapping[str, Any], name: str, source: str)
         if kind is str and isinstance(value, bool):  # data.src: no (Norwegian) is false
             quote = " (YAML reads a bare yes, no, on, off, true or false as a bool: quote it)"
         if kind is int and isinstance(value, float) and value.is_integer():  # max_steps: 1e5
+            _check_range(int(value), kind, meta, name, source)  # (1e19: not worth writing out)
+            _check_meta(int(value), meta, name, source, nullable)
             quote = f" (write an int without a dot or exponent: {int(value)})"
         raise ConfigError(f"{source}: {name} must be {finite}{null}, got {value!r}{quote}")
     if kind is float:
