@@ -6,13 +6,12 @@ Errors in what the user gave (config, data, checkpoint, input text) end with a o
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from rnnkit.cli_commands import UsageError as UsageError  # (importable from here)
+from rnnkit.cli_commands import as_ctrl_c
 
 # Names defined here before the split stay importable from rnnkit.cli.
 from rnnkit.cli_commands import positive_int as positive_int
@@ -27,8 +26,10 @@ __all__ = ["console", "main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """``rnnkit ARGV``: the command's exit status; its errors as one line each
     (:func:`rnnkit.cli_errors.run_command`)."""
-    seen: list[int] = []
-    with _noting_ctrl_c(seen):
+    seen: list[int] = []  # (where Python's own Ctrl-C handler is the one in place)
+    with as_ctrl_c(
+        signal.SIGINT, seen, signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
         try:
             return run_command(build_parser().parse_args(argv))
         except KeyboardInterrupt:  # Ctrl-C while torch loads, before the command's own handler
@@ -41,29 +42,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             # serve's first second) left a half-made module that failed later: a traceback
             print("rnnkit: interrupted", file=sys.stderr)
             return 130
-
-
-@contextlib.contextmanager
-def _noting_ctrl_c(seen: list[int]) -> Iterator[None]:
-    """Ctrl-C raises KeyboardInterrupt as Python's own handler does, and is noted in
-    ``seen`` (where Python's handler is the one in place, in the main thread)."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-
-    def noted(signum: int, frame: object) -> None:
-        seen.append(signum)
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, noted)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGINT) is noted:  # (a command may have set its own)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def console() -> int:

@@ -143,7 +143,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return launch(train_arguments(args), args.nproc)
     terminated: list[int] = []
     try:
-        with _sigterm_as_ctrl_c(terminated, rank_and_world()[1] == 1):
+        # SIGTERM (SLURM preemption, docker stop, systemd, timeout) stops one process as
+        # Ctrl-C does, saving last.pt (it ended the run at once, the steps since lost);
+        # status 143. Under torchrun the launcher stops every process.
+        with as_ctrl_c(signal.SIGTERM, terminated, rank_and_world()[1] == 1):
             result = train(
                 cfg,
                 out,
@@ -162,24 +165,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_as_ctrl_c(terminated: list[int], alone: bool) -> Iterator[None]:
-    """SIGTERM (what SLURM preemption, ``docker stop``, systemd and ``timeout`` send)
-    stops one training process as Ctrl-C does, saving ``last.pt``; it ended the run at
-    once, losing the steps since the last checkpoint. Status 143 (noted in
-    ``terminated``). Under torchrun the launcher stops every process."""
-    if not alone or threading.current_thread() is not threading.main_thread():
+def as_ctrl_c(signum: int, seen: list[int], when: bool = True) -> Iterator[None]:
+    """Inside, signal ``signum`` raises KeyboardInterrupt as Ctrl-C does, and is noted in
+    ``seen`` (``when`` it applies, in the main thread; elsewhere a no-op). The handler
+    before is put back unless the block set one of its own."""
+    if not when or threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def stop(signum: int, frame: object) -> None:
-        terminated.append(signum)
+    def interrupt(got: int, frame: object) -> None:
+        seen.append(got)
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, stop)
+    before = signal.signal(signum, interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        if signal.getsignal(signum) is interrupt:
+            signal.signal(signum, before)
 
 
 def cmd_average(args: argparse.Namespace) -> int:

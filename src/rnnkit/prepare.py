@@ -21,6 +21,7 @@ from rnnkit.data import (
     Example,
     Tokenizer,
     Vocab,
+    blank_side,
     encode_pairs,
     filter_pairs,
     make_tokenizer,
@@ -155,7 +156,7 @@ def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pa
             if d.format == "tsv"
             else read_parallel(path, d.src, d.tgt)
         )
-    if "dev" in out and not any(s.strip() and t.strip() for s, t in out["dev"]):
+    if "dev" in out and all(blank_side(p) for p in out["dev"]):
         raise DataError(f"data.dev {d.dev}: every pair has an empty side (nothing to validate on)")
     n_dev, n_test = d.dev_size, d.test_size
     if n_dev or n_test:  # no sentence in two splits (see split_held_out)
@@ -343,7 +344,7 @@ def _filter_and_count(
     tgt_counts: Counter[str] = Counter()
     limit = cfg.data.max_len
     for s, t in pairs:
-        if not (s.strip() and t.strip()):  # a blank side, as filter_pairs
+        if blank_side((s, t)):  # as filter_pairs
             continue
         src, tgt = src_tok.encode(s), tgt_tok.encode(t)
         if 0 < len(src) <= limit and 0 < len(tgt) <= limit:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.cells.stock import LSTMCell, LSTMGates, RNNCell, set_forget_bias
+from rnnkit.cells.stock import LSTMCell, LSTMGates, RNNCell, cell_forget_bias
 
 __all__ = ["PeepholeLSTMCell", "CIFGLSTMCell", "MGUCell", "MGUGates", "IndRNNCell"]
 
@@ -82,14 +82,7 @@ class CIFGLSTMCell(Cell):
     def reset_parameters(self) -> None:
         super().reset_parameters()
         if self.forget_bias is not None:
-            set_forget_bias(
-                self.bias_ih,
-                self.bias_hh,
-                self.hidden_size,
-                0,
-                -self.forget_bias,
-                type(self).__name__,
-            )
+            cell_forget_bias(self, 0, -self.forget_bias)
 
     def step(self, gi: Tensor, state: State) -> tuple[State, LSTMGates]:
         h_prev, c_prev = state

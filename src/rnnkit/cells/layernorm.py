@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.cells.base import Cell, State
-from rnnkit.cells.stock import GRUGates, LSTMGates, set_forget_bias
+from rnnkit.cells.stock import GRUGates, LSTMGates, cell_forget_bias
 
 __all__ = ["LayerNormLSTMCell", "LayerNormGRUCell"]
 
@@ -97,14 +97,7 @@ class LayerNormLSTMCell(_LayerNormCell):
     def reset_parameters(self) -> None:
         super().reset_parameters()
         if self.forget_bias is not None:
-            set_forget_bias(
-                self.bias_ih,
-                self.bias_hh,
-                self.hidden_size,
-                1,
-                self.forget_bias,
-                type(self).__name__,
-            )
+            cell_forget_bias(self, 1, self.forget_bias)
 
     def step(self, gi: Tensor, state: State) -> tuple[State, LSTMGates]:
         h_prev, c_prev = state

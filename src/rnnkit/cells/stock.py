@@ -20,7 +20,16 @@ from torch import Tensor
 
 from rnnkit.cells.base import Cell, State
 
-__all__ = ["LSTMGates", "GRUGates", "RNNGates", "RNNCell", "LSTMCell", "GRUCell", "set_forget_bias"]
+__all__ = [
+    "LSTMGates",
+    "GRUGates",
+    "RNNGates",
+    "RNNCell",
+    "LSTMCell",
+    "GRUCell",
+    "cell_forget_bias",
+    "set_forget_bias",
+]
 
 
 class LSTMGates(NamedTuple):
@@ -66,6 +75,11 @@ def set_forget_bias(
     with torch.no_grad():
         bias_ih[rows] = b
         bias_hh[rows] = 0.0
+
+
+def cell_forget_bias(cell: Cell, block: int, b: float) -> None:
+    """:func:`set_forget_bias` on ``cell``'s own biases, its class named in errors."""
+    set_forget_bias(cell.bias_ih, cell.bias_hh, cell.hidden_size, block, b, type(cell).__name__)
 
 
 def _squeeze(gates: Any, unbatched: bool) -> Any:
@@ -145,14 +159,7 @@ class LSTMCell(Cell):
     def reset_parameters(self) -> None:
         super().reset_parameters()
         if self.forget_bias is not None:
-            set_forget_bias(
-                self.bias_ih,
-                self.bias_hh,
-                self.hidden_size,
-                1,
-                self.forget_bias,
-                type(self).__name__,
-            )
+            cell_forget_bias(self, 1, self.forget_bias)
 
     def state_size(self, name: str) -> int:
         w_hr = self.weight_hr

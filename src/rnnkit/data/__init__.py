@@ -16,6 +16,7 @@ from .batching import (
     restore_order,
 )
 from .corpus import (
+    blank_side,
     filter_pairs,
     read_lines,
     read_parallel,
@@ -70,6 +71,7 @@ __all__ = [
     "encode_pairs",
     "fetch_multi30k",
     "fetch_tatoeba",
+    "blank_side",
     "filter_pairs",
     "make_batches",
     "make_src_batches",

@@ -144,6 +144,11 @@ def tsv_pairs(lines: Sequence[str], name: str, src_col: int = 0, tgt_col: int = 
     return pairs
 
 
+def blank_side(pair: Pair) -> bool:
+    """A side of ``pair`` is empty or whitespace: no sentence to train on or score."""
+    return not (pair[0].strip() and pair[1].strip())
+
+
 def filter_pairs(
     pairs: Sequence[Pair],
     max_len: int,
@@ -163,7 +168,7 @@ def filter_pairs(
     """
     kept: list[Pair] = []
     for s, t in pairs:
-        if not (s.strip() and t.strip()):  # (the char tokenizer makes "▁" tokens of spaces)
+        if blank_side((s, t)):  # (the char tokenizer makes "▁" tokens of spaces)
             continue
         ns, nt = len(tokenize_src(s)), len(tokenize_tgt(t))
         if 0 < ns <= max_len and 0 < nt <= max_len:
@@ -201,7 +206,7 @@ def split_held_out(
     """
     # a pair with an empty side stays in train, where it is filtered out: held out, it
     # was an empty reference (and all such pairs were linked by their empty sentence)
-    blank = [not (s.strip() and t.strip()) for s, t in pairs]
+    blank = [blank_side(p) for p in pairs]
     full = [p for p, b in zip(pairs, blank) if not b]
     group = _linked_groups(full)
     ids = list(dict.fromkeys(group))
