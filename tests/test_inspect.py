@@ -443,10 +443,19 @@ def test_a_model_without_attention_records_its_beam_translation_to_its_end(tmp_p
     assert seen_empty  # (seed 2: beam 4's best is the empty output)
 
 
-def test_a_second_inspect_into_a_folder_leaves_none_of_the_firsts_figures(tmp_path):
+def test_a_second_inspect_into_a_folder_leaves_none_of_the_firsts_figures(tmp_path, monkeypatch):
     """Another model's attention.png and saturation.png stayed beside the new gate
     figures (the default ./inspect folder is used again and again); a file of the user's
-    stays. And the attention title cuts a long sentence with an ellipsis."""
+    stays. And the attention title cuts a long sentence with an ellipsis. (Which files
+    are left is the point here: the figures are written empty, not drawn, a second each.)"""
+    import rnnkit.inspect as inspect_module
+
+    def written_undrawn(fig, path, dpi=150):
+        inspect_module.plt.close(fig)
+        Path(path).write_bytes(b"")
+        return Path(path)
+
+    monkeypatch.setattr(inspect_module, "save_figure", written_undrawn)
     out = tmp_path / "out"
     first = save_bundle(make_bundle("lstm", enc_layers=2, dec_layers=2), tmp_path / "a.pt")
     long = " ".join(["a b c d e f g h"] * 10)
