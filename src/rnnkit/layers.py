@@ -109,6 +109,54 @@ def _run_direction(
         unbind(cell, names)
 
 
+def _layer_weights(layer: Any, k: int, direction: int) -> dict:
+    """The tensors of layer ``k`` in one direction (None for those it lacks) and the
+    options of its cell, for :func:`_run_direction`."""
+    sfx = f"_l{k}" + ("_reverse" if direction else "")
+    get = lambda name: getattr(layer, name + sfx, None)  # noqa: E731
+    return {
+        "w_ih": get("weight_ih"),
+        "w_hh": get("weight_hh"),
+        "b_ih": get("bias_ih"),
+        "b_hh": get("bias_hh"),
+        "w_hr": get("weight_hr"),
+        "reset_after": getattr(layer, "reset_after", True),
+        "relu": getattr(layer, "nonlinearity", "tanh") == "relu",
+    }
+
+
+def _initial_state(layer: Any, x: Tensor, hx: Any) -> tuple[Tensor, ...]:
+    """``(h0,)`` or ``(h0, c0)``, each ``(L·D, B, ·)``; zeros when hx is None. Checks x
+    and hx as torch.nn does."""
+    LD, B = layer.num_layers * (2 if layer.bidirectional else 1), x.shape[1]
+    real_h = getattr(layer, "proj_size", 0) or layer.hidden_size
+    lstm = layer._kind == "LSTM"
+    shapes = [(LD, B, real_h)] + ([(LD, B, layer.hidden_size)] if lstm else [])
+    state = None if hx is None else tuple(hx) if lstm else (hx,)
+    check_input(x, layer.input_size, next(layer.parameters(), x).dtype, state, shapes)
+    return state or tuple(x.new_zeros(s) for s in shapes)
+
+
+def _run_explicit(
+    layer: Any, x: Tensor, hx: Any, lens: Tensor | None, engine: str, record: bool
+) -> tuple[Tensor, State, Any]:
+    """The layer on the explicit (or reference) engine: x ``(T, B, I)`` time-major →
+    output, final state, gate trace (None unless ``record``)."""
+
+    def run_for(lens: Tensor | None, held: Tensor | None) -> Any:
+        def run(k: int, d: int, x: Tensor, s: State) -> tuple[Tensor, State, Any]:
+            w = _layer_weights(layer, k, d)
+            return _run_direction(layer, x, s, w, lens, bool(d), engine, record, held)
+
+        return run
+
+    shape = (layer.num_layers, 2 if layer.bidirectional else 1, layer.dropout)
+    trace_type = type(layer._cell[0]).Gates if record else None
+    init = _initial_state(layer, x, hx)
+    static = engine == "explicit"
+    return run_layers(layer, x, init, lens, run_for, shape, trace_type, static=static)
+
+
 # ---------------------------------------------------------------------------- layers
 
 
@@ -125,16 +173,7 @@ class _Recurrent:
 
     def _needs_explicit(self) -> str | None:
         """A reason the native kernels cannot run this layer, or None."""
-        reg = self.regularisers
-        names = ("zoneout", "recurrent_dropout", "weight_drop")
-        on = [
-            n
-            for n, v in zip(
-                names, (reg.zoneout_c or reg.zoneout_h, reg.recurrent_dropout, reg.weight_drop)
-            )
-            if v
-        ]
-        return on[0] if on else None
+        return self.regularisers.first_on()
 
     def _pick_engine(self, return_gates: bool, lengths: bool = False) -> str:
         """The engine of one call; ``lengths``: the batch comes with lengths, which
@@ -152,19 +191,6 @@ class _Recurrent:
         if self.engine == "auto":
             return "explicit" if reason else "native"
         return self.engine
-
-    def _layer_weights(self, layer: int, direction: int) -> dict:
-        sfx = f"_l{layer}" + ("_reverse" if direction else "")
-        get = lambda name: getattr(self, name + sfx, None)  # noqa: E731
-        return {
-            "w_ih": get("weight_ih"),
-            "w_hh": get("weight_hh"),
-            "b_ih": get("bias_ih"),
-            "b_hh": get("bias_hh"),
-            "w_hr": get("weight_hr"),
-            "reset_after": getattr(self, "reset_after", True),
-            "relu": getattr(self, "nonlinearity", "tanh") == "relu",
-        }
 
     def _setup(
         self,
@@ -202,18 +228,6 @@ class _Recurrent:
                 b = cast(float, self.forget_bias)
                 bias_hh = getattr(m, "bias_hh" + name[7:])
                 set_forget_bias(p, bias_hh, m.hidden_size, 1, b, type(self).__name__)
-
-    def _initial_state(self, x: Tensor, hx: Any) -> tuple[Tensor, ...]:
-        """``(h0,)`` or ``(h0, c0)``, each ``(L·D, B, ·)``; zeros when hx is None. Checks x
-        and hx as torch.nn does."""
-        m: Any = self
-        LD, B = m.num_layers * (2 if m.bidirectional else 1), x.shape[1]
-        real_h = getattr(m, "proj_size", 0) or m.hidden_size
-        lstm = self._kind == "LSTM"
-        shapes = [(LD, B, real_h)] + ([(LD, B, m.hidden_size)] if lstm else [])
-        state = None if hx is None else tuple(hx) if lstm else (hx,)
-        check_input(x, m.input_size, next(m.parameters(), x).dtype, state, shapes)
-        return state or tuple(x.new_zeros(s) for s in shapes)
 
     @outside_autocast  # the recurrence in the weights' dtype (rnnkit.precision)
     def forward(
@@ -256,26 +270,7 @@ class _Recurrent:
             final = tuple(final_any) if lstm else (final_any,)
             trace = None
         else:
-
-            def run_for(lens: Tensor | None, held: Tensor | None) -> Any:
-                def run(k: int, d: int, x: Tensor, s: State) -> tuple[Tensor, State, Any]:
-                    w = self._layer_weights(k, d)
-                    return _run_direction(self, x, s, w, lens, bool(d), engine, return_gates, held)
-
-                return run
-
-            shape = (m.num_layers, 2 if m.bidirectional else 1, m.dropout)
-            trace_type = type(self._cell[0]).Gates if return_gates else None
-            out, final, trace = run_layers(
-                m,
-                x,
-                self._initial_state(x, hx),
-                lens,
-                run_for,
-                shape,
-                trace_type,
-                static=engine == "explicit",
-            )
+            out, final, trace = _run_explicit(m, x, hx, lens, engine, return_gates)
         result_out, final, trace = restore_layout(out, final, trace, layout, input, m.batch_first)
         result = (result_out, final if lstm else final[0])
         return result + (trace,) if return_gates else result

@@ -153,17 +153,7 @@ class Seq2Seq(nn.Module):
         resolve_cell(cell)  # a clear error before anything is built
         _check_sizes(src_vocab_size, tgt_vocab_size, enc_layers, dec_layers, pad_id, bos_id, eos_id)
         _check_widths(emb_size=emb_size, hidden_size=hidden_size)
-        check_rate(dropout, "dropout", "Seq2Seq")
-        check_rate(emb_dropout, "emb_dropout", "Seq2Seq")
-        if tgt_embed_init not in TGT_EMBED_INITS:
-            raise ValueError(
-                f"tgt_embed_init must be one of {', '.join(TGT_EMBED_INITS)}; "
-                f"got {tgt_embed_init!r}"
-            )
-        if regularise not in REGULARISE:
-            raise ValueError(
-                f"regularise must be one of {', '.join(REGULARISE)}; got {regularise!r}"
-            )
+        _check_options(dropout, emb_dropout, tgt_embed_init, regularise)
         regularisers = dict(
             zoneout=zoneout, recurrent_dropout=recurrent_dropout, weight_drop=weight_drop
         )
@@ -266,27 +256,35 @@ class Seq2Seq(nn.Module):
         """The decoder's part of :meth:`forward`, from the encoder's output ``enc``."""
         if not 0.0 <= teacher_forcing <= 1.0:
             raise ValueError(f"teacher_forcing must lie in [0, 1], got {teacher_forcing}")
-        state = self.init_state(enc)
-        outs, alphas = [], []
-        y = tgt_in[:, 0]
-        for t in range(tgt_in.shape[1]):
-            if teacher_forcing < 1.0:
-                step = self.decode_step(y, state, enc)
-                outs.append(step.logits)
-                if t + 1 < tgt_in.shape[1]:
-                    own = torch.rand(()) >= teacher_forcing
-                    y = step.logits.argmax(-1) if bool(own) else tgt_in[:, t + 1]
-            else:
-                step = self.decode_step(y, state, enc, project=False)
-                outs.append(step.logits)
-                if t + 1 < tgt_in.shape[1]:
-                    y = tgt_in[:, t + 1]
-            state = step.state
-            if step.attention is not None:
-                alphas.append(step.attention)
-        out = torch.stack(outs, 1)  # (B, T, O or V)
-        logits = out if teacher_forcing < 1.0 else self.W_out(out)  # one product for all T
-        return logits, (torch.stack(alphas, 1) if alphas else None)
+        return _decode_all(self, enc, tgt_in, teacher_forcing)
+
+
+def _decode_all(
+    model: Seq2Seq, enc: EncoderOutput, tgt_in: Tensor, teacher_forcing: float
+) -> tuple[Tensor, Tensor | None]:
+    """The loop of :meth:`Seq2Seq.teacher_forced`: one decoder step per target position,
+    fed the reference token (or, with probability 1 - ``teacher_forcing``, its own)."""
+    state = model.init_state(enc)
+    outs, alphas = [], []
+    y = tgt_in[:, 0]
+    for t in range(tgt_in.shape[1]):
+        if teacher_forcing < 1.0:
+            step = model.decode_step(y, state, enc)
+            outs.append(step.logits)
+            if t + 1 < tgt_in.shape[1]:
+                own = torch.rand(()) >= teacher_forcing
+                y = step.logits.argmax(-1) if bool(own) else tgt_in[:, t + 1]
+        else:
+            step = model.decode_step(y, state, enc, project=False)
+            outs.append(step.logits)
+            if t + 1 < tgt_in.shape[1]:
+                y = tgt_in[:, t + 1]
+        state = step.state
+        if step.attention is not None:
+            alphas.append(step.attention)
+    out = torch.stack(outs, 1)  # (B, T, O or V)
+    logits = out if teacher_forcing < 1.0 else model.W_out(out)  # one product for all T
+    return logits, (torch.stack(alphas, 1) if alphas else None)
 
 
 def _check_sizes(
@@ -307,6 +305,19 @@ def _check_sizes(
             )
     if eos in (pad, bos) or pad == bos:
         raise ValueError(f"pad_id {pad}, bos_id {bos} and eos_id {eos} must be three ids")
+
+
+def _check_options(
+    dropout: float, emb_dropout: float, tgt_embed_init: str, regularise: str
+) -> None:
+    check_rate(dropout, "dropout", "Seq2Seq")
+    check_rate(emb_dropout, "emb_dropout", "Seq2Seq")
+    if tgt_embed_init not in TGT_EMBED_INITS:
+        raise ValueError(
+            f"tgt_embed_init must be one of {', '.join(TGT_EMBED_INITS)}; got {tgt_embed_init!r}"
+        )
+    if regularise not in REGULARISE:
+        raise ValueError(f"regularise must be one of {', '.join(REGULARISE)}; got {regularise!r}")
 
 
 def _check_widths(**sizes: int) -> None:

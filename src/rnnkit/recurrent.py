@@ -118,20 +118,8 @@ class Recurrent(nn.Module):
         for layer in range(num_layers):
             for d in range(D):
                 cell = cell_class(size, hidden_size, bias, **factory, **cell_kwargs)
-                self._cells.append((cell, self._adopt(cell, layer, d), strip(cell)))
+                self._cells.append((cell, _adopt(self, cell, layer, d), strip(cell)))
             size = D * cell.state_size(cell.state[0])  # the next layer reads the outputs
-
-    def _adopt(self, cell: Cell, layer: int, d: int) -> str:
-        """Register the cell's parameters, buffers and submodules on this layer under
-        torch.nn-style names (``weight_ih_l0_reverse``, ``norm_l1``); their suffix."""
-        sfx = f"_l{layer}" + ("_reverse" if d else "")
-        for pname, p in cell._parameters.items():
-            self.register_parameter(pname + sfx, p)
-        for bname, b in cell._buffers.items():
-            self.register_buffer(bname + sfx, b, bname not in cell._non_persistent_buffers_set)
-        for mname, m in cell.named_children():  # shared: .to(), eval() reach the cell's
-            self.add_module(mname + sfx, m)
-        return sfx
 
     def train(self, mode: bool = True) -> Recurrent:
         """As ``nn.Module.train``, and the cells (not submodules) follow: a custom cell may
@@ -157,41 +145,6 @@ class Recurrent(nn.Module):
                 cell.reset_parameters()
             finally:
                 unbind(cell, names)
-
-    def _initial_state(self, x: Tensor, hx: Any) -> tuple[Tensor, ...]:
-        """One ``(L·D, B, ·)`` tensor per state name; zeros when hx is None. Checks x and
-        hx as torch.nn does."""
-        if hx is not None:
-            hx = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
-            if len(hx) != self.num_states:
-                raise ValueError(
-                    f"{type(self).__name__}: hx must hold {self.num_states} state tensor(s) "
-                    f"{self.cell_class.state}, got {len(hx)}"
-                )
-        LD = self.num_layers * (2 if self.bidirectional else 1)
-        cell = self._cells[0][0]
-        shapes = [(LD, x.shape[1], cell.state_size(n)) for n in cell.state]
-        check_input(x, self.input_size, next(self.parameters(), x).dtype, hx, shapes)
-        return hx or tuple(x.new_zeros(s) for s in shapes)
-
-    def _direction(self, record: bool, lengths: Tensor | None, held: Tensor | None = None) -> Any:
-        """``run(layer, d, x, state)`` for :func:`rnnkit.unroll.stack`; ``held``: the
-        ``(T, B, 1)`` steps past each length, held (static shapes, :mod:`rnnkit.graphs`)."""
-        D = 2 if self.bidirectional else 1
-        reg, training = self.regularisers, self.training
-
-        def run(layer: int, d: int, x: Tensor, state: State) -> tuple[Tensor, State, Any]:
-            cell, sfx, names = self._cells[layer * D + d]
-            tensors = {n: getattr(self, n + sfx) for n in names}
-            tensors["weight_hh"] = reg.drop_weight(tensors["weight_hh"], training)
-            bind(cell, tensors, reg.recurrent_mask(state[0], training))
-            try:
-                zone = reg.zone(cell.state, state, x.shape[0], training)
-                return run_cell(cell, x, state, lengths, bool(d), zone, record, held)
-            finally:
-                unbind(cell, names)
-
-        return run
 
     @outside_autocast  # the recurrence in the weights' dtype (rnnkit.precision)
     def forward(
@@ -221,7 +174,7 @@ class Recurrent(nn.Module):
         x, hx, lens, layout = time_major(
             input, hx, lengths, self.batch_first, tuple_state, type(self).__name__
         )
-        state = self._initial_state(x, hx)
+        state = _initial_state(self, x, hx)
         D = 2 if self.bidirectional else 1
         trace_type = self.cell_class.Gates if return_gates else None
         out, final, trace = run_layers(
@@ -229,7 +182,7 @@ class Recurrent(nn.Module):
             x,
             state,
             lens,
-            lambda lens, held: self._direction(return_gates, lens, held),
+            lambda lens, held: _direction(self, return_gates, lens, held),
             (self.num_layers, D, self.dropout),
             trace_type,
             static=self.engine != "reference",
@@ -251,6 +204,58 @@ class Recurrent(nn.Module):
             s += f", dropout={self.dropout}"
         s += self.regularisers.keywords()
         return s + "".join(f", {k}={v!r}" for k, v in self.cell_kwargs.items())
+
+
+def _adopt(layer: Recurrent, cell: Cell, k: int, d: int) -> str:
+    """Register the cell's parameters, buffers and submodules on ``layer`` under
+    torch.nn-style names (``weight_ih_l0_reverse``, ``norm_l1``); their suffix."""
+    sfx = f"_l{k}" + ("_reverse" if d else "")
+    for pname, p in cell._parameters.items():
+        layer.register_parameter(pname + sfx, p)
+    for bname, b in cell._buffers.items():
+        layer.register_buffer(bname + sfx, b, bname not in cell._non_persistent_buffers_set)
+    for mname, m in cell.named_children():  # shared: .to(), eval() reach the cell's
+        layer.add_module(mname + sfx, m)
+    return sfx
+
+
+def _direction(
+    layer: Recurrent, record: bool, lengths: Tensor | None, held: Tensor | None = None
+) -> Any:
+    """``run(k, d, x, state)`` for :func:`rnnkit.unroll.stack`; ``held``: the ``(T, B, 1)``
+    steps past each length, held (static shapes, :mod:`rnnkit.graphs`)."""
+    D = 2 if layer.bidirectional else 1
+    reg, training = layer.regularisers, layer.training
+
+    def run(k: int, d: int, x: Tensor, state: State) -> tuple[Tensor, State, Any]:
+        cell, sfx, names = layer._cells[k * D + d]
+        tensors = {n: getattr(layer, n + sfx) for n in names}
+        tensors["weight_hh"] = reg.drop_weight(tensors["weight_hh"], training)
+        bind(cell, tensors, reg.recurrent_mask(state[0], training))
+        try:
+            zone = reg.zone(cell.state, state, x.shape[0], training)
+            return run_cell(cell, x, state, lengths, bool(d), zone, record, held)
+        finally:
+            unbind(cell, names)
+
+    return run
+
+
+def _initial_state(layer: Recurrent, x: Tensor, hx: Any) -> tuple[Tensor, ...]:
+    """One ``(L·D, B, ·)`` tensor per state name; zeros when hx is None. Checks x and hx
+    as torch.nn does."""
+    if hx is not None:
+        hx = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+        if len(hx) != layer.num_states:
+            raise ValueError(
+                f"{type(layer).__name__}: hx must hold {layer.num_states} state tensor(s) "
+                f"{layer.cell_class.state}, got {len(hx)}"
+            )
+    LD = layer.num_layers * (2 if layer.bidirectional else 1)
+    cell = layer._cells[0][0]
+    shapes = [(LD, x.shape[1], cell.state_size(n)) for n in cell.state]
+    check_input(x, layer.input_size, next(layer.parameters(), x).dtype, hx, shapes)
+    return hx or tuple(x.new_zeros(s) for s in shapes)
 
 
 class _Variant(Recurrent):

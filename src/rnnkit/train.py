@@ -165,9 +165,9 @@ class Trainer(RunState):
             if bar is not None:
                 bar.close()
         if stopped != "interrupted":
-            return self._finish(stopped)
+            return _finish(self, stopped)
         with no_ctrl_c():  # a second Ctrl-C would cut last.pt short: the steps since lost
-            return self._finish(stopped)
+            return _finish(self, stopped)
 
     def _finished_already(self) -> None:
         """Resuming a run that met a stopping criterion: stop again before any update
@@ -197,28 +197,31 @@ class Trainer(RunState):
         if t.max_minutes and self.dist.any(self.elapsed() >= 60 * t.max_minutes):
             raise Stop("max_minutes")  # agreed by all ranks: their clocks differ
 
-    def _finish(self, stopped: str) -> TrainResult:
-        at = self.at
-        interrupted = stopped == "interrupted"
-        if interrupted and self.dist.on:  # the other ranks' RNG states cannot be gathered now
-            self.say(f"interrupted at step {at.step}: --resume continues from the last checkpoint")
-        elif interrupted:
-            self.update.check(at.step)
-            self.say(f"interrupted at step {at.step}: saving {self.out / 'last.pt'}")
-            self.save_last()
-        else:
-            self.update.check(at.step)
-            if at.step % self.t.validate_every != 0 and at.validated != at.step:
-                self.validate()  # (a finished run that is resumed was validated there)
-            self.save_last()
-            if not (self.out / f"step-{at.step}.pt").exists():
-                self.keep()
-        if not (self.out / "best.pt").exists() or not math.isfinite(at.best):
-            self.save("best.pt")  # no validation yet: the weights at the stop
-        metric = self.t.early_stopping_metric
-        best, text = validation.describe_outcome(metric, at)
-        self.say(f"stopped ({stopped}) after {at.step} steps; {text}; checkpoints in {self.out}")
-        return TrainResult(at.step, at.best_bleu, stopped, self.history, metric, best, at.best_step)
+
+def _finish(run: Trainer, stopped: str) -> TrainResult:
+    """The end of a run: last.pt (and the validation and kept checkpoint of a stop that
+    is not Ctrl-C), best.pt if there is none yet, and the line that says why it stopped."""
+    at = run.at
+    interrupted = stopped == "interrupted"
+    if interrupted and run.dist.on:  # the other ranks' RNG states cannot be gathered now
+        run.say(f"interrupted at step {at.step}: --resume continues from the last checkpoint")
+    elif interrupted:
+        run.update.check(at.step)
+        run.say(f"interrupted at step {at.step}: saving {run.out / 'last.pt'}")
+        run.save_last()
+    else:
+        run.update.check(at.step)
+        if at.step % run.t.validate_every != 0 and at.validated != at.step:
+            run.validate()  # (a finished run that is resumed was validated there)
+        run.save_last()
+        if not (run.out / f"step-{at.step}.pt").exists():
+            run.keep()
+    if not (run.out / "best.pt").exists() or not math.isfinite(at.best):
+        run.save("best.pt")  # no validation yet: the weights at the stop
+    metric = run.t.early_stopping_metric
+    best, text = validation.describe_outcome(metric, at)
+    run.say(f"stopped ({stopped}) after {at.step} steps; {text}; checkpoints in {run.out}")
+    return TrainResult(at.step, at.best_bleu, stopped, run.history, metric, best, at.best_step)
 
 
 def train(

@@ -33,6 +33,9 @@ def check_rate(value: object, what: str, owner: str) -> float:
     return float(value)
 
 
+_NAMES = ("zoneout", "recurrent_dropout", "weight_drop")
+
+
 @dataclass(frozen=True)
 class Regularisers:
     """The three regularisers of one layer; all zero: none."""
@@ -68,6 +71,11 @@ class Regularisers:
             check_rate(recurrent_dropout, "recurrent_dropout", owner),
             check_rate(weight_drop, "weight_drop", owner),
         )
+
+    def first_on(self) -> str | None:
+        """The name of the first regulariser set (``"zoneout"``, ...), None when none is."""
+        on = (self.zoneout_c or self.zoneout_h, self.recurrent_dropout, self.weight_drop)
+        return next((n for n, v in zip(_NAMES, on) if v), None)
 
     def keywords(self) -> str:
         """``", zoneout=0.1, weight_drop=0.5"``: the keywords that set these, for a repr."""

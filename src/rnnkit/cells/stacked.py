@@ -62,18 +62,7 @@ class StackedCell(nn.Module):
         **cell_kwargs: Any,
     ) -> None:
         super().__init__()
-        if isinstance(cell, str):
-            if cell not in STOCK:
-                raise ValueError(f"cell kind must be RNN, LSTM or GRU; got {cell!r}")
-            self.kind, cls = cell, STOCK[cell]
-            if cell == "RNN":
-                cell_kwargs["nonlinearity"] = nonlinearity or "tanh"
-        else:
-            self.kind, cls = cell.__name__, cell
-        if nonlinearity is not None and cell != "RNN":  # a cell class's own keyword (IndRNN)
-            cell_kwargs["nonlinearity"] = nonlinearity
-        if len(cls.state) > 2:
-            raise ValueError(f"{cls.__name__}: a decoder cell carries at most two states")
+        self.kind, cls = _cell_class(cell, nonlinearity, cell_kwargs)
         # torch's fused cells; its GRU is the reset-after form only (Cho's: the cell's step)
         self.fusable = isinstance(cell, str) and cell_kwargs.get("reset_after", True)
         self.hidden_size, self.dropout = hidden_size, dropout
@@ -159,14 +148,7 @@ class StackedCell(nn.Module):
             w_hh, m = self._weight_hh(k, cell), (None if mask is None else mask[:, k])
             # the fused GRU reads h_{t-1} outside W_hh too: a mask there needs the cell
             if fused and self.fusable and not record and (m is None or self.kind != "GRU"):
-                w: tuple[Any, ...] = (cell.weight_ih, w_hh, cell.bias_ih, cell.bias_hh)
-                h_in = state[0] if m is None else state[0] * m
-                if self.kind == "LSTM":
-                    new = torch.lstm_cell(x, (h_in, state[1]), *w)
-                else:
-                    relu = getattr(cell, "nonlinearity", "tanh") == "relu"
-                    fn: Any = torch.rnn_relu_cell if relu else _FUSED[self.kind]
-                    new = (fn(x, h_in, *w),)
+                new = _fused_step(self.kind, cell, x, state, w_hh, m)
                 if zoned:
                     new = self._zoneout(cell, new, state)
             else:
@@ -187,6 +169,40 @@ class StackedCell(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.kind}, layers={len(self.cells)}" + self.reg.keywords()
+
+
+def _cell_class(
+    cell: str | type[Cell], nonlinearity: str | None, cell_kwargs: dict[str, Any]
+) -> tuple[str, type[Cell]]:
+    """The stack's kind and cell class; ``nonlinearity`` goes into ``cell_kwargs`` for the
+    stock RNN (tanh by default) and for a cell class that takes it (IndRNN)."""
+    if isinstance(cell, str):
+        if cell not in STOCK:
+            raise ValueError(f"cell kind must be RNN, LSTM or GRU; got {cell!r}")
+        kind, cls = cell, STOCK[cell]
+        if cell == "RNN":
+            cell_kwargs["nonlinearity"] = nonlinearity or "tanh"
+    else:
+        kind, cls = cell.__name__, cell
+    if nonlinearity is not None and cell != "RNN":
+        cell_kwargs["nonlinearity"] = nonlinearity
+    if len(cls.state) > 2:
+        raise ValueError(f"{cls.__name__}: a decoder cell carries at most two states")
+    return kind, cls
+
+
+def _fused_step(
+    kind: str, cell: Cell, x: Tensor, state: State, w_hh: Tensor, mask: Tensor | None
+) -> State:
+    """One step of a stock cell by torch's fused kernel (``torch.lstm_cell`` ...), reading
+    ``w_hh`` and the h entering it times the recurrent-dropout ``mask``."""
+    w: tuple[Any, ...] = (cell.weight_ih, w_hh, cell.bias_ih, cell.bias_hh)
+    h_in = state[0] if mask is None else state[0] * mask
+    if kind == "LSTM":
+        return tuple(torch.lstm_cell(x, (h_in, state[1]), *w))
+    relu = getattr(cell, "nonlinearity", "tanh") == "relu"
+    fn: Any = torch.rnn_relu_cell if relu else _FUSED[kind]
+    return (fn(x, h_in, *w),)
 
 
 @contextmanager

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from .corpus import read_lines, write_atomic
 from .errors import DataError
@@ -59,10 +60,7 @@ class Vocab:
             specials, then tokens by decreasing frequency, ties alphabetically, so the
             same corpus always gives the same ids.
         """
-        counts: Counter[str] = Counter()
-        for tokens in token_lists:
-            counts.update(tokens)
-        return cls.from_counts(counts, max_size, min_freq)
+        return cls.from_counts(Counter(chain.from_iterable(token_lists)), max_size, min_freq)
 
     @classmethod
     def from_counts(
@@ -118,25 +116,10 @@ class Vocab:
         """All tokens in id order (a copy)."""
         return list(self._itos)
 
-    @property
-    def pad_id(self) -> int:
-        """Id of ``<pad>`` (0)."""
-        return PAD_ID
-
-    @property
-    def unk_id(self) -> int:
-        """Id of ``<unk>`` (1)."""
-        return UNK_ID
-
-    @property
-    def bos_id(self) -> int:
-        """Id of ``<s>`` (2)."""
-        return BOS_ID
-
-    @property
-    def eos_id(self) -> int:
-        """Id of ``</s>`` (3)."""
-        return EOS_ID
+    pad_id: Final = PAD_ID  #: id of ``<pad>`` (0)
+    unk_id: Final = UNK_ID  #: id of ``<unk>`` (1)
+    bos_id: Final = BOS_ID  #: id of ``<s>`` (2)
+    eos_id: Final = EOS_ID  #: id of ``</s>`` (3)
 
     def token(self, idx: int) -> str:
         """Token with id ``idx``."""
@@ -193,8 +176,7 @@ class Vocab:
         for i, tok in enumerate(self._itos):
             if not tok or any(c in tok for c in "\n\r"):
                 raise DataError(f"{path}: token {i} ({tok!r}) cannot be written one per line")
-        text = "".join(tok + "\n" for tok in self._itos)
-        write_atomic(path, text.encode("utf-8"))
+        write_atomic(path, "".join(tok + "\n" for tok in self._itos).encode("utf-8"))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
@@ -206,17 +188,21 @@ class Vocab:
         """
         path = Path(path)
         tokens = read_lines(path)
-        for n, tok in enumerate(tokens, start=1):
-            if not tok:
-                raise DataError(f"{path}:{n}: empty token")
-        seen: dict[str, int] = {}
-        for n, tok in enumerate(tokens, start=1):
-            if tok in seen:
-                raise DataError(f"{path}:{n}: duplicate token {tok!r} (first on line {seen[tok]})")
-            seen[tok] = n
-        head = tuple(tokens[: len(SPECIALS)])
-        if head != SPECIALS and any(s in seen for s in SPECIALS):
-            raise DataError(
-                f"{path}: the special tokens must be the first lines: {' '.join(SPECIALS)}"
-            )
+        _check_lines(path, tokens)
         return cls.from_tokens(tokens)
+
+
+def _check_lines(path: Path, tokens: list[str]) -> None:
+    """A DataError naming the line for an empty or duplicate token, or for specials that
+    are not the first lines."""
+    for n, tok in enumerate(tokens, start=1):
+        if not tok:
+            raise DataError(f"{path}:{n}: empty token")
+    seen: dict[str, int] = {}
+    for n, tok in enumerate(tokens, start=1):
+        if tok in seen:
+            raise DataError(f"{path}:{n}: duplicate token {tok!r} (first on line {seen[tok]})")
+        seen[tok] = n
+    head = tuple(tokens[: len(SPECIALS)])
+    if head != SPECIALS and any(s in seen for s in SPECIALS):
+        raise DataError(f"{path}: the special tokens must be the first lines: {' '.join(SPECIALS)}")
