@@ -15,7 +15,7 @@ from test_cli import one_line_error, run_cli
 from toy import one_thread, save_bundle, word_bundle
 
 from rnnkit.cli import read_text
-from rnnkit.cli_commands import UsageError
+from rnnkit.cli.commands import UsageError
 from rnnkit.data import DataError, fetch_multi30k, read_parallel
 
 SPLITS = {"train": "train", "val": "val", "test2016": "test_2016_flickr"}

@@ -22,7 +22,7 @@ import yaml
 from rnnkit.about import checkpoint_info
 from rnnkit.checkpoint import build_model, load_checkpoint
 from rnnkit.cli import build_parser
-from rnnkit.cli_commands import train_arguments
+from rnnkit.cli.commands import train_arguments
 from rnnkit.config import config_from_dict
 from rnnkit.data import Vocab, encode_pairs, make_batches
 from rnnkit.distributed import shard

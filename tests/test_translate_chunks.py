@@ -16,7 +16,7 @@ from toy import one_thread, save_bundle, word_bundle  # noqa: F401 (fixture)
 
 import rnnkit.translate as translate_module
 from rnnkit.cli import main
-from rnnkit.cli_text import text_chunks
+from rnnkit.cli.text import text_chunks
 from rnnkit.sampling import Sampling
 from rnnkit.translate import translate_chunks, translate_lines
 
@@ -127,7 +127,7 @@ def test_stdout_gets_each_chunk_as_it_is_done(tmp_path, monkeypatch, capsys):
 
 def test_evaluate_says_when_it_scores_many_lines(tmp_path, monkeypatch, capsys):
     """After the bar reached 100 %, 100,000 lines took 27 s of scoring in silence."""
-    import rnnkit.cli_decode as cli_decode
+    import rnnkit.cli.decode as cli_decode
 
     monkeypatch.setattr(cli_decode, "SCORING_NOTE_LINES", 8)
     ckpt = save_bundle(word_bundle(), tmp_path / "m.pt")

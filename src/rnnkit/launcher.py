@@ -57,7 +57,7 @@ def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
     """The failure to report of the processes that failed (``ProcessFailure`` by global
     rank). Process 0 when it exited on an error of its own: it has said it on the
     terminal (another process that meets the same error waits before it exits:
-    :data:`rnnkit.cli_errors.OTHER_RANK_WAIT`). Else the first one seen (torch's
+    :data:`rnnkit.cli.errors.OTHER_RANK_WAIT`). Else the first one seen (torch's
     timestamps are whole seconds), one that exited before one killed by a signal, then
     the lowest rank, leaving out the SIGTERMs of the agent stopping the others when
     there is another failure. (A process that sees another stop waits 2 s before it

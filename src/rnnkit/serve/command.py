@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import Any
 
-from rnnkit.cli_commands import UsageError, add_device, positive_int
+from rnnkit.cli.commands import UsageError, add_device, positive_int
 from rnnkit.serve import MAX_BEAM
 
 __all__ = ["add_parser", "cmd_serve"]
@@ -170,7 +170,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
     import uvicorn
 
-    from rnnkit.cli_decode import _models
+    from rnnkit.cli.decode import _models
     from rnnkit.serve.app import ACCESS_LOG, Settings, create_app
     from rnnkit.serve.served import RELOAD_LOG
 

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from rnnkit import __version__
-from rnnkit.cli_commands import (
+from rnnkit.cli.commands import (
     add_device,
     cmd_average,
     cmd_bench,
@@ -21,7 +21,7 @@ from rnnkit.cli_commands import (
     positive_float,
     positive_int,
 )
-from rnnkit.cli_decode import cmd_evaluate, cmd_score, cmd_translate
+from rnnkit.cli.decode import cmd_evaluate, cmd_score, cmd_translate
 
 __all__ = ["add_search_options", "build_parser"]
 

@@ -1,6 +1,6 @@
 """The ``rnnkit`` sub-commands: each ``cmd_NAME(args)`` calls the library and returns an
 exit status; the parser and the error handling are in :mod:`rnnkit.cli`, the commands
-that decode (translate, evaluate, score) in :mod:`rnnkit.cli_decode`.
+that decode (translate, evaluate, score) in :mod:`rnnkit.cli.decode`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnkit.atomic import check_writable
-from rnnkit.cli_text import UsageError as UsageError  # (importable from here, as before)
-from rnnkit.cli_text import read_text as read_text
-from rnnkit.cli_text import text_chunks as text_chunks
-from rnnkit.cli_text import write_text as write_text
+from rnnkit.cli.text import UsageError as UsageError  # (importable from here, as before)
+from rnnkit.cli.text import read_text as read_text
+from rnnkit.cli.text import text_chunks as text_chunks
+from rnnkit.cli.text import write_text as write_text
 from rnnkit.job import rank_and_world
 from rnnkit.runlock import refuse_if_busy, run_files
 

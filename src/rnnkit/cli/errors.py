@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from rnnkit.cli_commands import UsageError, missing_package, out_of_memory
+from rnnkit.cli.commands import UsageError, missing_package, out_of_memory
 from rnnkit.job import JobError, rank_and_world
 
 __all__ = ["OTHER_RANK_WAIT", "run_command"]

@@ -10,22 +10,22 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from rnnkit.cli_commands import UsageError as UsageError  # (importable from here)
-from rnnkit.cli_commands import as_ctrl_c
+from rnnkit.cli.commands import UsageError as UsageError  # (importable from here)
+from rnnkit.cli.commands import as_ctrl_c
 
 # Names defined here before the split stay importable from rnnkit.cli.
-from rnnkit.cli_commands import positive_int as positive_int
-from rnnkit.cli_commands import read_text as read_text
-from rnnkit.cli_commands import write_text as write_text
-from rnnkit.cli_errors import run_command
-from rnnkit.cli_parsers import build_parser as build_parser
+from rnnkit.cli.commands import positive_int as positive_int
+from rnnkit.cli.commands import read_text as read_text
+from rnnkit.cli.commands import write_text as write_text
+from rnnkit.cli.errors import run_command
+from rnnkit.cli.parsers import build_parser as build_parser
 
 __all__ = ["console", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``rnnkit ARGV``: the command's exit status; its errors as one line each
-    (:func:`rnnkit.cli_errors.run_command`)."""
+    (:func:`rnnkit.cli.errors.run_command`)."""
     seen: list[int] = []  # (where Python's own Ctrl-C handler is the one in place)
     with as_ctrl_c(
         signal.SIGINT, seen, signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -53,7 +53,3 @@ def console() -> int:
         return main()
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-if __name__ == "__main__":
-    sys.exit(console())

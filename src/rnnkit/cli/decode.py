@@ -1,5 +1,5 @@
 """The ``rnnkit`` sub-commands that decode with a trained model: ``translate``, ``evaluate``
-and ``score`` (one checkpoint or an ensemble); the others are in :mod:`rnnkit.cli_commands`.
+and ``score`` (one checkpoint or an ensemble); the others are in :mod:`rnnkit.cli.commands`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rnnkit.atomic import check_writable
-from rnnkit.cli_commands import _bundle, _log
-from rnnkit.cli_text import (
+from rnnkit.cli.commands import _bundle, _log
+from rnnkit.cli.text import (
     UsageError,
     decoded_line,
     line_count,
