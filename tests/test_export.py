@@ -100,3 +100,39 @@ def test_compile_explicit_engine_forward_and_backward() -> None:
     want = [x.grad] + [p.grad for p in layer.parameters()]
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+FUNC_LAYERS = {
+    "lstm-zoneout": lambda engine: rnnkit.LSTM(3, 4, zoneout=0.1, engine=engine),
+    "gru": lambda engine: rnnkit.GRU(3, 4, bidirectional=True, engine=engine),
+    "rnn": lambda engine: rnnkit.RNN(3, 4, engine=engine),
+}
+
+
+@pytest.mark.parametrize("name", FUNC_LAYERS)
+def test_torch_func_transforms_and_forward_ad_give_the_reference_engines_results(name):
+    """torch.func.grad of a functional_call, jvp, vmap and forward-mode AD raised on the
+    explicit engine ("must override the setup_context staticmethod"; auto too with a
+    regulariser): its hand-written backward is autograd's alone. Under them the layer
+    runs its readable loop, whose ops torch.func knows."""
+    import torch.autograd.forward_ad as fwAD
+
+    torch.manual_seed(0)
+    layer = FUNC_LAYERS[name]("explicit").double().eval()
+    ref = FUNC_LAYERS[name]("reference").double().eval()
+    ref.load_state_dict(layer.state_dict())
+    x, t = torch.randn(5, 2, 3, dtype=torch.float64), torch.randn(5, 2, 3, dtype=torch.float64)
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+
+    def loss(m: nn.Module):
+        return lambda p: torch.func.functional_call(m, p, (x,))[0].pow(2).sum()
+
+    got, want = torch.func.grad(loss(layer))(params), torch.func.grad(loss(ref))(params)
+    assert all(torch.allclose(got[k], want[k], atol=1e-12) for k in want)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(layer(fwAD.make_dual(x, t))[0]).tangent
+        want_tangent = fwAD.unpack_dual(ref(fwAD.make_dual(x, t))[0]).tangent
+    assert torch.allclose(tangent, want_tangent, atol=1e-12)
+    assert torch.allclose(torch.func.jvp(lambda v: layer(v)[0], (x,), (t,))[1], want_tangent)
+    per_sample = torch.func.vmap(lambda v: layer(v)[0], in_dims=1, out_dims=1)(x)
+    assert torch.allclose(per_sample, ref(x)[0], atol=1e-12)

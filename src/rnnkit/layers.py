@@ -81,7 +81,7 @@ def _run_direction(
     each length as a ``(T, B, 1)`` mask, held rather than indexed (static shapes)."""
     kind, reg, training = layer._kind, layer.regularisers, layer.training
     weights = dict(weights, w_hh=reg.drop_weight(weights["w_hh"], training))
-    if engine == "explicit" and not record and fast.supports(kind, weights):
+    if engine == "explicit" and not record and fast.supports(kind, weights, (x, *state)):
         rev = reverse_index(lengths, x.shape[0], x.shape[1], x.device) if reverse else None
         rmask = reg.recurrent_mask(state[0], training)  # drawn in the order the loop draws
         zone = reg.zone(layer._cell[0].state, state, x.shape[0], training)
@@ -101,12 +101,12 @@ def _run_direction(
         "bias_hh": weights["b_hh"],
         "weight_hr": weights["w_hr"],
     }
-    bind(cell, tensors, reg.recurrent_mask(state[0], training))
+    bound = bind(cell, tensors, reg.recurrent_mask(state[0], training))
     try:
         zone = reg.zone(cell.state, state, x.shape[0], training)
-        return run_cell(cell, x, state, lengths, reverse, zone, record, hold)
+        return run_cell(bound, x, state, lengths, reverse, zone, record, hold)
     finally:
-        unbind(cell, names)
+        unbind(bound, names)
 
 
 def _layer_weights(layer: Any, k: int, direction: int) -> dict:

@@ -140,11 +140,11 @@ class Recurrent(nn.Module):
     def reset_parameters(self) -> None:
         """Each cell's own initialisation, on this layer's parameters."""
         for cell, sfx, names in self._cells:
-            bind(cell, {n: getattr(self, n + sfx) for n in names})
+            bound = bind(cell, {n: getattr(self, n + sfx) for n in names})
             try:
-                cell.reset_parameters()
+                bound.reset_parameters()
             finally:
-                unbind(cell, names)
+                unbind(bound, names)
 
     @outside_autocast  # the recurrence in the weights' dtype (rnnkit.precision)
     def forward(
@@ -231,12 +231,12 @@ def _direction(
         cell, sfx, names = layer._cells[k * D + d]
         tensors = {n: getattr(layer, n + sfx) for n in names}
         tensors["weight_hh"] = reg.drop_weight(tensors["weight_hh"], training)
-        bind(cell, tensors, reg.recurrent_mask(state[0], training))
+        bound = bind(cell, tensors, reg.recurrent_mask(state[0], training))
         try:
             zone = reg.zone(cell.state, state, x.shape[0], training)
-            return run_cell(cell, x, state, lengths, bool(d), zone, record, held)
+            return run_cell(bound, x, state, lengths, bool(d), zone, record, held)
         finally:
-            unbind(cell, names)
+            unbind(bound, names)
 
     return run
 

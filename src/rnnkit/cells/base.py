@@ -21,6 +21,7 @@ lengths, stacking, bidirectionality, regularisers and gate traces.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, ClassVar
 
@@ -262,13 +263,19 @@ def strip(cell: Cell) -> list[str]:
 
 
 def bind(cell: Cell, tensors: dict[str, Tensor | None], mask: Tensor | None = None) -> Cell:
-    """Give a stripped cell its tensors (and recurrent-dropout mask) for one pass."""
+    """A copy of the stripped ``cell`` that holds its tensors (and recurrent-dropout mask)
+    for one pass: the layer's own cell stays bare, so calls of one layer from several
+    threads each step their own copy. While torch.compile / torch.export trace (one
+    thread, and no ``copy`` in a graph), the cell itself, which :func:`unbind` clears."""
+    bound = cell if torch.compiler.is_compiling() else copy.copy(cell)
     for name, t in tensors.items():
-        object.__setattr__(cell, name, t)
-    object.__setattr__(cell, "recurrent_mask", mask)
-    return cell
+        object.__setattr__(bound, name, t)
+    object.__setattr__(bound, "recurrent_mask", mask)
+    return bound
 
 
 def unbind(cell: Cell, names: list[str]) -> None:
     """Drop what :func:`bind` gave, so no tensor outlives the pass on a hidden cell."""
-    bind(cell, dict.fromkeys(names), None)
+    for name in names:
+        object.__setattr__(cell, name, None)
+    object.__setattr__(cell, "recurrent_mask", None)

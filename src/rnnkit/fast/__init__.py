@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from rnnkit.fast.gru import _GRU
@@ -38,17 +39,30 @@ from rnnkit.fast.rnn import _RNN
 __all__ = ["supports", "run"]
 
 
-def supports(kind: str, weights: dict) -> bool:
+def supports(kind: str, weights: dict, inputs: tuple[Tensor, ...] = ()) -> bool:
     """Whether the fast path computes this layer: not the LSTM's projection, not Cho's
     GRU, and not while ``torch.jit.trace`` or ``torch.export`` records the layer (its
-    in-place steps on per-step views are not theirs to record; the readable loop is)."""
+    in-place steps on per-step views are not theirs to record; the readable loop is),
+    nor under a :mod:`torch.func` transform or forward-mode AD (its hand-written backward
+    is autograd's alone; the readable loop's ops have every rule they need)."""
     if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return False
+    if not torch.compiler.is_compiling() and _transformed(inputs, weights):
         return False
     if kind == "LSTM":
         return weights["w_hr"] is None
     if kind == "GRU":
         return bool(weights["reset_after"])
     return True
+
+
+def _transformed(inputs: tuple[Tensor, ...], weights: dict) -> bool:
+    """A torch.func transform (grad, vmap, jvp, ...) is active, or an input (x, the
+    state) or a weight carries a forward-mode tangent."""
+    if torch._C._are_functorch_transforms_active():
+        return True
+    tensors = [*inputs, *(w for w in weights.values() if isinstance(w, Tensor))]
+    return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
 
 
 def run(
