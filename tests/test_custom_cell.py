@@ -283,18 +283,30 @@ def test_native_engine_on_recurrent_raises():
 
 
 @pytest.mark.parametrize(
-    "kw, match",
+    "kw, error, match",
     [
-        ({"input_size": 0}, "input_size must be a positive integer"),
-        ({"hidden_size": 2.5}, "hidden_size must be a positive integer"),
-        ({"num_layers": True}, "num_layers must be a positive integer"),
-        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+        ({"input_size": 0}, ValueError, "input_size must be a positive integer"),
+        ({"hidden_size": 2.5}, TypeError, "hidden_size must be a positive integer"),
+        ({"num_layers": True}, TypeError, "num_layers must be a positive integer"),
+        ({"dropout": 1.5}, ValueError, r"dropout must be a number in \[0, 1\], got 1.5"),
+        ({"dropout": "0.5"}, ValueError, r"dropout must be a number in \[0, 1\], got '0.5'"),
     ],
 )
-def test_bad_sizes_raise(kw, match):
+def test_bad_sizes_raise(kw, error, match):
+    """As torch.nn's layers: TypeError for a size that is no int, ValueError for a value
+    out of range ("0.5" as dropout was "'<=' not supported between 'int' and 'str'")."""
     args = {"input_size": I, "hidden_size": H, **kw}
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         rnnkit.Recurrent(LeakyCell, **args)
+
+
+def test_dropout_takes_torchs_range_and_warns_as_torch_for_one_layer():
+    """dropout=1.0 is torch.nn's to take (every output between layers zero); with one
+    layer it does nothing, which torch.nn warns about, and so does Recurrent."""
+    out, _ = rnnkit.Recurrent(LeakyCell, I, H, num_layers=2, dropout=1.0)(torch.randn(T, B, I))
+    assert out.shape == (T, B, H)
+    with pytest.warns(UserWarning, match="with num_layers=1 it does nothing"):
+        rnnkit.Recurrent(LeakyCell, I, H, dropout=0.2)
 
 
 def test_wrong_number_of_states_raises():
@@ -402,3 +414,21 @@ def test_a_step_that_breaks_the_api_is_a_clear_error(cls, says):
     with pytest.raises(ValueError) as info:  # and the cell alone, one step
         cls(3, 4)(torch.randn(2, 3))
     assert cls.__name__ in str(info.value) and says in str(info.value)
+
+
+def test_reprs_show_the_keywords_given_as_torch_nn_does():
+    """RNNCell(3, 4, nonlinearity="relu") printed RNNCell(3, 4) (torch.nn's prints
+    nonlinearity=relu); a variant printed its cell class as if it were an argument."""
+    assert repr(rnnkit.RNNCell(3, 4, nonlinearity="relu")) == repr(
+        nn.RNNCell(3, 4, nonlinearity="relu")
+    )
+    assert repr(rnnkit.RNNCell(3, 4)) == "RNNCell(3, 4)"
+    assert (
+        repr(rnnkit.IndRNNCell(3, 4, nonlinearity="tanh")) == "IndRNNCell(3, 4, nonlinearity=tanh)"
+    )
+    assert repr(rnnkit.IndRNNCell(3, 4)) == "IndRNNCell(3, 4)"  # relu: its default
+    ln = rnnkit.LayerNormLSTMCell(3, 4, eps=1e-3, forget_bias=1.0)
+    assert repr(ln) == "LayerNormLSTMCell(3, 4, eps=0.001, forget_bias=1.0)"
+    assert repr(rnnkit.GRUCell(3, 4, reset_after=False)) == "GRUCell(3, 4, reset_after=False)"
+    assert repr(rnnkit.LayerNormLSTM(3, 4, 2)) == "LayerNormLSTM(3, 4, num_layers=2)"
+    assert repr(rnnkit.Recurrent(rnnkit.MGUCell, 3, 4)) == "Recurrent(MGUCell, 3, 4)"

@@ -34,6 +34,7 @@ BAD: dict[str, Callable[[str], tuple]] = {
     "hidden batch": lambda kind: (torch.randn(5, 3, 8), state(kind, (2, 4, 16))),
     "hidden units": lambda kind: (torch.randn(5, 3, 8), state(kind, (2, 3, 15))),
     "unbatched 3-D state": lambda kind: (torch.randn(5, 8), state(kind, (2, 1, 16))),
+    "batched 2-D state": lambda kind: (torch.randn(5, 3, 8), state(kind, (3, 16))),
 }
 
 
@@ -52,8 +53,20 @@ def test_stock_layers_refuse_what_torch_refuses(kind: str, bad: str, engine: str
     want = failure(lambda: torch_cls(8, 16, 2)(x, hx))
     got = failure(lambda: ours_cls(8, 16, 2, engine=engine)(x, hx))
     assert type(got) is type(want)
-    if bad != "unbatched 3-D state":  # torch.nn's wording differs per class there
-        assert str(got) == str(want)
+    assert str(got) == str(want)
+
+
+@pytest.mark.parametrize("engine", ["explicit", "reference", "auto", "native"])
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_an_lstm_state_that_is_not_a_pair_is_refused(engine: str, n: int) -> None:
+    """A third state tensor was ignored on the explicit engine; one was an IndexError
+    (torch.nn's too) or "not enough values to unpack"."""
+    h = torch.zeros(1, 2, 4)
+    layer = rnnkit.LSTM(3, 4, engine=engine)
+    with pytest.raises(RuntimeError, match=rf"LSTM: hx must be the pair \(h_0, c_0\), got {n} "):
+        layer(torch.randn(5, 2, 3), (h,) * n)
+    with pytest.raises(RuntimeError, match=r"got a Tensor"):
+        layer(torch.randn(5, 2, 3), h)
 
 
 @pytest.mark.parametrize("bad", sorted(BAD))
@@ -101,6 +114,14 @@ CELL_BAD: dict[str, Callable[[bool], tuple]] = {
     "state batch": lambda lstm: (
         torch.randn(3, 8),
         (torch.zeros(4, 16), torch.zeros(4, 16)) if lstm else torch.zeros(4, 16),
+    ),
+    "3-D state": lambda lstm: (
+        torch.randn(3, 8),
+        (torch.zeros(1, 3, 16), torch.zeros(1, 3, 16)) if lstm else torch.zeros(1, 3, 16),
+    ),
+    "1-D state of a batch": lambda lstm: (
+        torch.randn(3, 8),
+        (torch.zeros(16), torch.zeros(16)) if lstm else torch.zeros(16),
     ),
     "state units": lambda lstm: (
         torch.randn(3, 8),

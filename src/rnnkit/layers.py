@@ -125,6 +125,16 @@ def _layer_weights(layer: Any, k: int, direction: int) -> dict:
     }
 
 
+def _check_pair(hx: Any) -> None:
+    """An LSTM's hx is the pair ``(h_0, c_0)`` (a third tensor was ignored, one was an
+    IndexError)."""
+    if isinstance(hx, (tuple, list)) and len(hx) == 2:
+        return
+    n = len(hx) if isinstance(hx, (tuple, list)) else None
+    got = f"a {type(hx).__name__}" if n is None else f"{n} tensor" + "s" * (n != 1)
+    raise RuntimeError(f"LSTM: hx must be the pair (h_0, c_0), got {got}")
+
+
 def _initial_state(layer: Any, x: Tensor, hx: Any) -> tuple[Tensor, ...]:
     """``(h0,)`` or ``(h0, c0)``, each ``(L·D, B, ·)``; zeros when hx is None. Checks x
     and hx as torch.nn does."""
@@ -252,6 +262,8 @@ class _Recurrent:
             ``(output, h_n)`` / ``(output, (h_n, c_n))`` as torch.nn, plus the trace.
         """
         m: Any = self
+        if self._kind == "LSTM" and hx is not None:
+            _check_pair(hx)
         packed = isinstance(input, PackedSequence)
         engine = self._pick_engine(return_gates, lengths is not None)
         if packed and lengths is not None:

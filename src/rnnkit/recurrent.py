@@ -12,6 +12,7 @@ pass (:func:`~rnnkit.cells.base.bind`), the recurrent weights through DropConnec
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import torch
@@ -49,10 +50,18 @@ def _check_arguments(
         ("hidden_size", hidden_size),
         ("num_layers", num_layers),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int):  # (TypeError: torch.nn's)
+            raise TypeError(f"Recurrent({name}): {arg} must be a positive integer, got {value!r}")
+        if value < 1:
             raise ValueError(f"Recurrent({name}): {arg} must be a positive integer, got {value!r}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"Recurrent({name}): dropout must be in [0, 1), got {dropout!r}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+        raise ValueError(f"Recurrent({name}): dropout must be a number in [0, 1], got {dropout!r}")
+    if dropout and num_layers == 1:  # (torch.nn's warning)
+        warnings.warn(
+            f"Recurrent({name}): dropout acts between layers; with num_layers=1 it does "
+            f"nothing (dropout={dropout})",
+            stacklevel=3,
+        )
     if engine not in ("auto", "explicit", "reference"):
         raise ValueError(
             f"Recurrent({name}): engine must be auto, explicit or reference; got {engine!r}"
@@ -194,7 +203,8 @@ class Recurrent(nn.Module):
         return result + (trace,) if return_gates else result
 
     def extra_repr(self) -> str:
-        s = f"{self.cell_class.__name__}, {self.input_size}, {self.hidden_size}"
+        s = "" if isinstance(self, _Variant) else f"{self.cell_class.__name__}, "
+        s += f"{self.input_size}, {self.hidden_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         for k in ("bias", "batch_first", "bidirectional"):

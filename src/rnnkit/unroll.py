@@ -249,26 +249,39 @@ def time_major(
         x, lens = pad_packed_sequence(input)  # (T, B, I), original batch order
         return x, hx, lens, "packed"
     x, layout = input, "time_major"
+    if x.dim() not in (2, 3):
+        raise ValueError(f"{name}: expected the input to be 2-D or 3-D, got {x.dim()}-D")
+    _check_hx_dims(hx, x.dim(), tuple_state)
     if x.dim() == 2:
         x, layout = x.unsqueeze(1), "unbatched"
         if hx is not None:
             given_tuple = isinstance(hx, (tuple, list))  # (h,) also for one state
-            hs = tuple(hx) if given_tuple else (hx,)
-            dims = [h.dim() if isinstance(h, Tensor) else type(h).__name__ for h in hs]
-            if any(d != 2 for d in dims):
-                raise RuntimeError(
-                    f"For unbatched 2-D input, hx should also be 2-D but got {dims}-D tensors"
-                )
-            hs = tuple(h.unsqueeze(1) for h in hs)
+            hs = tuple(h.unsqueeze(1) for h in (hx if given_tuple else (hx,)))
             hx = hs if tuple_state or given_tuple else hs[0]
-    elif x.dim() != 3:
-        raise ValueError(f"{name}: expected a 2-D or 3-D input, got {x.dim()}-D")
     elif batch_first:
         x, layout = x.transpose(0, 1), "batch_first"
     if lengths is None:
         return x, hx, None, layout
     lens = check_lengths(lengths, x.shape[0], x.shape[1])
     return x.masked_fill(~valid_steps(lens, x.shape[0], x.device), 0), hx, lens, layout
+
+
+def _check_hx_dims(hx: Any, dim: int, tuple_state: bool) -> None:
+    """torch.nn's error for state tensors of another rank than the input's (2-D
+    unbatched, 3-D batched): "... hx and cx should also be 2-D but got (3-D, 3-D) tensors"."""
+    if hx is None:
+        return
+    hs = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+    if not all(isinstance(h, Tensor) for h in hs) or all(h.dim() == dim for h in hs):
+        return  # (not tensors: the state's own check says what it takes)
+    kind = "unbatched 2-D" if dim == 2 else "batched 3-D"
+    what = "hx and cx" if tuple_state and len(hs) == 2 else "hx"
+    got = (
+        f"{hs[0].dim()}-D tensor"
+        if len(hs) == 1
+        else f"({', '.join(f'{h.dim()}-D' for h in hs)}) tensors"
+    )
+    raise RuntimeError(f"For {kind} input, {what} should also be {dim}-D but got {got}")
 
 
 def valid_steps(lengths: Tensor, T: int, device: torch.device) -> Tensor:

@@ -22,6 +22,7 @@ lengths, stacking, bidirectionality, regularisers and gate traces.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 from typing import Any, ClassVar
 
@@ -152,12 +153,17 @@ class Cell(nn.Module):
             raise ValueError(
                 f"{name}: expected {len(self.state)} state tensor(s), got {len(state)}"
             )
+        for k, s in enumerate(state):
+            which = f"hx[{k}]" if len(state) > 1 else "hidden"
+            if s.dim() not in (1, 2):
+                raise ValueError(f"{name}: Expected {which} to be 1D or 2D, got {s.dim()}D instead")
+            if unbatched and s.dim() != 1:  # (torch.nn: "hidden0 has inconsistent hidden_size")
+                raise RuntimeError(f"{name}: unbatched 1-D input needs a 1-D {which}, got 2-D")
         state = tuple(s.unsqueeze(0) for s in state) if unbatched else state
         for k, (s, n) in enumerate(zip(state, self.state)):
             if s.dim() != 2 or s.shape[0] != x.shape[0]:
                 raise RuntimeError(
-                    f"Input batch size {x.shape[0]} doesn't match hidden{k} batch size "
-                    f"{s.shape[0] if s.dim() == 2 else tuple(s.shape)}"
+                    f"Input batch size {x.shape[0]} doesn't match hidden{k} batch size {s.shape[0]}"
                 )
             if s.shape[1] != self.state_size(n):
                 raise RuntimeError(
@@ -174,7 +180,38 @@ class Cell(nn.Module):
         return new[0], new
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+        """``3, 4`` and each keyword of ``__init__`` kept on the cell under its own name
+        that is not at its default (``nonlinearity=relu``, ``eps=0.001``), as torch.nn's
+        cells show theirs."""
+        s = f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+        for name, default in _keyword_defaults(type(self)).items():
+            value = getattr(self, name, default)
+            try:
+                differs = bool(value != default)
+            except Exception:  # (a tensor, or a value without a plain ==: left out)
+                differs = False
+            if differs:
+                s += f", {name}={value if isinstance(value, str) else repr(value)}"
+        return s
+
+
+def _keyword_defaults(cls: type) -> dict[str, Any]:
+    """The keywords of the cell's ``__init__`` (and those it hands ``**kw`` on to) with
+    their defaults, the most derived class's first; not the sizes, bias, device, dtype."""
+    found: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is Cell:
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        for p in params:
+            if p.default is not p.empty and p.name not in _NOT_SHOWN:
+                found.setdefault(p.name, p.default)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return found
+
+
+_NOT_SHOWN = frozenset({"input_size", "hidden_size", "bias", "device", "dtype"})
 
 
 def check_declarations(cls: type) -> None:
