@@ -160,3 +160,31 @@ def test_paired_bootstrap_agrees_with_corpus_scores() -> None:
     assert paired_bootstrap(good, good, refs, "bleu", samples=50) == (0.0, 0.0, 0.0)
     half = refs[:10] + poor[10:]
     assert paired_bootstrap(refs, half, refs, "exact", samples=50)[0] == pytest.approx(50.0)
+
+
+def test_the_lstm_vs_gru_conclusion_names_no_empty_list():
+    """With every task on one side it said "differs insignificantly on no task and
+    significantly ... on dates, multi30k" and "GRU faster on dates, multi30k, slower on
+    no task"."""
+    from rnnkit.experiments.lstm_vs_gru_report import _conclusion
+
+    def task(ci: tuple[float, float, float], gru_pace: float) -> dict:
+        bench = lambda v: {"bench": {"auto": {"steps_per_s": v}}}  # noqa: E731
+        return {"gru": {"vs_lstm": {"bleu": ci}, **bench(gru_pace)}, "lstm": bench(1.0)}
+
+    apart = _conclusion(
+        {"dates": task((2.0, 1.0, 3.0), 1.2), "multi30k": task((-1, -2, -0.5), 1.1)}
+    )
+    assert (
+        "differs significantly (test-set bootstrap, one seed) on dates, multi30k: unlike" in apart
+    )
+    assert "Training steps: GRU faster (> 5 %) on dates, multi30k;" in apart
+    assert "no task" not in apart and "insignificantly" not in apart and "slower" not in apart
+    mixed = _conclusion({"dates": task((0.1, -1, 1), 0.9), "multi30k": task((2, 1, 3), 1.0)})
+    assert (
+        "insignificantly on dates and significantly (test-set bootstrap, one seed) on "
+        "multi30k: only partly consistent" in mixed
+    )
+    assert "Training steps: GRU slower (> 5 %) on dates, within 5 % on multi30k;" in mixed
+    same = _conclusion({"dates": task((0.1, -1, 1), 1.0)})
+    assert "differs insignificantly on dates: consistent with Chung" in same

@@ -85,6 +85,18 @@ def test_verdict_follows_the_numbers() -> None:
     ]
     text = lm.verdict(gru_carries)  # (the claim names both gated cells: not "holds")
     assert "The claim holds in part: the GRU carries" in text and "the LSTM solves none." in text
+    # a cell that solves nothing is measured against the baseline of its best row's T
+    # (0.152 was "1.1× below the baseline" beside a printed baseline of 0.147 at T = 10)
+    none = [{**r, "solved (< 0.0167)": "0/3", "MSE mean": 0.152 + r["T"] / 1e4} for r in rows]
+    text = lm.verdict(none, {10: 0.147, 50: 0.17})
+    assert (
+        "its best mean MSE, 0.153 at T = 10, is no better than that length's baseline, 0.147"
+        in text
+    )
+    text = lm.verdict(none, {10: 0.160, 50: 0.17})
+    assert "0.153 at T = 10, is 4% below that length's baseline, 0.16)" in text
+    text = lm.verdict(none, {10: 0.5, 50: 0.17})
+    assert "0.153 at T = 10, is 3.3× below that length's baseline, 0.5)" in text
 
 
 def test_attention_cost_rows(attention_cost: tuple[Report, Path]) -> None:
@@ -162,3 +174,16 @@ def test_figures_go_where_the_results_page_links_them(
         assert (page.parent / link).read_bytes() == figure.read_bytes()
     beside = place_figures(report, out / "RESULTS.md")  # --quick's page, in its folder
     assert re.findall(r"!\[[^]]*\]\(([^)]+)\)", beside) == [f.name for f in report.figures]
+
+
+def test_the_memory_measure_prints_nothing(capfd) -> None:
+    """torch's profiler (kineto, C++) wrote "USDT: ... profiler_start" / "profiler_stop"
+    lines to stderr at every measured step, between the experiment's progress lines."""
+    from rnnkit.experiments.attention_cost_measure import step_peak_bytes
+    from rnnkit.model import Seq2Seq
+
+    model = Seq2Seq(20, 20, 8, 8).eval()
+    enc = model.encode(torch.randint(4, 20, (2, 5)), torch.tensor([5, 5]))
+    assert step_peak_bytes(model, torch.tensor([2, 2]), model.init_state(enc), enc) > 0
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")

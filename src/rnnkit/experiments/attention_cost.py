@@ -40,7 +40,7 @@ from rnnkit.experiments.attention_cost_measure import (
     measure,
     step_peak_bytes,
 )
-from rnnkit.experiments.common import QUICK_NOTE, Report, machine, markdown_table, verdict_heading
+from rnnkit.experiments.common import Report, machine, markdown_table, verdict_heading
 
 __all__ = [
     "FULL_S",
@@ -66,6 +66,13 @@ NAME = "attention-cost"
 
 COLORS = {"bahdanau": "tab:red", "none": "tab:blue"}
 LABELS = {"bahdanau": "Bahdanau attention", "none": "no attention"}
+
+
+# (the model is the full one here: a quick run measures fewer lengths, fewer times)
+QUICK_COST_NOTE = (
+    "**Quick version**: the full model at fewer source lengths, fewer repeats; the numbers "
+    "only test the code."
+)
 
 
 def _by_style(rows: list[dict]) -> dict[str, list[dict]]:
@@ -112,7 +119,7 @@ def plot_time(rows: list[dict], fits: dict, path: Path) -> Path:
     ax2.set(
         xlabel="source length S = output length T (log scale)",
         ylabel="CPU time per batch of sentences (ms, log scale)",
-        title="Per sentence: encode + T = S greedy steps",
+        title=f"Per batch of {SIZES['batch']} sentences: encode + T = S greedy steps",
     )
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
@@ -241,15 +248,16 @@ def _run(out_dir: Path, quick: bool, log: Callable[[str], None]) -> Report:
         for s, f in fits.items()
     ]
     V, E, H, B = (SIZES[k] for k in ("vocab", "emb", "hidden", "batch"))
+    runs = f"{sent_repeats} run" + "s" * (sent_repeats != 1)
     md = f"""## Attention cost: time and memory against source length
 
-The cost that the seed's conclusion warns about, measured: Bahdanau attention against
+The cost of attention as sources grow, measured: Bahdanau attention against
 the same encoder-decoder without attention (GRU, bidirectional encoder, embeddings {E},
 hidden {H}, vocabulary {V}; {params["bahdanau"]:,} and {params["none"]:,} parameters;
 untrained, eval mode, batch {B}), for source lengths S = {", ".join(map(str, lengths))}.
 *step ms*: median of {step_repeats} `decode_step` calls (with the output projection);
-*sentence ms*: median of {sent_repeats} sentences (encode, then T = S greedy steps, no early
-stop). Times are the CPU time of the one thread that does all the work (one torch
+*sentence ms*: median of {runs} over a batch of {B} sentences (encode, then T = S greedy
+steps, no early stop). Times are the CPU time of the one thread that does all the work (one torch
 thread), which does not count the time spent waiting for a core on this shared
 machine; the *wall* columns are the wall-clock medians of the same calls. The fits use
 the CPU times. *held MiB*: what the decoder keeps for the sentence, from the tensors' sizes (with
@@ -257,7 +265,7 @@ attention h (B, S, 2H) + U h (B, S, H) + mask; without, C (B, 2H)); *step peak M
 peak tensor bytes allocated during one step (torch profiler). Single-threaded.
 
 Regenerate: `{command}` ({seconds:.0f} s wall time, {cpu:.0f} s CPU time, single-threaded).
-Machine: {machine()}.{" " + QUICK_NOTE if quick else ""}
+Machine: {machine()}.{" " + QUICK_COST_NOTE if quick else ""}
 
 {table}
 

@@ -8,8 +8,12 @@ reports and plots.
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -50,14 +54,29 @@ def step_peak_bytes(model: Seq2Seq, y: Tensor, state: dict, enc: EncoderOutput) 
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model.decode_step(y, state, enc)
+    with _no_stderr(), torch.no_grad():  # (kineto's C++ prints "USDT: ... profiler_start")
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            model.decode_step(y, state, enc)
     events = sorted(prof.events(), key=lambda e: e.time_range.start)
     live = peak = 0
     for e in events:
         live += e.self_cpu_memory_usage
         peak = max(peak, live)
     return int(peak)
+
+
+@contextmanager
+def _no_stderr() -> Iterator[None]:
+    """File descriptor 2 on /dev/null for the block (what C++ code writes there too)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _source(S: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -263,8 +263,9 @@ def plot_final(
     return save_figure(fig, path, dpi=110)
 
 
-def verdict(rows: list[dict]) -> str:
-    """Where each cell stops solving the task, from the table."""
+def verdict(rows: list[dict], baselines: Mapping[int, float] | None = None) -> str:
+    """Where each cell stops solving the task, from the table; ``baselines``: the test
+    set's MSE of predicting 1 per T (default :data:`BASELINE` for every T)."""
 
     def solved(r: dict) -> bool:  # a majority of seeds below baseline / 10
         k, n = map(int, r["solved (< 0.0167)"].split("/"))
@@ -272,13 +273,17 @@ def verdict(rows: list[dict]) -> str:
 
     lengths = sorted({r["T"] for r in rows})
     ok = {c: [r["T"] for r in rows if r["cell"] == c and solved(r)] for c in CELLS}
-    best = {c: min(r["MSE mean"] for r in rows if r["cell"] == c) for c in CELLS}
+    best = {c: min((r for r in rows if r["cell"] == c), key=lambda r: r["MSE mean"]) for c in CELLS}
 
     def where(c: str) -> str:
         if not ok[c]:
+            mse, T = best[c]["MSE mean"], best[c]["T"]
+            base = (baselines or {}).get(T, BASELINE)
+            than = f"{base / mse:.1f}× below" if mse < base / 1.1 else "no better than"
+            than = f"{1 - mse / base:.0%} below" if base / 1.1 <= mse < base else than
             return (
-                f"the {c} solves none of the lengths (its best mean MSE, "
-                f"{best[c]:.3g}, is {BASELINE / best[c]:.1f}× below the baseline)"
+                f"the {c} solves none of the lengths (its best mean MSE, {mse:.3g} at "
+                f"T = {T}, is {than} that length's baseline, {base:.3g})"
             )
         fails = [T for T in lengths if T not in ok[c]]
         tail = f", not T = {', '.join(map(str, fails))}" if fails else ", every length tried"
@@ -369,6 +374,6 @@ mean wall seconds to train one model.
 ![learning curves]({figures[0].name})
 ![final MSE against T]({figures[1].name})
 
-{verdict_heading(quick)} {verdict(rows)}
+{verdict_heading(quick)} {verdict(rows, baselines)}
 """
     return Report(NAME, md, rows=rows, figures=figures, seconds=seconds)

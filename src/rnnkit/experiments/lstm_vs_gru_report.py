@@ -225,20 +225,24 @@ def _conclusion(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     apart = [t for t in results if t not in same]
     faster = [t for t in results if _pace(results[t], "auto") > 1.05]
     slower = [t for t in results if _pace(results[t], "auto") < 0.95]
+    even = [t for t in results if t not in faster and t not in slower]
+    differs = [
+        f"insignificantly on {', '.join(same)}" if same else "",
+        f"significantly (test-set bootstrap, one seed) on {', '.join(apart)}" if apart else "",
+    ]
+    agrees = "consistent with" if not apart else "only partly consistent with" if same else "unlike"
     quality = (
-        f"Test BLEU of the GRU and the LSTM model differs insignificantly on "
-        f"{', '.join(same) or 'no task'}"
-        + (
-            f" and significantly (test-set bootstrap, one seed) on {', '.join(apart)}"
-            if apart
-            else ""
-        )
-        + (": consistent with" if not apart else ": only partly consistent with")
-        + " Chung et al. (2014), who found the two comparable."
+        "Test BLEU of the GRU and the LSTM model differs "
+        + " and ".join(d for d in differs if d)
+        + f": {agrees} Chung et al. (2014), who found the two comparable."
     )
+    pace = [
+        f"GRU faster (> 5 %) on {', '.join(faster)}" if faster else "",
+        f"GRU slower (> 5 %) on {', '.join(slower)}" if slower else "",
+        f"within 5 % on {', '.join(even)}" if even else "",
+    ]
     return (
-        f"**Conclusion.** {quality} Training steps: GRU faster (> 5 %) on "
-        f"{', '.join(faster) or 'no task'}, slower on {', '.join(slower) or 'no task'}; the "
+        f"**Conclusion.** {quality} Training steps: {', '.join(p for p in pace if p)}; the "
         "3/4 recurrent weights are only part of the model (embeddings, attention and the "
         "output layer cost the same for both)."
     )
