@@ -19,6 +19,7 @@ import contextlib
 import os
 import signal
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -82,6 +83,23 @@ def _target(path: str | Path) -> tuple[Path, os.stat_result | None, bool]:
     return (p, st, True) if st is not None and system else (real, st, False)
 
 
+def _standard_stream(st: os.stat_result | None) -> Any:
+    """``sys.stdout`` / ``sys.stderr`` when ``st`` is the file that fd 1 / 2 is (given as
+    ``/dev/stdout``, ``/proc/self/fd/1`` or its own name), else None."""
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        try:
+            mine = os.fstat(fd)
+        except OSError:
+            continue
+        if (
+            st is not None
+            and stream is not None
+            and (mine.st_dev, mine.st_ino) == (st.st_dev, st.st_ino)
+        ):
+            return stream
+    return None
+
+
 def check_folder(out: str | Path, prefix: str = "") -> None:
     """Raise :class:`OutputError` (``prefix`` before the message) for an output folder
     that cannot be made: a file, or a path through a file."""
@@ -113,6 +131,8 @@ def _checked(path: str | Path) -> tuple[Path, os.stat_result | None, bool]:
     real, st, into = _target(path)
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{path}: is a folder, not a file")
+    if str(path).endswith(("/", os.sep)):  # (Path() drops the slash: a file "outdir" was made)
+        raise OutputError(f"{path}: names a folder (it ends with /); give a file name")
     if into:
         return real, st, into
     parent = _existing_parent(real.parent)
@@ -129,6 +149,11 @@ def write_atomically(
     """Write ``path`` with ``write(f)`` (see the module docstring for what ``path`` may be)."""
     real, st, into = _checked(path)
     mode, enc = ("wb", None) if binary else ("w", "utf-8")
+    std = _standard_stream(st) if into else None
+    if std is not None:  # /dev/stdout: through our own stdout, which shares the shell's
+        write(std.buffer if binary else std)  # offset (a file opened again wrote over it)
+        std.flush()
+        return
     try:
         if into:  # /dev/null, a pipe, /dev/stdout (appended to, as `>>` would want)
             with open(real, mode.replace("w", "a"), encoding=enc) as f:

@@ -17,7 +17,9 @@ from rnnkit.atomic import check_writable
 from rnnkit.cli.commands import _bundle, _log
 from rnnkit.cli.text import (
     UsageError,
+    check_output,
     decoded_line,
+    is_stream,
     line_count,
     read_text,
     text_chunks,
@@ -51,11 +53,13 @@ SCORING_NOTE_LINES = 10_000  # evaluate says it is scoring from here on (seconds
 def cmd_translate(args: argparse.Namespace) -> int:
     from rnnkit.translate import CHUNK, translate_stream
 
-    interactive = args.input in (None, "-") and args.output in (None, "-") and sys.stdin.isatty()
+    stdin = args.input in (None, "-")
+    interactive = stdin and args.output in (None, "-") and bool(sys.stdin and sys.stdin.isatty())
     if args.output not in (None, "-"):
         check_writable(args.output)  # before the work, not after
+        check_output(args.output, {"checkpoint": args.checkpoint, "--input": [args.input or "-"]})
     total: int | None = None  # lines: a file is read once before the work (its errors, its bar)
-    if not interactive and args.input not in (None, "-"):
+    if not interactive and not is_stream(args.input):  # (a pipe is read once, as it comes)
         total = line_count(args.input)
     sampling = _sampling(args)
     bundle, model = _models(args.checkpoint, args.device)
@@ -207,6 +211,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.output not in (None, "-"):
         check_writable(args.output)
+        check_output(
+            args.output, {"checkpoint": args.checkpoint, "--src": [args.src], "--ref": args.ref}
+        )
     src = read_text(args.src, need_lines=True)  # nothing to score is an error
     refs = [read_text(f, need_lines=True) for f in args.ref]
     for name, ref in zip(args.ref, refs):
@@ -255,6 +262,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     if args.output not in (None, "-"):
         check_writable(args.output)
+        check_output(
+            args.output, {"checkpoint": args.checkpoint, "--src": [args.src], "--tgt": [args.tgt]}
+        )
     total = _same_lengths(args.src, args.tgt)  # files: read once before the work
     bundle, model = _models(args.checkpoint, args.device)
     kept: list[str] = []  # for an --output file, written whole at the end
@@ -272,8 +282,10 @@ def cmd_score(args: argparse.Namespace) -> int:
             pairs += len(scores)
             tokens += sum(s.tokens for s in scores)
             log_prob += sum(s.log_prob for s in scores)
-    if pairs == 0:  # (stdin: known only now)
-        raise UsageError("<stdin>: no pairs to score")
+    if pairs == 0:  # (stdin or a pipe: known only now)
+        raise UsageError(
+            f"{'<stdin>' if '-' in (args.src, args.tgt) else args.src}: no pairs to score"
+        )
     if args.output not in (None, "-"):
         write_text(args.output, kept)
     t = totals(pairs, tokens, log_prob)
@@ -290,7 +302,7 @@ def _same_lengths(src: str, tgt: str) -> int | None:
     work), a UsageError when they differ; None when one is stdin (checked as it is read)."""
     if src == tgt == "-":
         raise UsageError("--src and --tgt cannot both be stdin (-)")
-    if "-" in (src, tgt):
+    if is_stream(src) or is_stream(tgt):  # (a pipe is read once, as it comes)
         return None
     n_src, n_tgt = line_count(src), line_count(tgt)
     if n_src != n_tgt:

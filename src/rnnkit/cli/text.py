@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import select
+import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO
@@ -14,7 +15,9 @@ from rnnkit.atomic import write_atomically
 
 __all__ = [
     "UsageError",
+    "check_output",
     "decoded_line",
+    "is_stream",
     "line_count",
     "read_text",
     "text_chunks",
@@ -38,6 +41,29 @@ def read_text(path: str | None, need_lines: bool = False) -> list[str]:
     if need_lines and not lines:
         raise UsageError(f"{'<stdin>' if path in (None, '-') else path}: file is empty")
     return lines
+
+
+def is_stream(path: str | None) -> bool:
+    """Whether ``path`` is stdin or a file read once as it comes, not a regular file: a
+    pipe (``<(cmd)``, ``/dev/stdin``, a named pipe) or a device. Such an input is never
+    read twice (a second read found a pipe empty, or waited on a named pipe for ever)."""
+    if path in (None, "-"):
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # (missing: text_chunks names it)
+        return False
+
+
+def check_output(output: str | None, inputs: dict[str, list[str]]) -> None:
+    """A UsageError when the ``--output`` file is one of the command's inputs (a
+    checkpoint, a source or reference file): it would be replaced by the output."""
+    if output in (None, "-") or not os.path.exists(output):
+        return
+    for flag, paths in inputs.items():
+        for path in paths:
+            if path != "-" and os.path.exists(path) and os.path.samefile(output, path):
+                raise UsageError(f"--output {output}: is the {flag} {path}; give another file")
 
 
 def line_count(path: str) -> int:
@@ -66,11 +92,15 @@ def text_chunks(
     from rnnkit.data.corpus import check_text_bytes
 
     name = "<stdin>" if path in (None, "-") else str(path)
+    if name == "<stdin>" and sys.stdin is None:  # (started with stdin closed: `<&-`)
+        raise UsageError("<stdin>: stdin is closed; give the input as a file")
+    stdin = name == "<stdin>"
     try:
-        f = sys.stdin.buffer if name == "<stdin>" else open(name, "rb")  # noqa: SIM115
+        f = sys.stdin.buffer if stdin else open(name, "rb")  # noqa: SIM115
     except OSError as e:
         raise UsageError(f"{name}: {e.strerror}") from None
-    lines = _arriving(f) if arrived and f is sys.stdin.buffer else ((r, True) for r in f)
+    pipe = arrived and (stdin or is_stream(name))  # a pipe as it arrives
+    lines = _arriving(f) if pipe else ((r, True) for r in f)
     try:
         chunk: list[str] = []
         n = 0
@@ -89,7 +119,7 @@ def text_chunks(
     except OSError as e:  # (a directory: IsADirectoryError at the first read)
         raise UsageError(f"{name}: {e.strerror}") from None
     finally:
-        if f is not sys.stdin.buffer:
+        if not stdin:
             f.close()
 
 

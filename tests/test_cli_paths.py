@@ -1,0 +1,100 @@
+"""What translate / evaluate / score do with the paths they are given: a pipe given by
+name is read once, as stdin is; an --output that is one of the inputs is refused;
+--output /dev/stdout goes through stdout; a closed stdin is an error only when read."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from toy import one_thread, save_bundle, word_bundle  # noqa: F401 (fixture)
+
+from rnnkit.cli import main
+from rnnkit.translate import translate_lines
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+LINES = ["a b c", "", "d e", "f g h a b"]
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return save_bundle(word_bundle(), tmp_path / "m.pt")
+
+
+def pipe_of(text: str) -> str:
+    """A pipe that holds ``text``, named as the shell names ``<(printf ...)``."""
+    r, w = os.pipe()
+    threading.Thread(target=lambda: (os.write(w, text.encode()), os.close(w)), daemon=True).start()
+    return f"/dev/fd/{r}"
+
+
+def test_a_pipe_given_by_name_is_translated_line_for_line(model, capsys):
+    """`--input <(cmd)` or /dev/stdin printed nothing and exited 0: the file was read
+    once to count its lines, and the pipe was empty the second time."""
+    want = [r[0].text for r in translate_lines(word_bundle(), LINES)]
+    assert main(["translate", str(model), "--input", pipe_of("\n".join(LINES) + "\n")]) == 0
+    assert capsys.readouterr().out.splitlines() == want
+
+
+def test_score_reads_two_pipes(model, tmp_path, capsys):
+    """`score --src <(...) --tgt FILE` said the pipe "has fewer lines than" the file."""
+    (tmp_path / "t.txt").write_text("a\nb\nc\nd\n", encoding="utf-8")
+    src = pipe_of("\n".join(LINES) + "\n")
+    assert main(["score", str(model), "--src", src, "--tgt", str(tmp_path / "t.txt")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    tgt = pipe_of("a\n")
+    assert main(["score", str(model), "--src", pipe_of(""), "--tgt", tgt]) == 2
+    assert "has fewer lines than" in capsys.readouterr().err  # (one ended first)
+
+
+@pytest.mark.parametrize("command", ["translate", "evaluate", "score"])
+def test_an_output_that_is_an_input_is_refused_and_left_as_it_was(model, tmp_path, capsys, command):
+    """`translate m.pt --output m.pt` replaced the model with 23 bytes of text, and
+    `evaluate --output REF` the reference with the hypotheses."""
+    text = tmp_path / "s.txt"
+    text.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    before = model.read_bytes(), text.read_bytes()
+    inputs = {
+        "translate": ["--input", str(text)],
+        "evaluate": ["--src", str(text), "--ref", str(text)],
+        "score": ["--src", str(text), "--tgt", str(text)],
+    }[command]
+    for output, what in ((model, "checkpoint"), (text, "--")):
+        assert main([command, str(model), *inputs, "--output", str(output)]) == 2
+        assert f"--output {output}: is the {what}" in capsys.readouterr().err
+    assert (model.read_bytes(), text.read_bytes()) == before
+
+
+def test_dev_stdout_shares_the_shells_stdout_and_a_closed_stdin_is_said(model, tmp_path):
+    """`{ echo BEGIN; rnnkit translate ... --output /dev/stdout; echo END; } > f` lost the
+    first translation under END (the file was opened again, at its own offset); with
+    stdin closed (`<&-`), translate --input FILE was a traceback, and reading stdin one."""
+    text = tmp_path / "s.txt"
+    text.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    rnnkit = f"{sys.executable} -m rnnkit translate {model}"
+    script = (
+        f"{{ echo BEGIN; {rnnkit} --input {text} --output /dev/stdout; echo END; }} > out.txt; "
+        f"{rnnkit} --input {text} <&- > closed.txt; echo $? >> closed.txt; "
+        f"{rnnkit} <&- 2> err.txt; echo $? >> err.txt"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    subprocess.run(["sh", "-c", script], cwd=tmp_path, env=env, timeout=180, check=True)
+    want = [r[0].text for r in translate_lines(word_bundle(), LINES)]
+    assert (tmp_path / "out.txt").read_text().splitlines() == ["BEGIN", *want, "END"]
+    assert (tmp_path / "closed.txt").read_text().splitlines() == [*want, "0"]
+    err = (tmp_path / "err.txt").read_text().splitlines()
+    assert err == ["rnnkit: error: <stdin>: stdin is closed; give the input as a file", "2"]
+
+
+def test_an_output_name_ending_in_a_slash_is_refused(model, tmp_path, capsys):
+    """`--output outdir/` (a folder not there yet) wrote a file named outdir."""
+    text = tmp_path / "s.txt"
+    text.write_text("a b\n", encoding="utf-8")
+    out = f"{tmp_path / 'outdir'}/"
+    assert main(["translate", str(model), "--input", str(text), "--output", out]) == 2
+    assert "names a folder (it ends with /)" in capsys.readouterr().err
+    assert not (tmp_path / "outdir").exists()
