@@ -495,3 +495,18 @@ def test_the_installed_command_finds_a_cell_module_in_the_current_folder(tmp_pat
                        capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert '"cell": "my_cells:SqueezeCell"' in r.stdout
+
+
+def test_characters_the_font_lacks_are_said_once_not_warned_per_glyph(tmp_path, recwarn):
+    """ "漢字" drew as boxes with four "Glyph 28450 missing from font(s) DejaVu Sans"
+    warnings (each with a quoted source line) on stderr and no word of why."""
+    from rnnkit.figures import undrawable
+
+    assert undrawable("a 漢b字 漢 é") == ["漢", "字"]  # é: DejaVu Sans has it
+    said: list[str] = []
+    plain = make_bundle("gru", enc_layers=1, dec_layers=1)
+    run_inspect(save_bundle(plain, tmp_path / "m.pt"), "a 漢字 b", tmp_path / "o", log=said.append)
+    assert [m for m in said if "no glyph" in m] == [
+        "note: the figures' font has no glyph for 漢 字: boxes there (inspect.html shows the text)"
+    ]
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]

@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from rnnkit.atomic import write_atomically  # noqa: E402
+from rnnkit.figures import save_figure, undrawable  # noqa: E402
 from rnnkit.record import Part, Recording, SatKey  # noqa: E402
 
 __all__ = [
@@ -86,20 +86,6 @@ _GATE_COLOURS = {
     "reset": "tab:purple",
     "update": "tab:orange",
 }
-
-
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
-    """Save ``fig`` to ``path`` atomically (:mod:`rnnkit.atomic`; the format from the
-    suffix) and close it."""
-    path = Path(path)
-    kind = path.suffix.lstrip(".") or "png"
-    try:
-        write_atomically(
-            path, lambda f: fig.savefig(f, format=kind, dpi=dpi, bbox_inches="tight"), binary=True
-        )
-    finally:
-        plt.close(fig)
-    return path
 
 
 def _label(token: str) -> str:
@@ -346,6 +332,9 @@ def run_inspect(
     rec = record_translation(bundle, sentence, k, max_len=limit)
     if len(rec.out_tokens) == MAX_TOKENS and rec.out_tokens[-1] != "</s>":
         say(f"note: the output is cut at {MAX_TOKENS} tokens (inspect draws every token)")
+    if boxes := undrawable(sentence + rec.translation):
+        say(f"note: the figures' font has no glyph for {' '.join(boxes[:12])}: boxes there "
+            "(inspect.html shows the text)")  # fmt: skip
     files: list[Path] = []
     figures: dict[str, Path] = {}
     if rec.attention is not None:

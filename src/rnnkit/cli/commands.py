@@ -196,7 +196,8 @@ def cmd_average(args: argparse.Namespace) -> int:
     payload = average_checkpoints(args.checkpoints)
     save_checkpoint(args.out, payload)
     steps = payload["averaged"]  # an averaged input counts as the checkpoints it averages
-    _log(f"averaged {len(steps)} checkpoints (steps {', '.join(map(str, steps))}) into {args.out}")
+    n = f"{len(steps)} checkpoint" + "s" * (len(steps) != 1)
+    _log(f"averaged {n} (steps {', '.join(map(str, steps))}) into {args.out}")
     return 0
 
 

@@ -88,7 +88,7 @@ def plot_time(rows: list[dict], fits: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rnnkit.inspect import save_figure
+    from rnnkit.figures import save_figure
 
     by = _by_style(rows)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -135,7 +135,7 @@ def plot_memory(rows: list[dict], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rnnkit.inspect import save_figure
+    from rnnkit.figures import save_figure
 
     by = _by_style(rows)
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

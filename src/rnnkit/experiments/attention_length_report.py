@@ -75,7 +75,7 @@ def plot(parts: dict[str, list[dict[str, Any]]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rnnkit.inspect import save_figure
+    from rnnkit.figures import save_figure
 
     fig, axes = plt.subplots(1, len(parts), figsize=(6.2 * len(parts), 4.4), squeeze=False)
     for ax, (task, rows) in zip(axes[0], parts.items()):

@@ -224,7 +224,7 @@ def plot_curves(
         f"{len(s.seeds)} seed(s): one line per seed)"
     )
     fig.tight_layout()
-    from rnnkit.inspect import save_figure
+    from rnnkit.figures import save_figure
 
     return save_figure(fig, path, dpi=110)
 
@@ -258,7 +258,7 @@ def plot_final(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    from rnnkit.inspect import save_figure
+    from rnnkit.figures import save_figure
 
     return save_figure(fig, path, dpi=110)
 

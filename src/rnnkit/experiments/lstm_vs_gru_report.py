@@ -163,7 +163,7 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rnnkit.inspect import save_figure
+    from rnnkit.figures import save_figure
 
     n = len(results)
     fig, axes = plt.subplots(n, 2, figsize=(11, 3.8 * n), squeeze=False)

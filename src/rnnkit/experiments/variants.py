@@ -299,7 +299,7 @@ def verdict(rows: list[dict], mt: list[dict]) -> str:
 def plot_translation(mt: list[dict], path: Path) -> Path:
     """Dev BLEU against training seconds and against steps, one line per variant."""
     plt = lm._pyplot()
-    from rnnkit.inspect import save_figure
+    from rnnkit.figures import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.9))
     for r in mt:
