@@ -155,3 +155,19 @@ def test_gpu_bench_dry_runs_on_the_cpu(tmp_path: Path) -> None:
     }
     assert all(r["cudnn_ms"] > 0 and r["graphs_x"] > 0 and r["eager_x"] > 0 for r in rows)
     assert all(v > 0 for v in result["seq2seq"].values())
+
+
+def test_the_bench_command_runs_the_layer_benchmark_of_the_checkout(monkeypatch) -> None:
+    """`rnnkit bench` looked for bench/layers.py under src/ once the command line had
+    moved into the rnnkit.cli package ("benchmark script not found")."""
+    import runpy
+
+    from rnnkit.cli import main
+
+    ran: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(runpy, "run_path", lambda path, run_name: ran.append((path, sys.argv)))
+    monkeypatch.setattr(sys, "argv", ["rnnkit"])
+    assert main(["bench", "--quick"]) == 0
+    assert ran == [
+        (str(ROOT / "bench" / "layers.py"), [str(ROOT / "bench" / "layers.py"), "--quick"])
+    ]

@@ -308,7 +308,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import runpy
 
-    script = Path(__file__).resolve().parents[2] / "bench" / "layers.py"
+    script = Path(__file__).resolve().parents[3] / "bench" / "layers.py"  # (src/rnnkit/cli/)
     if not script.is_file():
         raise UsageError(f"{script}: benchmark script not found (run from a source checkout)")
     sys.argv = [str(script)] + (["--quick"] if args.quick else [])
