@@ -266,6 +266,10 @@ def main() -> None:
         if r["target"] and r["graphs_x"] > r["target"]
     ]
     print("missed: " + ("; ".join(misses) if misses else "none"))
+    measured = {(r["layer"], tuple(r["size"])) for r in rows}
+    skipped = [f"{k} {','.join(map(str, s))}" for k, s in TARGETS if (k, s) not in measured]
+    if skipped:  # (--quick, --size, --layers): a target not measured is not met either
+        print("not measured: " + "; ".join(skipped))
     s2s = {} if args.no_seq2seq else seq2seq(repeats, dev, on, args.quick)
     write_json(args.json, name, rows, s2s)
 

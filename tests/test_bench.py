@@ -148,6 +148,8 @@ def test_gpu_bench_dry_runs_on_the_cpu(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "dry run" in proc.stdout and "missed:" in proc.stdout
+    # the size asked for measures none of the targets: none of them is said to be met
+    assert "not measured: LSTM 50,64,512; GRU 50,64,512; LSTM 100,16,128" in proc.stdout
     result = json.loads(out.read_text())
     rows = result["layers"]
     assert {(r["layer"], r["mode"]) for r in rows} == {

@@ -36,13 +36,14 @@ def test_quick_run_prints_every_row_and_the_targets() -> None:
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("torch ") and "1 thread" in lines[0]
     rows = {}
-    for line in lines[2:-2]:
+    for line in lines[2:-3]:
         label, rest = line[:40].strip(), line[40:].split()
         size, mode, ref_ms, ratio = rest[:4]
         rows[label, size, mode] = (float(ref_ms), float(ratio))
     expected = {(label, "100,16,128", mode) for label in LABELS for mode in ("train", "infer")}
     assert set(rows) == expected
     assert all(ms > 0 and ratio > 0 for ms, ratio in rows.values())
-    assert lines[-2].startswith("targets: ")
-    assert lines[-1].startswith("missed: ")
+    assert lines[-3].startswith("targets: ")
+    assert lines[-2].startswith("missed: ")
+    assert lines[-1] == "not measured: 50,64,512"  # (it said "missed: none" of it)
     assert "Traceback" not in proc.stderr
