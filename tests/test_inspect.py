@@ -510,3 +510,29 @@ def test_characters_the_font_lacks_are_said_once_not_warned_per_glyph(tmp_path, 
         "note: the figures' font has no glyph for 漢 字: boxes there (inspect.html shows the text)"
     ]
     assert not [w for w in recwarn if "Glyph" in str(w.message)]
+
+
+def test_gate_figure_titles_name_the_panels_as_for_the_stock_cell(tmp_path, monkeypatch):
+    """A LayerNormLSTM's figure was titled "LayerNormLSTM forget, input, output, cell"
+    (the LSTM's: "LSTM gates and cell state"), and one unit was "the 1 of 8 units that
+    vary most"."""
+    import rnnkit.inspect as inspect_module
+
+    titles: list[tuple[str, list[str]]] = []
+
+    def kept(fig, path, dpi=150):
+        head = fig._suptitle.get_text() if fig._suptitle is not None else ""
+        titles.append((head, [ax.get_title() for ax in fig.axes]))
+        inspect_module.plt.close(fig)
+        Path(path).write_bytes(b"")
+        return Path(path)
+
+    monkeypatch.setattr(inspect_module, "save_figure", kept)
+    ln = make_bundle("layernorm_lstm", enc_layers=1, dec_layers=1)
+    run_inspect(save_bundle(ln, tmp_path / "m.pt"), "a b", tmp_path / "o", top_units=1)
+    suptitles = [s for s, _ in titles if "layer" in s]
+    assert suptitles and all(s.startswith("LayerNormLSTM gates and cell state") for s in suptitles)
+    panels = [t for _, axes in titles for t in axes if " gate" in t or t.startswith("cell")]
+    assert panels and all(
+        t.endswith(f"the unit of {H} that varies most, most varying on top") for t in panels
+    )

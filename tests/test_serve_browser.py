@@ -140,6 +140,13 @@ def test_inspect_page_shares_the_gate_view(ckpt: Path, tmp_path: Path) -> None:
             assert page.locator("#follow .tok").count() == 7  # 5 / 9 / 1 8 </s>
             page.select_option("#part", "decoder_l0")
             assert page.inner_text("#legend").startswith("decoder layer 0")
+            # the state's colours: one scale for every unit (it was each unit's own range)
+            page.select_option("#gate", "hidden")
+            scales = set()
+            for _ in range(4):
+                scales.add(page.inner_text("#legend").split("; ")[1])
+                page.click("#next")
+            assert len(scales) == 1 and scales.pop().startswith("blue = -")
             assert page.locator("#att-src .tok").count() == 7
             assert errors == []
         finally:

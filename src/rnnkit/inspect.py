@@ -54,6 +54,9 @@ GATE_PANELS: dict[str, tuple[str, ...]] = {
 MAX_TOKENS = 150
 
 
+_WHAT = {"LSTM": "gates and cell state", "GRU": "gates and candidate", "RNN": "hidden state"}
+
+
 def gate_panels(cell: str, fields: Sequence[str]) -> list[str]:
     """The traced quantities a gate figure shows, in order: the stock table for the stock
     cells and for any cell with the same gate names (the LSTM and GRU variants), else
@@ -191,7 +194,9 @@ def plot_gates(rec: Recording, part: Part, path: str | Path, units: int = 16) ->
         ax.set_yticklabels([str(int(u)) for u in idx], fontsize=7)
         ax.set_ylabel("unit", fontsize=9)
         H = values.shape[1]
-        which = f"all {H} units" if len(idx) == H else f"the {len(idx)} of {H} units that vary most"
+        which = f"the {len(idx)} of {H} units that vary most"
+        which = f"all {H} units" if len(idx) == H else which
+        which = f"the unit of {H} that varies most" if len(idx) == 1 < H else which
         ax.set_title(f"{label}: {which}, most varying on top", fontsize=9)
         ax.set_xticks(range(T))
         ax.set_xticklabels([_label(t) for t in tokens], rotation=90, fontsize=8)
@@ -201,11 +206,8 @@ def plot_gates(rec: Recording, part: Part, path: str | Path, units: int = 16) ->
         if part[0] == "encoder"
         else "output token written at each step"
     )
-    what = "hidden state" if rec.cell == "RNN" else "gates and cell state"
-    if rec.cell == "GRU":
-        what = "gates and candidate"
-    elif rec.cell not in GATE_PANELS:
-        what = ", ".join(names)
+    kind = next((k for k, panels in GATE_PANELS.items() if tuple(names) == panels), None)
+    what = _WHAT[kind] if kind else ", ".join(names)  # (LayerNormLSTM: an LSTM's panels)
     fig.suptitle(f"{rec.cell} {what}, {part_title(part)}", fontsize=11)
     return save_figure(fig, path)
 

@@ -197,7 +197,10 @@ function draw() {
   $("unit").value = u;
   const col = vals.map((row) => row[u]);
   let [lo, hi] = D.ranges[gate] || [null, null];
-  if (lo === null) { hi = Math.max(1e-6, ...col.map((v) => Math.abs(v ?? 0))); lo = -hi; }
+  if (lo === null) {  // one scale for every unit of this gate and layer, as the figures
+    hi = vals.reduce((m, row) => row.reduce((a, v) => Math.max(a, Math.abs(v ?? 0)), m), 1e-6);
+    lo = -hi;
+  }
   const toks = p.tokens === "src" ? D.src : D.out, box = $("follow");
   box.innerHTML = "";
   toks.forEach((t, i) => box.append(tokenBox(t, col[i], lo, hi, 3)));
