@@ -218,7 +218,8 @@ def plot_curves(
         ax.grid(alpha=0.3, which="both")
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    axes[0][0].legend(fontsize=8, loc="lower left")
+    handles, labels = axes[0][0].get_legend_handles_labels()  # beside the panels, not on
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(
         f"Adding problem: test MSE while training (hidden {s.hidden}, batch {s.batch}, "
         f"{len(s.seeds)} seed(s): one line per seed)"
