@@ -98,3 +98,28 @@ def test_an_output_name_ending_in_a_slash_is_refused(model, tmp_path, capsys):
     assert main(["translate", str(model), "--input", str(text), "--output", out]) == 2
     assert "names a folder (it ends with /)" in capsys.readouterr().err
     assert not (tmp_path / "outdir").exists()
+
+
+def test_output_limits_for_one_call(tmp_path, capsys):
+    """--max-len-a / --max-len-b as fairseq's and OpenNMT's: the checkpoint's decode
+    limits for one call (they could be changed only by training again)."""
+    model = save_bundle(word_bundle(seed=1), tmp_path / "m1.pt")  # (long outputs, greedy)
+    text = tmp_path / "s.txt"
+    text.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    assert main(["translate", str(model), "--input", str(text), "--beam", "1"]) == 0
+    free = [len(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert max(free) > 1
+    assert main(["translate", str(model), "--input", str(text), "--beam", "1",
+                 "--max-len-a", "0", "--max-len-b", "2"]) == 0  # fmt: skip
+    assert [min(n, 2) for n in free] == [
+        len(x.split()) for x in capsys.readouterr().out.splitlines()
+    ]
+    assert main(["evaluate", str(model), "--src", str(text), "--ref", str(text),
+                 "--max-len-b", "2"]) == 0  # fmt: skip
+    result = __import__("json").loads(capsys.readouterr().out)
+    assert (result["max_len_a"], result["max_len_b"]) == (word_bundle().config.decode.max_len_a, 2)
+    assert main(["translate", str(model), "--max-len-a", "0", "--max-len-b", "0"]) == 2
+    assert "the output limit A·|x| + B is 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["translate", str(model), "--max-len-b", "-1"])
+    assert "expected an integer from 0 to 2147483647, got -1" in capsys.readouterr().err

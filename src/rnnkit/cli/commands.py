@@ -39,6 +39,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer from 0 to 2**31 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
+    if not 0 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2147483647, got {value}")
+    return value
+
+
 def _finite_float(text: str, zero: bool) -> float:
     """argparse type: a finite number > 0 (≥ 0 when ``zero``)."""
     wanted = "≥ 0" if zero else "> 0"

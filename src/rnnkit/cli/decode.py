@@ -5,6 +5,7 @@ and ``score`` (one checkpoint or an ensemble); the others are in :mod:`rnnkit.cl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -63,6 +64,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         total = line_count(args.input)
     sampling = _sampling(args)
     bundle, model = _models(args.checkpoint, args.device)
+    bundle = _with_limits(bundle, args)
     beam = args.beam if args.beam is not None else bundle.config.decode.beam_size
     if args.n_best > max(beam, 1) and sampling is None:
         raise UsageError(f"--n-best {args.n_best} exceeds the beam size {beam}")
@@ -110,6 +112,17 @@ def cmd_translate(args: argparse.Namespace) -> int:
     else:  # a file is replaced whole, or not at all (Ctrl-C keeps the old one)
         write_text(args.output, translated(chunks, total))
     return 0
+
+
+def _with_limits(bundle: Bundle, args: argparse.Namespace) -> Bundle:
+    """``bundle`` with ``--max-len-a`` / ``--max-len-b`` in its decode settings."""
+    dec = bundle.config.decode
+    a = dec.max_len_a if args.max_len_a is None else args.max_len_a
+    b = dec.max_len_b if args.max_len_b is None else args.max_len_b
+    if a == 0 and b == 0:
+        raise UsageError("--max-len-a and --max-len-b: the output limit A·|x| + B is 0")
+    decode = dataclasses.replace(dec, max_len_a=a, max_len_b=b)
+    return dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, decode=decode))
 
 
 def _search_options(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
@@ -223,6 +236,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.group_sources:
         src, refs, line_of = group_by_source(src, refs)
     bundle, model = _models(args.checkpoint, args.device)
+    bundle = _with_limits(bundle, args)
     t0 = time.perf_counter()
     hyps: list[str] = []
     with sentence_bar(len(src)) as bar:
@@ -249,6 +263,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result["length_penalty"] = args.length_penalty if args.length_penalty is not None else lp
     cp = bundle.config.decode.coverage_penalty
     result["coverage_penalty"] = args.coverage_penalty if args.coverage_penalty is not None else cp
+    result["max_len_a"] = bundle.config.decode.max_len_a
+    result["max_len_b"] = bundle.config.decode.max_len_b
     if args.replace_unk:
         result["replace_unk"] = True
     result["translate_seconds"] = round(seconds, 3)

@@ -18,6 +18,7 @@ from rnnkit.cli.commands import (
     cmd_inspect,
     cmd_train,
     non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
 )
@@ -47,6 +48,19 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
         metavar="BETA",
         help="β of beam search's coverage penalty (GNMT), against skipping source words; "
         "0 = none (default: from checkpoint)",
+    )
+    parser.add_argument(
+        "--max-len-a",
+        type=non_negative_float,
+        metavar="A",
+        help="outputs of at most A·|x| + B tokens, EOS included (|x|: source tokens with "
+        "its EOS): A (default: the checkpoint's decode.max_len_a)",
+    )
+    parser.add_argument(
+        "--max-len-b",
+        type=non_negative_int,
+        metavar="B",
+        help="... and B (default: the checkpoint's decode.max_len_b)",
     )
     parser.add_argument(
         "--replace-unk",
