@@ -170,11 +170,12 @@ def plot_gates(rec: Recording, part: Part, path: str | Path, units: int = 16) ->
     tokens = rec.tokens(part)
     T = len(tokens)
     k = min(units, traces[names[0]].shape[1])
-    row_h = max(1.9, 0.19 * k + 1.3)
+    row_h, width = max(1.9, 0.19 * k + 1.3), max(6.0, 0.3 * T + 3.0)
+    bar = [1 + 0.1 / (width - 1.5), 0.0, 0.15 / (width - 1.5), 1.0]  # 0.15 in wide, full height
     fig, axes = plt.subplots(
         len(names),
         1,
-        figsize=(max(6.0, 0.3 * T + 3.0), row_h * len(names) + 0.6),
+        figsize=(width, row_h * len(names) + 0.6),
         squeeze=False,
         layout="constrained",
     )
@@ -200,7 +201,7 @@ def plot_gates(rec: Recording, part: Part, path: str | Path, units: int = 16) ->
         ax.set_title(f"{label}: {which}, most varying on top", fontsize=9)
         ax.set_xticks(range(T))
         ax.set_xticklabels([_label(t) for t in tokens], rotation=90, fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label=label)
+        fig.colorbar(im, cax=ax.inset_axes(bar), label=label)  # (as tall as its panel)
     axes[-1, 0].set_xlabel(
         "source token read at each step"
         if part[0] == "encoder"
