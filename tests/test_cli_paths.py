@@ -123,3 +123,9 @@ def test_output_limits_for_one_call(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["translate", str(model), "--max-len-b", "-1"])
     assert "expected an integer from 0 to 2147483647, got -1" in capsys.readouterr().err
+
+
+def test_an_output_that_cannot_be_replaced_is_no_clash(model, capsys):
+    """/dev/null as input and output was refused as "the --input /dev/null" (so was a
+    terminal as /dev/stdin and /dev/stdout): only a regular file would be replaced."""
+    assert main(["translate", str(model), "--input", "/dev/null", "--output", "/dev/null"]) == 0

@@ -305,8 +305,13 @@ def test_dropout_takes_torchs_range_and_warns_as_torch_for_one_layer():
     layer it does nothing, which torch.nn warns about, and so does Recurrent."""
     out, _ = rnnkit.Recurrent(LeakyCell, I, H, num_layers=2, dropout=1.0)(torch.randn(T, B, I))
     assert out.shape == (T, B, H)
-    with pytest.warns(UserWarning, match="with num_layers=1 it does nothing"):
+    with pytest.warns(UserWarning, match="with num_layers=1 it does nothing") as caught:
         rnnkit.Recurrent(LeakyCell, I, H, dropout=0.2)
+        rnnkit.LayerNormLSTM(I, H, dropout=0.2)  # (a frame deeper: the warning names this line)
+    assert {w.filename for w in caught} == {__file__}
+    import numpy as np  # torch.nn takes any real number: numpy's too
+
+    assert rnnkit.LayerNormLSTM(I, H, 2, dropout=np.float32(0.25)).dropout == 0.25
 
 
 def test_wrong_number_of_states_raises():

@@ -4,6 +4,7 @@ call computes what it computes alone, as torch.nn's layers do."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 import pytest
 import torch
@@ -51,3 +52,54 @@ def test_parameters_are_initialised_in_place_and_the_cells_stay_bare():
     layer(torch.randn(3, 2, 4))
     cell = layer._cells[0][0]
     assert all(getattr(cell, n) is None for n in layer._cells[0][2])
+
+
+class _Scale(torch.nn.Module):
+    def forward(self, g: torch.Tensor) -> torch.Tensor:
+        return 2.0 * g
+
+
+class _G(NamedTuple):
+    hidden: torch.Tensor
+
+
+class ParametrizedCell(rnnkit.Cell):
+    """An extra parameter under torch.nn.utils.parametrize (as weight_norm puts one)."""
+
+    state = ("hidden",)
+    Gates = _G
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.gain = torch.nn.Parameter(torch.ones(self.hidden_size))
+        torch.nn.utils.parametrize.register_parametrization(self, "gain", _Scale())
+
+    def step(self, gi: torch.Tensor, state: tuple[torch.Tensor, ...]) -> Any:
+        h = torch.tanh(self.gain * (gi + self.hh(state[0])))
+        return (h,), _G(h)
+
+
+class PickyCell(ParametrizedCell):
+    """Leaves a plain attribute out of its pickled state."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.act = torch.tanh
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "act"}
+
+    def step(self, gi: torch.Tensor, state: tuple[torch.Tensor, ...]) -> Any:
+        h = self.act(self.gain * (gi + self.hh(state[0])))
+        return (h,), _G(h)
+
+
+@pytest.mark.parametrize("cell", [ParametrizedCell, PickyCell])
+def test_cells_that_pickling_would_refuse_or_change_still_run(cell):
+    """The copy a call steps is made without pickling's hooks: a parametrized cell
+    ("Serialization of parametrized modules is only supported through state_dict()")
+    and one whose __getstate__ leaves an attribute out ran before copies, and still do."""
+    layer = rnnkit.Recurrent(cell, 3, 5, num_layers=2)
+    layer.reset_parameters()
+    out, h = layer(torch.randn(4, 2, 3))
+    assert out.shape == (4, 2, 5) and torch.isfinite(out).all()

@@ -12,6 +12,8 @@ pass (:func:`~rnnkit.cells.base.bind`), the recurrent weights through DropConnec
 from __future__ import annotations
 
 import inspect
+import numbers
+import sys
 import warnings
 from typing import Any
 
@@ -54,13 +56,13 @@ def _check_arguments(
             raise TypeError(f"Recurrent({name}): {arg} must be a positive integer, got {value!r}")
         if value < 1:
             raise ValueError(f"Recurrent({name}): {arg} must be a positive integer, got {value!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
         raise ValueError(f"Recurrent({name}): dropout must be a number in [0, 1], got {dropout!r}")
     if dropout and num_layers == 1:  # (torch.nn's warning)
         warnings.warn(
             f"Recurrent({name}): dropout acts between layers; with num_layers=1 it does "
             f"nothing (dropout={dropout})",
-            stacklevel=3,
+            stacklevel=_outside(),
         )
     if engine not in ("auto", "explicit", "reference"):
         raise ValueError(
@@ -214,6 +216,15 @@ class Recurrent(nn.Module):
             s += f", dropout={self.dropout}"
         s += self.regularisers.keywords()
         return s + "".join(f", {k}={v!r}" for k, v in self.cell_kwargs.items())
+
+
+def _outside() -> int:
+    """The stack level of the first caller outside rnnkit, for a warning to name the
+    user's line (a variant's constructor is one frame deeper than Recurrent's)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("rnnkit"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _adopt(layer: Recurrent, cell: Cell, k: int, d: int) -> str:

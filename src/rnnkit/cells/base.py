@@ -21,7 +21,6 @@ lengths, stacking, bidirectionality, regularisers and gate traces.
 
 from __future__ import annotations
 
-import copy
 import inspect
 import math
 from typing import Any, ClassVar
@@ -304,7 +303,11 @@ def bind(cell: Cell, tensors: dict[str, Tensor | None], mask: Tensor | None = No
     for one pass: the layer's own cell stays bare, so calls of one layer from several
     threads each step their own copy. While torch.compile / torch.export trace (one
     thread, and no ``copy`` in a graph), the cell itself, which :func:`unbind` clears."""
-    bound = cell if torch.compiler.is_compiling() else copy.copy(cell)
+    if torch.compiler.is_compiling():
+        bound = cell
+    else:  # (not copy.copy: a parametrized cell refuses pickling's hooks, and a
+        bound = object.__new__(type(cell))  # __getstate__ may leave attributes out)
+        bound.__dict__.update(cell.__dict__)
     for name, t in tensors.items():
         object.__setattr__(bound, name, t)
     object.__setattr__(bound, "recurrent_mask", mask)

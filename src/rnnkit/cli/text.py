@@ -58,7 +58,7 @@ def is_stream(path: str | None) -> bool:
 def check_output(output: str | None, inputs: dict[str, list[str]]) -> None:
     """A UsageError when the ``--output`` file is one of the command's inputs (a
     checkpoint, a source or reference file): it would be replaced by the output."""
-    if output in (None, "-") or not os.path.exists(output):
+    if output in (None, "-") or not os.path.isfile(output):  # (a pipe, /dev/null: not replaced)
         return
     for flag, paths in inputs.items():
         for path in paths:

@@ -68,8 +68,13 @@ def step_peak_bytes(model: Seq2Seq, y: Tensor, state: dict, enc: EncoderOutput) 
 @contextmanager
 def _no_stderr() -> Iterator[None]:
     """File descriptor 2 on /dev/null for the block (what C++ code writes there too)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # (fd 2 closed: nothing is written anywhere)
+        yield
+        return
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)

@@ -61,6 +61,8 @@ def _transformed(inputs: tuple[Tensor, ...], weights: dict) -> bool:
     state) or a weight carries a forward-mode tangent."""
     if torch._C._are_functorch_transforms_active():
         return True
+    if getattr(fwAD, "_current_level", 0) < 0:  # no dual level open: no tangent anywhere
+        return False
     tensors = [*inputs, *(w for w in weights.values() if isinstance(w, Tensor))]
     return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
 
