@@ -252,3 +252,23 @@ def test_fp16_resume_restores_a_changed_loss_scale(tmp_path, monkeypatch):
     assert resumed.at.step == 6
     assert resumed.update.amp.scaler is not None
     assert resumed.update.amp.scaler.get_scale() == saved
+
+
+@pytest.mark.parametrize("scheduler", ["none", "inverse_sqrt"])
+def test_min_lr_is_the_plateau_decays_floor_alone(scheduler):
+    """scheduler none with lr 1e-6 trained at the default min_lr, 1e-5: ten times the
+    rate asked for (and after a warm-up that had risen to 1e-6, a jump)."""
+    sched = schedule(scheduler=scheduler, lr=1e-6, warmup_steps=10)
+    assert sched.t.min_lr > 1e-6  # (the default floor is above this lr)
+    assert sched.lr(10) == pytest.approx(1e-6)
+    assert sched.lr(11) <= 1e-6 and sched.lr(1000) <= 1e-6
+
+
+def test_a_seed_beyond_32_bits_trains_a_subword_model():
+    """train.seed takes 63 bits; sentencepiece's random generator 32: a seed of 2**32
+    was a TypeError traceback from spm.set_random_generator_seed."""
+    from rnnkit.data.tokenizers import SentencePieceTokenizer
+
+    lines = ["the cat sat on the mat", "a dog ran far away", "the dog sat"] * 20
+    tok = SentencePieceTokenizer.train(lines, vocab_size=30, seed=2**32 + 5)
+    assert tok.encode("the cat")

@@ -31,7 +31,8 @@ class Schedule:
         warm = min(1.0, step / t.warmup_steps) if t.warmup_steps else 1.0
         if t.scheduler == "inverse_sqrt" and step > t.warmup_steps:
             return t.lr * math.sqrt(max(t.warmup_steps, 1) / step)
-        return max(t.lr * warm * self.scale, t.min_lr if step > t.warmup_steps else 0.0)
+        floor = t.min_lr if t.scheduler == "plateau" and step > t.warmup_steps else 0.0
+        return max(t.lr * warm * self.scale, floor)  # (min_lr: the plateau decay's floor)
 
     def set(self, step: int) -> float:
         lr = self.lr(step)

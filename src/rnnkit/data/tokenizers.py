@@ -88,7 +88,7 @@ class SentencePieceTokenizer(Tokenizer):
         # sentencepiece reads lines; a newline inside an item would silently split it.
         sentences: Iterator[str] = (s.replace("\n", " ") for s in lines)
         model = io.BytesIO()
-        spm.set_random_generator_seed(seed)
+        spm.set_random_generator_seed(seed % 2**32)  # (its seed is 32 bits; train.seed 63)
         try:
             spm.SentencePieceTrainer.train(
                 sentence_iterator=sentences,
