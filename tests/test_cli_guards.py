@@ -121,7 +121,10 @@ def test_a_missing_corpus_fails_before_nproc_starts_processes(tmp_path, capsys):
     d = tiny(data={"task": None, "train": str(tmp_path / "missing"), "dev_size": 5})
     cfg = write_yaml(tmp_path / "c.yaml", d)
     code, _, err = run_cli(capsys, "train", cfg, "--out", tmp_path / "out", "--nproc", "2")
-    assert code == 2 and one_line_error(err).endswith(f"{tmp_path / 'missing'}.src: file not found")
+    line = one_line_error(err)
+    assert code == 2 and f"{tmp_path / 'missing'}.src: file not found (corpora are looked" in line
+    # the way forward is in the line (it said only "file not found")
+    assert "--set data.data_dir=DIR" in line and "rnnkit data multi30k --out DIR" in line
 
 
 @pytest.mark.parametrize(

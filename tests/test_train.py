@@ -505,3 +505,13 @@ def test_tokens_per_second_leave_validation_time_out(tmp_path, monkeypatch):
     after = [speed[s] for s in (15, 25)]  # the rows whose interval held a validation
     others = sorted(speed[s] for s in (5, 10, 20, 30))
     assert min(after) > 0.3 * others[len(others) // 2], speed
+
+
+def test_the_first_validation_is_announced_once(tmp_path):
+    """Piped (no bar), a run said nothing from its start to its first log line and then
+    through the first validation: a minute of silence on Multi30k looked like a hang."""
+    lines: list[str] = []
+    train(config_from_dict(tiny()), tmp_path, log=lines.append)  # validations at 15, 30
+    said = [x for x in lines if x.startswith("validating:")]
+    assert said == ["validating: translating the 20 dev sentences (greedy)"]
+    assert lines.index(said[0]) < next(i for i, x in enumerate(lines) if x.startswith("dev step"))

@@ -128,8 +128,12 @@ def check_corpora(cfg: Config, config_dir: Path | None = None, source: str = "co
         for f in files:
             if f.is_dir():
                 raise DataError(f"{f}: is a folder, not a file")
-            if not f.is_file():
-                raise DataError(f"{f}: file not found")
+            if not f.is_file():  # (what a newcomer needs next: where corpora are looked for)
+                raise DataError(
+                    f"{f}: file not found (corpora are looked for under data.data_dir, "
+                    "RNNKIT_DATA or the config's folder: --set data.data_dir=DIR; "
+                    "`rnnkit data multi30k --out DIR` fetches Multi30k)"
+                )
 
 
 def _corpora(d: DataConfig, config_dir: Path | None) -> Iterator[tuple[str, Path]]:

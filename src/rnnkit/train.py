@@ -75,6 +75,8 @@ class Trainer(RunState):
         scores = (0.0, 0.0)
         if self.csv is not None:
             at, d = self.at, self.data
+            if not any(r.get("split") == "dev" for r in self.history):  # (minutes, maybe)
+                self.say(f"validating: translating the {len(d.dev):,} dev sentences (greedy)")
             with self.ema.applied():  # the average is what is scored and kept
                 row = validate_and_log(
                     self.bundle,

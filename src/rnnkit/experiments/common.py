@@ -70,8 +70,9 @@ def machine() -> str:
     except OSError:
         pass
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    n = torch.get_num_threads()
     return (
-        f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {dev}; "
+        f"{cpu}, {os.cpu_count()} cores, {n} torch thread{'s' * (n != 1)}, {dev}; "
         f"torch {torch.__version__}, Python {platform.python_version()}; "
         f"{time.strftime('%Y-%m-%d')}"
     )
