@@ -160,9 +160,14 @@ def main() -> int:
         )
     else:
         which = f"checkpoint `{ckpt.name}` at step {bundle.step}"
+    limited = (
+        f" **Only the first {args.limit} sentences of each set** (--limit): not the sets' scores."
+        if args.limit
+        else ""
+    )
     md = [
         f"Run: `rnnkit train {recipe.config} --out {args.run}`, {which}. "
-        f"Decoding here: {machine()}.",
+        f"Decoding here: {machine()}.{limited}",
         "",
     ]
     sets = {
