@@ -47,11 +47,15 @@ def test_read_vectors_keeps_the_vocabulary_tokens_of_the_file(tmp_path):
     [
         ("cat 1 2\n", r"v.vec, line 1: 2 numbers after 'cat', but model.emb_size is 3"),
         ("2 4\ncat 1 2 3 4\n", r"v.vec, line 1: vectors of size 4, but model.emb_size is 3"),
-        ("dog 1 2 3\ncat 1 x 3\n", r"v.vec, line 2: a value of 'cat' is not a number"),
+        # the value named, not only its token (a digit token '9' read as the bad value)
+        ("dog 1 2 3\ncat 1 x 3\n", r"v.vec, line 2: 'x' \(in the vector of 'cat'\) is not a fin"),
         # a file of another size that shares no token with the vocabulary ('Cat'):
         ("Cat 1 2\nDog 3 4\n", r"v.vec, line 1: 2 numbers after 'Cat', but model.emb_size is 3"),
-        ("cat 1 nan 3\n", r"v.vec, line 1: a value of 'cat' is not a number"),
-        ("cat 1 2 -inf\n", r"v.vec, line 1: a value of 'cat' is not a number"),
+        ("cat 1 nan 3\n", r"v.vec, line 1: 'nan' \(in the vector of 'cat'\) is not a finite"),
+        ("cat 1 2 -inf\n", r"v.vec, line 1: '-inf' \(in the vector of 'cat'\) is not a finite"),
+        # an empty file (or one of blank lines) was "0 of N tokens found" and trained on
+        ("", r"v.vec: holds no vectors"),
+        ("\n  \n", r"v.vec: holds no vectors"),
         (b"dog 1 2 3\n\xff\xfe 1 2 3\n", r"v.vec, line 2: not UTF-8"),
     ],
 )

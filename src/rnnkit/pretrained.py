@@ -77,13 +77,24 @@ def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[flo
             if not wanted:
                 continue
             i = vocab[parts[0]]
-            try:
-                found[i] = [float(v) for v in parts[1:]]
-            except ValueError:
-                found[i] = [math.nan]
+            found[i] = [_number(v) for v in parts[1:]]
             if not all(math.isfinite(v) for v in found[i]):  # nan / inf would be one too
-                raise DataError(f"{path}, line {n}: a value of {parts[0]!r} is not a number")
+                bad = next(v for v, x in zip(parts[1:], found[i]) if not math.isfinite(x))
+                raise DataError(
+                    f"{path}, line {n}: {bad!r} (in the vector of {parts[0]!r}) is not a "
+                    "finite number"
+                )
+    if not checked:  # (an empty file, or the wrong one: 0 % found said nothing wrong)
+        raise DataError(f"{path}: holds no vectors")
     return found
+
+
+def _number(text: str) -> float:
+    """``float(text)``, nan for what is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def load_pretrained(
