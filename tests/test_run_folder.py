@@ -252,3 +252,18 @@ def test_a_missing_package_imported_at_start_is_one_line(tmp_path, module, packa
         f"rnnkit: error: info needs the Python package {package}, which is not installed "
         f"(pip install {package})"
     )
+
+
+def test_a_start_that_fails_leaves_no_folder_of_its_own_making(tmp_path, capsys):
+    """`train --resume --out NEW` (no last.pt there) or a bad train.init_from left NEW
+    behind holding only a .lock; a folder that was there stays."""
+    cfg = write_yaml(tmp_path / "c.yaml", tiny())
+    new = tmp_path / "new"
+    code, _, err = run_cli(capsys, "train", cfg, "--out", new, "--resume")
+    assert code == 2 and "checkpoint not found" in one_line_error(err)
+    assert not new.exists()
+    bad = write_yaml(tmp_path / "b.yaml", tiny(train={"init_from": str(tmp_path)}))
+    assert run_cli(capsys, "train", bad, "--out", new)[0] == 2 and not new.exists()
+    (tmp_path / "mine").mkdir()
+    assert run_cli(capsys, "train", bad, "--out", tmp_path / "mine")[0] == 2
+    assert (tmp_path / "mine").is_dir()

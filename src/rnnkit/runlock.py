@@ -107,6 +107,7 @@ def claimed(out: str | Path, writer: bool = True) -> Iterator[None]:
     writes the run; the others of a torchrun job take nothing). Raises
     :class:`OutputError` when the folder cannot be made or another process trains there."""
     out = Path(out)
+    new = not out.exists()
     make_folder(out, "--out ")
     if not writer:
         yield
@@ -120,11 +121,25 @@ def claimed(out: str | Path, writer: bool = True) -> Iterator[None]:
     except OSError as e:
         raise OutputError(f"--out {out}: cannot write ({e.strerror})") from None
     _lock(f, out)
+    done = False
     try:
         remove_temporaries(out)
         yield
+        done = True
     finally:
         f.close()  # (the lock goes with it)
+        if new and not done:  # a start that failed leaves no folder of its own making
+            _remove_if_bare(out)
+
+
+def _remove_if_bare(out: Path) -> None:
+    """Remove ``out`` when it holds nothing but the lock file (what a failed start made)."""
+    try:
+        if [p.name for p in out.iterdir()] == [LOCK]:
+            (out / LOCK).unlink()
+            out.rmdir()
+    except OSError:
+        pass
 
 
 def _lock(f: IO[str], out: Path) -> None:
