@@ -11,7 +11,6 @@ pass (:func:`~rnnkit.cells.base.bind`), the recurrent weights through DropConnec
 
 from __future__ import annotations
 
-import inspect
 import numbers
 import sys
 import warnings
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from rnnkit.cells.base import Cell, State, bind, strip, unbind
+from rnnkit.cells.base import Cell, State, bind, init_parameters, strip, unbind
 from rnnkit.cells.gated import CIFGLSTMCell, IndRNNCell, MGUCell, PeepholeLSTMCell
 from rnnkit.cells.layernorm import LayerNormGRUCell, LayerNormLSTMCell
 from rnnkit.cells.regularisers import Regularisers
@@ -331,17 +330,9 @@ class IndRNN(_Variant):
 def unknown_keywords(cell_class: type[Cell], kwargs: dict[str, Any]) -> list[str]:
     """The keywords of ``kwargs`` that the cell's ``__init__`` does not take (following
     ``**kw`` along the classes it is handed on to)."""
-    named: set[str] = set()
-    for klass in cell_class.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(vars(klass)["__init__"]).parameters
-        named |= set(params)
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            break
-    else:  # (no __init__ of fixed keywords: any may be taken)
-        return []
-    return [k for k in kwargs if k not in named]
+    params, open_ended = init_parameters(cell_class)
+    named = {p.name for p in params}
+    return [] if open_ended else [k for k in kwargs if k not in named]
 
 
 def _check_keywords(cell_class: type[Cell], kwargs: dict[str, Any], where: str) -> None:

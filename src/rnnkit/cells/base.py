@@ -194,19 +194,27 @@ class Cell(nn.Module):
         return s
 
 
-def _keyword_defaults(cls: type) -> dict[str, Any]:
-    """The keywords of the cell's ``__init__`` (and those it hands ``**kw`` on to) with
-    their defaults, the most derived class's first; not the sizes, bias, device, dtype."""
-    found: dict[str, Any] = {}
+def init_parameters(cls: type) -> tuple[list[inspect.Parameter], bool]:
+    """The parameters of ``cls.__init__`` and of the ``__init__`` s it hands ``**kw`` on
+    to along its classes, the most derived first; and whether every one of them takes
+    ``**kw`` (then any keyword may be taken)."""
+    found: list[inspect.Parameter] = []
     for klass in cls.__mro__:
-        if "__init__" not in vars(klass) or klass is Cell:
-            continue
-        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
-        for p in params:
-            if p.default is not p.empty and p.name not in _NOT_SHOWN:
-                found.setdefault(p.name, p.default)
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
+        if "__init__" in vars(klass):
+            params = list(inspect.signature(vars(klass)["__init__"]).parameters.values())
+            found += params
+            if not any(p.kind is p.VAR_KEYWORD for p in params):
+                return found, False
+    return found, True
+
+
+def _keyword_defaults(cls: type) -> dict[str, Any]:
+    """The keywords of the cell's ``__init__`` chain with their defaults, the most derived
+    class's first; not the sizes, bias, device, dtype."""
+    found: dict[str, Any] = {}
+    for p in init_parameters(cls)[0]:
+        if p.default is not p.empty and p.name not in _NOT_SHOWN:
+            found.setdefault(p.name, p.default)
     return found
 
 

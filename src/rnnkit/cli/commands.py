@@ -30,23 +30,24 @@ if TYPE_CHECKING:
 
 def positive_int(text: str) -> int:
     """argparse type: an integer from 1 to 2**31 - 1 (10^20 overflowed in torch)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
-    if not 1 <= value <= 2**31 - 1:
-        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 2147483647, got {value}")
-    return value
+    return _int_from(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer from 0 to 2**31 - 1."""
+    return _int_from(text, 0)
+
+
+def _int_from(text: str, low: int) -> int:
+    """argparse type: an integer from ``low`` to 2**31 - 1."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
-    if not 0 <= value <= 2**31 - 1:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2147483647, got {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ {low}, got {text!r}") from None
+    if not low <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from {low} to 2147483647, got {value}"
+        )
     return value
 
 

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rnnkit.atomic import check_writable
 from rnnkit.cli.commands import _bundle, _log
 from rnnkit.cli.text import (
     UsageError,
@@ -56,9 +55,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     stdin = args.input in (None, "-")
     interactive = stdin and args.output in (None, "-") and bool(sys.stdin and sys.stdin.isatty())
-    if args.output not in (None, "-"):
-        check_writable(args.output)  # before the work, not after
-        check_output(args.output, {"checkpoint": args.checkpoint, "--input": [args.input or "-"]})
+    check_output(args.output, {"checkpoint": args.checkpoint, "--input": [args.input or "-"]})
     total: int | None = None  # lines: a file is read once before the work (its errors, its bar)
     if not interactive and not is_stream(args.input):  # (a pipe is read once, as it comes)
         total = line_count(args.input)
@@ -222,11 +219,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rnnkit.evaluate import bucket_scores, group_by_source, score
     from rnnkit.translate import CHUNK, translate_chunks
 
-    if args.output not in (None, "-"):
-        check_writable(args.output)
-        check_output(
-            args.output, {"checkpoint": args.checkpoint, "--src": [args.src], "--ref": args.ref}
-        )
+    check_output(
+        args.output, {"checkpoint": args.checkpoint, "--src": [args.src], "--ref": args.ref}
+    )
     src = read_text(args.src, need_lines=True)  # nothing to score is an error
     refs = [read_text(f, need_lines=True) for f in args.ref]
     for name, ref in zip(args.ref, refs):
@@ -276,11 +271,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     from rnnkit.scoring import score_pairs, totals
     from rnnkit.translate import CHUNK
 
-    if args.output not in (None, "-"):
-        check_writable(args.output)
-        check_output(
-            args.output, {"checkpoint": args.checkpoint, "--src": [args.src], "--tgt": [args.tgt]}
-        )
+    check_output(
+        args.output, {"checkpoint": args.checkpoint, "--src": [args.src], "--tgt": [args.tgt]}
+    )
     total = _same_lengths(args.src, args.tgt)  # files: read once before the work
     bundle, model = _models(args.checkpoint, args.device)
     kept: list[str] = []  # for an --output file, written whole at the end

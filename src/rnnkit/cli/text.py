@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO
 
-from rnnkit.atomic import write_atomically
+from rnnkit.atomic import check_writable, write_atomically
 
 __all__ = [
     "UsageError",
@@ -56,9 +56,13 @@ def is_stream(path: str | None) -> bool:
 
 
 def check_output(output: str | None, inputs: dict[str, list[str]]) -> None:
-    """A UsageError when the ``--output`` file is one of the command's inputs (a
-    checkpoint, a source or reference file): it would be replaced by the output."""
-    if output in (None, "-") or not os.path.isfile(output):  # (a pipe, /dev/null: not replaced)
+    """Before the work: an ``--output`` file that cannot be written (an OutputError, see
+    :func:`rnnkit.atomic.check_writable`), or that is one of the command's inputs (a
+    checkpoint, a source or reference file), which it would replace (a UsageError)."""
+    if output in (None, "-"):
+        return
+    check_writable(output)
+    if not os.path.isfile(output):  # (a pipe, /dev/null: written into, not replaced)
         return
     for flag, paths in inputs.items():
         for path in paths:
