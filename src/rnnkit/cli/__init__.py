@@ -6,8 +6,11 @@ Errors in what the user gave (config, data, checkpoint, input text) end with a o
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from rnnkit.cli.commands import UsageError as UsageError  # (importable from here)
@@ -50,6 +53,34 @@ def console() -> int:
     third Ctrl-C after an interrupted run had stopped landed in torch's exit handlers as
     "Exception ignored in atexit callback" and a traceback, and the status was SIGINT's."""
     try:
-        return main()
+        status = main()
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return _leave(status)
+
+
+def _leave(status: int) -> int:
+    """End the process now that the command is over, with ``status``. Python's own exit
+    then tore torch and the server's libraries down object by object: 0.7-0.9 s of CPU
+    after every command (a third of ``import torch``). What that exit does that matters is
+    done here, in its order: wait for threads that are not daemons, run the exit handlers
+    (``atexit``), flush stdout and stderr; then ``os._exit``."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BrokenPipeError:  # (``| head``: the reader has what it wanted)
+            pass
+        except (OSError, ValueError) as e:  # data lost: Python's exit says so with 120
+            if stream is sys.stdout:
+                print(f"rnnkit: error: cannot write to standard output: {e}", file=sys.stderr)
+                status = status or 120
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+    os._exit(status)
