@@ -32,6 +32,7 @@ __all__ = [
     "check_writable",
     "make_folder",
     "no_ctrl_c",
+    "signals_held",
     "write_atomically",
 ]
 
@@ -197,3 +198,27 @@ def no_ctrl_c() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler if before is None else before)
         signal.signal(signal.SIGTERM, signal.SIG_DFL if term is None else term)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM that arrive inside are held to its end, then delivered
+    to the handlers in place: for a checkpoint write. torch's zip writer turned a Ctrl-C
+    in the middle of ``torch.save`` into a RuntimeError, so training's Ctrl-C handler never
+    ran and an interrupted run lost its ``last.pt``. Only in the main thread; elsewhere a
+    no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    before = {
+        sig: signal.signal(sig, lambda got, frame: held.append(got))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for got in dict.fromkeys(held):  # (a handler that raises ends the loop: fine)
+            signal.raise_signal(got)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rnnkit.atomic import write_atomically
+from rnnkit.atomic import signals_held, write_atomically
 from rnnkit.cells.stacked import STOCK
 from rnnkit.config import Config, ConfigError, config_from_dict
 from rnnkit.data import DataError, Tokenizer, Vocab, tokenizer_from_state
@@ -70,8 +70,10 @@ class Bundle:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` (plus a format tag) to ``path`` atomically."""
-    write_atomically(path, lambda f: torch.save({"format": FORMAT, **payload}, f), binary=True)
+    """Write ``payload`` (plus a format tag) to ``path`` atomically; a Ctrl-C or SIGTERM
+    meanwhile is delivered once the file is written (:func:`rnnkit.atomic.signals_held`)."""
+    with signals_held():
+        write_atomically(path, lambda f: torch.save({"format": FORMAT, **payload}, f), binary=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -133,6 +133,9 @@ class Trainer(RunState):
         self.update.net.train()
         done_rng = rng_state()  # RNG after the last completed step: what Ctrl-C saves
         try:
+            if at.step and at.step % t.validate_every == 0 and at.validated != at.step:
+                with meter.paused():  # resumed from a Ctrl-C in this step's validation:
+                    self._after_step()  # what the step had left to do, as if never stopped
             self._finished_already()
             while at.epoch < t.max_epochs:
                 examples = self.data.epoch_examples(bpe_dropout, t.seed + at.epoch)

@@ -77,6 +77,30 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+class _TrainLog:
+    """train's lines, on stderr. A stderr that takes no more (its pipe's reader gone:
+    ``2>&1 | head``, a ``| tee`` stopped by the same Ctrl-C; a closed terminal) stops the
+    run as Ctrl-C does, saving ``last.pt`` (so ``--resume`` continues), with status 141,
+    a writer's that SIGPIPE stopped; nothing more is said. (The BrokenPipeError ended the
+    run where it was, exit 0, with the steps since the last checkpoint lost; one while
+    saving an interrupted run's last.pt stopped the save.)"""
+
+    def __init__(self) -> None:
+        self.lost = False  # stderr takes no more lines
+        self.stopped_run = False  # ... and that stopped the run
+
+    def __call__(self, msg: str) -> None:
+        if self.lost:
+            return
+        try:
+            print(msg, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            self.lost = True
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # (ignored: saving)
+                self.stopped_run = True
+                raise KeyboardInterrupt from None
+
+
 # ------------------------------------------------------------------------- commands
 
 
@@ -154,6 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         return launch(train_arguments(args), args.nproc)
     terminated: list[int] = []
+    log = _TrainLog()
     try:
         # SIGTERM (SLURM preemption, docker stop, systemd, timeout) stops one process as
         # Ctrl-C does, saving last.pt (it ended the run at once, the steps since lost);
@@ -164,16 +189,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                 out,
                 resume=args.resume,
                 config_dir=Path(args.config).resolve().parent,
-                log=_log,
+                log=log,
                 progress=True,
                 overwrite=args.overwrite,
             )
     except KeyboardInterrupt:
+        if log.stopped_run:
+            return 141
         if not terminated:
             raise
         print("rnnkit: terminated", file=sys.stderr)  # (before training had started)
         return 143
-    return (143 if terminated else 130) if result.stopped == "interrupted" else 0
+    if result.stopped != "interrupted":
+        return 0
+    return 141 if log.stopped_run else 143 if terminated else 130
 
 
 @contextlib.contextmanager

@@ -1,0 +1,160 @@
+"""Training stopped at awkward moments: a Ctrl-C in the middle of a checkpoint write or
+of a validation, and a log stream that takes no more lines."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import torch
+from test_train import (
+    assert_same_parameters,
+    one_thread,
+    progress_step,
+    read_log,
+    subprocess_env,
+    tiny,
+    write_yaml,
+)
+
+import rnnkit.checkpoint as checkpoint_module
+import rnnkit.train as train_module
+import rnnkit.update as update_module
+from rnnkit.checkpoint import load_checkpoint
+from rnnkit.config import config_from_dict
+from rnnkit.train import train
+
+assert one_thread  # an autouse fixture of test_train
+
+
+def test_ctrl_c_in_the_middle_of_a_checkpoint_write_still_saves_last_pt(tmp_path, monkeypatch):
+    """torch's zip writer turned a Ctrl-C inside ``torch.save`` into a RuntimeError
+    ("unexpected pos"): the run died with a traceback, and neither last.pt nor the new
+    best.pt was written. The write now finishes, then the Ctrl-C stops the run."""
+    save = torch.save
+    writes = {"n": 0}
+
+    def interrupted_save(obj: Any, f: Any) -> None:
+        class Slow:  # a file whose second write meets a Ctrl-C (a large checkpoint's)
+            def write(self, b: bytes) -> int:
+                writes["n"] += 1
+                if writes["n"] == 2:
+                    signal.raise_signal(signal.SIGINT)
+                return int(f.write(b))
+
+            def flush(self) -> None:
+                f.flush()
+
+        save(obj, Slow())
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", interrupted_save)
+    d = tiny(train={"max_steps": 30, "validate_every": 6, "checkpoint_every": 100})
+    result = train(config_from_dict(d), tmp_path, log=lambda _: None)
+    assert (result.steps, result.stopped) == (6, "interrupted")
+    assert progress_step(tmp_path / "best.pt") == 6  # the write that was interrupted
+    assert progress_step(tmp_path / "last.pt") == 6
+
+
+def test_a_ctrl_c_in_validation_is_validated_on_resume_as_if_never_stopped(tmp_path, monkeypatch):
+    """last.pt was saved at the step whose validation the Ctrl-C cut short, and --resume
+    went on to the next step: that validation never happened, so the plateau decay, the
+    patience count and best.pt all moved (weights 0.013 apart)."""
+    d = tiny(
+        train={"max_steps": 24, "validate_every": 4, "checkpoint_every": 100, "lr": 0.05,
+               "scheduler": "plateau", "lr_patience": 0, "decay_factor": 0.5}
+    )  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(config_from_dict(d), a, log=lambda _: None)
+
+    validate = train_module.validate_and_log
+    calls = {"n": 0}
+
+    def ctrl_c_in_the_second(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return validate(*args, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "validate_and_log", ctrl_c_in_the_second)
+        result = train(config_from_dict(d), b, log=lambda _: None)
+    assert (result.steps, result.stopped) == (8, "interrupted")
+    assert load_checkpoint(b / "last.pt")["progress"]["validated"] == 4
+    train(config_from_dict(d), b, resume=True, log=lambda _: None)
+    dev = [[r["step"], r["lr"], r["loss"]] for r in read_log(b) if r["split"] == "dev"]
+    assert dev == [[r["step"], r["lr"], r["loss"]] for r in read_log(a) if r["split"] == "dev"]
+    assert [r[0] for r in dev] == ["4", "8", "12", "16", "20", "24"]
+    assert_same_parameters(a / "last.pt", b / "last.pt")
+    assert_same_parameters(a / "best.pt", b / "best.pt")
+
+
+def test_a_log_stream_that_closes_stops_the_run_as_ctrl_c_does(tmp_path):
+    """``rnnkit train ... 2>&1 | head``: the BrokenPipeError ended the run where it was,
+    exit 0, last.pt not saved. Now last.pt is saved at the step reached, status 141 (a
+    writer that SIGPIPE stopped), and --resume continues."""
+    d = tiny(train={"max_steps": 0, "max_epochs": 1000, "checkpoint_every": 1000})
+    cfg = write_yaml(tmp_path / "cfg.yaml", d)
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "rnnkit", "train", str(cfg), "--out", str(out)]
+    proc = subprocess.Popen(argv, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # (the reader stops after the first training row)
+            if line.startswith("step 5 "):
+                break
+        proc.stderr.close()
+        assert proc.wait(timeout=120) == 141
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    step = progress_step(out / "last.pt")
+    assert step >= 10 and step % 5 == 0  # the first row it could not write
+    assert len(read_log(out)) == step // 5  # (log.csv has every row)
+
+
+def test_a_log_stream_closed_while_an_interrupted_run_saves_does_not_stop_the_save(
+    tmp_path, monkeypatch
+):
+    """``rnnkit train | tee log`` and a Ctrl-C that reaches both: tee was gone when the
+    run said "interrupted at step N: saving", and that BrokenPipeError stopped the save."""
+    from rnnkit.cli.commands import _TrainLog
+
+    stderr = _Stderr()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    loss, calls = update_module.token_loss, {"n": 0}
+
+    def token_loss(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 11:  # a Ctrl-C in step 11, which stops tee too
+            stderr.closed = True
+            raise KeyboardInterrupt
+        return loss(*args, **kw)
+
+    monkeypatch.setattr(update_module, "token_loss", token_loss)
+    log = _TrainLog()
+    d = tiny(train={"max_steps": 40, "validate_every": 100, "checkpoint_every": 100})
+    result = train(config_from_dict(d), tmp_path, log=log)
+    assert (result.steps, result.stopped) == (10, "interrupted")
+    assert log.lost and not log.stopped_run  # (the Ctrl-C stopped it: status 130)
+    assert progress_step(tmp_path / "last.pt") == 10
+    assert "step 10 " in stderr.text
+
+
+class _Stderr:
+    """A stderr whose reader may go."""
+
+    def __init__(self) -> None:
+        self.closed, self.text = False, ""
+
+    def write(self, text: str) -> int:
+        if self.closed:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        if self.closed:
+            raise BrokenPipeError(32, "Broken pipe")
