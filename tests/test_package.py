@@ -84,3 +84,28 @@ def test_the_command_ends_as_python_would_without_tearing_every_module_down(tmp_
     assert r.returncode == 2 and "missing.pt" in r.stderr, r.stderr
     assert r.stdout.split() == ["buffered", "exit", "handler", "ran"]  # not "torn down"
     assert (tmp_path / "late.txt").exists()
+
+
+def test_text_goes_out_in_utf8_whatever_pythons_io_encoding(tmp_path):
+    """Files and stdin are UTF-8; with an ASCII I/O encoding (``PYTHONIOENCODING``, a C
+    locale without UTF-8 mode) stdout was a UnicodeEncodeError traceback, and inspect's
+    sentence reached the model as surrogates (matplotlib: a TypeError)."""
+    import os
+
+    from toy import save_bundle, word_bundle
+
+    save_bundle(word_bundle(words=["grüße", "öl", "😀"]), tmp_path / "m.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "ascii"}
+    info = [sys.executable, "-m", "rnnkit", "info", "m.pt", "--embeddings", "src"]
+    r = subprocess.run(info, cwd=tmp_path, capture_output=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert {b"gr\xc3\xbc\xc3\x9fe", "😀".encode()} <= {
+        ln.split()[0] for ln in r.stdout.splitlines()
+    }
+
+    env |= {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    del env["PYTHONIOENCODING"]
+    inspect = [sys.executable, "-m", "rnnkit", "inspect", "m.pt", "grüße öl", "--out", "o"]
+    r = subprocess.run(inspect, cwd=tmp_path, capture_output=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "grüße öl" in (tmp_path / "o" / "inspect.html").read_text(encoding="utf-8")

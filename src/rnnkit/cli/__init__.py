@@ -7,6 +7,7 @@ Errors in what the user gave (config, data, checkpoint, input text) end with a o
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -52,11 +53,23 @@ def console() -> int:
     Once the command is over, Ctrl-C is ignored while Python shuts down: a second or
     third Ctrl-C after an interrupted run had stopped landed in torch's exit handlers as
     "Exception ignored in atexit callback" and a traceback, and the status was SIGINT's."""
+    _utf8_stdout()
     try:
         status = main()
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     return _leave(status)
+
+
+def _utf8_stdout() -> None:
+    """Standard output in UTF-8, as every file rnnkit writes (and reads: stdin too). Where
+    Python's I/O encoding was ASCII or Latin-1 (``PYTHONIOENCODING``, a C locale without
+    UTF-8 mode), a translation with a letter it lacks was a UnicodeEncodeError traceback."""
+    stream = sys.stdout
+    encoding = str(getattr(stream, "encoding", "utf-8") or "utf-8")
+    if encoding.lower().replace("-", "").replace("_", "") != "utf8":
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(encoding="utf-8")  # type: ignore[union-attr]
 
 
 def _leave(status: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -291,8 +292,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from rnnkit.inspect import run_inspect
 
     corpus = read_text(args.corpus) if args.corpus else None
+    # the sentence as UTF-8, as the text of files and stdin is read (where Python decodes
+    # the command line in ASCII, its letters arrived as surrogates that matplotlib refused)
+    sentence = os.fsencode(args.sentence).decode("utf-8", "replace")
     result = run_inspect(
-        args.checkpoint, args.sentence, args.out, corpus=corpus, top_units=args.units,
+        args.checkpoint, sentence, args.out, corpus=corpus, top_units=args.units,
         log=_log, beam=args.beam,
     )  # fmt: skip
     print(f"translation: {result.translation}")
