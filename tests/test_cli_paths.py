@@ -129,3 +129,22 @@ def test_an_output_that_cannot_be_replaced_is_no_clash(model, capsys):
     """/dev/null as input and output was refused as "the --input /dev/null" (so was a
     terminal as /dev/stdin and /dev/stdout): only a regular file would be replaced."""
     assert main(["translate", str(model), "--input", "/dev/null", "--output", "/dev/null"]) == 0
+
+
+def test_a_symbolic_link_that_loops_or_names_nothing_is_said_as_such(model, tmp_path, capsys):
+    """``average`` met a symlink loop with a RuntimeError traceback (Path.resolve), and
+    every command called a link to nowhere "checkpoint not found" with no word of the link."""
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    (tmp_path / "gone.pt").symlink_to(tmp_path / "nothing.pt")
+    out = str(tmp_path / "avg.pt")
+    assert main(["average", str(model), str(tmp_path / "loop_a"), "--out", out]) == 2
+    assert main(["info", str(tmp_path / "gone.pt")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2, err
+    assert err[0].endswith(
+        "loop_a: checkpoint not found (a symbolic link: too many levels of symbolic links)"
+    )
+    assert err[1].endswith(
+        "gone.pt: checkpoint not found (a symbolic link: no such file or directory)"
+    )

@@ -7,6 +7,7 @@ a run killed mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,17 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         write_atomically(path, lambda f: torch.save({"format": FORMAT, **payload}, f), binary=True)
 
 
+def _link_trouble(path: Path) -> str:
+    """Why a symbolic link leads to no file (it loops, or names nothing), else ""."""
+    if not path.is_symlink():
+        return ""
+    try:
+        os.stat(path)
+    except OSError as e:
+        return f" (a symbolic link: {str(e.strerror).lower()})"
+    return ""
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint; a missing, truncated or foreign file is a :class:`CheckpointError`,
     and so is one that holds more than tensors and plain data (what rnnkit writes): torch's
@@ -86,7 +98,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         hint = f" (give a checkpoint in it: {path / inside[0]})" if inside else ""
         raise CheckpointError(f"{path}: is a folder, not a checkpoint{hint}")
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: checkpoint not found{_link_trouble(path)}")
     try:
         with warnings.catch_warnings():  # torch warns of a foreign file: refused or read anyway
             warnings.simplefilter("ignore")

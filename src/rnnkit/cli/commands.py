@@ -232,8 +232,8 @@ def cmd_average(args: argparse.Namespace) -> int:
     from rnnkit.runs import average_checkpoints
 
     check_writable(args.out)
-    out = Path(args.out).resolve()
-    if any(Path(c).resolve() == out for c in args.checkpoints):  # (it was replaced, rc 0)
+    out = os.path.realpath(args.out)  # (Path.resolve raised on a symlink loop: a traceback)
+    if any(os.path.realpath(c) == out for c in args.checkpoints):  # (it was replaced, rc 0)
         raise UsageError(f"--out {args.out}: is one of the checkpoints averaged; give another")
     payload = average_checkpoints(args.checkpoints)
     save_checkpoint(args.out, payload)
