@@ -101,15 +101,21 @@ def test_kept_steps_count_as_a_run_and_stale_temp_files_go(tmp_path, capsys):
     assert main(["train", str(cfg), "--out", str(out)]) == 2
     assert "holds a run already (step-7.pt)" in capsys.readouterr().err
     assert (out / "step-7.pt").read_bytes() == b"mine"
-    (out / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (out / ".last.pt.abc123_x.tmp").write_bytes(b"half a checkpoint")
     assert main(["train", str(cfg), "--out", str(out), "--overwrite"]) == 0
     assert not list(out.glob(".*.tmp")) and [p.name for p in out.glob("step-*.pt")] == [
         "step-10.pt"
     ]
-    (out / ".best.pt.xyz.tmp").write_bytes(b"half")
+    (out / ".best.pt.xyz0wlq9.tmp").write_bytes(b"half")
+    for mine in (".notes.tmp", ".my.notes.tmp", ".a.b.abcdefg.tmp"):  # not rnnkit's names
+        (out / mine).write_text("precious", encoding="utf-8")
     cfg2 = write_yaml(tmp_path / "c2.yaml", tiny(train={"max_steps": 20, "keep_checkpoints": 1}))
     assert main(["train", str(cfg2), "--out", str(out), "--resume"]) == 0
-    assert not list(out.glob(".*.tmp"))
+    assert sorted(p.name for p in out.glob(".*.tmp")) == [
+        ".a.b.abcdefg.tmp",
+        ".my.notes.tmp",
+        ".notes.tmp",
+    ]
 
 
 def test_demo_replaces_a_demo_but_not_another_run(tmp_path):
@@ -220,7 +226,7 @@ def test_a_file_system_without_locks_still_trains_and_windows_still_cleans(tmp_p
     for fake in (NoLocks, None):
         out = tmp_path / str(fake)
         out.mkdir()
-        (out / ".last.pt.abc.tmp").write_bytes(b"half")
+        (out / ".last.pt.abc_1234.tmp").write_bytes(b"half")
         monkeypatch.setattr(runlock, "fcntl", fake)
         with claimed(out):
             assert not list(out.glob(".*.tmp"))

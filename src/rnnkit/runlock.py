@@ -8,7 +8,7 @@ is refused in one line naming the process. The kernel drops the lock when the pr
 ends, however it ends, so a killed run leaves nothing to clean up by hand.
 
 Taking the lock also removes what a killed run's atomic writes left: hidden
-``.NAME.*.tmp`` files (:func:`rnnkit.atomic.write_atomically`), a checkpoint's size each.
+``.NAME.XXXXXXXX.tmp`` files (:func:`rnnkit.atomic.write_atomically`), a checkpoint's size each.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -94,11 +95,17 @@ def remove_run(out: Path) -> None:
     remove_temporaries(out)
 
 
+# what rnnkit.atomic's temp files are called: ".NAME." + tempfile's 8 random characters
+# + ".tmp" (a user's own ".notes.tmp" in the folder is no business of ours: it was removed)
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
 def remove_temporaries(out: Path) -> None:
-    """The ``.NAME.*.tmp`` files that writes killed half-way left in ``out``."""
+    """The ``.NAME.XXXXXXXX.tmp`` files that writes killed half-way left in ``out``."""
     for tmp in out.glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if _TEMPORARY.fullmatch(tmp.name):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 @contextlib.contextmanager
