@@ -86,3 +86,26 @@ def test_a_sentence_within_the_limit_is_drawn(model, tmp_path, capsys):
     status, stdout, _ = run_cli(capsys, "inspect", model, words(12), "--out", out)
     assert status == 0 and f"wrote {out / 'inspect.html'}" in stdout
     assert (out / "attention.png").is_file()
+
+
+def test_a_write_that_fails_half_way_leaves_the_folder_as_it_was(model, tmp_path, monkeypatch):
+    """A full disk at the third figure left the first two figures new beside the old
+    page and gates, with nothing to say they belonged to another sentence."""
+    import rnnkit.figures
+    from rnnkit.atomic import OutputError
+
+    out = tmp_path / "out"
+    run_inspect(model, words(3), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    write, calls = rnnkit.figures.write_atomically, []
+
+    def full_at_the_third(path, *args, **kw):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OutputError(f"{path}: cannot write (No space left on device)")
+        return write(path, *args, **kw)
+
+    monkeypatch.setattr(rnnkit.figures, "write_atomically", full_at_the_third)
+    with pytest.raises(OutputError, match="No space left"):
+        run_inspect(model, words(7), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # (no temp files)

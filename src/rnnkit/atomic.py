@@ -16,6 +16,7 @@ What a user's path may be, and what happens:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import signal
 import stat
@@ -33,6 +34,8 @@ __all__ = [
     "make_folder",
     "no_ctrl_c",
     "signals_held",
+    "together",
+    "written_bytes",
     "write_atomically",
 ]
 
@@ -164,12 +167,18 @@ def write_atomically(
         fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror})") from None
+    batch = _batch.get()
     try:
         with os.fdopen(fd, mode, encoding=enc) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
+        if batch is not None:  # put in place with the others (together())
+            if real in batch:  # (written again: the last write is the one)
+                Path(batch[real]).unlink(missing_ok=True)
+            batch[real], tmp = tmp, ""
+            return
         os.replace(tmp, real)
     except OSError as e:
         raise OutputError(f"{path}: cannot write ({e.strerror})") from None
@@ -179,7 +188,45 @@ def write_atomically(
             raise
         raise OutputError(f"{path}: cannot write ({cause.strerror})") from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+
+
+_batch: contextvars.ContextVar[dict[Path, str] | None] = contextvars.ContextVar(
+    "rnnkit_atomic_batch", default=None
+)
+
+
+@contextlib.contextmanager
+def together() -> Iterator[None]:
+    """The files :func:`write_atomically` writes inside are put in place together when
+    the block ends, or none of them if it raises: a full disk at the third figure of
+    ``inspect`` left the first two new beside an old page. Read one back inside with
+    :func:`written_bytes`."""
+    pending: dict[Path, str] = {}
+    token = _batch.set(pending)
+    try:
+        yield
+    except BaseException:
+        for tmp in pending.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        _batch.reset(token)
+    for i, (real, tmp) in enumerate(pending.items()):
+        try:
+            os.replace(tmp, real)
+        except OSError as e:
+            for left in list(pending.values())[i:]:
+                Path(left).unlink(missing_ok=True)
+            raise OutputError(f"{real}: cannot write ({e.strerror})") from None
+
+
+def written_bytes(path: str | Path) -> bytes:
+    """What ``path`` holds, or will hold once the :func:`together` block around ends."""
+    pending = _batch.get() or {}
+    real = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+    return Path(pending.get(real, path)).read_bytes()
 
 
 @contextlib.contextmanager

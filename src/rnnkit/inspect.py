@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -303,11 +304,11 @@ def run_inspect(
             :data:`MAX_TOKENS` source tokens, ``top_units`` < 1, or an ``out_dir`` that
             cannot be a folder. The output is cut at :data:`MAX_TOKENS` tokens too.
     """
-    from rnnkit.atomic import check_folder, make_folder
+    from rnnkit.atomic import check_folder, make_folder, together
     from rnnkit.checkpoint import load_bundle
     from rnnkit.data import DataError
     from rnnkit.inspect_html import write_html
-    from rnnkit.record import max_output_len, record_translation, saturation, source_ids
+    from rnnkit.record import max_output_len, record_translation, source_ids
 
     say = log or (lambda _msg: None)
     if top_units < 1:
@@ -338,7 +339,26 @@ def run_inspect(
     if boxes := undrawable(sentence + rec.translation):
         say(f"note: the figures' font has no glyph for {' '.join(boxes[:12])}: boxes there "
             "(inspect.html shows the text)")  # fmt: skip
-    files: list[Path] = []
+    with together():  # all of the figures and the page, or (a full disk) none of them
+        figures, sat = _draw(rec, bundle, sentence, out, corpus, top_units, say)
+        page = write_html(rec, out / "inspect.html", figures, sat, sentence=sentence)
+    files = [*figures.values(), page]
+    _remove_stale(out, files)
+    return InspectResult(rec.translation, files, rec, sat)
+
+
+def _draw(
+    rec: Recording,
+    bundle: Any,
+    sentence: str,
+    out: Path,
+    corpus: Sequence[str] | None,
+    top_units: int,
+    say: Callable[[str], None],
+) -> tuple[dict[str, Path], dict[SatKey, tuple[Tensor, Tensor]] | None]:
+    """The figures of :func:`run_inspect` by name, and the saturation statistics."""
+    from rnnkit.record import saturation
+
     figures: dict[str, Path] = {}
     if rec.attention is not None:
         figures["attention"] = plot_attention(
@@ -369,10 +389,7 @@ def run_inspect(
                 "output, reset, update) and declares none (its Cell class's sigmoid); "
                 "no saturation plot"
             )
-    files += figures.values()
-    files.append(write_html(rec, out / "inspect.html", figures, sat, sentence=sentence))
-    _remove_stale(out, files)
-    return InspectResult(rec.translation, files, rec, sat)
+    return figures, sat
 
 
 def _clip(text: str, n: int = 60) -> str:

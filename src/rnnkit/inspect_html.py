@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import Tensor
 
+from rnnkit.atomic import written_bytes
 from rnnkit.data import write_atomic
 from rnnkit.inspect import gate_panels
 from rnnkit.record import Recording, SatKey
@@ -120,7 +121,7 @@ GATE_CONTROLS = (
 
 
 def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    data = base64.b64encode(written_bytes(path)).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
