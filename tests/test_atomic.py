@@ -77,6 +77,23 @@ def test_unwritable_paths_are_one_line_errors_and_leave_nothing(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "a_folder"]
 
 
+def test_a_read_only_file_system_is_said_as_such(tmp_path: Path, monkeypatch) -> None:
+    """It was "no permission in DIR", which sends one to chmod (root in a container with a
+    read-only mount, too)."""
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda *args, **kw: False)  # (as EROFS answers)
+    monkeypatch.setattr(os, "statvfs", lambda path: ReadOnly())
+    said = rf"cannot write \({tmp_path} is on a read-only file system\)"
+    with pytest.raises(OutputError, match=said):
+        write(tmp_path / "x.txt", "x")
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((0,) * 11))
+    with pytest.raises(OutputError, match=rf"cannot write \(no permission in {tmp_path}\)"):
+        write(tmp_path / "x.txt", "x")
+
+
 def test_translate_into_a_folder_fails_before_translating(tmp_path: Path, capsys) -> None:
     (tmp_path / "in.txt").write_text("a b\n")
     (tmp_path / "out").mkdir()

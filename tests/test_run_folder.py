@@ -266,8 +266,17 @@ def test_a_start_that_fails_leaves_no_folder_of_its_own_making(tmp_path, capsys)
     cfg = write_yaml(tmp_path / "c.yaml", tiny())
     new = tmp_path / "new"
     code, _, err = run_cli(capsys, "train", cfg, "--out", new, "--resume")
-    assert code == 2 and "checkpoint not found" in one_line_error(err)
+    said = f"{new / 'last.pt'}: checkpoint not found (there is no such folder: nothing to resume"
+    assert code == 2 and said in one_line_error(err)
     assert not new.exists()
+    new.mkdir()  # killed before its first checkpoint: the hint said nothing of --resume
+    code, _, err = run_cli(capsys, "train", cfg, "--out", new, "--resume")
+    assert (
+        code == 2
+        and "(no run saved one there: nothing to resume; without --resume a run starts)"
+        in one_line_error(err)
+    )
+    new.rmdir()
     bad = write_yaml(tmp_path / "b.yaml", tiny(train={"init_from": str(tmp_path)}))
     assert run_cli(capsys, "train", bad, "--out", new)[0] == 2 and not new.exists()
     (tmp_path / "mine").mkdir()

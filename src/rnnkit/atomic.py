@@ -143,8 +143,17 @@ def _checked(path: str | Path) -> tuple[Path, os.stat_result | None, bool]:
     if not parent.is_dir():
         raise OutputError(f"{path}: cannot write ({parent} is not a folder)")
     if not os.access(parent, os.W_OK | os.X_OK):  # the temp file and the rename need it
-        raise OutputError(f"{path}: cannot write (no permission in {parent})")
+        why = f"{parent} is on a read-only file system" if _read_only(parent) else None
+        raise OutputError(f"{path}: cannot write ({why or f'no permission in {parent}'})")
     return real, st, into
+
+
+def _read_only(folder: Path) -> bool:
+    """Whether ``folder`` is on a file system mounted read-only."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # (no statvfs: Windows)
+        return False
 
 
 def write_atomically(

@@ -142,6 +142,12 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise UsageError(f"--out {out}: is a file, not a folder")
     if rank_and_world()[0] == 0:
         refuse_if_busy(out)  # (a --resume or --overwrite of a run that trains now too)
+        if resume and not (out / "last.pt").is_file():
+            there = "there is no such folder" if not out.is_dir() else "no run saved one there"
+            raise UsageError(
+                f"{out / 'last.pt'}: checkpoint not found ({there}: nothing to resume; "
+                "without --resume a run starts)"
+            )
     held = run_files(out)  # (kept steps alone are a run's too)
     if resume or not held:
         return
@@ -171,8 +177,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         from rnnkit.distributed import check_environment
 
         check_environment(cfg.train.device, args.nproc)  # here, not once in each process
-        if args.resume and not (Path(out) / "last.pt").is_file():
-            raise UsageError(f"{Path(out) / 'last.pt'}: checkpoint not found")
         from rnnkit.launcher import launch
 
         sys.stdout.flush()
