@@ -140,8 +140,12 @@ def test_a_symbolic_link_that_loops_or_names_nothing_is_said_as_such(model, tmp_
     out = str(tmp_path / "avg.pt")
     assert main(["average", str(model), str(tmp_path / "loop_a"), "--out", out]) == 2
     assert main(["info", str(tmp_path / "gone.pt")]) == 2
+    assert main(["inspect", str(model), "a b", "--out", str(tmp_path / "loop_a")]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2, err
+    assert len(err) == 3, err
+    assert err[2].endswith(
+        "cannot make this folder (a symbolic link: too many levels of symbolic links)"
+    )
     assert err[0].endswith(
         "loop_a: checkpoint not found (a symbolic link: too many levels of symbolic links)"
     )

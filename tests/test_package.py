@@ -71,6 +71,9 @@ def test_the_command_ends_as_python_would_without_tearing_every_module_down(tmp_
         "    time.sleep(0.3)\n"
         "    open('late.txt', 'w').close()\n"
         "threading.Thread(target=late).start()\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "pool = ThreadPoolExecutor(1)  # never shut down: Python's exit stops its thread\n"
+        "pool.submit(print, 'pooled')\n"
         "class Torn:\n"
         "    def __del__(self):\n"
         "        print('torn down')\n"
@@ -82,7 +85,7 @@ def test_the_command_ends_as_python_would_without_tearing_every_module_down(tmp_
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                        text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "missing.pt" in r.stderr, r.stderr
-    assert r.stdout.split() == ["buffered", "exit", "handler", "ran"]  # not "torn down"
+    assert r.stdout.split() == ["pooled", "buffered", "exit", "handler", "ran"]  # not "torn down"
     assert (tmp_path / "late.txt").exists()
 
 
@@ -105,7 +108,8 @@ def test_text_goes_out_in_utf8_whatever_pythons_io_encoding(tmp_path):
 
     env |= {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
     del env["PYTHONIOENCODING"]
-    inspect = [sys.executable, "-m", "rnnkit", "inspect", "m.pt", "grüße öl", "--out", "o"]
+    inspect = [sys.executable, "-m", "rnnkit", "inspect", "m.pt", "grüße öl", "--out", "o_ü"]
     r = subprocess.run(inspect, cwd=tmp_path, capture_output=True, timeout=120, env=env)
     assert r.returncode == 0, r.stderr
-    assert "grüße öl" in (tmp_path / "o" / "inspect.html").read_text(encoding="utf-8")
+    assert "grüße öl" in (tmp_path / "o_ü" / "inspect.html").read_text(encoding="utf-8")
+    assert "wrote o_ü/inspect.html".encode() in r.stdout  # (the path's bytes as they came)

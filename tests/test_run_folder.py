@@ -107,7 +107,7 @@ def test_kept_steps_count_as_a_run_and_stale_temp_files_go(tmp_path, capsys):
         "step-10.pt"
     ]
     (out / ".best.pt.xyz0wlq9.tmp").write_bytes(b"half")
-    for mine in (".notes.tmp", ".my.notes.tmp", ".a.b.abcdefg.tmp"):  # not rnnkit's names
+    for mine in (".notes.tmp", ".my.notes.tmp", ".a.b.abcdefg.tmp", ".paper.20240101.tmp"):
         (out / mine).write_text("precious", encoding="utf-8")
     cfg2 = write_yaml(tmp_path / "c2.yaml", tiny(train={"max_steps": 20, "keep_checkpoints": 1}))
     assert main(["train", str(cfg2), "--out", str(out), "--resume"]) == 0
@@ -115,6 +115,7 @@ def test_kept_steps_count_as_a_run_and_stale_temp_files_go(tmp_path, capsys):
         ".a.b.abcdefg.tmp",
         ".my.notes.tmp",
         ".notes.tmp",
+        ".paper.20240101.tmp",
     ]
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 import torch
 from test_train import (
     assert_same_parameters,
@@ -32,7 +33,8 @@ assert one_thread  # an autouse fixture of test_train
 def test_ctrl_c_in_the_middle_of_a_checkpoint_write_still_saves_last_pt(tmp_path, monkeypatch):
     """torch's zip writer turned a Ctrl-C inside ``torch.save`` into a RuntimeError
     ("unexpected pos"): the run died with a traceback, and neither last.pt nor the new
-    best.pt was written. The write now finishes, then the Ctrl-C stops the run."""
+    best.pt was written. The write now finishes, then the Ctrl-C stops the run; --resume
+    writes the step-STEP.pt the stop cut off (``average`` missed it)."""
     save = torch.save
     writes = {"n": 0}
 
@@ -49,43 +51,65 @@ def test_ctrl_c_in_the_middle_of_a_checkpoint_write_still_saves_last_pt(tmp_path
 
         save(obj, Slow())
 
-    monkeypatch.setattr(checkpoint_module.torch, "save", interrupted_save)
-    d = tiny(train={"max_steps": 30, "validate_every": 6, "checkpoint_every": 100})
-    result = train(config_from_dict(d), tmp_path, log=lambda _: None)
+    d = tiny(train={"max_steps": 12, "validate_every": 6, "checkpoint_every": 6,
+                    "keep_checkpoints": 5})  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(config_from_dict(d), a, log=lambda _: None)
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint_module.torch, "save", interrupted_save)
+        result = train(config_from_dict(d), b, log=lambda _: None)
     assert (result.steps, result.stopped) == (6, "interrupted")
-    assert progress_step(tmp_path / "best.pt") == 6  # the write that was interrupted
-    assert progress_step(tmp_path / "last.pt") == 6
+    assert progress_step(b / "best.pt") == 6  # the write that was interrupted
+    assert progress_step(b / "last.pt") == 6
+    assert not (b / "step-6.pt").exists()
+    train(config_from_dict(d), b, resume=True, log=lambda _: None)
+    assert sorted(p.name for p in b.glob("step-*.pt")) == ["step-12.pt", "step-6.pt"]
+    assert_same_parameters(a / "step-6.pt", b / "step-6.pt")
+    assert_same_parameters(a / "last.pt", b / "last.pt")
 
 
-def test_a_ctrl_c_in_validation_is_validated_on_resume_as_if_never_stopped(tmp_path, monkeypatch):
+@pytest.mark.parametrize("when", ["before its row", "after its row", "in the last one"])
+def test_a_ctrl_c_in_validation_is_validated_on_resume_as_if_never_stopped(
+    tmp_path, monkeypatch, when
+):
     """last.pt was saved at the step whose validation the Ctrl-C cut short, and --resume
     went on to the next step: that validation never happened, so the plateau decay, the
-    patience count and best.pt all moved (weights 0.013 apart)."""
+    patience count and best.pt all moved (weights 0.013 apart). A Ctrl-C after the dev row
+    was written wrote it twice; one in the validation of the last step (not a multiple of
+    validate_every) lost the steps since last.pt."""
     d = tiny(
-        train={"max_steps": 24, "validate_every": 4, "checkpoint_every": 100, "lr": 0.05,
+        train={"max_steps": 22, "validate_every": 4, "checkpoint_every": 100, "lr": 0.05,
                "scheduler": "plateau", "lr_patience": 0, "decay_factor": 0.5}
     )  # fmt: skip
     a, b = tmp_path / "a", tmp_path / "b"
     train(config_from_dict(d), a, log=lambda _: None)
 
     validate = train_module.validate_and_log
-    calls = {"n": 0}
+    calls, cut = {"n": 0}, 6 if when == "in the last one" else 2
 
-    def ctrl_c_in_the_second(*args: Any, **kw: Any) -> Any:
+    def ctrl_c_in_one(*args: Any, **kw: Any) -> Any:
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == cut and when != "after its row":
             raise KeyboardInterrupt
-        return validate(*args, **kw)
+        row = validate(*args, **kw)
+        if calls["n"] == cut:
+            raise KeyboardInterrupt
+        return row
 
     with monkeypatch.context() as m:
-        m.setattr(train_module, "validate_and_log", ctrl_c_in_the_second)
-        result = train(config_from_dict(d), b, log=lambda _: None)
-    assert (result.steps, result.stopped) == (8, "interrupted")
-    assert load_checkpoint(b / "last.pt")["progress"]["validated"] == 4
+        m.setattr(train_module, "validate_and_log", ctrl_c_in_one)
+        try:
+            result = train(config_from_dict(d), b, log=lambda _: None)
+        except KeyboardInterrupt:
+            pytest.fail("the Ctrl-C went through: the steps since last.pt were lost")
+    step = 22 if when == "in the last one" else 8
+    assert (result.steps, result.stopped) == (step, "interrupted")
+    assert load_checkpoint(b / "last.pt")["progress"]["step"] == step
+    assert load_checkpoint(b / "last.pt")["progress"]["validated"] == step - 4 + (step == 22) * 2
     train(config_from_dict(d), b, resume=True, log=lambda _: None)
     dev = [[r["step"], r["lr"], r["loss"]] for r in read_log(b) if r["split"] == "dev"]
     assert dev == [[r["step"], r["lr"], r["loss"]] for r in read_log(a) if r["split"] == "dev"]
-    assert [r[0] for r in dev] == ["4", "8", "12", "16", "20", "24"]
+    assert [r[0] for r in dev] == ["4", "8", "12", "16", "20", "22"]
     assert_same_parameters(a / "last.pt", b / "last.pt")
     assert_same_parameters(a / "best.pt", b / "best.pt")
 

@@ -108,6 +108,14 @@ def check_folder(out: str | Path, prefix: str = "") -> None:
     """Raise :class:`OutputError` (``prefix`` before the message) for an output folder
     that cannot be made: a file, or a path through a file."""
     out = Path(out)
+    if out.is_symlink() and not out.exists():  # (mkdir said "File exists")
+        try:
+            os.stat(out)
+        except OSError as e:
+            why = str(e.strerror).lower()
+            raise OutputError(
+                f"{prefix}{out}: cannot make this folder (a symbolic link: {why})"
+            ) from None
     parent = _existing_parent(out)
     if parent == out and not out.is_dir():
         raise OutputError(f"{prefix}{out}: is a file, not a folder")
@@ -267,14 +275,22 @@ def signals_held() -> Iterator[None]:
         yield
         return
     held: list[int] = []
-    before = {
-        sig: signal.signal(sig, lambda got, frame: held.append(got))
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+
+    def hold(got: int, frame: object) -> None:
+        held.append(got)
+
+    # Nested so that a signal whose own handler is back in place, and raises, between two
+    # of these calls still leaves the other handler put back (it was left holding).
+    before_int = signal.signal(signal.SIGINT, hold)
     try:
-        yield
+        before_term = signal.signal(signal.SIGTERM, hold)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if before_term is None else before_term)
     finally:
-        for sig, handler in before.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        for got in dict.fromkeys(held):  # (a handler that raises ends the loop: fine)
-            signal.raise_signal(got)
+        signal.signal(
+            signal.SIGINT, signal.default_int_handler if before_int is None else before_int
+        )
+    for got in sorted(set(held), reverse=True):  # SIGTERM first: a stop by the system says so
+        signal.raise_signal(got)  # (a handler that raises ends the loop: fine)

@@ -41,10 +41,19 @@ class CsvLog:
         "accuracy",
     ]
 
-    def __init__(self, out: Path, resume_step: int | None = None) -> None:
+    def __init__(
+        self, out: Path, resume_step: int | None = None, validated: int | None = None
+    ) -> None:
+        """``resume_step``: a resumed run's; the rows after it go, and so does a dev row at
+        it unless that step's validation was done (``validated``: a Ctrl-C in the middle
+        of its lines left the row, and the resumed run validates again)."""
         self.path = out / "log.csv"
         if resume_step is not None and self.path.exists():  # drop rows a killed run wrote late
             rows = self._kept(resume_step)
+            if validated != resume_step:
+                rows = [
+                    r for r in rows if not (r["split"] == "dev" and int(r["step"]) == resume_step)
+                ]
             write_atomically(self.path, lambda f: self._write_rows(f, rows))  # all or nothing
         new = resume_step is None or not self.path.exists()  # a new run: a new log
         try:

@@ -118,7 +118,7 @@ class RunState:
             remove_run(self.out)
         if main:  # vocabularies and held-out pairs, also only now
             save_prepared(self.out, cfg, d, self.say)
-        self.csv = CsvLog(self.out, resumed_at) if main else None
+        self.csv = CsvLog(self.out, resumed_at, self.at.validated) if main else None
         self.history: list[dict[str, Any]] = []
         self.t0 = time.time()
 

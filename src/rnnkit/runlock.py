@@ -95,9 +95,11 @@ def remove_run(out: Path) -> None:
     remove_temporaries(out)
 
 
-# what rnnkit.atomic's temp files are called: ".NAME." + tempfile's 8 random characters
-# + ".tmp" (a user's own ".notes.tmp" in the folder is no business of ours: it was removed)
-_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+# the temp files rnnkit.atomic makes for what a run writes: ".NAME." + tempfile's 8 random
+# characters + ".tmp", NAME a run's file (a user's own ".notes.tmp" in the folder, or
+# ".paper.20240101.tmp", is no business of ours: both were removed)
+_RUN_FILE = r"(last|best|step-\d+)\.pt|log\.csv|(src|tgt)_(vocab\.txt|spm\.model)|(dev|test)\.[^.]+"
+_TEMPORARY = re.compile(rf"\.({_RUN_FILE})\.[a-z0-9_]{{8}}\.tmp")
 
 
 def remove_temporaries(out: Path) -> None:

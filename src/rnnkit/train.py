@@ -133,9 +133,8 @@ class Trainer(RunState):
         self.update.net.train()
         done_rng = rng_state()  # RNG after the last completed step: what Ctrl-C saves
         try:
-            if at.step and at.step % t.validate_every == 0 and at.validated != at.step:
-                with meter.paused():  # resumed from a Ctrl-C in this step's validation:
-                    self._after_step()  # what the step had left to do, as if never stopped
+            with meter.paused():
+                self._left_to_do()
             self._finished_already()
             while at.epoch < t.max_epochs:
                 examples = self.data.epoch_examples(bpe_dropout, t.seed + at.epoch)
@@ -170,9 +169,30 @@ class Trainer(RunState):
             if bar is not None:
                 bar.close()
         if stopped != "interrupted":
-            return _finish(self, stopped)
+            try:
+                self.update.check(at.step)
+                if at.step % t.validate_every != 0 and at.validated != at.step:
+                    self.validate()  # the last step's (a resumed finished run: not again)
+                return _finish(self, stopped)
+            except KeyboardInterrupt:  # (a Ctrl-C here lost the steps since last.pt)
+                stopped = "interrupted"
+                set_rng_state(done_rng)
         with no_ctrl_c():  # a second Ctrl-C would cut last.pt short: the steps since lost
             return _finish(self, stopped)
+
+    def _left_to_do(self) -> None:
+        """Resumed from a Ctrl-C in the middle of a step's validation or checkpoints: what
+        the step had left to do, as if the run had never stopped (its validation skipped
+        moved the plateau decay, the patience count and best.pt; its kept step-STEP.pt was
+        missing for ``average``)."""
+        t, at = self.t, self.at
+        if at.step and at.step % t.validate_every == 0 and at.validated != at.step:
+            self.validate()
+            if t.patience and at.bad >= t.patience:
+                raise Stop("early_stopping")
+        kept = self.out / f"step-{at.step}.pt"
+        if at.step and at.step % t.checkpoint_every == 0 and not kept.exists():
+            self.keep()  # (only with keep_checkpoints, on rank 0)
 
     def _finished_already(self) -> None:
         """Resuming a run that met a stopping criterion: stop again before any update
@@ -214,10 +234,7 @@ def _finish(run: Trainer, stopped: str) -> TrainResult:
         run.update.check(at.step)
         run.say(f"interrupted at step {at.step}: saving {run.out / 'last.pt'}")
         run.save_last()
-    else:
-        run.update.check(at.step)
-        if at.step % run.t.validate_every != 0 and at.validated != at.step:
-            run.validate()  # (a finished run that is resumed was validated there)
+    else:  # (validated by the loop)
         run.save_last()
         if not (run.out / f"step-{at.step}.pt").exists():
             run.keep()

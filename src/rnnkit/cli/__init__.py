@@ -62,25 +62,32 @@ def console() -> int:
 
 
 def _utf8_stdout() -> None:
-    """Standard output in UTF-8, as every file rnnkit writes (and reads: stdin too). Where
+    """stdout and stderr in UTF-8, as every file rnnkit writes (and reads: stdin too). Where
     Python's I/O encoding was ASCII or Latin-1 (``PYTHONIOENCODING``, a C locale without
-    UTF-8 mode), a translation with a letter it lacks was a UnicodeEncodeError traceback."""
-    stream = sys.stdout
-    encoding = str(getattr(stream, "encoding", "utf-8") or "utf-8")
-    if encoding.lower().replace("-", "").replace("_", "") != "utf8":
-        with contextlib.suppress(AttributeError, ValueError, OSError):
-            stream.reconfigure(encoding="utf-8")  # type: ignore[union-attr]
+    UTF-8 mode), a translation with a letter it lacks was a UnicodeEncodeError traceback.
+    Each keeps its error handler (a C locale's ``surrogateescape`` writes the bytes of a
+    path that is not UTF-8 as they came)."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = str(getattr(stream, "encoding", "utf-8") or "utf-8")
+        if encoding.lower().replace("-", "").replace("_", "") != "utf8":
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.reconfigure(encoding="utf-8", errors=stream.errors)  # type: ignore[union-attr]
 
 
 def _leave(status: int) -> int:
     """End the process now that the command is over, with ``status``. Python's own exit
     then tore torch and the server's libraries down object by object: 0.7-0.9 s of CPU
     after every command (a third of ``import torch``). What that exit does that matters is
-    done here, in its order: wait for threads that are not daemons, run the exit handlers
+    done here, in its order: stop thread pools and wait for threads that are not daemons
+    (``threading._shutdown``, as Python's exit does), run the exit handlers
     (``atexit``), flush stdout and stderr; then ``os._exit``."""
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    shutdown = getattr(threading, "_shutdown", None)  # what Python's exit calls: the
+    if shutdown is not None:  # hooks that stop thread pools, then waits for non-daemon threads
+        shutdown()
+    else:
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
