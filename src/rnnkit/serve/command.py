@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
+import queue
 import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from rnnkit.cli.commands import UsageError, add_device, positive_int
@@ -103,7 +106,8 @@ def short_names(paths: list[str]) -> list[str]:
         names = ["/".join(f[-n:]) for f in files]
         if all(len({f for f, m in zip(files, names) if m == name}) == 1 for name in names):
             break
-    return names
+    # (a path that is not UTF-8 came as surrogates: /info's JSON could not carry them)
+    return [os.fsencode(name).decode("utf-8", "replace") for name in names]
 
 
 def _socket(host: str, port: int) -> socket.socket:
@@ -136,10 +140,43 @@ def api_key(args: argparse.Namespace) -> str | None:
     return key
 
 
+class _LineWriter(logging.Handler):
+    """Lines written by a thread of their own, so that a stream that blocks (a pipe that
+    nobody reads: ``serve --access-log | sleep``) never stops the event loop (it froze the
+    server, SIGTERM included); lines beyond ``queued`` waiting are dropped. A stream that
+    fails (``| head -1``: 55 lines of "Logging error" per request) is said once on stderr
+    and written to no more."""
+
+    def __init__(self, stream: Any, queued: int = 10_000) -> None:
+        super().__init__()
+        self.stream, self.lines = stream, queue.Queue[str](queued)
+        self.setFormatter(logging.Formatter("%(message)s"))
+        threading.Thread(target=self._write, daemon=True, name="rnnkit-log").start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(queue.Full):
+            self.lines.put_nowait(self.format(record) + "\n")
+
+    def _write(self) -> None:
+        while True:
+            line = self.lines.get()
+            try:
+                self.stream.write(line)
+                self.stream.flush()
+            except (OSError, ValueError) as e:  # (a closed pipe, a full disk)
+                with contextlib.suppress(OSError, ValueError):
+                    print(f"rnnkit serve: log lines are no longer written ({e})", file=sys.stderr)
+                return
+
+    def flush(self) -> None:
+        """Wait (a second at most) until the lines queued so far are written."""
+        deadline = time.monotonic() + 1.0
+        while not self.lines.empty() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
 def _log_to(log: logging.Logger, stream: Any) -> None:
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
+    log.addHandler(_LineWriter(stream))
     log.setLevel(logging.INFO)
     log.propagate = False
 
@@ -156,6 +193,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Load, listen, serve until SIGTERM / Ctrl-C (exit 0). A SIGTERM while the
     checkpoints load also exits 0; a SIGHUP then reads them again as the server starts."""
     api_key(args)  # before the checkpoints load
+    if not args.host.strip():  # (--host "$UNSET" listened on every interface, unsaid)
+        raise UsageError("--host: empty; give 127.0.0.1, or 0.0.0.0 to listen on every interface")
     hup = threading.Event()
     signal.signal(signal.SIGTERM, _raise_stopped)
     if hasattr(signal, "SIGHUP"):
@@ -207,7 +246,8 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if not self.should_exit:
-                print(f"rnnkit serve: {url} (API docs: {url}docs)", flush=True)
+                with contextlib.suppress(OSError):  # (stdout closed: it serves all the same)
+                    print(f"rnnkit serve: {url} (API docs: {url}docs)", flush=True)
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             """A second Ctrl-C while the first answers what is queued: stop at once. (In

@@ -93,6 +93,11 @@ class Served:
             step = self.now.bundle.step
             try:
                 bundle, ensemble = self.loader()
+                if self.beam is not None and self.beam > len(bundle.tgt_vocab):
+                    raise ValueError(  # (served, every request without "beam" was a 422)
+                        f"--beam {self.beam} exceeds its target vocabulary "
+                        f"({len(bundle.tgt_vocab)} tokens)"
+                    )
             except Exception as e:  # the server must outlive a bad file
                 RELOAD_LOG.warning(
                     "rnnkit serve: reload failed, still serving step %s: %s", step, e

@@ -1,0 +1,111 @@
+"""rnnkit serve against a hostile environment: a log stream that blocks or breaks, a
+client gone half-way through its body, a reload the server's options cannot serve, a
+path that is not UTF-8, an empty --host."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from test_serve import running, running_app
+from test_serve_guards import HEAD_100, _connect
+from toy import one_thread, word_bundle
+
+from rnnkit.serve.app import Settings, create_app
+from rnnkit.serve.command import _LineWriter, short_names
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
+
+
+def test_a_log_stream_that_blocks_never_holds_the_server() -> None:
+    """``serve --access-log | sleep``: once 64 KiB filled the pipe, the event loop
+    blocked writing the next line; every endpoint and SIGTERM waited for ever."""
+    release = threading.Event()
+
+    class Blocked(io.StringIO):
+        def write(self, text: str) -> int:
+            release.wait(10)
+            return super().write(text)
+
+    stream = Blocked()
+    log = logging.getLogger("rnnkit.test.blocked")
+    log.addHandler(_LineWriter(stream, queued=3))
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    start = time.monotonic()
+    for i in range(100):  # (3 wait, the rest are dropped)
+        log.info("line %d", i)
+    assert time.monotonic() - start < 1.0
+    release.set()
+    log.handlers[0].flush()
+    assert stream.getvalue().splitlines()[:1] == ["line 0"]
+
+
+def test_a_log_stream_that_breaks_is_said_once(capfd: Any) -> None:
+    """``serve --access-log | head -1``: 55 lines of "--- Logging error ---" per request."""
+
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    log = logging.getLogger("rnnkit.test.broken")
+    writer = _LineWriter(Broken())
+    log.addHandler(writer)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for i in range(5):
+        log.info("line %d", i)
+    writer.flush()
+    time.sleep(0.1)
+    err = capfd.readouterr().err
+    assert err.count("log lines are no longer written") == 1 and "Logging error" not in err
+
+
+def test_a_client_gone_half_way_through_its_body_is_499() -> None:
+    """It was a starlette ClientDisconnect traceback on stderr and a 500 in the metrics."""
+    with running(word_bundle()) as url:
+        with _connect(url) as s:
+            s.sendall(HEAD_100 + b'{"text": "')
+        time.sleep(0.5)
+        metrics = httpx.get(url + "/metrics", timeout=10).text
+    assert 'rnnkit_requests_total{path="/translate",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
+
+
+def test_a_reload_whose_vocabulary_is_narrower_than_beam_is_refused() -> None:
+    """With --beam 20 and a new checkpoint of 12 target tokens, the reload was logged as
+    done and every request without its own beam was a 422 from then on."""
+    small, bundle = word_bundle(), word_bundle(words=[*"abcdefgh", *"ijklmnop"])
+    beam = len(small.tgt_vocab) + 1
+    assert beam <= len(bundle.tgt_vocab)
+    app = create_app(bundle, Settings(beam=beam), "m.pt", None, lambda: (small, None))
+    with running_app(app) as url:
+        assert not app.state.reload()
+        reply = httpx.post(url + "/translate", json={"text": "a b"}, timeout=30)
+        metrics = httpx.get(url + "/metrics", timeout=10).text
+    assert reply.status_code == 200, reply.text
+    assert 'rnnkit_reloads_total{result="error"} 1.0' in metrics
+
+
+def test_a_checkpoint_path_that_is_not_utf8_is_named_with_replacement_characters() -> None:
+    """/info was a 500 (pydantic: surrogates not allowed)."""
+    assert short_names([os.fsdecode(b"/tmp/bad\xff.pt")]) == ["bad\ufffd.pt"]
+
+
+def test_an_empty_host_is_a_usage_error(capsys: Any) -> None:
+    """``--host "$UNSET"`` listened on every interface without a word."""
+    from rnnkit.cli import main
+
+    assert main(["serve", "any.pt", "--host", ""]) == 2
+    assert "--host: empty" in capsys.readouterr().err
