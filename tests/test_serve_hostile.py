@@ -109,3 +109,28 @@ def test_an_empty_host_is_a_usage_error(capsys: Any) -> None:
 
     assert main(["serve", "any.pt", "--host", ""]) == 2
     assert "--host: empty" in capsys.readouterr().err
+
+
+def test_a_checkpoint_written_over_in_place_is_refused(tmp_path: Any) -> None:
+    """torch.load checks no checksum: a best.pt written over in place (``rsync --inplace``,
+    ``dd conv=notrunc``) while the server reloaded it served a mixture of two models."""
+    import struct
+    import zipfile
+
+    from toy import save_bundle
+
+    from rnnkit.checkpoint import CheckpointError, load_checkpoint
+
+    path = save_bundle(word_bundle(), tmp_path / "m.pt")
+    with zipfile.ZipFile(path) as z:
+        tensors = [i for i in z.infolist() if "/data/" in i.filename]
+        info = max(tensors, key=lambda i: i.file_size)  # a tensor's bytes
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset)
+        name, extra = struct.unpack("<26xHH", f.read(30))
+        f.seek(info.header_offset + 30 + name + extra + info.file_size // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(CheckpointError, match=r"does not match its checksum"):
+        load_checkpoint(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from pickle import UnpicklingError
@@ -77,6 +78,18 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         write_atomically(path, lambda f: torch.save({"format": FORMAT, **payload}, f), binary=True)
 
 
+def _damaged_entry(path: Path) -> str | None:
+    """The first entry of the checkpoint's zip whose bytes do not match their CRC-32, or
+    None. torch.load checks none: a file written over in place (``rsync --inplace``, a
+    copy into a file being served and reloaded) loaded as a mixture of two models' weights.
+    A file that is no zip at all is left to torch.load to describe."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return None
+
+
 def _link_trouble(path: Path) -> str:
     """Why a symbolic link leads to no file (it loops, or names nothing), else ""."""
     if not path.is_symlink():
@@ -99,6 +112,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: is a folder, not a checkpoint{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found{_link_trouble(path)}")
+    if (entry := _damaged_entry(path)) is not None:  # (torch reads no checksum)
+        raise CheckpointError(
+            f"{path}: not a readable rnnkit checkpoint (corrupt: its entry {entry} does not "
+            "match its checksum; written over in place while it was read?)"
+        )
     try:
         with warnings.catch_warnings():  # torch warns of a foreign file: refused or read anyway
             warnings.simplefilter("ignore")
