@@ -134,3 +134,41 @@ def test_a_checkpoint_written_over_in_place_is_refused(tmp_path: Any) -> None:
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(CheckpointError, match=r"does not match its checksum"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("sig", "status", "says"), [("SIGHUP", 0, "reloaded"), ("SIGTERM", 0, "stopped")]
+)
+def test_a_signal_in_the_first_second_is_taken_as_documented(
+    tmp_path: Any, sig: str, status: int, says: str
+) -> None:
+    """The handlers came after torch's import: a SIGHUP in the first two seconds killed the
+    server (status 129), a SIGTERM ended it by the signal instead of "stopped", status 0."""
+    import signal
+    import subprocess
+    import sys
+
+    from serve_util import env
+    from toy import save_bundle
+
+    path = save_bundle(word_bundle(), tmp_path / "m.pt")
+    argv = [sys.executable, "-m", "rnnkit", "serve", str(path), "--port", "0"]
+    proc = subprocess.Popen(
+        argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(0.3)  # (python is starting, torch not yet imported)
+        proc.send_signal(getattr(signal, sig))
+        if sig == "SIGHUP":
+            assert proc.stdout is not None and proc.stdout.readline().startswith(
+                "rnnkit serve: http"
+            )
+            time.sleep(1.0)  # (the reload asked for while loading runs as the server starts)
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == status, err
+    assert says in err and "Traceback" not in err, err

@@ -35,7 +35,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.SIGINT, seen, signal.getsignal(signal.SIGINT) is signal.default_int_handler
     ):
         try:
-            return run_command(build_parser().parse_args(argv))
+            args = build_parser().parse_args(argv)
+            early = getattr(args, "early", None)  # (serve's signal handlers, before torch)
+            if early is None or threading.current_thread() is not threading.main_thread():
+                return run_command(args)
+            signals = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+            before = {sig: signal.getsignal(sig) for sig in signals}
+            try:
+                early(args)
+                return run_command(args)
+            finally:  # (main() called in a process that goes on: its handlers as they were)
+                for sig, handler in before.items():
+                    signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         except KeyboardInterrupt:  # Ctrl-C while torch loads, before the command's own handler
             print("rnnkit: interrupted", file=sys.stderr)
             return 130

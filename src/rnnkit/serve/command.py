@@ -94,7 +94,7 @@ def add_parser(sub: Any) -> None:
         "--access-log", action="store_true",
         help='a line per request on stdout: TIME CLIENT "METHOD PATH" STATUS MS ms',
     )  # fmt: skip
-    s.set_defaults(func=cmd_serve)
+    s.set_defaults(func=cmd_serve, early=_early_signals)
 
 
 def short_names(paths: list[str]) -> list[str]:
@@ -189,17 +189,30 @@ def _raise_stopped(*_: Any) -> None:
     raise _Stopped
 
 
+def _early_signals(args: argparse.Namespace) -> None:
+    """As soon as the arguments are read (torch takes seconds to import before the command
+    runs): a SIGTERM or SIGHUP then is noted, for :func:`cmd_serve` (they killed the
+    process in its first two seconds, SIGHUP with status 129)."""
+    args.hup, args.term = threading.Event(), threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: args.term.set())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: args.hup.set())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Load, listen, serve until SIGTERM / Ctrl-C (exit 0). A SIGTERM while the
     checkpoints load also exits 0; a SIGHUP then reads them again as the server starts."""
+    term = getattr(args, "term", None) or threading.Event()
+    hup = getattr(args, "hup", None) or threading.Event()
     api_key(args)  # before the checkpoints load
     if not args.host.strip():  # (--host "$UNSET" listened on every interface, unsaid)
         raise UsageError("--host: empty; give 127.0.0.1, or 0.0.0.0 to listen on every interface")
-    hup = threading.Event()
     signal.signal(signal.SIGTERM, _raise_stopped)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, lambda *_: hup.set())
     try:
+        if term.is_set():  # (before this command ran)
+            raise _Stopped
         return _serve(args, hup)
     except _Stopped:
         print("rnnkit serve: stopped", file=sys.stderr, flush=True)
