@@ -151,7 +151,8 @@ class _LineWriter(logging.Handler):
         super().__init__()
         self.stream, self.lines = stream, queue.Queue[str](queued)
         self.setFormatter(logging.Formatter("%(message)s"))
-        threading.Thread(target=self._write, daemon=True, name="rnnkit-log").start()
+        self.writer = threading.Thread(target=self._write, daemon=True, name="rnnkit-log")
+        self.writer.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(queue.Full):
@@ -171,7 +172,7 @@ class _LineWriter(logging.Handler):
     def flush(self) -> None:
         """Wait (a second at most) until the lines queued so far are written."""
         deadline = time.monotonic() + 1.0
-        while not self.lines.empty() and time.monotonic() < deadline:
+        while self.writer.is_alive() and not self.lines.empty() and time.monotonic() < deadline:
             time.sleep(0.005)
 
 
