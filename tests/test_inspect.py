@@ -448,7 +448,7 @@ def test_a_second_inspect_into_a_folder_leaves_none_of_the_firsts_figures(tmp_pa
     figures (the default ./inspect folder is used again and again); a file of the user's
     stays. And the attention title cuts a long sentence with an ellipsis. (Which files
     are left is the point here: the figures are written empty, not drawn, a second each.)"""
-    import rnnkit.inspect as inspect_module
+    import rnnkit.inspect_plots as inspect_module  # (where the figures are drawn)
 
     def written_undrawn(fig, path, dpi=150):
         inspect_module.plt.close(fig)
@@ -516,7 +516,7 @@ def test_gate_figure_titles_name_the_panels_as_for_the_stock_cell(tmp_path, monk
     """A LayerNormLSTM's figure was titled "LayerNormLSTM forget, input, output, cell"
     (the LSTM's: "LSTM gates and cell state"), and one unit was "the 1 of 8 units that
     vary most"."""
-    import rnnkit.inspect as inspect_module
+    import rnnkit.inspect_plots as inspect_module  # (where the figures are drawn)
 
     titles: list[tuple[str, list[str]]] = []
 

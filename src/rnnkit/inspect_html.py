@@ -24,7 +24,7 @@ from torch import Tensor
 
 from rnnkit.atomic import written_bytes
 from rnnkit.data import write_atomic
-from rnnkit.inspect import gate_panels
+from rnnkit.inspect_plots import gate_panels
 from rnnkit.record import Recording, SatKey
 
 __all__ = ["GATE_CONTROLS", "GATE_CSS", "GATE_JS", "page_data", "write_html"]
