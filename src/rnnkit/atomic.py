@@ -31,6 +31,7 @@ __all__ = [
     "OutputError",
     "check_folder",
     "check_writable",
+    "link_trouble",
     "make_folder",
     "no_ctrl_c",
     "signals_held",
@@ -104,18 +105,24 @@ def _standard_stream(st: os.stat_result | None) -> Any:
     return None
 
 
+def link_trouble(path: str | Path) -> str:
+    """Why a symbolic link leads nowhere ("a symbolic link: too many levels of symbolic
+    links", "...: no such file or directory"), or "" for anything else."""
+    if not Path(path).is_symlink():
+        return ""
+    try:
+        os.stat(path)
+    except OSError as e:
+        return f"a symbolic link: {str(e.strerror).lower()}"
+    return ""
+
+
 def check_folder(out: str | Path, prefix: str = "") -> None:
     """Raise :class:`OutputError` (``prefix`` before the message) for an output folder
     that cannot be made: a file, or a path through a file."""
     out = Path(out)
-    if out.is_symlink() and not out.exists():  # (mkdir said "File exists")
-        try:
-            os.stat(out)
-        except OSError as e:
-            why = str(e.strerror).lower()
-            raise OutputError(
-                f"{prefix}{out}: cannot make this folder (a symbolic link: {why})"
-            ) from None
+    if why := link_trouble(out):  # (mkdir said "File exists")
+        raise OutputError(f"{prefix}{out}: cannot make this folder ({why})")
     parent = _existing_parent(out)
     if parent == out and not out.is_dir():
         raise OutputError(f"{prefix}{out}: is a file, not a folder")

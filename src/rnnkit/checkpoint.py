@@ -7,7 +7,6 @@ a run killed mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from rnnkit.atomic import signals_held, write_atomically
+from rnnkit.atomic import link_trouble, signals_held, write_atomically
 from rnnkit.cells.stacked import STOCK
 from rnnkit.config import Config, ConfigError, config_from_dict
 from rnnkit.data import DataError, Tokenizer, Vocab, tokenizer_from_state
@@ -90,17 +89,6 @@ def _damaged_entry(path: Path) -> str | None:
         return None
 
 
-def _link_trouble(path: Path) -> str:
-    """Why a symbolic link leads to no file (it loops, or names nothing), else ""."""
-    if not path.is_symlink():
-        return ""
-    try:
-        os.stat(path)
-    except OSError as e:
-        return f" (a symbolic link: {str(e.strerror).lower()})"
-    return ""
-
-
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint; a missing, truncated or foreign file is a :class:`CheckpointError`,
     and so is one that holds more than tensors and plain data (what rnnkit writes): torch's
@@ -111,7 +99,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         hint = f" (give a checkpoint in it: {path / inside[0]})" if inside else ""
         raise CheckpointError(f"{path}: is a folder, not a checkpoint{hint}")
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found{_link_trouble(path)}")
+        why = link_trouble(path)
+        raise CheckpointError(f"{path}: checkpoint not found{f' ({why})' if why else ''}")
     if (entry := _damaged_entry(path)) is not None:  # (torch reads no checksum)
         raise CheckpointError(
             f"{path}: not a readable rnnkit checkpoint (corrupt: its entry {entry} does not "
