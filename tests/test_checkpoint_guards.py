@@ -360,6 +360,8 @@ def test_average_refuses_a_step_that_two_inputs_hold(run, tmp_path, capsys, case
         (_set("scheduler", {"scale": 1.0, "bad": "0", "best": 0.0}), "bad is '0', not a number"),
         (_set("scheduler", [1]), "its scheduler entry does not load"),
         (_set("rng_ranks", [{"torch": 1}]), "its rng_ranks entry does not load"),
+        (_set("meters", "x"), r"its meters entry does not load \(not a list of sums\)"),
+        (_set("meters", [{"loss": 1.0, "tokens": 3, "seconds": 0.5}]), "a rank's sums are not"),
     ],
 )
 def test_resume_from_a_broken_last_pt_is_one_line(run, tmp_path, capsys, change, words):

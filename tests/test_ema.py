@@ -102,16 +102,15 @@ def test_ema_decay_out_of_range_is_a_config_error(value):
 def record_weights(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Tensor]]:
     """The trained model's parameters after every update (by wrapping the Updater)."""
     seen: list[dict[str, Tensor]] = []
-    call = update_module.Updater.__call__
+    apply = update_module.Updater.apply
 
-    def recording(self: Any, group: Any) -> Any:
+    def recording(self: Any) -> None:
         if not seen:
             seen.append({k: v.detach().clone() for k, v in self.model.named_parameters()})
-        out = call(self, group)
+        apply(self)
         seen.append({k: v.detach().clone() for k, v in self.model.named_parameters()})
-        return out
 
-    monkeypatch.setattr(update_module.Updater, "__call__", recording)
+    monkeypatch.setattr(update_module.Updater, "apply", recording)
     return seen
 
 

@@ -182,3 +182,79 @@ class _Stderr:
     def flush(self) -> None:
         if self.closed:
             raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("where", ["optimizer", "moving average"])
+def test_a_ctrl_c_right_after_the_update_is_counted_with_its_step(tmp_path, monkeypatch, where):
+    """A Ctrl-C that landed in the optimizer's step (Adam's moments updated, the weights
+    not yet, or the weights updated and the step not yet counted) or in the moving
+    average's update was saved as it stood: --resume redid the step over a half-applied
+    update. The update and its bookkeeping are now one: the Ctrl-C waits for both."""
+    import rnnkit.precision as precision_module
+    from rnnkit.ema import Ema
+
+    target = (precision_module.Precision, "step") if where == "optimizer" else (Ema, "update")
+    original, calls = getattr(*target), {"n": 0}
+
+    def then_ctrl_c(self: Any, *args: Any, **kw: Any) -> Any:
+        out = original(self, *args, **kw)
+        calls["n"] += 1
+        if calls["n"] == 7:
+            signal.raise_signal(signal.SIGINT)  # as if it came in the middle of it
+        return out
+
+    d = tiny(train={"max_steps": 12, "validate_every": 100, "checkpoint_every": 100,
+                    "ema_decay": 0.9})  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(config_from_dict(d), a, log=lambda _: None)
+    with monkeypatch.context() as m:
+        m.setattr(*target, then_ctrl_c)
+        result = train(config_from_dict(d), b, log=lambda _: None)
+    assert (result.steps, result.stopped) == (7, "interrupted")
+    train(config_from_dict(d), b, resume=True, log=lambda _: None)
+    assert_same_parameters(a / "last.pt", b / "last.pt")
+    sa, sb = load_checkpoint(a / "last.pt"), load_checkpoint(b / "last.pt")
+    assert sa["optimizer"]["state"][0]["step"] == sb["optimizer"]["state"][0]["step"] == 12
+
+
+def test_the_first_log_row_after_a_resume_averages_the_steps_before_the_stop(tmp_path, monkeypatch):
+    """A Ctrl-C between two log rows saved last.pt without the losses summed since the
+    last row: the first row after --resume averaged only the steps run since (a blip in
+    the curve). last.pt now holds the running sums, every rank's."""
+    loss, calls = update_module.token_loss, {"n": 0}
+
+    def token_loss(*args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 8:  # in step 8: steps 6 and 7 since the row of step 5
+            raise KeyboardInterrupt
+        return loss(*args, **kw)
+
+    d = tiny(train={"max_steps": 15, "log_every": 5, "validate_every": 100,
+                    "checkpoint_every": 100})  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(config_from_dict(d), a, log=lambda _: None)
+    with monkeypatch.context() as m:
+        m.setattr(update_module, "token_loss", token_loss)
+        assert train(config_from_dict(d), b, log=lambda _: None).steps == 7
+    train(config_from_dict(d), b, resume=True, log=lambda _: None)
+
+    def losses(out: Any) -> list[list[str]]:
+        return [[r["step"], r["loss"]] for r in read_log(out) if r["split"] == "train"]
+
+    assert [s for s, _ in losses(b)] == ["5", "10", "15"]
+    assert losses(b) == losses(a)
+
+
+def test_log_sums_saved_by_two_processes_go_to_rank_0_of_one():
+    """Resumed by another number of processes, the sums since the last log line are
+    rank 0's (the loss summed, the tokens global already); by as many, each rank's own."""
+    from rnnkit.distributed import Dist
+    from rnnkit.runs import meter_of
+
+    two = [{"loss": torch.tensor(1.5), "tokens": 40, "seconds": 2.0},
+           {"loss": torch.tensor(2.25), "tokens": 40, "seconds": 3.0}]  # fmt: skip
+    one = meter_of({"meters": two}, Dist())
+    assert one is not None and float(one["loss"]) == 3.75 and one["loss"].dtype == torch.float32
+    assert (one["tokens"], one["seconds"]) == (40, 3.0)
+    assert meter_of({"meters": two[1:]}, Dist()) == two[1]
+    assert meter_of({}, Dist()) is None  # (older files)

@@ -63,6 +63,7 @@ def gradients_of_one_update(group: list[Batch], accumulate: int) -> list[torch.T
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # the step leaves the weights as they are
     updater = Updater(cfg.train, model, model, opt, Dist(), CPU)
     _, n = updater(group)
+    updater.apply()
     assert n == sum(b.ntokens for b in group)
     return [p.grad.detach().clone() for p in model.parameters()]
 

@@ -111,24 +111,39 @@ class CsvLog:
 
 
 class Meter:
-    """Training loss and throughput between two log lines (summed on the device)."""
+    """Training loss and throughput between two log lines (summed on the device).
+    ``saved`` (a :meth:`state` kept in ``last.pt``): the sums of the steps since the last
+    line before an interruption, so that the first line after ``--resume`` counts them."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, saved: dict[str, Any] | None = None) -> None:
         self.device = device
         self.reset()
+        self.paused_at: float | None = None
+        if saved:
+            self.loss = saved["loss"].to(device)
+            self.tokens = int(saved["tokens"])
+            self.tick -= float(saved["seconds"])
 
     def reset(self) -> None:
         self.loss, self.tokens, self.tick = torch.zeros((), device=self.device), 0, time.time()
+
+    def state(self) -> dict[str, Any]:
+        """The sums since the last line, and its training seconds (a pause left out)."""
+        now = time.time() if self.paused_at is None else self.paused_at
+        return {"loss": self.loss.detach().cpu(), "tokens": self.tokens, "seconds": now - self.tick}
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """The time inside is left out of ``tokens_per_s`` (validation, checkpoints: the
         row after a validation showed half the training speed)."""
         t0 = time.time()
+        outer, self.paused_at = self.paused_at, self.paused_at or t0
         try:
             yield
         finally:
-            self.tick += time.time() - t0
+            self.paused_at = outer
+            if outer is None:
+                self.tick += time.time() - t0
 
     def add(self, loss: Tensor, n: int) -> None:
         self.loss, self.tokens = self.loss + loss, self.tokens + n  # no sync per step

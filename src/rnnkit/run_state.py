@@ -28,7 +28,7 @@ from rnnkit.optim import Schedule, make_optimizer
 from rnnkit.position import Position
 from rnnkit.prepare import prepare_on_ranks, save_prepared, tokenizer_states
 from rnnkit.pretrained import check_files, first_weights
-from rnnkit.progress import CsvLog
+from rnnkit.progress import CsvLog, Meter
 from rnnkit.runlock import remove_run
 from rnnkit.runs import (
     changed_keys,
@@ -37,6 +37,7 @@ from rnnkit.runs import (
     kept_checkpoints,
     load_entry,
     load_initial,
+    meter_of,
     restore_run,
 )
 from rnnkit.update import Updater
@@ -104,8 +105,11 @@ class RunState:
         self.ema = Ema(self.model, self.t.ema_decay, ckpt)  # of the weights loaded or drawn
         net = wrap(self.model, self.dist, self.device)  # what trains: DDP or the model
         self.update = Updater(self.t, self.model, net, self.opt, self.dist, self.device)
+        self.meter = Meter(self.device)  # (the loop's, from the saved sums: see saved_meter)
+        self.saved_meter: dict[str, Any] | None = None
         if ckpt is not None:
             load_entry(last, "scaler", self.update.amp.load_state_dict, ckpt.get("scaler", {}))
+            self.saved_meter = meter_of(ckpt, self.dist)
         n_params = sum(p.numel() for p in self.model.parameters())
         ranks = f" x {self.dist.world} processes" if self.dist.on else ""
         self.say(
@@ -136,31 +140,34 @@ class RunState:
             "found_at": self.found_at,
         }
 
-    def payload(self, rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def payload(self, ranks: list[tuple[dict[str, Any], Any]] | None = None) -> dict[str, Any]:
         """What a checkpoint holds: enough to translate, and to resume exactly
-        (``rngs``: every rank's RNG states, in rank order)."""
+        (``ranks``: every rank's RNG states and sums since the last log line, in rank
+        order; this process's alone by default)."""
         at = dataclasses.replace(self.at, elapsed=self.elapsed())
-        rngs = rngs or [rng_state()]
+        ranks = ranks or [(rng_state(), self.meter.state())]
         return {
             **self.translation_payload(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
-            "rng": rngs[0],
-            "rng_ranks": rngs,
+            "rng": ranks[0][0],
+            "rng_ranks": [rng for rng, _ in ranks],
+            "meters": [meter for _, meter in ranks],
             "progress": dataclasses.asdict(at),
             "processes": self.dist.world,  # (info says it)
             "scaler": self.update.amp.state_dict(),
             **self.ema.state(),
         }
 
-    def save(self, name: str, rngs: list[dict[str, Any]] | None = None) -> None:
-        """Rank 0 writes ``name`` (``rngs``: see :meth:`payload`)."""
+    def save(self, name: str, ranks: list[tuple[dict[str, Any], Any]] | None = None) -> None:
+        """Rank 0 writes ``name`` (``ranks``: see :meth:`payload`)."""
         if self.dist.main:
-            save_checkpoint(self.out / name, self.payload(rngs))
+            save_checkpoint(self.out / name, self.payload(ranks))
 
     def save_last(self) -> None:
-        """``last.pt`` with every rank's RNG states (a collective: all ranks call it)."""
-        self.save("last.pt", self.dist.gather(rng_state()))
+        """``last.pt`` with every rank's RNG states and log sums (a collective: all ranks
+        call it)."""
+        self.save("last.pt", self.dist.gather((rng_state(), self.meter.state())))
 
     def keep(self) -> None:
         """With ``train.keep_checkpoints`` N: weights-only ``step-STEP.pt`` beside

@@ -25,7 +25,7 @@ from typing import Any
 from torch import Tensor
 
 from rnnkit import graphs, validation
-from rnnkit.atomic import no_ctrl_c
+from rnnkit.atomic import no_ctrl_c, signals_held
 from rnnkit.checkpoint import check_cell
 from rnnkit.config import Config, validate_config
 from rnnkit.data import Batch, make_batches
@@ -57,7 +57,8 @@ class Trainer(RunState):
     """One training run: ``Trainer(cfg, out).run()``. See :func:`train`."""
 
     def train_step(self, group: list[Batch]) -> tuple[Tensor, int, float]:
-        """One update on ``train.accumulate`` batches (fewer at the end of an epoch).
+        """The gradients of one update on ``train.accumulate`` batches (fewer at the end of
+        an epoch); the loop then takes the step (:meth:`take_step`).
 
         Returns:
             (loss summed over this rank's rows, target tokens of the whole group,
@@ -66,8 +67,12 @@ class Trainer(RunState):
         self.dist.check_fault(self.at.step + 1)
         lr = self.sched.set(self.at.step + 1)
         loss, n = self.update(group)
-        self.ema.update()
         return loss, n, lr
+
+    def take_step(self) -> None:
+        """The step on the gradients of :meth:`train_step`, and the moving average's."""
+        self.update.apply()
+        self.ema.update()
 
     def validate(self) -> None:
         """Dev scores (on rank 0; the others wait for them); keep ``best.pt`` by
@@ -129,7 +134,7 @@ class Trainer(RunState):
         )
         self.say = above(bar, self.say)
         stopped = "max_epochs"
-        meter = Meter(self.device)
+        self.meter = meter = Meter(self.device, self.saved_meter)  # (saved by last.pt)
         self.update.net.train()
         done_rng = rng_state()  # RNG after the last completed step: what Ctrl-C saves
         try:
@@ -150,9 +155,11 @@ class Trainer(RunState):
                 while at.pos < len(batches):
                     group = batches[at.pos : at.pos + k]
                     loss, n, lr = self.train_step(group)
-                    at.pos, at.step = at.pos + len(group), at.step + 1  # once the update is done
-                    done_rng = rng_state()
-                    meter.add(loss, n)
+                    with signals_held():  # a Ctrl-C in Adam's step left it half done, uncounted
+                        self.take_step()
+                        at.pos, at.step = at.pos + len(group), at.step + 1
+                        done_rng = rng_state()
+                        meter.add(loss, n)
                     if at.step % t.log_every == 0:
                         self.log_row(meter, lr, bar)
                     if bar is not None:

@@ -24,7 +24,9 @@ class Diverged(RuntimeError):
 
 
 class Updater:
-    """``updater(group)`` → (loss summed over this rank's rows, target tokens of the group).
+    """``updater(group)`` → (loss summed over this rank's rows, target tokens of the group):
+    the gradients of one update; ``updater.apply()`` then clips them and takes the step
+    (apart, so that training can take the step and count it as one, Ctrl-C held).
 
     ``net`` is what trains (the model, or DDP around it). The teacher-forced pass runs on
     static shapes (one CUDA graph per bucket, decoder loop included; :mod:`rnnkit.graphs`)
@@ -65,8 +67,11 @@ class Updater:
             total = total + loss.detach()
         if self.amp.scaler is None:  # fp16's scaler skips updates with inf/nan by design
             torch.logical_and(self.finite, torch.isfinite(total), out=self.finite)
-        self.amp.step(self.opt, self.model, self.t.clip)
         return total, n
+
+    def apply(self) -> None:
+        """The optimizer's step on the gradients of the last call, clipped."""
+        self.amp.step(self.opt, self.model, self.t.clip)
 
     def check(self, step: int) -> None:
         """Raise :class:`Diverged` when a loss since the last check was nan or inf on any
