@@ -81,7 +81,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     sizes = SIZES[1:2] if args.quick else SIZES
     repeats = 3 if args.quick else args.repeats
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats}")
+    n = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {n} thread{'s' * (n != 1)}, median of {repeats}")
     header = (
         f"{'layer':5} {'T,B,H':>12} {'mode':6} {'torch.nn ms':>11} "
         + " ".join(f"{e + ' ×':>12}" for e in ENGINES)
