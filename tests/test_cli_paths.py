@@ -152,3 +152,16 @@ def test_a_symbolic_link_that_loops_or_names_nothing_is_said_as_such(model, tmp_
     assert err[1].endswith(
         "gone.pt: checkpoint not found (a symbolic link: no such file or directory)"
     )
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_full_disk_is_status_1_and_a_path_that_cannot_be_written_2(model, tmp_path, capsys):
+    """A full disk is a failure of the machine, as on standard output (status 1); a
+    path that cannot be written is the caller's to change (2). Both were 2."""
+    text = tmp_path / "s.txt"
+    text.write_text("a b\n", encoding="utf-8")
+    assert main(["translate", str(model), "--input", str(text), "--output", "/dev/full"]) == 1
+    assert "/dev/full: cannot write (No space left on device)" in capsys.readouterr().err
+    under_a_file = str(text / "out.txt")
+    assert main(["translate", str(model), "--input", str(text), "--output", under_a_file]) == 2
+    assert "cannot" in capsys.readouterr().err

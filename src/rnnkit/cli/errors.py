@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from typing import Any
@@ -91,6 +92,17 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout = stdout
 
 
+# A write that failed for the disk, not for the path given (status 1, as for standard
+# output; a path that cannot be written, a bad input, is 2): full, over quota, failing.
+_DEVICE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+
+
+def _device_failed(e: BaseException) -> bool:
+    """``e`` raised ``from None`` over an OSError of the disk (kept as its context)."""
+    cause = e.__cause__ or e.__context__
+    return isinstance(cause, OSError) and cause.errno in _DEVICE_ERRNOS
+
+
 def _run_command(args: argparse.Namespace) -> int:
     from rnnkit import graphs
     from rnnkit.atomic import OutputError
@@ -108,7 +120,7 @@ def _run_command(args: argparse.Namespace) -> int:
         return int(args.func(args))
     except (UsageError, ConfigError, DataError, CheckpointError, OutputError, JobError) as e:
         _say(e)
-        return 2
+        return 1 if _device_failed(e) else 2
     except Diverged as e:
         _say(e)
         return 1
