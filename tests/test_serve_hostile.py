@@ -208,3 +208,23 @@ def test_a_body_refused_as_too_big_closes_its_connection(framing: str) -> None:
             feeder.join(10)
     assert reply.startswith(b"HTTP/1.1 413") and b"connection: close" in reply.lower()
     assert closed, f"the connection stayed open; {sent[0] >> 20} MiB sent"
+
+
+def test_info_of_an_ensemble_gives_each_members_step(tmp_path: Any) -> None:
+    """/info's ``step`` was the first member's alone: after a SIGHUP, which files
+    answered could not be told."""
+    import torch
+    from toy import save_bundle
+
+    from rnnkit.checkpoint import load_checkpoint
+    from rnnkit.ensemble import load_ensemble
+
+    paths = [save_bundle(word_bundle(seed), tmp_path / f"m{seed}.pt") for seed in (0, 1)]
+    ck = load_checkpoint(paths[1])
+    torch.save({**ck, "step": 300}, paths[1])
+    bundle, ens = load_ensemble(paths)
+    with running_app(create_app(bundle, Settings(), "m0.pt + m1.pt", ens)) as url:
+        info = httpx.get(url + "/info", timeout=10).json()
+    assert (info["step"], info["steps"], info["models"]) == (0, [0, 300], 2)
+    with running(word_bundle()) as url:
+        assert httpx.get(url + "/info", timeout=10).json()["steps"] == [0]

@@ -50,10 +50,15 @@ class Ensemble(nn.Module):
     Args:
         models: the members, each a :class:`Seq2Seq` with the same target vocabulary
             (its special ids must agree: checked) on the same device.
+        steps: each member's training step, when known (:func:`load_ensemble` gives
+            its checkpoints'; ``rnnkit serve``'s ``/info`` tells them).
     """
 
-    def __init__(self, models: Sequence[Seq2Seq]) -> None:
+    def __init__(self, models: Sequence[Seq2Seq], steps: Sequence[int] | None = None) -> None:
         super().__init__()
+        if steps is not None and len(steps) != len(models):
+            raise ValueError(f"{len(steps)} steps for {len(models)} models")
+        self.steps = None if steps is None else tuple(steps)
         if not models:
             raise ValueError("an ensemble needs at least one model")
         first = models[0]
@@ -132,4 +137,4 @@ def load_ensemble(
                     f"{path}: its {what} differs from {paths[0]}'s; the models of an "
                     "ensemble must read and write the same tokens"
                 )
-    return first, Ensemble([b.model for b in bundles]).eval()
+    return first, Ensemble([b.model for b in bundles], [b.step for b in bundles]).eval()

@@ -74,6 +74,9 @@ class Served:
         beam = self.beam if self.beam is not None else bundle.config.decode.beam_size
         about = info(bundle, self.checkpoint, ensemble)
         about["decode"]["beam"] = beam
+        # each model's training step (null: an ensemble built in Python, steps unknown)
+        steps = [bundle.step] if ensemble is None else ensemble.steps
+        about["steps"] = None if steps is None else list(steps)
         about["limits"] = self.limits
         return Loaded(bundle, ensemble, about, beam)
 
