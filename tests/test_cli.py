@@ -573,8 +573,9 @@ def test_translate_json_lines(checkpoint: Path, tmp_path: Path, capsys) -> None:
         assert all(len(a) == len(r["source_tokens"]) for a in r["attention"])
         assert all(abs(sum(a) - 1) < 1e-3 for a in r["attention"])  # a distribution each
         assert len(r["alternatives"]) in (1, 2) and r["alternatives"][0]["text"] == r["text"]
-    assert rows[1] == {"text": "", "score": 0.0, "source_tokens": [], "target_tokens": [],
-                       "attention": [], "alternatives": [rows[1]["alternatives"][0]]}  # fmt: skip
+    assert rows[1] == {"text": "", "score": 0.0, "source_tokens": [], "source_unknown": [],
+                       "target_tokens": [], "attention": [],
+                       "alternatives": [rows[1]["alternatives"][0]]}  # fmt: skip
 
 
 def test_info_says_what_a_checkpoint_holds(checkpoint: Path, tmp_path: Path, capsys) -> None:

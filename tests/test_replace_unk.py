@@ -103,3 +103,15 @@ def test_served():
         b.config.model.attention = "none"
         r = httpx.post(f"{url}/translate", json=body, timeout=30)
         assert r.status_code == 422 and "attention" in r.json()["detail"]
+
+
+def test_the_source_tokens_read_as_unk_are_named() -> None:
+    """``source_unknown`` (translate --json, the server, the page's red tokens): which
+    source tokens the vocabulary lacks, so that an explanation does not show them as if
+    the model had read them."""
+    from rnnkit.translate import as_json
+
+    got = translate_lines(word_bundle(), ["a zz b qq", "a b", ""])
+    assert [r[0].src_unknown for r in got] == [[1, 3], [], []]
+    assert as_json(got[0])["source_unknown"] == [1, 3]
+    assert got[0][0].src_tokens[1] == "zz"

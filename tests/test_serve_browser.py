@@ -44,7 +44,7 @@ def not_blank(png: Path) -> None:
 
 
 @contextmanager
-def server_page(server: Any) -> Iterator[tuple[Any, list[str]]]:
+def server_page(server: Any, width: int = 1100) -> Iterator[tuple[Any, list[str]]]:
     """Headless Chromium on the page of ``server`` (a ``serving`` / ``started`` context):
     yields the page and the list its script errors land in; all closed on exit."""
     exe = chromium()
@@ -53,7 +53,7 @@ def server_page(server: Any) -> Iterator[tuple[Any, list[str]]]:
     with server as (url, _), sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, headless=True, timeout=60_000)
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page = browser.new_page(viewport={"width": width, "height": 900})
             page.set_default_timeout(30_000)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
@@ -83,10 +83,56 @@ def test_page_in_chromium(ckpt: Path, tmp_path: Path) -> None:
             page.press("#src", "Enter")
         assert answer.value.status == 200
         assert answer.value.request.post_data_json["replace_unk"] is True
-        page.fill("#beam", "99")  # an API error is shown, not swallowed
-        page.press("#src", "Enter")
+        with page.expect_response(lambda r: r.url.endswith("/translate")) as answer:
+            page.fill("#beam", "99")  # more than the 15 target tokens: what the model can give
+            page.press("#src", "Enter")
+        assert answer.value.status == 200 and answer.value.request.post_data_json["beam"] == 15
+        assert page.input_value("#beam") == "15"
+        assert "log-probability over the length penalty" in page.inner_text("#score")
+        page.route("**/translate", lambda route: route.fulfill(
+            status=422, content_type="application/json", body='{"detail": "no beam here"}'
+        ))  # fmt: skip
+        page.press("#src", "Enter")  # an API error is shown, not swallowed
         page.wait_for_function("document.getElementById('err').textContent.includes('422')")
-        assert "beam" in page.inner_text("#err")
+        assert "no beam here" in page.inner_text("#err") and not page.is_visible("#result")
+        assert errors == []
+
+
+def test_page_details_on_a_phone(ckpt: Path) -> None:
+    """At 390 px: the matrix fits, the tooltip stays inside the window; a token the
+    vocabulary lacks is marked; an empty or too long text is said, not sent; a server
+    gone is said as such; the list of units follows the unit shown."""
+    with server_page(serving(ckpt, "--max-chars", "30"), width=390) as (page, errors):
+        page.wait_for_function("document.getElementById('model').textContent.length > 0")
+        sent: list[str] = []
+        page.on("request", lambda r: sent.append(r.url) if r.url.endswith("/translate") else 0)
+        page.press("#src", "Enter")
+        assert page.inner_text("#err") == "Type a sentence to translate."
+        page.fill("#src", "x" * 31)
+        page.press("#src", "Enter")
+        assert "31 characters; this server takes at most 30" in page.inner_text("#err")
+        assert sent == []
+        page.fill("#src", "\u6f22 May 2018")  # (no Chinese character in the dates' vocabulary)
+        page.press("#src", "Enter")
+        page.wait_for_selector("#heat rect.c")
+        assert "1 source token is not in the model's vocabulary" in page.inner_text("#note")
+        assert page.locator("#heat text.unk").count() == 1
+        assert page.locator("#att-src .tok.unk").count() == 1
+        box = page.locator("#heat").bounding_box()
+        assert box is not None and box["width"] <= 390 and page.is_hidden("#att-wide")
+        page.hover("#heat rect.c >> nth=-1")  # the bottom-right cell
+        tip = page.locator("#tip").bounding_box()
+        assert tip is not None and tip["x"] >= 0 and tip["x"] + tip["width"] <= 390
+        assert "(read as <unk>)" not in page.inner_text("#tip")  # (the last column is </s>)
+        page.select_option("#top", index=3)
+        page.click("#next")
+        assert page.input_value("#top") == page.input_value("#unit") or page.evaluate(
+            "document.getElementById('top').selectedIndex === -1"
+        )
+        page.route("**/translate", lambda route: route.abort())
+        page.press("#src", "Enter")
+        page.wait_for_function("document.getElementById('err').textContent.length > 0")
+        assert "cannot reach the server" in page.inner_text("#err")
         assert errors == []
 
 
@@ -176,6 +222,11 @@ def test_page_asks_for_the_key_and_then_learns_the_model(ckpt: Path) -> None:
     with server_page(started([str(ckpt)] * 2, "--api-key", "s3cret")) as (page, errors):
         page.wait_for_function("document.getElementById('model').textContent.length > 0")
         assert page.inner_text("#model") == "This server needs an API key."
+        page.fill("#key", "wrong")
+        page.fill("#src", "5/9/18")
+        page.press("#src", "Enter")
+        page.wait_for_function("document.getElementById('err').textContent.length > 0")
+        assert page.inner_text("#err") == "Error: 401: the server refused this API key"
         page.fill("#key", "s3cret")
         page.fill("#src", "5/9/18")
         page.press("#src", "Enter")

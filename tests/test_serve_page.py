@@ -45,7 +45,7 @@ def test_load_without_console_errors(page: tuple[Page, list[str], list[str]]) ->
     p, errors, console = page
     assert console == [] and errors == []  # no favicon.ico 404 either
     # no maxlength: it cut a longer paste and translated the rest without a word (and
-    # counted UTF-16 units: emoji had half the limit); the server's 413 says it instead
+    # counted UTF-16 units: emoji had half the limit); the page says it instead
     assert p.get_attribute("#src", "maxlength") is None
     assert p.get_attribute("#nb", "value") == "1" and p.input_value("#nb") == "1"  # beam 1
 
@@ -86,15 +86,17 @@ def test_legend_counts_the_units_not_sent(page: tuple[Page, list[str], list[str]
 
 
 def test_an_empty_text_clears_the_previous_result(page: tuple[Page, list[str], list[str]]) -> None:
+    """Nothing to translate is said, not sent (it showed an empty translation, score 0)."""
     p, errors, _ = page
     translate(p, "9th of May, 2018")
     assert p.locator("#att-src .tok").count() > 0 and p.locator("#follow .tok").count() > 0
-    assert translate(p, "").status == 200
+    p.fill("#src", "  ")
+    p.press("#src", "Enter")
     for gone in ("#att-src .tok", "#follow .tok", "#heat *", "#nbest tr:nth-child(2)"):
         assert p.locator(gone).count() == 0, gone
     assert p.inner_text("#legend") == "" and p.inner_text("#gnote") == ""
-    assert not p.locator("#attview").is_visible() and not p.locator("#gview").is_visible()
-    assert "empty text" in p.inner_text("#note")
+    assert not p.locator("#result").is_visible()
+    assert p.inner_text("#err") == "Type a sentence to translate."
     assert errors == []
 
 
@@ -102,15 +104,21 @@ def test_an_error_hides_the_previous_result(page: tuple[Page, list[str], list[st
     p, errors, _ = page
     translate(p, "5/9/18")
     assert p.locator("#result").is_visible()
-    p.fill("#beam", "99")
-    assert translate(p, "6/10/19").status == 422
+    p.route("**/translate", lambda route: route.fulfill(
+        status=422, content_type="application/json", body='{"detail": "refused"}'
+    ))  # fmt: skip
+    try:
+        assert translate(p, "6/10/19").status == 422
+    finally:
+        p.unroute("**/translate")
     assert "422" in p.inner_text("#err")
     assert not p.locator("#result").is_visible() and p.locator("#heat *").count() == 0
-    p.fill("#beam", "1")
     translate(p, "5/9/18")
     assert p.inner_text("#err") == "" and p.locator("#result").is_visible()
-    assert translate(p, "5/9/18 " * 150).status == 413  # a long paste: said, not cut
-    assert "at most 1000" in p.inner_text("#err")
+    p.fill("#src", "5/9/18 " * 150)  # a long paste: said, not cut (nor sent)
+    p.press("#src", "Enter")
+    assert "1050 characters; this server takes at most 1000" in p.inner_text("#err")
+    assert not p.locator("#result").is_visible()
     translate(p, "5/9/18")
     assert errors == []
 

@@ -196,6 +196,7 @@ function draw() {
   const H = vals[0].length;
   let u = Math.max(0, Math.min(H - 1, parseInt($("unit").value, 10) || 0));
   $("unit").value = u;
+  $("top").value = u;  // (blank when u is not among the units that vary most)
   const col = vals.map((row) => row[u]);
   let [lo, hi] = D.ranges[gate] || [null, null];
   if (lo === null) {  // one scale for every unit of this gate and layer, as the figures

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -36,6 +36,7 @@ class Translation:
     src_tokens: list[str]  # what the encoder read (EOS included)
     out_tokens: list[str]  # what the decoder wrote (EOS included when it ended with EOS)
     attention: Tensor | None  # (len(out_tokens), len(src_tokens))
+    src_unknown: list[int] = field(default_factory=list)  # src_tokens read as <unk>
 
 
 def translate_lines(
@@ -132,6 +133,7 @@ def translate_lines(
         for row, nbest, limit in zip(batch.indices.tolist(), hyps, limits):
             i = todo[row]
             src_toks = src_tokens[i] + ["</s>"]
+            unknown = [j for j, t in enumerate(ids[i]) if t == bundle.src_vocab.unk_id]
             out = []
             for h in nbest:
                 pieces = bundle.tgt_vocab.decode(h.tokens)
@@ -147,6 +149,7 @@ def translate_lines(
                         src_toks,
                         toks,
                         None if h.attention is None else h.attention.cpu(),
+                        unknown,
                     )
                 )
             results[i] = out
@@ -236,6 +239,7 @@ def as_json(
 ) -> dict[str, Any]:
     """One line's translations as the server's ``/translate`` entries and ``rnnkit
     translate --json`` write them: the best one's ``text``, ``score``, ``source_tokens``,
+    ``source_unknown`` (the indices of those the source vocabulary lacks: read as <unk>),
     ``target_tokens``, ``attention`` (rows = target tokens; None without attention, [] for
     an empty line; left out unless ``attention``), and ``alternatives`` (``text``,
     ``score``, ``target_tokens`` of each, best first; when asked for)."""
@@ -244,6 +248,7 @@ def as_json(
         "text": best.text,
         "score": best.score,
         "source_tokens": best.src_tokens,
+        "source_unknown": best.src_unknown,
         "target_tokens": best.out_tokens,
     }
     if attention:

@@ -30,10 +30,14 @@ _CSS = """
 #heat rect.c { stroke: #fff; stroke-width: 1; }
 #heat rect.c:hover { stroke: #000; stroke-width: 2; }
 #heat text.row { cursor: pointer; } #heat text.row.sel { font-weight: 700; fill: #b00020; }
-#heat text.row:focus { outline: none; } #heat text.row:focus-visible { text-decoration: underline; }
+#heat text.row:focus { outline: none; }
+#heat text.row:focus-visible { text-decoration: underline; fill: #0b57d0; font-weight: 700; }
+#heat text.unk, .tok.unk .t { fill: #b00020; color: #b00020; font-style: italic; }
 #heat rect.band { fill: none; stroke: #b00020; stroke-width: 2; }
 #tip { position: fixed; pointer-events: none; background: #222; color: #fff; padding: .2em .5em;
-       border-radius: 3px; font: 13px ui-monospace, monospace; display: none; }
+       border-radius: 3px; font: 13px ui-monospace, monospace; display: none;
+       white-space: nowrap; max-width: calc(100vw - 16px); overflow: hidden;
+       text-overflow: ellipsis; }
 .busy #result { opacity: .5; }
 """
 
@@ -49,9 +53,9 @@ placeholder="a sentence, e.g. 9th of May, 2018">
 <label id="unkl" title="write each &lt;unk&gt; as the source token it attends to most"><input
 id="unk" type="checkbox"> copy &lt;unk&gt;</label> <span id="state" role="status"
 class="legend"></span>
-<details><summary>API key</summary>
-<input id="key" type="password" aria-label="API key" placeholder="if the server needs one">
-</details></div>
+<details><summary>API key</summary><form id="keyform">
+<input id="key" type="password" aria-label="API key" placeholder="if the server needs one"
+autocomplete="off"></form></details></div>
 <p id="err" role="alert"></p>
 <div id="result" hidden>
 <p aria-live="polite">translation<br><span id="out" class="sent"></span>
@@ -64,7 +68,8 @@ Point at a cell for α; click a target token (or Tab to it and press Enter) to l
 over the source sentence.</p>
 <div id="heatbox"><svg id="heat" xmlns="http://www.w3.org/2000/svg" role="group"
 aria-label="attention matrix: one button per target token"></svg></div>
-<p id="att-cap" class="legend"></p>
+<p id="att-wide" class="legend" hidden>The matrix is wider than the page: scroll it
+sideways.</p><p id="att-cap" class="legend"></p>
 <div id="att-src" class="tokens"></div><div id="att-out" hidden></div></div>
 <div id="gview"><h2>Gates</h2>
 <p class="legend" id="gnote"></p>
@@ -82,8 +87,11 @@ function el(tag, attrs, text) {
   return e;
 }
 const longest = (toks) => Math.max(1, ...toks.map((t) => show(t).length));
-function heatmap(src, out, att) {
-  const svg = $("heat"), C = 24, L = 14 + 8 * longest(out), top = 14 + 8 * longest(src);
+function heatmap(src, out, att, unknown) {
+  const svg = $("heat"), L = 14 + 8 * longest(out), top = 14 + 8 * longest(src);
+  const room = $("heatbox").clientWidth - L - 10 - 4 * longest(src);  // cells that fit
+  const C = Math.max(14, Math.min(24, Math.floor(room / src.length)));
+  const unk = new Set(unknown || []);
   svg.innerHTML = "";
   // a column label leans right by half its length (rotated 60°): room for the last one
   svg.setAttribute("width", L + C * src.length + 10 + 4 * longest(src));
@@ -91,7 +99,7 @@ function heatmap(src, out, att) {
   src.forEach((s, j) => {
     const x = L + C * j + C / 2;
     svg.append(el("text", {x, y: top - 6, transform: `rotate(-60 ${x} ${top - 6})`,
-      "aria-hidden": "true"}, show(s)));
+      "aria-hidden": "true", class: unk.has(j) ? "unk" : ""}, show(s)));
   });
   const band = el("rect", {class: "band", x: L, width: C * src.length, height: C, y: -99});
   att.forEach((row, i) => {
@@ -106,31 +114,47 @@ function heatmap(src, out, att) {
     row.forEach((a, j) => {
       const r = el("rect", {class: "c", x: L + C * j, y: top + C * i, width: C, height: C,
         fill: colour(a, 0, 1), "data-i": i, "data-j": j, "aria-hidden": "true"});
-      const text = `${show(out[i])} \u2190 ${show(src[j])}: \u03b1 = ${fixed(a, 3)}`;
+      const read = unk.has(j) ? " (read as <unk>)" : "";
+      const text = `${show(out[i])} \u2190 ${show(src[j])}${read}: \u03b1 = ${fixed(a, 3)}`;
       r.onmouseenter = (ev) => tip(ev, text);
       r.onmousemove = (ev) => tip(ev);
-      r.onmouseleave = () => { $("tip").style.display = "none"; };
+      r.onmouseleave = hideTip;
       svg.append(r);
     });
   });
   svg.append(band);
-  svg.dataset.top = top;
+  svg.dataset.top = top; svg.dataset.c = C;
+  $("att-wide").hidden = svg.getBoundingClientRect().width <= $("heatbox").clientWidth;
 }
-function tip(ev, text) {
+function tip(ev, text) {  // beside the pointer, inside the window
   const t = $("tip");
   if (text !== undefined) t.textContent = text;
   t.style.display = "block";
-  t.style.left = ev.clientX + 12 + "px"; t.style.top = ev.clientY + 12 + "px";
+  const W = document.documentElement.clientWidth, H = innerHeight;
+  let x = ev.clientX + 12, y = ev.clientY + 12;
+  if (x + t.offsetWidth > W - 4) x = Math.max(4, ev.clientX - 12 - t.offsetWidth);
+  if (y + t.offsetHeight > H - 4) y = Math.max(4, ev.clientY - 12 - t.offsetHeight);
+  t.style.left = x + "px"; t.style.top = y + "px";
 }
+function hideTip() { $("tip").style.display = "none"; }
+addEventListener("scroll", hideTip, true);  // (capture: the matrix's own scroll too)
+document.addEventListener("pointerdown", (e) => {  // a tap elsewhere (a touch leaves no
+  if (!(e.target instanceof Element && e.target.closest("#heat rect.c"))) hideTip();  // leave)
+});
 function pick(i) {  // target token i's row: framed, and laid over the source sentence
   const svg = $("heat");
-  svg.querySelector("rect.band").setAttribute("y", +svg.dataset.top + 24 * i);
+  svg.querySelector("rect.band").setAttribute("y", +svg.dataset.top + +svg.dataset.c * i);
   svg.querySelectorAll("text.row").forEach((e, k) => {
     e.classList.toggle("sel", k === i); e.setAttribute("aria-pressed", k === i);
   });
   const box = $("att-src");
   box.innerHTML = "";
-  A.src.forEach((s, j) => box.append(tokenBox(s, A.att[i][j], 0, 1, 2)));
+  A.src.forEach((s, j) => {
+    const b = box.appendChild(tokenBox(s, A.att[i][j], 0, 1, 2));
+    if (A.unk.includes(j)) {
+      b.classList.add("unk"); b.title = "not in the vocabulary: read as <unk>";
+    }
+  });
   $("att-cap").textContent = `α of target token ${i + 1} (${show(A.out[i])}) over the source:`;
 }
 """
@@ -149,14 +173,15 @@ function reset() {  // nothing of the previous result stays on the page
     $(id).innerHTML = "";
   }
   $("heat").removeAttribute("width"); $("heat").removeAttribute("height");
-  $("result").hidden = $("attview").hidden = $("gview").hidden = true;
-  $("tip").style.display = "none";
+  $("result").hidden = $("attview").hidden = $("gview").hidden = $("att-wide").hidden = true;
+  hideTip();
 }
 function shown(t, beam) {
   reset();
   $("result").hidden = false;
   $("out").textContent = t.text;
-  $("score").textContent = `score ${fixed(t.score, 3)}`;
+  $("score").textContent = `score ${fixed(t.score, 4)} (` +
+    (beam > 1 ? "log-probability over the length penalty" : "log-probability") + ")";
   const hyps = t.alternatives || [t], nb = $("nbest");
   hyps.forEach((h, k) => {
     const tr = nb.insertRow(); tr.insertCell().textContent = `${k + 1}.`;
@@ -165,12 +190,16 @@ function shown(t, beam) {
   });
   $("nbinfo").textContent = beam > 1 ? `The ${hyps.length} best of beam search, beam ${beam}.`
     : "Greedy decoding (beam 1) gives one translation; a larger beam gives more.";
-  const src = t.source_tokens || [];
-  if (!src.length) $("note").textContent = "An empty text: no attention and no gates to show.";
+  const src = t.source_tokens || [], unk = t.source_unknown || [];
+  if (unk.length) {
+    $("note").textContent = `${unk.length} source token${unk.length > 1 ? "s are" : " is"} ` +
+      "not in the model's vocabulary (in red): it read " + (unk.length > 1 ? "them" : "it") +
+      " as <unk>, knowing nothing of " + (unk.length > 1 ? "them" : "it") + ".";
+  }
   if (t.attention && t.attention.length) {
-    A = {src, out: t.target_tokens, att: t.attention};
+    A = {src, out: t.target_tokens, att: t.attention, unk};
     $("attview").hidden = false;
-    heatmap(src, t.target_tokens, t.attention); pick(0);
+    heatmap(src, t.target_tokens, t.attention, unk); pick(0);
   }
   const g = t.gates;
   if (g) {
@@ -182,18 +211,20 @@ function shown(t, beam) {
     wireGates();
   }
 }
-let DEFAULT_BEAM = 1, GATES = true, INFO = false, NB_SET = false, BUSY = null;
+let DEFAULT_BEAM = 1, MAX_BEAM = 32, MAX_CHARS = 0, GATES = true, INFO = false;
+let NB_SET = false, BUSY = null;
 function fitNb() {  // n-best is at most the beam: it follows the beam (3 at most) until set
   const beam = parseInt($("beam").value, 10) || DEFAULT_BEAM, nb = $("nb");
-  nb.max = Math.max(1, Math.min(32, beam));
+  nb.max = Math.max(1, Math.min(MAX_BEAM, beam));
   if (!NB_SET) nb.value = Math.min(3, beam);
   else if (+nb.value > beam) nb.value = Math.max(1, beam);
 }
-function ask() {  // what the fields ask for
-  fitNb();
-  const body = {text: $("src").value, attention: true, gates: GATES};
-  const beam = parseInt($("beam").value, 10), nb = parseInt($("nb").value, 10);
-  if (beam) body.beam = beam;
+function ask() {  // what the fields ask for; each field shows what is sent
+  const beam = Math.min(MAX_BEAM, Math.max(1, parseInt($("beam").value, 10) || DEFAULT_BEAM));
+  $("beam").value = beam; fitNb();
+  const nb = Math.min(beam, Math.max(1, parseInt($("nb").value, 10) || 1));
+  $("nb").value = nb;
+  const body = {text: $("src").value, attention: true, gates: GATES, beam};
   if (nb > 1) body.n_best = nb;
   if ($("unk").checked) body.replace_unk = true;
   return {body, key: $("key").value};
@@ -208,7 +239,13 @@ async function translate(a) {
   const headers = {"Content-Type": "application/json"};
   if (a.key) headers["Authorization"] = "Bearer " + a.key;
   try {
-    const r = await fetch("translate", {method: "POST", headers, body: JSON.stringify(a.body)});
+    let r;
+    try {
+      r = await fetch("translate", {method: "POST", headers, body: JSON.stringify(a.body)});
+    } catch (e) {  // (fetch says only "Failed to fetch")
+      throw new Error("cannot reach the server: is it still running?");
+    }
+    if (r.status === 401 && a.key) throw new Error("401: the server refused this API key");
     let data = null;
     try { data = await r.json(); } catch (e) { data = null; }
     const why = (data && data.detail) || "no message";
@@ -220,7 +257,16 @@ async function translate(a) {
     $("err").textContent = "Error: " + e.message;
   }
 }
+function refused() {  // what the page need not send: nothing, or too long a text
+  const n = [...$("src").value].length;  // (characters, as the server counts them)
+  const why = !$("src").value.trim() ? "Type a sentence to translate."
+    : MAX_CHARS && n > MAX_CHARS ? `The text has ${n} characters; this server takes at most ` +
+      `${MAX_CHARS} (its --max-chars).` : "";
+  if (why) { reset(); $("err").textContent = why; }
+  return why;
+}
 async function go() {  // one request in flight; fields changed meanwhile are sent next
+  if (refused()) return;
   if (BUSY) {
     if (JSON.stringify(ask()) !== BUSY.sent) BUSY.again = true;
     return;
@@ -251,13 +297,15 @@ async function loadInfo() {  // at load, and again once a key is typed (a 401 be
   try {
     const r = await fetch("info", {headers: key ? {"X-API-Key": key} : {}});
     if (r.status === 401) {
-      $("key").parentElement.open = true;
+      $("key").closest("details").open = true;
       $("model").textContent = "This server needs an API key.";
       return;
     }
     if (!r.ok) return;
     const m = await r.json();
     INFO = true;
+    MAX_BEAM = Math.max(1, Math.min(32, m.target_vocab_size || 32)); $("beam").max = MAX_BEAM;
+    MAX_CHARS = (m.limits && m.limits.max_chars) || 0;
     DEFAULT_BEAM = m.decode.beam; $("beam").value = m.decode.beam; fitNb();
     GATES = (m.models || 1) === 1;  // an ensemble has no gates to show
     $("unkl").hidden = m.attention === "none";  // nothing attended to copy from
@@ -269,6 +317,7 @@ async function loadInfo() {  // at load, and again once a key is typed (a 401 be
   } catch (e) { /* the server is away: translate() will say so */ }
 }
 $("key").addEventListener("change", loadInfo);
+$("keyform").addEventListener("submit", (e) => e.preventDefault());
 loadInfo();
 """
 

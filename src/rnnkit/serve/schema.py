@@ -36,6 +36,11 @@ class Translation(BaseModel):
         "length penalty, with the coverage penalty); null when not finite"
     )
     source_tokens: list[str]
+    source_unknown: list[int] = Field(
+        [],
+        description="indices into source_tokens of the tokens the model's source "
+        "vocabulary lacks: it read them as <unk>",
+    )
     target_tokens: list[str] = Field(description="ending with </s> when the output ended")
     attention: list[list[float | None]] | None = Field(
         None, description='with "attention": true: rows = target tokens; null without attention'
