@@ -200,8 +200,7 @@ def load_bundle(
 
     ``engine`` overrides the configured one (``"explicit"`` to record gates).
     """
-    if isinstance(device, str):
-        device = pick_device(device, "device")
+    device = pick_device(str(device), "device")  # (a torch.device too: one this machine lacks)
     return bundle_of(load_checkpoint(path), path, device, engine)
 
 

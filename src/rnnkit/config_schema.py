@@ -207,6 +207,16 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)  # training loop
     decode: DecodeConfig = field(default_factory=DecodeConfig)  # search
 
+    def __post_init__(self) -> None:
+        for name, kind in _SECTIONS.items():
+            given = getattr(self, name)
+            if not isinstance(given, kind):
+                how = f"config_from_dict({{{name!r}: {{...}}}})" if isinstance(given, dict) else ""
+                raise TypeError(
+                    f"Config({name}=...) takes a {kind.__name__}, got a {type(given).__name__}"
+                    + (f"; a dict goes through {how}" if how else "")
+                )
+
 
 _SECTIONS: dict[str, type] = {
     "data": DataConfig,

@@ -32,6 +32,14 @@ def _check_lengths(hypotheses: Sequence[str], references: Sequence[str]) -> None
     for name, given in (("hypotheses", hypotheses), ("references", references)):
         if isinstance(given, str | bytes):  # (each character would be scored as a line)
             raise ValueError(f"{name} must be a list of sentences, not one string")
+        bad = next((x for x in given if not isinstance(x, str)), None)
+        if bad is not None:
+            more = (
+                "; several references per sentence go in extra_references, a stream each"
+                if name == "references" and isinstance(bad, list | tuple)
+                else ""
+            )
+            raise TypeError(f"{name} must be strings, got a {type(bad).__name__}{more}")
     if len(hypotheses) != len(references):
         raise ValueError(
             f"{len(hypotheses)} hypotheses but {len(references)} references; "

@@ -365,3 +365,6 @@ class GRU(_Recurrent, nn.GRU):
 
     def _needs_explicit(self) -> str | None:
         return super()._needs_explicit() or (None if self.reset_after else "reset_after=False")
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.reset_after else ", reset_after=False")

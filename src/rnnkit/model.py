@@ -34,6 +34,7 @@ Shapes: B batch, S source, T target, E embedding, H hidden, V vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -97,6 +98,8 @@ class Encoder(nn.Module):
     ) -> tuple[Tensor, Tensor, Any]:
         """src ``(B, S)`` ids, lengths ``(B,)`` → states ``(B, S, D·H)``, final ``(B, D·H)``,
         gate trace or None."""
+        if not isinstance(lengths, Tensor):  # (a list, as torch's packing takes)
+            lengths = torch.as_tensor(lengths, dtype=torch.long)
         x = self.emb_dropout(self.embed(src))  # (B, S, E)
         out = self.rnn(x, lengths=lengths.cpu(), return_gates=return_gates)
         states, h_n = out[0], out[1]
@@ -104,6 +107,29 @@ class Encoder(nn.Module):
             h_n = h_n[0]
         final = h_n[-self.num_directions :].transpose(0, 1).reshape(src.shape[0], -1)
         return self.out_dropout(states), final, (out[2] if return_gates else None)
+
+
+def _check_src(src: Tensor, vocab: int) -> None:
+    """src as :meth:`Seq2Seq.encode` takes it: ``(B, S)`` integer ids in the source
+    vocabulary (the ids' range checked on the CPU only, where it costs no device sync,
+    and not while torch.compile / export records)."""
+    if src.dim() != 2:
+        raise ValueError(
+            f"src must be (B, S) token ids, got shape {tuple(src.shape)}"
+            + (" (one sentence: src[None])" if src.dim() == 1 else "")
+        )
+    if src.dtype.is_floating_point or src.dtype.is_complex or src.dtype == torch.bool:
+        raise ValueError(f"src must be integer token ids, got {src.dtype}")
+    if src.shape[0] == 0:
+        raise ValueError("encode: the batch is empty (src has 0 rows)")
+    if src.device.type != "cpu" or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    lo, hi = int(src.min()), int(src.max())
+    if lo < 0 or hi >= vocab:
+        raise ValueError(
+            f"src holds token id {lo if lo < 0 else hi}; the source vocabulary has ids "
+            f"0..{vocab - 1}"
+        )
 
 
 class Seq2Seq(nn.Module):
@@ -204,11 +230,12 @@ class Seq2Seq(nn.Module):
     def fused(self) -> bool:
         return self.engine in ("auto", "native")
 
-    def encode(self, src: Tensor, src_lengths: Tensor, return_gates: bool = False) -> EncoderOutput:
+    def encode(
+        self, src: Tensor, src_lengths: Tensor | Sequence[int], return_gates: bool = False
+    ) -> EncoderOutput:
         """src ``(B, S)``, src_lengths ``(B,)`` (a tensor, or a list as torch's packing
         takes) → :class:`EncoderOutput`."""
-        if src.shape[0] == 0:
-            raise ValueError("encode: the batch is empty (src has 0 rows)")
+        _check_src(src, self.encoder.embed.num_embeddings)
         if not isinstance(src_lengths, Tensor):
             src_lengths = torch.as_tensor(src_lengths, dtype=torch.long)
         states, final, gates = self.encoder(src, src_lengths, return_gates)
@@ -235,7 +262,11 @@ class Seq2Seq(nn.Module):
         return step._replace(logits=self.W_out(step.logits)) if project else step
 
     def forward(
-        self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, teacher_forcing: float = 1.0
+        self,
+        src: Tensor,
+        src_lengths: Tensor | Sequence[int],
+        tgt_in: Tensor,
+        teacher_forcing: float = 1.0,
     ) -> tuple[Tensor, Tensor | None]:
         """Teacher-forced pass. tgt_in ``(B, T)`` = BOS y_1 .. y_{T-1}.
 
@@ -243,6 +274,7 @@ class Seq2Seq(nn.Module):
         model's own prediction instead of the reference token (Williams & Zipser 1989).
         Returns logits ``(B, T, V)`` and attention ``(B, T, S)`` (None without attention).
         """
+        _check_src(src, self.encoder.embed.num_embeddings)  # (before tgt_in is blamed)
         if tgt_in.dim() != 2 or tgt_in.shape[0] != src.shape[0] or tgt_in.shape[1] == 0:
             raise ValueError(
                 f"tgt_in must be (B, T) with the B = {src.shape[0]} of src and T ≥ 1, "

@@ -16,6 +16,7 @@ and BOS are never drawn; ``<unk>`` may be, as the model was trained to write it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +75,7 @@ def _filtered(logits: Tensor, s: Sampling) -> Tensor:
 def sample_search(
     model: Decoding,
     src: Tensor,
-    src_lengths: Tensor,
+    src_lengths: Tensor | Sequence[int],
     n: int = 1,
     sampling: Sampling | None = None,
     max_len_a: float = 1.5,
@@ -89,6 +90,8 @@ def sample_search(
         generator: draw from this one (continuing its stream) instead of a new one
             seeded with ``sampling.seed``.
     """
+    if isinstance(n, bool) or not isinstance(n, int):  # (a Sampling given in n's place)
+        raise TypeError(f"n must be an int, got {type(n).__name__}; pass sampling=...")
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
     src_lengths = as_lengths(src_lengths)

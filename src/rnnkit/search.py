@@ -65,7 +65,9 @@ class Decoding(Protocol):
 
 @dataclass
 class Hypothesis:
-    """One output: token ids (EOS excluded), its score and attention ``(len, S)``."""
+    """One output: token ids (EOS excluded), its score and attention ``(len + 1, S)``
+    when it ended with EOS (the EOS step's row last), ``(len, S)`` when cut at the
+    length limit."""
 
     tokens: list[int]
     score: float
@@ -100,7 +102,11 @@ def max_lengths(src_lengths: Tensor, a: float, b: int) -> list[int]:
 
 @torch.no_grad()
 def greedy_search(
-    model: Decoding, src: Tensor, src_lengths: Tensor, max_len_a: float = 1.5, max_len_b: int = 10
+    model: Decoding,
+    src: Tensor,
+    src_lengths: Tensor | Sequence[int],
+    max_len_a: float = 1.5,
+    max_len_b: int = 10,
 ) -> list[Hypothesis]:
     """Pick the most probable token at every step, for a whole batch at once.
 
@@ -251,7 +257,7 @@ class _Alive:
 def beam_search(
     model: Decoding,
     src: Tensor,
-    src_lengths: Tensor,
+    src_lengths: Tensor | Sequence[int],
     beam_size: int = 5,
     length_penalty_alpha: float = 1.0,
     max_len_a: float = 1.5,

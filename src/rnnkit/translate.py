@@ -7,6 +7,7 @@ padding.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.checkpoint import Bundle
+from rnnkit.config import DecodeConfig
 from rnnkit.data import make_src_batches
 from rnnkit.data.batching import DECODE_TOKENS
 from rnnkit.data.vocab import BOS_ID, EOS_ID, PAD_ID, UNK
@@ -39,6 +41,21 @@ class Translation:
     src_unknown: list[int] = field(default_factory=list)  # src_tokens read as <unk>
 
 
+def _limits(dec: DecodeConfig, a: float | None, b: int | None) -> DecodeConfig:
+    """``dec`` with the output limit ``a·|x| + b`` given (a ValueError if it is none)."""
+    if a is None and b is None:
+        return dec
+    a = dec.max_len_a if a is None else a
+    b = dec.max_len_b if b is None else b
+    if isinstance(a, bool) or not isinstance(a, int | float) or not 0 <= a < math.inf:
+        raise ValueError(f"max_len_a must be a finite number ≥ 0, got {a!r}")
+    if isinstance(b, bool) or not isinstance(b, int) or b < 0:
+        raise ValueError(f"max_len_b must be an int ≥ 0, got {b!r}")
+    if a == 0 and b == 0:
+        raise ValueError("max_len_a and max_len_b: the output limit a·|x| + b is 0")
+    return dataclasses.replace(dec, max_len_a=float(a), max_len_b=b)
+
+
 def translate_lines(
     bundle: Bundle,
     lines: Sequence[str],
@@ -53,6 +70,8 @@ def translate_lines(
     coverage_penalty: float | None = None,
     replace_unk: bool = False,
     generator: torch.Generator | None = None,
+    max_len_a: float | None = None,
+    max_len_b: int | None = None,
 ) -> list[list[Translation]]:
     """Translate ``lines``; for each line its ``n_best`` translations, best first.
 
@@ -74,8 +93,10 @@ def translate_lines(
             attends to most (Luong et al. 2015; OpenNMT's ``-replace_unk``): names and
             numbers a word-level model cannot spell are copied. ``out_tokens`` keep the
             ``<unk>``. Needs a model with attention.
+        max_len_a, max_len_b: an output has at most ``a·|x| + b`` tokens (its EOS
+            apart); default from ``decode.max_len_a`` / ``max_len_b``.
     """
-    dec = bundle.config.decode
+    dec = _limits(bundle.config.decode, max_len_a, max_len_b)
     _check_options(lines, beam_size, batch_size, n_best, length_penalty, coverage_penalty)
     K = dec.beam_size if beam_size is None else beam_size
     if K > len(bundle.tgt_vocab) and sampling is None:

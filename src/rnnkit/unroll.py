@@ -262,7 +262,13 @@ def time_major(
         x, layout = x.transpose(0, 1), "batch_first"
     if lengths is None:
         return x, hx, None, layout
-    lens = check_lengths(lengths, x.shape[0], x.shape[1])
+    try:
+        lens = check_lengths(lengths, x.shape[0], x.shape[1])
+    except ValueError as e:
+        if "shape" not in str(e) or layout == "unbatched":
+            raise
+        where = "dim 0 (batch_first=True)" if batch_first else "dim 1 (batch_first=False)"
+        raise ValueError(f"{e}: one length per sequence, B being the input's {where}") from None
     return x.masked_fill(~valid_steps(lens, x.shape[0], x.device), 0), hx, lens, layout
 
 

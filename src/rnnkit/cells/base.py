@@ -274,9 +274,15 @@ def check_step(cell: Cell, out: Any, state: State) -> tuple[State, Any]:
             )
     fields = getattr(gates, "_fields", None)
     if fields is None or not set(cell.state) <= set(fields):
+        declared_by = getattr(type(cell), "Gates", None)
+        hint = (
+            f"return {name}.Gates(...), not a plain {type(gates).__name__}"
+            if fields is None and isinstance(gates, tuple) and declared_by is not None
+            else f"declare it as {name}.Gates"
+        )
         raise ValueError(
             f"{name}.step must return its gates as a NamedTuple with fields for "
-            f"{cell.state} (declare it as {name}.Gates); got {type(gates).__name__}"
+            f"{cell.state} ({hint}); got {type(gates).__name__}"
         )
     declared = type(cell).Gates
     if not isinstance(gates, declared):  # static shapes rebuild the trace as a Gates
