@@ -165,3 +165,29 @@ def test_a_full_disk_is_status_1_and_a_path_that_cannot_be_written_2(model, tmp_
     under_a_file = str(text / "out.txt")
     assert main(["translate", str(model), "--input", str(text), "--output", under_a_file]) == 2
     assert "cannot" in capsys.readouterr().err
+
+
+def test_a_disk_that_fills_during_a_checkpoint_write_is_status_1(
+    model, tmp_path, monkeypatch, capsys
+):
+    """torch's zip writer turns the full disk into a RuntimeError, the OSError a level
+    deeper: `average` (and train's last.pt) still exited 2."""
+    import errno
+
+    import rnnkit.checkpoint as checkpoint_module
+
+    def full(obj: object, f: object) -> None:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0") from None
+
+    import torch
+
+    other = tmp_path / "m2.pt"
+    torch.save({**torch.load(model, weights_only=True), "step": 1}, other)
+    monkeypatch.setattr(checkpoint_module.torch, "save", full)
+    out = tmp_path / "avg.pt"
+    assert main(["average", str(model), str(other), "--out", str(out)]) == 1
+    assert "cannot write (No space left on device)" in capsys.readouterr().err
+    assert not out.exists()

@@ -249,7 +249,7 @@ def test_log_sums_saved_by_two_processes_go_to_rank_0_of_one():
     """Resumed by another number of processes, the sums since the last log line are
     rank 0's (the loss summed, the tokens global already); by as many, each rank's own."""
     from rnnkit.distributed import Dist
-    from rnnkit.runs import meter_of
+    from rnnkit.progress import meter_of
 
     two = [{"loss": torch.tensor(1.5), "tokens": 40, "seconds": 2.0},
            {"loss": torch.tensor(2.25), "tokens": 40, "seconds": 3.0}]  # fmt: skip
@@ -258,3 +258,31 @@ def test_log_sums_saved_by_two_processes_go_to_rank_0_of_one():
     assert (one["tokens"], one["seconds"]) == (40, 3.0)
     assert meter_of({"meters": two[1:]}, Dist()) == two[1]
     assert meter_of({}, Dist()) is None  # (older files)
+
+
+def test_a_ctrl_c_in_the_update_of_a_logged_step_keeps_its_row(tmp_path, monkeypatch):
+    """Held to the end of the update, the Ctrl-C came after the step was counted but
+    before its log row: the row was lost for good (the next averaged ten steps)."""
+    import rnnkit.precision as precision_module
+
+    original, calls = precision_module.Precision.step, {"n": 0}
+
+    def then_ctrl_c(self: Any, *args: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            signal.raise_signal(signal.SIGINT)  # held until the update is whole
+        return original(self, *args, **kw)
+
+    d = tiny(train={"max_steps": 15, "log_every": 5, "validate_every": 100,
+                    "checkpoint_every": 100})  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(config_from_dict(d), a, log=lambda _: None)
+    with monkeypatch.context() as m:
+        m.setattr(precision_module.Precision, "step", then_ctrl_c)
+        assert train(config_from_dict(d), b, log=lambda _: None).steps == 5
+    train(config_from_dict(d), b, resume=True, log=lambda _: None)
+
+    def losses(out: Any) -> list[list[str]]:
+        return [[r["step"], r["loss"]] for r in read_log(out) if r["split"] == "train"]
+
+    assert losses(b) == losses(a) and [s for s, _ in losses(a)] == ["5", "10", "15"]

@@ -11,14 +11,17 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from rnnkit.atomic import OutputError, write_atomically
 
-__all__ = ["CsvLog", "Meter", "progress_bar", "report"]
+if TYPE_CHECKING:
+    from rnnkit.distributed import Dist
+
+__all__ = ["CsvLog", "Meter", "check_meters", "meter_of", "progress_bar", "report"]
 
 Log = Callable[[str], None]
 
@@ -213,3 +216,39 @@ def report(bar: Any, say: Log, row: dict[str, Any]) -> None:
             f"step {row['step']} epoch {row['epoch']}: loss {row['loss']:.3f} "
             f"ppl {row['ppl']:.2f} lr {row['lr']:.2g} {row['tokens_per_s']:.0f} tok/s"
         )
+
+
+def meter_of(ckpt: dict[str, Any], dist: Dist) -> dict[str, Any] | None:
+    """This rank's sums since the last log line in ``ckpt`` (``meters``, checked by
+    :func:`rnnkit.runs.check_resumable`; none in older files); saved by another number
+    of processes, rank 0 takes them all (the loss summed, the tokens counted globally
+    already)."""
+    meters = ckpt.get("meters")
+    if meters is None:
+        return None
+    if len(meters) == dist.world:
+        return dict(meters[dist.rank])
+    if not dist.main:
+        return None
+    loss = sum((m["loss"].double() for m in meters), torch.zeros((), dtype=torch.float64))
+    seconds = max(m["seconds"] for m in meters)
+    return {
+        "loss": loss.to(meters[0]["loss"].dtype),
+        "tokens": meters[0]["tokens"],
+        "seconds": seconds,
+    }
+
+
+def check_meters(meters: Any) -> None:
+    """Each rank's sums as :meth:`rnnkit.progress.Meter.state` writes them."""
+    if not isinstance(meters, list) or not meters:
+        raise ValueError("not a list of sums")
+    for m in meters:
+        if not (
+            isinstance(m, dict)
+            and isinstance(m.get("loss"), torch.Tensor)
+            and m["loss"].dim() == 0
+            and type(m.get("tokens")) is int
+            and type(m.get("seconds")) is float
+        ):
+            raise ValueError("a rank's sums are not a loss tensor, tokens and seconds")

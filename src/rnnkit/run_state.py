@@ -28,7 +28,7 @@ from rnnkit.optim import Schedule, make_optimizer
 from rnnkit.position import Position
 from rnnkit.prepare import prepare_on_ranks, save_prepared, tokenizer_states
 from rnnkit.pretrained import check_files, first_weights
-from rnnkit.progress import CsvLog, Meter
+from rnnkit.progress import CsvLog, Meter, meter_of
 from rnnkit.runlock import remove_run
 from rnnkit.runs import (
     changed_keys,
@@ -37,7 +37,6 @@ from rnnkit.runs import (
     kept_checkpoints,
     load_entry,
     load_initial,
-    meter_of,
     restore_run,
 )
 from rnnkit.update import Updater

@@ -24,6 +24,7 @@ from rnnkit.distributed import Dist, restore_rng, rng_state, set_rng_state
 from rnnkit.ema import training_weights
 from rnnkit.optim import check_schedule
 from rnnkit.position import Position, check_progress
+from rnnkit.progress import check_meters
 
 __all__ = [
     "average_checkpoints",
@@ -291,7 +292,7 @@ def _check_full(ckpt: dict[str, Any], path: str | Path) -> None:
     key, rngs = _rng_entry(ckpt)
     load_entry(path, key, _check_rng, rngs)
     if "meters" in ckpt:  # (older files have none)
-        load_entry(path, "meters", _check_meters, ckpt["meters"])
+        load_entry(path, "meters", check_meters, ckpt["meters"])
     bundle_of(ckpt, path)
     ema = ckpt.get("ema")
     if ema is not None:  # train.ema_decay: the weights that train, beside the average
@@ -328,41 +329,6 @@ def _rng_entry(ckpt: dict[str, Any]) -> tuple[str, Any]:
     if ckpt.get("rng_ranks"):
         return "rng_ranks", ckpt["rng_ranks"]
     return "rng", [ckpt["rng"]]
-
-
-def meter_of(ckpt: dict[str, Any], dist: Dist) -> dict[str, Any] | None:
-    """This rank's sums since the last log line in ``ckpt`` (``meters``, checked by
-    :func:`check_resumable`; none in older files); saved by another number of processes,
-    rank 0 takes them all (the loss summed, the tokens counted globally already)."""
-    meters = ckpt.get("meters")
-    if meters is None:
-        return None
-    if len(meters) == dist.world:
-        return dict(meters[dist.rank])
-    if not dist.main:
-        return None
-    loss = sum((m["loss"].double() for m in meters), torch.zeros((), dtype=torch.float64))
-    seconds = max(m["seconds"] for m in meters)
-    return {
-        "loss": loss.to(meters[0]["loss"].dtype),
-        "tokens": meters[0]["tokens"],
-        "seconds": seconds,
-    }
-
-
-def _check_meters(meters: Any) -> None:
-    """Each rank's sums as :meth:`rnnkit.progress.Meter.state` writes them."""
-    if not isinstance(meters, list) or not meters:
-        raise ValueError("not a list of sums")
-    for m in meters:
-        if not (
-            isinstance(m, dict)
-            and isinstance(m.get("loss"), torch.Tensor)
-            and m["loss"].dim() == 0
-            and type(m.get("tokens")) is int
-            and type(m.get("seconds")) is float
-        ):
-            raise ValueError("a rank's sums are not a loss tensor, tokens and seconds")
 
 
 def changed_keys(saved: dict[str, Any], now: dict[str, Any], most: int = 4) -> str:

@@ -16,6 +16,7 @@ and BOS are never drawn; ``<unk>`` may be, as the model was trained to write it.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,7 +91,7 @@ def sample_search(
         generator: draw from this one (continuing its stream) instead of a new one
             seeded with ``sampling.seed``.
     """
-    if isinstance(n, bool) or not isinstance(n, int):  # (a Sampling given in n's place)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):  # (a Sampling there)
         raise TypeError(f"n must be an int, got {type(n).__name__}; pass sampling=...")
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")

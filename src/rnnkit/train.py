@@ -156,12 +156,12 @@ class Trainer(RunState):
                     group = batches[at.pos : at.pos + k]
                     loss, n, lr = self.train_step(group)
                     with signals_held():  # a Ctrl-C in Adam's step left it half done, uncounted
-                        self.take_step()
+                        self.take_step()  # (and one before a step's log row lost the row)
                         at.pos, at.step = at.pos + len(group), at.step + 1
                         done_rng = rng_state()
                         meter.add(loss, n)
-                    if at.step % t.log_every == 0:
-                        self.log_row(meter, lr, bar)
+                        if at.step % t.log_every == 0:
+                            self.log_row(meter, lr, bar)
                     if bar is not None:
                         bar.update(1)
                     with meter.paused():  # validation and checkpoints are no training speed

@@ -274,11 +274,10 @@ def check_step(cell: Cell, out: Any, state: State) -> tuple[State, Any]:
             )
     fields = getattr(gates, "_fields", None)
     if fields is None or not set(cell.state) <= set(fields):
-        declared_by = getattr(type(cell), "Gates", None)
         hint = (
             f"return {name}.Gates(...), not a plain {type(gates).__name__}"
-            if fields is None and isinstance(gates, tuple) and declared_by is not None
-            else f"declare it as {name}.Gates"
+            if fields is None
+            else f"the gates returned have the fields {tuple(fields)}"
         )
         raise ValueError(
             f"{name}.step must return its gates as a NamedTuple with fields for "

@@ -98,9 +98,14 @@ _DEVICE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
 
 
 def _device_failed(e: BaseException) -> bool:
-    """``e`` raised ``from None`` over an OSError of the disk (kept as its context)."""
-    cause = e.__cause__ or e.__context__
-    return isinstance(cause, OSError) and cause.errno in _DEVICE_ERRNOS
+    """``e`` raised over an OSError of the disk: its cause or context, or theirs (torch's
+    zip writer turns a full disk into a RuntimeError: the OSError is a level deeper)."""
+    seen: BaseException | None = e
+    for _ in range(8):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, OSError) and seen.errno in _DEVICE_ERRNOS:
+            return True
+    return False
 
 
 def _run_command(args: argparse.Namespace) -> int:

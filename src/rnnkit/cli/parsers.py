@@ -172,7 +172,8 @@ def _add_translate(sub: Any) -> None:
     tr.add_argument(
         "--json",
         action="store_true",
-        help="write one JSON object per line: text, score, source_tokens, target_tokens, "
+        help="write one JSON object per line: text, score, source_tokens, source_unknown "
+        "(the indices of those read as <unk>), target_tokens, "
         "attention (rows = target tokens), and alternatives with --n-best",
     )
     tr.add_argument(

@@ -181,7 +181,8 @@ function shown(t, beam) {
   $("result").hidden = false;
   $("out").textContent = t.text;
   $("score").textContent = `score ${fixed(t.score, 4)} (` +
-    (beam > 1 ? "log-probability over the length penalty" : "log-probability") + ")";
+    (beam > 1 ? "log-probability over the length penalty" : "log-probability") +
+    (beam > 1 && COVERAGE ? ", plus the coverage penalty" : "") + ")";
   const hyps = t.alternatives || [t], nb = $("nbest");
   hyps.forEach((h, k) => {
     const tr = nb.insertRow(); tr.insertCell().textContent = `${k + 1}.`;
@@ -211,7 +212,7 @@ function shown(t, beam) {
     wireGates();
   }
 }
-let DEFAULT_BEAM = 1, MAX_BEAM = 32, MAX_CHARS = 0, GATES = true, INFO = false;
+let DEFAULT_BEAM = 1, MAX_BEAM = 32, MAX_CHARS = 0, GATES = true, INFO = false, COVERAGE = false;
 let NB_SET = false, BUSY = null;
 function fitNb() {  // n-best is at most the beam: it follows the beam (3 at most) until set
   const beam = parseInt($("beam").value, 10) || DEFAULT_BEAM, nb = $("nb");
@@ -266,15 +267,16 @@ function refused() {  // what the page need not send: nothing, or too long a tex
   return why;
 }
 async function go() {  // one request in flight; fields changed meanwhile are sent next
-  if (refused()) return;
   if (BUSY) {
     if (JSON.stringify(ask()) !== BUSY.sent) BUSY.again = true;
     return;
   }
+  if (refused()) return;
   BUSY = {sent: null, again: false}; busy(true);
   try {
     if (!INFO) await loadInfo();
     for (;;) {
+      if (refused()) break;  // (with /info's limits; or emptied while the last was sent)
       const a = ask(), sent = JSON.stringify(a);
       if (sent === BUSY.sent) break;
       BUSY.sent = sent; BUSY.again = false;
@@ -304,7 +306,9 @@ async function loadInfo() {  // at load, and again once a key is typed (a 401 be
     if (!r.ok) return;
     const m = await r.json();
     INFO = true;
-    MAX_BEAM = Math.max(1, Math.min(32, m.target_vocab_size || 32)); $("beam").max = MAX_BEAM;
+    const most = (m.limits && m.limits.max_beam) || 32;
+    MAX_BEAM = Math.max(1, Math.min(most, m.target_vocab_size || most)); $("beam").max = MAX_BEAM;
+    COVERAGE = !!m.decode.coverage_penalty;
     MAX_CHARS = (m.limits && m.limits.max_chars) || 0;
     DEFAULT_BEAM = m.decode.beam; $("beam").value = m.decode.beam; fitNb();
     GATES = (m.models || 1) === 1;  // an ensemble has no gates to show
