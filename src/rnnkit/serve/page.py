@@ -212,7 +212,7 @@ function shown(t, beam) {
     wireGates();
   }
 }
-let DEFAULT_BEAM = 1, MAX_BEAM = 32, MAX_CHARS = 0, GATES = true, INFO = false, COVERAGE = false;
+let DEFAULT_BEAM = 1, MAX_BEAM = 32, GATES = true, INFO = false, COVERAGE = false;
 let NB_SET = false, BUSY = null;
 function fitNb() {  // n-best is at most the beam: it follows the beam (3 at most) until set
   const beam = parseInt($("beam").value, 10) || DEFAULT_BEAM, nb = $("nb");
@@ -220,8 +220,9 @@ function fitNb() {  // n-best is at most the beam: it follows the beam (3 at mos
   if (!NB_SET) nb.value = Math.min(3, beam);
   else if (+nb.value > beam) nb.value = Math.max(1, beam);
 }
-function ask() {  // what the fields ask for; each field shows what is sent
-  const beam = Math.min(MAX_BEAM, Math.max(1, parseInt($("beam").value, 10) || DEFAULT_BEAM));
+function ask() {  // what the fields ask for; each field shows what is sent (a beam wider
+  // than the model's vocabulary goes as typed: the API's 422 says why)
+  const beam = Math.max(1, parseInt($("beam").value, 10) || DEFAULT_BEAM);
   $("beam").value = beam; fitNb();
   const nb = Math.min(beam, Math.max(1, parseInt($("nb").value, 10) || 1));
   $("nb").value = nb;
@@ -258,11 +259,8 @@ async function translate(a) {
     $("err").textContent = "Error: " + e.message;
   }
 }
-function refused() {  // what the page need not send: nothing, or too long a text
-  const n = [...$("src").value].length;  // (characters, as the server counts them)
-  const why = !$("src").value.trim() ? "Type a sentence to translate."
-    : MAX_CHARS && n > MAX_CHARS ? `The text has ${n} characters; this server takes at most ` +
-      `${MAX_CHARS} (its --max-chars).` : "";
+function refused() {  // nothing to translate: said, not sent (a too long text is sent:
+  const why = $("src").value.trim() ? "" : "Type a sentence to translate.";  // the 413 says)
   if (why) { reset(); $("err").textContent = why; }
   return why;
 }
@@ -276,7 +274,7 @@ async function go() {  // one request in flight; fields changed meanwhile are se
   try {
     if (!INFO) await loadInfo();
     for (;;) {
-      if (refused()) break;  // (with /info's limits; or emptied while the last was sent)
+      if (refused()) break;  // (emptied while the last one was out)
       const a = ask(), sent = JSON.stringify(a);
       if (sent === BUSY.sent) break;
       BUSY.sent = sent; BUSY.again = false;
@@ -309,7 +307,6 @@ async function loadInfo() {  // at load, and again once a key is typed (a 401 be
     const most = (m.limits && m.limits.max_beam) || 32;
     MAX_BEAM = Math.max(1, Math.min(most, m.target_vocab_size || most)); $("beam").max = MAX_BEAM;
     COVERAGE = !!m.decode.coverage_penalty;
-    MAX_CHARS = (m.limits && m.limits.max_chars) || 0;
     DEFAULT_BEAM = m.decode.beam; $("beam").value = m.decode.beam; fitNb();
     GATES = (m.models || 1) === 1;  // an ensemble has no gates to show
     $("unkl").hidden = m.attention === "none";  // nothing attended to copy from
