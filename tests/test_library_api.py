@@ -136,3 +136,18 @@ def test_translate_lines_takes_the_output_limit() -> None:
         translate_lines(b, ["a"], max_len_a=0, max_len_b=0)
     with pytest.raises(ValueError, match="max_len_b must be an int"):
         translate_lines(b, ["a"], max_len_b=2.5)  # type: ignore[arg-type]
+
+
+def test_a_cell_named_as_info_prints_it_says_the_names_are_lower_case() -> None:
+    """`rnnkit info` calls the cell LSTM; Seq2Seq(cell="LSTM") said only "must be one of"."""
+    with pytest.raises(ValueError, match=r"got 'LSTM' \(the names are lower case: 'lstm'\)"):
+        rnnkit.Seq2Seq(10, 10, 8, 16, cell="LSTM")
+
+
+def test_a_config_choice_in_upper_case_says_the_names_are_lower_case() -> None:
+    from rnnkit.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match=r"got 'LSTM' \(the names are lower case: 'lstm'\)"):
+        config_from_dict({"model": {"cell": "LSTM"}})
+    with pytest.raises(ConfigError, match=r"got 'Bahdanau' \(the names are lower case"):
+        config_from_dict({"model": {"attention": "Bahdanau"}})

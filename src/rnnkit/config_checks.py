@@ -155,7 +155,9 @@ def _check_meta(
         if custom and isinstance(value, str) and re.fullmatch(custom[0], value):
             return
         allowed = ", ".join(meta["choices"]) + (f", or {custom[1]}" if custom else "")
-        raise ConfigError(f"{source}: {name} must be one of {allowed}{null}; got {value!r}")
+        lower = isinstance(value, str) and value.lower() in meta["choices"]
+        hint = f" (the names are lower case: {value.lower()!r})" if lower else ""
+        raise ConfigError(f"{source}: {name} must be one of {allowed}{null}; got {value!r}{hint}")
     if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
         raise ConfigError(f"{source}: {name} must be {meta['pattern_help']}{null}; got {value!r}")
     if meta.get("nonempty") and not value.strip():

@@ -56,7 +56,10 @@ def resolve_cell(name: str | type[Cell]) -> str | type[Cell]:
     if name in CELLS:
         return CELLS[name]
     if ":" not in name:
-        raise ValueError(f"cell must be one of {', '.join(CELLS)} or module:Class; got {name!r}")
+        lower = f" (the names are lower case: {name.lower()!r})" if name.lower() in CELLS else ""
+        raise ValueError(
+            f"cell must be one of {', '.join(CELLS)} or module:Class; got {name!r}{lower}"
+        )
     module, _, attr = name.partition(":")
     try:
         cls = getattr(_import(module), attr)
