@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +31,18 @@ from rnnkit.train import train
 assert one_thread  # an autouse fixture of test_train
 
 
-def test_ctrl_c_in_the_middle_of_a_checkpoint_write_still_saves_last_pt(tmp_path, monkeypatch):
+def run_twice(tmp_path: Path, d: dict[str, Any], patch: tuple[Any, str, Any]) -> Any:
+    """``d`` trained into tmp_path/a as it is, then into tmp_path/b with ``patch``
+    (object, attribute, value) in place: (a, b, b's TrainResult)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(config_from_dict(d), a, log=lambda _: None)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(*patch)
+        result = train(config_from_dict(d), b, log=lambda _: None)
+    return a, b, result
+
+
+def test_ctrl_c_in_the_middle_of_a_checkpoint_write_still_saves_last_pt(tmp_path):
     """torch's zip writer turned a Ctrl-C inside ``torch.save`` into a RuntimeError
     ("unexpected pos"): the run died with a traceback, and neither last.pt nor the new
     best.pt was written. The write now finishes, then the Ctrl-C stops the run; --resume
@@ -53,11 +65,7 @@ def test_ctrl_c_in_the_middle_of_a_checkpoint_write_still_saves_last_pt(tmp_path
 
     d = tiny(train={"max_steps": 12, "validate_every": 6, "checkpoint_every": 6,
                     "keep_checkpoints": 5})  # fmt: skip
-    a, b = tmp_path / "a", tmp_path / "b"
-    train(config_from_dict(d), a, log=lambda _: None)
-    with monkeypatch.context() as m:
-        m.setattr(checkpoint_module.torch, "save", interrupted_save)
-        result = train(config_from_dict(d), b, log=lambda _: None)
+    a, b, result = run_twice(tmp_path, d, (checkpoint_module.torch, "save", interrupted_save))
     assert (result.steps, result.stopped) == (6, "interrupted")
     assert progress_step(b / "best.pt") == 6  # the write that was interrupted
     assert progress_step(b / "last.pt") == 6
@@ -185,7 +193,7 @@ class _Stderr:
 
 
 @pytest.mark.parametrize("where", ["optimizer", "moving average"])
-def test_a_ctrl_c_right_after_the_update_is_counted_with_its_step(tmp_path, monkeypatch, where):
+def test_a_ctrl_c_right_after_the_update_is_counted_with_its_step(tmp_path, where):
     """A Ctrl-C that landed in the optimizer's step (Adam's moments updated, the weights
     not yet, or the weights updated and the step not yet counted) or in the moving
     average's update was saved as it stood: --resume redid the step over a half-applied
@@ -205,11 +213,7 @@ def test_a_ctrl_c_right_after_the_update_is_counted_with_its_step(tmp_path, monk
 
     d = tiny(train={"max_steps": 12, "validate_every": 100, "checkpoint_every": 100,
                     "ema_decay": 0.9})  # fmt: skip
-    a, b = tmp_path / "a", tmp_path / "b"
-    train(config_from_dict(d), a, log=lambda _: None)
-    with monkeypatch.context() as m:
-        m.setattr(*target, then_ctrl_c)
-        result = train(config_from_dict(d), b, log=lambda _: None)
+    a, b, result = run_twice(tmp_path, d, (*target, then_ctrl_c))
     assert (result.steps, result.stopped) == (7, "interrupted")
     train(config_from_dict(d), b, resume=True, log=lambda _: None)
     assert_same_parameters(a / "last.pt", b / "last.pt")
@@ -217,7 +221,7 @@ def test_a_ctrl_c_right_after_the_update_is_counted_with_its_step(tmp_path, monk
     assert sa["optimizer"]["state"][0]["step"] == sb["optimizer"]["state"][0]["step"] == 12
 
 
-def test_the_first_log_row_after_a_resume_averages_the_steps_before_the_stop(tmp_path, monkeypatch):
+def test_the_first_log_row_after_a_resume_averages_the_steps_before_the_stop(tmp_path):
     """A Ctrl-C between two log rows saved last.pt without the losses summed since the
     last row: the first row after --resume averaged only the steps run since (a blip in
     the curve). last.pt now holds the running sums, every rank's."""
@@ -231,11 +235,8 @@ def test_the_first_log_row_after_a_resume_averages_the_steps_before_the_stop(tmp
 
     d = tiny(train={"max_steps": 15, "log_every": 5, "validate_every": 100,
                     "checkpoint_every": 100})  # fmt: skip
-    a, b = tmp_path / "a", tmp_path / "b"
-    train(config_from_dict(d), a, log=lambda _: None)
-    with monkeypatch.context() as m:
-        m.setattr(update_module, "token_loss", token_loss)
-        assert train(config_from_dict(d), b, log=lambda _: None).steps == 7
+    a, b, result = run_twice(tmp_path, d, (update_module, "token_loss", token_loss))
+    assert result.steps == 7
     train(config_from_dict(d), b, resume=True, log=lambda _: None)
 
     def losses(out: Any) -> list[list[str]]:
@@ -260,7 +261,7 @@ def test_log_sums_saved_by_two_processes_go_to_rank_0_of_one():
     assert meter_of({}, Dist()) is None  # (older files)
 
 
-def test_a_ctrl_c_in_the_update_of_a_logged_step_keeps_its_row(tmp_path, monkeypatch):
+def test_a_ctrl_c_in_the_update_of_a_logged_step_keeps_its_row(tmp_path):
     """Held to the end of the update, the Ctrl-C came after the step was counted but
     before its log row: the row was lost for good (the next averaged ten steps)."""
     import rnnkit.precision as precision_module
@@ -275,11 +276,8 @@ def test_a_ctrl_c_in_the_update_of_a_logged_step_keeps_its_row(tmp_path, monkeyp
 
     d = tiny(train={"max_steps": 15, "log_every": 5, "validate_every": 100,
                     "checkpoint_every": 100})  # fmt: skip
-    a, b = tmp_path / "a", tmp_path / "b"
-    train(config_from_dict(d), a, log=lambda _: None)
-    with monkeypatch.context() as m:
-        m.setattr(precision_module.Precision, "step", then_ctrl_c)
-        assert train(config_from_dict(d), b, log=lambda _: None).steps == 5
+    a, b, result = run_twice(tmp_path, d, (precision_module.Precision, "step", then_ctrl_c))
+    assert result.steps == 5
     train(config_from_dict(d), b, resume=True, log=lambda _: None)
 
     def losses(out: Any) -> list[list[str]]:
