@@ -431,7 +431,7 @@ def test_average_holds_one_checkpoint_at_a_time(run, tmp_path, monkeypatch):
     input (24 step files of 62 MB: 1.86 GB). Now each is added and let go before the next."""
     import weakref
 
-    import rnnkit.runs as runs
+    import rnnkit.averaging as averaging
 
     class Held(dict):  # type: ignore[type-arg]  (a dict that can be watched)
         pass
@@ -446,9 +446,9 @@ def test_average_holds_one_checkpoint_at_a_time(run, tmp_path, monkeypatch):
         weakref.finalize(ck, lambda: alive.__setitem__(0, alive[0] - 1))
         return ck
 
-    monkeypatch.setattr(runs, "load_checkpoint", load)
+    monkeypatch.setattr(averaging, "load_checkpoint", load)
     paths = [run / f"step-{s}.pt" for s in (10, 20, 30)]
-    mean = runs.average_checkpoints(paths)["model"]
+    mean = averaging.average_checkpoints(paths)["model"]
     assert seen == [0, 0, 0]
     states = [load_checkpoint(p)["model"] for p in paths]
     for k, v in mean.items():

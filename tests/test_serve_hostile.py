@@ -16,7 +16,7 @@ import httpx
 import pytest
 from test_serve import running, running_app
 from test_serve_guards import HEAD_100, _connect
-from toy import one_thread, word_bundle
+from toy import one_thread, reaped, word_bundle
 
 from rnnkit.serve.app import Settings, create_app
 from rnnkit.serve.command import _LineWriter, short_names
@@ -156,7 +156,7 @@ def test_a_signal_in_the_first_second_is_taken_as_documented(
     proc = subprocess.Popen(
         argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    try:
+    with reaped(proc):
         time.sleep(0.3)  # (python is starting, torch not yet imported)
         proc.send_signal(getattr(signal, sig))
         if sig == "SIGHUP":
@@ -166,10 +166,6 @@ def test_a_signal_in_the_first_second_is_taken_as_documented(
             time.sleep(1.0)  # (the reload asked for while loading runs as the server starts)
             proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == status, err
     assert says in err and "Traceback" not in err, err
 

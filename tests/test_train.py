@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from toy import reaped
 
 import rnnkit.update as update_module
 from rnnkit.checkpoint import CheckpointError, average_checkpoints, load_bundle, load_checkpoint
@@ -267,7 +268,7 @@ def test_sigint_or_sigterm_to_cli_saves_and_exits_without_traceback(tmp_path, si
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:  # (a generous wait: a loaded 2-core machine took over 60 s to start and reach step 5)
+    with reaped(proc):  # (a generous wait: a loaded 2-core machine took over 60 s to reach step 5)
         deadline = time.monotonic() + 240
         while progress_step(tmp_path / "last.pt") < 5:
             assert proc.poll() is None, proc.communicate()[1]
@@ -275,10 +276,6 @@ def test_sigint_or_sigterm_to_cli_saves_and_exits_without_traceback(tmp_path, si
             time.sleep(0.02)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == status, err
     assert "Traceback" not in err
     said = [line for line in err.splitlines() if line.startswith("interrupted at step ")]

@@ -20,6 +20,7 @@ from test_train import (
     tiny,
     write_yaml,
 )
+from toy import reaped
 
 import rnnkit.checkpoint as checkpoint_module
 import rnnkit.train as train_module
@@ -131,17 +132,13 @@ def test_a_log_stream_that_closes_stops_the_run_as_ctrl_c_does(tmp_path):
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "rnnkit", "train", str(cfg), "--out", str(out)]
     proc = subprocess.Popen(argv, env=subprocess_env(), stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(proc):
         assert proc.stderr is not None
         for line in proc.stderr:  # (the reader stops after the first training row)
             if line.startswith("step 5 "):
                 break
         proc.stderr.close()
         assert proc.wait(timeout=120) == 141
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     step = progress_step(out / "last.pt")
     assert step >= 10 and step % 5 == 0  # the first row it could not write
     assert len(read_log(out)) == step // 5  # (log.csv has every row)

@@ -7,6 +7,7 @@ reversed: ``BOS y_1 .. y_n EOS``. Special ids: PAD=0, UNK=1, BOS=2, EOS=3.
 from __future__ import annotations
 
 import random
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,3 +132,15 @@ def save_bundle(b: Bundle, path: Path) -> Path:
         },
     )
     return path
+
+
+@contextmanager
+def reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """``proc``, killed and waited for if it still runs when the block ends: a test that
+    fails leaves no process behind."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

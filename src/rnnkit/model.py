@@ -274,13 +274,13 @@ class Seq2Seq(nn.Module):
         model's own prediction instead of the reference token (Williams & Zipser 1989).
         Returns logits ``(B, T, V)`` and attention ``(B, T, S)`` (None without attention).
         """
-        _check_src(src, self.encoder.embed.num_embeddings)  # (before tgt_in is blamed)
+        enc = self.encode(src, src_lengths)  # (src checked before tgt_in is blamed)
         if tgt_in.dim() != 2 or tgt_in.shape[0] != src.shape[0] or tgt_in.shape[1] == 0:
             raise ValueError(
                 f"tgt_in must be (B, T) with the B = {src.shape[0]} of src and T ≥ 1, "
                 f"got {tuple(tgt_in.shape)}"
             )
-        return self.teacher_forced(self.encode(src, src_lengths), tgt_in, teacher_forcing)
+        return self.teacher_forced(enc, tgt_in, teacher_forcing)
 
     def teacher_forced(
         self, enc: EncoderOutput, tgt_in: Tensor, teacher_forcing: float = 1.0
