@@ -100,11 +100,13 @@ _DEVICE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
 def _device_failed(e: BaseException) -> bool:
     """``e`` raised over an OSError of the disk: its cause or context, or theirs (torch's
     zip writer turns a full disk into a RuntimeError: the OSError is a level deeper)."""
-    seen: BaseException | None = e
-    for _ in range(8):
-        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+    seen = e.__cause__ or e.__context__
+    for _ in range(8):  # (a few levels down the chain at most)
+        if seen is None:
+            return False
         if isinstance(seen, OSError) and seen.errno in _DEVICE_ERRNOS:
             return True
+        seen = seen.__cause__ or seen.__context__
     return False
 
 
