@@ -20,13 +20,18 @@ Measured:
                  (validation excluded, the first interval left out as warm-up)
   greedy/beam5   test2016 sentences per second of decoding (model loading excluded)
   peak RSS       maximum resident memory of the training / beam-5 decoding process
-  --quality-minutes M: each toolkit's own best recipe trained M minutes of wall time, then
-                 dev BLEU (greedy, lowercased) of its best checkpoint. rnnkit's is
+  --quality-minutes M: each toolkit's own best recipe trained M minutes of wall time, the
+                 two side by side (--quality-threads torch threads each, default half the
+                 CPUs), both stopped by a Ctrl-C M minutes after their start; then dev BLEU
+                 (greedy, lowercased) of the better of each one's best checkpoint (by its own
+                 periodic validation) and its final weights. rnnkit's recipe is
                  --quality-config (configs/multi30k_de_en_small.yaml), Joey's the
-                 architecture above at its learning rate 3e-4.
+                 architecture above at its learning rate 3e-4. Its table goes to the
+                 compare-joeynmt-quality section of docs/RESULTS.md; --quality-only skips
+                 the speed rounds (their section stays as it is).
 
     bench/compare_joeynmt.sh [--rounds 3] [--steps 200] [--decode-steps 1000] [--threads N]
-                             [--quality-minutes 40]
+                             [--quality-minutes 40 [--quality-only]]
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,7 @@ from compare_setup import (
     joey_config,
     joey_generation_s,
     joey_tokens_per_s,
+    joey_updates,
     output_quality,
     prepare_spm,
     rnnkit_config,
@@ -57,12 +64,19 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 
 
-def run(cmd: list[str], env: dict[str, str], log: Path, timeout: float | None = None) -> float:
-    """Run ``cmd`` with stdout+stderr to ``log``; return its peak RSS in GiB.
+def run(
+    cmd: list[str],
+    env: dict[str, str],
+    log: Path,
+    timeout: float | None = None,
+    stdout: Path | None = None,
+) -> float:
+    """Run ``cmd`` with stdout+stderr to ``log`` (stdout to ``stdout`` when given); return
+    its peak RSS in GiB. ``timeout``: a Ctrl-C after that many seconds, and its end awaited.
 
     Raises SystemExit with the log's tail when the command fails."""
-    with open(log, "w", encoding="utf-8") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    with open(log, "w", encoding="utf-8") as f, open(stdout or os.devnull, "w") as out:
+        p = subprocess.Popen(cmd, stdout=out if stdout else f, stderr=f, env=env)
         t0 = time.time()
         while True:
             pid, status, usage = os.wait4(p.pid, os.WNOHANG)
@@ -189,64 +203,74 @@ class Bench:
             )
         return res
 
-    def quality(self, minutes: float) -> dict[str, float]:
-        """Each toolkit's best recipe for ``minutes`` of wall time; dev BLEU greedy lowercased."""
-        res: dict[str, float] = {}
-        out = self.work / "quality-rnnkit"
-        run(
-            [
-                sys.executable,
-                "-m",
-                "rnnkit",
-                "train",
-                str(self.args.quality_config),
-                "--out",
-                str(out),
-                "--set",
-                f"data.data_dir={self.data.parent}",
-                "--set",
-                f"train.max_minutes={minutes}",
-            ],
-            self.env,
-            self.work / "quality-rnnkit.log",
-        )
-        log = self.work / "quality-rnnkit-eval.json"
-        run(
-            [
-                sys.executable,
-                "-m",
-                "rnnkit",
-                "evaluate",
-                str(out / "best.pt"),
-                "--src",
-                str(self.data / "val.de"),
-                "--ref",
-                str(self.data / "val.en"),
-                "--beam",
-                "1",
-                "--lowercase",
-            ],
-            self.env,
-            log,
-        )
-        res["rnnkit"] = json.loads(log.read_text())["bleu"]
-        out = self.work / "quality-joey"
-        cfg = self.write_yaml(
-            self.work / "quality-joey.yaml",
-            joey_config(self.data, self.sp_model, self.joey_vocab, out, None, 1),
-        )
+    def quality(self, minutes: float) -> dict[str, Any]:
+        """Each toolkit's best recipe trained side by side for ``minutes`` of wall time.
+
+        Both start together (``--quality-threads`` torch threads each) and both get a
+        Ctrl-C ``minutes`` after their start, on which each saves its current weights and
+        stops. Each is scored by dev BLEU (greedy, lowercased) of the better of its best
+        checkpoint (by its own periodic validation) and those final weights."""
+        env = dict(self.env)
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.args.quality_threads)
+        seconds = 60 * minutes
+        rn_out, joey_out = self.work / "quality-rnnkit", self.work / "quality-joey"
+        rn_cmd = [sys.executable, "-m", "rnnkit", "train", str(self.args.quality_config)]
+        rn_cmd += ["--out", str(rn_out), "--set", f"data.data_dir={self.data.parent}"]
+        rn_cmd += ["--set", "train.max_minutes=0"]  # the Ctrl-C stops it, as it stops Joey
+        joey_cfg = joey_config(self.data, self.sp_model, self.joey_vocab, joey_out, None, 1)
+        cfg = self.write_yaml(self.work / "quality-joey.yaml", joey_cfg)
         launcher = [self.joey_py, str(HERE / "joey_launcher.py")]
+        print(f"quality: both recipes train side by side for {minutes:g} minutes ...", flush=True)
+        with ThreadPoolExecutor(2) as pool:
+            rn = pool.submit(run, rn_cmd, env, self.work / "quality-rnnkit.log", seconds)
+            joey_log = self.work / "quality-joey-train.log"
+            joey = pool.submit(
+                run, [*launcher, "train", str(cfg), "--skip-test"], env, joey_log, seconds
+            )
+            rss = {"rnnkit": rn.result(), "joey": joey.result()}
+        rn_bleu, joey_bleus = [], []
+        for ckpt in _saved(rn_out, "best.pt", "last.pt"):
+            scores = self.work / f"quality-rnnkit-{ckpt.stem}.json"
+            evaluate = [sys.executable, "-m", "rnnkit", "evaluate", str(ckpt), "--beam", "1"]
+            evaluate += ["--src", str(self.data / "val.de"), "--ref", str(self.data / "val.en")]
+            log = self.work / f"quality-rnnkit-{ckpt.stem}.log"
+            run([*evaluate, "--lowercase"], env, log, stdout=scores)
+            rn_bleu.append(json.loads(scores.read_text())["bleu"])
+        del joey_cfg["data"]["test"]  # Joey's test mode would translate test2016 too
+        for ckpt in _saved(joey_out, "best.ckpt", "latest.ckpt"):
+            joey_cfg["testing"]["load_model"] = str(ckpt)
+            test_cfg = self.write_yaml(self.work / f"quality-joey-{ckpt.stem}.yaml", joey_cfg)
+            run(
+                [*launcher, "test", str(test_cfg)], env, self.work / f"quality-joey-{ckpt.stem}.log"
+            )
+            joey_bleus.append(joey_bleu(joey_out / "test.log", "dev"))
+        info = self.work / "quality-rnnkit-info.json"
         run(
-            [*launcher, "train", str(cfg), "--skip-test"],
-            self.env,
-            self.work / "quality-joey-train.log",
-            timeout=60 * minutes,
+            [sys.executable, "-m", "rnnkit", "info", str(rn_out / "last.pt")],
+            env,
+            info.with_suffix(".log"),
+            stdout=info,
         )
-        run([*launcher, "test", str(cfg)], self.env, self.work / "quality-joey-test.log")
-        if not (out / "best.ckpt").exists():
-            raise SystemExit(f"Joey NMT saved no checkpoint in {minutes} minutes ({out})")
-        res["joey"] = joey_bleu(out / "test.log", "dev")
-        return res
+        return {
+            "rnnkit": max(rn_bleu),
+            "joey": max(joey_bleus),
+            "rnnkit_best_last": rn_bleu,
+            "joey_best_last": joey_bleus,
+            "rnnkit_updates": json.loads(info.read_text())["training"]["step"],
+            "joey_updates": joey_updates(joey_log),
+            "rnnkit_rss": rss["rnnkit"],
+            "joey_rss": rss["joey"],
+            "minutes": minutes,
+            "threads": self.args.quality_threads,
+        }
+
+
+def _saved(folder: Path, *names: str) -> list[Path]:
+    """The checkpoints ``names`` in ``folder`` that a run saved (at least one)."""
+    found = [folder / n for n in names if (folder / n).exists()]
+    if not found:
+        raise SystemExit(f"no checkpoint saved in {folder} (none of {', '.join(names)})")
+    return found
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -275,7 +299,7 @@ ROWS = [
 ]
 
 
-def table(med: dict[str, dict[str, float]], quality: dict[str, float] | None, head: str) -> str:
+def table(med: dict[str, dict[str, float]], head: str) -> str:
     lines = [
         head,
         "",
@@ -288,13 +312,34 @@ def table(med: dict[str, dict[str, float]], quality: dict[str, float] | None, he
         a, b = med["rnnkit"][key], med["joey"][key]
         g = f"≥ {goal:.1f}" + (" ✓" if a / b >= goal else " ✗") if goal else ""
         lines.append(f"| {label} | {a:,.2f} | {b:,.2f} | {a / b:.2f} | {g} |")
-    if quality:
-        a, b = quality["rnnkit"], quality["joey"]
-        lines.append(
-            f"| dev BLEU after {quality['minutes']:g} min (greedy, lowercased) | {a:.2f} | "
-            f"{b:.2f} | {a / b:.2f} | rnnkit ≥ 30 {'✓' if a >= 30 else '✗'} |"
-        )
     return "\n".join(lines)
+
+
+def quality_table(q: dict[str, Any], config: str) -> str:
+    import torch
+
+    def row(label: str, a: float, b: float, fmt: str, goal: str = "") -> str:
+        ratio = f"{a / b:.2f}" if b else "–"
+        return f"| {label} | {a:{fmt}} | {b:{fmt}} | {ratio} | {goal} |"
+
+    m = f"{q['minutes']:g}"
+    ok = "rnnkit ≥ 30 " + ("✓" if q["rnnkit"] >= 30 else "✗")
+    return "\n".join(
+        [
+            f"Both recipes trained side by side for {m} minutes of wall time, "
+            f"{q['threads']:g} torch thread(s) each, torch {torch.__version__}, "
+            f"{os.cpu_count()} CPUs ({time.strftime('%Y-%m-%d')}); rnnkit: `{config}`, "
+            "Joey NMT: the architecture of the speed runs at its learning rate 3e-4. "
+            "Dev BLEU (greedy, lowercased) of the better of each one's best checkpoint and "
+            "its weights at the stop.",
+            "",
+            "| measure | rnnkit | Joey NMT | rnnkit / Joey | goal |",
+            "|---|---:|---:|---:|---|",
+            row(f"dev BLEU after {m} min (greedy, lowercased)", q["rnnkit"], q["joey"], ".2f", ok),
+            row(f"updates in {m} min", q["rnnkit_updates"], q["joey_updates"], ",.0f"),
+            row("peak RSS training, GiB", q["rnnkit_rss"], q["joey_rss"], ".2f"),
+        ]
+    )
 
 
 def main() -> int:
@@ -326,6 +371,17 @@ def main() -> int:
         "--quality-minutes", type=float, default=0, help="also train each best recipe M minutes"
     )
     ap.add_argument(
+        "--quality-only",
+        action="store_true",
+        help="only the --quality-minutes runs (no speed rounds; the speed table stays)",
+    )
+    ap.add_argument(
+        "--quality-threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 1) // 2),
+        help="torch threads of each quality run (they run side by side; default: half the CPUs)",
+    )
+    ap.add_argument(
         "--quality-config",
         default=str(ROOT / "configs" / "multi30k_de_en_small.yaml"),
         help="rnnkit's recipe for --quality-minutes (default configs/multi30k_de_en_small.yaml)",
@@ -336,7 +392,21 @@ def main() -> int:
         ap.error("--steps and --decode-steps: multiples of 25, at least 75 (3 log intervals)")
     if not (Path(args.data) / "train.de").exists():
         ap.error(f"no Multi30k in {args.data} (train.de missing); pass --data DIR")
+    if args.quality_only and not args.quality_minutes:
+        ap.error("--quality-only needs --quality-minutes M")
     bench = Bench(args)
+    if not args.quality_only:
+        speed(bench, args)
+    if args.quality_minutes:
+        q = bench.quality(args.quality_minutes)
+        (bench.work / "quality.json").write_text(json.dumps(q, indent=1))
+        config = os.path.relpath(args.quality_config, ROOT)
+        write_section(args, "compare-joeynmt-quality", quality_table(q, config))
+    return 0
+
+
+def speed(bench: Bench, args: argparse.Namespace) -> None:
+    """The interleaved speed rounds and their table (section ``compare-joeynmt``)."""
     runs: dict[str, list[dict[str, float]]] = {"rnnkit": [], "joey": []}
     for r in range(args.rounds):
         order = ["joey", "rnnkit"] if r % 2 == 0 else ["rnnkit", "joey"]
@@ -356,9 +426,6 @@ def main() -> int:
     med = {
         name: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for name, rs in runs.items()
     }
-    quality = None
-    if args.quality_minutes:
-        quality = {**bench.quality(args.quality_minutes), "minutes": args.quality_minutes}
     import torch
 
     head = (
@@ -368,18 +435,19 @@ def main() -> int:
         f"{args.threads} torch thread(s), torch {torch.__version__}, {os.cpu_count()} CPUs "
         f"({time.strftime('%Y-%m-%d')})."
     )
-    text = table(med, quality, head)
-    (bench.work / "results.json").write_text(
-        json.dumps({"runs": runs, "median": med, "quality": quality}, indent=1)
-    )
+    (bench.work / "results.json").write_text(json.dumps({"runs": runs, "median": med}, indent=1))
+    write_section(args, "compare-joeynmt", table(med, head))
+
+
+def write_section(args: argparse.Namespace, name: str, text: str) -> None:
+    """Print a table and put it in its section of docs/RESULTS.md (not with --no-write)."""
     if not args.no_write:
         sys.path.insert(0, str(ROOT / "src"))
         from rnnkit.experiments.common import update_results
 
-        update_results(ROOT / "docs" / "RESULTS.md", "compare-joeynmt", text)
+        update_results(ROOT / "docs" / "RESULTS.md", name, text)
     print()
-    print(text)
-    return 0
+    print(text, flush=True)
 
 
 if __name__ == "__main__":

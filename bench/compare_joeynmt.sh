@@ -2,7 +2,7 @@
 # rnnkit against Joey NMT 2.3.0 on Multi30k de→en: training and translation speed, memory,
 # and (with --quality-minutes 40) quality at equal wall-clock. Prints the ratio table last.
 #
-#   bench/compare_joeynmt.sh [--rounds 3] [--steps 200] [--decode-steps 1000] [--threads N] [--quality-minutes 40]
+#   bench/compare_joeynmt.sh [--rounds 3] [--steps 200] [--decode-steps 1000] [--threads N] [--quality-minutes 40 [--quality-only]]
 #                            [--data DIR/multi30k] [--no-write]
 #
 # Joey NMT goes into its own virtual environment ($JOEY_VENV, default .bench/joeynmt), never

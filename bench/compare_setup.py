@@ -163,6 +163,16 @@ def _last_for_split(log: Path, split: str, pattern: str, what: str) -> float:
     return value
 
 
+def joey_updates(log: Path) -> int:
+    """The last update number in Joey's training log ("Epoch  3, Step:  1200, ..." every
+    logging_freq updates, "Interrupt at epoch 3, step 1234." at a Ctrl-C)."""
+    text = log.read_text(encoding="utf-8", errors="replace")
+    steps = re.findall(r"(?:Step:\s+|Interrupt at epoch \d+, step )(\d+)", text)
+    if not steps:
+        raise SystemExit(f"{log}: no training step logged")
+    return int(steps[-1])
+
+
 def joey_generation_s(log: Path, split: str) -> float:
     """Seconds Joey last reported for generating ``split``."""
     return _last_for_split(log, split, r"Generation took ([\d.]+)\[sec\]", "generation time")

@@ -82,13 +82,42 @@ def test_ratio_table_marks_goals() -> None:
             "rss_beam5": 1.0,
         },
     }
-    text = cj.table(med, {"rnnkit": 31.0, "joey": 22.2, "minutes": 40}, "head")
+    text = cj.table(med, "head")
     rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
     assert "| 3.00 | ≥ 2.0 ✓ |" in rows["training, target tokens/s"]
     assert "| 1.50 | ≥ 2.0 ✗ |" in rows["translation greedy, sentences/s"]
     assert "| 2.50 | ≥ 3.0 ✗ |" in rows["translation beam 5, sentences/s"]
     assert rows["peak RSS training, GiB"].endswith("| 0.50 |  |")
-    assert "rnnkit ≥ 30 ✓" in rows["dev BLEU after 40 min (greedy, lowercased)"]
+
+
+def test_quality_table_marks_the_goal_and_survives_a_zero() -> None:
+    q = {"rnnkit": 31.0, "joey": 22.2, "rnnkit_updates": 2500, "joey_updates": 2000}
+    q |= {"rnnkit_rss": 0.9, "joey_rss": 1.2, "minutes": 40, "threads": 1}
+    text = cj.quality_table(q, "configs/x.yaml")
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()}
+    assert "side by side for 40 minutes" in text and "`configs/x.yaml`" in text
+    bleu = rows["dev BLEU after 40 min (greedy, lowercased)"]
+    assert (
+        bleu
+        == "| dev BLEU after 40 min (greedy, lowercased) | 31.00 | 22.20 | 1.40 | rnnkit ≥ 30 ✓ |"
+    )
+    assert rows["updates in 40 min"] == "| updates in 40 min | 2,500 | 2,000 | 1.25 |  |"
+    text = cj.quality_table(q | {"rnnkit": 29.9, "joey": 0.0}, "c.yaml")  # Joey learnt nothing
+    assert "| 29.90 | 0.00 | – | rnnkit ≥ 30 ✗ |" in text
+
+
+def test_joey_updates_from_its_log_lines_or_its_interrupt(tmp_path: Path) -> None:
+    log = tmp_path / "train.log"
+    log.write_text(JOEY_LOG)
+    assert cj.joey_updates(log) == 50
+    log.write_text(
+        JOEY_LOG
+        + "2026-11-27 18:31:00,000 - INFO - joeynmt.training - Interrupt at epoch 1, step 73.\n"
+    )
+    assert cj.joey_updates(log) == 73
+    log.write_text("nothing trained\n")
+    with pytest.raises(SystemExit, match="no training step logged"):
+        cj.joey_updates(log)
 
 
 def test_rnnkit_side_is_joeys_architecture(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ GRU ``r z n``.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 import torch.nn.functional as F
@@ -178,7 +178,26 @@ class LSTMCell(Cell):
             h = F.linear(h, self.weight_hr)
         return (h, c), LSTMGates(i, f, g, o, c, h)
 
-    def forward(  # type: ignore[override]
+    @overload  # type: ignore[override]
+    def forward(
+        self,
+        x: Tensor,
+        hx: tuple[Tensor, Tensor] | None = None,
+        return_gates: Literal[False] = False,
+    ) -> tuple[Tensor, Tensor]: ...
+    @overload
+    def forward(
+        self, x: Tensor, hx: tuple[Tensor, Tensor] | None, return_gates: Literal[True]
+    ) -> LSTMGates: ...
+    @overload
+    def forward(
+        self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None, *, return_gates: Literal[True]
+    ) -> LSTMGates: ...
+    @overload
+    def forward(
+        self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None, return_gates: bool = False
+    ) -> tuple[Tensor, Tensor] | LSTMGates: ...
+    def forward(
         self, x: Tensor, hx: tuple[Tensor, Tensor] | None = None, return_gates: bool = False
     ) -> tuple[Tensor, Tensor] | LSTMGates:
         """x ``(B, I)``, hx ``(h, c)`` each ``(B, H)`` → ``(h', c')``, or all gates."""
@@ -234,7 +253,21 @@ class GRUCell(Cell):
         h = (1 - z) * n + z * h_prev
         return (h,), GRUGates(r, z, n, h)
 
-    def forward(  # type: ignore[override]
+    @overload  # type: ignore[override]
+    def forward(
+        self, x: Tensor, hx: Tensor | None = None, return_gates: Literal[False] = False
+    ) -> Tensor: ...
+    @overload
+    def forward(self, x: Tensor, hx: Tensor | None, return_gates: Literal[True]) -> GRUGates: ...
+    @overload
+    def forward(
+        self, x: Tensor, hx: Tensor | None = None, *, return_gates: Literal[True]
+    ) -> GRUGates: ...
+    @overload
+    def forward(
+        self, x: Tensor, hx: Tensor | None = None, return_gates: bool = False
+    ) -> Tensor | GRUGates: ...
+    def forward(
         self, x: Tensor, hx: Tensor | None = None, return_gates: bool = False
     ) -> Tensor | GRUGates:
         """x ``(B, I)``, hx ``(B, H)`` → h' ``(B, H)``, or all gates."""
