@@ -30,13 +30,14 @@ def stand_in_for_cuda(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """The serve tests' tiny dates model (trained once per session by ``rnnkit train``)."""
+def ckpt():
+    """The serve tests' tiny dates model (trained by ``rnnkit train`` once per version of
+    the code, for every test process)."""
     from serve_util import dates_checkpoint
     from toy import one_thread
 
     with one_thread():
-        return dates_checkpoint(tmp_path_factory)
+        return dates_checkpoint()
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,8 @@ class _Attention(nn.Module):
 
         Args:
             query: decoder state s, ``(B, Hq)``, or several decoder steps ``(B, T, Hq)``.
-            keys: encoder states h_1..h_S, ``(B, S, Hk)``.
+            keys: encoder states h_1..h_S, ``(B, S, Hk)``. Finite at padding positions
+                too: their α is 0, but 0 · NaN is NaN (rnnkit's encoders write zeros there).
             mask: bool ``(B, S)``, True marks a real (non-padding) position; None: all real.
             projected_keys: ``self.project_keys(keys)``, computed once per sentence by the
                 caller; None computes it here.
