@@ -15,14 +15,12 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)
 	$(BIN)/rnnkit demo
 
-# The tests run in TEST_JOBS processes (pytest-xdist; each test uses one thread; the tests
-# of a module marked xdist_group in one process, so that its module fixtures are built
-# once), then those marked serial (jobs of several processes, load) alone. Plain `pytest`
-# runs all.
+# The tests run in TEST_JOBS processes (pytest-xdist; each test uses one thread), then
+# those marked serial (jobs of several processes, load) alone. Plain `pytest` runs all.
 TEST_JOBS ?= 2
 test: $(STAMP) chromium
 	@status=0; \
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup -m "not serial" || status=$$?; \
+	$(BIN)/python -m pytest -n $(TEST_JOBS) -m "not serial" || status=$$?; \
 	$(BIN)/python -m pytest -m serial || status=$$?; \
 	exit $$status
 

@@ -35,11 +35,6 @@ KEPT = {"keep_checkpoints": 3, "ema_decay": 0.9}  # 30 steps: step-10, -20, -30.
 AVG = ["step-10.pt", "step-20.pt"]
 
 
-# What its module-scoped fixtures build is built once: all its tests go to one worker
-# (make test: pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("checkpoint_guards")
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy-task run of 30 steps that keeps its step files and an average of its weights."""

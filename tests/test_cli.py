@@ -78,11 +78,6 @@ def read_output(path: Path) -> list[str]:
     return text.split("\n")[:-1]
 
 
-# What its module-scoped fixtures build is built once: all its tests go to one worker
-# (make test: pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("cli")
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy-task model with a sentencepiece (BPE) vocabulary, trained by ``rnnkit train``."""

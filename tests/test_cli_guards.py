@@ -35,11 +35,6 @@ def test_coverage_without_attention_is_a_config_error():
         config_from_dict(tiny(model={"attention": "none"}, decode={"coverage_penalty": 0.5}))
 
 
-# What its module-scoped fixtures build is built once: all its tests go to one worker
-# (make test: pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("cli_guards")
-
-
 @pytest.fixture(scope="module")
 def plain_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny trained model without attention."""

@@ -28,11 +28,6 @@ def _one_thread():
         yield
 
 
-# What its module-scoped fixtures build is built once: all its tests go to one worker
-# (make test: pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("ensemble")
-
-
 @pytest.fixture(scope="module")
 def members() -> list[Seq2Seq]:
     """Two half-trained reversers of other cells and attention, and an untrained LSTM

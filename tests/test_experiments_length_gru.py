@@ -33,11 +33,6 @@ def _png(path: Path) -> None:
     assert path.read_bytes()[:8] == PNG
 
 
-# What its module-scoped fixtures build is built once: all its tests go to one worker
-# (make test: pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("experiments_length_gru")
-
-
 @pytest.fixture(scope="module")
 def length_report(tmp_path_factory: pytest.TempPathFactory):
     return run_experiment("attention-length", tmp_path_factory.mktemp("length"), quick=True)

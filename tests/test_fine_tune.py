@@ -14,10 +14,6 @@ from rnnkit.cli import main
 from rnnkit.config import config_from_dict
 from rnnkit.train import Trainer, train
 
-# What its module-scoped fixtures build is built once: all its tests go to one worker
-# (make test: pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("fine_tune")
-
 
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory: pytest.TempPathFactory) -> Path:

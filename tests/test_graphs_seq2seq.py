@@ -57,11 +57,6 @@ def test_static_loss_equals_sequence_loss(name):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
 
 
-# What its module-scoped fixtures build is built once: all its tests go to one worker
-# (make test: pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("graphs_seq2seq")
-
-
 @pytest.fixture(scope="module")
 def trained() -> Seq2Seq:
     torch.manual_seed(0)

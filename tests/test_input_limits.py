@@ -50,11 +50,6 @@ def test_an_integer_option_beyond_the_limit_is_a_usage_error(capsys):
     assert "--beam: expected an integer from 1 to 2147483647" in capsys.readouterr().err
 
 
-# What its module-scoped fixtures build is built once: all its tests go to one worker
-# (make test: pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("input_limits")
-
-
 @pytest.fixture(scope="module")
 def steps(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     from rnnkit.train import train

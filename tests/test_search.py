@@ -30,11 +30,6 @@ def _one_thread():
         yield
 
 
-# What its module-scoped fixtures build is built once: all its tests go to one worker
-# (make test: pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("search")
-
-
 @pytest.fixture(scope="module")
 def trained() -> Seq2Seq:
     """A GRU + Bahdanau reverser (~99 % exact match after 150 steps, a few seconds)."""

@@ -19,11 +19,6 @@ from test_serve_browser import server_page
 Page = Any  # playwright.sync_api.Page (imported lazily: the module may be skipped)
 
 
-# What its module-scoped fixtures build is built once: all its tests go to one worker
-# (make test: pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("serve_page")
-
-
 @pytest.fixture(scope="module")
 def page(ckpt: Path) -> Iterator[tuple[Page, list[str], list[str]]]:
     """The page (loaded again with a console listener), its script errors, and the

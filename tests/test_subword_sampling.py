@@ -26,11 +26,6 @@ def corpus(n: int = 400, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) for _ in range(n)]
 
 
-# What its module-scoped fixtures build is built once: all its tests go to one worker
-# (make test: pytest-xdist --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("subword_sampling")
-
-
 @pytest.fixture(scope="module")
 def tok() -> SentencePieceTokenizer:
     return SentencePieceTokenizer.train(corpus(), vocab_size=200, model_type="bpe")
