@@ -85,6 +85,35 @@ def test_legend_counts_the_units_not_sent(page: tuple[Page, list[str], list[str]
     assert errors == []
 
 
+def test_a_422_reads_the_model_again(page: tuple[Page, list[str], list[str]]) -> None:
+    """A SIGHUP may serve another model: after a 422 the page reads /info again (the model
+    line and the beam's limit follow it; the fields keep what was typed). Both answers
+    are rewritten here: a narrower model at the next /info, a 422 for this beam."""
+    p, errors, _ = page
+
+    def other(route: Any) -> None:
+        answer = route.fetch()
+        data = answer.json()
+        data |= {"checkpoint": "other.pt", "target_vocab_size": 4}
+        route.fulfill(response=answer, json=data)
+
+    p.route("**/info", other)
+    p.route("**/translate", lambda r: r.fulfill(status=422, json={"detail": "too wide"}))
+    try:
+        p.fill("#beam", "9")
+        assert translate(p, "5/9/18", field="#beam").status == 422
+        p.wait_for_function("document.getElementById('model').textContent.includes('other.pt')")
+        assert p.get_attribute("#beam", "max") == "4" and p.input_value("#beam") == "9"
+        assert "422" in p.inner_text("#err") and "too wide" in p.inner_text("#err")
+    finally:
+        p.unroute("**/translate")
+        p.unroute("**/info")
+    p.evaluate("loadInfo(true)")  # the real model again, for the tests after this one
+    p.wait_for_function("!document.getElementById('model').textContent.includes('other.pt')")
+    p.fill("#beam", "1")
+    assert errors == []
+
+
 def test_an_empty_text_clears_the_previous_result(page: tuple[Page, list[str], list[str]]) -> None:
     """Nothing to translate is said, not sent (it showed an empty translation, score 0)."""
     p, errors, _ = page

@@ -251,6 +251,7 @@ async function translate(a) {
     let data = null;
     try { data = await r.json(); } catch (e) { data = null; }
     const why = (data && data.detail) || "no message";
+    if (r.status === 422) loadInfo(true);  // a SIGHUP may serve another model: its limits
     if (!r.ok) throw new Error(`${r.status} ${r.statusText}: ${why}`);
     $("err").textContent = "";
     shown(data.translations[0], a.body.beam || DEFAULT_BEAM);
@@ -292,7 +293,8 @@ $("ask").addEventListener("keydown", (e) => {
 });
 $("beam").addEventListener("input", fitNb);
 $("nb").addEventListener("input", () => { NB_SET = true; });
-async function loadInfo() {  // at load, and again once a key is typed (a 401 before)
+async function loadInfo(again) {  // at load, once a key is typed (a 401 before), and
+  // again (the fields as they are) after a 422 or when the page is shown again
   const key = $("key").value;
   try {
     const r = await fetch("info", {headers: key ? {"X-API-Key": key} : {}});
@@ -307,7 +309,8 @@ async function loadInfo() {  // at load, and again once a key is typed (a 401 be
     const most = (m.limits && m.limits.max_beam) || 32;
     MAX_BEAM = Math.max(1, Math.min(most, m.target_vocab_size || most)); $("beam").max = MAX_BEAM;
     COVERAGE = !!m.decode.coverage_penalty;
-    DEFAULT_BEAM = m.decode.beam; $("beam").value = m.decode.beam; fitNb();
+    DEFAULT_BEAM = m.decode.beam; if (!again) $("beam").value = m.decode.beam;
+    fitNb();
     GATES = (m.models || 1) === 1;  // an ensemble has no gates to show
     $("unkl").hidden = m.attention === "none";  // nothing attended to copy from
     const arch = `${m.cell}, attention ${m.attention}, ` +
@@ -317,7 +320,8 @@ async function loadInfo() {  // at load, and again once a key is typed (a 401 be
       : `ensemble of ${m.models} (${m.checkpoint}), ${n} in all; the first: ${arch}`;
   } catch (e) { /* the server is away: translate() will say so */ }
 }
-$("key").addEventListener("change", loadInfo);
+$("key").addEventListener("change", () => loadInfo());
+document.addEventListener("visibilitychange", () => { if (!document.hidden) loadInfo(true); });
 $("keyform").addEventListener("submit", (e) => e.preventDefault());
 loadInfo();
 """
