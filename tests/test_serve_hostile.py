@@ -7,9 +7,11 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -136,6 +138,21 @@ def test_a_checkpoint_written_over_in_place_is_refused(tmp_path: Any) -> None:
         load_checkpoint(path)
 
 
+def catches(pid: int, sig: int, timeout: float = 30.0) -> None:
+    """Wait until process ``pid`` has a handler for ``sig`` (Linux: /proc/PID/status,
+    the SigCgt mask) and has not yet imported torch (its memory maps)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mask = re.search(r"^SigCgt:\s*([0-9a-f]+)", Path(f"/proc/{pid}/status").read_text(), re.M)
+        assert mask is not None, "no SigCgt line in /proc/PID/status"
+        if int(mask.group(1), 16) >> (sig - 1) & 1:
+            break
+        assert time.monotonic() < deadline, f"no handler for signal {sig} in {timeout} s"
+        time.sleep(0.005)
+    assert "libtorch" not in Path(f"/proc/{pid}/maps").read_text(), "torch was loaded first"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
 @pytest.mark.parametrize(
     ("sig", "status", "says"), [("SIGHUP", 0, "reloaded"), ("SIGTERM", 0, "stopped")]
 )
@@ -157,7 +174,10 @@ def test_a_signal_in_the_first_second_is_taken_as_documented(
         argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     with reaped(proc):
-        time.sleep(0.3)  # (python is starting, torch not yet imported)
+        # as soon as the handler is in place (torch not yet imported): before it, at the
+        # interpreter's start, no program can catch a signal (a fixed sleep of 0.3 s was
+        # too short on a loaded machine: the default action ended the process)
+        catches(proc.pid, getattr(signal, sig))
         proc.send_signal(getattr(signal, sig))
         if sig == "SIGHUP":
             assert proc.stdout is not None and proc.stdout.readline().startswith(
