@@ -43,6 +43,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -70,9 +71,12 @@ def run(
     log: Path,
     timeout: float | None = None,
     stdout: Path | None = None,
+    failed: threading.Event | None = None,
 ) -> float:
     """Run ``cmd`` with stdout+stderr to ``log`` (stdout to ``stdout`` when given); return
     its peak RSS in GiB. ``timeout``: a Ctrl-C after that many seconds, and its end awaited.
+    ``failed``: shared by commands that run side by side; a command that fails sets it,
+    and the others then get their Ctrl-C at once (no waiting out their time for nothing).
 
     Raises SystemExit with the log's tail when the command fails."""
     with open(log, "w", encoding="utf-8") as f, open(stdout or os.devnull, "w") as out:
@@ -82,12 +86,15 @@ def run(
             pid, status, usage = os.wait4(p.pid, os.WNOHANG)
             if pid:
                 break
-            if timeout is not None and time.time() - t0 > timeout:
+            late = timeout is not None and time.time() - t0 > timeout
+            if late or (failed is not None and failed.is_set()):
                 p.send_signal(signal.SIGINT)  # both toolkits save and stop on Ctrl-C
                 pid, status, usage = os.wait4(p.pid, 0)
                 return usage.ru_maxrss / 2**20
             time.sleep(0.2)
     if os.waitstatus_to_exitcode(status) != 0:
+        if failed is not None:
+            failed.set()
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
         raise SystemExit(f"failed: {' '.join(cmd)}\n" + "\n".join(tail))
     return usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
@@ -221,11 +228,13 @@ class Bench:
         cfg = self.write_yaml(self.work / "quality-joey.yaml", joey_cfg)
         launcher = [self.joey_py, str(HERE / "joey_launcher.py")]
         print(f"quality: both recipes train side by side for {minutes:g} minutes ...", flush=True)
+        failed = threading.Event()  # one that fails stops the other
+        joey_log, joey_cmd = self.work / "quality-joey-train.log", [*launcher, "train", str(cfg)]
         with ThreadPoolExecutor(2) as pool:
-            rn = pool.submit(run, rn_cmd, env, self.work / "quality-rnnkit.log", seconds)
-            joey_log = self.work / "quality-joey-train.log"
+            rn_log = self.work / "quality-rnnkit.log"
+            rn = pool.submit(run, rn_cmd, env, rn_log, seconds, None, failed)
             joey = pool.submit(
-                run, [*launcher, "train", str(cfg), "--skip-test"], env, joey_log, seconds
+                run, [*joey_cmd, "--skip-test"], env, joey_log, seconds, None, failed
             )
             rss = {"rnnkit": rn.result(), "joey": joey.result()}
         rn_bleu, joey_bleus = [], []

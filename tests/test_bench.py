@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -118,6 +119,24 @@ def test_joey_updates_from_its_log_lines_or_its_interrupt(tmp_path: Path) -> Non
     log.write_text("nothing trained\n")
     with pytest.raises(SystemExit, match="no training step logged"):
         cj.joey_updates(log)
+
+
+def test_side_by_side_a_command_that_fails_stops_the_other(tmp_path: Path) -> None:
+    """--quality-minutes trains both toolkits at once: one that fails early stopped the
+    other only at its time limit (40 minutes before the error was printed)."""
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    failed, env = threading.Event(), dict(os.environ)
+    slow = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with ThreadPoolExecutor(2) as pool:
+        other = pool.submit(cj.run, slow, env, tmp_path / "a.log", 120, None, failed)
+        time.sleep(0.5)  # (both running)
+        bad = [sys.executable, "-c", "raise SystemExit('no data')"]
+        with pytest.raises(SystemExit, match="failed: .*\n.*no data"):
+            cj.run(bad, env, tmp_path / "b.log", 120, None, failed)
+        assert other.result(timeout=30) > 0  # the Ctrl-C came at once: its peak RSS
 
 
 def test_rnnkit_side_is_joeys_architecture(tmp_path: Path) -> None:
