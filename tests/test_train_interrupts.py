@@ -43,6 +43,11 @@ def run_twice(tmp_path: Path, d: dict[str, Any], patch: tuple[Any, str, Any]) ->
     return a, b, result
 
 
+def losses(out: Path) -> list[list[str]]:
+    """The training rows of a run's log.csv: [step, loss] each."""
+    return [[r["step"], r["loss"]] for r in read_log(out) if r["split"] == "train"]
+
+
 def test_ctrl_c_in_the_middle_of_a_checkpoint_write_still_saves_last_pt(tmp_path):
     """torch's zip writer turned a Ctrl-C inside ``torch.save`` into a RuntimeError
     ("unexpected pos"): the run died with a traceback, and neither last.pt nor the new
@@ -236,9 +241,6 @@ def test_the_first_log_row_after_a_resume_averages_the_steps_before_the_stop(tmp
     assert result.steps == 7
     train(config_from_dict(d), b, resume=True, log=lambda _: None)
 
-    def losses(out: Any) -> list[list[str]]:
-        return [[r["step"], r["loss"]] for r in read_log(out) if r["split"] == "train"]
-
     assert [s for s, _ in losses(b)] == ["5", "10", "15"]
     assert losses(b) == losses(a)
 
@@ -276,8 +278,5 @@ def test_a_ctrl_c_in_the_update_of_a_logged_step_keeps_its_row(tmp_path):
     a, b, result = run_twice(tmp_path, d, (precision_module.Precision, "step", then_ctrl_c))
     assert result.steps == 5
     train(config_from_dict(d), b, resume=True, log=lambda _: None)
-
-    def losses(out: Any) -> list[list[str]]:
-        return [[r["step"], r["loss"]] for r in read_log(out) if r["split"] == "train"]
 
     assert losses(b) == losses(a) and [s for s, _ in losses(a)] == ["5", "10", "15"]

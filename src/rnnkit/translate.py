@@ -41,7 +41,7 @@ class Translation:
     src_unknown: list[int] = field(default_factory=list)  # src_tokens read as <unk>
 
 
-def _limits(dec: DecodeConfig, a: float | None, b: int | None) -> DecodeConfig:
+def decode_limits(dec: DecodeConfig, a: float | None, b: int | None) -> DecodeConfig:
     """``dec`` with the output limit ``a·|x| + b`` given (a ValueError if it is none)."""
     if a is None and b is None:
         return dec
@@ -96,7 +96,7 @@ def translate_lines(
         max_len_a, max_len_b: an output has at most ``a·|x| + b`` tokens (its EOS
             apart); default from ``decode.max_len_a`` / ``max_len_b``.
     """
-    dec = _limits(bundle.config.decode, max_len_a, max_len_b)
+    dec = decode_limits(bundle.config.decode, max_len_a, max_len_b)
     _check_options(lines, beam_size, batch_size, n_best, length_penalty, coverage_penalty)
     K = dec.beam_size if beam_size is None else beam_size
     if K > len(bundle.tgt_vocab) and sampling is None:

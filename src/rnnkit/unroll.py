@@ -41,13 +41,14 @@ __all__ = [
 Direction = Callable[[int, int, Tensor, State], tuple[Tensor, State, Any]]
 
 
-def check_lengths(lengths: Tensor | list[int], T: int, B: int) -> Tensor:
+def check_lengths(lengths: Tensor | list[int], T: int, B: int, where_b: str = "") -> Tensor:
     """Lengths as a CPU long tensor ``(B,)`` with 1 ≤ length ≤ T (the range is not
     checked while torch.export records: the lengths' values are the exported program's
-    input, not known then)."""
+    input, not known then). ``where_b``: the input's dimension that B is, for the error."""
     lengths = torch.as_tensor(lengths, dtype=torch.long, device="cpu")
     if lengths.shape != (B,):
-        raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}")
+        where = f": one length per sequence, B being the input's {where_b}" if where_b else ""
+        raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}{where}")
     if (
         B
         and not torch.compiler.is_exporting()
@@ -262,13 +263,8 @@ def time_major(
         x, layout = x.transpose(0, 1), "batch_first"
     if lengths is None:
         return x, hx, None, layout
-    try:
-        lens = check_lengths(lengths, x.shape[0], x.shape[1])
-    except ValueError as e:
-        if "shape" not in str(e) or layout == "unbatched":
-            raise
-        where = "dim 0 (batch_first=True)" if batch_first else "dim 1 (batch_first=False)"
-        raise ValueError(f"{e}: one length per sequence, B being the input's {where}") from None
+    where_b = {"batch_first": "dim 0 (batch_first=True)", "time_major": "dim 1 (batch_first=False)"}
+    lens = check_lengths(lengths, x.shape[0], x.shape[1], where_b.get(layout, ""))
     return x.masked_fill(~valid_steps(lens, x.shape[0], x.device), 0), hx, lens, layout
 
 

@@ -113,12 +113,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def _with_limits(bundle: Bundle, args: argparse.Namespace) -> Bundle:
     """``bundle`` with ``--max-len-a`` / ``--max-len-b`` in its decode settings."""
-    dec = bundle.config.decode
-    a = dec.max_len_a if args.max_len_a is None else args.max_len_a
-    b = dec.max_len_b if args.max_len_b is None else args.max_len_b
-    if a == 0 and b == 0:
-        raise UsageError("--max-len-a and --max-len-b: the output limit A·|x| + B is 0")
-    decode = dataclasses.replace(dec, max_len_a=a, max_len_b=b)
+    from rnnkit.translate import decode_limits
+
+    try:
+        decode = decode_limits(bundle.config.decode, args.max_len_a, args.max_len_b)
+    except ValueError:  # (argparse took each one's type and range: both 0 is what is left)
+        raise UsageError("--max-len-a and --max-len-b: the output limit A·|x| + B is 0") from None
     return dataclasses.replace(bundle, config=dataclasses.replace(bundle.config, decode=decode))
 
 
