@@ -7,6 +7,8 @@ lengths of the same shapes (the explicit engine's loop is unrolled over T, so T 
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -100,6 +102,26 @@ def test_compile_explicit_engine_forward_and_backward() -> None:
     want = [x.grad] + [p.grad for p in layer.parameters()]
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_with_lengths_warns_of_nothing_and_still_checks_them() -> None:
+    """The lengths' range check reads their values; Dynamo used to warn of it ("Graph
+    break from `Tensor.item()`", on the "torch._dynamo" logger) on every compiled call with
+    lengths. Run eagerly, it is quiet and still refuses a length past T."""
+    warned: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = warned.append  # type: ignore[method-assign]
+    logging.getLogger("torch._dynamo").addHandler(handler)
+    try:
+        torch.manual_seed(0)
+        compiled = torch.compile(rnnkit.GRU(6, 8, engine="explicit"), backend="aot_eager")
+        x, lengths = inputs(4)
+        compiled(x, lengths=lengths)
+        with pytest.raises(ValueError, match=r"lengths must lie in \[1, 5\], got min \d, max 6"):
+            compiled(x, lengths=lengths.clamp(max=4) + 2)
+    finally:
+        logging.getLogger("torch._dynamo").removeHandler(handler)
+    assert [r.getMessage()[:80] for r in warned] == []
 
 
 FUNC_LAYERS = {

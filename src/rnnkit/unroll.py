@@ -49,15 +49,18 @@ def check_lengths(lengths: Tensor | list[int], T: int, B: int, where_b: str = ""
     if lengths.shape != (B,):
         where = f": one length per sequence, B being the input's {where_b}" if where_b else ""
         raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}{where}")
-    if (
-        B
-        and not torch.compiler.is_exporting()
-        and (int(lengths.min()) < 1 or int(lengths.max()) > T)
-    ):
-        raise ValueError(
-            f"lengths must lie in [1, {T}], got min {int(lengths.min())}, max {int(lengths.max())}"
-        )
+    if B and not torch.compiler.is_exporting():
+        _check_range(lengths, T)
     return lengths
+
+
+@torch.compiler.disable
+def _check_range(lengths: Tensor, T: int) -> None:
+    """Run as Python under torch.compile too: it reads the values (a graph break Dynamo
+    warned about, "Graph break from Tensor.item()"); disabled, it is a quiet one."""
+    low, high = int(lengths.min()), int(lengths.max())
+    if low < 1 or high > T:
+        raise ValueError(f"lengths must lie in [1, {T}], got min {low}, max {high}")
 
 
 def check_input(
