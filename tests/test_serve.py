@@ -29,6 +29,7 @@ import rnnkit.serve.served as served
 from rnnkit.checkpoint import Bundle
 from rnnkit.ensemble import Ensemble
 from rnnkit.serve.app import Settings, create_app
+from rnnkit.serve.protocol import uvicorn_config
 from rnnkit.translate import translate_lines
 
 DATES = ["9th of May, 2018", "5/9/18", "sun, 25 dec 2005", "March 3 1999", "12.07.2011"]
@@ -53,7 +54,7 @@ def running_app(app: Any) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import json
 import logging
 import math
@@ -134,6 +135,14 @@ def _access(scope: Any, status: int, took: float) -> None:
     query = "?" + urllib.parse.quote(raw, safe="/?&=%+:@,;") if raw else ""
     line = f'{now.replace("+00:00", "Z")} {who} "{scope["method"]} {path}{query}" {status}'
     ACCESS_LOG.info("%s %.1f ms", line, took * 1000)
+
+
+def _refused(metrics: Metrics, access: bool, client: Any, status: int) -> None:
+    """Count (and log) a request refused before its head was read in full (400, 408,
+    431 of :mod:`rnnkit.serve.protocol`): no method or path known."""
+    metrics.requests.labels("other", str(status)).inc()
+    if access:
+        _access({"client": client, "method": "-", "path": "-"}, status, 0.0)
 
 
 def _limits(s: Settings) -> dict[str, Any]:
@@ -265,7 +274,8 @@ def create_app(
     )
     if s.api_key is not None:
         add_security(app, ("/translate", "/info"))
-    app.state.reload, app.state.batcher = served.reload, batcher
+    app.state.reload, app.state.batcher, app.state.settings = served.reload, batcher, s
+    app.state.refused = functools.partial(_refused, metrics, s.access_log)
     metrics.queue.set_function(lambda: batcher.depth)  # read at each scrape
     app.add_middleware(_Count, metrics=metrics, access=settings.access_log)
 

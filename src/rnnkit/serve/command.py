@@ -225,6 +225,7 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
 
     from rnnkit.cli.decode import _models
     from rnnkit.serve.app import ACCESS_LOG, Settings, create_app
+    from rnnkit.serve.protocol import uvicorn_config
     from rnnkit.serve.served import RELOAD_LOG
 
     bundle, ensemble = _models(args.checkpoint, args.device)  # auto: the GPU if there is one
@@ -274,7 +275,7 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
 
     # a request waits at most timeout_s for its batch: a stop answers every one in flight
     grace = int(settings.timeout_s + 10)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=grace)
+    config = uvicorn_config(app, log_level="warning", timeout_graceful_shutdown=grace)
     # uvicorn re-raises the signal that stopped it once it has shut down; this handler
     # then makes a graceful stop exit 0 instead of dying by the signal (and a signal
     # before uvicorn has its own handlers stops the server the same way).

@@ -33,6 +33,8 @@ class Settings:
     api_key: str | None = None
     timeout_s: float = 120.0  # a request never waits longer than this for its batch
     body_timeout_s: float = 15.0  # a body that takes longer to arrive in full: 408
+    max_head_bytes: int = 64 * 1024  # a request line and headers of more: 431
+    head_timeout_s: float = 15.0  # ... that take longer to arrive: 408 (nothing: closed)
     access_log: bool = False  # a line per request on the rnnkit.serve.access logger
 
     @property
