@@ -44,11 +44,17 @@ def _metrics(url: str) -> str:
     return httpx.get(url + "/metrics", timeout=10).text
 
 
-def test_headers_over_the_bound_are_431_and_the_server_goes_on(bundle: Bundle, caplog) -> None:
+@pytest.mark.parametrize("end", [b"", b"\r\n"], ids=["arriving", "whole"])
+def test_headers_over_the_bound_are_431_and_the_server_goes_on(
+    bundle: Bundle, caplog, end: bytes
+) -> None:
+    """The head still arriving, or all of it in one piece with the blank line that ends
+    it (parsed at once: no chunk of it is seen before its end)."""
     with caplog.at_level("INFO", logger="rnnkit.serve.access"):
         with running(bundle, max_head_bytes=4096, access_log=True) as url:
             with _connect(url) as s:
-                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n")
+                big = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n"
+                s.sendall(big + end)
                 status, body = _reply(s)
             assert status == "HTTP/1.1 431 Request Header Fields Too Large"
             assert body == {"detail": "the request's headers are over 4096 bytes"}

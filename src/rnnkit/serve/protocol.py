@@ -55,7 +55,8 @@ class _Bounded(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._head_bytes, self._reading_head = 0, True
+        self._head_bytes, self._parsed, self._reading_head = 0, 0, True
+        self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm()
 
@@ -75,12 +76,41 @@ class _Bounded(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_bytes, self._reading_head = 0, True
+        self._head_bytes, self._parsed, self._reading_head = 0, 0, True
+
+    # Once refused, the rest of the chunk being parsed is dropped: the connection is
+    # closing, nothing more comes (raising would stop the parser, but uvicorn logs a
+    # warning for it).
+    def on_url(self, url: bytes) -> None:
+        if not self._refused:
+            self._count(len(url))
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._refused:
+            self._count(len(name) + len(value) + 4)  # (": " and CRLF)
+            super().on_header(name, value)
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    def _count(self, size: int) -> None:
+        """Bound the head parsed so far: a head that came in one chunk with its end (the
+        count of chunks in data_received sees only heads still arriving)."""
+        self._parsed += size
+        if self._parsed > self.max_head:
+            self._refuse(431, f"the request's headers are over {self.max_head} bytes")
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._disarm()
-        super().on_headers_complete()
+        if not self._refused:
+            super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, msg.rstrip("."))
@@ -103,8 +133,10 @@ class _Bounded(HttpToolsProtocol):
         self._refuse(408, f"the request's headers did not arrive within {self.head_timeout:g} s")
 
     def _refuse(self, status: int, message: str) -> None:
+        if self._refused:
+            return
         self._disarm()
-        self._reading_head = False
+        self._reading_head, self._refused = False, True
         body = json.dumps({"detail": message}).encode()
         phrase = http.HTTPStatus(status).phrase
         head = [f"HTTP/1.1 {status} {phrase}".encode()]
