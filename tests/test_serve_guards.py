@@ -36,6 +36,8 @@ def _one_thread() -> Iterator[None]:
         (b'{"text": "\\ud800"}', "text 0: a lone surrogate at character 0"),
         (b'{"text": "a", "beam": ' + b"9" * 5000 + b"}", "malformed JSON: a number of thou"),
         (b'{"text": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", "nested too deeply"),
+        # JSON leaves a key given twice open (Python keeps the last, others the first)
+        (b'{"text": "5/9/18", "beam": 1, "beam": 5}', 'malformed JSON: the key "beam" twice'),
     ],
 )
 def test_bodies_that_broke_the_parser_are_422(bundle: Bundle, body: bytes, says: str) -> None:

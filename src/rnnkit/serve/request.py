@@ -70,13 +70,32 @@ def error_response(
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
+class _Twice(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _one_each(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object as a dict, refusing a key given twice: the JSON standard leaves its
+    meaning open (Python's json keeps the last, other parsers the first), and a proxy
+    or client that reads it the other way would see another request than the model."""
+    d: dict[str, object] = {}
+    for key, value in pairs:
+        if key in d:
+            raise _Twice(key)
+        d[key] = value
+    return d
+
+
 def parse_request(body: bytes, s: Settings) -> tuple[TranslateRequest, list[str]]:
     try:
         text = body.decode("utf-8-sig")  # (a byte-order mark before the JSON is let be)
     except UnicodeDecodeError as e:
         raise ApiError(400, f"the body is not valid UTF-8 ({e.reason} at byte {e.start})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_one_each)
+    except _Twice as e:
+        raise ApiError(422, f"malformed JSON: the key {json.dumps(e.key)} twice") from None
     except json.JSONDecodeError as e:
         raise ApiError(
             422, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}"
