@@ -276,7 +276,7 @@ def test_bad_cell_class_raises(bad):
 
 
 def test_native_engine_on_recurrent_raises():
-    with pytest.raises(ValueError, match="no fused kernel computes a custom cell"):
+    with pytest.raises(ValueError, match="no fused kernel computes this cell"):
         rnnkit.Recurrent(LeakyCell, I, H, engine="native")
     with pytest.raises(ValueError, match="engine must be auto, explicit or reference"):
         rnnkit.LayerNormLSTM(I, H, engine="fast")

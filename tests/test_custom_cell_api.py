@@ -239,3 +239,85 @@ def test_hx_by_keyword_is_cast_under_autocast_as_positional_hx_is():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         by_position, by_keyword = m(x, h0), m(x, hx=h0)
     assert torch.equal(by_position[0], by_keyword[0]) and by_keyword[0].dtype == torch.float32
+
+
+class _HC(NamedTuple):
+    hidden: Tensor
+    cell: Tensor
+
+
+class _ForgotChunks(rnnkit.Cell):
+    """An LSTM step that splits gi in four, its class not saying so (chunks = 1)."""
+
+    state, Gates = ("hidden", "cell"), _HC
+
+    def step(self, gi, state):
+        i, f, g, o = (gi + self.hh(state[0])).sigmoid().chunk(4, dim=1)
+        c = f * state[1] + i * g
+        return (o * c.tanh(), c), _HC(o * c.tanh(), c)
+
+
+class _IntCell(rnnkit.LSTMCell):
+    def step(self, gi, state):
+        (h, c), g = super().step(gi, state)
+        return (h, (c > 0).long()), g
+
+
+def test_a_step_that_fails_at_first_is_told_the_sizes_it_was_given():
+    """torch's size mismatch (or too few blocks to unpack) in the user's own line named
+    neither chunks nor the cell."""
+    for h, error, says in (
+        (8, RuntimeError, r"The size of tensor a \(2\) must match .*"),
+        (5, ValueError, r"not enough values to unpack \(expected 4, got 3\)"),
+    ):
+        sizes = f"\\(it was given gi \\(2, {h}\\) = \\(B, chunks·H\\) with chunks = 1, H = {h}, "
+        sizes += f"and the state hidden \\(2, {h}\\), cell \\(2, {h}\\)\\)$"
+        layer, cell = rnnkit.Recurrent(_ForgotChunks, I, h), _ForgotChunks(I, h)
+        for module, x in ((layer, torch.randn(T, B, I)), (cell, torch.randn(B, I))):
+            with pytest.raises(error, match="^_ForgotChunks.step: " + says + " " + sizes):
+                module(x)
+
+
+def test_a_state_of_another_dtype_is_named_with_or_without_autograd():
+    """An int64 state was kept with autograd and copied into float buffers without."""
+    layer = rnnkit.Recurrent(_IntCell, I, H)
+    for grad in (True, False):
+        with (
+            torch.set_grad_enabled(grad),
+            pytest.raises(
+                ValueError,
+                match="_IntCell.step: state 'cell' must keep its dtype torch.float32, got "
+                "torch.int64",
+            ),
+        ):
+            layer(torch.randn(T, B, I))
+
+
+class _BiasNeeded(NormCell):
+    def __init__(self, input_size, hidden_size, bias):  # as the docs build cells
+        super().__init__(input_size, hidden_size, bias)
+
+
+def test_the_decoder_builds_cells_as_the_docs_say():
+    """cell_class(input_size, hidden_size, bias, **cell_kwargs): the decoder left bias out."""
+    from rnnkit.model import Seq2Seq
+
+    model = Seq2Seq(10, 10, 4, H, cell=_BiasNeeded)
+    assert model.decoder.rnn.cells[0].bias is True
+
+
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda: rnnkit.GRU(I, H, forget_bias=1.0), "GRU takes no keyword 'forget_bias': it"),
+        (lambda: rnnkit.RNN(I, H, forget_bias=1.0), "RNN takes no keyword 'forget_bias'"),
+        (lambda: rnnkit.MGU(I, H, engine="native"), "^MGU: engine must be auto, explicit or"),
+        (lambda: rnnkit.LayerNormLSTM(I, H, proj_size=2), "^LayerNormLSTM: LayerNormLSTMCell t"),
+        (lambda: rnnkit.Recurrent(NormCell, I, H, engine="x"), r"^Recurrent\(NormCell\): engine"),
+    ],
+)  # fmt: skip
+def test_layers_are_named_as_they_were_called(make, says):
+    """GRU's forget_bias was torch's "RNNBase.__init__() got an unexpected keyword"; a
+    variant was called Recurrent(MGUCell)."""
+    with pytest.raises((TypeError, ValueError), match=says):
+        make()

@@ -13,6 +13,7 @@ import pytest
 import torch
 from test_train import one_thread, tiny, write_yaml  # noqa: F401 - one_thread: a fixture
 
+import rnnkit.cells
 import rnnkit.update as update_module
 from rnnkit.checkpoint import load_checkpoint
 from rnnkit.cli import main
@@ -163,6 +164,17 @@ def test_cell_kwargs_reach_both_sides_and_the_checkpoint(
     assert seen(encoder_cell)
 
 
+class FilledCell(rnnkit.cells.RNNCell):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, start: Any = 0.0):
+        self.start = start
+        super().__init__(input_size, hidden_size, bias)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        with torch.no_grad():
+            self.bias_ih.fill_(self.start)
+
+
 def test_cell_kwargs_that_the_cell_does_not_take_are_named() -> None:
     from rnnkit.checkpoint import check_cell
     from rnnkit.config import ConfigError, load_config
@@ -180,6 +192,19 @@ def test_cell_kwargs_that_the_cell_does_not_take_are_named() -> None:
         ),
         (["model.engine=native", "model.zoneout=0.1"], "engine='native' cannot serve zoneout"),
         (['model.cell_kwargs={reset_after: "false"}'], "reset_after must be True or False"),
+        # YAML's key "nonlinearity:sigmoid": the cell was said to take no such keyword
+        (
+            ["model.cell=indrnn", "model.cell_kwargs={nonlinearity:sigmoid}"],
+            r"'nonlinearity:sigmoid' is a key without a value; YAML needs a space after the "
+            r"colon: \{nonlinearity: sigmoid\}$",
+        ),
+        # torch's fill_() of a string lists its overloads on five lines, naming no cell
+        (
+            ["model.cell=test_train_guards:FilledCell", "model.cell_kwargs={start: abc}"],
+            r"^model: test_train_guards:FilledCell \(model.cell_kwargs \{'start': 'abc'\}\): "
+            r"fill_\(\) received an invalid combination of arguments - got \(str\), but "
+            r"expected one of: …$",
+        ),
     ]
     for sets, says in cases:
         with pytest.raises(ConfigError, match=says):

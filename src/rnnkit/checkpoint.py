@@ -158,11 +158,27 @@ def check_cell(cfg: Config) -> None:
             with torch.no_grad():
                 model.train()(torch.tensor([[4, 3]]), torch.tensor([2]), torch.tensor([[2, 4]]))
     except (ValueError, TypeError) as e:  # TypeError: a custom cell's own signature
-        raise ConfigError(f"model: {e}") from None
+        if not custom or getattr(kind, "__name__", "") in str(e):
+            raise ConfigError(f"model: {_one_line(e)}") from None
+        raise ConfigError(f"model: {_custom(cfg)}: {_one_line(e)}") from None
     except RuntimeError as e:  # its step's arithmetic (shapes that do not fit)
         if not custom:
             raise
-        raise ConfigError(f"model: {cfg.model.cell}: {e}") from None
+        raise ConfigError(f"model: {_custom(cfg)}: {_one_line(e)}") from None
+
+
+def _custom(cfg: Config) -> str:
+    """A custom cell as an error names it: with its keywords, which its ``__init__``
+    may have failed on (torch's ``fill_()`` of a string names neither)."""
+    kw = cfg.model.cell_kwargs
+    return f"{cfg.model.cell}" + (f" (model.cell_kwargs {kw})" if kw else "")
+
+
+def _one_line(e: Exception) -> str:
+    """torch's errors of an overloaded function list every overload on lines of their
+    own: the first line, for the one-line error."""
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return lines[0] + (" …" if len(lines) > 1 else "")
 
 
 def _seq2seq(m: Any, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:

@@ -258,13 +258,31 @@ def dump_yaml(data: Any) -> str:
 
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+        value = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+        _no_glued_pairs(value, source)
+        return value
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         detail = " ".join(f"{where}{problem}".split())
         raise ConfigError(f"{source}: not valid YAML ({detail})") from None
+
+
+def _no_glued_pairs(value: Any, source: str) -> None:
+    """``{nonlinearity:sigmoid}`` is YAML for a key "nonlinearity:sigmoid" without a value
+    (a flow mapping needs a space after the colon); the error would have said the cell
+    takes no keyword "nonlinearity:sigmoid"."""
+    if not isinstance(value, dict):
+        return
+    for key, v in value.items():
+        if v is None and isinstance(key, str) and ":" in key.strip(":"):
+            k, _, rest = key.partition(":")
+            raise ConfigError(
+                f"{source}: {key!r} is a key without a value; YAML needs a space after "
+                f"the colon: {{{k}: {rest}}}"
+            )
+        _no_glued_pairs(v, source)
 
 
 def _set_entry(mapping: dict[str, Any], path: Sequence[str], value: Any) -> dict[str, Any]:

@@ -309,8 +309,19 @@ class RNN(_Recurrent, nn.RNN):
         weight_drop: float = 0.0,
         **kwargs: Any,
     ) -> None:
+        _no_forget_bias("RNN", kwargs)
         super().__init__(*args, **kwargs)
         self._setup(engine, zoneout, recurrent_dropout, weight_drop)
+
+
+def _no_forget_bias(kind: str, kwargs: dict[str, Any]) -> None:
+    """torch's own error named its base class ("RNNBase.__init__() got an unexpected
+    keyword argument 'forget_bias'")."""
+    if "forget_bias" in kwargs:
+        raise TypeError(
+            f"{kind} takes no keyword 'forget_bias': it has no forget gate (LSTM, "
+            "LayerNormLSTM, PeepholeLSTM and CIFGLSTM take it)"
+        )
 
 
 class LSTM(_Recurrent, nn.LSTM):
@@ -359,6 +370,7 @@ class GRU(_Recurrent, nn.GRU):
     ) -> None:
         if not isinstance(reset_after, bool):  # ("false" was true)
             raise TypeError(f"GRU: reset_after must be True or False, got {reset_after!r}")
+        _no_forget_bias("GRU", kwargs)
         super().__init__(*args, **kwargs)
         self.reset_after = reset_after
         self._setup(engine, zoneout, recurrent_dropout, weight_drop)

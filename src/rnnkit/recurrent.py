@@ -40,33 +40,41 @@ __all__ = [
 
 
 def _check_arguments(
-    cell_class: Any, input_size: int, hidden_size: int, num_layers: int, dropout: float, engine: str
+    layer: type,
+    cell_class: Any,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    dropout: float,
+    engine: str,
 ) -> str:
-    """The cell class's name, after a ``TypeError`` / ``ValueError`` for a bad argument."""
+    """What errors call the layer (``Recurrent(MyCell)``; a subclass by its own name,
+    ``MGU``), after a ``TypeError`` / ``ValueError`` for a bad argument."""
     name = getattr(cell_class, "__name__", repr(cell_class))
     if not (isinstance(cell_class, type) and issubclass(cell_class, Cell)):
         raise TypeError(f"Recurrent: cell_class must be a subclass of rnnkit.Cell, got {name}")
+    name = f"Recurrent({name})" if layer is Recurrent else layer.__name__
     for arg, value in (
         ("input_size", input_size),
         ("hidden_size", hidden_size),
         ("num_layers", num_layers),
     ):
         if isinstance(value, bool) or not isinstance(value, int):  # (TypeError: torch.nn's)
-            raise TypeError(f"Recurrent({name}): {arg} must be a positive integer, got {value!r}")
+            raise TypeError(f"{name}: {arg} must be a positive integer, got {value!r}")
         if value < 1:
-            raise ValueError(f"Recurrent({name}): {arg} must be a positive integer, got {value!r}")
+            raise ValueError(f"{name}: {arg} must be a positive integer, got {value!r}")
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
-        raise ValueError(f"Recurrent({name}): dropout must be a number in [0, 1], got {dropout!r}")
+        raise ValueError(f"{name}: dropout must be a number in [0, 1], got {dropout!r}")
     if dropout and num_layers == 1:  # (torch.nn's warning)
         warnings.warn(
-            f"Recurrent({name}): dropout acts between layers; with num_layers=1 it does "
+            f"{name}: dropout acts between layers; with num_layers=1 it does "
             f"nothing (dropout={dropout})",
             stacklevel=_outside(),
         )
     if engine not in ("auto", "explicit", "reference"):
         raise ValueError(
-            f"Recurrent({name}): engine must be auto, explicit or reference; got {engine!r}"
-            + (" (no fused kernel computes a custom cell)" if engine == "native" else "")
+            f"{name}: engine must be auto, explicit or reference; got {engine!r}"
+            + (" (no fused kernel computes this cell)" if engine == "native" else "")
         )
     return name
 
@@ -107,21 +115,23 @@ class Recurrent(nn.Module):
         **cell_kwargs: Any,
     ) -> None:
         super().__init__()
-        name = _check_arguments(cell_class, input_size, hidden_size, num_layers, dropout, engine)
+        name = _check_arguments(
+            type(self), cell_class, input_size, hidden_size, num_layers, dropout, engine
+        )
         self.cell_class, self.engine = cell_class, engine
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional = bidirectional
         has_cell = "cell" in cell_class.state  # (z_c, z_h): z_c for the state named cell
         self.regularisers = Regularisers.make(
-            zoneout, recurrent_dropout, weight_drop, f"Recurrent({name})", has_cell
+            zoneout, recurrent_dropout, weight_drop, name, has_cell
         )
         self.cell_kwargs = cell_kwargs
         # device= and dtype= only when given: a cell whose __init__ lacks **kw then works
         factory: dict[str, Any] = {
             k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None
         }
-        _check_keywords(cell_class, {**cell_kwargs, **factory}, f"Recurrent({name})")
+        _check_keywords(cell_class, {**cell_kwargs, **factory}, name)
         D = 2 if bidirectional else 1
         self._cells: list[tuple[Cell, str, list[str]]] = []  # (cell, suffix, tensor names)
         size = input_size

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from rnnkit.cells.base import Cell, State, check_step
+from rnnkit.cells.base import Cell, State, first_step
 from rnnkit.cells.regularisers import ZoneMask
 
 __all__ = [
@@ -152,8 +152,7 @@ def unroll(
     masks = [z.unbind(0) if isinstance(z, Tensor) else z for z in zone] if zone else None
     steps = []
     for t, gi_t in enumerate(gi.unbind(0)):  # unbind: one backward node, not T
-        stepped = cell.step(gi_t, state)
-        new, gates = check_step(cell, stepped, state) if t == 0 else stepped
+        new, gates = first_step(cell, gi_t, state) if t == 0 else cell.step(gi_t, state)
         if masks is not None:  # s_t = d ⊙ s_{t-1} + (1 - d) ⊙ s̃_t
             new = tuple(
                 s if d is None else torch.lerp(s, old, d if isinstance(d, float) else d[t])

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Cell", "State", "check_declarations", "check_step"]
+__all__ = ["Cell", "State", "check_declarations", "check_step", "first_step"]
 
 State = tuple[Tensor, ...]  # one (B, H) tensor per name in Cell.state
 
@@ -174,7 +174,7 @@ class Cell(nn.Module):
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """One step from raw input: x ``(B, I)`` (or ``(I,)``) → ``(h, state)``."""
         x, state, unbatched = self.batched(x, state)
-        new, _ = check_step(self, self.step(self.project(x), state), state)
+        new, _ = first_step(self, self.project(x), state)
         new = tuple(s.squeeze(0) for s in new) if unbatched else new
         return new[0], new
 
@@ -251,6 +251,25 @@ def check_declarations(cls: type) -> None:
         raise TypeError(f"{name}.sigmoid must be a tuple of Gates fields {fields}; got {sigmoid!r}")
 
 
+def first_step(cell: Cell, gi: Tensor, state: State) -> tuple[State, Any]:
+    """``cell.step(gi, state)`` checked by :func:`check_step`; an error from the step's
+    arithmetic (torch's size mismatch, an unpacking of too few) is given the sizes it was handed,
+    which it does not name: a ``chunks`` that does not match the blocks ``step`` splits
+    ``gi`` into shows as a mismatch of two widths in the user's own line."""
+    try:
+        out = cell.step(gi, state)
+    except (RuntimeError, ValueError) as e:  # (a chunk(4) of too few: "not enough values")
+        if type(e) not in (RuntimeError, ValueError):  # (out of memory and the like)
+            raise
+        H, G = cell.hidden_size, type(cell).chunks
+        raise type(e)(
+            f"{type(cell).__name__}.step: {e} (it was given gi {tuple(gi.shape)} = (B, "
+            f"chunks·H) with chunks = {G}, H = {H}, and the state "
+            f"{', '.join(f'{k} {tuple(s.shape)}' for k, s in zip(cell.state, state))})"
+        ) from e
+    return check_step(cell, out, state)
+
+
 def check_step(cell: Cell, out: Any, state: State) -> tuple[State, Any]:
     """A cell's first step returned what the API says, ``(new_state, gates)``: one tensor
     per declared state, each the shape of the state it replaces, and gates with a field
@@ -272,6 +291,12 @@ def check_step(cell: Cell, out: Any, state: State) -> tuple[State, Any]:
             raise ValueError(
                 f"{name}.step: state {key!r} must keep its shape {tuple(old.shape)}, got {shape}"
             )
+        for what in ("dtype", "device"):  # (an int state copied into float buffers, or not)
+            if getattr(s, what) != getattr(old, what):
+                raise ValueError(
+                    f"{name}.step: state {key!r} must keep its {what} {getattr(old, what)}, "
+                    f"got {getattr(s, what)}"
+                )
     fields = getattr(gates, "_fields", None)
     if fields is None or not set(cell.state) <= set(fields):
         hint = (

@@ -68,7 +68,7 @@ class StackedCell(nn.Module):
         self.hidden_size, self.dropout = hidden_size, dropout
         self.has_cell_state = len(cls.state) == 2
         self.cells = nn.ModuleList(
-            cls(input_size if k == 0 else hidden_size, hidden_size, **cell_kwargs)
+            cls(input_size if k == 0 else hidden_size, hidden_size, True, **cell_kwargs)
             for k in range(num_layers)
         )
         for name in cls.state:  # the bridge, the attention and the output layer read them
