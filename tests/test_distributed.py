@@ -302,6 +302,18 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     assert not job_pids(str(out))
 
 
+def test_more_processes_than_cores_is_noted(monkeypatch):
+    """--nproc 40 (a typo) started 40 processes on a 2-core machine without a word."""
+    from rnnkit.distributed import cores_note
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert cores_note("cpu", 2) is None
+    assert cores_note("cpu", 3) == (
+        "note: --nproc 3 on 2 CPU core(s): the processes share the cores (one thread each); "
+        "at most 2 is faster"
+    )
+
+
 def test_a_bad_backend_is_a_one_line_error(monkeypatch):
     """RNNKIT_DIST_BACKEND names gloo or (on CUDA) nccl; anything else is refused before
     any process group is made."""

@@ -51,10 +51,14 @@ def failure(exitcode: int, timestamp: int, local_rank: int = 0) -> SimpleNamespa
     return SimpleNamespace(exitcode=exitcode, timestamp=timestamp, local_rank=local_rank)
 
 
-def test_the_failure_reported_is_the_first_then_an_exit_then_the_lowest_rank():
+def test_the_failure_reported_is_the_first_then_an_exit_then_the_first_seen():
     assert first_failure({1: failure(1, 100), 0: failure(-15, 100)})[0] == 1
     assert first_failure({2: failure(-6, 100), 1: failure(2, 100)})[0] == 1  # a signal last
-    assert first_failure({2: failure(2, 100), 1: failure(1, 100)})[0] == 1
+    assert first_failure({2: failure(2, 100), 1: failure(1, 101)})[0] == 2
+    # a tie on the second: the first torch saw (its dict's order), not the lowest rank (a
+    # SIGTERM sent to process 1, then the agent's to process 0: "process 0 was killed")
+    assert first_failure({1: failure(-15, 100), 0: failure(-15, 100)})[0] == 1
+    assert first_failure({2: failure(2, 100), 1: failure(1, 100)})[0] == 2
     # process 0's own error (it said it; another meeting it waits before it exits)
     assert first_failure({1: failure(1, 100), 0: failure(1, 101)})[0] == 0
     # the SIGTERMs of the agent stopping the others are not the cause (they tied on the
@@ -119,22 +123,57 @@ def test_ctrl_c_or_sigterm_ends_the_job_with_the_shells_status(tmp_path, sig, st
     assert not job_pids(str(out))
 
 
-def test_a_process_killed_by_a_signal_is_named_with_its_signal(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["KILL", "TERM"])
+def test_a_process_killed_by_a_signal_is_named_with_its_signal(tmp_path, sig):
     """Process 1 SIGKILLed (the OOM killer): reported as "process 0 was killed by
-    SIGTERM", status 143 (the agent's own SIGTERM to process 0 won the tie)."""
+    SIGTERM", status 143 (the agent's own SIGTERM to process 0 won the tie); SIGTERMed,
+    so too until the tie went to the first failure torch saw, not the lowest rank."""
     long = dates(max_steps=100_000, max_epochs=100_000, validate_every=1000)
     cfg_path = write_yaml(tmp_path / "cfg.yaml", long)
     out = tmp_path / "out"
     proc = nproc_job(cfg_path, out)
     try:
         wait_until_training(proc, out)
-        os.kill(local_rank_pid(str(out), 1), signal.SIGKILL)
+        os.kill(local_rank_pid(str(out), 1), sig)
         code, err = finish(proc, out)
     finally:
         kill_job(str(out))
-    assert code == 137, err[-3000:]
-    assert err.strip().splitlines()[-1] == "rnnkit: error: process 1 of 2 was killed by SIGKILL"
+    name = signal.Signals(sig).name
+    assert code == 128 + sig, err[-3000:]
+    assert err.strip().splitlines()[-1] == f"rnnkit: error: process 1 of 2 was killed by {name}"
     assert "another process stopped" not in err and "Traceback" not in err
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_what_can_be_done(tmp_path, capsys):
+    """Under several processes Ctrl-C writes no last.pt; before the first checkpoint it
+    promised "--resume continues from the last checkpoint", and --resume then said there
+    was none while a plain start said the folder held a run (best.pt): no way on."""
+    from rnnkit.cli import main
+
+    long = dates(max_steps=100_000, max_epochs=100_000, validate_every=100_000)
+    cfg_path = write_yaml(tmp_path / "cfg.yaml", {**long, "train": {**long["train"],
+                          "checkpoint_every": 100_000, "log_every": 1}})  # fmt: skip
+    out = tmp_path / "out"
+    proc = nproc_job(cfg_path, out)
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while not (out / "log.csv").is_file() or len((out / "log.csv").read_text().split()) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        code, err = finish(proc, out)
+    finally:
+        kill_job(str(out))
+    assert code == 130, err[-3000:]
+    assert "before the first checkpoint (train.checkpoint_every: 100000): nothing to " in err
+    assert (out / "best.pt").is_file() and not (out / "last.pt").exists()
+    args = ["train", str(cfg_path), "--out", str(out)]
+    assert main([*args, "--resume"]) == 2
+    said = capsys.readouterr().err
+    assert "its run stopped before its first: nothing to resume; --overwrite starts" in said
+    assert main(args) == 2
+    said = capsys.readouterr().err
+    assert "holds a run already (" in said and "--resume" not in said, said
 
 
 def test_an_error_every_process_meets_is_said_once(tmp_path):

@@ -244,6 +244,20 @@ def check_environment(device_name: str = "auto", world: int = 2) -> None:
     _backend(pick_device(device_name), device_name, world)
 
 
+def cores_note(device_name: str, world: int) -> str | None:
+    """A note when ``world`` processes training on the CPU outnumber its cores (each
+    takes one thread: they share the cores, which is slower than one per core)."""
+    if pick_device(device_name).type != "cpu":
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not cores or world <= cores:
+        return None
+    return (
+        f"note: --nproc {world} on {cores} CPU core(s): the processes share the cores "
+        f"(one thread each); at most {cores} is faster"
+    )
+
+
 def _backend(device: torch.device, device_name: str, world: int) -> str:
     """The backend of ``world`` ranks training on ``device`` (``train.device`` is
     ``device_name``): nccl on CUDA, gloo elsewhere, unless ``RNNKIT_DIST_BACKEND`` says."""

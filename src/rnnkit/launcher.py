@@ -58,15 +58,18 @@ def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
     rank). Process 0 when it exited on an error of its own: it has said it on the
     terminal (another process that meets the same error waits before it exits:
     :data:`rnnkit.cli.errors.OTHER_RANK_WAIT`). Else the first one seen (torch's
-    timestamps are whole seconds), one that exited before one killed by a signal, then
-    the lowest rank, leaving out the SIGTERMs of the agent stopping the others when
-    there is another failure. (A process that sees another stop waits 2 s before it
-    exits: :data:`rnnkit.distributed.PEER_LOST_WAIT`.)"""
+    timestamps are whole seconds: on a tie, the first in ``failures``, which torch fills
+    as its polls see them, the agent's SIGTERMs to the others after), one that exited
+    before one killed by a signal, leaving out the SIGTERMs of the agent stopping the
+    others when there is another failure. (A process that sees another stop waits 2 s
+    before it exits: :data:`rnnkit.distributed.PEER_LOST_WAIT`.)"""
     if 0 in failures and failures[0].exitcode > 0:
         return 0, failures[0]
     stopped = {r: f for r, f in failures.items() if f.exitcode != -signal.SIGTERM}
     pool = stopped or failures
-    return min(pool.items(), key=lambda kv: (kv[1].timestamp, kv[1].exitcode < 0, kv[0]))
+    # (min keeps the first of equals: the lowest rank had won every tie, so a SIGTERM
+    # sent to process 1 was said to have killed process 0, which the agent stopped)
+    return min(pool.items(), key=lambda kv: (kv[1].timestamp, kv[1].exitcode < 0))
 
 
 def failure_report(rank: int, nproc: int, exitcode: int, said: str) -> tuple[str, int]:

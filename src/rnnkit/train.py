@@ -236,7 +236,14 @@ def _finish(run: Trainer, stopped: str) -> TrainResult:
     at = run.at
     interrupted = stopped == "interrupted"
     if interrupted and run.dist.on:  # the other ranks' RNG states cannot be gathered now
-        run.say(f"interrupted at step {at.step}: --resume continues from the last checkpoint")
+        if (run.out / "last.pt").is_file():
+            run.say(f"interrupted at step {at.step}: --resume continues from the last checkpoint")
+        else:
+            run.say(
+                f"interrupted at step {at.step}, before the first checkpoint "
+                f"(train.checkpoint_every: {run.t.checkpoint_every}): nothing to resume; "
+                "best.pt has the weights at the stop, --overwrite starts again"
+            )
     elif interrupted:
         run.update.check(at.step)
         run.say(f"interrupted at step {at.step}: saving {run.out / 'last.pt'}")

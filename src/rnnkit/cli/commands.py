@@ -142,20 +142,25 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise UsageError(f"--out {out}: is a file, not a folder")
     if rank_and_world()[0] == 0:
         refuse_if_busy(out)  # (a --resume or --overwrite of a run that trains now too)
-        if resume and not (out / "last.pt").is_file():
-            there = "there is no such folder" if not out.is_dir() else "no run saved one there"
-            raise UsageError(
-                f"{out / 'last.pt'}: checkpoint not found ({there}: nothing to resume; "
-                "without --resume a run starts)"
-            )
     held = run_files(out)  # (kept steps alone are a run's too)
+    if rank_and_world()[0] == 0 and resume and not (out / "last.pt").is_file():
+        there = (
+            "there is no such folder: nothing to resume; without --resume a run starts"
+            if not out.is_dir()
+            # (a run of several processes stopped before its first checkpoint)
+            else "its run stopped before its first: nothing to resume; --overwrite starts again"
+            if held
+            else "no run saved one there: nothing to resume; without --resume a run starts"
+        )
+        raise UsageError(f"{out / 'last.pt'}: checkpoint not found ({there})")
     if resume or not held:
         return
     if not overwrite:
         steps = [f.name for f in held if f.name.startswith("step-")]
         names = [f.name for f in held if not f.name.startswith("step-")] + steps[:1]
+        resumable = "--resume continues it, " if (out / "last.pt").is_file() else ""
         raise UsageError(
-            f"--out {out}: holds a run already ({', '.join(names)}); --resume continues it, "
+            f"--out {out}: holds a run already ({', '.join(names)}); {resumable}"
             "--overwrite starts again in its place, or give another --out"
         )
 
@@ -174,9 +179,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.nproc > 1:
         if rank_and_world()[1] > 1:
             raise UsageError("--nproc: already one of several processes (torchrun)")
-        from rnnkit.distributed import check_environment
+        from rnnkit.distributed import check_environment, cores_note
 
         check_environment(cfg.train.device, args.nproc)  # here, not once in each process
+        if note := cores_note(cfg.train.device, args.nproc):
+            print(note, file=sys.stderr)
         from rnnkit.launcher import launch
 
         sys.stdout.flush()
