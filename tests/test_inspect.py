@@ -466,6 +466,14 @@ def test_a_second_inspect_into_a_folder_leaves_none_of_the_firsts_figures(tmp_pa
     after = {p.name for p in run_inspect(save_bundle(plain, tmp_path / "b.pt"), "a b", out).files}
     assert {p.name for p in out.iterdir()} == after | {"notes.txt"}
     assert "attention.png" not in after and "gates_encoder_l0_forward.png" in after
+    # a folder no inspect wrote: files of inspect's names are the user's, and stay
+    mine = tmp_path / "pics"
+    mine.mkdir()
+    for name in ("saturation.png", "gates_2023_holiday.png"):
+        (mine / name).write_text("mine", encoding="utf-8")
+    run_inspect(save_bundle(plain, tmp_path / "b.pt"), "a b", mine)
+    assert (mine / "saturation.png").read_text() == "mine"
+    assert (mine / "gates_2023_holiday.png").read_text() == "mine"
     from rnnkit.inspect import _clip
 
     assert _clip(long) == long[:59] + "…" and _clip("a b") == "a b"

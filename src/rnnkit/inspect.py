@@ -108,6 +108,7 @@ def run_inspect(
         raise DataError(
             f"inspect: --beam {k} exceeds the target vocabulary ({len(bundle.tgt_vocab)})"
         )
+    earlier = (out / "inspect.html").is_file()  # an inspect wrote here: its figures may go
     make_folder(out, "inspect: ")
     limit = min(max_output_len(bundle, n_src), MAX_TOKENS)
     rec = record_translation(bundle, sentence, k, max_len=limit)
@@ -120,7 +121,8 @@ def run_inspect(
         figures, sat = _draw(rec, bundle, sentence, out, corpus, top_units, say)
         page = write_html(rec, out / "inspect.html", figures, sat, sentence=sentence)
     files = [*figures.values(), page]
-    _remove_stale(out, files)
+    if earlier:
+        _remove_stale(out, files)
     return InspectResult(rec.translation, files, rec, sat)
 
 
@@ -177,7 +179,9 @@ def _clip(text: str, n: int = 60) -> str:
 def _remove_stale(out: Path, written: list[Path]) -> None:
     """The figures an earlier inspect left in ``out`` that this one did not draw (another
     model's attention.png beside a model without attention, gates of other layers): they
-    would pass for this sentence's. Only inspect's own names are touched."""
+    would pass for this sentence's. Only inspect's own names are touched, and only in a
+    folder an inspect wrote before (its inspect.html): a saturation.png of the user's own
+    in another folder was deleted."""
     for path in [out / "attention.png", out / "saturation.png", *out.glob("gates_*.png")]:
         if path not in written and path.is_file():
             path.unlink()
