@@ -191,3 +191,24 @@ def test_a_disk_that_fills_during_a_checkpoint_write_is_status_1(
     assert main(["average", str(model), str(other), "--out", str(out)]) == 1
     assert "cannot write (No space left on device)" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["train", "c.yaml", "--out", ""], "--out: an empty path ('')"),  # (trained in runs/c)
+        (["inspect", "m.pt", "a b", "--out", ""], "--out: an empty path ('')"),  # (into .)
+        (["translate", "m.pt", "--output", ""], "--output: an empty path ('')"),  # (": is a")
+        (["translate", "m.pt", "--input", ""], "--input: an empty path ('')"),
+        (["average", "m.pt", "--out", ""], "--out: an empty path ('')"),
+        (["evaluate", "m.pt", "--src", "s", "--ref", ""], "--ref: an empty path among ['']"),
+        (["translate", "", "--input", "f"], "CHECKPOINT: an empty path among ['']"),
+    ],
+)
+def test_an_empty_path_is_a_usage_error(argv, says, tmp_path, capsys, monkeypatch):
+    """An unset shell variable (--out "$OUT") was taken as no option at all, or named as
+    ':'; nothing is read or written before the error."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"rnnkit: error: {says}\n"
+    assert not any(tmp_path.iterdir())

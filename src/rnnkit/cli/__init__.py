@@ -23,6 +23,7 @@ from rnnkit.cli.commands import read_text as read_text
 from rnnkit.cli.commands import write_text as write_text
 from rnnkit.cli.errors import run_command
 from rnnkit.cli.parsers import build_parser as build_parser
+from rnnkit.cli.parsers import empty_path
 
 __all__ = ["console", "main"]
 
@@ -36,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         try:
             args = build_parser().parse_args(argv)
+            if bad := empty_path(args):
+                print(f"rnnkit: error: {bad}", file=sys.stderr)
+                return 2
             early = getattr(args, "early", None)  # (serve's signal handlers, before torch)
             if early is None or threading.current_thread() is not threading.main_thread():
                 return run_command(args)

@@ -70,6 +70,28 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# Arguments that name a file or folder, by their dest, as their errors name them.
+PATH_ARGS = {
+    "out": "--out", "output": "--output", "input": "--input", "src": "--src",
+    "tgt": "--tgt", "ref": "--ref", "corpus": "--corpus", "results": "--results",
+    "data_dir": "--data-dir", "from_dir": "--from", "config": "CONFIG",
+    "checkpoint": "CHECKPOINT", "checkpoints": "CHECKPOINT",
+}  # fmt: skip
+
+
+def empty_path(args: argparse.Namespace) -> str | None:
+    """The error for a path given as "" (an unset shell variable: ``--out "$OUT"``), which
+    was taken as no option (train wrote into runs/NAME, inspect into the current folder)
+    or named as ":"."""
+    for dest, name in PATH_ARGS.items():
+        value = getattr(args, dest, None)
+        if value == "":
+            return f"{name}: an empty path ({value!r})"
+        if isinstance(value, list) and "" in value:
+            return f"{name}: an empty path among {value!r}"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rnnkit",
