@@ -157,7 +157,7 @@ def test_average_refuses_an_out_that_is_an_input_spelled_otherwise(tmp_path, mon
 def test_average_of_one_checkpoint_says_checkpoint(tmp_path, capsys):
     m = save_bundle(word_bundle(), tmp_path / "m.pt")
     assert main(["average", str(m), "--out", str(tmp_path / "avg.pt")]) == 0
-    assert "averaged 1 checkpoint (steps" in capsys.readouterr().err
+    assert "averaged 1 checkpoint (step " in capsys.readouterr().err
 
 
 def test_a_full_experiment_checks_docs_results_before_it_runs(tmp_path, monkeypatch, capsys):

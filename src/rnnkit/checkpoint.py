@@ -89,6 +89,22 @@ def _damaged_entry(path: Path) -> str | None:
         return None
 
 
+def _check_kind(path: Path) -> None:
+    """A file that is neither a zip archive (what torch.save writes) nor a pickle (its
+    old format) is no torch file at all: a text file was said to be "refused by the safe
+    unpickler, as loading other objects could run code"."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except PermissionError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
+    if head and not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise CheckpointError(
+            f"{path}: not a torch checkpoint (neither a zip archive, what torch.save writes, "
+            f"nor a pickle: it starts with {head!r})"
+        )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint; a missing, truncated or foreign file is a :class:`CheckpointError`,
     and so is one that holds more than tensors and plain data (what rnnkit writes): torch's
@@ -106,6 +122,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: not a readable rnnkit checkpoint (corrupt: its entry {entry} does not "
             "match its checksum; written over in place while it was read?)"
         )
+    _check_kind(path)
     try:
         with warnings.catch_warnings():  # torch warns of a foreign file: refused or read anyway
             warnings.simplefilter("ignore")
@@ -114,6 +131,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: cannot read ({e.strerror})") from None
     except Exception as e:  # torch's safe unpickler meets garbage with whatever it trips on
         why = str(e).rpartition("WeightsUnpickler error:")[2].strip().split(". Please")[0]
+        why = why.split(". This is an internal miniz error")[0]  # (and 250 characters more)
         how = "truncated or corrupt"
         if isinstance(e, UnpicklingError):  # what anything but tensors and plain data meets
             how = "refused by the safe unpickler, as loading other objects could run code"

@@ -256,7 +256,8 @@ def _finish(run: Trainer, stopped: str) -> TrainResult:
         run.save("best.pt")  # no validation yet: the weights at the stop
     metric = run.t.early_stopping_metric
     best, text = validation.describe_outcome(metric, at)
-    run.say(f"stopped ({stopped}) after {at.step} steps; {text}; checkpoints in {run.out}")
+    steps = f"{at.step} step" + "s" * (at.step != 1)
+    run.say(f"stopped ({stopped}) after {steps}; {text}; checkpoints in {run.out}")
     return TrainResult(at.step, at.best_bleu, stopped, run.history, metric, best, at.best_step)
 
 

@@ -250,7 +250,8 @@ def cmd_average(args: argparse.Namespace) -> int:
     save_checkpoint(args.out, payload)
     steps = payload["averaged"]  # an averaged input counts as the checkpoints it averages
     n = f"{len(steps)} checkpoint" + "s" * (len(steps) != 1)
-    _log(f"averaged {n} (steps {', '.join(map(str, steps))}) into {args.out}")
+    which = "steps " * (len(steps) != 1) or "step "
+    _log(f"averaged {n} ({which}{', '.join(map(str, steps))}) into {args.out}")
     return 0
 
 
