@@ -11,6 +11,7 @@ import resource
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -184,12 +185,15 @@ def test_a_missing_package_is_one_line_before_the_work(tmp_path, capsys, monkeyp
 
 
 def test_a_checkpoint_this_user_may_not_read_is_not_called_corrupt(tmp_path, monkeypatch):
-    (tmp_path / "best.pt").write_bytes(b"a good model")
+    (tmp_path / "best.pt").write_bytes(b"PK\x03\x04 a good model")  # (begins as a zip)
 
     def denied(*a: object, **k: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
     monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(CheckpointError, match=r"best.pt: cannot read \(Permission denied\)$"):
+        load_checkpoint(tmp_path / "best.pt")
+    monkeypatch.setattr(Path, "open", denied)  # (its first bytes are read first)
     with pytest.raises(CheckpointError, match=r"best.pt: cannot read \(Permission denied\)$"):
         load_checkpoint(tmp_path / "best.pt")
 
