@@ -99,10 +99,11 @@ def test_a_failing_process_is_said_once_without_torchruns_report(tmp_path, rank)
     assert not job_pids(str(out))
 
 
-@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143)])
 def test_ctrl_c_or_sigterm_ends_the_job_with_the_shells_status(tmp_path, sig, status):
     """Ctrl-C (SIGINT to the terminal's process group) made torchrun exit 1 with a
-    traceback. Now 130 (143 for SIGTERM), process 0's line, no traceback, nothing left."""
+    traceback. Now 130 (143 for SIGTERM), process 0's line, no traceback, nothing left.
+    (Ctrl-C: in the test after this one, which stops a job before its first checkpoint.)"""
     long = dates(max_steps=100_000, max_epochs=100_000, validate_every=1000)
     cfg_path = write_yaml(tmp_path / "cfg.yaml", long)
     out = tmp_path / "out"
@@ -123,11 +124,13 @@ def test_ctrl_c_or_sigterm_ends_the_job_with_the_shells_status(tmp_path, sig, st
     assert not job_pids(str(out))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["KILL", "TERM"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL])
 def test_a_process_killed_by_a_signal_is_named_with_its_signal(tmp_path, sig):
     """Process 1 SIGKILLed (the OOM killer): reported as "process 0 was killed by
-    SIGTERM", status 143 (the agent's own SIGTERM to process 0 won the tie); SIGTERMed,
-    so too until the tie went to the first failure torch saw, not the lowest rank."""
+    SIGTERM", status 143 (the agent's own SIGTERM to process 0 won the tie). SIGTERMed,
+    so too until a tie went to the failure torch saw first, not the lowest rank (checked
+    on a real job once: "process 1 of 2 was killed by SIGTERM"; kept to the unit test
+    above, for the time a job takes here)."""
     long = dates(max_steps=100_000, max_epochs=100_000, validate_every=1000)
     cfg_path = write_yaml(tmp_path / "cfg.yaml", long)
     out = tmp_path / "out"
@@ -165,7 +168,10 @@ def test_ctrl_c_before_the_first_checkpoint_says_what_can_be_done(tmp_path, caps
     finally:
         kill_job(str(out))
     assert code == 130, err[-3000:]
+    assert "Traceback" not in err and not [w for w in TORCHRUN_WORDS if w in err], err[-3000:]
     assert "before the first checkpoint (train.checkpoint_every: 100000): nothing to " in err
+    time.sleep(0.2)
+    assert not job_pids(str(out))
     assert (out / "best.pt").is_file() and not (out / "last.pt").exists()
     args = ["train", str(cfg_path), "--out", str(out)]
     assert main([*args, "--resume"]) == 2
