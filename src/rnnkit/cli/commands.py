@@ -140,10 +140,11 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
         raise UsageError("--resume continues the run in --out, --overwrite replaces it: not both")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
-    if rank_and_world()[0] == 0:
+    first = rank_and_world()[0] == 0
+    if first:
         refuse_if_busy(out)  # (a --resume or --overwrite of a run that trains now too)
     held = run_files(out)  # (kept steps alone are a run's too)
-    if rank_and_world()[0] == 0 and resume and not (out / "last.pt").is_file():
+    if first and resume and not (out / "last.pt").is_file():
         there = (
             "there is no such folder: nothing to resume; without --resume a run starts"
             if not out.is_dir()
