@@ -136,6 +136,23 @@ def test_gate_blocks_may_be_an_open_ended_slice():
         rnnkit.Recurrent(Strided, 3, 5)(torch.randn(4, 2, 3))
 
 
+def test_a_gate_block_may_be_an_int_and_a_wrong_one_says_what_is_wrong():
+    """hh(h, 1) was an AttributeError ('int' object has no attribute 'indices')."""
+    torch.manual_seed(0)
+    cell = OpenEnded(3, 5)
+    h = torch.randn(2, 5)
+    second = h @ cell.weight_hh[5:].T + cell.bias_hh[5:]
+    assert torch.allclose(cell.hh(h, 1), second)
+    assert torch.allclose(cell.hh(h, -1), second)
+    assert torch.allclose(cell.hh(h, 0, bias=False), h @ cell.weight_hh[:5].T)
+    with pytest.raises(IndexError, match=r"OpenEnded.hh: gate block 2 out of range for 2"):
+        cell.hh(h, 2)
+    with pytest.raises(TypeError, match=r"OpenEnded.hh: blocks must be .* got tuple"):
+        cell.hh(h, (0, 1))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"at least one .* got slice\(1, 1, None\)"):
+        cell.hh(h, slice(1, 1))
+
+
 @pytest.mark.parametrize(
     "make",
     [

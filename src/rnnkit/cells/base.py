@@ -100,21 +100,16 @@ class Cell(nn.Module):
         """
         return F.linear(x, self.weight_ih, self.bias_ih)
 
-    def hh(self, h: Tensor, blocks: slice | None = None, bias: bool = True) -> Tensor:
+    def hh(self, h: Tensor, blocks: slice | int | None = None, bias: bool = True) -> Tensor:
         """The recurrent projection ``W_hh h + b_hh`` ``(B, G·H)``; ``blocks`` selects gate
-        blocks (``slice(2, 3)``: the third H rows), ``bias=False`` leaves out b_hh.
+        blocks (``slice(2, 3)`` or ``2``: the third H rows), ``bias=False`` leaves out b_hh.
         Recurrent dropout, when a layer sets it, multiplies the h entering here by its
         per-sequence mask."""
         if self.recurrent_mask is not None:
             h = h * self.recurrent_mask
         w, b = self.weight_hh, (self.bias_hh if bias else None)
         if blocks is not None:
-            start, stop, stride = blocks.indices(self.chunks)
-            if stride != 1:
-                raise ValueError(
-                    f"{type(self).__name__}.hh: blocks must be consecutive gate blocks "
-                    f"(slice(start, stop)), got {blocks}"
-                )
+            start, stop = gate_blocks(self, blocks)
             H = self.hidden_size
             rows = slice(start * H, stop * H)
             w, b = w[rows], (None if b is None else b[rows])
@@ -192,6 +187,28 @@ class Cell(nn.Module):
             if differs:
                 s += f", {name}={value if isinstance(value, str) else repr(value)}"
         return s
+
+
+def gate_blocks(cell: Cell, blocks: slice | int) -> tuple[int, int]:
+    """The gate blocks ``[start, stop)`` that ``blocks`` names among the cell's chunks."""
+    name, G = f"{type(cell).__name__}.hh", cell.chunks
+    if isinstance(blocks, int) and not isinstance(blocks, bool):
+        if not -G <= blocks < G:
+            raise IndexError(f"{name}: gate block {blocks} out of range for {G} block(s)")
+        start = blocks % G
+        return start, start + 1
+    if not isinstance(blocks, slice):
+        raise TypeError(
+            f"{name}: blocks must be a slice of gate blocks (slice(start, stop)) or an int, "
+            f"got {type(blocks).__name__}"
+        )
+    start, stop, stride = blocks.indices(G)
+    if stride != 1 or start >= stop:
+        raise ValueError(
+            f"{name}: blocks must be consecutive gate blocks, at least one "
+            f"(slice(start, stop) within {G}), got {blocks}"
+        )
+    return start, stop
 
 
 def init_parameters(cls: type) -> tuple[list[inspect.Parameter], bool]:

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from rnnkit.cells.base import Cell, State
+from rnnkit.cells.base import Cell, State, gate_blocks
 from rnnkit.cells.stock import LSTMCell, LSTMGates, RNNCell, cell_forget_bias
 
 __all__ = ["PeepholeLSTMCell", "CIFGLSTMCell", "MGUCell", "MGUGates", "IndRNNCell"]
@@ -156,8 +156,10 @@ class IndRNNCell(RNNCell):
         super().reset_parameters()
         nn.init.uniform_(self.weight_hh, 0.0, 1.0)
 
-    def hh(self, h: Tensor, blocks: slice | None = None, bias: bool = True) -> Tensor:
+    def hh(self, h: Tensor, blocks: slice | int | None = None, bias: bool = True) -> Tensor:
         """u ⊙ h + b_hh (the recurrent-dropout mask, when set, on h)."""
+        if blocks is not None:
+            gate_blocks(self, blocks)  # its one block, or a clear error
         if self.recurrent_mask is not None:
             h = h * self.recurrent_mask
         out = self.weight_hh * h
