@@ -251,6 +251,38 @@ def test_a_beam_wider_than_the_target_vocabulary_is_refused(tmp_path, capsys):
     assert refusal(loaded, Decode(12, 1, False, False)) is None
 
 
+def test_a_checkpoint_whose_own_beam_is_wider_than_its_vocabulary_is_named(tmp_path, capsys):
+    """decode.beam_size 20 over 15 target tokens trained without a word; rnnkit serve then
+    started and answered every request without "beam" with a 422, translate blamed a
+    --beam that was not given."""
+    import dataclasses
+
+    from rnnkit.serve.served import Served
+
+    b = word_bundle()  # 12 target tokens
+    wide = dataclasses.replace(b.config, decode=dataclasses.replace(b.config.decode, beam_size=13))
+    b = dataclasses.replace(b, config=wide)
+    ckpt = save_bundle(b, tmp_path / "m.pt")
+    (tmp_path / "in.txt").write_text("a b\n", encoding="utf-8")
+    says = (
+        "decode.beam_size 13 exceeds its target vocabulary (12 tokens): give --beam K (at most 12)"
+    )
+    assert main(["translate", str(ckpt), "--input", str(tmp_path / "in.txt")]) == 2
+    assert capsys.readouterr().err == f"rnnkit: error: the checkpoint's {says}\n"
+    assert main(["translate", str(ckpt), "--input", str(tmp_path / "in.txt"), "--beam", "2"]) == 0
+    serve = [sys.executable, "-m", "rnnkit", "serve", str(ckpt), "--port", "0"]
+    r = subprocess.run(serve, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == f"rnnkit: error: the checkpoint's {says}\n"
+    served = Served(word_bundle(), None, str(ckpt), None, {}, loader=lambda: (b, None))
+    assert not served.reload()  # (and with --beam 2 it is taken)
+    assert Served(word_bundle(), None, str(ckpt), 2, {}, loader=lambda: (b, None)).reload()
+    config = tiny(decode={"beam_size": 400})
+    with pytest.raises(DataError, match=r"decode.beam_size 400 exceeds the target vocabulary"):
+        rnnkit.train.train(load_config(write_yaml(tmp_path / "c.yaml", config)), tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
 def test_translate_lines_takes_a_list_of_strings():
     b = word_bundle()
     with pytest.raises(TypeError, match="lines must be a list of strings, got str"):

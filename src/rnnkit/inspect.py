@@ -86,6 +86,7 @@ def run_inspect(
     from rnnkit.data import DataError
     from rnnkit.inspect_html import write_html
     from rnnkit.record import max_output_len, record_translation, source_ids
+    from rnnkit.translate import beam_too_wide
 
     say = log or (lambda _msg: None)
     if top_units < 1:
@@ -104,10 +105,8 @@ def run_inspect(
             "allowed, as inspect draws every token in its figures"
         )
     k = bundle.config.decode.beam_size if beam is None else beam  # as translate decodes
-    if k > len(bundle.tgt_vocab):
-        raise DataError(
-            f"inspect: --beam {k} exceeds the target vocabulary ({len(bundle.tgt_vocab)})"
-        )
+    if wide := beam_too_wide(bundle, beam):
+        raise DataError(f"inspect: {wide}")
     earlier = (out / "inspect.html").is_file()  # an inspect wrote here: its figures may go
     make_folder(out, "inspect: ")
     limit = min(max_output_len(bundle, n_src), MAX_TOKENS)

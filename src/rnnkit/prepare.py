@@ -305,6 +305,11 @@ def prepare(
         tgt_vocab = Vocab.from_state(resumed["tgt_vocab"])
     else:
         src_vocab, tgt_vocab = _vocabularies(cfg, src_tok, tgt_tok, train_pairs, counts, say)
+    if (k := cfg.decode.beam_size) > len(tgt_vocab):  # (translate and serve would refuse it)
+        raise DataError(
+            f"decode.beam_size {k} exceeds the target vocabulary ({len(tgt_vocab)} tokens, "
+            f"specials included): lower it (--set decode.beam_size=K, K at most {len(tgt_vocab)})"
+        )
     examples = encode_pairs(train_pairs, src_tok, tgt_tok, src_vocab, tgt_vocab)
     held: dict[str, list[Pair]] = {k: pairs[k] for k in ("dev", "test") if k in pairs}
     d = Prepared(src_tok, tgt_tok, src_vocab, tgt_vocab, examples, pairs["dev"], train_pairs, held)

@@ -56,6 +56,20 @@ def decode_limits(dec: DecodeConfig, a: float | None, b: int | None) -> DecodeCo
     return dataclasses.replace(dec, max_len_a=float(a), max_len_b=b)
 
 
+def beam_too_wide(bundle: Bundle, beam: int | None) -> str | None:
+    """Why a beam of ``beam`` (None: the checkpoint's ``decode.beam_size``) cannot search
+    ``bundle``'s target vocabulary, as a command line says it; None when it can."""
+    k, n = bundle.config.decode.beam_size if beam is None else beam, len(bundle.tgt_vocab)
+    if k <= n:
+        return None
+    if beam is None:
+        return (
+            f"the checkpoint's decode.beam_size {k} exceeds its target vocabulary ({n} tokens): "
+            f"give --beam K (at most {n})"
+        )
+    return f"--beam {k} exceeds the target vocabulary ({n} tokens)"
+
+
 def translate_lines(
     bundle: Bundle,
     lines: Sequence[str],

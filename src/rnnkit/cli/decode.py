@@ -125,9 +125,11 @@ def _with_limits(bundle: Bundle, args: argparse.Namespace) -> Bundle:
 def _search_options(args: argparse.Namespace, bundle: Bundle) -> dict[str, Any]:
     """The options translate and evaluate share, as ``translate_lines`` takes them;
     those the model cannot have are a UsageError."""
-    beam, vocab = args.beam or bundle.config.decode.beam_size, len(bundle.tgt_vocab)
-    if beam > vocab and not getattr(args, "sample", False):  # (--beam 100000: 14 GB)
-        raise UsageError(f"--beam {beam} exceeds the target vocabulary ({vocab} tokens)")
+    from rnnkit.translate import beam_too_wide
+
+    beam, wide = args.beam or bundle.config.decode.beam_size, beam_too_wide(bundle, args.beam)
+    if wide and not getattr(args, "sample", False):  # (--beam 100000: 14 GB)
+        raise UsageError(wide)
     if bundle.config.model.attention == "none":  # nothing attended to copy or to cover
         if args.replace_unk:
             raise UsageError("--replace-unk: the model has no attention to copy from")

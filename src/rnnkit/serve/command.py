@@ -227,12 +227,11 @@ def _serve(args: argparse.Namespace, hup: threading.Event) -> int:
     from rnnkit.serve.app import ACCESS_LOG, Settings, create_app
     from rnnkit.serve.protocol import uvicorn_config
     from rnnkit.serve.served import RELOAD_LOG
+    from rnnkit.translate import beam_too_wide
 
     bundle, ensemble = _models(args.checkpoint, args.device)  # auto: the GPU if there is one
-    if args.beam is not None and args.beam > len(bundle.tgt_vocab):  # (else every request 422)
-        raise UsageError(
-            f"--beam {args.beam} exceeds the target vocabulary ({len(bundle.tgt_vocab)} tokens)"
-        )
+    if wide := beam_too_wide(bundle, args.beam):  # (else every request without "beam": 422)
+        raise UsageError(wide)
     settings = Settings(
         beam=args.beam,
         max_batch=args.max_batch,

@@ -14,6 +14,7 @@ from typing import Any
 from rnnkit.checkpoint import Bundle
 from rnnkit.ensemble import Ensemble
 from rnnkit.serve.translator import Decode, info, translate_batch
+from rnnkit.translate import beam_too_wide
 
 __all__ = ["Loaded", "Refused", "Served", "refusal"]
 
@@ -96,11 +97,8 @@ class Served:
             step = self.now.bundle.step
             try:
                 bundle, ensemble = self.loader()
-                if self.beam is not None and self.beam > len(bundle.tgt_vocab):
-                    raise ValueError(  # (served, every request without "beam" was a 422)
-                        f"--beam {self.beam} exceeds its target vocabulary "
-                        f"({len(bundle.tgt_vocab)} tokens)"
-                    )
+                if wide := beam_too_wide(bundle, self.beam):  # (served, every request
+                    raise ValueError(wide)  # without "beam" was a 422)
             except Exception as e:  # the server must outlive a bad file
                 RELOAD_LOG.warning(
                     "rnnkit serve: reload failed, still serving step %s: %s", step, e
