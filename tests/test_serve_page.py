@@ -114,6 +114,47 @@ def test_a_422_reads_the_model_again(page: tuple[Page, list[str], list[str]]) ->
     assert errors == []
 
 
+def test_copy_unk_is_not_sent_once_hidden(page: tuple[Page, list[str], list[str]]) -> None:
+    """A model without attention, served after a SIGHUP, hides "copy <unk>": ticked before,
+    it was still sent, every translation a 422 and the box out of reach."""
+    p, errors, _ = page
+    p.check("#unk")
+    assert translate(p, "5/9/18").request.post_data_json["replace_unk"] is True
+
+    def no_attention(route: Any) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json=answer.json() | {"attention": "none"})
+
+    p.route("**/info", no_attention)
+    try:
+        p.evaluate("loadInfo(true)")
+        p.wait_for_function("document.getElementById('unkl').hidden")
+        assert "replace_unk" not in translate(p, "5/9/18").request.post_data_json
+    finally:
+        p.unroute("**/info")
+    p.evaluate("loadInfo(true)")
+    p.wait_for_function("!document.getElementById('unkl').hidden")
+    assert translate(p, "5/9/18").request.post_data_json["replace_unk"] is True  # as ticked
+    p.uncheck("#unk")
+    assert errors == []
+
+
+def test_invisible_characters_are_drawn_as_signs(page: tuple[Page, list[str], list[str]]) -> None:
+    """U+202E, U+200B, ESC were empty column labels and token boxes; a unit typed as 1e9
+    was read as unit 1 (parseInt), now the last unit."""
+    p, errors, _ = page
+    translate(p, "\u202e5/9\u200b/18\x1b")
+    labels = p.locator("#heat text:not(.row)").all_text_contents()
+    assert {"<U+202E>", "<U+200B>", "\u241b"} <= set(labels), labels
+    assert all(t.strip() for t in labels)
+    boxes = p.locator("#att-src .tok .t").all_inner_texts()
+    assert "<U+202E>" in boxes and all(t.strip() for t in boxes)
+    p.fill("#unit", "1e9")
+    p.press("#unit", "Enter")
+    assert p.input_value("#unit") == p.get_attribute("#unit", "max")
+    assert errors == []
+
+
 def test_an_empty_text_clears_the_previous_result(page: tuple[Page, list[str], list[str]]) -> None:
     """Nothing to translate is said, not sent (it showed an empty translation, score 0)."""
     p, errors, _ = page

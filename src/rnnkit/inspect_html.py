@@ -150,7 +150,17 @@ select, input { font-size: 1em; }
 # global `D` (page_data's shape) and the controls of GATE_CONTROLS; wireGates() starts it.
 GATE_JS = r"""
 const $ = (id) => document.getElementById(id);
-const show = (t) => (t === "\u2581" ? "\u2423" : t);
+// a token as drawn: what would not show (controls, format characters as U+202E, which
+// turns the text after it around, spaces) as a visible sign: ␀..␟, ␡, ␣, <U+202E>
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Z}]/gu;
+function visible(c) {
+  const n = c.codePointAt(0);
+  if (n < 32) return String.fromCodePoint(0x2400 + n);
+  if (n === 127) return "\u2421";
+  if (n === 32) return "\u2423";
+  return `<U+${n.toString(16).toUpperCase().padStart(4, "0")}>`;
+}
+const show = (t) => (t === "\u2581" ? "\u2423" : t.replace(INVISIBLE, visible));
 function colour(v, lo, hi) {  // (0,1) ranges: white to blue; symmetric: blue-white-red
   if (v === null) return "#ccc";
   if (lo === 0) {
@@ -194,7 +204,7 @@ function fillUnits() {
 function draw() {
   const p = part(), gate = $("gate").value, vals = p.gates[gate];
   const H = vals[0].length;
-  let u = Math.max(0, Math.min(H - 1, parseInt($("unit").value, 10) || 0));
+  let u = Math.max(0, Math.min(H - 1, Math.trunc(+$("unit").value) || 0));  // (1e9: H - 1)
   $("unit").value = u;
   $("top").value = u;  // (blank when u is not among the units that vary most)
   const col = vals.map((row) => row[u]);

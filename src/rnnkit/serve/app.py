@@ -321,7 +321,7 @@ def create_app(
         openapi_extra={"requestBody": body_schema},
         responses={
             200: {"model": TranslateResponse},
-            **errors(400, 401, 403, 408, 413, 422, 500, 503),
+            **errors(400, 401, 403, 408, 413, 415, 422, 500, 503),
         },
     )
     async def translate(request: Request) -> Response:

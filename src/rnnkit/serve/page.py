@@ -215,20 +215,21 @@ function shown(t, beam) {
 let DEFAULT_BEAM = 1, MAX_BEAM = 32, GATES = true, INFO = false, COVERAGE = false;
 let NB_SET = false, BUSY = null;
 function fitNb() {  // n-best is at most the beam: it follows the beam (3 at most) until set
-  const beam = parseInt($("beam").value, 10) || DEFAULT_BEAM, nb = $("nb");
+  const beam = Math.trunc(+$("beam").value) || DEFAULT_BEAM, nb = $("nb");
   nb.max = Math.max(1, Math.min(MAX_BEAM, beam));
   if (!NB_SET) nb.value = Math.min(3, beam);
   else if (+nb.value > beam) nb.value = Math.max(1, beam);
 }
 function ask() {  // what the fields ask for; each field shows what is sent (a beam wider
   // than the model's vocabulary goes as typed: the API's 422 says why)
-  const beam = Math.max(1, parseInt($("beam").value, 10) || DEFAULT_BEAM);
+  const beam = Math.max(1, Math.trunc(+$("beam").value) || DEFAULT_BEAM);  // (1e3 as typed)
   $("beam").value = beam; fitNb();
-  const nb = Math.min(beam, Math.max(1, parseInt($("nb").value, 10) || 1));
+  const nb = Math.min(beam, Math.max(1, Math.trunc(+$("nb").value) || 1));
   $("nb").value = nb;
   const body = {text: $("src").value, attention: true, gates: GATES, beam};
   if (nb > 1) body.n_best = nb;
-  if ($("unk").checked) body.replace_unk = true;
+  if ($("unk").checked && !$("unkl").hidden) body.replace_unk = true;  // (hidden: a model
+  // without attention, served since a SIGHUP; ticked, it cannot be unticked)
   return {body, key: $("key").value};
 }
 function busy(on) {

@@ -73,6 +73,7 @@ ERRORS = {
     403: "sent by the page of another site",
     408: "the body did not arrive in full within 15 s",
     413: "too many texts or characters (--max-texts, --max-chars)",
+    415: "a compressed body (Content-Encoding): send it uncompressed",
     422: "a malformed request, or options the model cannot take",
     500: "the model failed on this batch",
     503: "busy: the queue is full or no answer came in time (Retry-After)",
