@@ -188,3 +188,23 @@ def test_the_lstm_vs_gru_conclusion_names_no_empty_list():
     assert "Training steps: GRU slower (> 5 %) on dates, within 5 % on multi30k;" in mixed
     same = _conclusion({"dates": task((0.1, -1, 1), 1.0)})
     assert "differs insignificantly on dates: consistent with Chung" in same
+
+
+@pytest.mark.parametrize("name", ["attention-length", "lstm-vs-gru"])
+def test_a_ctrl_c_in_a_model_stops_the_experiment(name, tmp_path, monkeypatch, capsys):
+    """train() stops at a Ctrl-C and returns; the experiment went on with the next model
+    and wrote RESULTS.md comparing a 14-step model with whole ones (exit 0)."""
+    import rnnkit.train
+    from rnnkit.cli import main
+    from rnnkit.position import TrainResult
+
+    calls = []
+
+    def interrupted(cfg, out_dir, **kw):
+        calls.append(out_dir)
+        return TrainResult(14, 0.0, "interrupted")
+
+    monkeypatch.setattr(rnnkit.train, "train", interrupted)
+    assert main(["experiment", name, "--quick", "--out", str(tmp_path)]) == 130
+    assert len(calls) == 1 and not (tmp_path / "RESULTS.md").exists()
+    assert capsys.readouterr().err.endswith("rnnkit: interrupted\n")

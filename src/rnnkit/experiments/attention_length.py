@@ -40,8 +40,7 @@ from rnnkit.experiments.attention_length_report import (
     slope,
     verdict,
 )
-from rnnkit.experiments.common import QUICK_NOTE, Report, machine, verdict_heading
-from rnnkit.train import train
+from rnnkit.experiments.common import QUICK_NOTE, Report, machine, train_whole, verdict_heading
 from rnnkit.translate import translate_lines
 
 __all__ = [
@@ -195,7 +194,7 @@ def _train_and_score(
         shutil.rmtree(run_dir, ignore_errors=True)  # from scratch, never resumed
         log(f"[{task}] training {label}")
         t0 = time.time()
-        result = train(_config(data, s, attention), run_dir, log=log, progress=False)
+        result = train_whole(_config(data, s, attention), run_dir, log)
         seconds = time.time() - t0
         bundle = load_bundle(run_dir / "last.pt")
         hyps = [t[0].text for t in translate_lines(bundle, srcs, beam_size=1)]

@@ -10,11 +10,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import torch
 
 from rnnkit.atomic import write_atomically
+
+if TYPE_CHECKING:
+    from rnnkit.config import Config
+    from rnnkit.position import TrainResult
 
 __all__ = [
     "QUICK_NOTE",
@@ -25,6 +29,7 @@ __all__ = [
     "machine",
     "markdown_table",
     "place_figures",
+    "train_whole",
     "update_results",
 ]
 
@@ -130,3 +135,15 @@ def _copier(source: Path) -> Callable[[IO[bytes]], None]:
             shutil.copyfileobj(src, f)
 
     return copy
+
+
+def train_whole(cfg: Config, run_dir: Path, log: Callable[[str], None]) -> TrainResult:
+    """:func:`rnnkit.train.train` for an experiment: a Ctrl-C that stopped the run stops the
+    experiment (KeyboardInterrupt), which went on with the next model and compared a run
+    cut short with whole ones."""
+    from rnnkit.train import train
+
+    result = train(cfg, run_dir, log=log, progress=False)
+    if result.stopped == "interrupted":
+        raise KeyboardInterrupt
+    return result

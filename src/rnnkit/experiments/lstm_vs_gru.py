@@ -33,7 +33,7 @@ from rnnkit.config import Config, config_from_dict
 from rnnkit.data import encode_pairs, make_batches, read_lines, write_lines
 from rnnkit.evaluate import exact_match, score
 from rnnkit.experiments.attention_length import missing_multi30k, multi30k_dir
-from rnnkit.experiments.common import QUICK_NOTE, QUICK_VERDICT, Report, machine
+from rnnkit.experiments.common import QUICK_NOTE, QUICK_VERDICT, Report, machine, train_whole
 from rnnkit.experiments.lstm_vs_gru_report import (
     CELLS,
     _conclusion,
@@ -47,7 +47,7 @@ from rnnkit.experiments.lstm_vs_gru_report import (
     verdict,
 )
 from rnnkit.model import Seq2Seq, sequence_loss
-from rnnkit.train import load_pairs, train
+from rnnkit.train import load_pairs
 from rnnkit.translate import translate_lines
 
 __all__ = [
@@ -208,7 +208,7 @@ def _run_task(
         shutil.rmtree(run_dir, ignore_errors=True)  # from scratch, never resumed
         log(f"[{task}] training the {cell.upper()} model")
         cfg = _config(data, s, cell)
-        result = train(cfg, run_dir, log=log, progress=False)
+        result = train_whole(cfg, run_dir, log)
         bundle = load_bundle(run_dir / "last.pt")
         test = load_pairs(cfg)["test"]
         hyps = [t[0].text for t in translate_lines(bundle, [x for x, _ in test], beam_size=1)]

@@ -34,10 +34,17 @@ from rnnkit.evaluate import score
 from rnnkit.experiments import long_memory as lm
 from rnnkit.experiments import lstm_vs_gru as vg
 from rnnkit.experiments.attention_length import missing_multi30k, multi30k_dir
-from rnnkit.experiments.common import QUICK_NOTE, QUICK_VERDICT, Report, machine, markdown_table
+from rnnkit.experiments.common import (
+    QUICK_NOTE,
+    QUICK_VERDICT,
+    Report,
+    machine,
+    markdown_table,
+    train_whole,
+)
 from rnnkit.layers import GRU, LSTM
 from rnnkit.recurrent import CIFGLSTM, MGU, IndRNN, LayerNormLSTM, PeepholeLSTM
-from rnnkit.train import load_pairs, train
+from rnnkit.train import load_pairs
 from rnnkit.translate import translate_lines
 
 __all__ = ["run", "summarise", "verdict", "CELLS", "FULL", "QUICK"]
@@ -139,7 +146,7 @@ def translation(s: vg.Setting, out: Path, folder: Path, log: vg.Log) -> tuple[li
         log(f"[multi30k] training {name} for {s.minutes:g} min")
         cfg = vg._config(data, s, cell)
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, forget_bias=fb))
-        result = train(cfg, run_dir, log=log, progress=False)
+        result = train_whole(cfg, run_dir, log)
         bundle = load_bundle(run_dir / "last.pt")
         test = load_pairs(cfg)["test"]
         hyps = [t[0].text for t in translate_lines(bundle, [x for x, _ in test], beam_size=1)]
