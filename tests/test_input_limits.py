@@ -140,12 +140,19 @@ def test_average_names_the_model_key_that_differs(steps, tmp_path, capsys):
     )
 
 
-@pytest.mark.parametrize("kind", ["folder", "binary", "data_dir"])
+@pytest.mark.parametrize("kind", ["folder", "binary", "data_dir", "figures", "no_multi30k"])
 def test_experiment_checks_its_results_file_and_data_dir_before_the_run(tmp_path, capsys, kind):
-    """A folder or a non-UTF-8 file as --results was a traceback after the whole run; a
-    missing --data-dir was ignored (Multi30k skipped)."""
-    results, args = tmp_path / "R.md", []
-    if kind == "folder":
+    """A folder or a non-UTF-8 file as --results, or a figures/ beside it that is a file,
+    failed after the whole run; a missing --data-dir, or one without Multi30k for an
+    experiment that reads it, was ignored (Multi30k skipped)."""
+    results, args, name = tmp_path / "R.md", [], "long-memory"
+    if kind == "figures":
+        (tmp_path / "figures").write_text("x", encoding="utf-8")
+        says = f"--results {results}: its figures go into {tmp_path / 'figures'}/: "
+    elif kind == "no_multi30k":
+        name, args = "lstm-vs-gru", ["--data-dir", str(tmp_path)]
+        says = f"--data-dir {tmp_path}: Multi30k not found in {tmp_path / 'multi30k'} (missing"
+    elif kind == "folder":
         results.mkdir()
         says = f"{results}: is a folder, not a file"
     elif kind == "binary":
@@ -154,7 +161,7 @@ def test_experiment_checks_its_results_file_and_data_dir_before_the_run(tmp_path
     else:
         args, says = ["--data-dir", str(tmp_path / "none")], f"--data-dir {tmp_path / 'none'}: not"
     code, _, err = run_cli(
-        capsys, "experiment", "long-memory", "--quick", "--out", tmp_path / "o",
+        capsys, "experiment", name, "--quick", "--out", tmp_path / "o",
         "--results", results, *args,
     )  # fmt: skip
     assert code == 2 and says in one_line_error(err), err

@@ -318,38 +318,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_experiment(args: argparse.Namespace) -> int:
-    from rnnkit.experiments import EXPERIMENTS, place_figures, run_experiment, update_results
-
-    if args.name not in EXPERIMENTS:
-        raise UsageError(f"unknown experiment {args.name!r} (known: {', '.join(EXPERIMENTS)})")
-    out = Path(args.out or Path("runs") / "experiments" / args.name)
-    results = args.results or (out / "RESULTS.md" if args.quick else Path("docs") / "RESULTS.md")
-    if args.results or not args.quick:  # (--quick's own lies in --out, checked by the run)
-        _check_results(Path(results))  # before the run, whose report it receives
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise UsageError(f"--data-dir {args.data_dir}: not a folder")  # (was: Multi30k skipped)
-    report = run_experiment(args.name, out, quick=args.quick, log=_log, data_dir=args.data_dir)
-    markdown = place_figures(report, results)  # its figures where the page links them
-    update_results(results, args.name, markdown)
-    print(markdown)
-    print(f"\nsection '{args.name}' of {results} regenerated; figures in {out}")
-    return 0
-
-
-def _check_results(path: Path) -> None:
-    """``--results``: a file that can be written and, when it is there, read as UTF-8
-    (its other sections are kept); it was checked after the whole experiment."""
-    check_writable(path)
-    if path.exists():
-        try:
-            path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise UsageError(f"--results {path}: not UTF-8 text") from None
-        except OSError as e:
-            raise UsageError(f"--results {path}: cannot be read ({e.strerror})") from None
-
-
 def cmd_data(args: argparse.Namespace) -> int:
     from rnnkit.data import fetch_multi30k, fetch_tatoeba
 

@@ -12,7 +12,6 @@ from rnnkit.cli.commands import (
     cmd_bench,
     cmd_data,
     cmd_demo,
-    cmd_experiment,
     cmd_info,
     cmd_inspect,
     cmd_train,
@@ -20,6 +19,7 @@ from rnnkit.cli.commands import (
     positive_int,
 )
 from rnnkit.cli.decode_parsers import add_evaluate, add_score, add_translate
+from rnnkit.cli.experiment import cmd_experiment
 
 __all__ = ["build_parser", "empty_path"]
 

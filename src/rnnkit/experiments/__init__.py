@@ -18,7 +18,14 @@ import torch
 from rnnkit.atomic import make_folder
 from rnnkit.experiments.common import Report, place_figures, update_results
 
-__all__ = ["EXPERIMENTS", "Report", "place_figures", "run_experiment", "update_results"]
+__all__ = [
+    "EXPERIMENTS",
+    "USES_MULTI30K",
+    "Report",
+    "place_figures",
+    "run_experiment",
+    "update_results",
+]
 
 # name → module under rnnkit.experiments
 EXPERIMENTS = {
@@ -28,6 +35,8 @@ EXPERIMENTS = {
     "attention-cost": "attention_cost",
     "variants": "variants",
 }
+# those with a Multi30k part (skipped, and said so, when the corpus is not found)
+USES_MULTI30K = ("attention-length", "lstm-vs-gru", "variants")
 
 
 def run_experiment(
