@@ -17,7 +17,10 @@ writes:
 - three test sentences, their translations and attention heatmaps
   (``docs/figures/CORPUS_attention_N.png``);
 
-into the ``CORPUS`` section of ``docs/RESULTS.md`` (``--results PATH`` elsewhere).
+into the ``CORPUS`` section of ``docs/RESULTS.md`` (``--results PATH`` elsewhere; its
+figures then go into ``figures/`` beside it, or ``--figures DIR``). The section names
+the recipe's config as the run's (``--config FILE`` for another one); a run trained on
+another corpus, or on a built-in task, is refused.
 """
 
 from __future__ import annotations
@@ -114,7 +117,29 @@ def decode(bundle, src, refs, beam, lp, exact=None):  # type: ignore[no-untyped-
     return hyps, cased, lower, len(src) / dt
 
 
-def main() -> int:
+def positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def link(path: Path, results: Path) -> str:
+    """``path`` as the results page at ``results`` links it."""
+    return Path(os.path.relpath(path.resolve(), results.resolve().parent)).as_posix()
+
+
+def trained_on(bundle, recipe: Recipe) -> str | None:  # type: ignore[no-untyped-def]
+    """What the run was trained on when it is not ``recipe``'s corpus, else None."""
+    d = bundle.config.data
+    if d.task is not None:
+        return f"the built-in task {d.task!r}"
+    if (d.src, d.tgt) != recipe.langs:
+        return f"{d.src}→{d.tgt} pairs (data.src, data.tgt)"
+    return None
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("run", type=Path, help="training output folder (best.pt, log.csv)")
     ap.add_argument("--corpus", choices=RECIPES, default="multi30k", help="whose section")
@@ -133,17 +158,31 @@ def main() -> int:
     ap.add_argument(
         "--exact", action="store_true", help="exact stopping rule for the final numbers"
     )
-    ap.add_argument("--limit", type=int, default=None, help="first N sentences only (a check)")
+    ap.add_argument(
+        "--limit", type=positive_int, default=None, help="first N sentences only (a check)"
+    )
     ap.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
-    ap.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures")
+    ap.add_argument(
+        "--figures", type=Path, help="folder of the figures (default: figures/ beside --results)"
+    )
+    ap.add_argument("--config", help="the config the run was trained with (default: the recipe's)")
+    return ap
+
+
+def main() -> int:
+    ap = parser()
     args = ap.parse_args()
     recipe = RECIPES[args.corpus]
+    args.figures = args.figures or args.results.parent / "figures"
+    config = args.config or recipe.config
     files = recipe.sets(args.run, args.data)
     ckpt = args.run / args.checkpoint
     for f in (ckpt, args.run / "log.csv", *files["dev"], *list(files.values())[-1]):
         if not f.exists():
             ap.error(f"{f} not found")
     bundle = load_bundle(ckpt)
+    if other := trained_on(bundle, recipe):
+        ap.error(f"{ckpt}: trained on {other}, not {recipe.title} (--corpus)")
     averaged = load_checkpoint(ckpt).get("averaged")
     dec = bundle.config.decode
     if args.beam is not None:
@@ -166,7 +205,7 @@ def main() -> int:
         else ""
     )
     md = [
-        f"Run: `rnnkit train {recipe.config} --out {args.run}`, {which}. "
+        f"Run: `rnnkit train {config} --out {args.run}`, {which}. "
         f"Decoding here: {machine()}.{limited}",
         "",
     ]
@@ -208,7 +247,7 @@ def main() -> int:
     signatures = {}
     test_hyps: list[str] = []
     for split in sets:
-        for beam, lp in ((1, 1.0), (dec.beam_size, dec.length_penalty)):
+        for beam, lp in ((1, 1.0), (dec.beam_size, dec.length_penalty))[: 1 + (dec.beam_size > 1)]:
             hyps, c, lo, speed = decode(bundle, *sets[split], beam, lp, dec.exact)
             label = "greedy" if beam == 1 else f"beam {beam}, length penalty {lp}"
             label += ", exact stopping" if beam > 1 and dec.exact else ""
@@ -222,18 +261,18 @@ def main() -> int:
                 "BLEU lowercased": lo["bleu_signature"],
                 "chrF2": c["chrf_signature"],
             }
-            if split == test and beam > 1:
+            if split == test:  # (the beam's, after the greedy one)
                 test_hyps = hyps
     md += [""] + [f"- {k}: `{v}`" for k, v in signatures.items()] + [""]
 
     rows, png = learning_curve(
         args.run / "log.csv",
         args.figures / f"{args.corpus}_learning_curve.png",
-        f"{recipe.title}, {recipe.config.removeprefix('configs/')}",
+        f"{recipe.title}, {config.removeprefix('configs/')}",
     )
     at40 = [r for r in rows if r["minutes"] <= 40]
     md += [
-        f"![dev BLEU against wall-clock minutes]({png.relative_to(args.results.parent)})",
+        f"![dev BLEU against wall-clock minutes]({link(png, args.results)})",
         "",
         "| step | minutes | dev BLEU (greedy) | lowercased |",
         "|---:|---:|---:|---:|",
@@ -262,7 +301,7 @@ def main() -> int:
             f"  - reference: {refs[i]}",
             f"  - rnnkit (beam): {test_hyps[i] if test_hyps else ''}",
             f"  - rnnkit (greedy): {rec.translation}",
-            f"  - ![attention, test sentence {i}]({path.relative_to(args.results.parent)})",
+            f"  - ![attention, test sentence {i}]({link(path, args.results)})",
         ]
     update_results(args.results, args.corpus, "\n".join(md))
     print(f"wrote the {args.corpus} section of {args.results}")

@@ -221,3 +221,53 @@ def test_the_bench_command_runs_the_layer_benchmark_of_the_checkout(monkeypatch)
     assert ran == [
         (str(ROOT / "bench" / "layers.py"), [str(ROOT / "bench" / "layers.py"), "--quick"])
     ]
+
+
+def _recipe_run(tmp_path: Path, task: str | None) -> tuple[Path, Path]:
+    """A run folder (an untrained word model saved as best.pt, a log.csv) and a data
+    folder with Multi30k's dev and test file names."""
+    import dataclasses
+
+    from toy import save_bundle, word_bundle
+
+    b = word_bundle()
+    data = dataclasses.replace(b.config.data, task=task, src="de", tgt="en")
+    b = dataclasses.replace(b, config=dataclasses.replace(b.config, data=data))
+    run, corpus = tmp_path / "run", tmp_path / "data"
+    run.mkdir(parents=True), corpus.mkdir(parents=True)
+    save_bundle(b, run / "best.pt")
+    (run / "log.csv").write_text(
+        "step,epoch,split,loss,ppl,lr,tokens_per_s,bleu,chrf,elapsed_s,bleu_lc\n"
+        "200,1,dev,1,1,,,10.5,30,120.0,11.0\n"
+    )
+    for name in ("val.de", "val.en", "test2016.de", "test2016.en"):
+        (corpus / name).write_text("a b c\nd e\nf g h\n", encoding="utf-8")
+    return run, corpus
+
+
+def test_recipe_report_writes_where_results_go_and_refuses_another_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--results without --figures wrote docs/figures/ of the checkout, then failed on
+    the link (a ValueError traceback); a dates run was written up as Multi30k's."""
+    run, corpus = _recipe_run(tmp_path, None)
+    results = tmp_path / "out" / "R.md"
+    argv = ["recipe_report.py", str(run), "--data", str(corpus), "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--limit", "2", "--config", "mine.yaml"])
+    assert report.main() == 0
+    page = results.read_text(encoding="utf-8")
+    assert "](figures/multi30k_learning_curve.png)" in page
+    assert "](figures/multi30k_attention_0.png)" in page
+    assert (results.parent / "figures" / "multi30k_attention_0.png").is_file()
+    assert f"`rnnkit train mine.yaml --out {run}`" in page
+    monkeypatch.setattr(sys, "argv", [*argv, "--limit", "0"])
+    with pytest.raises(SystemExit):
+        report.main()
+    assert "argument --limit: must be at least 1, got 0" in capsys.readouterr().err
+    run, corpus = _recipe_run(tmp_path / "dates", "dates")
+    monkeypatch.setattr(sys, "argv", ["recipe_report.py", str(run), "--data", str(corpus),
+                                      "--results", str(results)])  # fmt: skip
+    with pytest.raises(SystemExit):
+        report.main()
+    err = capsys.readouterr().err
+    assert "best.pt: trained on the built-in task 'dates', not Multi30k de→en" in err
