@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from rnnkit.checkpoint import load_checkpoint
+from rnnkit.cli.commands import positive_int
 from rnnkit.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,8 +105,8 @@ def allreduce_seconds(world: int, numel: int, work: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--nproc", type=int, default=2, help="processes of the parallel job")
-    ap.add_argument("--steps", type=int, default=40, help="updates per job")
+    ap.add_argument("--nproc", type=positive_int, default=2, help="processes of the parallel job")
+    ap.add_argument("--steps", type=positive_int, default=40, help="updates per job")
     ap.add_argument(
         "--data-dir",
         default=os.environ.get("RNNKIT_DATA") or str(ROOT.parent / "shared" / "data"),

@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--backend", choices=("gloo", "nccl"), default="gloo")
     ap.add_argument("--out", help="keep the runs here (default: a temporary folder)")
     args = ap.parse_args()
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        ap.error(f"--out {args.out}: is a file, not a folder")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     work = Path(args.out or tempfile.mkdtemp(prefix="ddp_cuda_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ import torch
 
 import rnnkit
 from rnnkit import graphs
+from rnnkit.cli.commands import positive_int, positive_ints
 from rnnkit.graphs.seq2seq import loss_sum
 from rnnkit.loss import token_loss
 from rnnkit.model import Seq2Seq
@@ -223,7 +224,7 @@ def seq2seq(repeats: int, dev: torch.device, on: str, quick: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=20, help="timed calls per candidate")
+    ap.add_argument("--repeats", type=positive_int, default=20, help="timed calls per candidate")
     ap.add_argument(
         "--quick",
         action="store_true",
@@ -233,20 +234,24 @@ def main() -> None:
     ap.add_argument("--json", help="also write the numbers to this JSON file")
     ap.add_argument("--layers", nargs="+", choices=KINDS, default=list(KINDS))
     ap.add_argument("--no-seq2seq", action="store_true", help="the layers' table alone")
-    ap.add_argument("--size", help="one size T,B,H instead of the table's (e.g. 50,64,512)")
+    ap.add_argument(
+        "--size", type=positive_ints, help="one size T,B,H instead of the table's (e.g. 50,64,512)"
+    )
     ap.add_argument(
         "--fuse",
         action="store_true",
         help="also LayerNormLSTM with torch.compile'd cell steps, with graphs ('fused ×')",
     )
     args = ap.parse_args()
+    if args.size and len(args.size) != 3:
+        ap.error(f"--size: three integers T,B,H, got {len(args.size)}")
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32
     on = "auto" if cuda else "on"
     sizes = SIZES[1:2] if args.quick else SIZES
     if args.size:
-        t, b, h = (int(v) for v in args.size.split(","))
+        t, b, h = args.size
         sizes = [(t, b, h)]
     repeats = 3 if args.quick else args.repeats
     name = torch.cuda.get_device_name() if cuda else "CPU (dry run: graphs mode 'on', eager)"

@@ -21,7 +21,11 @@ def _without_verbose(self, *args, **kwargs):  # type: ignore[no-untyped-def]
 
 torch.optim.lr_scheduler.ReduceLROnPlateau.__init__ = _without_verbose  # type: ignore[method-assign]
 
-from joeynmt.__main__ import main  # noqa: E402  (after the patch)
+try:
+    from joeynmt.__main__ import main  # noqa: E402  (after the patch)
+except ModuleNotFoundError:
+    sys.exit("joey_launcher.py: joeynmt is not installed here; bench/compare_joeynmt.sh runs "
+             "this in Joey NMT's own venv (it installs it)")  # fmt: skip
 
 if __name__ == "__main__":
     sys.argv[0] = "joeynmt"

@@ -21,6 +21,7 @@ import warnings
 import torch
 
 import rnnkit
+from rnnkit.cli.commands import non_negative_int, positive_int
 
 # torch.backends.mkldnn.flags() warns of Intel GPUs on every CPU build (oneDNN off for
 # the reference column): not this benchmark's concern
@@ -74,9 +75,13 @@ def measure(kind: str, size: tuple[int, int, int], repeats: int) -> dict[str, tu
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=15, help="timed calls per engine (default 15)")
+    ap.add_argument(
+        "--repeats", type=positive_int, default=15, help="timed calls per engine (default 15)"
+    )
     ap.add_argument("--quick", action="store_true", help="one size, 3 repeats (a smoke run)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

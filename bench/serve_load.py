@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from rnnkit.cli.commands import positive_int
 from rnnkit.serve.launch import started
 
 TEXTS = [
@@ -201,10 +202,10 @@ def compare(checkpoint: str, requests: int, clients: int, beam: int) -> tuple[St
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")
-    p.add_argument("--requests", type=int, default=2000)
-    p.add_argument("--clients", type=int, default=32)
+    p.add_argument("--requests", type=positive_int, default=2000)
+    p.add_argument("--clients", type=positive_int, default=32)
     p.add_argument("--compare", action="store_true", help="also batching vs --max-batch 1")
-    p.add_argument("--compare-requests", type=int, default=1000)
+    p.add_argument("--compare-requests", type=positive_int, default=1000)
     args = p.parse_args(argv)
     ok = True
     s = steady(args.checkpoint, args.requests, args.clients)

@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from rnnkit.cli.commands import non_negative_int, positive_int, positive_ints
 from rnnkit.model import Seq2Seq, sequence_loss
 from rnnkit.search import beam_search, greedy_search
 
@@ -76,9 +77,13 @@ def measure(hidden: int, steps: int, V: int = 8000, B: int = 64) -> dict[str, fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--sizes", default="128,256,512", help="hidden = embedding sizes")
-    ap.add_argument("--steps", type=int, default=10, help="timed training steps per size")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--sizes", type=positive_ints, default=[128, 256, 512], help="hidden = embedding sizes"
+    )
+    ap.add_argument("--steps", type=positive_int, default=10, help="timed training steps per size")
+    ap.add_argument(
+        "--threads", type=non_negative_int, default=0, help="torch threads (0: torch's default)"
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,7 +95,7 @@ def main() -> None:
         f"{'hidden':>6} {'params M':>9} {'train tok/s':>12} {'greedy sent/s':>14} "
         f"{'beam5 sent/s':>13} {'peak RSS GiB':>13}"
     )
-    for h in (int(x) for x in args.sizes.split(",")):
+    for h in args.sizes:
         r = measure(h, args.steps)
         print(
             f"{h:6d} {r['params_M']:9.2f} {r['train_tok_s']:12.0f} {r['greedy_sent_s']:14.1f} "

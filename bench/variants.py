@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import rnnkit
+from rnnkit.cli.commands import positive_int
 
 # torch.backends.mkldnn.flags() warns of Intel GPUs on every CPU build (oneDNN off for
 # the reference column): not this benchmark's concern
@@ -237,9 +238,13 @@ def run_size(size: tuple[int, int, int], repeats: int) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=15, help="timed calls per module (default 15)")
+    ap.add_argument(
+        "--repeats", type=positive_int, default=15, help="timed calls per module (default 15)"
+    )
     ap.add_argument("--quick", action="store_true", help="the small size, 3 repeats (a smoke run)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1, pinned)")
+    ap.add_argument(
+        "--threads", type=positive_int, default=1, help="torch threads (default 1, pinned)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sizes = SIZES[1:] if args.quick else SIZES

@@ -271,3 +271,27 @@ def test_recipe_report_writes_where_results_go_and_refuses_another_task(
         report.main()
     err = capsys.readouterr().err
     assert "best.pt: trained on the built-in task 'dates', not Multi30k de→en" in err
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["layers.py", "--repeats", "0"], "argument --repeats: expected an integer from 1"),
+        (
+            ["throughput.py", "--sizes", "128,x"],
+            "argument --sizes: expected an integer ≥ 1, got 'x'",
+        ),
+        (["gpu.py", "--size", "50,64"], "--size: three integers T,B,H, got 2"),
+    ],
+)
+def test_bench_scripts_refuse_bad_arguments_in_one_line(argv: list[str], says: str) -> None:
+    """--repeats 0 was a StatisticsError traceback, --sizes abc a ValueError, --size 1,2
+    an unpacking error."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / argv[0]), *argv[1:]],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

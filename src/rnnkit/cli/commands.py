@@ -39,6 +39,14 @@ def non_negative_int(text: str) -> int:
     return _int_from(text, 0)
 
 
+def positive_ints(text: str) -> list[int]:
+    """argparse type: comma-separated integers from 1 (``50,64,512``)."""
+    try:
+        return [positive_int(v.strip()) for v in text.split(",")]
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e} (in {text!r})") from None
+
+
 def _int_from(text: str, low: int) -> int:
     """argparse type: an integer from ``low`` to 2**31 - 1."""
     try:
