@@ -259,8 +259,10 @@ def dump_yaml(data: Any) -> str:
 def _parse_yaml(text: str, source: str) -> Any:
     try:
         value = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
-        _no_glued_pairs(value, source)
+        _walk(value, source, {}, set())
         return value
+    except RecursionError:  # (PyYAML's constructor recurses: [[[[...]]]] 5000 deep)
+        raise ConfigError(f"{source}: not a config (nested too deeply)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -269,20 +271,41 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: not valid YAML ({detail})") from None
 
 
-def _no_glued_pairs(value: Any, source: str) -> None:
-    """``{nonlinearity:sigmoid}`` is YAML for a key "nonlinearity:sigmoid" without a value
+# the values a config may hold once its aliases are expanded (nested mappings of 9 aliases
+# 10 deep are 9^10: walking them hung; what the config's sections take is far fewer)
+MAX_VALUES = 100_000
+
+
+def _walk(value: Any, source: str, sizes: dict[int, int], inside: set[int]) -> int:
+    """How many values ``value`` holds with its aliases expanded (each shared mapping or
+    list counted once per use, walked once); a ConfigError for an alias that holds itself
+    (a cycle), for more than :data:`MAX_VALUES`, and for a glued pair:
+    ``{nonlinearity:sigmoid}`` is YAML for a key "nonlinearity:sigmoid" without a value
     (a flow mapping needs a space after the colon); the error would have said the cell
     takes no keyword "nonlinearity:sigmoid"."""
-    if not isinstance(value, dict):
-        return
-    for key, v in value.items():
+    if not isinstance(value, (dict, list)):
+        return 1
+    if id(value) in sizes:
+        return sizes[id(value)]
+    if id(value) in inside:  # (a RecursionError traceback)
+        raise ConfigError(f"{source}: an alias refers to the mapping or list that holds it")
+    inside.add(id(value))
+    n = 1
+    for key, v in value.items() if isinstance(value, dict) else enumerate(value):
         if v is None and isinstance(key, str) and ":" in key.strip(":"):
             k, _, rest = key.partition(":")
             raise ConfigError(
                 f"{source}: {key!r} is a key without a value; YAML needs a space after "
                 f"the colon: {{{k}: {rest}}}"
             )
-        _no_glued_pairs(v, source)
+        n += _walk(v, source, sizes, inside)
+        if n > MAX_VALUES:
+            raise ConfigError(
+                f"{source}: more than {MAX_VALUES} values once its aliases are expanded"
+            )
+    inside.discard(id(value))
+    sizes[id(value)] = n
+    return n
 
 
 def _set_entry(mapping: dict[str, Any], path: Sequence[str], value: Any) -> dict[str, Any]:
