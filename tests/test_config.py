@@ -492,3 +492,21 @@ def test_aliases_that_explode_or_hold_themselves_are_refused(tmp_path, text, say
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="^" + re.escape(f"{path}: {says}")):
         load_config(path)
+
+
+@pytest.mark.parametrize("value", ["../x", "/../../ESC", "de/x", ".de", "d e"])
+def test_a_language_suffix_names_no_path(tmp_path, value):
+    """data.src "../x" wrote the held-out dev.../test... files outside the run folder."""
+    with pytest.raises(ConfigError, match=r"data.src must be a file suffix such as de"):
+        apply_overrides(config_from_dict({"data": {"task": "copy"}}), [f"data.src={value}"])
+
+
+@pytest.mark.parametrize(
+    "key", ["data.sp_model", "train.init_from", "model.src_embeddings", "data.data_dir",
+            "data.dev", "data.test"],
+)  # fmt: skip
+def test_an_empty_path_is_refused_not_taken_for_none(key):
+    """data.sp_model "" trained a tokenizer of its own and train.init_from "" trained from
+    scratch, without a word; data.test "" looked for a file named after the folder."""
+    with pytest.raises(ConfigError, match=rf"{key} must not be empty \(null, or left out"):
+        apply_overrides(config_from_dict({"data": {"task": "copy"}}), [f'{key}=""'])

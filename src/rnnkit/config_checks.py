@@ -161,7 +161,8 @@ def _check_meta(
     if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
         raise ConfigError(f"{source}: {name} must be {meta['pattern_help']}{null}; got {value!r}")
     if meta.get("nonempty") and not value.strip():
-        raise ConfigError(f"{source}: {name} must not be empty")
+        none = " (null, or left out, for none)" if nullable else ""
+        raise ConfigError(f"{source}: {name} must not be empty{none}")
     if any(not op(value, meta[key]) for key, _, op in _BOUNDS if key in meta):
         bounds = " and ".join(f"{sym} {meta[key]}" for key, sym, _ in _BOUNDS if key in meta)
         raise ConfigError(f"{source}: {name} must be {bounds}, got {value!r}")

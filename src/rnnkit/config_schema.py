@@ -29,6 +29,8 @@ CELL_NAMES = (
     "indrnn",
 )
 CUSTOM_CELL = r"[A-Za-z_][\w.]*:[A-Za-z_]\w*"
+SUFFIX = r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*"  # a file name's suffix, no path in it
+SUFFIX_HELP = "a file suffix such as de or pt_BR (letters, digits, _ - + .)"
 
 
 @dataclass
@@ -43,14 +45,18 @@ class DataConfig:
     task_dev: int = _field(500, gt=0)  # dev pairs generated for the task
     task_test: int = _field(1000, gt=0)  # test pairs generated for the task
     task_options: dict[str, Any] = field(default_factory=dict)  # kwargs of the task generator
-    data_dir: str | None = None  # base directory of relative corpus paths (resolve_data_path)
+    data_dir: str | None = _field(
+        None, nonempty=True
+    )  # base directory of relative corpus paths (resolve_data_path)
     # PREFIX of PREFIX.<src> / PREFIX.<tgt>, or a TSV file; a list: the corpora concatenated
     # (a corpus listed twice counts twice: oversampling)
     train: str | list[str] | None = _field(None, nonempty=True)
-    dev: str | None = None  # dev corpus, given as train is
-    test: str | None = None  # test corpus, given as train is
-    src: str = _field("src", nonempty=True)  # source-side file suffix (language code)
-    tgt: str = _field("tgt", nonempty=True)  # target-side file suffix (language code)
+    dev: str | None = _field(None, nonempty=True)  # dev corpus, given as train is
+    test: str | None = _field(None, nonempty=True)  # test corpus, given as train is
+    # source- and target-side file suffix (language code); it names the held-out files
+    # in the run folder (dev.SRC), so no path: data.src "../x" wrote outside it
+    src: str = _field("src", nonempty=True, pattern=SUFFIX, pattern_help=SUFFIX_HELP)
+    tgt: str = _field("tgt", nonempty=True, pattern=SUFFIX, pattern_help=SUFFIX_HELP)
     format: str = _field("parallel", choices=("parallel", "tsv"))  # two aligned files or a TSV
     src_col: int = _field(0, ge=0)  # TSV column of the source side
     tgt_col: int = _field(1, ge=0)  # TSV column of the target side
@@ -69,7 +75,9 @@ class DataConfig:
     joint_vocab: bool = True
     lowercase: bool = False  # lowercase all text before tokenising
     max_len: int = _field(100, gt=0)  # training pairs longer (in tokens) on either side are dropped
-    sp_model: str | None = None  # an existing sentencepiece model to use instead of training one
+    sp_model: str | None = _field(
+        None, nonempty=True
+    )  # an existing sentencepiece model to use instead of training one
     # BPE-dropout (Provilkov et al. 2020): each epoch segments the training pairs anew, each
     # merge skipped with this probability (0.1 in the paper); 0: off. Needs a BPE model
     bpe_dropout: float = _field(0.0, ge=0, lt=1)
@@ -104,8 +112,8 @@ class ModelConfig:
     tgt_embed_init: str = _field("auto", choices=("auto", "normal", "scaled"))
     # pretrained vectors (word2vec / GloVe / fastText text format, emb_size numbers a line)
     # as the initial embeddings of the tokens they have; paths resolve as corpus paths do
-    src_embeddings: str | None = None
-    tgt_embeddings: str | None = None
+    src_embeddings: str | None = _field(None, nonempty=True)
+    tgt_embeddings: str | None = _field(None, nonempty=True)
     # LSTM family: the forget-gate biases sum to this at initialisation (null: torch's init)
     forget_bias: float | None = None
     # more keywords of the cell's __init__, on both sides ({eps: 1.0e-3} for layernorm_lstm,
@@ -166,7 +174,7 @@ class TrainConfig:
     seed: int = _field(1, ge=0, le=2**63 - 1)  # seed of torch, python and data-order randomness
     # fine-tuning: a new run starts from this checkpoint's weights, tokenizers and
     # vocabularies (same model section); optimizer, schedule and step count start afresh
-    init_from: str | None = None
+    init_from: str | None = _field(None, nonempty=True)
     # auto (cuda when there is a GPU, else cpu), cpu, cuda, cuda:N, mps (asked for by name)
     device: str = _field(
         "auto", pattern=r"auto|cpu|mps|cuda(:\d+)?", pattern_help="auto, cpu, cuda, cuda:N or mps"
