@@ -82,6 +82,38 @@ def test_a_folder_in_place_of_a_corpus_file_is_named_as_a_folder(tmp_path, capsy
     assert one_line_error(err) == f"rnnkit: error: {tmp_path / 'train.en'}: is a folder, not a file"
 
 
+@pytest.mark.parametrize("kind", ["loop", "fifo", "gz", "columns"])
+def test_what_a_corpus_file_is_when_it_cannot_be_read_is_said(tmp_path, kind):
+    """A loop of links and a FIFO were "file not found", as was a train.en beside its
+    train.en.gz; data.src_col / tgt_col beside parallel files went unused."""
+    import os
+
+    from rnnkit.corpus_checks import check_corpora
+    from rnnkit.data import DataError
+
+    (tmp_path / "train.de").write_text("a\n", encoding="utf-8")
+    en, data = tmp_path / "train.en", {"task": None, "train": str(tmp_path / "train")}
+    says = {
+        "loop": f"{en}: a symbolic link to nothing (or a loop of links)",
+        "fifo": f"{en}: not a regular file (a device, pipe or socket)",
+        "gz": f"{en}: file not found (train.en.gz is there: unpack it)",
+        "columns": "c.yaml: data.src_col and data.tgt_col are columns of a TSV file: they "
+        "need data.format: tsv",
+    }[kind]
+    if kind == "loop":
+        en.symlink_to(en)
+    elif kind == "fifo":
+        os.mkfifo(en)
+    elif kind == "gz":
+        (tmp_path / "train.en.gz").write_bytes(b"\x1f\x8b")
+    else:
+        en.write_text("a\n", encoding="utf-8")
+        data["tgt_col"] = 2
+    cfg = config_from_dict(tiny(data={**data, "src": "de", "tgt": "en", "dev_size": 1}))
+    with pytest.raises(DataError, match="^" + re.escape(says)):
+        check_corpora(cfg, tmp_path, "c.yaml")
+
+
 class _G(NamedTuple):
     h: Tensor
 

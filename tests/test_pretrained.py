@@ -79,6 +79,17 @@ def trainer(tmp_path: Path, name: str, **model: object) -> Trainer:
     return Trainer(cfg, tmp_path / name, config_dir=tmp_path)
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_token(tmp_path):
+    """A file saved with a BOM was "1 numbers after '\\ufeff5'" (its header) or, without
+    a header, a first token that matched nothing."""
+    vocab = Vocab.build([["cat", "dog"]])
+    f = tmp_path / "bom.vec"
+    f.write_text("\ufeff2 3\ncat 1 2 3\ndog 4 5 6\n", encoding="utf-8")
+    assert read_vectors(f, vocab, 3) == {vocab["cat"]: [1, 2, 3], vocab["dog"]: [4, 5, 6]}
+    f.write_text("\ufeffcat 1 2 3\n", encoding="utf-8")
+    assert read_vectors(f, vocab, 3) == {vocab["cat"]: [1, 2, 3]}
+
+
 @pytest.mark.parametrize("tied", [False, True])
 def test_a_new_run_starts_from_the_vectors(tmp_path, tied):
     plain = trainer(tmp_path, "plain", tie_embeddings=tied)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnkit.config import Config, DataConfig, resolve_data_path
+from rnnkit.corpus_checks import check_corpora, corpora
 from rnnkit.data import (
     SPECIALS,
     DataError,
@@ -33,7 +34,6 @@ from rnnkit.data import (
     write_atomic,
     write_lines,
 )
-from rnnkit.data.tasks import check_task_options
 
 if TYPE_CHECKING:
     from rnnkit.distributed import Dist
@@ -90,61 +90,6 @@ class Prepared:
         return examples
 
 
-def check_corpora(cfg: Config, config_dir: Path | None = None, source: str = "config") -> None:
-    """Raise :class:`DataError` for corpus settings that cannot work (a split missing or
-    given twice; ``source`` names the config in the message) or a corpus file that is not
-    there: cheap checks, made before the data is read (and before ``--nproc`` starts its
-    processes)."""
-    d = cfg.data
-    if d.task:
-        given = [k for k in ("train", "dev", "test", "dev_size", "test_size") if getattr(d, k)]
-        if given:  # (a task's pairs are generated: these were ignored without a word)
-            keys = " and ".join(f"data.{k}" for k in given)
-            raise DataError(
-                f"{source}: data.task {d.task} generates its pairs, so {keys} would go "
-                f"unused; set data.task: null to read corpora, or remove {keys}"
-            )
-        check_task_options(d.task, d.task_options)
-        return
-    if not d.train:
-        raise DataError(f"{source}: data.train is required unless data.task is set")
-    if d.format == "tsv" and d.src_col == d.tgt_col:
-        raise DataError(
-            f"{source}: data.src_col and data.tgt_col are both {d.src_col}: the source and "
-            "target sides must be two columns of the TSV file"
-        )
-    if not d.dev and not d.dev_size:
-        raise DataError(
-            f"{source}: give data.dev, or data.dev_size to hold out dev pairs from train"
-        )
-    for split in ("dev", "test"):
-        if getattr(d, split) and getattr(d, f"{split}_size"):
-            raise DataError(
-                f"{source}: data.{split} and data.{split}_size are both given: read {split} "
-                f"pairs from a file, or hold some out of train, not both"
-            )
-    for _, path in _corpora(d, config_dir):
-        files = [path] if d.format == "tsv" else [Path(f"{path}.{x}") for x in (d.src, d.tgt)]
-        for f in files:
-            if f.is_dir():
-                raise DataError(f"{f}: is a folder, not a file")
-            if not f.is_file():  # (what a newcomer needs next: where corpora are looked for)
-                raise DataError(
-                    f"{f}: file not found (corpora are looked for under data.data_dir, "
-                    "RNNKIT_DATA or the config's folder: --set data.data_dir=DIR; "
-                    "`rnnkit data multi30k --out DIR` fetches Multi30k)"
-                )
-
-
-def _corpora(d: DataConfig, config_dir: Path | None) -> Iterator[tuple[str, Path]]:
-    """(split, path) of every corpus the config names, in order (a list of train corpora
-    gives several)."""
-    for split in ("train", "dev", "test"):
-        names = getattr(d, split)
-        for name in [names] if isinstance(names, str) else names or []:
-            yield split, resolve_data_path(d, name, config_dir)
-
-
 def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pair]]:
     """Train / dev (/ test) pairs from a built-in task or from corpus files."""
     d = cfg.data
@@ -154,7 +99,7 @@ def load_pairs(cfg: Config, config_dir: Path | None = None) -> dict[str, list[Pa
         )
     check_corpora(cfg, config_dir)
     out: dict[str, list[Pair]] = {}
-    for split, path in _corpora(d, config_dir):
+    for split, path in corpora(d, config_dir):
         out.setdefault(split, []).extend(
             read_tsv(path, d.src_col, d.tgt_col)
             if d.format == "tsv"

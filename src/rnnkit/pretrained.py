@@ -52,7 +52,7 @@ def read_vectors(path: str | Path, vocab: Vocab, dim: int) -> dict[int, list[flo
     with _opened(path) as f:
         for n, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if n == 1 else "utf-8")  # (a BOM: Notepad's)
             except UnicodeDecodeError:
                 raise DataError(f"{path}, line {n}: not UTF-8") from None
             parts = line.split()  # spaces or tabs (no token holds whitespace)

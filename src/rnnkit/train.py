@@ -28,11 +28,12 @@ from rnnkit import graphs, validation
 from rnnkit.atomic import no_ctrl_c, signals_held
 from rnnkit.checkpoint import check_cell
 from rnnkit.config import Config, validate_config
+from rnnkit.corpus_checks import check_corpora
 from rnnkit.data import Batch, make_batches
 from rnnkit.distributed import pick_device, rng_state, set_rng_state
 from rnnkit.job import rank_and_world
 from rnnkit.position import Stop, TrainResult
-from rnnkit.prepare import check_corpora, load_pairs
+from rnnkit.prepare import load_pairs
 from rnnkit.progress import Meter, above, progress_bar, report
 from rnnkit.run_state import RunState
 from rnnkit.runlock import claimed

@@ -176,7 +176,7 @@ def _check_out(out: Path, resume: bool, overwrite: bool) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit.config import load_config
-    from rnnkit.prepare import check_corpora
+    from rnnkit.corpus_checks import check_corpora
     from rnnkit.train import train
 
     rank_and_world()  # torchrun's variables, read as setup will read them
