@@ -256,3 +256,15 @@ def test_a_program_gets_each_translation_as_it_sends_its_line(tmp_path):
         for f in (proc.stdout, proc.stderr):
             assert f is not None
             f.close()
+
+
+def test_text_of_cr_alone_line_ends_is_refused_as_train_refuses_it(tmp_path):
+    """Ten lines ended by CR alone went as one line: one translation out, status 0."""
+    from rnnkit.cli.text import UsageError
+
+    path = tmp_path / "cr.txt"
+    path.write_bytes(b"a b\rc d\re\r")
+    with pytest.raises(UsageError, match=r"cr.txt: lines end in CR alone \(old Mac text\)"):
+        list(text_chunks(str(path), 8))
+    path.write_bytes(b"a b\r\nc\rd\n")  # CRLF, and a CR inside a line of an LF file: as read
+    assert [line for chunk in text_chunks(str(path), 8) for line in chunk] == ["a b", "c\rd"]

@@ -93,7 +93,7 @@ def text_chunks(
             until ``size`` more come.
         on_end: called when the end of the input is read (before its last chunk).
     """
-    from rnnkit.data.corpus import check_text_bytes
+    from rnnkit.data.corpus import CR_ALONE, check_text_bytes
 
     name = "<stdin>" if path in (None, "-") else str(path)
     if name == "<stdin>" and sys.stdin is None:  # (started with stdin closed: `<&-`)
@@ -112,6 +112,8 @@ def text_chunks(
             n += 1
             if n == 1 or b"\0" in raw:  # gzip and UTF-16 show at the start, NULs anywhere
                 check_text_bytes(raw, name, first_line=n)
+            if n == 1 and not raw.endswith(b"\n") and raw.count(b"\r") > 1:  # (as train:
+                raise UsageError(f"{name}: {CR_ALONE}")  # its lines went as one, status 0)
             chunk.append(decoded_line(raw, name, n))
             if len(chunk) == size or not more:
                 yield chunk

@@ -65,15 +65,16 @@ def check_text_bytes(data: bytes, name: str, first_line: int = 1) -> None:
         raise DataError(f"{name}:{line}: a NUL byte: UTF-16 or binary data? {utf16}")
 
 
+CR_ALONE = "lines end in CR alone (old Mac text); convert them to LF (tr '\\r' '\\n')"
+
+
 def decode_lines(data: bytes, name: str) -> list[str]:
     """The lines of UTF-8 ``data``, as :func:`read_lines` reads a file; errors name ``name``."""
     if not data:
         raise DataError(f"{name}: file is empty")
     check_text_bytes(data, name)
     if b"\n" not in data and data.count(b"\r") > 1:  # the whole file would be one line
-        raise DataError(
-            f"{name}: lines end in CR alone (old Mac text); convert them to LF (tr '\\r' '\\n')"
-        )
+        raise DataError(f"{name}: {CR_ALONE}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
