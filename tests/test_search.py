@@ -359,3 +359,24 @@ def _no_padding_or_bos() -> None:
                 mine = {tuple(t): s for t, _, s in enumerate_outputs(model, src[b], 3, 4)}
                 assert h.score == pytest.approx(mine[tuple(h.tokens)], abs=1e-5)
     assert seen > 0  # unmasked, the first step's argmax was <pad> or <s> somewhere
+
+
+def test_greedy_keeps_attention_rows_as_it_writes_them_not_for_the_longest_output():
+    """The attention buffer was (B, max length, S) from the first step: 56 GiB for a
+    100,000-character line that a char model could write 150,000 tokens for."""
+    from toy import word_bundle
+
+    model = word_bundle().model
+    with torch.no_grad():
+        model.W_out.bias.zero_()
+        model.W_out.bias[model.eos_id] = 100.0  # EOS first
+    src = torch.full((1, 3000), 5, dtype=torch.long)
+    (hyp,) = greedy_search(model, src, [3000], 1.0, 3)
+    assert hyp.tokens == [] and hyp.attention is not None and hyp.attention.shape == (1, 3000)
+    assert hyp.attention.untyped_storage().nbytes() <= 64 * 3000 * 4  # (was 3003 rows)
+    with torch.no_grad():
+        model.W_out.bias[model.eos_id] = -100.0  # never EOS: rows up to the limit, all kept
+    src = torch.full((2, 100), 5, dtype=torch.long)
+    hyps = greedy_search(model, src, [100, 40], 1.0, 3)
+    assert [h.attention.shape for h in hyps] == [(103, 100), (43, 40)]
+    assert all(bool(torch.allclose(h.attention.sum(1), torch.ones(len(h.attention)))) for h in hyps)

@@ -120,9 +120,8 @@ def decode_by(
         y = pick(logp)
         scores[rows] += logp.gather(1, y[:, None]).squeeze(1)
         ids[rows, t] = y
-        if step.attention is not None:
-            if att is None:
-                att = step.attention.new_zeros(B, T, step.attention.shape[-1])
+        if step.attention is not None:  # rows added as they are needed: (B, T, S) at
+            att = _room(att, step.attention, B, t, T)  # once was 56 GiB for a 100k-token line
             att[rows, t] = step.attention
         done = (y == model.eos_id) | (t + 1 >= limits[rows])
         if bool(done.all()):
@@ -134,6 +133,17 @@ def decode_by(
             state = {k: v.index_select(0, keep) for k, v in state.items()}
             enc = enc.index_select(keep)
     return _hypotheses(model, ids, scores, att, lims, src_lengths)
+
+
+def _room(att: Tensor | None, like: Tensor, B: int, t: int, T: int) -> Tensor:
+    """``att (B, ≥ t + 1, S)``: the attention rows so far with room for step ``t``
+    (doubled when full, at most ``T`` in all)."""
+    if att is None:
+        return like.new_zeros(B, min(T, 64), like.shape[-1])
+    if t < att.shape[1]:
+        return att
+    more = att.new_zeros(B, min(att.shape[1], T - att.shape[1]), att.shape[2])
+    return torch.cat([att, more], 1)
 
 
 def _hypotheses(
