@@ -64,6 +64,51 @@ def test_mode_switch_and_errors(monkeypatch):
     assert not ran and graphs._mode == "sometimes"
 
 
+def test_a_mode_block_is_its_threads_alone():
+    """A block in another thread changed the mode for both, and the two blocks' exits
+    left it "on" for good."""
+    import threading
+
+    seen: dict[str, str] = {}
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:  # in its block while the second enters its own; leaves first
+        with graphs.mode("on"):
+            a_in.set()
+            b_in.wait(10)
+            seen["first"] = graphs.get_mode()
+        a_out.set()
+
+    def second() -> None:
+        a_in.wait(10)
+        with graphs.mode("off"):
+            b_in.set()
+            seen["second"] = graphs.get_mode()
+            a_out.wait(10)
+
+    before = graphs.get_mode()
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen == {"first": "on", "second": "off"} and graphs.get_mode() == before
+    with graphs.mode("on"), graphs.mode("off"):  # nested: the innermost
+        assert graphs.get_mode() == "off"
+
+
+def test_an_empty_rnnkit_graphs_is_unset():
+    """RNNKIT_GRAPHS= (set, empty) stopped train, translate and every explicit layer."""
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "RNNKIT_GRAPHS": ""}
+    code = "import rnnkit.graphs as g; print(g.get_mode())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.stdout.strip() == "auto", out.stderr
+
+
 LAYERS = {
     "lstm": lambda **kw: rnnkit.LSTM(I, H, engine="explicit", **kw),
     "gru": lambda **kw: rnnkit.GRU(I, H, engine="explicit", **kw),

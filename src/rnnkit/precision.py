@@ -11,8 +11,9 @@ in the low dtype and keeps reductions such as the cross-entropy in float32. Ever
 recurrent layer and decoder cell of rnnkit, whatever its engine, runs in its weights'
 dtype with autocast off (:func:`outside_autocast`): the recurrence is where rounding
 accumulates over T steps, and torch's own kernels under autocast differ by device and
-dtype (on the CPU, ``torch.nn.LSTM`` on a padded batch returns bfloat16 under bf16 and
-fails inside oneDNN under fp16, while on packed input it returns float32). Autocast's
+dtype (on the CPU, ``torch.nn.LSTM`` on a padded batch fails inside oneDNN under fp16,
+and under bf16 too where the CPU lacks bf16 support (this project's 2-core machine;
+elsewhere it returned bfloat16), while on packed input it returns float32). Autocast's
 weight cache is off: CUDA graphs (:mod:`rnnkit.graphs`) cannot capture it, and a
 recurrent model reuses few casts.
 """

@@ -13,7 +13,8 @@ launch; the price is static shapes. So this package
 - runs the layer through a per-bucket cache of graphed callables on CUDA
   (:mod:`rnnkit.graphs.capture`); elsewhere the same padded, masked code runs eagerly.
 
-Which layers take this path is set by :func:`set_mode` (or ``RNNKIT_GRAPHS``):
+Which layers take this path is set by :func:`set_mode` (or ``RNNKIT_GRAPHS``; for a
+block of one thread, :func:`mode`):
 ``"auto"`` (default) the explicit engine on CUDA, ``"on"`` also on the CPU (the same
 code, eagerly: the tests prove it equal to the plain explicit engine there), ``"off"``
 never.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,19 +33,29 @@ import torch
 __all__ = ["MODES", "set_mode", "get_mode", "mode", "active"]
 
 MODES = ("auto", "on", "off")
-_mode = os.environ.get("RNNKIT_GRAPHS", "auto")
+_mode = os.environ.get("RNNKIT_GRAPHS") or "auto"  # (set but empty, as env files leave it)
+_block = threading.local()  # .mode: the innermost mode() block's, in this thread
 
 
 def set_mode(value: str) -> None:
-    """``"auto"``: static shapes and CUDA graphs for the explicit engine on CUDA;
-    ``"on"``: static shapes on every device (graphs where CUDA); ``"off"``: never."""
+    """The process's mode (each thread's, outside its :func:`mode` blocks): ``"auto"``:
+    static shapes and CUDA graphs for the explicit engine on CUDA; ``"on"``: static
+    shapes on every device (graphs where CUDA); ``"off"``: never."""
     global _mode
-    if value not in MODES:
-        raise ValueError(f"graphs mode must be one of {', '.join(MODES)}; got {value!r}")
+    _check(value)
     _mode = value
 
 
+def _check(value: str) -> None:
+    if value not in MODES:
+        raise ValueError(f"graphs mode must be one of {', '.join(MODES)}; got {value!r}")
+
+
 def get_mode() -> str:
+    """This thread's mode: its innermost :func:`mode` block's, else the process's."""
+    inside = getattr(_block, "mode", None)
+    if inside is not None:
+        return str(inside)
     if _mode not in MODES:
         raise ValueError(f"RNNKIT_GRAPHS must be one of {', '.join(MODES)}; got {_mode!r}")
     return _mode
@@ -51,14 +63,17 @@ def get_mode() -> str:
 
 @contextmanager
 def mode(value: str) -> Iterator[None]:
-    """``with rnnkit.graphs.mode("on"): ...``: :func:`set_mode` for a block (a bad
-    ``RNNKIT_GRAPHS`` is refused before the block, not after it)."""
-    before = get_mode()
-    set_mode(value)
+    """``with rnnkit.graphs.mode("on"): ...``: the mode for a block, in this thread alone
+    (a block in another thread changed it for both, and could leave it set for good); a
+    bad ``RNNKIT_GRAPHS`` is refused before the block, not after it."""
+    _check(value)
+    get_mode()
+    before = getattr(_block, "mode", None)
+    _block.mode = value
     try:
         yield
     finally:
-        set_mode(before)
+        _block.mode = before
 
 
 def active(device: torch.device, mode: str | None = None) -> bool:
