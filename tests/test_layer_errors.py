@@ -6,6 +6,7 @@ for the stock layers the same message (the variants name their state the same wa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -183,3 +184,30 @@ def test_state_of_another_dtype_is_named(make: Callable[[], nn.Module]) -> None:
     name = "hidden\\[0\\]" if two else "hidden"
     with pytest.raises(RuntimeError, match=f"torch.float32 and {name} tensor with torch.float64"):
         layer(torch.randn(5, 3, 8), hx)
+
+
+@pytest.mark.parametrize(
+    "lengths, error, says",
+    [
+        (torch.tensor([5.0, 2.9, 4.0]), ValueError, "lengths must be whole numbers, got 2.9"),
+        (torch.tensor([5.0, math.nan, 4.0]), ValueError, "lengths must be whole numbers, got nan"),
+        (torch.tensor([True, True, True]), TypeError, "lengths must be integers, got a torch.bool"),
+        (["5", "2", "4"], TypeError, r"lengths must be integers, one per sequence; got \['5'"),
+    ],
+)
+def test_lengths_that_are_no_whole_numbers_are_refused(lengths, error, says):
+    """2.9 was taken as 2, True as 1 and nan as -2^63 (as torch's packing takes them);
+    strings were "too many dimensions 'str'"."""
+    m, x = rnnkit.LSTM(3, 4), torch.randn(5, 3, 3)
+    with pytest.raises(error, match=says):
+        m(x, lengths=lengths)
+    assert m(x, lengths=torch.tensor([5.0, 2.0, 4.0]))[0].shape == (5, 3, 4)  # a float mask's sum
+
+
+@pytest.mark.parametrize("make", [lambda: rnnkit.LSTM(3, 4), lambda: rnnkit.MGU(3, 4)])
+def test_an_engine_set_after_construction_is_checked(make):
+    """m.engine = "bogus" ran the reference loop without a word."""
+    m = make()
+    m.engine = "bogus"
+    with pytest.raises(ValueError, match=rf"{type(m).__name__}: engine must be .*got 'bogus'"):
+        m(torch.randn(2, 1, 3))

@@ -178,7 +178,9 @@ class _Recurrent:
 
     def _set_engine(self, engine: str) -> None:
         if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+            raise ValueError(
+                f"{type(self).__name__}: engine must be one of {', '.join(ENGINES)}; got {engine!r}"
+            )
         self.engine = engine
 
     def _needs_explicit(self) -> str | None:
@@ -200,6 +202,8 @@ class _Recurrent:
             return "native"
         if self.engine == "auto":
             return "explicit" if reason else "native"
+        if self.engine not in ENGINES:  # (set after construction: it ran the reference loop)
+            self._set_engine(self.engine)
         return self.engine
 
     def _setup(

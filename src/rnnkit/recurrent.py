@@ -194,6 +194,10 @@ class Recurrent(nn.Module):
         x, hx, lens, layout = time_major(
             input, hx, lengths, self.batch_first, tuple_state, type(self).__name__
         )
+        if self.engine not in ("auto", "explicit", "reference"):  # (set after construction)
+            _check_arguments(
+                type(self), self.cell_class, self.input_size, self.hidden_size, 1, 0.0, self.engine
+            )
         state = _initial_state(self, x, hx)
         D = 2 if self.bidirectional else 1
         trace_type = self.cell_class.Gates if return_gates else None

@@ -45,13 +45,31 @@ def check_lengths(lengths: Tensor | list[int], T: int, B: int, where_b: str = ""
     """Lengths as a CPU long tensor ``(B,)`` with 1 ≤ length ≤ T (the range is not
     checked while torch.export records: the lengths' values are the exported program's
     input, not known then). ``where_b``: the input's dimension that B is, for the error."""
-    lengths = torch.as_tensor(lengths, dtype=torch.long, device="cpu")
+    try:
+        given = torch.as_tensor(lengths, device="cpu")
+    except (TypeError, ValueError, RuntimeError) as e:  # (strings: "too many dimensions 'str'")
+        raise TypeError(
+            f"lengths must be integers, one per sequence; got {lengths!r} ({e})"
+        ) from None
+    if given.dtype == torch.bool or given.is_complex():
+        raise TypeError(f"lengths must be integers, got a {given.dtype} tensor")
+    if given.is_floating_point() and B and not torch.compiler.is_exporting():
+        _check_whole(given)  # (2.9 was taken as 2, nan as -2^63)
+    lengths = given.to(torch.long)
     if lengths.shape != (B,):
         where = f": one length per sequence, B being the input's {where_b}" if where_b else ""
         raise ValueError(f"lengths must have shape ({B},), got {tuple(lengths.shape)}{where}")
     if B and not torch.compiler.is_exporting():
         _check_range(lengths, T)
     return lengths
+
+
+@torch.compiler.disable
+def _check_whole(lengths: Tensor) -> None:
+    """Float lengths must be whole numbers (as a float mask's sum gives them)."""
+    bad = lengths[lengths.round() != lengths]  # (nan too)
+    if bad.numel():
+        raise ValueError(f"lengths must be whole numbers, got {float(bad[0]):g}")
 
 
 @torch.compiler.disable
