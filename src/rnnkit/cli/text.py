@@ -162,13 +162,13 @@ def _readable(fd: int) -> bool:
 
 
 def decoded_line(raw: bytes, name: str, n: int) -> str:
-    """Line ``n`` of ``name`` as text (its line ending stripped, and on line 1 a byte-order
-    mark), or a UsageError."""
+    """Line ``n`` of ``name`` as text (its line ending and a byte-order mark at its start
+    stripped), or a UsageError."""
     try:
         text = raw.decode("utf-8").removesuffix("\n").removesuffix("\r")
     except UnicodeDecodeError as e:
         raise UsageError(f"{name}:{n}: invalid UTF-8 (byte 0x{raw[e.start]:02x})") from None
-    return text.removeprefix("\ufeff") if n == 1 else text
+    return text.removeprefix("\ufeff")  # (on a later line: files joined by cat)
 
 
 def write_text(path: str | None, lines: Sequence[str]) -> None:

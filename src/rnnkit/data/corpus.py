@@ -81,6 +81,8 @@ def decode_lines(data: bytes, name: str) -> list[str]:
         line = data.count(b"\n", 0, e.start) + 1
         raise DataError(f"{name}:{line}: invalid UTF-8 (byte 0x{data[e.start]:02x})") from None
     text = text.removeprefix("\ufeff")
+    if "\ufeff" in text:  # a BOM at a line's start: files joined by cat (it was a token)
+        text = text.replace("\n\ufeff", "\n")
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
