@@ -253,3 +253,21 @@ def test_the_resumed_note_says_one_process_in_the_singular():
         .startswith("note: last.pt was written by 1 process, this run has 2")
     )
     assert Dist(0, 2).resumed_note(2) is None
+
+
+def test_torch_func_transforms_take_lengths_on_the_default_engine():
+    """engine="auto" packed for the fused kernel under torch.func.grad and vmap: "Cannot
+    access data pointer of Tensor that doesn't have storage"; it takes the explicit
+    engine there, as under torch.export."""
+    torch.manual_seed(0)
+    m, x, lengths = rnnkit.LSTM(3, 4), torch.randn(5, 3, 3), [5, 2, 4]
+    params = dict(m.named_parameters())
+    grads = torch.func.grad(
+        lambda p: torch.func.functional_call(m, p, (x,), {"lengths": lengths})[0].sum()
+    )(params)
+    m(x, lengths=lengths)[0].sum().backward()
+    for name, p in m.named_parameters():
+        assert torch.allclose(grads[name], p.grad, atol=1e-6), name
+    xs = torch.randn(2, 5, 3, 3)
+    batched = torch.func.vmap(lambda one: m(one, lengths=lengths)[0])(xs)
+    assert torch.allclose(batched[1], m(xs[1], lengths=lengths)[0], atol=1e-6)

@@ -52,6 +52,12 @@ __all__ = ["RNN", "LSTM", "GRU", "RNNGates", "LSTMGates", "GRUGates", "ENGINES"]
 ENGINES = ("auto", "explicit", "native", "reference")
 
 
+def _transformed() -> bool:
+    """Whether a torch.func transform (grad, vmap, jacrev, ...) is running."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active and active())
+
+
 def _stock_cell(kind: str, layer: Any) -> tuple[Cell, list[str]]:
     """A parameter-less stock cell that a layer binds its weights to (see
     :func:`rnnkit.cells.base.bind`)."""
@@ -194,6 +200,8 @@ class _Recurrent:
         reason = "return_gates=True" if return_gates else self._needs_explicit()
         if not reason and lengths and torch.compiler.is_exporting():
             reason = "lengths under torch.export"
+        if not reason and lengths and _transformed():  # (torch.func: packing has no storage)
+            reason = "lengths under torch.func"
         if self.engine == "native":
             if reason:
                 raise ValueError(
