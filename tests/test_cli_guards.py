@@ -159,6 +159,7 @@ def test_an_allocation_that_fails_is_one_line(tmp_path, capsys, monkeypatch, err
     )
     assert (f"({size}) failed" if size else "allocation failed") in line
     assert "smaller model (model.hidden_size" in line and "train.batch_tokens" in line
+    assert "a very long input line a shorter output bound (--max-len-a" in line
 
 
 def test_a_corpus_setting_that_cannot_work_names_the_config_file(tmp_path, capsys):

@@ -358,7 +358,8 @@ def out_of_memory(e: BaseException) -> str:
         size = f" ({int(wanted[1]) / 2**30:.1f} GiB)" if wanted[1] else f" ({wanted[2]})"
     return (f"out of memory: an allocation{size} failed; try a smaller model (model.hidden_size, "
             "emb_size, enc_layers, dec_layers), train.batch_tokens / batch_size, or when "
-            "translating --batch-size / --beam")  # fmt: skip
+            "translating --batch-size / --beam, and for a very long input line a shorter "
+            "output bound (--max-len-a / --max-len-b) or the line split")  # fmt: skip
 
 
 _PIP_NAMES = {"yaml": "pyyaml", "prometheus_client": "prometheus-client"}  # import → pip
