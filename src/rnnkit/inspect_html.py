@@ -151,14 +151,12 @@ select, input { font-size: 1em; }
 GATE_JS = r"""
 const $ = (id) => document.getElementById(id);
 // a token as drawn: what would not show (controls, format characters as U+202E, which
-// turns the text after it around, spaces) as a visible sign: ␀..␟, ␡, ␣, <U+202E>
+// turns the text after it around, spaces) as a visible sign: ␣, <U+001B>, <U+202E>
+// (the Control Pictures ␀..␟ are missing from common fonts: a box)
 const INVISIBLE = /[\p{Cc}\p{Cf}\p{Z}]/gu;
 function visible(c) {
   const n = c.codePointAt(0);
-  if (n < 32) return String.fromCodePoint(0x2400 + n);
-  if (n === 127) return "\u2421";
-  if (n === 32) return "\u2423";
-  return `<U+${n.toString(16).toUpperCase().padStart(4, "0")}>`;
+  return n === 32 ? "\u2423" : `<U+${n.toString(16).toUpperCase().padStart(4, "0")}>`;
 }
 const show = (t) => (t === "\u2581" ? "\u2423" : t.replace(INVISIBLE, visible));
 function colour(v, lo, hi) {  // (0,1) ranges: white to blue; symmetric: blue-white-red
