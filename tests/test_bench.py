@@ -295,3 +295,23 @@ def test_bench_scripts_refuse_bad_arguments_in_one_line(argv: list[str], says: s
     )  # fmt: skip
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_bench_command_of_an_installed_package(monkeypatch, tmp_path, capsys) -> None:
+    """Installed (site-packages), it looked beside the package and said "run from a source
+    checkout", which failed the same way: it takes ./bench/layers.py, else says where."""
+    import runpy
+
+    import rnnkit.cli.commands as commands
+    from rnnkit.cli import main
+
+    fake = tmp_path / "site-packages" / "rnnkit" / "cli" / "commands.py"
+    monkeypatch.setattr(commands, "__file__", str(fake))
+    ran: list[str] = []
+    monkeypatch.setattr(runpy, "run_path", lambda path, run_name: ran.append(path))
+    monkeypatch.setattr(sys, "argv", ["rnnkit"])
+    monkeypatch.chdir(ROOT)
+    assert main(["bench", "--quick"]) == 0 and ran == [str(Path("bench") / "layers.py")]
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench"]) == 2
+    assert "bench/layers.py is part of the source checkout" in capsys.readouterr().err

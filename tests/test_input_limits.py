@@ -198,3 +198,25 @@ def test_experiment_checks_its_results_file_and_data_dir_before_the_run(tmp_path
     )  # fmt: skip
     assert code == 2 and says in one_line_error(err), err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "config, says",
+    [
+        ("multi30k_de_en.yaml", "`rnnkit data multi30k --out DIR/multi30k` fetches it)"),
+        ("tatoeba_fr_en.yaml", "`rnnkit data tatoeba --out DIR/tatoeba-eng-fra` fetches it)"),
+    ],
+)
+def test_a_missing_recipe_corpus_says_how_to_fetch_it_where_the_config_looks(
+    tmp_path, config, says
+):
+    """It said `rnnkit data multi30k --out DIR` (which writes DIR/train.de, not the
+    DIR/multi30k/train.de the config reads) for Tatoeba's file too."""
+    from rnnkit.config import apply_overrides, load_config
+    from rnnkit.corpus_checks import check_corpora
+    from rnnkit.data import DataError
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    cfg = apply_overrides(load_config(root / config), [f"data.data_dir={tmp_path}"])
+    with pytest.raises(DataError, match=re.escape(says)):
+        check_corpora(cfg, root)

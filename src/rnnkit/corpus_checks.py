@@ -71,9 +71,17 @@ def _check_corpus_file(f: Path) -> None:
             raise DataError(f"{f}: file not found ({packed[0]} is there: unpack it)")
         raise DataError(
             f"{f}: file not found (corpora are looked for under data.data_dir, "
-            "RNNKIT_DATA or the config's folder: --set data.data_dir=DIR; "
-            "`rnnkit data multi30k --out DIR` fetches Multi30k)"
+            f"RNNKIT_DATA or the config's folder: --set data.data_dir=DIR{_fetch_hint(f)})"
         )
+
+
+def _fetch_hint(f: Path) -> str:
+    """How ``rnnkit data`` fetches the corpus ``f`` belongs to (into the folder the
+    configs name under data.data_dir), or nothing."""
+    for folder, corpus in (("multi30k", "multi30k"), ("tatoeba-eng-fra", "tatoeba")):
+        if folder in f.parts:
+            return f"; `rnnkit data {corpus} --out DIR/{folder}` fetches it"
+    return ""
 
 
 def corpora(d: DataConfig, config_dir: Path | None) -> Iterator[tuple[str, Path]]:

@@ -342,9 +342,14 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import runpy
 
-    script = Path(__file__).resolve().parents[3] / "bench" / "layers.py"  # (src/rnnkit/cli/)
-    if not script.is_file():
-        raise UsageError(f"{script}: benchmark script not found (run from a source checkout)")
+    beside = Path(__file__).resolve().parents[3] / "bench" / "layers.py"  # (src/rnnkit/cli/)
+    here = Path("bench") / "layers.py"  # (an installed package lies in site-packages)
+    script = next((p for p in (beside, here) if p.is_file()), None)
+    if script is None:
+        raise UsageError(
+            "bench/layers.py is part of the source checkout, not of the installed package: "
+            "run rnnkit bench in the checkout's folder (or python bench/layers.py there)"
+        )
     sys.argv = [str(script)] + (["--quick"] if args.quick else [])
     runpy.run_path(str(script), run_name="__main__")
     return 0
