@@ -271,3 +271,18 @@ def test_torch_func_transforms_take_lengths_on_the_default_engine():
     xs = torch.randn(2, 5, 3, 3)
     batched = torch.func.vmap(lambda one: m(one, lengths=lengths)[0])(xs)
     assert torch.allclose(batched[1], m(xs[1], lengths=lengths)[0], atol=1e-6)
+
+
+def test_forward_mode_ad_takes_lengths_on_the_default_engine():
+    """Under a dual_level, engine="auto" packed: "Trying to use forward AD with
+    _pack_padded_sequence that does not support it"."""
+    import torch.autograd.forward_ad as fwAD
+
+    torch.manual_seed(0)
+    m, x, t, lengths = rnnkit.LSTM(3, 4), torch.randn(5, 3, 3), torch.randn(5, 3, 3), [5, 2, 4]
+    ref = rnnkit.LSTM(3, 4, engine="reference")
+    ref.load_state_dict(m.state_dict())
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(m(fwAD.make_dual(x, t), lengths=lengths)[0]).tangent
+        expected = fwAD.unpack_dual(ref(fwAD.make_dual(x, t), lengths=lengths)[0]).tangent
+    assert tangent is not None and torch.allclose(tangent, expected, atol=1e-6)

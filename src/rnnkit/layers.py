@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from rnnkit import fast
@@ -53,9 +54,10 @@ ENGINES = ("auto", "explicit", "native", "reference")
 
 
 def _transformed() -> bool:
-    """Whether a torch.func transform (grad, vmap, jacrev, ...) is running."""
+    """Whether a torch.func transform (grad, vmap, jacrev, ...) or forward-mode AD (a
+    ``dual_level``) is running: packing for the fused kernel works under neither."""
     active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(active and active())
+    return bool(active and active()) or getattr(forward_ad, "_current_level", -1) >= 0
 
 
 def _stock_cell(kind: str, layer: Any) -> tuple[Cell, list[str]]:
@@ -201,7 +203,7 @@ class _Recurrent:
         if not reason and lengths and torch.compiler.is_exporting():
             reason = "lengths under torch.export"
         if not reason and lengths and _transformed():  # (torch.func: packing has no storage)
-            reason = "lengths under torch.func"
+            reason = "lengths under torch.func or forward-mode AD"
         if self.engine == "native":
             if reason:
                 raise ValueError(
