@@ -107,7 +107,8 @@ def test_translate_into_a_folder_fails_before_translating(tmp_path: Path, capsys
         tmp_path / "out",
     )
     assert (
-        code == 2 and err.strip() == f"rnnkit: error: {tmp_path / 'out'}: is a folder, not a file"
+        code == 2
+        and err.strip() == f"rnnkit: error: --output {tmp_path / 'out'}: is a folder, not a file"
     )
 
 

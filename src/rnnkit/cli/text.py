@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO
 
-from rnnkit.atomic import check_writable, write_atomically
+from rnnkit.atomic import OutputError, check_writable, write_atomically
 
 __all__ = [
     "UsageError",
@@ -61,7 +61,10 @@ def check_output(output: str | None, inputs: dict[str, list[str]]) -> None:
     checkpoint, a source or reference file), which it would replace (a UsageError)."""
     if output in (None, "-"):
         return
-    check_writable(output)
+    try:
+        check_writable(output)
+    except OutputError as e:  # (it named the path alone)
+        raise OutputError(f"--output {e}") from None
     if not os.path.isfile(output):  # (a pipe, /dev/null: written into, not replaced)
         return
     for flag, paths in inputs.items():
