@@ -57,12 +57,13 @@ def _check_data_dir(name: str, data_dir: Path) -> None:
     and without it, the experiment skipped its Multi30k part and said so in the section
     it wrote over the published one)."""
     from rnnkit.experiments import USES_MULTI30K
-    from rnnkit.experiments.attention_length import missing_multi30k, multi30k_dir
+    from rnnkit.experiments.attention_length import multi30k_dir, multi30k_gaps
 
     if not data_dir.is_dir():
         raise UsageError(f"--data-dir {data_dir}: not a folder")
-    if name in USES_MULTI30K and (why := missing_multi30k(multi30k_dir(data_dir))):
-        missing = why.split("; pass")[0].replace("`", "")  # (--data-dir is the one passed)
+    folder = multi30k_dir(data_dir)
+    if name in USES_MULTI30K and (gaps := multi30k_gaps(folder)):
         raise UsageError(
-            f"--data-dir {data_dir}: {missing}: rnnkit data multi30k --out DIR/multi30k fetches it"
+            f"--data-dir {data_dir}: Multi30k not found in {folder} (missing "
+            f"{', '.join(gaps)}): rnnkit data multi30k --out DIR/multi30k fetches it"
         )

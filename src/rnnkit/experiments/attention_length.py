@@ -47,6 +47,7 @@ __all__ = [
     "run",
     "multi30k_dir",
     "missing_multi30k",
+    "multi30k_gaps",
     "dates_splits",
     "MODELS",
     "UNITS",
@@ -113,9 +114,14 @@ def multi30k_dir(data_dir: Path | None) -> Path:
     return beside
 
 
+def multi30k_gaps(folder: Path) -> list[str]:
+    """The files of Multi30k that ``folder`` lacks."""
+    return [f for f in MULTI30K_FILES if not (folder / f).is_file()]
+
+
 def missing_multi30k(folder: Path) -> str | None:
     """Why Multi30k in ``folder`` cannot be used, or None when it is all there."""
-    missing = [f for f in MULTI30K_FILES if not (folder / f).is_file()]
+    missing = multi30k_gaps(folder)
     if not missing:
         return None
     return (
